@@ -1,0 +1,409 @@
+/*
+ * libpackkv: a compressed KV cache for LLM decode attention (the PackKV method,
+ * arXiv 2512.24449), behind a stable C99 ABI.
+ *
+ * One cache handle holds the K and V of ONE attention layer for up to
+ * `max_seqs` sequences, `n_kv_heads` KV heads of `head_dim` channels each.
+ * Tokens are appended post-RoPE. The most recent tokens of each sequence stay
+ * uncompressed in a residual window; older tokens are compressed in blocks of
+ * `block_tokens` tokens: per-token error-bounded quantization (relative scale r,
+ * zero point z, scale s), optional token repacking inside the block, and
+ * 16-token bit-packing (PACKKV.md sections 2-5). Attention is computed directly
+ * on the packed integers with z and s folded in (PACKKV.md section 6.3).
+ *
+ * Memory location of array arguments
+ *   Arguments named h_* are always host memory. Arguments without a prefix that
+ *   hold K, V, queries, scores, probabilities or outputs live where the cache
+ *   lives: host memory for a CPU cache (params.device = -1), device memory of the
+ *   cache's GPU for a CUDA cache. All arrays are dense, row-major, and need only
+ *   the natural alignment of their element type. The library never retains a
+ *   caller's pointer after a call returns.
+ *
+ * Errors
+ *   Every fallible function returns a packkv_status_t. On failure the cache is
+ *   left exactly as it was before the call, and packkv_last_error_message()
+ *   returns a detailed, thread-local message naming the function and argument.
+ *   The library never prints.
+ *
+ * Thread safety (the libcurl model)
+ *   Functions without a cache handle are thread-safe. A cache has no internal
+ *   lock: calls that take a non-const `packkv_cache_t*` (append, reset,
+ *   remove_seq, destroy) must not overlap any other call on the same cache.
+ *   Calls that take a `const packkv_cache_t*` (attention, stats, decompress,
+ *   queries) may run concurrently with each other (on a CUDA cache each
+ *   concurrent call needs its own workspace). Different caches are independent.
+ *   A cache may move between threads.
+ */
+#ifndef PACKKV_PACKKV_H
+#define PACKKV_PACKKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(PACKKV_STATIC)
+#define PACKKV_API
+#elif defined(_WIN32)
+#if defined(PACKKV_BUILDING)
+#define PACKKV_API __declspec(dllexport)
+#else
+#define PACKKV_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__) || defined(__clang__)
+#define PACKKV_API __attribute__((visibility("default")))
+#else
+#define PACKKV_API
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PACKKV_DEPRECATED(msg) __attribute__((deprecated(msg)))
+#else
+#define PACKKV_DEPRECATED(msg)
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* Version                                                                   */
+/* ------------------------------------------------------------------------- */
+
+#define PACKKV_VERSION_MAJOR 0
+#define PACKKV_VERSION_MINOR 1
+#define PACKKV_VERSION_PATCH 0
+#define PACKKV_VERSION_NUMBER \
+  (PACKKV_VERSION_MAJOR * 10000 + PACKKV_VERSION_MINOR * 100 + PACKKV_VERSION_PATCH)
+
+/** Runtime version as MAJOR*10000 + MINOR*100 + PATCH. A loader that dlopen()s the
+ *  library must check that packkv_version_number()/10000 equals the major it was
+ *  built for. Thread-safe, never fails. */
+PACKKV_API uint32_t packkv_version_number(void);
+
+/** Runtime version as "MAJOR.MINOR.PATCH" (static string). Thread-safe. */
+PACKKV_API const char* packkv_version_string(void);
+
+/** Static description of the build: version, compiler, whether CUDA is compiled in,
+ *  the CUDA runtime version and the compiled SM architectures. Thread-safe. */
+PACKKV_API const char* packkv_build_info(void);
+
+/** 1 if this build contains the CUDA backend and at least one CUDA device is
+ *  visible, else 0. Thread-safe. */
+PACKKV_API int32_t packkv_has_cuda(void);
+
+/* ------------------------------------------------------------------------- */
+/* Status codes (values pinned forever; new codes are only appended)         */
+/* ------------------------------------------------------------------------- */
+
+typedef int32_t packkv_status_t;
+enum {
+  PACKKV_OK = 0,
+  PACKKV_ERR_INVALID_ARGUMENT = 1,
+  PACKKV_ERR_INVALID_STATE = 2,
+  PACKKV_ERR_CAPACITY_EXCEEDED = 3,
+  PACKKV_ERR_WORKSPACE_TOO_SMALL = 4,
+  PACKKV_ERR_OUT_OF_HOST_MEMORY = 5,
+  PACKKV_ERR_OUT_OF_DEVICE_MEMORY = 6,
+  PACKKV_ERR_CUDA = 7,
+  PACKKV_ERR_NOT_SUPPORTED = 8,
+  PACKKV_ERR_VERSION_MISMATCH = 9,
+  PACKKV_ERR_INTERNAL = 10
+};
+
+/** Short static name of a status ("PACKKV_ERR_INVALID_ARGUMENT"); "unknown status"
+ *  for values this version does not know. Never NULL. Thread-safe. */
+PACKKV_API const char* packkv_status_string(packkv_status_t status);
+
+/** Detailed message of the last failed call on the calling thread (function name,
+ *  offending argument, CUDA error name where relevant). Empty string when the last
+ *  call on this thread succeeded. Valid until the next packkv_* call on the same
+ *  thread. Never NULL. Thread-safe (the message is thread-local). */
+PACKKV_API const char* packkv_last_error_message(void);
+
+/** Copies the last error message of the calling thread into buf (NUL-terminated,
+ *  truncated to cap-1 characters) and returns the full message length (excluding
+ *  the NUL). buf may be NULL when cap is 0. Does not change the last error. */
+PACKKV_API size_t packkv_copy_last_error(char* buf, size_t cap);
+
+/* ------------------------------------------------------------------------- */
+/* Enumerations (stored as int32_t)                                          */
+/* ------------------------------------------------------------------------- */
+
+typedef int32_t packkv_dtype_t;
+enum { PACKKV_DTYPE_F16 = 0, PACKKV_DTYPE_BF16 = 1, PACKKV_DTYPE_F32 = 2 };
+
+/** Token repacking inside a block (PACKKV.md section 4). The permutation is stored
+ *  with the block (one byte per token) so that original order can be recovered. */
+typedef int32_t packkv_repack_t;
+enum {
+  PACKKV_REPACK_NONE = 0,   /* tokens keep their order */
+  PACKKV_REPACK_MEDIAN = 1, /* sort tokens by the median of their V integers, descending (section 4.2) */
+  PACKKV_REPACK_GREEDY = 2  /* greedy pack formation minimizing encode length (section 4.3) */
+};
+
+/** Granularity of the zero point and scale of the per-token quantization. */
+typedef int32_t packkv_scale_granularity_t;
+enum {
+  PACKKV_SCALE_PER_TOKEN = 0,      /* one (z, s) per token across all KV heads (the paper's TokenQuant) */
+  PACKKV_SCALE_PER_TOKEN_HEAD = 1  /* one (z, s) per token and KV head (PACKKV.md section 8.3) */
+};
+
+/** CUDA stream; the same type as cudaStream_t. NULL is the legacy default stream.
+ *  Ignored by a CPU cache. */
+typedef struct CUstream_st* packkv_stream_t;
+
+/* ------------------------------------------------------------------------- */
+/* Cache parameters                                                          */
+/* ------------------------------------------------------------------------- */
+
+/** Creation-time configuration. Always initialise with packkv_cache_params_init();
+ *  new fields are only appended, and the library reads only the first struct_size
+ *  bytes (fields beyond take their defaults). Fixed-width fields only. */
+typedef struct packkv_cache_params {
+  uint32_t struct_size;        /* sizeof(packkv_cache_params_t) as the caller compiled it */
+  int32_t device;              /* -1 (default): CPU backend; >= 0: CUDA device ordinal */
+  int32_t n_kv_heads;          /* KV heads per token, >= 1 (default 8) */
+  int32_t head_dim;            /* channels per head: a multiple of 16 in [32, 256] (default 128) */
+  int32_t max_seqs;            /* sequence ids are 0 .. max_seqs-1, >= 1 (default 1) */
+  packkv_dtype_t kv_dtype;     /* dtype of the uncompressed residual window (default F16) */
+  int64_t max_tokens_per_seq;  /* capacity of one sequence in tokens, >= 1 (default 131072) */
+  float rel_scale_k;           /* relative scale r of K: |k - k^| <= r * range / 2 (default 0.1) */
+  float rel_scale_v;           /* relative scale r of V (default 0.2) */
+  int32_t bits_k;              /* K code width 1..8; 0 (default) derives it from rel_scale_k */
+  int32_t bits_v;              /* V code width 1..8; 0 (default) derives it from rel_scale_v */
+  packkv_repack_t repack;      /* default PACKKV_REPACK_MEDIAN */
+  packkv_scale_granularity_t scale_granularity; /* default PACKKV_SCALE_PER_TOKEN */
+  int32_t block_tokens;        /* tokens compressed together: a multiple of 16 in [16, 256] (default 64) */
+  int32_t residual_tokens;     /* tokens kept uncompressed after a flush, >= 0 (default 128) */
+} packkv_cache_params_t;
+
+/** Size of version 1 of packkv_cache_params_t, the smallest struct_size accepted. */
+#define PACKKV_CACHE_PARAMS_SIZE_V1 64
+
+/** Fills *params with defaults and sets params->struct_size = struct_size.
+ *  @param params      [host] struct to fill; only its first struct_size bytes are written.
+ *  @param struct_size sizeof(packkv_cache_params_t) as the caller compiled it.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT if params is NULL; PACKKV_ERR_VERSION_MISMATCH
+ *          if struct_size < PACKKV_CACHE_PARAMS_SIZE_V1. Bytes beyond the fields this
+ *          library knows are set to zero. Thread-safe. */
+PACKKV_API packkv_status_t packkv_cache_params_init(packkv_cache_params_t* params,
+                                                    size_t struct_size);
+
+/** The code width (bits) that a relative scale r implies: the smallest b with
+ *  2^b >= ceil(1/r) + 2, i.e. room for every level the quantizer can produce
+ *  (PACKKV.md section 3.1; r = 0.1 -> 4, r = 0.2 -> 3).
+ *  @param rel_scale r, finite, in [1/254, 1].
+ *  @param bits      [host] out: 1..8.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT if bits is NULL or r is out of range. Thread-safe. */
+PACKKV_API packkv_status_t packkv_bits_for_rel_scale(float rel_scale, int32_t* bits);
+
+/* ------------------------------------------------------------------------- */
+/* Cache lifecycle                                                           */
+/* ------------------------------------------------------------------------- */
+
+typedef struct packkv_cache packkv_cache_t;
+
+/** Creates a cache for one attention layer.
+ *  @param params [host] initialised by packkv_cache_params_init, then edited.
+ *  @param out    [host] receives the handle; set to NULL on failure.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL pointers or an out-of-range field
+ *          (message names the field); PACKKV_ERR_VERSION_MISMATCH if struct_size is
+ *          too small; PACKKV_ERR_NOT_SUPPORTED if params->device >= 0 and this build
+ *          or machine has no CUDA backend, or if bytes beyond the known fields are
+ *          non-zero (a newer caller asking for a feature this library lacks);
+ *          PACKKV_ERR_OUT_OF_HOST_MEMORY.
+ *  Thread-safe. Memory grows with the compressed size; nothing is reserved for
+ *  max_tokens_per_seq up front. */
+PACKKV_API packkv_status_t packkv_cache_create(const packkv_cache_params_t* params,
+                                               packkv_cache_t** out);
+
+/** Destroys a cache and frees all its memory. Accepts NULL. Blocks until work the
+ *  library enqueued for this cache has completed. Must not overlap any other call
+ *  on the same cache; safe from any thread (e.g. a garbage-collector finalizer). */
+PACKKV_API void packkv_cache_destroy(packkv_cache_t* cache);
+
+/** Copies the effective parameters (with derived bits_k / bits_v filled in) into
+ *  *params, whose struct_size the caller must have set (as by params_init).
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL; PACKKV_ERR_VERSION_MISMATCH if
+ *          params->struct_size is too small. */
+PACKKV_API packkv_status_t packkv_cache_get_params(const packkv_cache_t* cache,
+                                                   packkv_cache_params_t* params);
+
+/** Device ordinal of the cache (-1 for a CPU cache).
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL arguments. */
+PACKKV_API packkv_status_t packkv_cache_device(const packkv_cache_t* cache, int32_t* device);
+
+/* ------------------------------------------------------------------------- */
+/* Append                                                                    */
+/* ------------------------------------------------------------------------- */
+
+/** Appends new tokens to several sequences at once (a prefill, or one decode step
+ *  of a batch) and compresses every block that the flush policy releases: while a
+ *  sequence's residual window holds >= residual_tokens + block_tokens tokens, its
+ *  oldest block_tokens tokens are quantized, repacked and bit-packed
+ *  (PACKKV.md sections 2.3, 3, 4, 5; test vectors T6, T7).
+ *
+ *  @param cache      the cache.
+ *  @param n_seqs     number of sequences in this call, >= 1.
+ *  @param h_seq_ids  [host] int32[n_seqs]: distinct ids in [0, max_seqs).
+ *  @param h_n_tokens [host] int32[n_seqs]: new tokens per sequence, >= 0.
+ *  @param k_new      K of the new tokens, [sum(h_n_tokens)][n_kv_heads][head_dim] in
+ *                    `dtype`, sequences in the order of h_seq_ids, tokens in order.
+ *                    Host memory for a CPU cache, device memory for a CUDA cache.
+ *  @param v_new      V of the new tokens, same shape, dtype and memory as k_new.
+ *  @param dtype      PACKKV_DTYPE_F16, _BF16 or _F32; values are converted to
+ *                    params.kv_dtype (round to nearest even) on entry.
+ *  @param stream     CUDA stream (ignored by a CPU cache).
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL pointers, n_seqs < 1, a bad or
+ *          repeated seq id, a negative count, an unknown dtype, or a non-finite
+ *          value (or one that overflows kv_dtype) in K or V (the message names the
+ *          sequence and token; on a CUDA cache this check runs inside the kernels
+ *          and is reported by the next call that synchronizes);
+ *          PACKKV_ERR_CAPACITY_EXCEEDED if a sequence would exceed
+ *          max_tokens_per_seq; PACKKV_ERR_OUT_OF_HOST_MEMORY /
+ *          PACKKV_ERR_OUT_OF_DEVICE_MEMORY. On any failure nothing is appended.
+ *  Not thread-safe on one cache (see the header comment). */
+PACKKV_API packkv_status_t packkv_cache_append(packkv_cache_t* cache, int32_t n_seqs,
+                                               const int32_t* h_seq_ids,
+                                               const int32_t* h_n_tokens,
+                                               const void* k_new, const void* v_new,
+                                               packkv_dtype_t dtype, packkv_stream_t stream);
+
+/** Removes every token of one sequence; its id can be reused at once.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or an id outside [0, max_seqs). */
+PACKKV_API packkv_status_t packkv_cache_remove_seq(packkv_cache_t* cache, int32_t seq_id);
+
+/** Removes every token of every sequence (the configuration is kept).
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL. */
+PACKKV_API packkv_status_t packkv_cache_reset(packkv_cache_t* cache);
+
+/* ------------------------------------------------------------------------- */
+/* Queries                                                                   */
+/* ------------------------------------------------------------------------- */
+
+/** Number of tokens currently held for one sequence (compressed + residual).
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or an id outside [0, max_seqs). */
+PACKKV_API packkv_status_t packkv_cache_seq_length(const packkv_cache_t* cache,
+                                                   int32_t seq_id, int64_t* n_tokens);
+
+/** Memory accounting. Every byte the cache stores for the tokens is counted in
+ *  exactly one of the *_bytes "used" fields; compressed_bytes_used is their sum
+ *  over the compressed blocks, and the all-in size of the cache is
+ *  compressed_bytes_used + residual_bytes. */
+typedef struct packkv_cache_stats {
+  uint32_t struct_size;           /* caller sets: sizeof(packkv_cache_stats_t) */
+  uint32_t reserved0;             /* zero */
+  int64_t n_tokens;               /* tokens held (compressed + residual) */
+  int64_t n_compressed_tokens;    /* tokens in compressed blocks */
+  int64_t n_residual_tokens;      /* tokens in residual windows */
+  int64_t n_blocks;               /* compressed blocks */
+  int64_t k_tile_bytes;           /* K tiles: pack minimums, encode lengths, payload */
+  int64_t v_tile_bytes;           /* V tiles */
+  int64_t k_scale_bytes;          /* K zero points and scales */
+  int64_t v_scale_bytes;          /* V zero points and scales */
+  int64_t index_bytes;            /* block index and per-block tile offsets */
+  int64_t perm_bytes;             /* stored repacking permutations */
+  int64_t compressed_bytes_used;  /* sum of the six fields above */
+  int64_t compressed_bytes_reserved; /* bytes allocated for compressed data (>= used) */
+  int64_t residual_bytes;         /* K and V of residual-window tokens, in kv_dtype */
+  int64_t fp16_bytes;             /* what K and V of all tokens would take in fp16 */
+} packkv_cache_stats_t;
+
+/** Size of version 1 of packkv_cache_stats_t. */
+#define PACKKV_CACHE_STATS_SIZE_V1 128
+
+/** Fills *stats for one sequence, or for all sequences when seq_id == -1.
+ *  @param stats [host] its struct_size must be set by the caller (>= V1 size);
+ *               only the first struct_size bytes are written.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad seq_id;
+ *          PACKKV_ERR_VERSION_MISMATCH if stats->struct_size is too small. */
+PACKKV_API packkv_status_t packkv_cache_stats(const packkv_cache_t* cache, int32_t seq_id,
+                                              packkv_cache_stats_t* stats);
+
+/** Reconstructs K and V of one sequence in original token order: dequantized
+ *  compressed tokens ((q + z) * s, PACKKV.md section 3.1), then the residual
+ *  window converted to fp32.
+ *  @param k_out, v_out  float32 [n_tokens][n_kv_heads][head_dim]; host memory for a
+ *                       CPU cache, device memory for a CUDA cache. Either may be NULL
+ *                       to skip it.
+ *  @param capacity_tokens rows available in k_out / v_out.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for a NULL cache or a bad seq_id;
+ *          PACKKV_ERR_CAPACITY_EXCEEDED if the sequence holds more than
+ *          capacity_tokens tokens (nothing written). */
+PACKKV_API packkv_status_t packkv_cache_decompress(const packkv_cache_t* cache, int32_t seq_id,
+                                                   float* k_out, float* v_out,
+                                                   int64_t capacity_tokens,
+                                                   packkv_stream_t stream);
+
+/** Waits for work the library enqueued for this cache and reports errors detected
+ *  asynchronously on the device (non-finite input found by the append kernels,
+ *  CUDA faults). Always PACKKV_OK for a CPU cache with valid arguments. */
+PACKKV_API packkv_status_t packkv_cache_sync(const packkv_cache_t* cache);
+
+/* ------------------------------------------------------------------------- */
+/* Attention                                                                 */
+/* ------------------------------------------------------------------------- */
+/* Common arguments of the attention calls:
+ *   n_seqs, h_seq_ids  [host] int32[n_seqs] distinct ids in [0, max_seqs).
+ *   n_q_heads          query heads per sequence: a positive multiple of n_kv_heads
+ *                      (GQA: query head j reads KV head j / (n_q_heads / n_kv_heads)).
+ *   q, q_dtype         queries [n_seqs][n_q_heads][head_dim] in q_dtype (F16/BF16/F32).
+ *   workspace          scratch of at least packkv_attn_workspace_size() bytes, device
+ *                      memory for a CUDA cache (NULL allowed when that size is 0).
+ *   Arithmetic and accumulation are fp32; results are fp32. Tokens are scored in
+ *   original order whatever the repacking. Sequences with no tokens give empty
+ *   scores, zero outputs and lse = -inf. No allocation and no host synchronization
+ *   on a CUDA cache (graph-capturable). */
+
+/** Workspace bytes needed by an attention call on this cache with these sizes.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or bad sizes. */
+PACKKV_API packkv_status_t packkv_attn_workspace_size(const packkv_cache_t* cache,
+                                                      int32_t n_seqs, int32_t n_q_heads,
+                                                      size_t* bytes);
+
+/** Raw attention scores q . k for every cached token (no softmax scale applied):
+ *  scores[i][j][t] = q[i][j] . K_seq(i)[t][kv_head(j)] (PACKKV.md section 6.1, 6.3;
+ *  test vector T8). Entries t >= length of sequence i are not written.
+ *  @param scores    float32 [n_seqs][n_q_heads][ld_scores].
+ *  @param ld_scores row stride in elements, >= the longest requested sequence.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT (NULL, bad sizes, ld_scores too small,
+ *          repeated ids), PACKKV_ERR_WORKSPACE_TOO_SMALL. */
+PACKKV_API packkv_status_t packkv_attn_scores(const packkv_cache_t* cache, int32_t n_seqs,
+                                              const int32_t* h_seq_ids, int32_t n_q_heads,
+                                              const void* q, packkv_dtype_t q_dtype,
+                                              float* scores, int64_t ld_scores,
+                                              void* workspace, size_t workspace_bytes,
+                                              packkv_stream_t stream);
+
+/** Weighted sum of V: out[i][j][c] = sum_t probs[i][j][t] * V_seq(i)[t][kv_head(j)][c]
+ *  (PACKKV.md section 6.2, 6.3; test vector T9). probs need not sum to 1.
+ *  @param probs    float32 [n_seqs][n_q_heads][ld_probs], original token order; only
+ *                  the first seq_length entries of each row are read.
+ *  @param out      float32 [n_seqs][n_q_heads][head_dim].
+ *  @return as packkv_attn_scores. */
+PACKKV_API packkv_status_t packkv_attn_apply(const packkv_cache_t* cache, int32_t n_seqs,
+                                             const int32_t* h_seq_ids, int32_t n_q_heads,
+                                             const float* probs, int64_t ld_probs,
+                                             float* out, void* workspace,
+                                             size_t workspace_bytes, packkv_stream_t stream);
+
+/** Complete decode attention for one new query per head:
+ *  out = softmax(scale * q . K^T) V over every cached token (compressed blocks and
+ *  residual window), split over tokens and merged exactly (flash-decoding).
+ *  @param scale    softmax scale, finite and > 0 (usually 1/sqrt(head_dim)).
+ *  @param out      float32 [n_seqs][n_q_heads][head_dim].
+ *  @param lse      optional float32 [n_seqs][n_q_heads]: natural log of
+ *                  sum_t exp(scale * q . k_t), for merging with attention computed
+ *                  elsewhere (e.g. over the current token); NULL to skip.
+ *  @return as packkv_attn_scores, and PACKKV_ERR_INVALID_ARGUMENT for a bad scale. */
+PACKKV_API packkv_status_t packkv_attn_decode(const packkv_cache_t* cache, int32_t n_seqs,
+                                              const int32_t* h_seq_ids, int32_t n_q_heads,
+                                              const void* q, packkv_dtype_t q_dtype,
+                                              float scale, float* out, float* lse,
+                                              void* workspace, size_t workspace_bytes,
+                                              packkv_stream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PACKKV_PACKKV_H */
