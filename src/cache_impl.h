@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include <memory>
+#include <vector>
 
 #include "config.h"
 #include "packkv/packkv.h"
@@ -47,6 +48,10 @@ class CacheImpl {
   virtual void stats(int seq, packkv_cache_stats_t* out) const = 0;
   virtual void decompress(int seq, float* k_out, float* v_out, packkv_stream_t stream) const = 0;
   virtual void sync() const = 0;
+  // Number of compressed blocks of a sequence, and a host copy of one block's blob
+  // (tests compare the CPU and CUDA encoders byte for byte with these).
+  virtual int64_t n_blocks(int seq) const = 0;
+  virtual std::vector<uint8_t> block_bytes(int seq, int64_t block) const = 0;
   virtual size_t workspace_size(int n_seqs, int n_q_heads) const = 0;
   virtual void scores(const AttnArgs& a, float* scores, int64_t ld_scores) const = 0;
   virtual void apply(const AttnArgs& a, const float* probs, int64_t ld_probs, float* out) const = 0;

@@ -189,11 +189,13 @@ PACKKV_API packkv_status_t packkv_cache_params_init(packkv_cache_params_t* param
                                                     size_t struct_size);
 
 /** The code width (bits) that a relative scale r implies: the smallest b with
- *  2^b >= ceil(1/r) + 2, i.e. room for every level the quantizer can produce
- *  (PACKKV.md section 3.1; r = 0.1 -> 4, r = 0.2 -> 3).
- *  @param rel_scale r, finite, in [1/254, 1].
+ *  2^b - 1 >= floor((1/r) * (1 + 1e-6)) + 1, i.e. room for the largest code the
+ *  quantizer can produce, q <= range/s + 1 (PACKKV.md section 3.1; r = 0.1 -> 4,
+ *  r = 0.2 -> 3, r = 1/254 -> 8).
+ *  @param rel_scale r, finite, in (0, 1].
  *  @param bits      [host] out: 1..8.
- *  @return PACKKV_ERR_INVALID_ARGUMENT if bits is NULL or r is out of range. Thread-safe. */
+ *  @return PACKKV_ERR_INVALID_ARGUMENT if bits is NULL, r is out of range, or r
+ *          needs more than 8 bits. Thread-safe. */
 PACKKV_API packkv_status_t packkv_bits_for_rel_scale(float rel_scale, int32_t* bits);
 
 /* ------------------------------------------------------------------------- */
@@ -289,7 +291,7 @@ PACKKV_API packkv_status_t packkv_cache_seq_length(const packkv_cache_t* cache,
  *  exactly one of the *_bytes "used" fields; compressed_bytes_used is their sum
  *  over the compressed blocks, and the all-in size of the cache is
  *  compressed_bytes_used + residual_bytes. */
-typedef struct packkv_cache_stats {
+typedef struct packkv_cache_stats_s {
   uint32_t struct_size;           /* caller sets: sizeof(packkv_cache_stats_t) */
   uint32_t reserved0;             /* zero */
   int64_t n_tokens;               /* tokens held (compressed + residual) */

@@ -1,0 +1,351 @@
+// The CPU backend: per-sequence residual windows in kv_dtype, a growing store of
+// compressed block blobs, the flush policy, and attention over both.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "block_codec.h"
+#include "cache_impl.h"
+#include "cpu_attention.h"
+#include "dtype.h"
+#include "error.h"
+#include "tile_format.h"
+
+namespace packkv {
+
+namespace {
+
+constexpr size_t kBlobAlign = 16;  // every blob starts 16-byte aligned in the store
+
+struct Seq {
+  std::vector<uint8_t> store;          // blobs, each 16-byte aligned
+  std::vector<uint64_t> block_offset;  // start of each blob in store
+  std::vector<uint8_t> res_k, res_v;   // residual window, [n_res][H][D] in kv_dtype
+  int64_t n_res = 0;
+
+  int64_t n_blocks() const { return (int64_t)block_offset.size(); }
+};
+
+// Number of blocks the flush policy releases from a window of `window` tokens
+// (PACKKV.md section 2.3; T7): flush while window >= residual + block.
+int64_t blocks_to_flush(int64_t window, const Config& c) {
+  if (window < (int64_t)c.residual_tokens + c.block_tokens) return 0;
+  return (window - c.residual_tokens) / c.block_tokens;
+}
+
+// A 16-byte aligned view of the store (std::vector storage is at least 16-aligned
+// through operator new on the platforms we build for).
+const uint8_t* blob_at(const Seq& s, int64_t b) { return s.store.data() + s.block_offset[b]; }
+
+class CpuCache final : public CacheImpl {
+ public:
+  explicit CpuCache(const Config& c) : CacheImpl(c), seqs_(c.max_seqs) {
+    row_ = (size_t)c.n_kv_heads * c.head_dim;
+    elem_ = dtype_size(c.kv_dtype);
+  }
+
+  int64_t seq_length(int seq) const override {
+    const Seq& s = seqs_[seq];
+    return s.n_blocks() * config().block_tokens + s.n_res;
+  }
+
+  void append(int n_seqs, const int32_t* ids, const int32_t* counts, const void* k_new,
+              const void* v_new, packkv_dtype_t dtype, packkv_stream_t) override {
+    const Config& c = config();
+    const size_t in_elem = dtype_size(dtype);
+    struct Plan {
+      std::vector<uint8_t> k, v;    // new tokens in kv_dtype
+      std::vector<uint8_t> blobs;   // newly compressed blocks, aligned relative to store end
+      std::vector<uint64_t> offsets;
+      int64_t flushed = 0;          // blocks
+    };
+    std::vector<Plan> plans(n_seqs);
+    // Phase 1 (may throw, changes nothing): convert and check the new tokens, encode
+    // the blocks that will be flushed, reserve every buffer the commit needs.
+    size_t at = 0;
+    for (int i = 0; i < n_seqs; ++i) {
+      Plan& p = plans[i];
+      const int64_t n = counts[i];
+      const size_t vals = (size_t)n * row_;
+      p.k.resize(vals * elem_);
+      p.v.resize(vals * elem_);
+      for (int kv = 0; kv < 2; ++kv) {
+        const uint8_t* src = static_cast<const uint8_t*>(kv == 0 ? k_new : v_new) + at * in_elem;
+        uint8_t* dst = (kv == 0 ? p.k : p.v).data();
+        convert_checked(src, dtype, vals, dst, ids[i], kv == 0 ? "k_new" : "v_new");
+      }
+      at += vals;
+      const Seq& s = seqs_[ids[i]];
+      p.flushed = blocks_to_flush(s.n_res + n, c);
+      if (p.flushed > 0) encode_flushed(s, p.k, p.v, p.flushed, s.store.size(), &p.blobs, &p.offsets);
+    }
+    for (int i = 0; i < n_seqs; ++i) {
+      Seq& s = seqs_[ids[i]];
+      const Plan& p = plans[i];
+      s.store.reserve(s.store.size() + p.blobs.size());
+      s.block_offset.reserve(s.block_offset.size() + p.offsets.size());
+      s.res_k.reserve(s.res_k.size() + p.k.size());
+      s.res_v.reserve(s.res_v.size() + p.v.size());
+    }
+    // Phase 2 (no throw: capacity is reserved).
+    for (int i = 0; i < n_seqs; ++i) {
+      Seq& s = seqs_[ids[i]];
+      Plan& p = plans[i];
+      s.store.insert(s.store.end(), p.blobs.begin(), p.blobs.end());
+      s.block_offset.insert(s.block_offset.end(), p.offsets.begin(), p.offsets.end());
+      s.res_k.insert(s.res_k.end(), p.k.begin(), p.k.end());
+      s.res_v.insert(s.res_v.end(), p.v.begin(), p.v.end());
+      const size_t drop = (size_t)p.flushed * c.block_tokens * row_ * elem_;
+      s.res_k.erase(s.res_k.begin(), s.res_k.begin() + (ptrdiff_t)drop);
+      s.res_v.erase(s.res_v.begin(), s.res_v.begin() + (ptrdiff_t)drop);
+      s.n_res += counts[i] - p.flushed * c.block_tokens;
+    }
+  }
+
+  void remove_seq(int seq) override { seqs_[seq] = Seq(); }
+
+  void reset() override {
+    for (Seq& s : seqs_) s = Seq();
+  }
+
+  void stats(int seq, packkv_cache_stats_t* out) const override {
+    std::memset(out, 0, sizeof *out);
+    out->struct_size = sizeof *out;
+    const Config& c = config();
+    for (int i = 0; i < c.max_seqs; ++i) {
+      if (seq >= 0 && i != seq) continue;
+      const Seq& s = seqs_[i];
+      out->n_blocks += s.n_blocks();
+      out->n_compressed_tokens += s.n_blocks() * c.block_tokens;
+      out->n_residual_tokens += s.n_res;
+      size_t prev_end = 0;
+      for (int64_t b = 0; b < s.n_blocks(); ++b) {
+        const BlobSizes z = blob_sizes(c, blob_at(s, b));
+        // alignment padding before the blob belongs to the index
+        out->index_bytes += z.header + (int64_t)(s.block_offset[b] - prev_end) + (int64_t)sizeof(uint64_t);
+        out->perm_bytes += z.perm;
+        out->k_scale_bytes += z.k_scale;
+        out->v_scale_bytes += z.v_scale;
+        out->k_tile_bytes += z.k_tiles;
+        out->v_tile_bytes += z.v_tiles;
+        prev_end = s.block_offset[b] + (size_t)z.total();
+      }
+      out->compressed_bytes_reserved +=
+          (int64_t)(s.store.capacity() + s.block_offset.capacity() * sizeof(uint64_t));
+      out->residual_bytes += (int64_t)(s.res_k.size() + s.res_v.size());
+    }
+    out->n_tokens = out->n_compressed_tokens + out->n_residual_tokens;
+    out->compressed_bytes_used = out->k_tile_bytes + out->v_tile_bytes + out->k_scale_bytes +
+                                 out->v_scale_bytes + out->index_bytes + out->perm_bytes;
+    out->fp16_bytes = out->n_tokens * (int64_t)row_ * 2 * 2;
+  }
+
+  void decompress(int seq, float* k_out, float* v_out, packkv_stream_t) const override {
+    const Config& c = config();
+    const Seq& s = seqs_[seq];
+    const size_t block_vals = (size_t)c.block_tokens * row_;
+    for (int64_t b = 0; b < s.n_blocks(); ++b)
+      decode_block(c, blob_at(s, b), k_out ? k_out + b * block_vals : nullptr,
+                   v_out ? v_out + b * block_vals : nullptr);
+    const size_t done = (size_t)s.n_blocks() * block_vals;
+    if (k_out) to_float(s.res_k.data(), c.kv_dtype, (size_t)s.n_res * row_, k_out + done);
+    if (v_out) to_float(s.res_v.data(), c.kv_dtype, (size_t)s.n_res * row_, v_out + done);
+  }
+
+  void sync() const override {}
+
+  int64_t n_blocks(int seq) const override { return seqs_[seq].n_blocks(); }
+
+  std::vector<uint8_t> block_bytes(int seq, int64_t block) const override {
+    const Seq& s = seqs_[seq];
+    const uint8_t* b = blob_at(s, block);
+    return std::vector<uint8_t>(b, b + blob_sizes(config(), b).total());
+  }
+
+  size_t workspace_size(int, int) const override { return 0; }
+
+  void scores(const AttnArgs& a, float* scores, int64_t ld) const override {
+    const Config& c = config();
+    const int group = a.n_q_heads / c.n_kv_heads;
+    std::vector<float> q((size_t)a.n_q_heads * c.head_dim);
+    for (int i = 0; i < a.n_seqs; ++i) {
+      load_q(a, i, q.data());
+      float* out = scores + (size_t)i * a.n_q_heads * ld;
+      seq_scores(seqs_[a.seq_ids[i]], q.data(), group, out, (size_t)ld);
+    }
+  }
+
+  void apply(const AttnArgs& a, const float* probs, int64_t ld, float* out) const override {
+    const Config& c = config();
+    const int group = a.n_q_heads / c.n_kv_heads;
+    std::vector<double> acc((size_t)a.n_q_heads * c.head_dim);
+    for (int i = 0; i < a.n_seqs; ++i) {
+      seq_apply(seqs_[a.seq_ids[i]], probs + (size_t)i * a.n_q_heads * ld, (size_t)ld, group, acc.data());
+      float* o = out + (size_t)i * a.n_q_heads * c.head_dim;
+      for (size_t x = 0; x < acc.size(); ++x) o[x] = (float)acc[x];
+    }
+  }
+
+  void decode(const AttnArgs& a, float scale, float* out, float* lse) const override {
+    const Config& c = config();
+    const int group = a.n_q_heads / c.n_kv_heads;
+    std::vector<float> q((size_t)a.n_q_heads * c.head_dim);
+    std::vector<double> acc((size_t)a.n_q_heads * c.head_dim);
+    for (int i = 0; i < a.n_seqs; ++i) {
+      const Seq& s = seqs_[a.seq_ids[i]];
+      const int64_t len = seq_length(a.seq_ids[i]);
+      float* o = out + (size_t)i * a.n_q_heads * c.head_dim;
+      if (len == 0) {
+        std::fill(o, o + (size_t)a.n_q_heads * c.head_dim, 0.0f);
+        if (lse)
+          for (int j = 0; j < a.n_q_heads; ++j)
+            lse[(size_t)i * a.n_q_heads + j] = -std::numeric_limits<float>::infinity();
+        continue;
+      }
+      load_q(a, i, q.data());
+      std::vector<float> p((size_t)a.n_q_heads * len);
+      seq_scores(s, q.data(), group, p.data(), (size_t)len);
+      for (int j = 0; j < a.n_q_heads; ++j) {
+        float* row = &p[(size_t)j * len];
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int64_t t = 0; t < len; ++t) mx = std::max(mx, (double)scale * row[t]);
+        double sum = 0.0;
+        for (int64_t t = 0; t < len; ++t) sum += std::exp((double)scale * row[t] - mx);
+        for (int64_t t = 0; t < len; ++t) row[t] = (float)(std::exp((double)scale * row[t] - mx) / sum);
+        if (lse) lse[(size_t)i * a.n_q_heads + j] = (float)(mx + std::log(sum));
+      }
+      seq_apply(s, p.data(), (size_t)len, group, acc.data());
+      for (size_t x = 0; x < acc.size(); ++x) o[x] = (float)acc[x];
+    }
+  }
+
+ private:
+  // Converts n values of dtype to kv_dtype, rejecting values that are not finite in
+  // kv_dtype (NaN, inf, or overflow by the conversion).
+  void convert_checked(const uint8_t* src, packkv_dtype_t dtype, size_t n, uint8_t* dst, int seq,
+                       const char* what) const {
+    const Config& c = config();
+    for (size_t i = 0; i < n; ++i) {
+      float x = load_as_float(src, dtype, i);
+      float stored = x;
+      if (c.kv_dtype == PACKKV_DTYPE_F16) {
+        uint16_t h = float_to_half(x);
+        std::memcpy(dst + 2 * i, &h, 2);
+        stored = half_to_float(h);
+      } else if (c.kv_dtype == PACKKV_DTYPE_BF16) {
+        uint16_t b = float_to_bf16(x);
+        std::memcpy(dst + 2 * i, &b, 2);
+        stored = bf16_to_float(b);
+      } else {
+        std::memcpy(dst + 4 * i, &x, 4);
+      }
+      if (!std::isfinite(stored)) {
+        const size_t token = i / row_, ch = i % row_;
+        fail(PACKKV_ERR_INVALID_ARGUMENT,
+             std::string("packkv_cache_append: ") + what + " of sequence " + std::to_string(seq) +
+                 ", new token " + std::to_string(token) + ", head " +
+                 std::to_string(ch / config().head_dim) + ", channel " +
+                 std::to_string(ch % config().head_dim) + " is " +
+                 (std::isfinite(x) ? "out of the range of kv_dtype " + std::string(dtype_name(c.kv_dtype))
+                                   : std::string(std::isnan(x) ? "NaN" : "infinite")) +
+                 "; nothing was appended");
+      }
+    }
+  }
+
+  // Encodes the first n_blocks blocks of the window (residual tokens of s, then the
+  // new tokens nk/nv) as blobs placed after `store_end` bytes.
+  void encode_flushed(const Seq& s, const std::vector<uint8_t>& nk, const std::vector<uint8_t>& nv,
+                      int64_t n_blocks, size_t store_end, std::vector<uint8_t>* blobs,
+                      std::vector<uint64_t>* offsets) const {
+    const Config& c = config();
+    const size_t block_vals = (size_t)c.block_tokens * row_;
+    const size_t res_vals = (size_t)s.n_res * row_;
+    std::vector<float> fk(block_vals), fv(block_vals);
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      for (int kv = 0; kv < 2; ++kv) {
+        const std::vector<uint8_t>& res = kv == 0 ? s.res_k : s.res_v;
+        const std::vector<uint8_t>& nw = kv == 0 ? nk : nv;
+        float* f = kv == 0 ? fk.data() : fv.data();
+        const size_t first = (size_t)b * block_vals;
+        for (size_t x = 0; x < block_vals; ++x) {
+          const size_t idx = first + x;
+          f[x] = idx < res_vals ? load_as_float(res.data(), c.kv_dtype, idx)
+                                : load_as_float(nw.data(), c.kv_dtype, idx - res_vals);
+        }
+      }
+      size_t pos = store_end + blobs->size();
+      size_t pad = (kBlobAlign - pos % kBlobAlign) % kBlobAlign;
+      blobs->resize(blobs->size() + pad, 0);
+      offsets->push_back(store_end + blobs->size());
+      encode_block(c, fk.data(), fv.data(), blobs);
+    }
+  }
+
+  void load_q(const AttnArgs& a, int i, float* q) const {
+    const size_t n = (size_t)a.n_q_heads * config().head_dim;
+    const size_t first = (size_t)i * n;
+    for (size_t x = 0; x < n; ++x) q[x] = load_as_float(a.q, a.q_dtype, first + x);
+  }
+
+  // Scores of all query heads over one sequence: out[j * ld + t].
+  void seq_scores(const Seq& s, const float* q, int group, float* out, size_t ld) const {
+    const Config& c = config();
+    const int d = c.head_dim;
+    std::vector<float> kr(d);
+    for (int hk = 0; hk < c.n_kv_heads; ++hk) {
+      const float* qh = q + (size_t)hk * group * d;
+      float* oh = out + (size_t)hk * group * ld;
+      for (int64_t b = 0; b < s.n_blocks(); ++b)
+        block_scores(c, blob_at(s, b), hk, qh, group, oh + b * c.block_tokens, ld);
+      const int64_t base = s.n_blocks() * c.block_tokens;
+      for (int64_t t = 0; t < s.n_res; ++t) {
+        const size_t first = (size_t)t * row_ + (size_t)hk * d;
+        for (int x = 0; x < d; ++x) kr[x] = load_as_float(s.res_k.data(), c.kv_dtype, first + x);
+        for (int j = 0; j < group; ++j) {
+          double dot = 0.0;
+          for (int x = 0; x < d; ++x) dot += (double)(qh[(size_t)j * d + x] * kr[x]);
+          oh[(size_t)j * ld + base + t] = (float)dot;
+        }
+      }
+    }
+  }
+
+  // acc[j][c] = sum_t probs[j * ld + t] V[t][kv_head(j)][c] over one sequence.
+  void seq_apply(const Seq& s, const float* probs, size_t ld, int group, double* acc) const {
+    const Config& c = config();
+    const int d = c.head_dim;
+    std::fill(acc, acc + (size_t)c.n_kv_heads * group * d, 0.0);
+    std::vector<float> vr(d);
+    for (int hk = 0; hk < c.n_kv_heads; ++hk) {
+      const float* ph = probs + (size_t)hk * group * ld;
+      double* ah = acc + (size_t)hk * group * d;
+      for (int64_t b = 0; b < s.n_blocks(); ++b)
+        block_apply(c, blob_at(s, b), hk, ph + b * c.block_tokens, group, ld, ah);
+      const int64_t base = s.n_blocks() * c.block_tokens;
+      for (int64_t t = 0; t < s.n_res; ++t) {
+        const size_t first = (size_t)t * row_ + (size_t)hk * d;
+        for (int x = 0; x < d; ++x) vr[x] = load_as_float(s.res_v.data(), c.kv_dtype, first + x);
+        for (int j = 0; j < group; ++j) {
+          const double p = ph[(size_t)j * ld + base + t];
+          for (int x = 0; x < d; ++x) ah[(size_t)j * d + x] += p * vr[x];
+        }
+      }
+    }
+  }
+
+  std::vector<Seq> seqs_;
+  size_t row_ = 0;   // values per token (n_kv_heads * head_dim)
+  size_t elem_ = 0;  // bytes per kv_dtype element
+};
+
+}  // namespace
+
+std::unique_ptr<CacheImpl> make_cpu_cache(const Config& config) {
+  return std::unique_ptr<CacheImpl>(new CpuCache(config));
+}
+
+}  // namespace packkv

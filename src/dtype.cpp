@@ -1,0 +1,121 @@
+#include "dtype.h"
+
+#include <cstring>
+
+#include "config.h"
+#include "error.h"
+
+namespace packkv {
+
+namespace {
+uint32_t bits_of(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+float float_of(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+}  // namespace
+
+float half_to_float(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t man = h & 0x3ffu;
+  if (exp == 0x1f) return float_of(sign | 0x7f800000u | (man << 13));  // inf / nan
+  if (exp == 0) {
+    // zero or subnormal: man * 2^-24, exact in float
+    float v = (float)man * 5.9604644775390625e-08f;
+    return sign ? -v : v;
+  }
+  return float_of(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+uint16_t float_to_half(float f) {
+  uint32_t u = bits_of(f);
+  uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  uint32_t a = u & 0x7fffffffu;
+  if (a >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0u));
+  if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // rounds to >= 65520: inf
+  if (a < 0x38800000u) {  // below the smallest normal half (2^-14): subnormal or zero
+    // value / 2^-24 rounded to nearest even integer
+    float v = float_of(a) * 16777216.0f;  // exact scaling by 2^24
+    float r = __builtin_rintf(v);
+    return (uint16_t)(sign | (uint16_t)r);
+  }
+  // normal: round mantissa from 23 to 10 bits, nearest even
+  uint32_t rounded = a + 0xfffu + ((a >> 13) & 1u);
+  uint32_t exp = (rounded >> 23) - 112u;
+  return (uint16_t)(sign | (exp << 10) | ((rounded >> 13) & 0x3ffu));
+}
+
+float bf16_to_float(uint16_t b) { return float_of((uint32_t)b << 16); }
+
+uint16_t float_to_bf16(float f) {
+  uint32_t u = bits_of(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);  // quiet nan
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+float load_as_float(const void* data, packkv_dtype_t dtype, size_t i) {
+  switch (dtype) {
+    case PACKKV_DTYPE_F16: return half_to_float(static_cast<const uint16_t*>(data)[i]);
+    case PACKKV_DTYPE_BF16: return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
+    default: return static_cast<const float*>(data)[i];
+  }
+}
+
+void to_float(const void* src, packkv_dtype_t dtype, size_t n, float* dst) {
+  switch (dtype) {
+    case PACKKV_DTYPE_F16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = half_to_float(s[i]);
+      break;
+    }
+    case PACKKV_DTYPE_BF16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(s[i]);
+      break;
+    }
+    default: std::memcpy(dst, src, n * sizeof(float));
+  }
+}
+
+void from_float(const float* src, size_t n, packkv_dtype_t dtype, void* dst) {
+  switch (dtype) {
+    case PACKKV_DTYPE_F16: {
+      uint16_t* d = static_cast<uint16_t*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = float_to_half(src[i]);
+      break;
+    }
+    case PACKKV_DTYPE_BF16: {
+      uint16_t* d = static_cast<uint16_t*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
+      break;
+    }
+    default: std::memcpy(dst, src, n * sizeof(float));
+  }
+}
+
+const char* dtype_name(packkv_dtype_t dtype) {
+  switch (dtype) {
+    case PACKKV_DTYPE_F16: return "f16";
+    case PACKKV_DTYPE_BF16: return "bf16";
+    case PACKKV_DTYPE_F32: return "f32";
+    default: return "unknown";
+  }
+}
+
+size_t dtype_size(packkv_dtype_t dtype) {
+  switch (dtype) {
+    case PACKKV_DTYPE_F16:
+    case PACKKV_DTYPE_BF16: return 2;
+    case PACKKV_DTYPE_F32: return 4;
+    default: fail(PACKKV_ERR_INVALID_ARGUMENT, "unknown dtype " + std::to_string(dtype));
+  }
+}
+
+}  // namespace packkv
