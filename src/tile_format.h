@@ -12,7 +12,8 @@
 //     z = rint(min G / s)                    (int32, may be negative)
 //     q = clamp(rint(x / s) - z, 0, 2^b - 1) (round half to even)
 //     x^ = float(q + z) * s
-// so |x - x^| <= s/2 <= r * range / 2 whenever b >= bits_for_rel_scale(r).
+// so |x - x^| <= s/2 <= r * range / 2 (up to the fp32 rounding of s and of (q + z) * s)
+// whenever b >= bits_for_rel_scale(r).
 // Constant groups are exact: s = x, z = 1, q = 0 (s = z = 0 when x = 0). A group whose
 // range is so small against its magnitude that |min/s| >= 2^30 (only possible for
 // fp32 data) gets s = max|x| / 2^29 instead, an error of at most max|x| * 2^-30; when

@@ -166,9 +166,11 @@ typedef struct packkv_cache_params {
   int32_t max_seqs;            /* sequence ids are 0 .. max_seqs-1, >= 1 (default 1) */
   packkv_dtype_t kv_dtype;     /* dtype of the uncompressed residual window (default F16) */
   int64_t max_tokens_per_seq;  /* capacity of one sequence in tokens, >= 1 (default 131072) */
-  float rel_scale_k;           /* relative scale r of K: |k - k^| <= r * range / 2 (default 0.1) */
+  float rel_scale_k;           /* relative scale r of K: |k - k^| <= r * range / 2 up to fp32
+                                  rounding, range = max - min of the scale group (default 0.1) */
   float rel_scale_v;           /* relative scale r of V (default 0.2) */
-  int32_t bits_k;              /* K code width 1..8; 0 (default) derives it from rel_scale_k */
+  int32_t bits_k;              /* K code width 1..8; 0 (default) derives it from rel_scale_k; a
+                                  smaller width clamps codes and voids the error bound */
   int32_t bits_v;              /* V code width 1..8; 0 (default) derives it from rel_scale_v */
   packkv_repack_t repack;      /* default PACKKV_REPACK_MEDIAN */
   packkv_scale_granularity_t scale_granularity; /* default PACKKV_SCALE_PER_TOKEN */
@@ -311,7 +313,7 @@ typedef struct packkv_cache_stats_s {
 } packkv_cache_stats_t;
 
 /** Size of version 1 of packkv_cache_stats_t. */
-#define PACKKV_CACHE_STATS_SIZE_V1 128
+#define PACKKV_CACHE_STATS_SIZE_V1 120
 
 /** Fills *stats for one sequence, or for all sequences when seq_id == -1.
  *  @param stats [host] its struct_size must be set by the caller (>= V1 size);
