@@ -11,6 +11,7 @@ APT_PACKAGES=(
   swig                               # Python binding generator
   bindgen libclang-dev clang         # Rust bindings drift check; clang for fuzzers
   golang-go                          # Go binding (Debian's Go 1.19, standard library only)
+  python3-numpy                      # numpy.i for the SWIG Python binding (numpy wheels lack it)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,0 +1,213 @@
+/*
+ * SWIG interface of libpackkv for Python: the raw module `packkv.raw`.
+ *
+ * It wraps every function of include/packkv/packkv.h one to one (names without the
+ * `packkv_` prefix). The Pythonic API (packkv.Cache, exceptions, numpy/torch handling) is
+ * written on top of it in src/packkv/*.py; use this module directly only for what that
+ * layer does not cover.
+ *
+ * Conventions of the raw module
+ *   - A function returning packkv_status_t returns None (or its out-parameters) on
+ *     PACKKV_OK and raises the packkv.PackKVError subclass mapped from the status otherwise;
+ *     the exception carries the status and the thread-local C message, read in the same
+ *     C wrapper right after the call (nothing can run in between on this thread).
+ *   - Out-parameters (int32_t* bits, int32_t* device, int64_t* n_tokens, size_t* bytes,
+ *     packkv_cache_t** out) are returned instead of passed.
+ *   - Sequence ids / token counts (h_seq_ids, h_n_tokens) take host int32 arrays or lists
+ *     (numpy.i); n_seqs is implied by len(h_seq_ids).
+ *   - Data arguments (k_new, v_new, q, probs, scores, out, lse, k_out, v_out, workspace)
+ *     take either a C-contiguous numpy array (host memory; numpy.i checks contiguity,
+ *     byte order and, for float* arguments, dtype float32), an int address (host or
+ *     device memory, e.g. torch.Tensor.data_ptr()), or None (NULL).
+ *   - `stream` takes an int (cudaStream_t as integer, e.g.
+ *     torch.cuda.current_stream().cuda_stream) or None; it defaults to NULL.
+ *   - The GIL is released around every C call (-threads); the library never calls back
+ *     into Python.
+ */
+%module(package="packkv") raw
+
+%{
+#define SWIG_FILE_WITH_INIT
+#include <string.h>
+#include "packkv/packkv.h"
+%}
+
+%include "stdint.i"
+%include "typemaps.i"
+%include "numpy.i"
+
+%init %{
+  import_array();
+%}
+
+/* ---- names ------------------------------------------------------------------------------- */
+/* packkv_foo -> foo, PACKKV_FOO -> FOO; the structs get CamelCase names (the struct tag of the
+ * stats struct would otherwise clash with the function cache_stats). */
+%rename("%(regex:/^(packkv_|PACKKV_)(.*)/\\2/)s") "";
+%rename(CacheParamsStruct) packkv_cache_params;
+%rename(CacheStatsStruct) packkv_cache_stats_s;
+/* Only packkv.h is wrapped: the experimental API (packkv_experimental.h, packkv_x_*) is never
+ * exposed to Python. */
+
+/* sizeof of the structs as this binding was compiled: what struct_size must be set to. */
+%constant size_t CACHE_PARAMS_STRUCT_SIZE = sizeof(packkv_cache_params_t);
+%constant size_t CACHE_STATS_STRUCT_SIZE = sizeof(packkv_cache_stats_t);
+
+/* ---- status -> exception ------------------------------------------------------------------- */
+%fragment("packkv_raise", "header") {
+/* Sets the Python exception for a failed call. Must run right after the C call on the same
+ * thread: the message is copied before anything else can touch the thread-local last error.
+ * The exception object comes from packkv._errors.error_from_status(status, message). */
+static void packkv_py_raise_status(packkv_status_t status) {
+  const char* m = packkv_last_error_message();
+  PyObject* msg = PyUnicode_DecodeUTF8(m, (Py_ssize_t)strlen(m), "replace");
+  PyObject* mod = NULL;
+  PyObject* exc = NULL;
+  if (msg) mod = PyImport_ImportModule("packkv._errors");
+  if (mod) exc = PyObject_CallMethod(mod, "error_from_status", "iO", (int)status, msg);
+  if (exc) {
+    PyErr_SetObject((PyObject*)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+  } else {
+    PyErr_Clear();
+    if (msg)
+      PyErr_Format(PyExc_RuntimeError, "libpackkv status %d: %U", (int)status, msg);
+    else
+      PyErr_Format(PyExc_RuntimeError, "libpackkv status %d", (int)status);
+  }
+  Py_XDECREF(mod);
+  Py_XDECREF(msg);
+}
+}
+
+%typemap(out, fragment="packkv_raise") packkv_status_t {
+  if ($1 != PACKKV_OK) {
+    packkv_py_raise_status($1);
+    SWIG_fail;
+  }
+  $result = SWIG_Py_Void();
+}
+
+/* ---- out-parameters ------------------------------------------------------------------------ */
+%apply int32_t* OUTPUT { int32_t* bits, int32_t* device };
+%apply int64_t* OUTPUT { int64_t* n_tokens };
+%apply size_t* OUTPUT { size_t* bytes };
+
+%typemap(in, numinputs=0) packkv_cache_t** out (packkv_cache_t* temp = NULL) {
+  $1 = &temp;
+}
+%typemap(argout) packkv_cache_t** out {
+  $result = SWIG_Python_AppendOutput($result,
+                                     SWIG_NewPointerObj(SWIG_as_voidptr(*$1), $*1_descriptor, 0));
+}
+
+/* copy_last_error(cap) -> [full_length, text truncated to cap-1 characters] */
+%typemap(in) (char* buf, size_t cap) {
+  Py_ssize_t n = PyLong_AsSsize_t($input);
+  if (n == -1 && PyErr_Occurred()) SWIG_fail;
+  if (n < 0) {
+    PyErr_SetString(PyExc_ValueError, "cap must be >= 0");
+    SWIG_fail;
+  }
+  $2 = (size_t)n;
+  $1 = n > 0 ? (char*)calloc((size_t)n, 1) : NULL;
+  if (n > 0 && !$1) {
+    PyErr_NoMemory();
+    SWIG_fail;
+  }
+}
+%typemap(argout) (char* buf, size_t cap) {
+  PyObject* text = $1 ? PyUnicode_DecodeUTF8($1, (Py_ssize_t)strlen($1), "replace")
+                      : PyUnicode_FromString("");
+  if (!text) SWIG_fail;
+  $result = SWIG_Python_AppendOutput($result, text);
+}
+%typemap(freearg) (char* buf, size_t cap) {
+  free($1);
+}
+
+/* ---- host int32 arrays (numpy.i) ----------------------------------------------------------- */
+%apply (int DIM1, int* IN_ARRAY1) { (int32_t n_seqs, const int32_t* h_seq_ids) };
+
+/* h_n_tokens: one int32 per sequence of the same call. In packkv_cache_append, n_seqs is
+ * the wrapper's arg2 (already converted from h_seq_ids when this typemap runs). */
+%typemap(in, fragment="NumPy_Fragments") const int32_t* h_n_tokens
+    (PyArrayObject* ary = NULL, int is_new = 0) {
+  ary = obj_to_array_contiguous_allow_conversion($input, NPY_INT32, &is_new);
+  if (!ary || !require_dimensions(ary, 1) || !require_native(ary)) SWIG_fail;
+  if (array_size(ary, 0) != (npy_intp)arg2) {
+    PyErr_SetString(PyExc_ValueError,
+                    "h_n_tokens must have exactly one entry per entry of h_seq_ids");
+    SWIG_fail;
+  }
+  $1 = (const int32_t*)array_data(ary);
+}
+%typemap(freearg) const int32_t* h_n_tokens {
+  if (is_new$argnum && ary$argnum) { Py_DECREF(ary$argnum); }
+}
+
+/* ---- data buffers: numpy array (host), int address (host or device), or None --------------- */
+%fragment("packkv_buffer", "header", fragment="NumPy_Fragments") {
+/* Resolves a data argument to a pointer. typecode NPY_NOTYPE accepts any dtype (the C call
+ * carries the dtype separately); writable requires a writeable array for outputs. */
+static int packkv_py_buffer(PyObject* obj, int typecode, int writable, void** out) {
+  PyArrayObject* ary;
+  if (obj == Py_None) {
+    *out = NULL;
+    return 0;
+  }
+  if (PyLong_Check(obj)) {
+    void* p = PyLong_AsVoidPtr(obj);
+    if (!p && PyErr_Occurred()) return -1;
+    *out = p;
+    return 0;
+  }
+  ary = obj_to_array_no_conversion(obj, typecode);
+  if (!ary || !require_contiguous(ary) || !require_native(ary)) return -1;
+  if (writable && !PyArray_ISWRITEABLE(ary)) {
+    PyErr_SetString(PyExc_ValueError, "output array must be writeable");
+    return -1;
+  }
+  *out = array_data(ary);
+  return 0;
+}
+}
+
+%typemap(in, fragment="packkv_buffer")
+    const void* k_new, const void* v_new, const void* q {
+  void* p = NULL;
+  if (packkv_py_buffer($input, NPY_NOTYPE, 0, &p) < 0) SWIG_fail;
+  $1 = ($1_ltype)p;
+}
+%typemap(in, fragment="packkv_buffer") const float* probs {
+  void* p = NULL;
+  if (packkv_py_buffer($input, NPY_FLOAT32, 0, &p) < 0) SWIG_fail;
+  $1 = ($1_ltype)p;
+}
+%typemap(in, fragment="packkv_buffer")
+    float* scores, float* out, float* lse, float* k_out, float* v_out {
+  void* p = NULL;
+  if (packkv_py_buffer($input, NPY_FLOAT32, 1, &p) < 0) SWIG_fail;
+  $1 = ($1_ltype)p;
+}
+%typemap(in, fragment="packkv_buffer") void* workspace {
+  void* p = NULL;
+  if (packkv_py_buffer($input, NPY_NOTYPE, 1, &p) < 0) SWIG_fail;
+  $1 = ($1_ltype)p;
+}
+
+/* ---- CUDA streams ---------------------------------------------------------------------------- */
+%typemap(in) packkv_stream_t stream {
+  void* p = NULL;
+  if ($input != Py_None) {
+    p = PyLong_AsVoidPtr($input);
+    if (!p && PyErr_Occurred()) SWIG_fail;
+  }
+  $1 = (packkv_stream_t)p;
+}
+%typemap(default) packkv_stream_t stream {
+  $1 = NULL;
+}
+
+/* ---- the API ----------------------------------------------------------------------------------- */
+%include "packkv/packkv.h"

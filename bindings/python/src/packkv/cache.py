@@ -1,0 +1,477 @@
+"""The Pythonic cache: :class:`Cache`, :class:`Params` and :class:`Stats`."""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _arrays as A
+from . import raw as _raw
+from ._errors import InvalidArgument, InvalidState
+
+__all__ = ["Cache", "Params", "Stats", "REPACK", "SCALE_GRANULARITY"]
+
+#: Names accepted for Cache(repack=...).
+REPACK = {"none": _raw.REPACK_NONE, "median": _raw.REPACK_MEDIAN, "greedy": _raw.REPACK_GREEDY}
+#: Names accepted for Cache(scale_granularity=...).
+SCALE_GRANULARITY = {"per_token": _raw.SCALE_PER_TOKEN,
+                     "per_token_head": _raw.SCALE_PER_TOKEN_HEAD}
+
+
+def _struct_fields(obj) -> dict:
+    """The C fields of a SWIG struct proxy, in declaration order (every property of the
+    proxy class but SWIG's own `thisown`)."""
+    return {name: getattr(obj, name) for name, attr in vars(type(obj)).items()
+            if isinstance(attr, property) and name != "thisown"}
+
+
+class _Record:
+    """Read-only attribute bag filled from a C struct; `as_dict()` gives the fields."""
+
+    def __init__(self, fields: dict):
+        object.__setattr__(self, "_fields", dict(fields))
+
+    def __getattr__(self, name):
+        try:
+            return self._fields[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._fields == self._fields
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._fields))
+
+    def as_dict(self) -> dict:
+        return dict(self._fields)
+
+    def __repr__(self):
+        inner = ", ".join(f"{k}={v!r}" for k, v in self._fields.items())
+        return f"{type(self).__name__}({inner})"
+
+
+class Params(_Record):
+    """Effective parameters of a cache (packkv_cache_params_t without struct_size), as
+    returned by :attr:`Cache.params`: device, n_kv_heads, head_dim, max_seqs, kv_dtype,
+    max_tokens_per_seq, rel_scale_k, rel_scale_v, bits_k, bits_v (derived values filled in),
+    repack, scale_granularity, block_tokens, residual_tokens (C enum values as ints)."""
+
+
+class Stats(_Record):
+    """Memory accounting of a cache (packkv_cache_stats_t): n_tokens, n_compressed_tokens,
+    n_residual_tokens, n_blocks, k/v_tile_bytes, k/v_scale_bytes, index_bytes, perm_bytes,
+    compressed_bytes_used, compressed_bytes_reserved, residual_bytes, fp16_bytes."""
+
+    @property
+    def all_in_bytes(self) -> int:
+        """Every byte stored for the tokens: compressed_bytes_used + residual_bytes."""
+        return self.compressed_bytes_used + self.residual_bytes
+
+    @property
+    def ratio(self) -> float:
+        """Compression ratio fp16_bytes / all_in_bytes (0.0 for an empty cache)."""
+        return self.fp16_bytes / self.all_in_bytes if self.all_in_bytes else 0.0
+
+
+class _RWLock:
+    """Many readers or one writer. Implements the header's thread-safety contract for Python
+    threads: calls on a const cache (attention, stats, ...) share, append/reset/remove/close
+    are exclusive, so misuse from threads blocks instead of corrupting memory."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+
+    def read(self):
+        return _Guard(self, False)
+
+    def write(self):
+        return _Guard(self, True)
+
+    def _acquire(self, write: bool):
+        with self._cond:
+            if write:
+                while self._writer or self._readers:
+                    self._cond.wait()
+                self._writer = True
+            else:
+                while self._writer:
+                    self._cond.wait()
+                self._readers += 1
+
+    def _release(self, write: bool):
+        with self._cond:
+            if write:
+                self._writer = False
+            else:
+                self._readers -= 1
+            self._cond.notify_all()
+
+
+class _Guard:
+    __slots__ = ("_lock", "_write")
+
+    def __init__(self, lock: _RWLock, write: bool):
+        self._lock, self._write = lock, write
+
+    def __enter__(self):
+        self._lock._acquire(self._write)
+
+    def __exit__(self, *exc):
+        self._lock._release(self._write)
+
+
+def _ids(seq_ids: Any) -> np.ndarray:
+    """Sequence ids as a 1-D int32 array (an int is one id)."""
+    ids = np.atleast_1d(np.asarray(seq_ids))
+    if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise InvalidArgument(1, f"seq_ids must be an int or a non-empty 1-D list of ints, "
+                              f"got {seq_ids!r}")
+    if ids.min() < np.iinfo(np.int32).min or ids.max() > np.iinfo(np.int32).max:
+        raise InvalidArgument(1, "seq_ids out of int32 range")
+    return np.ascontiguousarray(ids, dtype=np.int32)
+
+
+class Cache:
+    """A compressed KV cache of one attention layer (a ``packkv_cache_t``).
+
+    Args:
+        n_kv_heads: KV heads per token (>= 1).
+        head_dim: channels per head, a multiple of 16 in [32, 256].
+        device: -1 (default) for the CPU backend, else the CUDA device ordinal (arrays must
+            then be torch tensors on that device).
+        max_seqs: sequence ids are 0 .. max_seqs-1.
+        kv_dtype: dtype of the uncompressed residual window ("float16", "bfloat16",
+            "float32", numpy or torch dtypes).
+        max_tokens_per_seq, rel_scale_k, rel_scale_v, bits_k, bits_v, block_tokens,
+        residual_tokens: as in packkv_cache_params_t; None keeps the library default.
+        repack: "none", "median" or "greedy" (or the C enum value); None: default.
+        scale_granularity: "per_token" or "per_token_head"; None: default.
+
+    Raises the PackKVError subclass of the C status (e.g. InvalidArgument for an
+    out-of-range field, NotSupported for device >= 0 without CUDA).
+
+    Use it as a context manager, or call :meth:`close`; a cache not closed is freed when
+    garbage-collected. Thread safety: methods may be called from several threads; calls
+    that read the cache run concurrently, calls that change it (append, remove_seq, reset,
+    close) wait for exclusive access. The GIL is released during every C call.
+
+    Array conventions: K/V and queries are C-contiguous float16/float32 (bfloat16 with
+    torch) arrays; outputs are float32, numpy arrays for numpy inputs and torch tensors for
+    torch inputs (always torch for a CUDA cache). Shapes use n_seqs (sequences in the
+    call), n_q_heads (a multiple of n_kv_heads: GQA) and head_dim.
+    """
+
+    def __init__(self, n_kv_heads: int, head_dim: int, *, device: int = -1,
+                 max_seqs: int | None = None, kv_dtype: Any = None,
+                 max_tokens_per_seq: int | None = None,
+                 rel_scale_k: float | None = None, rel_scale_v: float | None = None,
+                 bits_k: int | None = None, bits_v: int | None = None,
+                 repack: Any = None, scale_granularity: Any = None,
+                 block_tokens: int | None = None, residual_tokens: int | None = None):
+        self._ptr = None
+        self._lock = _RWLock()
+        p = _raw.CacheParamsStruct()
+        _raw.cache_params_init(p, _raw.CACHE_PARAMS_STRUCT_SIZE)
+        p.device = int(device)
+        p.n_kv_heads = int(n_kv_heads)
+        p.head_dim = int(head_dim)
+        if max_seqs is not None:
+            p.max_seqs = int(max_seqs)
+        if kv_dtype is not None:
+            p.kv_dtype = A.dtype_code(kv_dtype)
+        if max_tokens_per_seq is not None:
+            p.max_tokens_per_seq = int(max_tokens_per_seq)
+        if rel_scale_k is not None:
+            p.rel_scale_k = float(rel_scale_k)
+        if rel_scale_v is not None:
+            p.rel_scale_v = float(rel_scale_v)
+        if bits_k is not None:
+            p.bits_k = int(bits_k)
+        if bits_v is not None:
+            p.bits_v = int(bits_v)
+        if repack is not None:
+            p.repack = REPACK[repack] if isinstance(repack, str) else int(repack)
+        if scale_granularity is not None:
+            p.scale_granularity = (SCALE_GRANULARITY[scale_granularity]
+                                   if isinstance(scale_granularity, str)
+                                   else int(scale_granularity))
+        if block_tokens is not None:
+            p.block_tokens = int(block_tokens)
+        if residual_tokens is not None:
+            p.residual_tokens = int(residual_tokens)
+        self._ptr = _raw.cache_create(p)
+        # Read back once: the effective configuration never changes afterwards.
+        q = _raw.CacheParamsStruct()
+        q.struct_size = _raw.CACHE_PARAMS_STRUCT_SIZE
+        _raw.cache_get_params(self._ptr, q)
+        fields = _struct_fields(q)
+        fields.pop("struct_size", None)
+        self._params = Params(fields)
+        self._device = _raw.cache_device(self._ptr)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Frees the cache (packkv_cache_destroy; waits for its pending device work).
+        Idempotent. Any later call raises InvalidState."""
+        with self._lock.write():
+            ptr, self._ptr = self._ptr, None
+            if ptr is not None:
+                _raw.cache_destroy(ptr)
+
+    @property
+    def closed(self) -> bool:
+        """True once close() ran."""
+        return self._ptr is None
+
+    def __enter__(self) -> "Cache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        # Safety net only: close() / `with` free the cache deterministically.
+        try:
+            if getattr(self, "_ptr", None) is not None:
+                self.close()
+        except Exception:
+            pass
+
+    def _handle(self):
+        if self._ptr is None:
+            raise InvalidState(2, "the cache is closed")
+        return self._ptr
+
+    def __repr__(self):
+        if self._ptr is None:
+            return "<packkv.Cache closed>"
+        p = self._params
+        return (f"<packkv.Cache device={self._device} n_kv_heads={p.n_kv_heads} "
+                f"head_dim={p.head_dim} max_seqs={p.max_seqs}>")
+
+    # ---- queries -----------------------------------------------------------------------------
+    @property
+    def params(self) -> Params:
+        """The effective parameters (packkv_cache_get_params), derived bit widths filled in."""
+        self._handle()
+        return self._params
+
+    @property
+    def device(self) -> int:
+        """-1 for a CPU cache, else the CUDA device ordinal (packkv_cache_device)."""
+        self._handle()
+        return self._device
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self._params.n_kv_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self._params.head_dim
+
+    def seq_length(self, seq_id: int = 0) -> int:
+        """Tokens held for one sequence (compressed + residual)."""
+        with self._lock.read():
+            return int(_raw.cache_seq_length(self._handle(), int(seq_id)))
+
+    def stats(self, seq_id: int | None = None) -> Stats:
+        """Memory accounting of one sequence, or of all sequences when seq_id is None.
+        ``stats().ratio`` is fp16 bytes / all-in bytes."""
+        s = _raw.CacheStatsStruct()
+        s.struct_size = _raw.CACHE_STATS_STRUCT_SIZE
+        with self._lock.read():
+            _raw.cache_stats(self._handle(), -1 if seq_id is None else int(seq_id), s)
+        fields = _struct_fields(s)
+        for k in ("struct_size", "reserved0"):
+            fields.pop(k, None)
+        return Stats(fields)
+
+    def sync(self) -> None:
+        """Waits for the cache's pending device work and raises errors found asynchronously
+        (e.g. non-finite K/V detected by the CUDA append kernels)."""
+        with self._lock.read():
+            _raw.cache_sync(self._handle())
+
+    def workspace_size(self, n_seqs: int, n_q_heads: int) -> int:
+        """Bytes of scratch an attention call with these sizes needs (the methods below
+        allocate it themselves unless given `workspace=`)."""
+        with self._lock.read():
+            return int(_raw.attn_workspace_size(self._handle(), int(n_seqs), int(n_q_heads)))
+
+    # ---- changing the cache --------------------------------------------------------------------
+    def append(self, k: Any, v: Any, seq_ids: Any = 0, n_tokens: Sequence[int] | None = None,
+               *, stream: Any = None) -> None:
+        """Appends tokens (packkv_cache_append) and compresses the blocks the flush policy
+        releases.
+
+        Args:
+            k, v: [sum(n_tokens), n_kv_heads, head_dim], float16/float32 (bfloat16 with
+                torch), same dtype; sequences in the order of seq_ids.
+            seq_ids: an int or a list of distinct ids.
+            n_tokens: new tokens per sequence; may be omitted for a single sequence
+                (all rows of k/v).
+            stream: CUDA stream (int or torch.cuda.Stream) for a CUDA cache; default torch's
+                current stream.
+        Raises: InvalidArgument (shapes, dtypes, ids, non-finite values), CapacityExceeded,
+            OutOfHostMemory / OutOfDeviceMemory. On failure nothing is appended.
+        """
+        ids = _ids(seq_ids)
+        ka, va = A.as_input(k, "k"), A.as_input(v, "v")
+        if n_tokens is None:
+            if ids.size != 1:
+                raise InvalidArgument(1, "n_tokens is required when appending to several "
+                                      "sequences")
+            counts = np.array([ka.shape[0] if ka.shape else 0], dtype=np.int32)
+        else:
+            counts = np.ascontiguousarray(np.atleast_1d(np.asarray(n_tokens)), dtype=np.int32)
+            if counts.shape != ids.shape:
+                raise InvalidArgument(1, "n_tokens must have one entry per sequence id")
+        h, d = self._params.n_kv_heads, self._params.head_dim
+        want = (int(counts.sum()), h, d)
+        for name, a in (("k", ka), ("v", va)):
+            if a.shape != want:
+                raise InvalidArgument(1, f"{name}: shape {a.shape}, expected {want} "
+                                      "[sum(n_tokens), n_kv_heads, head_dim]")
+            A.check_device(a, name, self._device)
+        if ka.dtype != va.dtype:
+            raise InvalidArgument(1, "k and v must have the same dtype")
+        stream_i = A.stream_arg(stream, self._device)
+        with self._lock.write():
+            _raw.cache_append(self._handle(), ids, counts, ka.arg, va.arg, ka.dtype, stream_i)
+
+    def remove_seq(self, seq_id: int) -> None:
+        """Removes every token of one sequence; the id can be reused at once."""
+        with self._lock.write():
+            _raw.cache_remove_seq(self._handle(), int(seq_id))
+
+    def reset(self) -> None:
+        """Removes every token of every sequence (the configuration is kept)."""
+        with self._lock.write():
+            _raw.cache_reset(self._handle())
+
+    # ---- reading the cache -------------------------------------------------------------------
+    def decompress(self, seq_id: int = 0, *, stream: Any = None):
+        """Reconstructs (K, V) of one sequence in original token order, float32
+        [n_tokens, n_kv_heads, head_dim] each (numpy for a CPU cache, torch on the device for
+        a CUDA cache): dequantized compressed tokens, then the residual window."""
+        with self._lock.read():
+            ptr = self._handle()
+            n = int(_raw.cache_seq_length(ptr, int(seq_id)))
+            shape = (n, self._params.n_kv_heads, self._params.head_dim)
+            k, ka = A.empty_f32(shape, self._device, False)
+            v, va = A.empty_f32(shape, self._device, False)
+            _raw.cache_decompress(ptr, int(seq_id), ka.arg, va.arg, n,
+                                  A.stream_arg(stream, self._device))
+        return k, v
+
+    def _queries(self, q: Any, seq_ids: Any, name: str = "q"):
+        qa = A.as_input(q, name)
+        single = len(qa.shape) == 2
+        ids = _ids(seq_ids)
+        shape = (1,) + qa.shape if single else qa.shape
+        if len(shape) != 3 or shape[0] != ids.size or shape[2] != self._params.head_dim:
+            raise InvalidArgument(1, f"{name}: shape {qa.shape}, expected [n_seqs={ids.size}, "
+                                  f"n_q_heads, head_dim={self._params.head_dim}] "
+                                  "(or [n_q_heads, head_dim] for one sequence)")
+        A.check_device(qa, name, self._device)
+        return qa, ids, shape[1], single
+
+    def _ws(self, workspace, n_seqs, n_q_heads):
+        if workspace is not None:
+            if A.is_torch_tensor(workspace):
+                return workspace, workspace.numel() * workspace.element_size()
+            return workspace, workspace.nbytes
+        nbytes = int(_raw.attn_workspace_size(self._ptr, n_seqs, n_q_heads))
+        return A.workspace(nbytes, self._device), nbytes
+
+    def scores(self, q: Any, seq_ids: Any = 0, *, workspace: Any = None, stream: Any = None):
+        """Raw attention scores q . k (no softmax scale) for every cached token
+        (packkv_attn_scores).
+
+        Args:
+            q: [n_seqs, n_q_heads, head_dim] (or [n_q_heads, head_dim] for one sequence).
+            seq_ids: an int or a list of n_seqs distinct ids.
+            workspace: optional preallocated scratch (uint8 array/tensor, >= workspace_size).
+        Returns: float32 [n_seqs, n_q_heads, L] (or [n_q_heads, L]), L = the longest
+            sequence; entries past a sequence's length are -inf.
+        """
+        qa, ids, n_q_heads, single = self._queries(q, seq_ids)
+        with self._lock.read():
+            ptr = self._handle()
+            L = max(int(_raw.cache_seq_length(ptr, int(i))) for i in ids)
+            ld = max(L, 1)
+            out, oa = A.empty_f32((ids.size, n_q_heads, ld), self._device, qa.torch,
+                                  fill=-math.inf)
+            ws, nbytes = self._ws(workspace, ids.size, n_q_heads)
+            _raw.attn_scores(ptr, ids, n_q_heads, qa.arg, qa.dtype, oa.arg, ld,
+                             A.ws_arg(ws), nbytes, A.stream_arg(stream, self._device))
+        out = out[..., :L]
+        return out[0] if single else out
+
+    def apply(self, probs: Any, seq_ids: Any = 0, *, workspace: Any = None,
+              stream: Any = None):
+        """Weighted sum of V, out = probs . V (packkv_attn_apply).
+
+        Args:
+            probs: float32 [n_seqs, n_q_heads, ld] (or [n_q_heads, ld]) in original token
+                order, ld >= the longest sequence; only the first seq_length entries of each
+                row are read; rows need not sum to 1.
+        Returns: float32 [n_seqs, n_q_heads, head_dim] (or [n_q_heads, head_dim]).
+        """
+        pa = A.as_input(probs, "probs", allowed=(A.DTYPE_F32,))
+        single = len(pa.shape) == 2
+        ids = _ids(seq_ids)
+        shape = (1,) + pa.shape if single else pa.shape
+        if len(shape) != 3 or shape[0] != ids.size:
+            raise InvalidArgument(1, f"probs: shape {pa.shape}, expected [n_seqs={ids.size}, "
+                                  "n_q_heads, ld] (or [n_q_heads, ld] for one sequence)")
+        A.check_device(pa, "probs", self._device)
+        n_q_heads, ld = shape[1], shape[2]
+        with self._lock.read():
+            ptr = self._handle()
+            out, oa = A.empty_f32((ids.size, n_q_heads, self._params.head_dim), self._device,
+                                  pa.torch)
+            ws, nbytes = self._ws(workspace, ids.size, n_q_heads)
+            _raw.attn_apply(ptr, ids, n_q_heads, pa.arg, ld, oa.arg, A.ws_arg(ws), nbytes,
+                            A.stream_arg(stream, self._device))
+        return out[0] if single else out
+
+    def decode(self, q: Any, seq_ids: Any = 0, *, scale: float | None = None,
+               return_lse: bool = False, workspace: Any = None, stream: Any = None):
+        """Decode attention softmax(scale * q . K^T) V over every cached token
+        (packkv_attn_decode).
+
+        Args:
+            q: [n_seqs, n_q_heads, head_dim] (or [n_q_heads, head_dim] for one sequence).
+            scale: softmax scale, default 1/sqrt(head_dim).
+            return_lse: also return the log-sum-exp [n_seqs, n_q_heads] (or [n_q_heads]).
+        Returns: out float32 [n_seqs, n_q_heads, head_dim] (or [n_q_heads, head_dim]), and
+            lse when return_lse. Empty sequences give zeros and lse = -inf.
+        """
+        qa, ids, n_q_heads, single = self._queries(q, seq_ids)
+        if scale is None:
+            scale = 1.0 / math.sqrt(self._params.head_dim)
+        with self._lock.read():
+            ptr = self._handle()
+            out, oa = A.empty_f32((ids.size, n_q_heads, self._params.head_dim), self._device,
+                                  qa.torch)
+            lse, la = (A.empty_f32((ids.size, n_q_heads), self._device, qa.torch)
+                       if return_lse else (None, None))
+            ws, nbytes = self._ws(workspace, ids.size, n_q_heads)
+            _raw.attn_decode(ptr, ids, n_q_heads, qa.arg, qa.dtype, float(scale), oa.arg,
+                             la.arg if la is not None else None, A.ws_arg(ws), nbytes,
+                             A.stream_arg(stream, self._device))
+        if single:
+            out = out[0]
+            lse = lse[0] if lse is not None else None
+        return (out, lse) if return_lse else out
