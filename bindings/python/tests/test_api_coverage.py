@@ -1,0 +1,49 @@
+"""Every function of the stable C API (include/packkv/packkv.h) is reachable from Python."""
+
+import pathlib
+import re
+
+import packkv
+from packkv import raw
+
+HEADER = pathlib.Path(__file__).resolve().parents[3] / "include" / "packkv" / "packkv.h"
+
+
+def c_api_functions():
+    text = HEADER.read_text()
+    return sorted(set(re.findall(r"PACKKV_API\s+[\w\s\*]+?\bpackkv_(\w+)\s*\(", text)))
+
+
+def test_every_c_function_is_wrapped():
+    names = c_api_functions()
+    assert len(names) >= 22, names
+    missing = [n for n in names if not callable(getattr(raw, n, None))]
+    assert not missing, f"C functions without a Python wrapper: {missing}"
+
+
+def test_constants_are_wrapped():
+    text = HEADER.read_text()
+    for name in set(re.findall(r"\bPACKKV_((?:ERR|DTYPE|REPACK|SCALE)_\w+|OK)\s*=", text)):
+        assert hasattr(raw, name), name
+    assert raw.CACHE_PARAMS_SIZE_V1 <= raw.CACHE_PARAMS_STRUCT_SIZE
+    assert raw.CACHE_STATS_SIZE_V1 <= raw.CACHE_STATS_STRUCT_SIZE
+
+
+def test_pythonic_layer_covers_the_cache_calls():
+    # C function -> where the Pythonic API exposes it.
+    covered = {
+        "version_number": packkv.version_number, "version_string": packkv.version,
+        "build_info": packkv.build_info, "has_cuda": packkv.has_cuda,
+        "status_string": packkv.status_string, "last_error_message": packkv.last_error_message,
+        "bits_for_rel_scale": packkv.bits_for_rel_scale,
+        "cache_create": packkv.Cache, "cache_params_init": packkv.Cache,
+        "cache_destroy": packkv.Cache.close, "cache_get_params": packkv.Cache.params,
+        "cache_device": packkv.Cache.device, "cache_append": packkv.Cache.append,
+        "cache_remove_seq": packkv.Cache.remove_seq, "cache_reset": packkv.Cache.reset,
+        "cache_seq_length": packkv.Cache.seq_length, "cache_stats": packkv.Cache.stats,
+        "cache_decompress": packkv.Cache.decompress, "cache_sync": packkv.Cache.sync,
+        "attn_workspace_size": packkv.Cache.workspace_size, "attn_scores": packkv.Cache.scores,
+        "attn_apply": packkv.Cache.apply, "attn_decode": packkv.Cache.decode,
+        "copy_last_error": raw.copy_last_error,
+    }
+    assert not set(c_api_functions()) - set(covered)

@@ -1,0 +1,243 @@
+"""Every error path of the binding: errors raised in C arrive as the mapped exception with
+the status and the C message; arguments the Python layer rejects raise the same classes."""
+
+import numpy as np
+import pytest
+
+import packkv
+from packkv import raw
+from conftest import kv_data
+
+ALL = [
+    (1, packkv.InvalidArgument, ValueError),
+    (2, packkv.InvalidState, RuntimeError),
+    (3, packkv.CapacityExceeded, RuntimeError),
+    (4, packkv.WorkspaceTooSmall, ValueError),
+    (5, packkv.OutOfHostMemory, MemoryError),
+    (6, packkv.OutOfDeviceMemory, MemoryError),
+    (7, packkv.CudaError, RuntimeError),
+    (8, packkv.NotSupported, NotImplementedError),
+    (9, packkv.VersionMismatch, RuntimeError),
+    (10, packkv.InternalError, RuntimeError),
+]
+
+
+@pytest.mark.parametrize("status,cls,builtin", ALL)
+def test_status_mapping(status, cls, builtin):
+    e = packkv.error_from_status(status, "detail")
+    assert type(e) is cls and isinstance(e, packkv.PackKVError) and isinstance(e, builtin)
+    assert e.status == status and e.message == "detail"
+    # Names agree with the C library's packkv_status_string.
+    assert e.status_name == packkv.status_string(status) == packkv.STATUS_NAMES[status]
+    assert getattr(raw, e.status_name[len("PACKKV_"):]) == status
+    assert str(e) == f"{e.status_name} ({status}): detail"
+
+
+def test_unknown_status_is_base_class():
+    e = packkv.error_from_status(1234, "from the future")
+    assert type(e) is packkv.PackKVError and e.status == 1234
+    assert e.status_name == "unknown status" == packkv.status_string(1234)
+    with pytest.raises(ValueError):
+        packkv.error_from_status(0)
+
+
+def test_exceptions_pickle():
+    import pickle
+
+    e = pickle.loads(pickle.dumps(packkv.CapacityExceeded(3, "full")))
+    assert type(e) is packkv.CapacityExceeded and e.message == "full" and e.status == 3
+
+
+def check(excinfo, cls, status, fragment):
+    e = excinfo.value
+    assert type(e) is cls and e.status == status
+    assert fragment in e.message, e.message
+
+
+# ---- errors raised by the C library ---------------------------------------------------------
+
+def test_c_invalid_argument_create():
+    with pytest.raises(packkv.InvalidArgument) as ei:
+        packkv.Cache(3, 40)  # head_dim must be a multiple of 16
+    check(ei, packkv.InvalidArgument, 1, "head_dim")
+    assert "packkv_cache_create" in ei.value.message
+
+
+def test_c_invalid_argument_seq_id(cache):
+    with pytest.raises(packkv.InvalidArgument) as ei:
+        cache.seq_length(7)
+    check(ei, packkv.InvalidArgument, 1, "seq_id")
+    with pytest.raises(packkv.InvalidArgument):
+        cache.remove_seq(-2)
+    with pytest.raises(packkv.InvalidArgument):
+        cache.stats(4)
+
+
+def test_c_invalid_argument_non_finite_append_appends_nothing(cache, rng):
+    k, v = kv_data(rng, 100, 3, 64), kv_data(rng, 100, 3, 64)
+    v[42, 1, 7] = np.nan
+    with pytest.raises(packkv.InvalidArgument) as ei:
+        cache.append(k, v)
+    assert ei.value.message  # names the sequence and token
+    assert cache.seq_length(0) == 0
+
+
+def test_c_invalid_argument_attention(cache, rng):
+    cache.append(kv_data(rng, 10, 3, 64), kv_data(rng, 10, 3, 64))
+    q = rng.standard_normal((1, 4, 64)).astype(np.float32)  # 4 is not a multiple of 3
+    with pytest.raises(packkv.InvalidArgument) as ei:
+        cache.decode(q)
+    assert "n_q_heads" in ei.value.message
+    q = rng.standard_normal((1, 9, 64)).astype(np.float32)
+    with pytest.raises(packkv.InvalidArgument) as ei:
+        cache.decode(q, scale=0.0)
+    assert "scale" in ei.value.message
+    with pytest.raises(packkv.InvalidArgument):
+        cache.decode(np.concatenate([q, q]), seq_ids=[0, 0])  # repeated ids
+    probs = np.ones((1, 9, 5), np.float32)  # ld_probs (5) < sequence length (10)
+    with pytest.raises(packkv.InvalidArgument):
+        cache.apply(probs)
+    with pytest.raises(packkv.InvalidArgument):
+        cache.workspace_size(0, 9)
+
+
+def test_c_invalid_argument_bits_for_rel_scale():
+    with pytest.raises(packkv.InvalidArgument) as ei:
+        packkv.bits_for_rel_scale(0.0)
+    assert "packkv_bits_for_rel_scale" in ei.value.message
+    assert packkv.bits_for_rel_scale(0.1) == 4 and packkv.bits_for_rel_scale(0.2) == 3
+
+
+def test_c_capacity_exceeded(rng):
+    with packkv.Cache(3, 64, max_tokens_per_seq=100) as c:
+        c.append(kv_data(rng, 60, 3, 64), kv_data(rng, 60, 3, 64))
+        with pytest.raises(packkv.CapacityExceeded) as ei:
+            c.append(kv_data(rng, 41, 3, 64), kv_data(rng, 41, 3, 64))
+        assert ei.value.status == 3 and ei.value.message
+        assert c.seq_length(0) == 60
+        # decompress with too little room (raw call; Cache.decompress sizes it right)
+        out = np.empty((10, 3, 64), np.float32)
+        with pytest.raises(packkv.CapacityExceeded):
+            raw.cache_decompress(c._ptr, 0, out, None, 10)
+
+
+@pytest.mark.skipif(packkv.has_cuda(), reason="a CUDA device is present")
+def test_c_not_supported_without_cuda():
+    with pytest.raises(packkv.NotSupported) as ei:
+        packkv.Cache(3, 64, device=0)
+    assert ei.value.status == 8 and "CUDA" in ei.value.message
+
+
+def test_c_version_mismatch_params_and_stats(cache):
+    p = raw.CacheParamsStruct()
+    with pytest.raises(packkv.VersionMismatch) as ei:
+        raw.cache_params_init(p, 8)
+    assert "struct_size" in ei.value.message
+    s = raw.CacheStatsStruct()
+    s.struct_size = 8
+    with pytest.raises(packkv.VersionMismatch):
+        raw.cache_stats(cache._ptr, -1, s)
+    q = raw.CacheParamsStruct()
+    q.struct_size = 8
+    with pytest.raises(packkv.VersionMismatch):
+        raw.cache_get_params(cache._ptr, q)
+
+
+def test_c_invalid_argument_null_handle():
+    with pytest.raises(packkv.InvalidArgument) as ei:
+        raw.cache_seq_length(None, 0)
+    assert ei.value.message
+    raw.cache_destroy(None)  # accepts NULL
+
+
+def test_last_error_message_and_copy(cache):
+    with pytest.raises(packkv.InvalidArgument) as ei:
+        cache.seq_length(9)
+    msg = ei.value.message
+    # The same thread's last error is still there (no packkv call since).
+    assert packkv.last_error_message() == msg
+    n, text = raw.copy_last_error(8)
+    assert n == len(msg) and text == msg[:7]
+    n, text = raw.copy_last_error(0)
+    assert n == len(msg) and text == ""
+    cache.seq_length(0)  # a successful call clears it
+    assert packkv.last_error_message() == ""
+
+
+def test_messages_are_per_thread(cache):
+    import threading
+
+    seen = {}
+
+    def fail(seq):
+        try:
+            cache.seq_length(seq)
+        except packkv.InvalidArgument as e:
+            seen[seq] = e.message
+
+    threads = [threading.Thread(target=fail, args=(s,)) for s in (10, 20, 30, 40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s, m in seen.items():
+        assert str(s) in m
+    assert len(seen) == 4
+
+
+# ---- errors raised by the Python layer before any C call ------------------------------------
+
+def test_closed_cache_is_invalid_state(rng):
+    c = packkv.Cache(3, 64)
+    c.close()
+    for call in (lambda: c.seq_length(0), lambda: c.stats(), c.reset, c.sync,
+                 lambda: c.append(kv_data(rng, 1, 3, 64), kv_data(rng, 1, 3, 64)),
+                 lambda: c.decode(np.zeros((9, 64), np.float32)), lambda: c.params):
+        with pytest.raises(packkv.InvalidState):
+            call()
+
+
+def test_python_side_argument_errors(cache, rng):
+    k, v = kv_data(rng, 10, 3, 64), kv_data(rng, 10, 3, 64)
+    with pytest.raises(packkv.InvalidArgument, match="shape"):
+        cache.append(np.ascontiguousarray(k[:, :2]), np.ascontiguousarray(v[:, :2]))
+    with pytest.raises(packkv.InvalidArgument, match="dtype"):
+        cache.append(k.astype(np.int64), v.astype(np.int64))
+    with pytest.raises(packkv.InvalidArgument, match="same dtype"):
+        cache.append(k, v.astype(np.float32))
+    with pytest.raises(packkv.InvalidArgument, match="contiguous"):
+        cache.append(np.asfortranarray(k), v)
+    with pytest.raises(packkv.InvalidArgument, match="n_tokens"):
+        cache.append(k, v, seq_ids=[0, 1])
+    with pytest.raises(packkv.InvalidArgument, match="n_tokens"):
+        cache.append(k, v, seq_ids=[0, 1], n_tokens=[10])
+    with pytest.raises(packkv.InvalidArgument, match="seq_ids"):
+        cache.append(k, v, seq_ids=[])
+    with pytest.raises(packkv.InvalidArgument, match="q"):
+        cache.decode(np.zeros((2, 9, 64), np.float32), seq_ids=[0])
+    with pytest.raises(packkv.InvalidArgument, match="dtype"):
+        cache.apply(np.zeros((9, 10), np.float16))
+    with pytest.raises(packkv.InvalidArgument, match="dtype"):
+        packkv.Cache(3, 64, kv_dtype="int8")
+    with pytest.raises(KeyError):
+        packkv.Cache(3, 64, repack="best")
+    assert cache.seq_length(0) == 0
+
+
+def test_raw_layer_typemap_errors(cache):
+    """numpy.i / typemap checks in the SWIG wrapper itself (before the C call)."""
+    k = np.zeros((1, 3, 64), np.float16)
+    with pytest.raises(ValueError, match="h_n_tokens"):
+        raw.cache_append(cache._ptr, [0], [1, 1], k, k, raw.DTYPE_F16)
+    with pytest.raises(TypeError):
+        raw.cache_append(cache._ptr, [0], [1], np.asfortranarray(np.zeros((2, 3, 64))), k,
+                         raw.DTYPE_F32)
+    out = np.zeros((1, 3, 64), np.float64)  # float* outputs must be float32
+    with pytest.raises(TypeError):
+        raw.cache_decompress(cache._ptr, 0, out, None, 1)
+    ro = np.zeros((1, 3, 64), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        raw.cache_decompress(cache._ptr, 0, ro, None, 1)
+    with pytest.raises(ValueError, match="cap"):
+        raw.copy_last_error(-1)

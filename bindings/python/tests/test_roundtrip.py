@@ -1,0 +1,144 @@
+"""Round trip: append -> stats -> decompress, with the PackKV error bound checked per token."""
+
+import numpy as np
+import pytest
+
+import packkv
+from conftest import kv_data
+
+
+def bound_ok(x, xhat, r, granularity="per_token"):
+    """|x - x^| <= r * range / 2 per token (range over all heads, or per head)."""
+    x = x.astype(np.float64)
+    axis = (1, 2) if granularity == "per_token" else (2,)
+    rng = x.max(axis=axis, keepdims=True) - x.min(axis=axis, keepdims=True)
+    bound = r * rng / 2 * (1 + 1e-4) + 1e-6
+    return np.all(np.abs(x - xhat) <= bound)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("repack", ["none", "median", "greedy"])
+def test_roundtrip_error_bound(rng, dtype, repack):
+    T = 64 * 5 + 128 + 17
+    k, v = kv_data(rng, T, 3, 64, dtype), kv_data(rng, T, 3, 64, dtype)
+    with packkv.Cache(3, 64, repack=repack, kv_dtype=dtype) as c:
+        c.append(k, v)
+        assert c.seq_length(0) == T
+        kh, vh = c.decompress(0)
+        assert kh.dtype == np.float32 and kh.shape == (T, 3, 64) and vh.shape == (T, 3, 64)
+        st = c.stats(0)
+        nc = st.n_compressed_tokens
+        assert nc > 0 and nc % 64 == 0 and st.n_residual_tokens == T - nc
+        p = c.params
+        assert bound_ok(k[:nc], kh[:nc], p.rel_scale_k)
+        assert bound_ok(v[:nc], vh[:nc], p.rel_scale_v)
+        # The residual window is stored uncompressed in kv_dtype (= the input dtype here).
+        np.testing.assert_array_equal(kh[nc:], k[nc:].astype(np.float32))
+        np.testing.assert_array_equal(vh[nc:], v[nc:].astype(np.float32))
+
+
+def test_roundtrip_per_token_head_and_explicit_bits(rng):
+    T = 400
+    k, v = kv_data(rng, T, 3, 64), kv_data(rng, T, 3, 64)
+    with packkv.Cache(3, 64, rel_scale_k=0.05, rel_scale_v=0.1,
+                      scale_granularity="per_token_head", residual_tokens=0) as c:
+        c.append(k, v)
+        p = c.params
+        assert p.bits_k == packkv.bits_for_rel_scale(0.05)
+        assert p.bits_v == packkv.bits_for_rel_scale(0.1)
+        kh, vh = c.decompress()
+        nc = c.stats().n_compressed_tokens
+        assert nc == 384
+        assert bound_ok(k[:nc], kh[:nc], 0.05, "per_token_head")
+        assert bound_ok(v[:nc], vh[:nc], 0.1, "per_token_head")
+
+
+def test_stats_accounting_and_ratio(rng):
+    T = 1000
+    with packkv.Cache(3, 64) as c:
+        empty = c.stats()
+        assert empty.n_tokens == 0 and empty.ratio == 0.0
+        c.append(kv_data(rng, T, 3, 64), kv_data(rng, T, 3, 64))
+        s = c.stats()
+        assert s.n_tokens == T
+        assert s.fp16_bytes == T * 3 * 64 * 2 * 2
+        parts = (s.k_tile_bytes + s.v_tile_bytes + s.k_scale_bytes + s.v_scale_bytes
+                 + s.index_bytes + s.perm_bytes)
+        assert s.compressed_bytes_used == parts
+        assert s.compressed_bytes_reserved >= s.compressed_bytes_used
+        assert s.all_in_bytes == s.compressed_bytes_used + s.residual_bytes
+        assert s.ratio == pytest.approx(s.fp16_bytes / s.all_in_bytes)
+        assert s.ratio > 1.5
+        assert set(s.as_dict()) >= {"n_tokens", "fp16_bytes", "residual_bytes"}
+
+
+def test_multi_sequence_append_remove_reset(rng, cache):
+    counts = [70, 0, 300, 5]
+    ks = [kv_data(rng, n, 3, 64) for n in counts]
+    vs = [kv_data(rng, n, 3, 64) for n in counts]
+    cache.append(np.concatenate(ks), np.concatenate(vs), seq_ids=[0, 1, 2, 3], n_tokens=counts)
+    assert [cache.seq_length(i) for i in range(4)] == counts
+    # Sequences are independent: decompressing one equals appending it alone.
+    with packkv.Cache(3, 64) as alone:
+        alone.append(ks[2], vs[2])
+        np.testing.assert_array_equal(alone.decompress()[0], cache.decompress(2)[0])
+    total = cache.stats()
+    assert total.n_tokens == sum(counts)
+    assert sum(cache.stats(i).n_tokens for i in range(4)) == total.n_tokens
+    cache.remove_seq(2)
+    assert cache.seq_length(2) == 0
+    cache.append(ks[0], vs[0], seq_ids=2)
+    assert cache.seq_length(2) == 70
+    cache.reset()
+    assert all(cache.seq_length(i) == 0 for i in range(4))
+    k, v = cache.decompress(1)
+    assert k.shape == (0, 3, 64) and v.shape == (0, 3, 64)
+
+
+def test_incremental_append_equals_one_shot(rng):
+    T = 333
+    k, v = kv_data(rng, T, 3, 64), kv_data(rng, T, 3, 64)
+    with packkv.Cache(3, 64) as a, packkv.Cache(3, 64) as b:
+        a.append(k, v)
+        for s in range(0, T, 50):
+            b.append(k[s:s + 50], v[s:s + 50])
+        for x, y in zip(a.decompress(), b.decompress()):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_params_defaults_and_overrides():
+    with packkv.Cache(3, 64) as c:
+        p = c.params
+        assert (p.device, p.n_kv_heads, p.head_dim, p.max_seqs) == (-1, 3, 64, 1)
+        assert p.kv_dtype == packkv.DTYPE_F16
+        assert p.repack == packkv.REPACK["median"]
+        assert p.bits_k >= 1 and p.bits_v >= 1
+        assert c.device == -1 and not c.closed
+    with packkv.Cache(2, 32, max_seqs=3, kv_dtype="float32", max_tokens_per_seq=1000,
+                      block_tokens=32, residual_tokens=16, repack="none") as c:
+        p = c.params
+        assert (p.max_seqs, p.kv_dtype, p.max_tokens_per_seq) == (3, packkv.DTYPE_F32, 1000)
+        assert (p.block_tokens, p.residual_tokens, p.repack) == (32, 16, packkv.REPACK["none"])
+
+
+def test_version_and_build_info():
+    n = packkv.version_number()
+    assert n == packkv.raw.VERSION_NUMBER
+    assert packkv.version() == "%d.%d.%d" % (n // 10000, n // 100 % 100, n % 100)
+    assert packkv.__version__ == packkv.version()
+    assert "libpackkv" in packkv.build_info()
+    assert isinstance(packkv.has_cuda(), bool)
+
+
+def test_lifecycle_close_is_idempotent(rng):
+    c = packkv.Cache(3, 64)
+    c.append(kv_data(rng, 10, 3, 64), kv_data(rng, 10, 3, 64))
+    c.close()
+    c.close()
+    assert c.closed and "closed" in repr(c)
+    with packkv.Cache(3, 64) as c2:
+        pass
+    assert c2.closed
+    # Dropping an open cache frees it through __del__ (no exception, no leak report).
+    c3 = packkv.Cache(3, 64)
+    del c3
