@@ -1,6 +1,7 @@
 #include "block_codec.h"
 
 #include <cstring>
+#include <memory>
 #include <numeric>
 
 #include "bitpack.h"
@@ -28,19 +29,20 @@ void put_affine(uint8_t* zero_at, uint8_t* scale_at, const fmt::Affine* a, const
 void encode_block(const Config& c, const float* k, const float* v, std::vector<uint8_t>* out) {
   const int n = c.block_tokens, h = c.n_kv_heads, d = c.head_dim, groups = c.groups();
   const size_t row = (size_t)h * d;
-  std::vector<uint8_t> qk(n * row), qv(n * row);
+  // scratch without zero-initialization: every byte is written before it is read
+  std::unique_ptr<uint8_t[]> qk(new uint8_t[n * row]), qv(new uint8_t[n * row]);
   std::vector<fmt::Affine> ak((size_t)groups * n), av((size_t)groups * n);
-  quantize_tokens(k, n, h, d, groups, c.rel_scale_k, c.bits_k, qk.data(), ak.data());
-  quantize_tokens(v, n, h, d, groups, c.rel_scale_v, c.bits_v, qv.data(), av.data());
+  quantize_tokens(k, n, h, d, groups, c.rel_scale_k, c.bits_k, qk.get(), ak.data());
+  quantize_tokens(v, n, h, d, groups, c.rel_scale_v, c.bits_v, qv.get(), av.data());
 
   uint8_t perm[fmt::kMaxBlockTokens];
   if (c.repack == PACKKV_REPACK_MEDIAN) {
-    median_order(qv.data(), n, (int)row, perm);
+    median_order(qv.get(), n, (int)row, perm);
   } else if (c.repack == PACKKV_REPACK_GREEDY) {
     std::vector<uint8_t> rows(n * 2 * row);
     for (int t = 0; t < n; ++t) {
-      std::memcpy(&rows[t * 2 * row], &qk[t * row], row);
-      std::memcpy(&rows[t * 2 * row + row], &qv[t * row], row);
+      std::memcpy(&rows[t * 2 * row], qk.get() + t * row, row);
+      std::memcpy(&rows[t * 2 * row + row], qv.get() + t * row, row);
     }
     greedy_order(rows.data(), n, (int)(2 * row), fmt::kPackTokens, perm);
   } else {
@@ -48,10 +50,10 @@ void encode_block(const Config& c, const float* k, const float* v, std::vector<u
   }
 
   // Codes in stored order.
-  std::vector<uint8_t> sk(n * row), sv(n * row);
+  std::unique_ptr<uint8_t[]> sk(new uint8_t[n * row]), sv(new uint8_t[n * row]);
   for (int j = 0; j < n; ++j) {
-    std::memcpy(&sk[j * row], &qk[perm[j] * row], row);
-    std::memcpy(&sv[j * row], &qv[perm[j] * row], row);
+    std::memcpy(sk.get() + j * row, qk.get() + perm[j] * row, row);
+    std::memcpy(sv.get() + j * row, qv.get() + perm[j] * row, row);
   }
 
   const fmt::BlockLayout l = fmt::block_layout(h, n, groups, c.has_perm());
@@ -66,7 +68,7 @@ void encode_block(const Config& c, const float* k, const float* v, std::vector<u
   for (int t = 0; t < 2 * h; ++t) {
     const bool is_k = t < h;
     const int head = is_k ? t : t - h;
-    encode_tile((is_k ? sk.data() : sv.data()) + (size_t)head * d, row, n, d,
+    encode_tile((is_k ? sk.get() : sv.get()) + (size_t)head * d, row, n, d,
                 is_k ? c.bits_k : c.bits_v, out);
     ends[t] = (uint32_t)(out->size() - base - l.tiles_at);
   }

@@ -70,12 +70,9 @@ class CpuCache final : public CacheImpl {
       Plan& p = plans[i];
       const int64_t n = counts[i];
       const size_t vals = (size_t)n * row_;
-      p.k.resize(vals * elem_);
-      p.v.resize(vals * elem_);
       for (int kv = 0; kv < 2; ++kv) {
         const uint8_t* src = static_cast<const uint8_t*>(kv == 0 ? k_new : v_new) + at * in_elem;
-        uint8_t* dst = (kv == 0 ? p.k : p.v).data();
-        convert_checked(src, dtype, vals, dst, ids[i], kv == 0 ? "k_new" : "v_new");
+        convert_checked(src, dtype, vals, kv == 0 ? &p.k : &p.v, ids[i], kv == 0 ? "k_new" : "v_new");
       }
       at += vals;
       const Seq& s = seqs_[ids[i]];
@@ -225,35 +222,49 @@ class CpuCache final : public CacheImpl {
  private:
   // Converts n values of dtype to kv_dtype, rejecting values that are not finite in
   // kv_dtype (NaN, inf, or overflow by the conversion).
-  void convert_checked(const uint8_t* src, packkv_dtype_t dtype, size_t n, uint8_t* dst, int seq,
+  void convert_checked(const uint8_t* src, packkv_dtype_t dtype, size_t n, std::vector<uint8_t>* out, int seq,
                        const char* what) const {
     const Config& c = config();
-    for (size_t i = 0; i < n; ++i) {
-      float x = load_as_float(src, dtype, i);
-      float stored = x;
-      if (c.kv_dtype == PACKKV_DTYPE_F16) {
-        uint16_t h = float_to_half(x);
-        std::memcpy(dst + 2 * i, &h, 2);
-        stored = half_to_float(h);
-      } else if (c.kv_dtype == PACKKV_DTYPE_BF16) {
-        uint16_t b = float_to_bf16(x);
-        std::memcpy(dst + 2 * i, &b, 2);
-        stored = bf16_to_float(b);
-      } else {
-        std::memcpy(dst + 4 * i, &x, 4);
-      }
-      if (!std::isfinite(stored)) {
-        const size_t token = i / row_, ch = i % row_;
-        fail(PACKKV_ERR_INVALID_ARGUMENT,
-             std::string("packkv_cache_append: ") + what + " of sequence " + std::to_string(seq) +
-                 ", new token " + std::to_string(token) + ", head " +
-                 std::to_string(ch / config().head_dim) + ", channel " +
-                 std::to_string(ch % config().head_dim) + " is " +
-                 (std::isfinite(x) ? "out of the range of kv_dtype " + std::string(dtype_name(c.kv_dtype))
-                                   : std::string(std::isnan(x) ? "NaN" : "infinite")) +
-                 "; nothing was appended");
-      }
+    if (dtype == c.kv_dtype) {
+      out->assign(src, src + n * elem_);
+    } else {
+      std::vector<float> tmp(n);
+      to_float(src, dtype, n, tmp.data());
+      out->resize(n * elem_);
+      from_float(tmp.data(), n, c.kv_dtype, out->data());
     }
+    const size_t bad = first_non_finite(out->data(), c.kv_dtype, n);
+    if (bad == n) return;
+    const float x = load_as_float(src, dtype, bad);
+    const size_t token = bad / row_, ch = bad % row_;
+    fail(PACKKV_ERR_INVALID_ARGUMENT,
+         std::string("packkv_cache_append: ") + what + " of sequence " + std::to_string(seq) + ", new token " +
+             std::to_string(token) + ", head " + std::to_string(ch / c.head_dim) + ", channel " +
+             std::to_string(ch % c.head_dim) + " is " +
+             (std::isfinite(x) ? "out of the range of kv_dtype " + std::string(dtype_name(c.kv_dtype))
+                               : std::string(std::isnan(x) ? "NaN" : "infinite")) +
+             "; nothing was appended");
+  }
+
+  // Index of the first NaN or infinity among n values of dtype, or n.
+  static size_t first_non_finite(const uint8_t* data, packkv_dtype_t dtype, size_t n) {
+    if (dtype == PACKKV_DTYPE_F32) {
+      const uint32_t* u = reinterpret_cast<const uint32_t*>(data);
+      uint32_t any = 0;
+      for (size_t i = 0; i < n; ++i) any |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
+      if (!any) return n;
+      for (size_t i = 0; i < n; ++i)
+        if ((u[i] & 0x7f800000u) == 0x7f800000u) return i;
+      return n;
+    }
+    const uint16_t mask = dtype == PACKKV_DTYPE_F16 ? 0x7c00u : 0x7f80u;
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(data);
+    uint32_t any = 0;
+    for (size_t i = 0; i < n; ++i) any |= (uint32_t)((h[i] & mask) == mask);
+    if (!any) return n;
+    for (size_t i = 0; i < n; ++i)
+      if ((h[i] & mask) == mask) return i;
+    return n;
   }
 
   // Encodes the first n_blocks blocks of the window (residual tokens of s, then the
@@ -270,12 +281,12 @@ class CpuCache final : public CacheImpl {
         const std::vector<uint8_t>& res = kv == 0 ? s.res_k : s.res_v;
         const std::vector<uint8_t>& nw = kv == 0 ? nk : nv;
         float* f = kv == 0 ? fk.data() : fv.data();
+        // tokens [b * N, (b + 1) * N) of the window: residual tokens, then new ones
         const size_t first = (size_t)b * block_vals;
-        for (size_t x = 0; x < block_vals; ++x) {
-          const size_t idx = first + x;
-          f[x] = idx < res_vals ? load_as_float(res.data(), c.kv_dtype, idx)
-                                : load_as_float(nw.data(), c.kv_dtype, idx - res_vals);
-        }
+        const size_t from_res = first < res_vals ? std::min(block_vals, res_vals - first) : 0;
+        if (from_res) to_float(res.data() + first * elem_, c.kv_dtype, from_res, f);
+        if (from_res < block_vals)
+          to_float(nw.data() + (first + from_res - res_vals) * elem_, c.kv_dtype, block_vals - from_res, f + from_res);
       }
       size_t pos = store_end + blobs->size();
       size_t pad = (kBlobAlign - pos % kBlobAlign) % kBlobAlign;

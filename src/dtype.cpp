@@ -1,6 +1,7 @@
 #include "dtype.h"
 
 #include <cstring>
+#include <vector>
 
 #include "config.h"
 #include "error.h"
@@ -20,7 +21,23 @@ float float_of(uint32_t u) {
 }
 }  // namespace
 
-float half_to_float(uint16_t h) {
+namespace {
+float half_to_float_slow(uint16_t h);
+// All 65536 fp16 values as float, built once (thread-safe static initialization).
+const float* half_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t i = 0; i < 65536; ++i) t[i] = half_to_float_slow((uint16_t)i);
+    return t;
+  }();
+  return table.data();
+}
+}  // namespace
+
+float half_to_float(uint16_t h) { return half_table()[h]; }
+
+namespace {
+float half_to_float_slow(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t man = h & 0x3ffu;
@@ -32,6 +49,7 @@ float half_to_float(uint16_t h) {
   }
   return float_of(sign | ((exp + 112u) << 23) | (man << 13));
 }
+}  // namespace
 
 uint16_t float_to_half(float f) {
   uint32_t u = bits_of(f);
@@ -72,7 +90,8 @@ void to_float(const void* src, packkv_dtype_t dtype, size_t n, float* dst) {
   switch (dtype) {
     case PACKKV_DTYPE_F16: {
       const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = half_to_float(s[i]);
+      const float* table = half_table();
+      for (size_t i = 0; i < n; ++i) dst[i] = table[s[i]];
       break;
     }
     case PACKKV_DTYPE_BF16: {
