@@ -1,8 +1,9 @@
 #include "cpu_attention.h"
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
-#include <vector>
+#include <type_traits>
 
 #include "tile_format.h"
 
@@ -10,11 +11,13 @@ namespace packkv {
 
 namespace {
 
+constexpr int P = fmt::kPackTokens;
+
 struct BlockView {
   const uint8_t* tile;
   const uint8_t* zero;   // int32[N] of the head's group, stored order
   const uint8_t* scale;  // float[N]
-  uint8_t perm[fmt::kMaxBlockTokens];
+  const uint8_t* perm;   // uint8[N] or null (identity)
 };
 
 BlockView view(const Config& c, const uint8_t* blob, int head, bool is_k) {
@@ -27,12 +30,11 @@ BlockView view(const Config& c, const uint8_t* blob, int head, bool is_k) {
   const size_t g = c.groups() == 1 ? 0 : (size_t)head;
   v.zero = blob + (is_k ? l.k_zero_at : l.v_zero_at) + 4 * g * n;
   v.scale = blob + (is_k ? l.k_scale_at : l.v_scale_at) + 4 * g * n;
-  if (c.has_perm())
-    std::memcpy(v.perm, blob + l.perm_at, n);
-  else
-    std::iota(v.perm, v.perm + n, 0);
+  v.perm = c.has_perm() ? blob + l.perm_at : nullptr;
   return v;
 }
+
+inline int original(const BlockView& v, int slot) { return v.perm ? v.perm[slot] : slot; }
 
 inline fmt::Affine affine_at(const BlockView& v, int slot) {
   fmt::Affine a;
@@ -41,45 +43,77 @@ inline fmt::Affine affine_at(const BlockView& v, int slot) {
   return a;
 }
 
+// The 16 offsets of a pack of encode length L (compile-time, so that every shift is a
+// constant; halves of 8 fields fit 32 bits for L <= 4) as floats.
+template <int L>
+inline void unpack16_l(const uint8_t* payload, float* off) {
+  using Word = typename std::conditional<(L <= 4), uint32_t, uint64_t>::type;
+  Word lo = 0, hi = 0;
+  std::memcpy(&lo, payload, (size_t)L);  // little-endian: low L bytes of the word
+  std::memcpy(&hi, payload + L, (size_t)L);
+  constexpr Word mask = (Word)((1u << L) - 1u);
+  for (int i = 0; i < 8; ++i) {
+    off[i] = (float)(int32_t)((hi >> ((7 - i) * L)) & mask);
+    off[8 + i] = (float)(int32_t)((lo >> ((7 - i) * L)) & mask);
+  }
+}
+
+inline void unpack16(const uint8_t* payload, int L, float* off) {
+  switch (L) {
+    case 1: unpack16_l<1>(payload, off); break;
+    case 2: unpack16_l<2>(payload, off); break;
+    case 3: unpack16_l<3>(payload, off); break;
+    case 4: unpack16_l<4>(payload, off); break;
+    case 5: unpack16_l<5>(payload, off); break;
+    case 6: unpack16_l<6>(payload, off); break;
+    case 7: unpack16_l<7>(payload, off); break;
+    default: unpack16_l<8>(payload, off); break;
+  }
+}
+
 }  // namespace
 
 void block_scores(const Config& c, const uint8_t* blob, int head, const float* q, int n_q,
-                  float* out, size_t ld) {
+                  float* out, size_t ld, AttnScratch* scratch) {
   const int n = c.block_tokens, d = c.head_dim, bits = c.bits_k, e = fmt::len_bits(bits);
   const size_t mb = fmt::mins_bytes(d, bits), lb = fmt::lens_bytes(d, bits);
   const BlockView v = view(c, blob, head, true);
-  std::vector<double> sum_q(n_q, 0.0);
-  for (int j = 0; j < n_q; ++j)
-    for (int ch = 0; ch < d; ++ch) sum_q[j] += q[(size_t)j * d + ch];
-  std::vector<float> acc((size_t)n_q * fmt::kPackTokens);
-  std::vector<double> min_term(n_q);
+  scratch->f.resize((size_t)n_q * P);
+  scratch->d.resize(2 * (size_t)n_q);
+  float* acc = scratch->f.data();
+  double* sum_q = scratch->d.data();
+  double* min_term = sum_q + n_q;
+  for (int j = 0; j < n_q; ++j) {
+    double s = 0;
+    for (int ch = 0; ch < d; ++ch) s += q[(size_t)j * d + ch];
+    sum_q[j] = s;
+  }
   const uint8_t* p = v.tile;
-  for (int r = 0; r < n / fmt::kPackTokens; ++r) {
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    std::fill(min_term.begin(), min_term.end(), 0.0);
+  float off[P];
+  for (int r = 0; r < n / P; ++r) {
+    std::fill(acc, acc + (size_t)n_q * P, 0.0f);
+    std::fill(min_term, min_term + n_q, 0.0);
     const uint8_t* payload = p + mb + lb;
     for (int ch = 0; ch < d; ++ch) {
       const float mn = (float)fmt::read_field(p, (size_t)ch, bits);
       const int L = (int)fmt::read_field(p + mb, (size_t)ch, e);
-      for (int j = 0; j < n_q; ++j) min_term[j] += (double)(q[(size_t)j * d + ch] * mn);
+      for (int j = 0; j < n_q; ++j) min_term[j] += q[(size_t)j * d + ch] * mn;  // exact in double
       if (L == 0) continue;
-      uint64_t lo, hi;
-      fmt::read_pack_halves(payload, L, &lo, &hi);
+      unpack16(payload, L, off);
       payload += 2 * L;
-      float off[fmt::kPackTokens];
-      for (int i = 0; i < fmt::kPackTokens; ++i) off[i] = (float)fmt::pack_offset(lo, hi, L, i);
       for (int j = 0; j < n_q; ++j) {
         const float qc = q[(size_t)j * d + ch];
-        float* a = &acc[(size_t)j * fmt::kPackTokens];
-        for (int i = 0; i < fmt::kPackTokens; ++i) a[i] += qc * off[i];
+        float* a = acc + (size_t)j * P;
+        for (int i = 0; i < P; ++i) a[i] += qc * off[i];
       }
     }
-    for (int i = 0; i < fmt::kPackTokens; ++i) {
-      const int slot = r * fmt::kPackTokens + i;
+    for (int i = 0; i < P; ++i) {
+      const int slot = r * P + i;
       const fmt::Affine a = affine_at(v, slot);
+      const int t = original(v, slot);
       for (int j = 0; j < n_q; ++j) {
-        double u = (double)acc[(size_t)j * fmt::kPackTokens + i] + min_term[j] + (double)a.zero * sum_q[j];
-        out[(size_t)j * ld + v.perm[slot]] = (float)(u * (double)a.scale);
+        const double u = (double)acc[(size_t)j * P + i] + min_term[j] + (double)a.zero * sum_q[j];
+        out[(size_t)j * ld + t] = (float)(u * (double)a.scale);
       }
     }
     p = payload;
@@ -87,38 +121,55 @@ void block_scores(const Config& c, const uint8_t* blob, int head, const float* q
 }
 
 void block_apply(const Config& c, const uint8_t* blob, int head, const float* probs, int n_q,
-                 size_t ld, double* out) {
+                 size_t ld, double* out, AttnScratch* scratch) {
   const int n = c.block_tokens, d = c.head_dim, bits = c.bits_v, e = fmt::len_bits(bits);
   const size_t mb = fmt::mins_bytes(d, bits), lb = fmt::lens_bytes(d, bits);
   const BlockView v = view(c, blob, head, false);
-  // w = p * s in stored order; beta = sum w * z.
-  std::vector<float> w((size_t)n_q * n);
-  std::vector<double> beta(n_q, 0.0);
+  // w = p * s in stored order; per round sum of w (for the pack minimums); beta = sum w z.
+  const int rounds = n / P;
+  scratch->f.resize((size_t)n_q * n + (size_t)n_q * d + (size_t)P * d);
+  scratch->d.resize((size_t)n_q * (1 + rounds));
+  float* w = scratch->f.data();
+  float* part = w + (size_t)n_q * n;  // [n_q][d] sum of w * offset
+  float* offs = part + (size_t)n_q * d;  // one round decoded: [token][channel]
+  double* beta = scratch->d.data();
+  double* wsum = beta + n_q;  // [n_q][rounds]
+  std::fill(beta, beta + (size_t)n_q * (1 + rounds), 0.0);
+  std::fill(part, part + (size_t)n_q * d, 0.0f);
   for (int slot = 0; slot < n; ++slot) {
     const fmt::Affine a = affine_at(v, slot);
+    const int t = original(v, slot);
     for (int j = 0; j < n_q; ++j) {
-      const double ws = (double)probs[(size_t)j * ld + v.perm[slot]] * (double)a.scale;
-      w[(size_t)j * n + slot] = (float)ws;
-      beta[j] += ws * (double)a.zero;
+      const float ws = (float)((double)probs[(size_t)j * ld + t] * (double)a.scale);
+      w[(size_t)j * n + slot] = ws;
+      beta[j] += (double)ws * (double)a.zero;
+      wsum[(size_t)j * rounds + slot / P] += (double)ws;
     }
   }
-  std::vector<float> part((size_t)n_q * d, 0.0f);
   const uint8_t* p = v.tile;
-  for (int r = 0; r < n / fmt::kPackTokens; ++r) {
+  float off[P];
+  for (int r = 0; r < rounds; ++r) {
     const uint8_t* payload = p + mb + lb;
     for (int ch = 0; ch < d; ++ch) {
-      const float mn = (float)fmt::read_field(p, (size_t)ch, bits);
+      const double mn = (double)fmt::read_field(p, (size_t)ch, bits);
       const int L = (int)fmt::read_field(p + mb, (size_t)ch, e);
-      uint64_t lo = 0, hi = 0;
-      if (L) fmt::read_pack_halves(payload, L, &lo, &hi);
+      for (int j = 0; j < n_q; ++j) out[(size_t)j * d + ch] += mn * wsum[(size_t)j * rounds + r];
+      if (L == 0) {
+        for (int i = 0; i < P; ++i) offs[(size_t)i * d + ch] = 0.0f;
+        continue;
+      }
+      unpack16(payload, L, off);
       payload += 2 * L;
-      float val[fmt::kPackTokens];
-      for (int i = 0; i < fmt::kPackTokens; ++i) val[i] = mn + (float)fmt::pack_offset(lo, hi, L, i);
-      for (int j = 0; j < n_q; ++j) {
-        const float* wr = &w[(size_t)j * n + (size_t)r * fmt::kPackTokens];
-        float s = 0.0f;
-        for (int i = 0; i < fmt::kPackTokens; ++i) s += wr[i] * val[i];
-        part[(size_t)j * d + ch] += s;
+      for (int i = 0; i < P; ++i) offs[(size_t)i * d + ch] = off[i];
+    }
+    // part[j][:] += sum_i w[j][i] * offs[i][:], vectorized over channels
+    for (int j = 0; j < n_q; ++j) {
+      const float* wr = w + (size_t)j * n + (size_t)r * P;
+      float* pj = part + (size_t)j * d;
+      for (int i = 0; i < P; ++i) {
+        const float wi = wr[i];
+        const float* oi = offs + (size_t)i * d;
+        for (int ch = 0; ch < d; ++ch) pj[ch] += wi * oi[ch];
       }
     }
     p = payload;

@@ -9,20 +9,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <vector>
+
 #include "config.h"
 
 namespace packkv {
+
+// Reusable buffers of the block kernels (one per thread / call; no allocation per block).
+struct AttnScratch {
+  std::vector<float> f;
+  std::vector<double> d;
+};
 
 // Scores of the n_q query heads q ([n_q][head_dim] float) that read KV head `head`,
 // for the block_tokens tokens of one blob: out[j * ld + t] = q_j . K^_t with t the
 // token's original index inside the block.
 void block_scores(const Config& c, const uint8_t* blob, int head, const float* q, int n_q,
-                  float* out, size_t ld);
+                  float* out, size_t ld, AttnScratch* scratch);
 
 // Adds sum_t probs[j * ld + t] * V^_t[head] to out[j][0..head_dim) (double) for the
 // n_q query heads, t the original index inside the block.
 void block_apply(const Config& c, const uint8_t* blob, int head, const float* probs, int n_q,
-                 size_t ld, double* out);
+                 size_t ld, double* out, AttnScratch* scratch);
 
 }  // namespace packkv
 

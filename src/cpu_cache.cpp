@@ -306,19 +306,21 @@ class CpuCache final : public CacheImpl {
   void seq_scores(const Seq& s, const float* q, int group, float* out, size_t ld) const {
     const Config& c = config();
     const int d = c.head_dim;
-    std::vector<float> kr(d);
+    AttnScratch scratch;
+    std::vector<float> res((size_t)s.n_res * row_);
+    to_float(s.res_k.data(), c.kv_dtype, res.size(), res.data());
     for (int hk = 0; hk < c.n_kv_heads; ++hk) {
       const float* qh = q + (size_t)hk * group * d;
       float* oh = out + (size_t)hk * group * ld;
       for (int64_t b = 0; b < s.n_blocks(); ++b)
-        block_scores(c, blob_at(s, b), hk, qh, group, oh + b * c.block_tokens, ld);
+        block_scores(c, blob_at(s, b), hk, qh, group, oh + b * c.block_tokens, ld, &scratch);
       const int64_t base = s.n_blocks() * c.block_tokens;
       for (int64_t t = 0; t < s.n_res; ++t) {
-        const size_t first = (size_t)t * row_ + (size_t)hk * d;
-        for (int x = 0; x < d; ++x) kr[x] = load_as_float(s.res_k.data(), c.kv_dtype, first + x);
+        const float* kr = res.data() + (size_t)t * row_ + (size_t)hk * d;
         for (int j = 0; j < group; ++j) {
+          const float* qj = qh + (size_t)j * d;
           double dot = 0.0;
-          for (int x = 0; x < d; ++x) dot += (double)(qh[(size_t)j * d + x] * kr[x]);
+          for (int x = 0; x < d; ++x) dot += (double)qj[x] * (double)kr[x];
           oh[(size_t)j * ld + base + t] = (float)dot;
         }
       }
@@ -330,16 +332,17 @@ class CpuCache final : public CacheImpl {
     const Config& c = config();
     const int d = c.head_dim;
     std::fill(acc, acc + (size_t)c.n_kv_heads * group * d, 0.0);
-    std::vector<float> vr(d);
+    AttnScratch scratch;
+    std::vector<float> res((size_t)s.n_res * row_);
+    to_float(s.res_v.data(), c.kv_dtype, res.size(), res.data());
     for (int hk = 0; hk < c.n_kv_heads; ++hk) {
       const float* ph = probs + (size_t)hk * group * ld;
       double* ah = acc + (size_t)hk * group * d;
       for (int64_t b = 0; b < s.n_blocks(); ++b)
-        block_apply(c, blob_at(s, b), hk, ph + b * c.block_tokens, group, ld, ah);
+        block_apply(c, blob_at(s, b), hk, ph + b * c.block_tokens, group, ld, ah, &scratch);
       const int64_t base = s.n_blocks() * c.block_tokens;
       for (int64_t t = 0; t < s.n_res; ++t) {
-        const size_t first = (size_t)t * row_ + (size_t)hk * d;
-        for (int x = 0; x < d; ++x) vr[x] = load_as_float(s.res_v.data(), c.kv_dtype, first + x);
+        const float* vr = res.data() + (size_t)t * row_ + (size_t)hk * d;
         for (int j = 0; j < group; ++j) {
           const double p = ph[(size_t)j * ld + base + t];
           for (int x = 0; x < d; ++x) ah[(size_t)j * d + x] += p * vr[x];

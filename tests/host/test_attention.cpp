@@ -47,7 +47,8 @@ TEST_CASE("T8: q = 1, k_int = 1, z = 2, s = 0.5 gives score 192 for head_dim 128
   const Config c = one_head(128);
   const std::vector<uint8_t> blob = handmade_blob(c, 1, 0, 2, 0.5f);
   std::vector<float> q(128, 1.0f), out(64, 0.0f);
-  block_scores(c, blob.data(), 0, q.data(), 1, out.data(), 64);
+  AttnScratch scratch;
+  block_scores(c, blob.data(), 0, q.data(), 1, out.data(), 64, &scratch);
   for (float x : out) CHECK(x == 192.0f);
 }
 
@@ -56,7 +57,8 @@ TEST_CASE("T9: uniform p, v_int = c, per-token z and constant s give s * (c + z)
   const std::vector<uint8_t> blob = handmade_blob(c, 0, 5, -3, 0.25f);
   std::vector<float> p(64, 1.0f / 64.0f);
   std::vector<double> out(64, 0.0);
-  block_apply(c, blob.data(), 0, p.data(), 1, 64, out.data());
+  AttnScratch scratch;
+  block_apply(c, blob.data(), 0, p.data(), 1, 64, out.data(), &scratch);
   for (double x : out) CHECK(x == doctest::Approx(0.25 * (5 - 3)).epsilon(1e-7));
 }
 
