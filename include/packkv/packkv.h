@@ -233,7 +233,9 @@ PACKKV_API packkv_status_t packkv_cache_get_params(const packkv_cache_t* cache,
                                                    packkv_cache_params_t* params);
 
 /** Device ordinal of the cache (-1 for a CPU cache).
- *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL arguments. */
+ *  @param device [host] out.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL arguments.
+ *  Thread-safety: read-only call (may overlap other read-only calls). */
 PACKKV_API packkv_status_t packkv_cache_device(const packkv_cache_t* cache, int32_t* device);
 
 /* ------------------------------------------------------------------------- */
@@ -272,12 +274,16 @@ PACKKV_API packkv_status_t packkv_cache_append(packkv_cache_t* cache, int32_t n_
                                                const void* k_new, const void* v_new,
                                                packkv_dtype_t dtype, packkv_stream_t stream);
 
-/** Removes every token of one sequence; its id can be reused at once.
- *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or an id outside [0, max_seqs). */
+/** Removes every token of one sequence and frees its memory; the id can be reused
+ *  at once.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or an id outside [0, max_seqs).
+ *  Thread-safety: mutating call (must not overlap any other call on the cache). */
 PACKKV_API packkv_status_t packkv_cache_remove_seq(packkv_cache_t* cache, int32_t seq_id);
 
-/** Removes every token of every sequence (the configuration is kept).
- *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL. */
+/** Removes every token of every sequence and frees their memory (the configuration
+ *  is kept).
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL.
+ *  Thread-safety: mutating call (must not overlap any other call on the cache). */
 PACKKV_API packkv_status_t packkv_cache_reset(packkv_cache_t* cache);
 
 /* ------------------------------------------------------------------------- */
@@ -285,7 +291,9 @@ PACKKV_API packkv_status_t packkv_cache_reset(packkv_cache_t* cache);
 /* ------------------------------------------------------------------------- */
 
 /** Number of tokens currently held for one sequence (compressed + residual).
- *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or an id outside [0, max_seqs). */
+ *  @param n_tokens [host] out.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or an id outside [0, max_seqs).
+ *  Thread-safety: read-only call. */
 PACKKV_API packkv_status_t packkv_cache_seq_length(const packkv_cache_t* cache,
                                                    int32_t seq_id, int64_t* n_tokens);
 
@@ -315,15 +323,19 @@ typedef struct packkv_cache_stats_s {
 /** Size of version 1 of packkv_cache_stats_t. */
 #define PACKKV_CACHE_STATS_SIZE_V1 120
 
-/** Fills *stats for one sequence, or for all sequences when seq_id == -1.
+/** Fills *stats for one sequence, or for all sequences when seq_id == -1. Sizes in
+ *  bytes, token counts in tokens. The compressed layout is PACKKV.md section 5 as
+ *  generalized in src/tile_format.h.
  *  @param stats [host] its struct_size must be set by the caller (>= V1 size);
  *               only the first struct_size bytes are written.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad seq_id;
- *          PACKKV_ERR_VERSION_MISMATCH if stats->struct_size is too small. */
+ *          PACKKV_ERR_VERSION_MISMATCH if stats->struct_size is too small.
+ *  Thread-safety: read-only call. */
 PACKKV_API packkv_status_t packkv_cache_stats(const packkv_cache_t* cache, int32_t seq_id,
                                               packkv_cache_stats_t* stats);
 
-/** Reconstructs K and V of one sequence in original token order: dequantized
+/** Thread-safety: read-only call.
+ *  Reconstructs K and V of one sequence in original token order: dequantized
  *  compressed tokens ((q + z) * s, PACKKV.md section 3.1), then the residual
  *  window converted to fp32.
  *  @param k_out, v_out  float32 [n_tokens][n_kv_heads][head_dim]; host memory for a
@@ -340,7 +352,10 @@ PACKKV_API packkv_status_t packkv_cache_decompress(const packkv_cache_t* cache, 
 
 /** Waits for work the library enqueued for this cache and reports errors detected
  *  asynchronously on the device (non-finite input found by the append kernels,
- *  CUDA faults). Always PACKKV_OK for a CPU cache with valid arguments. */
+ *  CUDA faults). Always PACKKV_OK for a CPU cache with valid arguments.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL; PACKKV_ERR_INVALID_ARGUMENT naming
+ *          the sequence and token of non-finite input found on the device;
+ *          PACKKV_ERR_CUDA for a device fault. Thread-safety: read-only call. */
 PACKKV_API packkv_status_t packkv_cache_sync(const packkv_cache_t* cache);
 
 /* ------------------------------------------------------------------------- */
@@ -353,13 +368,17 @@ PACKKV_API packkv_status_t packkv_cache_sync(const packkv_cache_t* cache);
  *   q, q_dtype         queries [n_seqs][n_q_heads][head_dim] in q_dtype (F16/BF16/F32).
  *   workspace          scratch of at least packkv_attn_workspace_size() bytes, device
  *                      memory for a CUDA cache (NULL allowed when that size is 0).
+ *   Thread-safety: read-only calls; concurrent calls on one cache need separate
+ *   workspaces.
  *   Arithmetic and accumulation are fp32; results are fp32. Tokens are scored in
  *   original order whatever the repacking. Sequences with no tokens give empty
  *   scores, zero outputs and lse = -inf. No allocation and no host synchronization
  *   on a CUDA cache (graph-capturable). */
 
-/** Workspace bytes needed by an attention call on this cache with these sizes.
- *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or bad sizes. */
+/** Workspace bytes needed by an attention call on this cache with these sizes
+ *  (0 for a CPU cache). The workspace must be 256-byte aligned (cudaMalloc memory is).
+ *  @param bytes [host] out.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or bad sizes. Thread-safe (read-only). */
 PACKKV_API packkv_status_t packkv_attn_workspace_size(const packkv_cache_t* cache,
                                                       int32_t n_seqs, int32_t n_q_heads,
                                                       size_t* bytes);
