@@ -1,0 +1,480 @@
+// GPU encoder: append-time flush of residual-window blocks into compressed blobs that
+// are byte-identical to the CPU encoder (block_codec.cpp encode_block), and the
+// residual-window update. PACKKV.md sections 2.3 (flush), 3 (quantization), 4.2
+// (median repacking), 5 (bit-packing, generalized by tile_format.h).
+//
+// A flush batch runs three kernels on the caller's stream, no host synchronization:
+//   1. flush_stats_kernel   (N/8 x blocks CTAs, warp per token): per-token min/max per
+//      scale group, affine (z, s), non-finite check, and the lower median of the
+//      token's V codes (median repacking).
+//   2. flush_tiles_kernel   (2H x blocks CTAs): stable descending sort of the medians
+//      (the permutation), quantization of one tile into shared memory, encode
+//      lengths, offsets (block scan) and the tile bytes, staged in scratch.
+//   3. flush_commit_kernel  (blocks CTAs): allocates the blob from the sequence's pool
+//      chunk (device atomic; the host guarantees capacity), writes header, perm,
+//      zero points and scales, copies the tiles, records the blob in the block table.
+#include <cuda_runtime.h>
+
+#include "cuda_check.h"
+#include "device_util.cuh"
+#include "kernels.h"
+#include "tile_format.h"
+
+namespace packkv {
+namespace cu {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kTokPerStatsCta = 8;  // one warp per token
+
+__host__ __device__ inline size_t align16(size_t x) { return (x + 15) & ~static_cast<size_t>(15); }
+
+// Byte layout of the per-block scratch area.
+struct ScratchLayout {
+  size_t kz, ks, vz, vs, med, perm, sizes, tiles, tile_stride, total;
+};
+__host__ __device__ inline ScratchLayout scratch_layout(const KernelConfig& c) {
+  ScratchLayout l;
+  const size_t gn = static_cast<size_t>(c.groups) * c.block_tokens * 4;
+  size_t at = 0;
+  l.kz = at; at += gn;
+  l.ks = at; at += gn;
+  l.vz = at; at += gn;
+  l.vs = at; at += gn;
+  l.med = at; at += static_cast<size_t>(c.block_tokens) * 4;
+  l.perm = at; at = align16(at + c.block_tokens);
+  l.sizes = at; at = align16(at + static_cast<size_t>(2 * c.n_kv_heads) * 4);
+  l.tiles = at;
+  l.tile_stride = align16(c.max_tile + 16);
+  at += l.tile_stride * 2 * c.n_kv_heads;
+  l.total = align16(at);
+  return l;
+}
+
+// Finds the descriptor that owns flattened block fb (descriptors are sorted by
+// block_start). Returns its index.
+__device__ inline int find_desc(const FlushBatch& b, int fb) {
+  int lo = 0, hi = b.n - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) >> 1;
+    if (b.s[mid].block_start <= fb) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+// Source row (H*D values) of token t of block b of descriptor s, and its dtype.
+struct RowRef {
+  const void* k;
+  const void* v;
+  size_t off;       // element offset of the row
+  int dtype;
+  bool from_input;  // true: needs conversion to kv_dtype and the finite check
+  int64_t pos;      // absolute token position in the sequence
+};
+__device__ inline RowRef source_row(const KernelConfig& c, const FlushSeq& s, int b, int t,
+                                    const void* k_new, const void* v_new, int in_dtype) {
+  RowRef r;
+  const int64_t idx = s.win_base + static_cast<int64_t>(b) * c.block_tokens + t;
+  const size_t row_elems = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+  r.pos = s.pos_base + idx;
+  if (idx < s.res_len) {
+    const int slot = static_cast<int>((s.ring_start + idx) % c.ring_tokens);
+    r.k = s.ring_k;
+    r.v = s.ring_v;
+    r.off = static_cast<size_t>(slot) * row_elems;
+    r.dtype = c.kv_dtype;
+    r.from_input = false;
+  } else {
+    r.k = k_new;
+    r.v = v_new;
+    r.off = static_cast<size_t>(s.in_row + (idx - s.res_len)) * row_elems;
+    r.dtype = in_dtype;
+    r.from_input = true;
+  }
+  return r;
+}
+
+__device__ inline float row_value(const RowRef& r, const void* base, size_t i, int kv_dtype) {
+  float x = load_elem(base, r.off + i, r.dtype);
+  return r.from_input ? round_to(x, kv_dtype) : x;
+}
+
+__device__ inline void report_nonfinite(unsigned long long* err_key, int seq, int64_t pos) {
+  unsigned long long key = (static_cast<unsigned long long>(seq) << 40) |
+                           static_cast<unsigned long long>(pos);
+  atomicMin(err_key, key);
+}
+
+// ---- 1. per-token statistics ----
+__global__ void __launch_bounds__(kThreads) flush_stats_kernel(
+    KernelConfig c, FlushBatch b, CacheDevicePtrs d, const void* k_new, const void* v_new,
+    int in_dtype, uint8_t* scratch) {
+  extern __shared__ uint32_t hist_all[];  // [8 warps][2^bits_v] (median only)
+  const int fb = blockIdx.y;
+  const FlushSeq& s = b.s[find_desc(b, fb)];
+  const int blk = fb - s.block_start;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int t = blockIdx.x * kTokPerStatsCta + warp;
+  const ScratchLayout L = scratch_layout(c);
+  uint8_t* sc = scratch + static_cast<size_t>(fb) * L.total;
+  if (t >= c.block_tokens) return;
+  const RowRef r = source_row(c, s, blk, t, k_new, v_new, in_dtype);
+  const int hd = c.n_kv_heads * c.head_dim;
+  const int gsize = hd / c.groups;
+  bool bad = false;
+  for (int g = 0; g < c.groups; ++g) {
+    float kmn = INFINITY, kmx = -INFINITY, vmn = INFINITY, vmx = -INFINITY;
+    for (int i = g * gsize + lane; i < (g + 1) * gsize; i += 32) {
+      float kx = row_value(r, r.k, i, c.kv_dtype);
+      float vx = row_value(r, r.v, i, c.kv_dtype);
+      if (!isfinite(kx) || !isfinite(vx)) bad = true;
+      kmn = fminf(kmn, kx); kmx = fmaxf(kmx, kx);
+      vmn = fminf(vmn, vx); vmx = fmaxf(vmx, vx);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      kmn = fminf(kmn, __shfl_xor_sync(0xffffffffu, kmn, o));
+      kmx = fmaxf(kmx, __shfl_xor_sync(0xffffffffu, kmx, o));
+      vmn = fminf(vmn, __shfl_xor_sync(0xffffffffu, vmn, o));
+      vmx = fmaxf(vmx, __shfl_xor_sync(0xffffffffu, vmx, o));
+    }
+    if (lane == 0) {
+      fmt::Affine ka = fmt::group_affine(kmn, kmx, c.rel_k);
+      fmt::Affine va = fmt::group_affine(vmn, vmx, c.rel_v);
+      const int at = g * c.block_tokens + t;
+      reinterpret_cast<int32_t*>(sc + L.kz)[at] = ka.zero;
+      reinterpret_cast<float*>(sc + L.ks)[at] = ka.scale;
+      reinterpret_cast<int32_t*>(sc + L.vz)[at] = va.zero;
+      reinterpret_cast<float*>(sc + L.vs)[at] = va.scale;
+    }
+  }
+  bad = __any_sync(0xffffffffu, bad);
+  if (bad && lane == 0 && r.from_input) report_nonfinite(d.err_key, s.seq, r.pos);
+  if (!c.median) return;
+  __syncwarp();
+  // Lower median of the token's V codes over all heads and dims, via a histogram.
+  const int nbins = 1 << c.bits_v;
+  uint32_t* hist = hist_all + warp * 256;
+  for (int i = lane; i < nbins; i += 32) hist[i] = 0;
+  __syncwarp();
+  const uint32_t qmax = static_cast<uint32_t>(nbins - 1);
+  for (int g = 0; g < c.groups; ++g) {
+    const int at = g * c.block_tokens + t;
+    fmt::Affine va;
+    va.zero = reinterpret_cast<const int32_t*>(sc + L.vz)[at];
+    va.scale = reinterpret_cast<const float*>(sc + L.vs)[at];
+    for (int i = g * gsize + lane; i < (g + 1) * gsize; i += 32) {
+      uint32_t q = fmt::quantize(row_value(r, r.v, i, c.kv_dtype), va, qmax);
+      atomicAdd(&hist[q], 1u);
+    }
+  }
+  __syncwarp();
+  if (lane == 0) {
+    const uint32_t k = static_cast<uint32_t>(hd - 1) / 2;  // lower median: sorted[(n-1)/2]
+    uint32_t cum = 0, med = 0;
+    for (int v = 0; v < nbins; ++v) {
+      cum += hist[v];
+      if (cum > k) { med = static_cast<uint32_t>(v); break; }
+    }
+    reinterpret_cast<uint32_t*>(sc + L.med)[t] = med;
+  }
+}
+
+// Block-wide exclusive scan of vals[0..n) in place (shared memory), returns the total.
+// All threads of the block must call it.
+__device__ uint32_t block_exclusive_scan(uint32_t* vals, int n, uint32_t* tmp /*[32]*/) {
+  const int per = (n + blockDim.x - 1) / blockDim.x;
+  const int begin = threadIdx.x * per;
+  const int end = min(n, begin + per);
+  uint32_t sum = 0;
+  for (int i = begin; i < end; ++i) sum += vals[i];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  uint32_t incl = warp_incl_scan(sum);
+  if (lane == 31) tmp[warp] = incl;
+  __syncthreads();
+  if (warp == 0) {
+    const int nw = blockDim.x >> 5;
+    uint32_t w = lane < nw ? tmp[lane] : 0;
+    uint32_t wi = warp_incl_scan(w);
+    if (lane < nw) tmp[lane] = wi - w;
+    if (lane == nw - 1) tmp[31] = wi;
+  }
+  __syncthreads();
+  uint32_t run = tmp[warp] + incl - sum;
+  for (int i = begin; i < end; ++i) {
+    uint32_t v = vals[i];
+    vals[i] = run;
+    run += v;
+  }
+  uint32_t total = tmp[31];
+  __syncthreads();
+  return total;
+}
+
+// Stable descending order of the medians: perm[rank] = token (ties keep token order).
+__device__ void compute_perm(const KernelConfig& c, const uint32_t* med, int* perm) {
+  const int n = c.block_tokens;
+  for (int t = threadIdx.x; t < n; t += blockDim.x) {
+    if (!c.has_perm) { perm[t] = t; continue; }
+    const uint32_t m = med[t];
+    int rank = 0;
+    for (int j = 0; j < n; ++j) {
+      const uint32_t mj = med[j];
+      rank += (mj > m) || (mj == m && j < t);
+    }
+    perm[rank] = t;
+  }
+}
+
+// ---- 2. one tile per CTA ----
+__global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
+    KernelConfig c, FlushBatch b, const void* k_new, const void* v_new, int in_dtype,
+    uint8_t* scratch) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  const int N = c.block_tokens, D = c.head_dim, H = c.n_kv_heads;
+  const int P = (N / 16) * D;  // packs per tile
+  int* perm = reinterpret_cast<int*>(smem);                       // [N]
+  uint32_t* pre = reinterpret_cast<uint32_t*>(smem + 4 * N);      // [P]
+  uint32_t* tmp = pre + P;                                        // [32]
+  uint8_t* Lp = reinterpret_cast<uint8_t*>(tmp + 32);             // [P]
+  uint8_t* mnp = Lp + P;                                          // [P]
+  uint8_t* codes = mnp + P;                                       // [N][D]
+
+  const int tile = blockIdx.x;
+  const int fb = blockIdx.y;
+  const FlushSeq& s = b.s[find_desc(b, fb)];
+  const int blk = fb - s.block_start;
+  const ScratchLayout SL = scratch_layout(c);
+  uint8_t* sc = scratch + static_cast<size_t>(fb) * SL.total;
+  const bool is_v = tile >= H;
+  const int h = is_v ? tile - H : tile;
+  const int bits = is_v ? c.bits_v : c.bits_k;
+  const int e = fmt::len_bits(bits);
+  const uint32_t qmax = (1u << bits) - 1u;
+  const int grp = c.groups == 1 ? 0 : h;
+  const int32_t* zs = reinterpret_cast<const int32_t*>(sc + (is_v ? SL.vz : SL.kz)) + grp * N;
+  const float* ss = reinterpret_cast<const float*>(sc + (is_v ? SL.vs : SL.ks)) + grp * N;
+
+  compute_perm(c, reinterpret_cast<const uint32_t*>(sc + SL.med), perm);
+  __syncthreads();
+  if (tile == 0)
+    for (int j = threadIdx.x; j < N; j += blockDim.x) sc[SL.perm + j] = static_cast<uint8_t>(perm[j]);
+
+  // Quantize the tile into shared memory, stored token order.
+  for (int i = threadIdx.x; i < N * D; i += blockDim.x) {
+    const int j = i / D, ch = i - j * D;
+    const int t = perm[j];
+    const RowRef r = source_row(c, s, blk, t, k_new, v_new, in_dtype);
+    const float x = row_value(r, is_v ? r.v : r.k, static_cast<size_t>(h) * D + ch, c.kv_dtype);
+    fmt::Affine a;
+    a.zero = zs[t];
+    a.scale = ss[t];
+    codes[i] = static_cast<uint8_t>(fmt::quantize(x, a, qmax));
+  }
+  __syncthreads();
+  // Pack minimums and encode lengths.
+  for (int p = threadIdx.x; p < P; p += blockDim.x) {
+    const int r = p / D, ch = p - r * D;
+    uint32_t mn = 255, mx = 0;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      uint32_t q = codes[(16 * r + i) * D + ch];
+      mn = min(mn, q);
+      mx = max(mx, q);
+    }
+    const int L = fmt::encode_length(mx - mn);
+    Lp[p] = static_cast<uint8_t>(L);
+    mnp[p] = static_cast<uint8_t>(mn);
+    pre[p] = 2u * static_cast<uint32_t>(L);
+  }
+  __syncthreads();
+  const uint32_t payload = block_exclusive_scan(pre, P, tmp);
+  const int MB = static_cast<int>(fmt::mins_bytes(D, bits));
+  const int LB = static_cast<int>(fmt::lens_bytes(D, bits));
+  const int rounds = N / 16;
+  if (threadIdx.x == 0)
+    reinterpret_cast<uint32_t*>(sc + SL.sizes)[tile] =
+        static_cast<uint32_t>(rounds * (MB + LB)) + payload;
+  uint8_t* out = sc + SL.tiles + SL.tile_stride * tile;
+  // MINS and LENS bytes, composed by gathering the fields each byte holds.
+  const int meta = MB + LB;
+  for (int i = threadIdx.x; i < rounds * meta; i += blockDim.x) {
+    const int r = i / meta;
+    int k = i - r * meta;
+    const uint8_t* src;
+    int w;
+    if (k < MB) { src = mnp + r * D; w = bits; } else { src = Lp + r * D; w = e; k -= MB; }
+    uint32_t byte = 0;
+    const int bit0 = 8 * k;
+    for (int f = bit0 / w; f * w < bit0 + 8 && f < D; ++f) {
+      const int sh = f * w - bit0;
+      const uint32_t v = src[f];
+      byte |= sh >= 0 ? (v << sh) : (v >> (-sh));
+    }
+    const size_t at = static_cast<size_t>(r) * meta + (r < rounds ? pre[r * D] : 0) +
+                      static_cast<size_t>(i - r * meta);
+    out[at] = static_cast<uint8_t>(byte);
+  }
+  // Payload: the pack of (round r, channel ch) sits after round r's metadata.
+  for (int p = threadIdx.x; p < P; p += blockDim.x) {
+    const int L = Lp[p];
+    if (L == 0) continue;
+    const int r = p / D, ch = p - r * D;
+    const uint32_t mn = mnp[p];
+    uint32_t dv[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) dv[i] = codes[(16 * r + i) * D + ch] - mn;
+    fmt::write_pack(out + static_cast<size_t>(r + 1) * meta + pre[p], dv, L);
+  }
+}
+
+// ---- 3. commit ----
+__global__ void __launch_bounds__(kThreads) flush_commit_kernel(
+    KernelConfig c, FlushBatch b, CacheDevicePtrs d, uint8_t* scratch) {
+  __shared__ uint8_t* blob_s;
+  __shared__ uint32_t ends[2 * 256];  // tile_end, H <= 256 handled in the first loop
+  const int fb = blockIdx.x;
+  const FlushSeq& s = b.s[find_desc(b, fb)];
+  const int blk = fb - s.block_start;
+  const ScratchLayout SL = scratch_layout(c);
+  const uint8_t* sc = scratch + static_cast<size_t>(fb) * SL.total;
+  const int H = c.n_kv_heads, N = c.block_tokens, G = c.groups;
+  const fmt::BlockLayout BL = fmt::block_layout(H, N, G, c.has_perm != 0);
+  const uint32_t* sizes = reinterpret_cast<const uint32_t*>(sc + SL.sizes);
+  const bool small = 2 * H <= 512;
+  if (threadIdx.x == 0) {
+    uint32_t run = 0, ktiles = 0;
+    for (int t = 0; t < 2 * H; ++t) {
+      run += sizes[t];
+      if (small) ends[t] = run;
+      if (t == H - 1) ktiles = run;
+    }
+    const size_t total = BL.tiles_at + run;
+    const unsigned long long alloc = align16(total);
+    const unsigned long long off = atomicAdd(s.used, alloc);
+    uint8_t* blob = s.chunk + off;
+    blob_s = blob;
+    d.block_table[static_cast<size_t>(s.seq) * c.max_blocks + s.first_block + blk] =
+        reinterpret_cast<unsigned long long>(blob);
+    long long* st = d.seq_stats + static_cast<size_t>(s.seq) * 6;
+    atomicAdd(reinterpret_cast<unsigned long long*>(st + 0), static_cast<unsigned long long>(ktiles));
+    atomicAdd(reinterpret_cast<unsigned long long*>(st + 1), static_cast<unsigned long long>(run - ktiles));
+    const unsigned long long meta = static_cast<unsigned long long>(2) * G * N * 4;
+    atomicAdd(reinterpret_cast<unsigned long long*>(st + 2), meta);
+    atomicAdd(reinterpret_cast<unsigned long long*>(st + 3), meta);
+    const unsigned long long perm_b = c.has_perm ? static_cast<unsigned long long>(N) : 0ull;
+    atomicAdd(reinterpret_cast<unsigned long long*>(st + 4),
+              static_cast<unsigned long long>(BL.k_zero_at) - perm_b);
+    atomicAdd(reinterpret_cast<unsigned long long*>(st + 5), perm_b);
+  }
+  __syncthreads();
+  uint8_t* blob = blob_s;
+  uint32_t* hdr = reinterpret_cast<uint32_t*>(blob);
+  if (small) {
+    for (int t = threadIdx.x; t < 2 * H; t += blockDim.x) hdr[t] = ends[t];
+  } else if (threadIdx.x == 0) {
+    uint32_t run = 0;
+    for (int t = 0; t < 2 * H; ++t) { run += sizes[t]; hdr[t] = run; }
+  }
+  // perm and padding up to the zero points.
+  for (size_t i = BL.perm_at + threadIdx.x; i < BL.k_zero_at; i += blockDim.x)
+    blob[i] = (c.has_perm && i < BL.perm_at + N) ? sc[SL.perm + (i - BL.perm_at)] : 0;
+  // Zero points and scales in stored token order.
+  const uint8_t* perm = sc + SL.perm;
+  for (int i = threadIdx.x; i < G * N; i += blockDim.x) {
+    const int g = i / N, j = i - g * N;
+    const int t = c.has_perm ? perm[j] : j;
+    const int src = g * N + t;
+    reinterpret_cast<int32_t*>(blob + BL.k_zero_at)[i] = reinterpret_cast<const int32_t*>(sc + SL.kz)[src];
+    reinterpret_cast<float*>(blob + BL.k_scale_at)[i] = reinterpret_cast<const float*>(sc + SL.ks)[src];
+    reinterpret_cast<int32_t*>(blob + BL.v_zero_at)[i] = reinterpret_cast<const int32_t*>(sc + SL.vz)[src];
+    reinterpret_cast<float*>(blob + BL.v_scale_at)[i] = reinterpret_cast<const float*>(sc + SL.vs)[src];
+  }
+  // Tiles: one warp per tile, byte copy (tiles are 2-byte granular and unaligned).
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int nwarps = blockDim.x >> 5;
+  size_t begin = 0;
+  for (int t = 0; t < 2 * H; ++t) {
+    const uint32_t sz = sizes[t];
+    if (t % nwarps == warp) {
+      const uint8_t* src = sc + SL.tiles + SL.tile_stride * t;
+      uint8_t* dst = blob + BL.tiles_at + begin;
+      for (uint32_t i = lane; i < sz; i += 32) dst[i] = src[i];
+    }
+    begin += sz;
+  }
+  // Zero the alignment tail so that over-reads see defined bytes.
+  const size_t total = BL.tiles_at + begin;
+  for (size_t i = total + threadIdx.x; i < align16(total); i += blockDim.x) blob[i] = 0;
+}
+
+// ---- residual window update ----
+__global__ void __launch_bounds__(kThreads) residual_write_kernel(
+    KernelConfig c, ResidualBatch b, CacheDevicePtrs d, const void* k_new, const void* v_new,
+    int in_dtype) {
+  const ResidualSeq& s = b.s[blockIdx.y];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int i = blockIdx.x * (kThreads / 32) + warp;
+  if (i >= s.n_new) return;
+  const int64_t idx = static_cast<int64_t>(s.res_len) + i;
+  if (idx < s.flushed) return;  // encoded straight from the input (and checked there)
+  const size_t row = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+  const size_t src = static_cast<size_t>(s.in_row + i) * row;
+  const int slot = static_cast<int>((s.ring_start + idx) % c.ring_tokens);
+  const size_t dst = static_cast<size_t>(slot) * row;
+  bool bad = false;
+  for (size_t j = lane; j < row; j += 32) {
+    float kx = round_to(load_elem(k_new, src + j, in_dtype), c.kv_dtype);
+    float vx = round_to(load_elem(v_new, src + j, in_dtype), c.kv_dtype);
+    bad |= !isfinite(kx) || !isfinite(vx);
+    store_elem(s.ring_k, dst + j, c.kv_dtype, kx);
+    store_elem(s.ring_v, dst + j, c.kv_dtype, vx);
+  }
+  bad = __any_sync(0xffffffffu, bad);
+  if (bad && lane == 0) report_nonfinite(d.err_key, s.seq, s.pos_base + idx);
+}
+
+}  // namespace
+
+size_t flush_scratch_bytes_per_block(const KernelConfig& c) { return scratch_layout(c).total; }
+
+size_t flush_smem_bytes(const KernelConfig& c) {
+  const size_t P = static_cast<size_t>(c.block_tokens / 16) * c.head_dim;
+  return 4 * static_cast<size_t>(c.block_tokens) + 4 * P + 128 + 2 * P +
+         static_cast<size_t>(c.block_tokens) * c.head_dim;
+}
+
+void launch_flush(const KernelConfig& c, const FlushBatch& b, const CacheDevicePtrs& d,
+                  const void* k_new, const void* v_new, int in_dtype, uint8_t* scratch,
+                  cudaStream_t stream) {
+  if (b.total_blocks == 0) return;
+  dim3 g1(c.block_tokens / kTokPerStatsCta, b.total_blocks);
+  const size_t hist = c.median ? 8 * 256 * sizeof(uint32_t) : 0;
+  flush_stats_kernel<<<g1, kThreads, hist, stream>>>(c, b, d, k_new, v_new, in_dtype, scratch);
+  check_launch("flush_stats_kernel");
+  const size_t smem = flush_smem_bytes(c);
+  static thread_local size_t configured = 0;  // per-thread cache of the opt-in size
+  if (smem > 48 * 1024 && smem > configured) {
+    check(cudaFuncSetAttribute(flush_tiles_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(smem)),
+          "cudaFuncSetAttribute(flush_tiles_kernel)");
+    configured = smem;
+  }
+  dim3 g2(2 * c.n_kv_heads, b.total_blocks);
+  flush_tiles_kernel<<<g2, kThreads, smem, stream>>>(c, b, k_new, v_new, in_dtype, scratch);
+  check_launch("flush_tiles_kernel");
+  flush_commit_kernel<<<b.total_blocks, kThreads, 0, stream>>>(c, b, d, scratch);
+  check_launch("flush_commit_kernel");
+}
+
+void launch_residual_write(const KernelConfig& c, const ResidualBatch& b,
+                           const CacheDevicePtrs& d, const void* k_new, const void* v_new,
+                           int in_dtype, cudaStream_t stream) {
+  if (b.n == 0 || b.max_new == 0) return;
+  dim3 g((b.max_new + kThreads / 32 - 1) / (kThreads / 32), b.n);
+  residual_write_kernel<<<g, kThreads, 0, stream>>>(c, b, d, k_new, v_new, in_dtype);
+  check_launch("residual_write_kernel");
+}
+
+}  // namespace cu
+}  // namespace packkv
