@@ -1,0 +1,3 @@
+module github.com/packkv/libpackkv/bindings/go
+
+go 1.19
