@@ -1,5 +1,6 @@
 #include "block_codec.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <numeric>
@@ -58,7 +59,8 @@ void encode_block(const Config& c, const float* k, const float* v, std::vector<u
 
   const fmt::BlockLayout l = fmt::block_layout(h, n, groups, c.has_perm());
   const size_t base = out->size();
-  out->reserve(base + l.tiles_at + 2 * h * fmt::max_tile_bytes(n, d, std::max(c.bits_k, c.bits_v)));
+  const size_t need = base + l.tiles_at + 2 * h * fmt::max_tile_bytes(n, d, std::max(c.bits_k, c.bits_v));
+  if (out->capacity() < need) out->reserve(std::max(need, 2 * out->capacity()));  // geometric growth
   out->resize(base + l.tiles_at, 0);
   if (c.has_perm()) std::memcpy(out->data() + base + l.perm_at, perm, n);
   put_affine(out->data() + base + l.k_zero_at, out->data() + base + l.k_scale_at, ak.data(), perm, groups, n);

@@ -1,0 +1,150 @@
+#include "blob_check.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "tile_format.h"
+
+namespace packkv {
+
+namespace {
+
+// Builds a failed BlobCheck.
+BlobCheck bad(const std::string& what) {
+  BlobCheck r;
+  r.ok = false;
+  r.error = "block blob: " + what;
+  return r;
+}
+
+// Reads a little-endian uint32 at byte offset `at` without alignment requirements.
+uint32_t load_u32(const uint8_t* p, size_t at) {
+  uint32_t v;
+  std::memcpy(&v, p + at, 4);
+  return v;
+}
+
+// Checks one tile of `size` bytes (K or V of one head); empty string when well-formed.
+std::string check_tile(const uint8_t* tile, size_t size, int n_tokens, int head_dim, int bits) {
+  const int e = fmt::len_bits(bits);
+  const size_t mb = fmt::mins_bytes(head_dim, bits), lb = fmt::lens_bytes(head_dim, bits);
+  const uint32_t qmax = (1u << bits) - 1u;
+  size_t at = 0;
+  for (int r = 0; r < n_tokens / fmt::kPackTokens; ++r) {
+    if (size - at < mb + lb)
+      return "round " + std::to_string(r) + ": MINS/LENS need " + std::to_string(mb + lb) +
+             " bytes at tile offset " + std::to_string(at) + ", tile has " + std::to_string(size);
+    const uint8_t* mins = tile + at;
+    const uint8_t* lens = mins + mb;
+    size_t payload = at + mb + lb;
+    for (int ch = 0; ch < head_dim; ++ch) {
+      const uint32_t L = fmt::read_field(lens, (size_t)ch, e);
+      if (L > (uint32_t)bits)
+        return "round " + std::to_string(r) + ", channel " + std::to_string(ch) + ": encode length " +
+               std::to_string(L) + " exceeds the code width " + std::to_string(bits);
+      if (size - payload < 2 * (size_t)L)
+        return "round " + std::to_string(r) + ", channel " + std::to_string(ch) + ": pack of " +
+               std::to_string(2 * L) + " bytes at tile offset " + std::to_string(payload) +
+               " runs past the tile end " + std::to_string(size);
+      const uint32_t mn = fmt::read_field(mins, (size_t)ch, bits);
+      if (L > 0) {
+        uint64_t lo, hi;
+        fmt::read_pack_halves(tile + payload, (int)L, &lo, &hi);
+        for (int i = 0; i < fmt::kPackTokens; ++i)
+          if (mn + fmt::pack_offset(lo, hi, (int)L, i) > qmax)
+            return "round " + std::to_string(r) + ", channel " + std::to_string(ch) + ", token " +
+                   std::to_string(i) + ": code " + std::to_string(mn + fmt::pack_offset(lo, hi, (int)L, i)) +
+                   " does not fit " + std::to_string(bits) + " bits";
+      }
+      payload += 2 * (size_t)L;
+    }
+    at = payload;
+  }
+  if (at != size)
+    return "rounds end at tile offset " + std::to_string(at) + " but the tile has " + std::to_string(size) +
+           " bytes";
+  return std::string();
+}
+
+// Checks the zero points and scales of K or V: [groups][n] int32 then [groups][n] float.
+std::string check_affine(const uint8_t* blob, size_t zero_at, size_t scale_at, int groups, int n, int bits,
+                         const char* what) {
+  const uint32_t qmax = (1u << bits) - 1u;
+  for (size_t i = 0; i < (size_t)groups * n; ++i) {
+    fmt::Affine a;
+    std::memcpy(&a.zero, blob + zero_at + 4 * i, 4);
+    std::memcpy(&a.scale, blob + scale_at + 4 * i, 4);
+    if (!std::isfinite(a.scale))
+      return std::string(what) + " scale " + std::to_string(i) + " is not finite";
+    if (!std::isfinite(fmt::dequantize(0, a)) || !std::isfinite(fmt::dequantize(qmax, a)))
+      return std::string(what) + " zero point " + std::to_string(a.zero) + " and scale " +
+             std::to_string(a.scale) + " (entry " + std::to_string(i) + ") dequantize to non-finite values";
+  }
+  return std::string();
+}
+
+}  // namespace
+
+BlobCheck validate_blob(const Config& c, const uint8_t* blob, size_t size) {
+  const int h = c.n_kv_heads, d = c.head_dim, n = c.block_tokens;
+  if (h < 1 || h > 4096 || d < fmt::kMinHeadDim || d > fmt::kMaxHeadDim || d % 16 != 0 || n < 16 ||
+      n > fmt::kMaxBlockTokens || n % fmt::kPackTokens != 0 || c.bits_k < 1 || c.bits_k > fmt::kMaxBits ||
+      c.bits_v < 1 || c.bits_v > fmt::kMaxBits || (c.groups() != 1 && c.groups() != h))
+    return bad("the configuration does not describe a valid format");
+  if (blob == nullptr) return bad("NULL pointer");
+  if (reinterpret_cast<uintptr_t>(blob) % 4 != 0) return bad("not 4-byte aligned");
+
+  const int groups = c.groups();
+  const fmt::BlockLayout l = fmt::block_layout(h, n, groups, c.has_perm());
+  if (size < l.tiles_at)
+    return bad(std::to_string(size) + " bytes, shorter than its fixed part (" + std::to_string(l.tiles_at) +
+               " bytes: tile_end, perm, zero points, scales)");
+
+  // tile_end: non-decreasing, and the last one ends the blob exactly.
+  uint32_t prev = 0;
+  for (int t = 0; t < 2 * h; ++t) {
+    const uint32_t end = load_u32(blob, 4 * (size_t)t);
+    if (end < prev)
+      return bad("tile_end[" + std::to_string(t) + "] = " + std::to_string(end) + " is smaller than tile_end[" +
+                 std::to_string(t - 1) + "] = " + std::to_string(prev));
+    prev = end;
+  }
+  if ((uint64_t)l.tiles_at + prev != (uint64_t)size)
+    return bad("tiles end at byte " + std::to_string((uint64_t)l.tiles_at + prev) + " but the blob has " +
+               std::to_string(size) + " bytes");
+
+  // perm and padding.
+  const size_t perm_end = l.perm_at + (c.has_perm() ? (size_t)n : 0);
+  for (size_t i = perm_end; i < l.k_zero_at; ++i)
+    if (blob[i] != 0) return bad("padding byte " + std::to_string(i) + " is not zero");
+  if (c.has_perm()) {
+    bool seen[fmt::kMaxBlockTokens] = {};
+    for (int j = 0; j < n; ++j) {
+      const uint8_t p = blob[l.perm_at + j];
+      if (p >= n || seen[p])
+        return bad("perm[" + std::to_string(j) + "] = " + std::to_string(p) + " makes perm not a permutation of 0.." +
+                   std::to_string(n - 1));
+      seen[p] = true;
+    }
+  }
+
+  // zero points and scales.
+  std::string err = check_affine(blob, l.k_zero_at, l.k_scale_at, groups, n, c.bits_k, "K");
+  if (err.empty()) err = check_affine(blob, l.v_zero_at, l.v_scale_at, groups, n, c.bits_v, "V");
+  if (!err.empty()) return bad(err);
+
+  // tiles.
+  for (int t = 0; t < 2 * h; ++t) {
+    const uint32_t begin = t == 0 ? 0u : load_u32(blob, 4 * (size_t)(t - 1));
+    const uint32_t end = load_u32(blob, 4 * (size_t)t);
+    const bool is_k = t < h;
+    err = check_tile(blob + l.tiles_at + begin, end - begin, n, d, is_k ? c.bits_k : c.bits_v);
+    if (!err.empty())
+      return bad(std::string(is_k ? "K" : "V") + " tile of head " + std::to_string(is_k ? t : t - h) + ": " + err);
+  }
+  BlobCheck ok;
+  ok.ok = true;
+  return ok;
+}
+
+}  // namespace packkv
