@@ -18,7 +18,7 @@ log "commit: $(cat .git-commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/
 
 configure() {
   cmake -S "$1" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPACKKV_ENABLE_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=90 -DPACKKV_BUILD_EXAMPLES=OFF -DPACKKV_BUILD_BINDINGS_TESTS=OFF \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$PWD/.devdeps -DPACKKV_BUILD_EXAMPLES=OFF -DPACKKV_BUILD_BINDINGS_TESTS=OFF \
     > "$OUT/configure.log" 2>&1
 }
 t0=$(date +%s)
