@@ -106,6 +106,7 @@ if(IS_ABSOLUTE "${PACKKV_INSTALL_PKGCONFIGDIR}")
 else()
   # e.g. lib/pkgconfig -> ../..; lib/x86_64-linux-gnu/pkgconfig -> ../../..
   file(RELATIVE_PATH _packkv_pc_up "/packkv_root/${PACKKV_INSTALL_PKGCONFIGDIR}" "/packkv_root")
+  string(REGEX REPLACE "/$" "" _packkv_pc_up "${_packkv_pc_up}")
   set(PACKKV_PC_PREFIX "\${pcfiledir}/${_packkv_pc_up}")
 endif()
 _packkv_pc_path(PACKKV_PC_LIBDIR "${CMAKE_INSTALL_LIBDIR}")

@@ -88,8 +88,12 @@ elseif(MODE STREQUAL "c_pkgconfig")
 
 elseif(MODE STREQUAL "engine_dlopen")
   file(MAKE_DIRECTORY "${_work}")
+  set(_dl)
+  foreach(_l IN LISTS DL_LIBS)  # CMAKE_DL_LIBS holds library names ("dl")
+    list(APPEND _dl "-l${_l}")
+  endforeach()
   run(${CXX_COMPILER} -std=c++17 -Wall -Wextra "${SOURCE_DIR}/examples/engine_dlopen.cpp"
-      "-I${PREFIX}/include" ${DL_LIBS} -o "${_work}/engine_dlopen")
+      "-I${PREFIX}/include" ${_dl} -o "${_work}/engine_dlopen")
   # No path argument: the loader must find libpackkv.so.MAJOR by its SONAME.
   run(${CMAKE_COMMAND} -E env "LD_LIBRARY_PATH=${_lib}" "${_work}/engine_dlopen")
 

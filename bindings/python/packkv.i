@@ -33,7 +33,6 @@
 %}
 
 %include "stdint.i"
-%include "typemaps.i"
 %include "numpy.i"
 
 %init %{
@@ -89,16 +88,62 @@ static void packkv_py_raise_status(packkv_status_t status) {
 }
 
 /* ---- out-parameters ------------------------------------------------------------------------ */
-%apply int32_t* OUTPUT { int32_t* bits, int32_t* device };
-%apply int64_t* OUTPUT { int64_t* n_tokens };
-%apply size_t* OUTPUT { size_t* bytes };
+/* Out-parameters are returned: alone when there is one, as a list when there are several.
+ * (Written here instead of typemaps.i's OUTPUT because SWIG >= 4.3 appends outputs to a
+ * non-void function's None result as a list [None, value].) */
+%fragment("packkv_append", "header") {
+/* Appends obj (a new reference) to the wrapper's result: replaces a None/NULL result, turns
+ * a single value into a list. Returns the new result, NULL (with a Python error) on failure. */
+static PyObject* packkv_py_append(PyObject* result, PyObject* obj) {
+  if (!obj) {
+    Py_XDECREF(result);
+    return NULL;
+  }
+  if (!result || result == Py_None) {
+    Py_XDECREF(result);
+    return obj;
+  }
+  if (!PyList_Check(result)) {
+    PyObject* list = PyList_New(1);
+    if (!list) {
+      Py_DECREF(result);
+      Py_DECREF(obj);
+      return NULL;
+    }
+    PyList_SET_ITEM(list, 0, result);
+    result = list;
+  }
+  if (PyList_Append(result, obj) < 0) {
+    Py_DECREF(result);
+    Py_DECREF(obj);
+    return NULL;
+  }
+  Py_DECREF(obj);
+  return result;
+}
+}
+
+%define PACKKV_OUT_SCALAR(TYPE, NAME, TO_PY)
+%typemap(in, numinputs=0) TYPE* NAME (TYPE temp = 0) {
+  $1 = &temp;
+}
+%typemap(argout, fragment="packkv_append") TYPE* NAME {
+  $result = packkv_py_append($result, TO_PY(*$1));
+  if (!$result) SWIG_fail;
+}
+%enddef
+PACKKV_OUT_SCALAR(int32_t, bits, PyLong_FromLong)
+PACKKV_OUT_SCALAR(int32_t, device, PyLong_FromLong)
+PACKKV_OUT_SCALAR(int64_t, n_tokens, PyLong_FromLongLong)
+PACKKV_OUT_SCALAR(size_t, bytes, PyLong_FromSize_t)
 
 %typemap(in, numinputs=0) packkv_cache_t** out (packkv_cache_t* temp = NULL) {
   $1 = &temp;
 }
-%typemap(argout) packkv_cache_t** out {
-  $result = SWIG_Python_AppendOutput($result,
-                                     SWIG_NewPointerObj(SWIG_as_voidptr(*$1), $*1_descriptor, 0));
+%typemap(argout, fragment="packkv_append") packkv_cache_t** out {
+  $result = packkv_py_append($result,
+                             SWIG_NewPointerObj(SWIG_as_voidptr(*$1), $*1_descriptor, 0));
+  if (!$result) SWIG_fail;
 }
 
 /* copy_last_error(cap) -> [full_length, text truncated to cap-1 characters] */
@@ -116,11 +161,12 @@ static void packkv_py_raise_status(packkv_status_t status) {
     SWIG_fail;
   }
 }
-%typemap(argout) (char* buf, size_t cap) {
+%typemap(argout, fragment="packkv_append") (char* buf, size_t cap) {
   PyObject* text = $1 ? PyUnicode_DecodeUTF8($1, (Py_ssize_t)strlen($1), "replace")
                       : PyUnicode_FromString("");
   if (!text) SWIG_fail;
-  $result = SWIG_Python_AppendOutput($result, text);
+  $result = packkv_py_append($result, text);
+  if (!$result) SWIG_fail;
 }
 %typemap(freearg) (char* buf, size_t cap) {
   free($1);

@@ -57,14 +57,17 @@ def test_cuda_cache_matches_cpu_cache(rng):
             c.append(conv(np.concatenate([k, k[:100]])), conv(np.concatenate([v, v[:100]])),
                      seq_ids=[0, 1], n_tokens=[T, 100])
         gpu.sync()
-        # Same compressed bytes -> same accounting and same reconstruction.
-        assert gpu.stats().as_dict() == cpu.stats().as_dict() | {
-            "compressed_bytes_reserved": gpu.stats().compressed_bytes_reserved}
+        # Same encoder output -> same token accounting and (up to fp32 rounding of the
+        # dequantization) the same reconstruction.
+        sg, sc = gpu.stats(), cpu.stats()
+        for f in ("n_tokens", "n_compressed_tokens", "n_residual_tokens", "n_blocks",
+                  "k_tile_bytes", "v_tile_bytes", "fp16_bytes"):
+            assert getattr(sg, f) == getattr(sc, f), f
         kg, vg = gpu.decompress(0)
         assert kg.is_cuda
         kc, vc = cpu.decompress(0)
-        np.testing.assert_array_equal(kg.cpu().numpy(), kc)
-        np.testing.assert_array_equal(vg.cpu().numpy(), vc)
+        np.testing.assert_allclose(kg.cpu().numpy(), kc, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(vg.cpu().numpy(), vc, rtol=1e-6, atol=1e-6)
         qg = torch.from_numpy(q).to(dev)
         out_g, lse_g = gpu.decode(qg, seq_ids=[0, 1], return_lse=True)
         out_c, lse_c = cpu.decode(q, seq_ids=[0, 1], return_lse=True)
@@ -83,6 +86,7 @@ def test_cuda_cache_matches_cpu_cache(rng):
 def test_cuda_explicit_stream_and_workspace(rng):
     dev = torch.device("cuda", 0)
     k = torch.from_numpy(kv_data(rng, 300, 3, 64)).to(dev)
+    torch.cuda.synchronize()
     with packkv.Cache(3, 64, device=0) as c:
         s = torch.cuda.Stream(device=dev)
         with torch.cuda.stream(s):
@@ -112,9 +116,11 @@ def test_cuda_errors(rng):
             c.append(host, host)  # host memory on a CUDA cache
         bad = torch.from_numpy(host).to(dev)
         bad[3, 0, 0] = float("inf")
-        c.append(bad, bad)  # detected inside the kernels ...
+        # Detected inside the kernels and reported by append itself or, at the latest, by
+        # the next synchronizing call.
         with pytest.raises(packkv.InvalidArgument) as ei:
-            c.sync()  # ... and reported by the next synchronizing call
+            c.append(bad, bad)
+            c.sync()
         assert ei.value.message
     with pytest.raises(packkv.InvalidArgument):
         packkv.Cache(3, 64, device=10_000)
