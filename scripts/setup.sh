@@ -10,6 +10,7 @@ APT_PACKAGES=(
   doctest-dev nlohmann-json3-dev     # unit tests, JSON (safetensors headers, --json)
   swig                               # Python binding generator
   bindgen libclang-dev clang         # Rust bindings drift check; clang for fuzzers
+  libclang-rt-14-dev                 # clang sanitizer + libFuzzer runtimes (asan/tsan/fuzz presets; only Recommended by clang)
   golang-go                          # Go binding (Debian's Go 1.19, standard library only)
   python3-numpy                      # numpy.i for the SWIG Python binding (numpy wheels lack it)
 )

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "tile_format.h"
 
@@ -24,8 +25,14 @@ uint32_t load_u32(const uint8_t* p, size_t at) {
   return v;
 }
 
+// Smallest and largest code of one stored token slot (over the channels seen so far).
+struct CodeRange {
+  uint32_t lo = 255, hi = 0;
+};
+
 // Checks one tile of `size` bytes (K or V of one head); empty string when well-formed.
-std::string check_tile(const uint8_t* tile, size_t size, int n_tokens, int head_dim, int bits) {
+// Widens range[slot] by the codes of each stored token slot.
+std::string check_tile(const uint8_t* tile, size_t size, int n_tokens, int head_dim, int bits, CodeRange* range) {
   const int e = fmt::len_bits(bits);
   const size_t mb = fmt::mins_bytes(head_dim, bits), lb = fmt::lens_bytes(head_dim, bits);
   const uint32_t qmax = (1u << bits) - 1u;
@@ -47,14 +54,16 @@ std::string check_tile(const uint8_t* tile, size_t size, int n_tokens, int head_
                std::to_string(2 * L) + " bytes at tile offset " + std::to_string(payload) +
                " runs past the tile end " + std::to_string(size);
       const uint32_t mn = fmt::read_field(mins, (size_t)ch, bits);
-      if (L > 0) {
-        uint64_t lo, hi;
-        fmt::read_pack_halves(tile + payload, (int)L, &lo, &hi);
-        for (int i = 0; i < fmt::kPackTokens; ++i)
-          if (mn + fmt::pack_offset(lo, hi, (int)L, i) > qmax)
-            return "round " + std::to_string(r) + ", channel " + std::to_string(ch) + ", token " +
-                   std::to_string(i) + ": code " + std::to_string(mn + fmt::pack_offset(lo, hi, (int)L, i)) +
-                   " does not fit " + std::to_string(bits) + " bits";
+      uint64_t lo = 0, hi = 0;
+      if (L > 0) fmt::read_pack_halves(tile + payload, (int)L, &lo, &hi);
+      for (int i = 0; i < fmt::kPackTokens; ++i) {
+        const uint32_t code = mn + fmt::pack_offset(lo, hi, (int)L, i);
+        if (code > qmax)
+          return "round " + std::to_string(r) + ", channel " + std::to_string(ch) + ", token " + std::to_string(i) +
+                 ": code " + std::to_string(code) + " does not fit " + std::to_string(bits) + " bits";
+        CodeRange& cr = range[r * fmt::kPackTokens + i];
+        cr.lo = code < cr.lo ? code : cr.lo;
+        cr.hi = code > cr.hi ? code : cr.hi;
       }
       payload += 2 * (size_t)L;
     }
@@ -66,19 +75,21 @@ std::string check_tile(const uint8_t* tile, size_t size, int n_tokens, int head_
   return std::string();
 }
 
-// Checks the zero points and scales of K or V: [groups][n] int32 then [groups][n] float.
-std::string check_affine(const uint8_t* blob, size_t zero_at, size_t scale_at, int groups, int n, int bits,
-                         const char* what) {
-  const uint32_t qmax = (1u << bits) - 1u;
+// Checks the zero points and scales of K or V ([groups][n] int32, then [groups][n]
+// float): every scale finite, and every code the tiles hold for a token dequantizes to a
+// finite value. range[g * n + slot] holds the code extremes of group g, stored slot.
+// (q + z) * s is monotonic in q, so the extremes decide.
+std::string check_affine(const uint8_t* blob, size_t zero_at, size_t scale_at, int groups, int n,
+                         const CodeRange* range, const char* what) {
   for (size_t i = 0; i < (size_t)groups * n; ++i) {
     fmt::Affine a;
     std::memcpy(&a.zero, blob + zero_at + 4 * i, 4);
     std::memcpy(&a.scale, blob + scale_at + 4 * i, 4);
-    if (!std::isfinite(a.scale))
-      return std::string(what) + " scale " + std::to_string(i) + " is not finite";
-    if (!std::isfinite(fmt::dequantize(0, a)) || !std::isfinite(fmt::dequantize(qmax, a)))
-      return std::string(what) + " zero point " + std::to_string(a.zero) + " and scale " +
-             std::to_string(a.scale) + " (entry " + std::to_string(i) + ") dequantize to non-finite values";
+    if (!std::isfinite(a.scale)) return std::string(what) + " scale " + std::to_string(i) + " is not finite";
+    if (!std::isfinite(fmt::dequantize(range[i].lo, a)) || !std::isfinite(fmt::dequantize(range[i].hi, a)))
+      return std::string(what) + " zero point " + std::to_string(a.zero) + " and scale " + std::to_string(a.scale) +
+             " (entry " + std::to_string(i) + ") dequantize codes " + std::to_string(range[i].lo) + ".." +
+             std::to_string(range[i].hi) + " to non-finite values";
   }
   return std::string();
 }
@@ -128,20 +139,23 @@ BlobCheck validate_blob(const Config& c, const uint8_t* blob, size_t size) {
     }
   }
 
-  // zero points and scales.
-  std::string err = check_affine(blob, l.k_zero_at, l.k_scale_at, groups, n, c.bits_k, "K");
-  if (err.empty()) err = check_affine(blob, l.v_zero_at, l.v_scale_at, groups, n, c.bits_v, "V");
-  if (!err.empty()) return bad(err);
-
-  // tiles.
+  // tiles, collecting the code extremes of every (group, stored slot), then the zero
+  // points and scales against them.
+  std::vector<CodeRange> range[2] = {std::vector<CodeRange>((size_t)groups * n),
+                                     std::vector<CodeRange>((size_t)groups * n)};
   for (int t = 0; t < 2 * h; ++t) {
     const uint32_t begin = t == 0 ? 0u : load_u32(blob, 4 * (size_t)(t - 1));
     const uint32_t end = load_u32(blob, 4 * (size_t)t);
     const bool is_k = t < h;
-    err = check_tile(blob + l.tiles_at + begin, end - begin, n, d, is_k ? c.bits_k : c.bits_v);
-    if (!err.empty())
-      return bad(std::string(is_k ? "K" : "V") + " tile of head " + std::to_string(is_k ? t : t - h) + ": " + err);
+    const int head = is_k ? t : t - h;
+    const std::string err = check_tile(blob + l.tiles_at + begin, end - begin, n, d, is_k ? c.bits_k : c.bits_v,
+                                       range[is_k ? 0 : 1].data() + (groups == 1 ? 0 : (size_t)head * n));
+    if (!err.empty()) return bad(std::string(is_k ? "K" : "V") + " tile of head " + std::to_string(head) + ": " + err);
   }
+  std::string err = check_affine(blob, l.k_zero_at, l.k_scale_at, groups, n, range[0].data(), "K");
+  if (err.empty()) err = check_affine(blob, l.v_zero_at, l.v_scale_at, groups, n, range[1].data(), "V");
+  if (!err.empty()) return bad(err);
+
   BlobCheck ok;
   ok.ok = true;
   return ok;

@@ -36,13 +36,13 @@ struct BlobCheck {
 //   - size covers the fixed part (tile_end header, perm, zero points, scales) and
 //     equals tiles_at + tile_end[2H-1]; tile_end is non-decreasing;
 //   - the alignment padding after perm is zero; perm is a permutation of 0..N-1;
-//   - every scale is finite and (q + z) * s is finite for q = 0 and q = 2^b - 1
-//     (so every code of the group dequantizes to a finite value);
+//   - every scale is finite and every code the tiles hold dequantizes, (q + z) * s,
+//     to a finite value;
 //   - every tile is exactly consumed by its N/16 rounds: MINS and LENS fit, every
 //     encode length L <= b, every pack's 2L payload bytes fit inside the tile, and
 //     every decoded code min + offset fits in b bits.
-// Never reads outside [blob, blob + size). O(size) time, no allocation beyond the
-// error message.
+// Never reads outside [blob, blob + size). O(size) time; allocates two small arrays
+// of per-token code extremes and the error message.
 BlobCheck validate_blob(const Config& c, const uint8_t* blob, size_t size);
 
 }  // namespace packkv
