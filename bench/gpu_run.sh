@@ -58,7 +58,7 @@ fi
 if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
   if [ -x "$BUILD/bench/packkv_bench_gpu" ]; then
     if [ -f bench/sdpa_baseline.py ]; then
-      python3 bench/sdpa_baseline.py --out "$OUT/sdpa.csv" > "$OUT/sdpa.log" 2>&1 || log "sdpa baseline failed"
+      python3 bench/sdpa_baseline.py --max-gb "${SDPA_MAX_GB:-9}" --out "$OUT/sdpa.csv" > "$OUT/sdpa.log" 2>&1 || log "sdpa baseline failed"
     fi
     "$BUILD"/bench/packkv_bench_gpu --data data/smollm2_kv_sample.safetensors --sdpa "$OUT/sdpa.csv" "$@" \
       > "$OUT/bench.log" 2>&1; log "bench rc=$?"
@@ -66,5 +66,16 @@ if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
   else
     log "no benchmark binary"
   fi
+fi
+if [ "$MODE" = all ] || [ "$MODE" = profile ]; then
+  # Hardware counters of the fused attention kernel (first launch: scores at the
+  # headline shape) and of the flush kernels (first prefill batch).
+  for k in attn_kernel flush_stats_kernel flush_tiles_kernel flush_commit_kernel; do
+    timeout 240 ncu --clock-control none -k regex:$k --launch-count 1 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+      --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+      "$BUILD"/bench/packkv_bench_gpu --headline --reps 1 --max-gb 4.5 > "$OUT/ncu_$k.txt" 2>&1
+    log "ncu $k rc=$?"
+  done
 fi
 cat "$OUT/summary.txt"

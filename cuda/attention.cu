@@ -16,6 +16,8 @@
 #include <cuda_runtime.h>
 #include <math.h>
 
+#include <type_traits>
+
 #include "cuda_check.h"
 #include "device_util.cuh"
 #include "kernels.h"
@@ -40,6 +42,8 @@ __host__ __device__ inline WarpSmem warp_smem(const KernelConfig& c, int G) {
   size_t tb = al16(c.max_tile + 48);
   size_t rest = al16(static_cast<size_t>(G) * c.block_tokens * 4) + static_cast<size_t>(G) * 16 * 4 * 2 +
                 static_cast<size_t>(G) * 4;
+  rest = al16(rest) + 4 * al16(static_cast<size_t>(c.block_tokens) * 4 + 32) +
+         al16(static_cast<size_t>(c.block_tokens) + 32);  // staged zero points, scales, perm
   rest = al16(rest);
   if (kWarps * (2 * tb + rest) > 160 * 1024) tb = 0;
   w.tile_buf = tb;
@@ -120,6 +124,32 @@ __device__ __forceinline__ void unpack_half(uint64_t w, int L, float (&f)[8]) {
   f[4] = code_to_float((lo >> L3) & m);
 }
 
+// Narrow variant for L <= 4 (codes of at most 4 bits): an 8-token half fits 32 bits.
+__device__ __forceinline__ uint32_t load_le_u32(const uint8_t* p, int n) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(a & ~static_cast<uintptr_t>(3));
+  uint32_t v = __funnelshift_r(w[0], w[1], static_cast<int>(a & 3) * 8);
+  return n < 4 ? v & ((1u << (8 * n)) - 1u) : v;
+}
+__device__ __forceinline__ void unpack_half32(uint32_t w, int L, float (&f)[8]) {
+  const uint32_t m = (1u << L) - 1u;
+#pragma unroll
+  for (int k = 7; k >= 0; --k) {
+    f[k] = code_to_float(w & m);
+    w >>= L;
+  }
+}
+template <bool NARROW>
+__device__ __forceinline__ uint64_t load_half(const uint8_t* p, int n) {
+  if (NARROW) return load_le_u32(p, n);
+  return load_le_bytes(p, n);
+}
+template <bool NARROW>
+__device__ __forceinline__ void unpack(uint64_t w, int L, float (&f)[8]) {
+  if (NARROW) unpack_half32(static_cast<uint32_t>(w), L, f);
+  else unpack_half(w, L, f);
+}
+
 struct SeqCtx {
   int row;        // row of q/out (index into the caller's arrays)
   int qh0;        // first query head of this CTA's group chunk
@@ -170,6 +200,12 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(KernelConfig c, AttnBatc
   float* Wr = sc + al16(static_cast<size_t>(G) * N * 4) / 4;        // [G][16] per-round sum w
   float* WZr = Wr + G * 16;                                          // [G][16] per-round sum w*z
   float* qsum_s = WZr + G * 16;                                      // [G]
+  uint8_t* zbuf = reinterpret_cast<uint8_t*>(wbase + 2 * ws.tile_buf) +
+                  al16(al16(static_cast<size_t>(G) * N * 4) + static_cast<size_t>(G) * 16 * 4 * 2 + G * 4);
+  uint8_t* sbuf = zbuf + al16(static_cast<size_t>(N) * 4 + 32);
+  uint8_t* vzbuf = sbuf + al16(static_cast<size_t>(N) * 4 + 32);
+  uint8_t* vsbuf = vzbuf + al16(static_cast<size_t>(N) * 4 + 32);
+  uint8_t* pbuf = vsbuf + al16(static_cast<size_t>(N) * 4 + 32);
 
   const bool lane_valid = lane * CPL < D;
   // Queries of this lane's channels.
@@ -261,112 +297,139 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(KernelConfig c, AttnBatc
     const fmt::BlockLayout BL = fmt::block_layout(H, N, c.groups, c.has_perm != 0);
     const int grp = c.groups == 1 ? 0 : ctx.kvh;
     const int ek = fmt::len_bits(c.bits_k), ev = fmt::len_bits(c.bits_v);
+    const unsigned long long* table = d.block_table + static_cast<size_t>(s.seq) * c.max_blocks;
+    unsigned long long next_ptr = blk_begin + warp < blk_end ? table[blk_begin + warp] : 0ull;
     for (int blk = blk_begin + warp; blk < blk_end; blk += kWarps) {
-      const uint8_t* blob = reinterpret_cast<const uint8_t*>(
-          d.block_table[static_cast<size_t>(s.seq) * c.max_blocks + blk]);
+      const uint8_t* blob = reinterpret_cast<const uint8_t*>(next_ptr);
+      if (blk + kWarps < blk_end) next_ptr = table[blk + kWarps];  // prefetch the next pointer
       size_t koff, ksz, voff, vsz;
       fmt::tile_extent(blob, BL, ctx.kvh, &koff, &ksz);
       fmt::tile_extent(blob, BL, H + ctx.kvh, &voff, &vsz);
       const uint8_t* kt = blob + koff;
       const uint8_t* vt = blob + voff;
+      const size_t zs_off = static_cast<size_t>(grp) * N * 4;
+      const int32_t* zst = reinterpret_cast<const int32_t*>(blob + (MODE == kAttnApply ? BL.v_zero_at : BL.k_zero_at) + zs_off);
+      const float* sst = reinterpret_cast<const float*>(blob + (MODE == kAttnApply ? BL.v_scale_at : BL.k_scale_at) + zs_off);
+      const uint8_t* perm = blob + BL.perm_at;
       if (ws.tile_buf) {
         if (MODE != kAttnApply) kt = stage_tile(kbuf, blob + koff, ksz);
         if (MODE != kAttnScores) vt = stage_tile(vbuf, blob + voff, vsz);
+        zst = reinterpret_cast<const int32_t*>(stage_tile(zbuf, reinterpret_cast<const uint8_t*>(zst), N * 4));
+        sst = reinterpret_cast<const float*>(stage_tile(sbuf, reinterpret_cast<const uint8_t*>(sst), N * 4));
+        if (MODE != kAttnDecode && c.has_perm) perm = stage_tile(pbuf, perm, N);
+        if (MODE == kAttnDecode) {
+          stage_tile(vzbuf, blob + BL.v_zero_at + zs_off, N * 4);
+          stage_tile(vsbuf, blob + BL.v_scale_at + zs_off, N * 4);
+        }
         __pipeline_commit();
       }
-      const uint8_t* perm = blob + BL.perm_at;
       auto orig = [&](int slot) -> int64_t {
         return static_cast<int64_t>(blk) * N + (c.has_perm ? perm[slot] : slot);
       };
       if (ws.tile_buf) __pipeline_wait_prior(0);
       __syncwarp();
       if (MODE != kAttnApply) {
-        const int32_t* kz = reinterpret_cast<const int32_t*>(blob + BL.k_zero_at) + grp * N;
-        const float* ks = reinterpret_cast<const float*>(blob + BL.k_scale_at) + grp * N;
-        const uint8_t* rp = kt;
-        for (int r = 0; r < N / 16; ++r) {
-          RoundMeta<CPL> m;
-          read_round_meta<CPL>(rp, D, c.bits_k, ek, lane_valid, m);
-          const uint8_t* pay = rp + (D * c.bits_k + D * ek) / 8;
-          uint64_t lo[CPL], hi[CPL];
-#pragma unroll
-          for (int j = 0; j < CPL; ++j) {
-            lo[j] = load_le_bytes(pay + m.off[j], m.L[j]);
-            hi[j] = load_le_bytes(pay + m.off[j] + m.L[j], m.L[j]);
-          }
-          float qm[G];
-#pragma unroll
-          for (int g = 0; g < G; ++g) {
-            qm[g] = 0.f;
-#pragma unroll
-            for (int j = 0; j < CPL; ++j) qm[g] += qv[g][j] * static_cast<float>(m.mn[j]);
-          }
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            float part[8 * G];
-#pragma unroll
-            for (int k = 0; k < 8; ++k)
-#pragma unroll
-              for (int g = 0; g < G; ++g) part[k * G + g] = qm[g];
+        const int32_t* kz = zst;
+        const float* ks = sst;
+        auto k_rounds = [&](auto narrow_tag) {
+          constexpr bool NARROW = decltype(narrow_tag)::value;
+          const uint8_t* rp = kt;
+          for (int r = 0; r < N / 16; ++r) {
+            RoundMeta<CPL> m;
+            read_round_meta<CPL>(rp, D, c.bits_k, ek, lane_valid, m);
+            const uint8_t* pay = rp + (D * c.bits_k + D * ek) / 8;
+            uint64_t lo[CPL], hi[CPL];
 #pragma unroll
             for (int j = 0; j < CPL; ++j) {
-              float f[8];
-              unpack_half(half == 0 ? hi[j] : lo[j], m.L[j], f);
+              lo[j] = load_half<NARROW>(pay + m.off[j], m.L[j]);
+              hi[j] = load_half<NARROW>(pay + m.off[j] + m.L[j], m.L[j]);
+            }
+            float qm[G];
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+              qm[g] = 0.f;
+#pragma unroll
+              for (int j = 0; j < CPL; ++j) qm[g] += qv[g][j] * static_cast<float>(m.mn[j]);
+            }
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+              float part[8 * G];
 #pragma unroll
               for (int k = 0; k < 8; ++k)
 #pragma unroll
-                for (int g = 0; g < G; ++g) part[k * G + g] = fmaf(qv[g][j], f[k], part[k * G + g]);
-            }
-            reduce_half<G>(part, [&](int k, int g, float x) {
-              const int slot = 16 * r + 8 * half + k;
-              const float score = ks[slot] * (x + static_cast<float>(kz[slot]) * qsum_s[g]);
-              if (MODE == kAttnScores) {
-                if (g < ctx.n_valid)
-                  a.out[(static_cast<size_t>(ctx.row) * a.n_q_heads + ctx.qh0 + g) * a.ld + orig(slot)] = score;
-              } else {
-                sc[g * N + slot] = score;
+                for (int g = 0; g < G; ++g) part[k * G + g] = qm[g];
+#pragma unroll
+              for (int j = 0; j < CPL; ++j) {
+                float f[8];
+                unpack<NARROW>(half == 0 ? hi[j] : lo[j], m.L[j], f);
+#pragma unroll
+                for (int k = 0; k < 8; ++k)
+#pragma unroll
+                  for (int g = 0; g < G; ++g) part[k * G + g] = fmaf(qv[g][j], f[k], part[k * G + g]);
               }
-            });
+              reduce_half<G>(part, [&](int k, int g, float x) {
+                const int slot = 16 * r + 8 * half + k;
+                const float score = ks[slot] * (x + static_cast<float>(kz[slot]) * qsum_s[g]);
+                if (MODE == kAttnScores) {
+                  if (g < ctx.n_valid)
+                    a.out[(static_cast<size_t>(ctx.row) * a.n_q_heads + ctx.qh0 + g) * a.ld + orig(slot)] = score;
+                } else {
+                  sc[g * N + slot] = score;
+                }
+              });
+            }
+            rp = pay + m.total;
           }
-          rp = pay + m.total;
-        }
+        };
+        if (c.bits_k <= 4) k_rounds(std::true_type{}); else k_rounds(std::false_type{});
         __syncwarp();
+        if (MODE == kAttnDecode) {  // V's zero points and scales
+          const size_t zs_off2 = static_cast<size_t>(grp) * N * 4;
+          const uint8_t* vzg = blob + BL.v_zero_at + zs_off2;
+          const uint8_t* vsg = blob + BL.v_scale_at + zs_off2;
+          zst = reinterpret_cast<const int32_t*>(ws.tile_buf ? vzbuf + (reinterpret_cast<uintptr_t>(vzg) & 15) : vzg);
+          sst = reinterpret_cast<const float*>(ws.tile_buf ? vsbuf + (reinterpret_cast<uintptr_t>(vsg) & 15) : vsg);
+        }
       }
       if (MODE != kAttnScores) {
-        const int32_t* vz = reinterpret_cast<const int32_t*>(blob + BL.v_zero_at) + grp * N;
-        const float* vs = reinterpret_cast<const float*>(blob + BL.v_scale_at) + grp * N;
+        const int32_t* vz = zst;
+        const float* vs = sst;
         make_weights(N, vs, vz, orig);
-        const uint8_t* rp = vt;
-        for (int r = 0; r < N / 16; ++r) {
-          RoundMeta<CPL> m;
-          read_round_meta<CPL>(rp, D, c.bits_v, ev, lane_valid, m);
-          const uint8_t* pay = rp + (D * c.bits_v + D * ev) / 8;
-#pragma unroll
-          for (int j = 0; j < CPL; ++j) {
-#pragma unroll
-            for (int g = 0; g < G; ++g)
-              acc[g][j] += static_cast<float>(m.mn[j]) * Wr[g * 16 + r] + WZr[g * 16 + r];
-          }
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            float w[G][8];
-#pragma unroll
-            for (int g = 0; g < G; ++g)
-#pragma unroll
-              for (int k = 0; k < 8; ++k) w[g][k] = sc[g * N + 16 * r + 8 * half + k];
+        auto v_rounds = [&](auto narrow_tag) {
+          constexpr bool NARROW = decltype(narrow_tag)::value;
+          const uint8_t* rp = vt;
+          for (int r = 0; r < N / 16; ++r) {
+            RoundMeta<CPL> m;
+            read_round_meta<CPL>(rp, D, c.bits_v, ev, lane_valid, m);
+            const uint8_t* pay = rp + (D * c.bits_v + D * ev) / 8;
 #pragma unroll
             for (int j = 0; j < CPL; ++j) {
-              const uint64_t word = load_le_bytes(pay + m.off[j] + (half == 0 ? m.L[j] : 0), m.L[j]);
-              float f[8];
-              unpack_half(word, m.L[j], f);
 #pragma unroll
-              for (int k = 0; k < 8; ++k)
-#pragma unroll
-                for (int g = 0; g < G; ++g) acc[g][j] = fmaf(w[g][k], f[k], acc[g][j]);
+              for (int g = 0; g < G; ++g)
+                acc[g][j] += static_cast<float>(m.mn[j]) * Wr[g * 16 + r] + WZr[g * 16 + r];
             }
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+              float w[G][8];
+#pragma unroll
+              for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int k = 0; k < 8; ++k) w[g][k] = sc[g * N + 16 * r + 8 * half + k];
+#pragma unroll
+              for (int j = 0; j < CPL; ++j) {
+                const uint64_t word = load_half<NARROW>(pay + m.off[j] + (half == 0 ? m.L[j] : 0), m.L[j]);
+                float f[8];
+                unpack<NARROW>(word, m.L[j], f);
+#pragma unroll
+                for (int k = 0; k < 8; ++k)
+#pragma unroll
+                  for (int g = 0; g < G; ++g) acc[g][j] = fmaf(w[g][k], f[k], acc[g][j]);
+              }
+            }
+            rp = pay + m.total;
           }
-          rp = pay + m.total;
-        }
+        };
+        if (c.bits_v <= 4) v_rounds(std::true_type{}); else v_rounds(std::false_type{});
         __syncwarp();
       }
     }
