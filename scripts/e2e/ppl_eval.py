@@ -1,0 +1,638 @@
+#!/usr/bin/env python3
+"""End-to-end perplexity of SmolLM2-135M-Instruct with a compressed KV cache.
+
+What
+    The numpy SmolLM2-135M-Instruct of ``scripts/kv_dump/smollm2.py`` reads a real text
+    (default: the first 4096 tokens of ``data/kjv_genesis.txt``, the KJV Book of Genesis,
+    public domain, see data/README.md) with every layer's K/V held by a KV backend
+    (``kv_backends.py``): fp16, fp8 e4m3, KIVI-b (b = 2..8), or libpackkv through its
+    Python binding at several (r_K, r_V), scale granularities, residual windows and
+    repacking modes. The context (the first 3072 tokens) is appended, and compressed, as
+    the model reads it; the continuation (the last 1024 tokens) is scored: perplexity =
+    exp(mean NLL) of the 1024 next-token predictions made at positions 3072..4095, each
+    from a cache that holds all earlier tokens in its compressed form plus its residual
+    window. Only the continuation is scored so that every scored query attends over a
+    long (3-4K token) mostly-compressed cache, the regime the method is for; the context
+    goes through the same cache (its hidden states, hence the continuation's K/V, already
+    carry the compression error of the earlier layers and tokens).
+
+    Per row: perplexity, its change against fp16, all-in bytes per K/V element (final
+    state, all 30 layers: PackKV compressed_bytes_used + residual_bytes from the cache
+    stats; KIVI/fp8 by examples/eval/baselines.cpp's formulas; fp16 2), the wall time.
+    Then the turning points: for each method's curve (its Pareto frontier of (bytes,
+    perplexity change) points: KIVI-b for b = 2..8, each PackKV family over its (r_K, r_V)
+    grid), the bytes per element at which the perplexity change reaches +1% and +5%,
+    interpolated linearly in log(bytes) between the two frontier points that bracket the
+    threshold, and PackKV's size advantage over KIVI there (bytes_KIVI / bytes_PackKV at the
+    same perplexity change).
+
+Exactness and speed (2 CPU cores)
+    Chunks of at most 64 tokens, cut at every flush point of the backend, give exactly
+    token-by-token decode semantics (kv_backends.py docstring); ``--check`` verifies
+    that, that the fp32 backend equals the plain numpy model, that a PackKV cache that
+    never flushes equals the fp16 row through the library's own attention (decode + lse
+    merge), and that library attention and decompress+numpy attention agree. The sweep uses
+    the decompress path (``--attention``), one BLAS thread per process, ``--jobs`` worker
+    processes.
+
+Usage::
+
+    OPENBLAS_NUM_THREADS=1 python3 scripts/e2e/ppl_eval.py --jobs 2 \\
+        --json bench/e2e_ppl.json --plot bench/e2e_ppl.png --markdown /tmp/e2e_ppl.md
+    python3 scripts/e2e/ppl_eval.py --check            # consistency checks (a few minutes)
+    python3 scripts/e2e/ppl_eval.py --rows fp16,kivi-4,packkv:rk=0.05:rv=0.1   # chosen rows
+
+Needs the packkv binding on PYTHONPATH (``pip install ./bindings/python``, or a CMake build's
+``<build>/bindings/python/pkg``) for PackKV rows.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # before numpy: small GEMMs, shared cores
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+import kv_backends as kb  # noqa: E402
+import smollm2  # noqa: E402  (path set by kv_backends)
+
+REPO = os.path.dirname(os.path.dirname(_HERE))
+DEFAULT_TEXT = os.path.join(REPO, "data", "kjv_genesis.txt")
+
+# The default sweep. PackKV rows: "packkv:key=value:..." with keys rk, rv (relative scales),
+# gran (tok | head), res (residual tokens), repack (median | greedy | none), attn (library |
+# decompress). Every PackKV row also measures the bytes of the two other repacking modes.
+DEFAULT_RK = [0.02, 0.03, 0.05, 0.07, 0.1, 0.14, 0.2]
+DEFAULT_RV = [0.05, 0.1, 0.2, 0.4]
+
+
+def default_rows() -> list[str]:
+    rows = ["fp16", "fp8"] + [f"kivi-{b}" for b in range(2, 9)]
+    for gran in ("tok", "head"):
+        for rk in DEFAULT_RK:
+            for rv in DEFAULT_RV:
+                rows.append(f"packkv:rk={rk}:rv={rv}:gran={gran}")
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Row specs
+# --------------------------------------------------------------------------------------------
+
+def parse_row(spec: str, attention: str) -> dict:
+    """'fp16' | 'fp32' | 'fp8' | 'kivi-B' | 'packkv:rk=..:rv=..[:gran=tok|head][:res=N]
+    [:repack=median|greedy|none][:attn=library|decompress]' -> a row description."""
+    if spec in ("fp16", "fp32", "fp8"):
+        return {"spec": spec, "method": spec}
+    if spec.startswith("kivi-"):
+        return {"spec": spec, "method": "kivi", "bits": int(spec[5:])}
+    if spec.startswith("packkv"):
+        kv = dict(p.split("=", 1) for p in spec.split(":")[1:])
+        row = {"spec": spec, "method": "packkv",
+               "rk": float(kv.get("rk", 0.1)), "rv": float(kv.get("rv", 0.2)),
+               "gran": kv.get("gran", "tok"), "res": int(kv.get("res", 128)),
+               "repack": kv.get("repack", "median"), "attn": kv.get("attn", attention),
+               "block": int(kv.get("block", 64))}
+        unknown = set(kv) - {"rk", "rv", "gran", "res", "repack", "attn", "block"}
+        if unknown or row["gran"] not in ("tok", "head"):
+            raise SystemExit(f"bad row spec {spec!r}")
+        return row
+    raise SystemExit(f"bad row spec {spec!r}")
+
+
+def make_backend(row: dict, calib: dict | None):
+    m = row["method"]
+    if m == "fp32":
+        return kb.ExactBackend()
+    if m == "fp16":
+        return kb.Fp16Backend()
+    if m == "fp8":
+        if calib is None:
+            raise SystemExit("fp8 needs the fp16 row's calibration (run fp16 first)")
+        return kb.Fp8Backend(calib["amax_k"], calib["amax_v"])
+    if m == "kivi":
+        return kb.KiviBackend(row["bits"])
+    gran = {"tok": "per_token", "head": "per_token_head"}[row["gran"]]
+    shadows = [r for r in ("median", "greedy", "none") if r != row["repack"]]
+    return kb.PackKVBackend(attention=row["attn"], shadow_repacks=shadows, name=row["spec"],
+                            rel_scale_k=row["rk"], rel_scale_v=row["rv"],
+                            scale_granularity=gran, residual_tokens=row["res"],
+                            block_tokens=row["block"], repack=row["repack"])
+
+
+# --------------------------------------------------------------------------------------------
+# Running one row
+# --------------------------------------------------------------------------------------------
+
+def nll_of(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per-position NLL in float64."""
+    lg = logits.astype(np.float64)
+    m = lg.max(axis=-1, keepdims=True)
+    lse = np.log(np.exp(lg - m).sum(axis=-1)) + m[:, 0]
+    return lse - lg[np.arange(len(targets)), targets]
+
+
+def score(model, ids, backend, n_tokens: int, score_from: int, chunk: int) -> np.ndarray:
+    """Read ids[:n_tokens] through `backend`; NLL of ids[p+1] at positions
+    score_from..n_tokens-1."""
+    backend.reset(model.cfg, n_tokens)
+    bounds = kb.chunk_bounds(n_tokens, chunk, backend.flush_points(n_tokens), [score_from])
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        want = b > score_from
+        lg = kb.forward_chunk(model, ids[a:b], a, backend, want_logits=want)
+        if want:
+            lo = max(a, score_from)
+            out.append(nll_of(lg[lo - a:], np.asarray(ids[lo + 1:b + 1])))
+    return np.concatenate(out)
+
+
+def score_plain(model, ids, n_tokens: int, score_from: int, chunk: int) -> np.ndarray:
+    """The same with the unmodified smollm2.SmolLM2.forward (float32 cache)."""
+    cache = model.new_cache(n_tokens)
+    out = []
+    for a in range(0, n_tokens, chunk):
+        b = min(n_tokens, a + chunk)
+        lg = model.forward(ids[a:b], cache, want_logits="all" if b > score_from else "none")
+        if b > score_from:
+            lo = max(a, score_from)
+            out.append(nll_of(lg[lo - a:], np.asarray(ids[lo + 1:b + 1])))
+    return np.concatenate(out)
+
+
+def run_row(model, ids, row: dict, args, calib=None) -> dict:
+    t0 = time.time()
+    backend = make_backend(row, calib)
+    nll = score(model, ids, backend, args.tokens, args.tokens - args.score, args.chunk)
+    rep = backend.bytes()
+    res = dict(row)
+    res.update(ppl=float(np.exp(nll.mean())), nll_mean=float(nll.mean()),
+               all_in=int(rep.all_in), elements=int(rep.elements),
+               bytes_per_element=rep.bytes_per_element, nll=nll.tolist())
+    if isinstance(backend, kb.PackKVBackend):
+        p = backend.params
+        res["bits_k"], res["bits_v"] = int(p.bits_k), int(p.bits_v)
+        res["stats"] = rep.detail["stats"]
+        res["repack_bytes"] = rep.detail["repack"]
+        backend.check_shadows()
+    if isinstance(backend, kb.Fp16Backend):
+        res["calib"] = {"amax_k": backend.amax_k.tolist(), "amax_v": backend.amax_v.tolist()}
+    backend.close()
+    res["time_s"] = time.time() - t0
+    return res
+
+
+_G: dict = {}
+
+
+def _worker_init(args):
+    _G["model"] = smollm2.SmolLM2()
+    _G["ids"] = load_ids(_G["model"], args)
+    _G["args"] = args
+
+
+def _worker_run(job):
+    row, calib = job
+    try:
+        return run_row(_G["model"], _G["ids"], row, _G["args"], calib)
+    except Exception as e:  # report, keep the sweep going
+        return dict(row, error=f"{type(e).__name__}: {e}")
+
+
+def load_ids(model, args) -> list[int]:
+    with open(args.text, encoding="utf-8") as f:
+        ids = model.tokenizer.encode(f.read()).ids
+    if len(ids) < args.tokens + 1:
+        raise SystemExit(f"{args.text}: {len(ids)} tokens, need {args.tokens + 1}")
+    return ids[:args.tokens + 1]
+
+
+# --------------------------------------------------------------------------------------------
+# Curves and turning points
+# --------------------------------------------------------------------------------------------
+
+def frontier(points):
+    """Pareto frontier of (bytes, delta, ...) points, bytes ascending: a point is kept when
+    every point with fewer (or equal) bytes has a larger perplexity change. Along it delta
+    decreases as bytes grow (a monotone curve, needed for the interpolation)."""
+    out, best = [], math.inf
+    for p in sorted(points, key=lambda p: (p[0], p[1])):
+        if p[1] < best:
+            out.append(p)
+            best = p[1]
+    return out
+
+
+def turning_point(points, thr: float):
+    """Bytes per element at which a curve reaches perplexity change `thr` (percent).
+
+    points: (bytes_per_element, delta_pct, label). On the Pareto frontier (bytes ascending,
+    delta descending) find the adjacent pair with delta(b1) > thr >= delta(b2) and
+    interpolate log(bytes) linearly in delta. Returns (bytes, kind) with kind 'interp',
+    'below' (every frontier point is within thr: the turning point is at or below the
+    smallest bytes measured, returned as that upper bound) or 'none' (no point within thr).
+    """
+    f = frontier(points)
+    if not f:
+        return None, "none"
+    if f[0][1] <= thr:
+        return f[0][0], "below"
+    for (b1, d1, *_), (b2, d2, *_) in zip(f[:-1], f[1:]):
+        if d1 > thr >= d2:
+            t = (thr - d1) / (d2 - d1)
+            return math.exp(math.log(b1) + t * (math.log(b2) - math.log(b1))), "interp"
+    return None, "none"
+
+
+def family_of(r: dict) -> str:
+    """Curve a row belongs to (PackKV: scale granularity, residual, repacking)."""
+    if r["method"] == "packkv":
+        g = "per-token" if r["gran"] == "tok" else "per-token-head"
+        return f"packkv {g} res{r['res']}"
+    if r["method"] == "kivi":
+        return "kivi"
+    return r["method"]
+
+
+def curves(results: list[dict]) -> dict:
+    """{curve name: [(bytes_per_element, delta_pct, spec)]}. Each PackKV run contributes one
+    point per repacking mode (same perplexity, that mode's bytes)."""
+    out: dict = {}
+    for r in results:
+        if "error" in r or r["method"] in ("fp32",):
+            continue
+        fam = family_of(r)
+        if r["method"] == "packkv":
+            for mode, all_in in r["repack_bytes"].items():
+                out.setdefault(f"{fam} {mode}", []).append(
+                    (all_in / r["elements"], r["delta_pct"], r["spec"]))
+        else:
+            out.setdefault(fam, []).append((r["bytes_per_element"], r["delta_pct"], r["spec"]))
+    return out
+
+
+def analyse(results: list[dict], ref_ppl: float) -> dict:
+    for r in results:
+        if "error" not in r:
+            r["delta_pct"] = 100.0 * (r["ppl"] / ref_ppl - 1.0)
+    cv = curves(results)
+    tp = {}
+    for name, pts in cv.items():
+        tp[name] = {str(t): turning_point(pts, t) for t in (1.0, 5.0)}
+    # PackKV's best curve: the frontier over every PackKV point (all families and modes).
+    all_pk = [p for n, pts in cv.items() if n.startswith("packkv") for p in pts]
+    if all_pk:
+        cv["packkv best (all configs)"] = all_pk
+        tp["packkv best (all configs)"] = {str(t): turning_point(all_pk, t) for t in (1.0, 5.0)}
+    return {"curves": cv, "turning_points": tp}
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------
+
+def fmt_tp(v):
+    b, kind = v
+    if b is None:
+        return "n/a"
+    return f"<= {b:.3f}" if kind == "below" else f"{b:.3f}"
+
+
+def markdown(report: dict) -> str:
+    res, an, meta = report["results"], report["analysis"], report["meta"]
+    lines = []
+    lines.append(f"Text: `{os.path.relpath(meta['text'], REPO)}` (KJV Genesis, public domain), "
+                 f"first {meta['tokens']} tokens; context {meta['tokens'] - meta['score']} "
+                 f"tokens read through the cache, perplexity over the last {meta['score']} "
+                 f"next-token predictions. Model {smollm2.MODEL_NAME}, numpy fp32. "
+                 f"Reference (fp16 cache): ppl {meta['ref_ppl']:.4f}; plain numpy model "
+                 f"(fp32 cache, unmodified smollm2.py forward): "
+                 f"{meta.get('plain_ppl', float('nan')):.4f}.")
+    lines.append("")
+    lines.append("| row | r_K | r_V | bits K/V | scales | window | ppl | Δppl | B/elem all-in "
+                 "(median) | greedy | none | × vs fp16 |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in sorted([r for r in res if "error" not in r],
+                    key=lambda r: (r["method"] != "fp16", r["method"], -r["bytes_per_element"])):
+        bpe = r["bytes_per_element"]
+        if r["method"] == "packkv":
+            rb = r["repack_bytes"]
+            e = r["elements"]
+            lines.append(
+                f"| packkv | {r['rk']:g} | {r['rv']:g} | {r['bits_k']}/{r['bits_v']} | "
+                f"{'token' if r['gran'] == 'tok' else 'token+head'} | {r['res']} | "
+                f"{r['ppl']:.4f} | {r['delta_pct']:+.2f}% | {rb['median'] / e:.4f} | "
+                f"{rb['greedy'] / e:.4f} | {rb['none'] / e:.4f} | {2.0 / bpe:.2f} |")
+        else:
+            name = r["spec"]
+            win = {"kivi": "128", "fp8": "0"}.get(r["method"], "-")
+            lines.append(f"| {name} | | | | | {win} | {r['ppl']:.4f} | {r['delta_pct']:+.2f}% "
+                         f"| {bpe:.4f} | | | {2.0 / bpe:.2f} |")
+    lines.append("")
+    lines.append("Turning points (bytes per element where the curve's Pareto frontier reaches "
+                 "the perplexity change; log-linear interpolation; '<=' = already within at "
+                 "the smallest size measured):")
+    lines.append("")
+    lines.append("| curve | B/elem at +1% | × vs fp16 | B/elem at +5% | × vs fp16 |")
+    lines.append("|---|---|---|---|---|")
+    for name, tp in an["turning_points"].items():
+        cells = []
+        for t in ("1.0", "5.0"):
+            b, kind = tp[t]
+            cells += [fmt_tp(tp[t]), "n/a" if b is None else
+                      (f">= {2.0 / b:.2f}" if kind == "below" else f"{2.0 / b:.2f}")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cv = report["analysis"]["curves"]
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    styles = {"kivi": dict(color="tab:red", marker="s"), "fp8": dict(color="tab:purple", marker="D"),
+              "fp16": dict(color="black", marker="*", markersize=12)}
+    pk_colors = iter(["tab:blue", "tab:cyan", "tab:green", "tab:olive", "tab:orange",
+                      "tab:brown", "tab:pink", "tab:gray"])
+    for name, pts in cv.items():
+        if name.startswith("packkv best"):
+            continue
+        if name.startswith("packkv"):
+            st = dict(color=next(pk_colors, "tab:gray"), marker="o", markersize=3)
+        else:
+            st = styles.get(name, dict(marker="x"))
+        pts = sorted(pts)
+        xs = [p[0] for p in pts]
+        ys = [p[1] for p in pts]
+        ax.scatter(xs, ys, s=12 if name.startswith("packkv") else 30, alpha=0.45,
+                   color=st.get("color"), marker=st.get("marker", "o"))
+        f = frontier(pts)
+        ax.plot([p[0] for p in f], [p[1] for p in f], label=name, lw=1.4, **st)
+        for b, d, spec in (pts if name == "kivi" else []):
+            ax.annotate(spec.replace("kivi-", "K"), (b, d), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+    ax.axhline(1.0, color="gray", ls="--", lw=0.8)
+    ax.axhline(5.0, color="gray", ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_xlabel("all-in bytes per K/V element (fp16 = 2)")
+    ax.set_ylabel("perplexity change vs fp16 cache (%)")
+    m = report["meta"]
+    ax.set_title(f"SmolLM2-135M, KJV Genesis: ppl of the last {m['score']} of {m['tokens']} tokens "
+                 f"(fp16 ppl {m['ref_ppl']:.3f})", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------
+
+class _Recorder(kb.ExactBackend):
+    """fp32 backend that also keeps each layer's post-RoPE queries (for layer replays)."""
+    name = "recorder"
+
+    def reset(self, cfg, max_tokens):
+        super().reset(cfg, max_tokens)
+        self.q = [[] for _ in range(cfg.n_layers)]
+
+    def attend(self, layer, p0, q, k, v):
+        self.q[layer].append(q.copy())
+        return super().attend(layer, p0, q, k, v)
+
+
+def replay(backend, cfg, qkv, chunk: int) -> list[np.ndarray]:
+    """Feed recorded per-layer (q, k, v) [n, H, D] through `backend` in chunks cut at its
+    flush points; returns each layer's attention output [n, Hq, D]."""
+    import dataclasses
+    n = qkv[0][0].shape[0]
+    backend.reset(dataclasses.replace(cfg, n_layers=len(qkv)), n)
+    bounds = kb.chunk_bounds(n, chunk, backend.flush_points(n))
+    outs = [[] for _ in qkv]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        for li, (q, k, v) in enumerate(qkv):
+            outs[li].append(backend.attend(li, a, q[a:b], k[a:b], v[a:b]))
+    return [np.concatenate(o) for o in outs]
+
+
+def run_checks(args) -> int:
+    """Consistency checks on a short text (args.check_tokens tokens, the second half
+    scored), printed with their numbers. Two kinds:
+
+    * layer replays: real q/k/v of layers 0, 15 and 29 (recorded from the fp32 model) fed
+      identically to two backends; their attention outputs must agree to fp32 rounding
+      (max |a - b| / max |b| <= 1e-4). These are the exactness checks.
+    * model runs: whole-model perplexities. A quantizer amplifies any last-bit difference
+      of its input (a code flips at a rounding boundary; even the fp16 rounding of K/V), so
+      two exactly-equivalent paths that round floats in a different order give NLLs that
+      differ per token by up to ~1e-1 but perplexities that agree to ~1e-3 relative; that is
+      the tolerance used (the sweep's differences of interest are >= 1%).
+    """
+    model = smollm2.SmolLM2()
+    cfg = model.cfg
+    n = args.check_tokens
+    sub = argparse.Namespace(**vars(args))
+    sub.tokens, sub.score = n, n // 2
+    ids = load_ids(model, sub)
+    sf = n - sub.score
+    ok = True
+
+    def check(name, good, msg):
+        nonlocal ok
+        ok &= bool(good)
+        print(f"{'ok  ' if good else 'FAIL'} {name}: {msg}", flush=True)
+
+    def layer_cmp(name, a, b, tol=1e-4):
+        err = max(float(np.abs(x - y).max() / np.abs(y).max()) for x, y in zip(a, b))
+        check(name, err <= tol, f"max rel diff {err:.2e} (tol {tol:g})")
+
+    def ppl_cmp(name, a, b, tol):
+        pa, pb = float(np.exp(np.mean(a))), float(np.exp(np.mean(b)))
+        rel = abs(pa / pb - 1.0)
+        check(name, rel <= tol, f"ppl {pa:.6f} vs {pb:.6f} (rel {rel:.1e}, tol {tol:g}; "
+              f"max per-token |dNLL| {float(np.max(np.abs(np.asarray(a) - b))):.1e})")
+
+    t = time.time()
+    plain = score_plain(model, ids, n, sf, args.chunk)
+    rec = _Recorder()
+    exact = score(model, ids, rec, n, sf, args.chunk)
+    ppl_cmp("fp32 backend == plain smollm2.SmolLM2.forward", exact, plain, 1e-5)
+    fp16 = score(model, ids, kb.Fp16Backend(), n, sf, args.chunk)
+    ppl_cmp("fp16 backend ~= plain (fp16 rounding of K/V)", fp16, plain, 1e-2)
+
+    layers = [0, cfg.n_layers // 2, cfg.n_layers - 1]
+    qkv = [(np.concatenate(rec.q[li]), rec.k[li][:n].copy(), rec.v[li][:n].copy())
+           for li in layers]
+    ref16 = replay(kb.Fp16Backend(), cfg, qkv, args.chunk)
+    nf = kb.PackKVBackend(attention="library", residual_tokens=n)
+    layer_cmp("replay: packkv never flushing (library decode + lse merge) == fp16",
+              replay(nf, cfg, qkv, args.chunk), ref16)
+    nf.close()
+    kw = dict(rel_scale_k=0.05, rel_scale_v=0.1, residual_tokens=64)
+    lib, dec, tok = (kb.PackKVBackend(attention=a, **kw)
+                     for a in ("library", "decompress", "library"))
+    o_lib = replay(lib, cfg, qkv, args.chunk)
+    layer_cmp("replay: packkv library attention == decompress + numpy attention",
+              o_lib, replay(dec, cfg, qkv, args.chunk))
+    layer_cmp("replay: packkv chunked (cut at flush points) == token by token",
+              o_lib, replay(tok, cfg, qkv, 1))
+    for be in (lib, dec, tok):
+        be.close()
+    for mk in (lambda: kb.KiviBackend(2),
+               lambda: kb.Fp8Backend(np.abs(qkv[0][1]).max() * np.ones((3, 3)),
+                                     np.abs(qkv[0][2]).max() * np.ones((3, 3)))):
+        x, y = mk(), mk()
+        layer_cmp(f"replay: {x.name} chunked == token by token",
+                  replay(x, cfg, qkv, args.chunk), replay(y, cfg, qkv, 1))
+
+    t1 = time.time()
+    a = score(model, ids, kb.PackKVBackend(attention="library", **kw), n, sf, args.chunk)
+    t_lib = time.time() - t1
+    t1 = time.time()
+    b = score(model, ids, kb.PackKVBackend(attention="decompress", **kw), n, sf, args.chunk)
+    t_dec = time.time() - t1
+    ppl_cmp(f"model: packkv library ({t_lib:.1f}s) ~= decompress ({t_dec:.1f}s)", a, b, 2e-3)
+    c = score(model, ids, kb.PackKVBackend(attention="library", **kw), n, sf, 1)
+    ppl_cmp("model: packkv chunked ~= token by token (library)", a, c, 2e-3)
+    print(f"checks {'passed' if ok else 'FAILED'} in {time.time() - t:.0f}s")
+    return 0 if ok else 1
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+def git_commit() -> str:
+    try:
+        return subprocess.check_output(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                                       text=True).strip()
+    except Exception:
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--text", default=DEFAULT_TEXT)
+    ap.add_argument("--tokens", type=int, default=4096, help="tokens read (default 4096)")
+    ap.add_argument("--score", type=int, default=1024,
+                    help="scored predictions at the end (default 1024)")
+    ap.add_argument("--chunk", type=int, default=64, help="max chunk (default 64)")
+    ap.add_argument("--rows", default=None,
+                    help="comma-separated row specs (default: the full sweep; see source)")
+    ap.add_argument("--attention", choices=["library", "decompress"], default="decompress",
+                    help="PackKV attention path for rows without attn= (default decompress)")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes")
+    ap.add_argument("--no-plain", action="store_true", help="skip the plain-model reference")
+    ap.add_argument("--json", default=None, help="write results here")
+    ap.add_argument("--merge", default=None, help="JSON of an earlier run whose rows are kept "
+                    "unless re-run (to extend a sweep)")
+    ap.add_argument("--plot", default=None, help="write the PNG plot here")
+    ap.add_argument("--markdown", default=None, help="write the markdown table here")
+    ap.add_argument("--check", action="store_true", help="run the consistency checks only")
+    ap.add_argument("--check-tokens", type=int, default=448)
+    args = ap.parse_args(argv)
+    if args.check:
+        return run_checks(args)
+
+    specs = args.rows.split(",") if args.rows else default_rows()
+    rows = [parse_row(s, args.attention) for s in specs]
+    old = {}
+    if args.merge:
+        with open(args.merge) as f:
+            prev = json.load(f)
+        old = {r["spec"]: r for r in prev["results"]}
+    t0 = time.time()
+    model = smollm2.SmolLM2()
+    ids = load_ids(model, args)
+    print(f"[{len(ids) - 1} tokens + 1 target from {args.text}; model loaded in "
+          f"{time.time() - t0:.1f}s; packkv rows: attention={args.attention}]", flush=True)
+    results = []
+    # fp16 first (reference and fp8 calibration), from an earlier run if merged.
+    if "fp16" in old and "fp16" not in specs:
+        ref = old["fp16"]
+    else:
+        ref = run_row(model, ids, parse_row("fp16", args.attention), args)
+        print(f"fp16: ppl {ref['ppl']:.4f} ({ref['time_s']:.0f}s)", flush=True)
+    results.append(ref)
+    meta_plain = None
+    if not args.no_plain:
+        t1 = time.time()
+        plain = score_plain(model, ids, args.tokens, args.tokens - args.score, args.chunk)
+        meta_plain = float(np.exp(plain.mean()))
+        print(f"plain smollm2 forward (fp32 cache): ppl {meta_plain:.4f} "
+              f"({time.time() - t1:.0f}s)", flush=True)
+    elif args.merge:
+        meta_plain = prev["meta"].get("plain_ppl")
+    todo = [r for r in rows if r["spec"] != "fp16"]
+    calib = ref["calib"]
+    jobs = [(r, calib) for r in todo]
+    if args.jobs > 1 and len(jobs) > 1:
+        ctx = mp.get_context("fork")
+        with ctx.Pool(args.jobs, initializer=_worker_init, initargs=(args,)) as pool:
+            for res in pool.imap_unordered(_worker_run, jobs):
+                results.append(res)
+                _progress(res, ref, len(results), len(jobs) + 1)
+    else:
+        for job in jobs:
+            res = _worker_run_local(model, ids, job, args)
+            results.append(res)
+            _progress(res, ref, len(results), len(jobs) + 1)
+    done = {r["spec"] for r in results}
+    results += [r for s, r in old.items() if s not in done]
+    meta = {"text": os.path.abspath(args.text), "tokens": args.tokens, "score": args.score,
+            "chunk": args.chunk, "attention": args.attention, "ref_ppl": ref["ppl"],
+            "plain_ppl": meta_plain, "commit": git_commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "wall_s": time.time() - t0, "model": smollm2.MODEL_NAME}
+    report = {"meta": meta, "results": results}
+    report["analysis"] = analyse(results, ref["ppl"])
+    md = markdown(report)
+    print(md)
+    if args.json:
+        slim = json.loads(json.dumps(report, default=float))
+        for r in slim["results"]:
+            r.pop("nll", None)
+        with open(args.json, "w") as f:
+            json.dump(slim, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(md + "\n")
+    if args.plot:
+        plot(report, args.plot)
+    print(f"[total {time.time() - t0:.0f}s]")
+    return 0
+
+
+def _worker_run_local(model, ids, job, args):
+    row, calib = job
+    try:
+        return run_row(model, ids, row, args, calib)
+    except Exception as e:
+        return dict(row, error=f"{type(e).__name__}: {e}")
+
+
+def _progress(res, ref, i, n):
+    if "error" in res:
+        print(f"[{i}/{n}] {res['spec']}: ERROR {res['error']}", flush=True)
+        return
+    print(f"[{i}/{n}] {res['spec']}: ppl {res['ppl']:.4f} ({100 * (res['ppl'] / ref['ppl'] - 1):+.2f}%), "
+          f"{res['bytes_per_element']:.4f} B/elem, {res['time_s']:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
