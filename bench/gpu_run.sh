@@ -70,11 +70,11 @@ fi
 if [ "$MODE" = all ] || [ "$MODE" = profile ]; then
   # Hardware counters of the fused attention kernel (first launch: scores at the
   # headline shape) and of the flush kernels (first prefill batch).
-  for k in attn_kernel flush_stats_kernel flush_tiles_kernel flush_commit_kernel; do
+  for k in attn_kernel flush_tiles_kernel; do
     timeout 240 ncu --clock-control none -k regex:$k --launch-count 1 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
       --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
-      "$BUILD"/bench/packkv_bench_gpu --headline --reps 1 --max-gb 4.5 > "$OUT/ncu_$k.txt" 2>&1
+      "$BUILD"/bench/packkv_bench_gpu --one --reps 1 --data data/smollm2_kv_sample.safetensors > "$OUT/ncu_$k.txt" 2>&1
     log "ncu $k rc=$?"
   done
 fi
