@@ -26,8 +26,8 @@ const char* kByteSplit =
     "K = k_tile + k_scale + index/2 + perm/2 + residual/2, V = v_tile + v_scale + index/2 + perm/2 + "
     "residual/2 (the block index and the repacking permutation are shared by K and V and split in half; "
     "the residual window holds K and V of the same tokens). fp8: 1 byte/value + 4-byte fp32 scale per head, "
-    "no window. KIVI-b: ceil(b/8 per value) codes + 4 bytes (fp16 scale + zero) per 32-value group + "
-    "the fp16 window (128..159 tokens).";
+    "no window. KIVI-b: b bits per code (total rounded up to a byte) + 4 bytes (fp16 scale + zero) per "
+    "32-value group + the fp16 window (128..159 tokens).";
 
 const char* kErrors =
     "errors are relative L2, sqrt(sum err^2 / sum ref^2), over all decode steps, query heads and "
