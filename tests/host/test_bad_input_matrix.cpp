@@ -480,6 +480,21 @@ std::vector<Case> cases() {
       {"packkv_attn_decode", kNonFinite, "scale inf", INV, [inf](Fixture& f) { return decode_with(f, 1, f.ids, kHq, f.q.data(), PACKKV_DTYPE_F32, inf, f.out.data()); }},
   };
   m.insert(m.end(), more.begin(), more.end());
+  m.push_back({"packkv_cache_create", kShape, "a newer struct_size with a field this version does not know", NSUP,
+               [](Fixture& f) {
+                 struct Newer {
+                   packkv_cache_params_t v1;
+                   int32_t future_field, pad;
+                 } n;
+                 REQUIRE(packkv_cache_params_init(&n.v1, sizeof n) == PACKKV_OK);
+                 n.future_field = 1;
+                 packkv_cache_t* c = reinterpret_cast<packkv_cache_t*>(&f);
+                 const packkv_status_t st = packkv_cache_create(&n.v1, &c);
+                 return c == nullptr ? st : PACKKV_ERR_INTERNAL;
+               }});
+  if (!packkv_has_cuda())
+    m.push_back({"packkv_cache_create", kUnsupported, "device 0 without a CUDA backend or device", NSUP,
+                 [](Fixture& f) { return create_with(f, [](packkv_cache_params_t* p) { p->device = 0; }); }});
   return m;
 }
 
