@@ -18,7 +18,7 @@ log "commit: $(cat .git-commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/
 
 configure() {
   cmake -S "$1" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPACKKV_ENABLE_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$PWD/.devdeps -DPACKKV_BUILD_EXAMPLES=OFF -DPACKKV_BUILD_BINDINGS_TESTS=OFF \
+    -DCMAKE_CUDA_FLAGS=-Xptxas=-v -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$PWD/.devdeps -DPACKKV_BUILD_EXAMPLES=OFF -DPACKKV_BUILD_BINDINGS_TESTS=OFF \
     > "$OUT/configure.log" 2>&1
 }
 t0=$(date +%s)
@@ -38,7 +38,7 @@ if ! cmake --build "$BUILD" -j "$JOBS" > "$OUT/build.log" 2>&1; then
     || { log "build failed"; grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 fi
 log "build: $(( $(date +%s) - t0 )) s"
-cuobjdump --dump-resource-usage "$BUILD"/cuda/CMakeFiles/packkv_cuda_obj.dir/*.o > "$OUT/resource-usage.txt" 2>&1
+for o in "$BUILD"/cuda/CMakeFiles/packkv_cuda_obj.dir/*.o; do cuobjdump --dump-resource-usage "$o"; done > "$OUT/resource-usage.txt" 2>&1
 
 if [ "$MODE" = all ] || [ "$MODE" = test ] || [ "$MODE" = sanitize ]; then
   if [ "$MODE" != sanitize ]; then

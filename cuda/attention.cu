@@ -128,8 +128,8 @@ __device__ __forceinline__ void unpack_half(uint64_t w, int L, float (&f)[8]) {
 __device__ __forceinline__ uint32_t load_le_u32(const uint8_t* p, int n) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
   const uint32_t* w = reinterpret_cast<const uint32_t*>(a & ~static_cast<uintptr_t>(3));
-  uint32_t v = __funnelshift_r(w[0], w[1], static_cast<int>(a & 3) * 8);
-  return n < 4 ? v & ((1u << (8 * n)) - 1u) : v;
+  (void)n;  // bits beyond the 8L of the half are never read by unpack_half32
+  return __funnelshift_r(w[0], w[1], static_cast<int>(a & 3) * 8);
 }
 __device__ __forceinline__ void unpack_half32(uint32_t w, int L, float (&f)[8]) {
   const uint32_t m = (1u << L) - 1u;
@@ -142,7 +142,7 @@ __device__ __forceinline__ void unpack_half32(uint32_t w, int L, float (&f)[8]) 
 template <bool NARROW>
 __device__ __forceinline__ uint64_t load_half(const uint8_t* p, int n) {
   if (NARROW) return load_le_u32(p, n);
-  return load_le_bytes(p, n);
+  return load_le_bytes(p, 8);  // unmasked: unpack_half reads only the low 8L bits
 }
 template <bool NARROW>
 __device__ __forceinline__ void unpack(uint64_t w, int L, float (&f)[8]) {
@@ -349,7 +349,7 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(KernelConfig c, AttnBatc
             for (int g = 0; g < G; ++g) {
               qm[g] = 0.f;
 #pragma unroll
-              for (int j = 0; j < CPL; ++j) qm[g] += qv[g][j] * static_cast<float>(m.mn[j]);
+              for (int j = 0; j < CPL; ++j) qm[g] = fmaf(qv[g][j], code_to_float(m.mn[j]), qm[g]);
             }
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
@@ -406,7 +406,7 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(KernelConfig c, AttnBatc
             for (int j = 0; j < CPL; ++j) {
 #pragma unroll
               for (int g = 0; g < G; ++g)
-                acc[g][j] += static_cast<float>(m.mn[j]) * Wr[g * 16 + r] + WZr[g * 16 + r];
+                acc[g][j] += fmaf(code_to_float(m.mn[j]), Wr[g * 16 + r], WZr[g * 16 + r]);
             }
 #pragma unroll
             for (int half = 0; half < 2; ++half) {

@@ -260,16 +260,41 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
   if (tile == 0)
     for (int j = threadIdx.x; j < N; j += blockDim.x) sc[SL.perm + j] = static_cast<uint8_t>(perm[j]);
 
-  // Quantize the tile into shared memory, stored token order.
-  for (int i = threadIdx.x; i < N * D; i += blockDim.x) {
-    const int j = i / D, ch = i - j * D;
+  // Per stored slot: the element pointer of this head's row and the token's affine
+  // (computed once per slot, not per value).
+  __shared__ const void* row_ptr[fmt::kMaxBlockTokens];
+  __shared__ int row_dtype[fmt::kMaxBlockTokens];
+  __shared__ float row_scale[fmt::kMaxBlockTokens];
+  __shared__ int32_t row_zero[fmt::kMaxBlockTokens];
+  for (int j = threadIdx.x; j < N; j += blockDim.x) {
     const int t = perm[j];
     const RowRef r = source_row(c, s, blk, t, k_new, v_new, in_dtype);
-    const float x = row_value(r, is_v ? r.v : r.k, static_cast<size_t>(h) * D + ch, c.kv_dtype);
-    fmt::Affine a;
-    a.zero = zs[t];
-    a.scale = ss[t];
-    codes[i] = static_cast<uint8_t>(fmt::quantize(x, a, qmax));
+    const size_t esz = r.dtype == PACKKV_DTYPE_F32 ? 4 : 2;
+    row_ptr[j] = static_cast<const uint8_t*>(is_v ? r.v : r.k) + (r.off + static_cast<size_t>(h) * D) * esz;
+    row_dtype[j] = r.from_input ? r.dtype : -1 - r.dtype;  // negative: already kv_dtype
+    row_scale[j] = ss[t];
+    row_zero[j] = zs[t];
+  }
+  __syncthreads();
+  // Quantize the tile into shared memory, stored token order. Threads walk (slot,
+  // channel) with a 2-D stride so that no index division is needed per value.
+  {
+    const int rows_per_pass = blockDim.x / D > 0 ? blockDim.x / D : 1;
+    const int ch0 = threadIdx.x % D, j0 = threadIdx.x / D;
+    if (j0 < rows_per_pass) {
+      for (int j = j0; j < N; j += rows_per_pass) {
+        const int dt = row_dtype[j];
+        float x;
+        for (int ch = ch0; ch < D; ch += blockDim.x) {
+          if (dt >= 0) x = round_to(load_elem(row_ptr[j], ch, dt), c.kv_dtype);
+          else x = load_elem(row_ptr[j], ch, -1 - dt);
+          fmt::Affine a;
+          a.zero = row_zero[j];
+          a.scale = row_scale[j];
+          codes[j * D + ch] = static_cast<uint8_t>(fmt::quantize(x, a, qmax));
+        }
+      }
+    }
   }
   __syncthreads();
   // Pack minimums and encode lengths.
@@ -390,19 +415,38 @@ __global__ void __launch_bounds__(kThreads) flush_commit_kernel(
     reinterpret_cast<int32_t*>(blob + BL.v_zero_at)[i] = reinterpret_cast<const int32_t*>(sc + SL.vz)[src];
     reinterpret_cast<float*>(blob + BL.v_scale_at)[i] = reinterpret_cast<const float*>(sc + SL.vs)[src];
   }
-  // Tiles: one warp per tile, byte copy (tiles are 2-byte granular and unaligned).
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int nwarps = blockDim.x >> 5;
-  size_t begin = 0;
-  for (int t = 0; t < 2 * H; ++t) {
-    const uint32_t sz = sizes[t];
-    if (t % nwarps == warp) {
-      const uint8_t* src = sc + SL.tiles + SL.tile_stride * t;
-      uint8_t* dst = blob + BL.tiles_at + begin;
-      for (uint32_t i = lane; i < sz; i += 32) dst[i] = src[i];
+  // Tiles: all threads copy 2-byte units (tile sizes and offsets are even); the
+  // owning tile of a unit is found by binary search over the tile ends.
+  uint32_t total_tiles = 0;
+  if (small) {
+    total_tiles = ends[2 * H - 1];
+    const int nt = 2 * H;
+    for (uint32_t u = threadIdx.x; u < total_tiles / 2; u += blockDim.x) {
+      const uint32_t byte = 2 * u;
+      int lo = 0, hi = nt - 1;
+      while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (ends[mid] > byte) hi = mid; else lo = mid + 1;
+      }
+      const uint32_t begin = lo == 0 ? 0u : ends[lo - 1];
+      const uint8_t* src = sc + SL.tiles + SL.tile_stride * lo + (byte - begin);
+      uint8_t* dst = blob + BL.tiles_at + byte;
+      *reinterpret_cast<uint16_t*>(dst) = *reinterpret_cast<const uint16_t*>(src);
     }
-    begin += sz;
+  } else {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int nwarps = blockDim.x >> 5;
+    for (int t = 0; t < 2 * H; ++t) {
+      const uint32_t sz = sizes[t];
+      if (t % nwarps == warp) {
+        const uint8_t* src = sc + SL.tiles + SL.tile_stride * t;
+        uint8_t* dst = blob + BL.tiles_at + total_tiles;
+        for (uint32_t i = lane; i < sz; i += 32) dst[i] = src[i];
+      }
+      total_tiles += sz;
+    }
   }
+  const size_t begin = total_tiles;
   // Zero the alignment tail so that over-reads see defined bytes.
   const size_t total = BL.tiles_at + begin;
   for (size_t i = total + threadIdx.x; i < align16(total); i += blockDim.x) blob[i] = 0;
