@@ -99,7 +99,8 @@ void to_float(const void* src, packkv_dtype_t dtype, size_t n, float* dst) {
       for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(s[i]);
       break;
     }
-    default: std::memcpy(dst, src, n * sizeof(float));
+    default:
+      if (n != 0) std::memcpy(dst, src, n * sizeof(float));  // src/dst may be NULL when n == 0
   }
 }
 
@@ -115,7 +116,8 @@ void from_float(const float* src, size_t n, packkv_dtype_t dtype, void* dst) {
       for (size_t i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
       break;
     }
-    default: std::memcpy(dst, src, n * sizeof(float));
+    default:
+      if (n != 0) std::memcpy(dst, src, n * sizeof(float));  // src/dst may be NULL when n == 0
   }
 }
 

@@ -239,3 +239,31 @@ TEST_CASE("numeric edges: a token spanning [-1e38, 3.38e38] decompresses to fini
     CHECK(std::isfinite(d.k[0]));
   }
 }
+
+// Regression (fuzz_api, UBSan): with an empty residual window (here: residual_tokens 0
+// and a whole number of blocks) attention converted 0 residual values with
+// memcpy(NULL, NULL, 0), undefined behaviour. Run under the `asan` preset.
+TEST_CASE("numeric edges: every read call on a sequence whose residual window is empty") {
+  for (packkv_dtype_t kv_dtype : {PACKKV_DTYPE_F16, PACKKV_DTYPE_BF16, PACKKV_DTYPE_F32}) {
+    CAPTURE(kv_dtype);
+    packkv_cache_params_t p = pkt::params(kHeads, kDim, 2);
+    p.kv_dtype = kv_dtype;
+    p.residual_tokens = 0;
+    pkt::Cache c(p);
+    const std::vector<float> k = pkt::kv_data(64, kHeads, kDim, 5), v = pkt::kv_data(64, kHeads, kDim, 6);
+    pkt::append1(c, 0, k, v, 0, 64, kRow);
+    REQUIRE(pkt::stats(c).n_residual_tokens == 0);
+    const int32_t ids[2] = {0, 1};  // one compressed-only sequence, one empty one
+    const int hq = kHeads;
+    std::vector<float> q = pkt::kv_data(2, hq, kDim, 7, 0.5f), scores(2 * hq * 64), probs(2 * hq * 64, 1.0f / 64);
+    std::vector<float> out(2 * hq * kDim), lse(2 * hq);
+    CHECK(packkv_attn_scores(c, 2, ids, hq, q.data(), PACKKV_DTYPE_F32, scores.data(), 64, nullptr, 0, nullptr) ==
+          PACKKV_OK);
+    CHECK(packkv_attn_apply(c, 2, ids, hq, probs.data(), 64, out.data(), nullptr, 0, nullptr) == PACKKV_OK);
+    CHECK(packkv_attn_decode(c, 2, ids, hq, q.data(), PACKKV_DTYPE_F32, 0.125f, out.data(), lse.data(), nullptr, 0,
+                             nullptr) == PACKKV_OK);
+    for (int j = 0; j < hq; ++j) CHECK(std::isfinite(lse[j]));
+    const pkt::Decompressed d = pkt::decompress(c, 0, kRow);
+    CHECK(d.k.size() == 64 * kRow);
+  }
+}
