@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -249,7 +250,7 @@ Row run_shape(const Opts& o, const __half* d_real, const char* src, int BH, int 
   {
     std::vector<int32_t> ones(B, 1);
     gen_append<<<256, 256, 0, st>>>(d_real, ak, av, B, 1, T, H, D);
-    std::vector<float> fl, nf;
+    std::vector<float> fl, nf, flh, nfh;
     cudaEvent_t a, b;
     CK(cudaEventCreate(&a));
     CK(cudaEventCreate(&b));
@@ -257,7 +258,9 @@ Row run_shape(const Opts& o, const __half* d_real, const char* src, int BH, int 
     for (int step = 0; step < 200 && static_cast<int>(fl.size()) < 3; ++step) {
       PK(packkv_cache_stats(cache, 0, &s));
       CK(cudaEventRecord(a, st));
+      const auto h0 = std::chrono::steady_clock::now();
       PK(packkv_cache_append(cache, B, ids.data(), ones.data(), ak, av, PACKKV_DTYPE_F16, st));
+      const double host_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - h0).count();
       CK(cudaEventRecord(b, st));
       CK(cudaEventSynchronize(b));
       float ms = 0;
@@ -266,6 +269,7 @@ Row run_shape(const Opts& o, const __half* d_real, const char* src, int BH, int 
       s2.struct_size = sizeof s2;
       PK(packkv_cache_stats(cache, 0, &s2));
       (s2.n_blocks > s.n_blocks ? fl : nf).push_back(ms);
+      (s2.n_blocks > s.n_blocks ? flh : nfh).push_back(static_cast<float>(host_us));
     }
     CK(cudaEventDestroy(a));
     CK(cudaEventDestroy(b));
@@ -273,6 +277,12 @@ Row run_shape(const Opts& o, const __half* d_real, const char* src, int BH, int 
     std::sort(nf.begin(), nf.end());
     r.flush = fl.empty() ? NAN : fl[fl.size() / 2];
     r.append_noflush = nf.empty() ? NAN : nf[nf.size() / 2];
+    std::sort(flh.begin(), flh.end());
+    std::sort(nfh.begin(), nfh.end());
+    std::printf("  [flush detail BH=%d T=%d D=%d g=%d] GPU-timeline append: flushing %.1f us, plain %.1f us; host time "
+                "in the call: flushing %.1f us, plain %.1f us\n",
+                BH, T, D, g, r.flush * 1e3, r.append_noflush * 1e3, flh.empty() ? NAN : flh[flh.size() / 2],
+                nfh.empty() ? NAN : nfh[nfh.size() / 2]);
   }
   packkv_cache_destroy(cache);
   CK(cudaFree(ak));

@@ -70,7 +70,12 @@ fi
 if [ "$MODE" = all ] || [ "$MODE" = profile ]; then
   # Hardware counters of the fused attention kernel (first launch: scores at the
   # headline shape) and of the flush kernels (first prefill batch).
-  for k in attn_kernel flush_tiles_kernel; do
+  # decode-time flush: the prefill of --one issues 96 flush kernels first.
+  timeout 240 ncu --clock-control none -k regex:flush_ --launch-skip 96 --launch-count 3 \
+    --section SpeedOfLight --section LaunchStats --section Occupancy \
+    "$BUILD"/bench/packkv_bench_gpu --one --reps 1 --data data/smollm2_kv_sample.safetensors > "$OUT/ncu_flush_decode.txt" 2>&1
+  log "ncu decode flush rc=$?: $(grep -E '^  [a-z_:<>(), ]*flush_|Duration' "$OUT/ncu_flush_decode.txt" | tr -s ' ' | tr '\n' ' ' | head -c 600)"
+  for k in ${NCU_KERNELS:-attn_kernel}; do
     timeout 240 ncu --clock-control none -k regex:$k --launch-count 1 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
       --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
