@@ -436,6 +436,8 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(KernelConfig c, AttnBatc
   } else {
     // Residual window: dense tokens of the ring, 16 per warp iteration.
     const size_t row_elems = static_cast<size_t>(H) * D;
+    const void* ring_k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);
+    const void* ring_v = reinterpret_cast<const void*>(d.ring_table[2 * s.seq + 1]);
     const int64_t pos0 = static_cast<int64_t>(s.n_blocks) * N;
     for (int c0 = 16 * warp; c0 < s.res_len; c0 += 16 * kWarps) {
       const int n = min(16, s.res_len - c0);
@@ -457,7 +459,7 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(KernelConfig c, AttnBatc
               const size_t o = ring_off(i);
 #pragma unroll
               for (int j = 0; j < CPL; ++j) {
-                const float x = load_elem(s.ring_k, o + j, c.kv_dtype);
+                const float x = load_elem(ring_k, o + j, c.kv_dtype);
 #pragma unroll
                 for (int g = 0; g < G; ++g) part[k * G + g] = fmaf(qv[g][j], x, part[k * G + g]);
               }
@@ -482,7 +484,7 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(KernelConfig c, AttnBatc
           const size_t o = ring_off(i);
 #pragma unroll
           for (int j = 0; j < CPL; ++j) {
-            const float x = load_elem(s.ring_v, o + j, c.kv_dtype);
+            const float x = load_elem(ring_v, o + j, c.kv_dtype);
 #pragma unroll
             for (int g = 0; g < G; ++g) acc[g][j] = fmaf(sc[g * N + i], x, acc[g][j]);
           }

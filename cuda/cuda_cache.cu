@@ -71,15 +71,17 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
   seqs_.resize(static_cast<size_t>(c.max_seqs));
 
   const size_t ms = static_cast<size_t>(c.max_seqs);
-  const size_t bt = ms * kc_.max_blocks * 8, st = ms * 6 * 8, us = ms * 8;
-  check(cudaMalloc(&d_meta_, bt + st + us + 8), "cudaMalloc(block table)");
+  const size_t bt = ms * kc_.max_blocks * 8, st = ms * 6 * 8, us = ms * 8, rt = ms * 16;
+  check(cudaMalloc(&d_meta_, bt + st + us + 8 + rt), "cudaMalloc(block table)");
   uint8_t* m = static_cast<uint8_t*>(d_meta_);
   dp_.block_table = reinterpret_cast<unsigned long long*>(m);
   dp_.seq_stats = reinterpret_cast<long long*>(m + bt);
   d_used_ = reinterpret_cast<unsigned long long*>(m + bt + st);
   dp_.err_key = reinterpret_cast<unsigned long long*>(m + bt + st + us);
+  dp_.ring_table = reinterpret_cast<unsigned long long*>(m + bt + st + us + 8);
+  dp_.used = d_used_;
   try {
-    check(cudaMemset(m, 0, bt + st + us), "cudaMemset");
+    check(cudaMemset(m, 0, bt + st + us + 8 + rt), "cudaMemset");
     check(cudaMemset(dp_.err_key, 0xff, 8), "cudaMemset");
     check(cudaMallocHost(&h_snap_, us), "cudaMallocHost");
     check(cudaEventCreateWithFlags(&snap_ev_, cudaEventDisableTiming), "cudaEventCreate");
@@ -185,6 +187,7 @@ void CudaCache::append(int n_seqs, const int32_t* seq_ids, const int32_t* n_toke
       if (e != cudaSuccess) { cudaFreeAsync(rk, stream); check(e, "cudaMallocAsync(residual ring)"); }
       s.ring_k = rk;
       s.ring_v = rv;
+      cu::launch_set_ring(dp_, seq_ids[i], rk, rv, stream);
     }
     const size_t need = static_cast<size_t>(flush_blocks[i]) * worst;
     if (need > 0 && (s.chunks.empty() || s.bound + need > s.cap)) {
@@ -228,10 +231,7 @@ void CudaCache::append(int n_seqs, const int32_t* seq_ids, const int32_t* n_toke
         if (fb.n == cu::kMaxFlushSeqs || fb.total_blocks == kMaxBlocksPerFlushLaunch) launch();
         const int take = std::min(flush_blocks[i] - done, kMaxBlocksPerFlushLaunch - fb.total_blocks);
         cu::FlushSeq& d = fb.s[fb.n++];
-        d.ring_k = s.ring_k;
-        d.ring_v = s.ring_v;
         d.chunk = s.chunks.back().ptr;
-        d.used = d_used_ + seq_ids[i];
         d.in_row = in_row[i];
         d.pos_base = s.n_blocks * N;
         d.win_base = static_cast<int64_t>(done) * N;
@@ -260,8 +260,6 @@ void CudaCache::append(int n_seqs, const int32_t* seq_ids, const int32_t* n_toke
       if (rb.n == cu::kMaxResidualSeqs) launch();
       const Seq& s = seqs_[seq_ids[i]];
       cu::ResidualSeq& d = rb.s[rb.n++];
-      d.ring_k = s.ring_k;
-      d.ring_v = s.ring_v;
       d.in_row = in_row[i];
       d.pos_base = s.n_blocks * N;
       d.n_new = n_tokens[i];
@@ -360,8 +358,6 @@ void CudaCache::stats(int seq, packkv_cache_stats_t* out) const {
 cu::AttnSeq CudaCache::attn_seq(int seq) const {
   const Seq& s = seqs_[seq];
   cu::AttnSeq a;
-  a.ring_k = s.ring_k;
-  a.ring_v = s.ring_v;
   a.seq = seq;
   a.n_blocks = static_cast<int>(s.n_blocks);
   a.res_len = s.res_len;

@@ -73,14 +73,17 @@ __global__ void decompress_blocks_kernel(KernelConfig c, CacheDevicePtrs d, Attn
   }
 }
 
-__global__ void decompress_residual_kernel(KernelConfig c, AttnSeq s, float* k_out, float* v_out) {
+__global__ void decompress_residual_kernel(KernelConfig c, CacheDevicePtrs d, AttnSeq s, float* k_out,
+                                           float* v_out) {
+  const void* ring_k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);
+  const void* ring_v = reinterpret_cast<const void*>(d.ring_table[2 * s.seq + 1]);
   const size_t row = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
   const int i = blockIdx.x;
   const size_t dst = (static_cast<size_t>(s.n_blocks) * c.block_tokens + i) * row;
   const size_t src = static_cast<size_t>((s.ring_start + i) % c.ring_tokens) * row;
   for (size_t j = threadIdx.x; j < row; j += blockDim.x) {
-    if (k_out) k_out[dst + j] = load_elem(s.ring_k, src + j, c.kv_dtype);
-    if (v_out) v_out[dst + j] = load_elem(s.ring_v, src + j, c.kv_dtype);
+    if (k_out) k_out[dst + j] = load_elem(ring_k, src + j, c.kv_dtype);
+    if (v_out) v_out[dst + j] = load_elem(ring_v, src + j, c.kv_dtype);
   }
 }
 
@@ -94,7 +97,7 @@ void launch_decompress(const KernelConfig& c, const CacheDevicePtrs& d, const At
     check_launch("decompress_blocks_kernel");
   }
   if (s.res_len > 0) {
-    decompress_residual_kernel<<<s.res_len, 256, 0, stream>>>(c, s, k_out, v_out);
+    decompress_residual_kernel<<<s.res_len, 256, 0, stream>>>(c, d, s, k_out, v_out);
     check_launch("decompress_residual_kernel");
   }
 }

@@ -25,7 +25,6 @@ namespace cu {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kTokPerStatsCta = 8;  // one warp per token
 
 __host__ __device__ inline size_t align16(size_t x) { return (x + 15) & ~static_cast<size_t>(15); }
 
@@ -71,16 +70,16 @@ struct RowRef {
   bool from_input;  // true: needs conversion to kv_dtype and the finite check
   int64_t pos;      // absolute token position in the sequence
 };
-__device__ inline RowRef source_row(const KernelConfig& c, const FlushSeq& s, int b, int t,
-                                    const void* k_new, const void* v_new, int in_dtype) {
+__device__ inline RowRef source_row(const KernelConfig& c, const CacheDevicePtrs& d, const FlushSeq& s,
+                                    int b, int t, const void* k_new, const void* v_new, int in_dtype) {
   RowRef r;
   const int64_t idx = s.win_base + static_cast<int64_t>(b) * c.block_tokens + t;
   const size_t row_elems = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
   r.pos = s.pos_base + idx;
   if (idx < s.res_len) {
     const int slot = static_cast<int>((s.ring_start + idx) % c.ring_tokens);
-    r.k = s.ring_k;
-    r.v = s.ring_v;
+    r.k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);
+    r.v = reinterpret_cast<const void*>(d.ring_table[2 * s.seq + 1]);
     r.off = static_cast<size_t>(slot) * row_elems;
     r.dtype = c.kv_dtype;
     r.from_input = false;
@@ -105,78 +104,84 @@ __device__ inline void report_nonfinite(unsigned long long* err_key, int seq, in
   atomicMin(err_key, key);
 }
 
-// ---- 1. per-token statistics ----
+// ---- 1. per-token statistics (one CTA per token: every thread loads a few values, so
+// a decode-time flush is a couple of memory round trips, not a per-lane loop) ----
+__device__ inline void block_minmax(float& mn, float& mx, float* red /*[2][32]*/) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  }
+  if (lane == 0) { red[warp] = mn; red[32 + warp] = mx; }
+  __syncthreads();
+  mn = red[0];
+  mx = red[32];
+  for (int w = 1; w < nw; ++w) { mn = fminf(mn, red[w]); mx = fmaxf(mx, red[32 + w]); }
+  __syncthreads();
+}
+
 __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
     KernelConfig c, FlushBatch b, CacheDevicePtrs d, const void* k_new, const void* v_new,
     int in_dtype, uint8_t* scratch) {
-  extern __shared__ uint32_t hist_all[];  // [8 warps][2^bits_v] (median only)
+  __shared__ uint32_t hist[256];
+  __shared__ float red[64];
+  __shared__ int bad_s;
   const int fb = blockIdx.y;
   const FlushSeq& s = b.s[find_desc(b, fb)];
   const int blk = fb - s.block_start;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int t = blockIdx.x * kTokPerStatsCta + warp;
+  const int t = blockIdx.x;
   const ScratchLayout L = scratch_layout(c);
   uint8_t* sc = scratch + static_cast<size_t>(fb) * L.total;
-  if (t >= c.block_tokens) return;
-  const RowRef r = source_row(c, s, blk, t, k_new, v_new, in_dtype);
+  const RowRef r = source_row(c, d, s, blk, t, k_new, v_new, in_dtype);
   const int hd = c.n_kv_heads * c.head_dim;
   const int gsize = hd / c.groups;
+  if (threadIdx.x == 0) bad_s = 0;
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+  __syncthreads();
   bool bad = false;
   for (int g = 0; g < c.groups; ++g) {
     float kmn = INFINITY, kmx = -INFINITY, vmn = INFINITY, vmx = -INFINITY;
-    for (int i = g * gsize + lane; i < (g + 1) * gsize; i += 32) {
-      float kx = row_value(r, r.k, i, c.kv_dtype);
-      float vx = row_value(r, r.v, i, c.kv_dtype);
-      if (!isfinite(kx) || !isfinite(vx)) bad = true;
+#pragma unroll 4
+    for (int i = g * gsize + threadIdx.x; i < (g + 1) * gsize; i += blockDim.x) {
+      const float kx = row_value(r, r.k, i, c.kv_dtype);
+      const float vx = row_value(r, r.v, i, c.kv_dtype);
+      bad |= !isfinite(kx) || !isfinite(vx);
       kmn = fminf(kmn, kx); kmx = fmaxf(kmx, kx);
       vmn = fminf(vmn, vx); vmx = fmaxf(vmx, vx);
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      kmn = fminf(kmn, __shfl_xor_sync(0xffffffffu, kmn, o));
-      kmx = fmaxf(kmx, __shfl_xor_sync(0xffffffffu, kmx, o));
-      vmn = fminf(vmn, __shfl_xor_sync(0xffffffffu, vmn, o));
-      vmx = fmaxf(vmx, __shfl_xor_sync(0xffffffffu, vmx, o));
-    }
-    if (lane == 0) {
-      fmt::Affine ka = fmt::group_affine(kmn, kmx, c.rel_k);
-      fmt::Affine va = fmt::group_affine(vmn, vmx, c.rel_v);
+    block_minmax(kmn, kmx, red);
+    block_minmax(vmn, vmx, red);
+    const fmt::Affine ka = fmt::group_affine(kmn, kmx, c.rel_k);
+    const fmt::Affine va = fmt::group_affine(vmn, vmx, c.rel_v);
+    if (threadIdx.x == 0) {
       const int at = g * c.block_tokens + t;
       reinterpret_cast<int32_t*>(sc + L.kz)[at] = ka.zero;
       reinterpret_cast<float*>(sc + L.ks)[at] = ka.scale;
       reinterpret_cast<int32_t*>(sc + L.vz)[at] = va.zero;
       reinterpret_cast<float*>(sc + L.vs)[at] = va.scale;
     }
-  }
-  bad = __any_sync(0xffffffffu, bad);
-  if (bad && lane == 0 && r.from_input) report_nonfinite(d.err_key, s.seq, r.pos);
-  if (!c.median) return;
-  __syncwarp();
-  // Lower median of the token's V codes over all heads and dims, via a histogram.
-  const int nbins = 1 << c.bits_v;
-  uint32_t* hist = hist_all + warp * 256;
-  for (int i = lane; i < nbins; i += 32) hist[i] = 0;
-  __syncwarp();
-  const uint32_t qmax = static_cast<uint32_t>(nbins - 1);
-  for (int g = 0; g < c.groups; ++g) {
-    const int at = g * c.block_tokens + t;
-    fmt::Affine va;
-    va.zero = reinterpret_cast<const int32_t*>(sc + L.vz)[at];
-    va.scale = reinterpret_cast<const float*>(sc + L.vs)[at];
-    for (int i = g * gsize + lane; i < (g + 1) * gsize; i += 32) {
-      uint32_t q = fmt::quantize(row_value(r, r.v, i, c.kv_dtype), va, qmax);
-      atomicAdd(&hist[q], 1u);
+    if (c.median) {  // histogram of the token's V codes (all groups)
+      const uint32_t qmax = (1u << c.bits_v) - 1u;
+#pragma unroll 4
+      for (int i = g * gsize + threadIdx.x; i < (g + 1) * gsize; i += blockDim.x)
+        atomicAdd(&hist[fmt::quantize(row_value(r, r.v, i, c.kv_dtype), va, qmax)], 1u);
     }
   }
-  __syncwarp();
-  if (lane == 0) {
-    const uint32_t k = static_cast<uint32_t>(hd - 1) / 2;  // lower median: sorted[(n-1)/2]
-    uint32_t cum = 0, med = 0;
-    for (int v = 0; v < nbins; ++v) {
-      cum += hist[v];
-      if (cum > k) { med = static_cast<uint32_t>(v); break; }
+  if (bad) atomicOr(&bad_s, 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    if (bad_s && r.from_input) report_nonfinite(d.err_key, s.seq, r.pos);
+    if (c.median) {
+      // Lower median of the token's V codes over all heads and dims: sorted[(n-1)/2].
+      const uint32_t k = static_cast<uint32_t>(hd - 1) / 2;
+      uint32_t cum = 0, med = 0;
+      for (int v = 0; v < (1 << c.bits_v); ++v) {
+        cum += hist[v];
+        if (cum > k) { med = static_cast<uint32_t>(v); break; }
+      }
+      reinterpret_cast<uint32_t*>(sc + L.med)[t] = med;
     }
-    reinterpret_cast<uint32_t*>(sc + L.med)[t] = med;
   }
 }
 
@@ -228,7 +233,7 @@ __device__ void compute_perm(const KernelConfig& c, const uint32_t* med, int* pe
 
 // ---- 2. one tile per CTA ----
 __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
-    KernelConfig c, FlushBatch b, const void* k_new, const void* v_new, int in_dtype,
+    KernelConfig c, FlushBatch b, CacheDevicePtrs d, const void* k_new, const void* v_new, int in_dtype,
     uint8_t* scratch) {
   extern __shared__ __align__(16) uint8_t smem[];
   const int N = c.block_tokens, D = c.head_dim, H = c.n_kv_heads;
@@ -268,7 +273,7 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
   __shared__ int32_t row_zero[fmt::kMaxBlockTokens];
   for (int j = threadIdx.x; j < N; j += blockDim.x) {
     const int t = perm[j];
-    const RowRef r = source_row(c, s, blk, t, k_new, v_new, in_dtype);
+    const RowRef r = source_row(c, d, s, blk, t, k_new, v_new, in_dtype);
     const size_t esz = r.dtype == PACKKV_DTYPE_F32 ? 4 : 2;
     row_ptr[j] = static_cast<const uint8_t*>(is_v ? r.v : r.k) + (r.off + static_cast<size_t>(h) * D) * esz;
     row_dtype[j] = r.from_input ? r.dtype : -1 - r.dtype;  // negative: already kv_dtype
@@ -282,16 +287,28 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
     const int rows_per_pass = blockDim.x / D > 0 ? blockDim.x / D : 1;
     const int ch0 = threadIdx.x % D, j0 = threadIdx.x / D;
     if (j0 < rows_per_pass) {
-      for (int j = j0; j < N; j += rows_per_pass) {
-        const int dt = row_dtype[j];
-        float x;
-        for (int ch = ch0; ch < D; ch += blockDim.x) {
-          if (dt >= 0) x = round_to(load_elem(row_ptr[j], ch, dt), c.kv_dtype);
-          else x = load_elem(row_ptr[j], ch, -1 - dt);
-          fmt::Affine a;
-          a.zero = row_zero[j];
-          a.scale = row_scale[j];
-          codes[j * D + ch] = static_cast<uint8_t>(fmt::quantize(x, a, qmax));
+      constexpr int U = 8;  // rows in flight per thread
+      for (int jb = j0; jb < N; jb += U * rows_per_pass) {
+        float x[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const int j = jb + u * rows_per_pass;
+          x[u] = 0.f;
+          if (j < N) {
+            const int dt = row_dtype[j];
+            x[u] = dt >= 0 ? round_to(load_elem(row_ptr[j], ch0, dt), c.kv_dtype)
+                           : load_elem(row_ptr[j], ch0, -1 - dt);
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const int j = jb + u * rows_per_pass;
+          if (j < N) {
+            fmt::Affine a;
+            a.zero = row_zero[j];
+            a.scale = row_scale[j];
+            codes[j * D + ch0] = static_cast<uint8_t>(fmt::quantize(x[u], a, qmax));
+          }
         }
       }
     }
@@ -376,7 +393,7 @@ __global__ void __launch_bounds__(kThreads) flush_commit_kernel(
     }
     const size_t total = BL.tiles_at + run;
     const unsigned long long alloc = align16(total);
-    const unsigned long long off = atomicAdd(s.used, alloc);
+    const unsigned long long off = atomicAdd(d.used + s.seq, alloc);
     uint8_t* blob = s.chunk + off;
     blob_s = blob;
     d.block_table[static_cast<size_t>(s.seq) * c.max_blocks + s.first_block + blk] =
@@ -421,17 +438,31 @@ __global__ void __launch_bounds__(kThreads) flush_commit_kernel(
   if (small) {
     total_tiles = ends[2 * H - 1];
     const int nt = 2 * H;
-    for (uint32_t u = threadIdx.x; u < total_tiles / 2; u += blockDim.x) {
-      const uint32_t byte = 2 * u;
-      int lo = 0, hi = nt - 1;
-      while (lo < hi) {
-        const int mid = (lo + hi) >> 1;
-        if (ends[mid] > byte) hi = mid; else lo = mid + 1;
+    constexpr int U = 8;  // units in flight per thread
+    const uint32_t units = total_tiles / 2;
+    for (uint32_t u0 = threadIdx.x; u0 < units; u0 += U * blockDim.x) {
+      uint16_t v[U];
+      uint32_t at[U];
+#pragma unroll
+      for (int k = 0; k < U; ++k) {
+        const uint32_t u = u0 + k * blockDim.x;
+        at[k] = 0xffffffffu;
+        v[k] = 0;
+        if (u < units) {
+          const uint32_t byte = 2 * u;
+          int lo = 0, hi = nt - 1;
+          while (lo < hi) {
+            const int mid = (lo + hi) >> 1;
+            if (ends[mid] > byte) hi = mid; else lo = mid + 1;
+          }
+          const uint32_t begin = lo == 0 ? 0u : ends[lo - 1];
+          v[k] = *reinterpret_cast<const uint16_t*>(sc + SL.tiles + SL.tile_stride * lo + (byte - begin));
+          at[k] = byte;
+        }
       }
-      const uint32_t begin = lo == 0 ? 0u : ends[lo - 1];
-      const uint8_t* src = sc + SL.tiles + SL.tile_stride * lo + (byte - begin);
-      uint8_t* dst = blob + BL.tiles_at + byte;
-      *reinterpret_cast<uint16_t*>(dst) = *reinterpret_cast<const uint16_t*>(src);
+#pragma unroll
+      for (int k = 0; k < U; ++k)
+        if (at[k] != 0xffffffffu) *reinterpret_cast<uint16_t*>(blob + BL.tiles_at + at[k]) = v[k];
     }
   } else {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -466,19 +497,33 @@ __global__ void __launch_bounds__(kThreads) residual_write_kernel(
   const size_t src = static_cast<size_t>(s.in_row + i) * row;
   const int slot = static_cast<int>((s.ring_start + idx) % c.ring_tokens);
   const size_t dst = static_cast<size_t>(slot) * row;
+  void* ring_k = reinterpret_cast<void*>(d.ring_table[2 * s.seq]);
+  void* ring_v = reinterpret_cast<void*>(d.ring_table[2 * s.seq + 1]);
   bool bad = false;
   for (size_t j = lane; j < row; j += 32) {
     float kx = round_to(load_elem(k_new, src + j, in_dtype), c.kv_dtype);
     float vx = round_to(load_elem(v_new, src + j, in_dtype), c.kv_dtype);
     bad |= !isfinite(kx) || !isfinite(vx);
-    store_elem(s.ring_k, dst + j, c.kv_dtype, kx);
-    store_elem(s.ring_v, dst + j, c.kv_dtype, vx);
+    store_elem(ring_k, dst + j, c.kv_dtype, kx);
+    store_elem(ring_v, dst + j, c.kv_dtype, vx);
   }
   bad = __any_sync(0xffffffffu, bad);
   if (bad && lane == 0) report_nonfinite(d.err_key, s.seq, s.pos_base + idx);
 }
 
+__global__ void set_ring_kernel(unsigned long long* table, int seq, unsigned long long k,
+                                unsigned long long v) {
+  table[2 * seq] = k;
+  table[2 * seq + 1] = v;
+}
+
 }  // namespace
+
+void launch_set_ring(const CacheDevicePtrs& d, int seq, void* ring_k, void* ring_v, cudaStream_t stream) {
+  set_ring_kernel<<<1, 1, 0, stream>>>(d.ring_table, seq, reinterpret_cast<unsigned long long>(ring_k),
+                                       reinterpret_cast<unsigned long long>(ring_v));
+  check_launch("set_ring_kernel");
+}
 
 size_t flush_scratch_bytes_per_block(const KernelConfig& c) { return scratch_layout(c).total; }
 
@@ -492,9 +537,8 @@ void launch_flush(const KernelConfig& c, const FlushBatch& b, const CacheDeviceP
                   const void* k_new, const void* v_new, int in_dtype, uint8_t* scratch,
                   cudaStream_t stream) {
   if (b.total_blocks == 0) return;
-  dim3 g1(c.block_tokens / kTokPerStatsCta, b.total_blocks);
-  const size_t hist = c.median ? 8 * 256 * sizeof(uint32_t) : 0;
-  flush_stats_kernel<<<g1, kThreads, hist, stream>>>(c, b, d, k_new, v_new, in_dtype, scratch);
+  dim3 g1(c.block_tokens, b.total_blocks);
+  flush_stats_kernel<<<g1, kThreads, 0, stream>>>(c, b, d, k_new, v_new, in_dtype, scratch);
   check_launch("flush_stats_kernel");
   const size_t smem = flush_smem_bytes(c);
   static thread_local size_t configured = 0;  // per-thread cache of the opt-in size
@@ -505,7 +549,7 @@ void launch_flush(const KernelConfig& c, const FlushBatch& b, const CacheDeviceP
     configured = smem;
   }
   dim3 g2(2 * c.n_kv_heads, b.total_blocks);
-  flush_tiles_kernel<<<g2, kThreads, smem, stream>>>(c, b, k_new, v_new, in_dtype, scratch);
+  flush_tiles_kernel<<<g2, kThreads, smem, stream>>>(c, b, d, k_new, v_new, in_dtype, scratch);
   check_launch("flush_tiles_kernel");
   flush_commit_kernel<<<b.total_blocks, kThreads, 0, stream>>>(c, b, d, scratch);
   check_launch("flush_commit_kernel");

@@ -33,15 +33,14 @@ struct KernelConfig {
 
 // ---- append / flush (encode.cu) ----
 
-constexpr int kMaxFlushSeqs = 128;
+// Descriptor arrays are sized so that every kernel's parameters stay under 4 KB: larger
+// parameter blocks made each launch cost ~25 us of host time on the H200 (measured).
+constexpr int kMaxFlushSeqs = 56;
 
 // One sequence's part of a flush batch: blocks [0, n_flush) of this descriptor are the
 // window tokens [win_base + b*N, win_base + (b+1)*N) of the sequence.
 struct FlushSeq {
-  const void* ring_k;   // residual ring of the sequence [C][H][D] kv_dtype
-  const void* ring_v;
-  uint8_t* chunk;       // pool chunk the blobs go to
-  unsigned long long* used; // device counter of bytes used in that chunk
+  uint8_t* chunk;       // pool chunk the blobs go to (bytes used: CacheDevicePtrs::used[seq])
   int64_t in_row;       // row of k_new/v_new holding window index res_len
   int64_t pos_base;     // absolute position of window index 0 (error messages)
   int64_t win_base;     // window index of this descriptor's first token
@@ -64,6 +63,8 @@ size_t flush_scratch_bytes_per_block(const KernelConfig& c);
 // Device pointers shared by all calls of a cache.
 struct CacheDevicePtrs {
   unsigned long long* block_table;  // [max_seqs][max_blocks] blob addresses
+  unsigned long long* ring_table;   // [max_seqs][2] residual ring addresses (K, V)
+  unsigned long long* used;         // [max_seqs] bytes used in the current pool chunk
   long long* seq_stats;             // [max_seqs][6]: k_tiles, v_tiles, k_scale, v_scale, header, perm
   unsigned long long* err_key;      // min over (seq << 40 | position) of non-finite input
 };
@@ -75,10 +76,8 @@ void launch_flush(const KernelConfig& c, const FlushBatch& b, const CacheDeviceP
                   const void* k_new, const void* v_new, int in_dtype, uint8_t* scratch,
                   cudaStream_t stream);
 
-constexpr int kMaxResidualSeqs = 128;
+constexpr int kMaxResidualSeqs = 80;
 struct ResidualSeq {
-  void* ring_k;
-  void* ring_v;
   int64_t in_row;    // row of k_new/v_new of the first new token
   int64_t pos_base;  // absolute position of window index 0
   int n_new;         // new tokens
@@ -100,12 +99,10 @@ void launch_residual_write(const KernelConfig& c, const ResidualBatch& b,
 
 // ---- attention (attention.cu) ----
 
-constexpr int kMaxAttnSeqs = 256;
+constexpr int kMaxAttnSeqs = 200;
 constexpr int kMaxSplits = 32;            // compressed-token splits per (seq, head)
 constexpr int kSplitsTotal = kMaxSplits + 1;  // + the residual window
 struct AttnSeq {
-  const void* ring_k;
-  const void* ring_v;
   int seq;
   int n_blocks;
   int res_len;
@@ -139,10 +136,20 @@ size_t attn_workspace_bytes(const KernelConfig& c, int n_seqs, int n_q_heads);
 void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d,
                       const AttnCall& a, cudaStream_t stream);
 
+// Records the residual ring addresses of a sequence in the device ring table
+// (stream-ordered, by a one-thread kernel: no host staging buffer).
+void launch_set_ring(const CacheDevicePtrs& d, int seq, void* ring_k, void* ring_v, cudaStream_t stream);
+
 // ---- decompress (decompress.cu) ----
 // Writes K and V (either may be null) of one sequence as float [T][H][D].
 void launch_decompress(const KernelConfig& c, const CacheDevicePtrs& d, const AttnSeq& s,
                        float* k_out, float* v_out, cudaStream_t stream);
+
+// Kernel parameter blocks stay under 4 KB (see kMaxFlushSeqs).
+static_assert(sizeof(KernelConfig) + sizeof(FlushBatch) + sizeof(CacheDevicePtrs) + 64 < 4096, "flush params");
+static_assert(sizeof(KernelConfig) + sizeof(ResidualBatch) + sizeof(CacheDevicePtrs) + 64 < 4096, "residual params");
+static_assert(sizeof(KernelConfig) + sizeof(AttnBatch) + sizeof(CacheDevicePtrs) + sizeof(AttnCall) + 64 < 4096,
+              "attention params");
 
 // Largest dynamic shared memory the kernels of this config need (checked at create).
 size_t flush_smem_bytes(const KernelConfig& c);
