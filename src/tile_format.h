@@ -194,8 +194,14 @@ PACKKV_HD uint32_t quantize(float x, Affine a, uint32_t qmax) {
   return (uint32_t)q;
 }
 
+// x^ = (q + z) * s, computed exactly in double (equal to the fp32 product whenever
+// |q + z| < 2^24) and clamped to the finite fp32 range: a value near FLT_MAX whose
+// grid point lies beyond it reconstructs as +-FLT_MAX, which is closer to it.
 PACKKV_HD float dequantize(uint32_t q, Affine a) {
-  return (float)((int64_t)q + (int64_t)a.zero) * a.scale;
+  double v = (double)((int64_t)q + (int64_t)a.zero) * (double)a.scale;
+  const double kMax = 3.4028234663852886e38;  // FLT_MAX
+  v = v > kMax ? kMax : (v < -kMax ? -kMax : v);
+  return (float)v;
 }
 
 // ---- block blob layout ----

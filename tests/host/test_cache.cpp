@@ -37,9 +37,11 @@ Snapshot snapshot(const packkv_cache_t* c, int n_seqs, size_t row) {
 void check_same(const Snapshot& a, const Snapshot& b) {
   CHECK(std::memcmp(&a.stats, &b.stats, sizeof a.stats) == 0);
   CHECK(a.lens == b.lens);
-  for (size_t i = 0; i < a.data.size(); ++i) {
-    CHECK(std::memcmp(a.data[i].k.data(), b.data[i].k.data(), a.data[i].k.size() * 4) == 0);
-    CHECK(std::memcmp(a.data[i].v.data(), b.data[i].v.data(), a.data[i].v.size() * 4) == 0);
+  for (size_t i = 0; i < a.data.size(); ++i) {  // bitwise equal (NaN-safe), empty included
+    CHECK(a.data[i].k.size() == b.data[i].k.size());
+    CHECK(a.data[i].v.size() == b.data[i].v.size());
+    if (!a.data[i].k.empty()) CHECK(std::memcmp(a.data[i].k.data(), b.data[i].k.data(), a.data[i].k.size() * 4) == 0);
+    if (!a.data[i].v.empty()) CHECK(std::memcmp(a.data[i].v.data(), b.data[i].v.data(), a.data[i].v.size() * 4) == 0);
   }
   CHECK(a.blocks == b.blocks);
 }
