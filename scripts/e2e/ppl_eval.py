@@ -73,16 +73,21 @@ DEFAULT_TEXT = os.path.join(REPO, "data", "kjv_genesis.txt")
 # The default sweep. PackKV rows: "packkv:key=value:..." with keys rk, rv (relative scales),
 # gran (tok | head), res (residual tokens), repack (median | greedy | none), attn (library |
 # decompress). Every PackKV row also measures the bytes of the two other repacking modes.
-DEFAULT_RK = [0.02, 0.03, 0.05, 0.07, 0.1, 0.14, 0.2]
-DEFAULT_RV = [0.05, 0.1, 0.2, 0.4]
+PACKKV_GRID = {
+    # (scale granularity, residual window): [(r_K, r_V), ...]
+    ("tok", 128): [(0.01, 0.02), (0.02, 0.04), (0.035, 0.07), (0.05, 0.1), (0.07, 0.14),
+                   (0.1, 0.2), (0.14, 0.28), (0.025, 0.1), (0.05, 0.2)],
+    ("head", 128): [(0.02, 0.04), (0.05, 0.1), (0.1, 0.2)],
+    ("tok", 32): [(0.02, 0.04), (0.05, 0.1), (0.1, 0.2)],
+}
 
 
 def default_rows() -> list[str]:
+    """fp16, fp8, KIVI-2..8 and the PackKV grid (each PackKV run also measures the bytes of
+    the two other repacking modes)."""
     rows = ["fp16", "fp8"] + [f"kivi-{b}" for b in range(2, 9)]
-    for gran in ("tok", "head"):
-        for rk in DEFAULT_RK:
-            for rv in DEFAULT_RV:
-                rows.append(f"packkv:rk={rk}:rv={rv}:gran={gran}")
+    for (gran, res), pairs in PACKKV_GRID.items():
+        rows += [f"packkv:rk={rk}:rv={rv}:gran={gran}:res={res}" for rk, rv in pairs]
     return rows
 
 
@@ -93,7 +98,7 @@ def default_rows() -> list[str]:
 def parse_row(spec: str, attention: str) -> dict:
     """'fp16' | 'fp32' | 'fp8' | 'kivi-B' | 'packkv:rk=..:rv=..[:gran=tok|head][:res=N]
     [:repack=median|greedy|none][:attn=library|decompress]' -> a row description."""
-    if spec in ("fp16", "fp32", "fp8"):
+    if spec in ("fp16", "fp32", "fp8", "plain"):
         return {"spec": spec, "method": spec}
     if spec.startswith("kivi-"):
         return {"spec": spec, "method": "kivi", "bits": int(spec[5:])}
@@ -143,19 +148,36 @@ def nll_of(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return lse - lg[np.arange(len(targets)), targets]
 
 
-def score(model, ids, backend, n_tokens: int, score_from: int, chunk: int) -> np.ndarray:
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    lg = logits.astype(np.float64)
+    m = lg.max(axis=-1, keepdims=True)
+    return lg - (np.log(np.exp(lg - m).sum(axis=-1, keepdims=True)) + m)
+
+
+def score(model, ids, backend, n_tokens: int, score_from: int, chunk: int,
+          ref_logp=None, save_logp=None):
     """Read ids[:n_tokens] through `backend`; NLL of ids[p+1] at positions
-    score_from..n_tokens-1."""
+    score_from..n_tokens-1. With ref_logp ([n_scored, vocab] log-probabilities of the
+    reference row) also the per-position KL(p_ref || p) in nats; save_logp (a writable
+    [n_scored, vocab] array) receives this row's log-probabilities. Returns (nll, kl or
+    None)."""
     backend.reset(model.cfg, n_tokens)
     bounds = kb.chunk_bounds(n_tokens, chunk, backend.flush_points(n_tokens), [score_from])
-    out = []
+    nll, kl = [], []
     for a, b in zip(bounds[:-1], bounds[1:]):
         want = b > score_from
         lg = kb.forward_chunk(model, ids[a:b], a, backend, want_logits=want)
         if want:
             lo = max(a, score_from)
-            out.append(nll_of(lg[lo - a:], np.asarray(ids[lo + 1:b + 1])))
-    return np.concatenate(out)
+            lp = log_softmax(lg[lo - a:])
+            tg = np.asarray(ids[lo + 1:b + 1])
+            nll.append(-lp[np.arange(len(tg)), tg])
+            if save_logp is not None:
+                save_logp[lo - score_from:b - score_from] = lp
+            if ref_logp is not None:
+                rp = np.asarray(ref_logp[lo - score_from:b - score_from], dtype=np.float64)
+                kl.append((np.exp(rp) * (rp - lp)).sum(axis=-1))
+    return np.concatenate(nll), (np.concatenate(kl) if kl else None)
 
 
 def score_plain(model, ids, n_tokens: int, score_from: int, chunk: int) -> np.ndarray:
@@ -172,11 +194,29 @@ def score_plain(model, ids, n_tokens: int, score_from: int, chunk: int) -> np.nd
 
 
 def run_row(model, ids, row: dict, args, calib=None) -> dict:
+    """Score one row; returns its results (ppl, bytes, per-token NLL, ...)."""
     t0 = time.time()
+    if row["method"] == "plain":          # the unmodified smollm2 forward, fp32 cache
+        nll = score_plain(model, ids, args.tokens, args.tokens - args.score, args.chunk)
+        return dict(row, ppl=float(np.exp(nll.mean())), nll_mean=float(nll.mean()),
+                    bytes_per_element=4.0, time_s=time.time() - t0)
     backend = make_backend(row, calib)
-    nll = score(model, ids, backend, args.tokens, args.tokens - args.score, args.chunk)
+    ref_logp = save = None
+    if getattr(args, "logp_path", None):
+        shape = (args.score, model.cfg.vocab_size)
+        if row["method"] == "fp16":
+            save = np.lib.format.open_memmap(args.logp_path, "w+", np.float32, shape)
+        else:
+            ref_logp = np.load(args.logp_path, mmap_mode="r")
+    nll, kl = score(model, ids, backend, args.tokens, args.tokens - args.score, args.chunk,
+                    ref_logp=ref_logp, save_logp=save)
+    if save is not None:
+        save.flush()
+        del save
     rep = backend.bytes()
     res = dict(row)
+    if kl is not None:
+        res["kl_mean"] = float(kl.mean())
     res.update(ppl=float(np.exp(nll.mean())), nll_mean=float(nll.mean()),
                all_in=int(rep.all_in), elements=int(rep.elements),
                bytes_per_element=rep.bytes_per_element, nll=nll.tolist())
@@ -194,12 +234,6 @@ def run_row(model, ids, row: dict, args, calib=None) -> dict:
 
 
 _G: dict = {}
-
-
-def _worker_init(args):
-    _G["model"] = smollm2.SmolLM2()
-    _G["ids"] = load_ids(_G["model"], args)
-    _G["args"] = args
 
 
 def _worker_run(job):
@@ -224,8 +258,8 @@ def load_ids(model, args) -> list[int]:
 
 def frontier(points):
     """Pareto frontier of (bytes, delta, ...) points, bytes ascending: a point is kept when
-    every point with fewer (or equal) bytes has a larger perplexity change. Along it delta
-    decreases as bytes grow (a monotone curve, needed for the interpolation)."""
+    every point with fewer (or equal) bytes has a larger perplexity change (optimistic: it
+    picks the luckiest configurations)."""
     out, best = [], math.inf
     for p in sorted(points, key=lambda p: (p[0], p[1])):
         if p[1] < best:
@@ -234,21 +268,41 @@ def frontier(points):
     return out
 
 
+def isotonic_fit(points):
+    """Least-squares fit of delta as a non-increasing function of bytes (pool adjacent
+    violators), over (bytes, delta, ...) points; returns [(bytes, fitted delta)] with bytes
+    ascending. Used for the turning points: perplexity changes are noisy (see the +-SE
+    column), and a monotone fit uses every point instead of the luckiest ones."""
+    pts = sorted(points, key=lambda p: p[0])
+    blocks = []                                   # [sum of -delta, count]
+    for p in pts:
+        blocks.append([-p[1], 1, [p[0]]])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s2, c2, x2 = blocks.pop()
+            blocks[-1][0] += s2
+            blocks[-1][1] += c2
+            blocks[-1][2] += x2
+    out = []
+    for s_, c, xs in blocks:
+        out += [(x, -s_ / c) for x in xs]
+    return out
+
+
 def turning_point(points, thr: float):
     """Bytes per element at which a curve reaches perplexity change `thr` (percent).
 
-    points: (bytes_per_element, delta_pct, label). On the Pareto frontier (bytes ascending,
-    delta descending) find the adjacent pair with delta(b1) > thr >= delta(b2) and
+    points: (bytes_per_element, delta_pct, label). On the isotonic fit (bytes ascending,
+    delta non-increasing) find the adjacent pair with delta(b1) > thr >= delta(b2) and
     interpolate log(bytes) linearly in delta. Returns (bytes, kind) with kind 'interp',
-    'below' (every frontier point is within thr: the turning point is at or below the
-    smallest bytes measured, returned as that upper bound) or 'none' (no point within thr).
+    'below' (every point is within thr: the turning point is at or below the smallest
+    bytes measured, returned as that upper bound) or 'none' (no point within thr).
     """
-    f = frontier(points)
+    f = isotonic_fit(points)
     if not f:
         return None, "none"
     if f[0][1] <= thr:
         return f[0][0], "below"
-    for (b1, d1, *_), (b2, d2, *_) in zip(f[:-1], f[1:]):
+    for (b1, d1), (b2, d2) in zip(f[:-1], f[1:]):
         if d1 > thr >= d2:
             t = (thr - d1) / (d2 - d1)
             return math.exp(math.log(b1) + t * (math.log(b2) - math.log(b1))), "interp"
@@ -282,20 +336,34 @@ def curves(results: list[dict]) -> dict:
     return out
 
 
-def analyse(results: list[dict], ref_ppl: float) -> dict:
+def analyse(results: list[dict], ref: dict) -> dict:
+    """Perplexity change (and its paired standard error) of every row, the curves, their
+    turning points at +1% / +5%, and the summary against the goals."""
+    ref_nll = np.asarray(ref["nll"]) if "nll" in ref else None
     for r in results:
-        if "error" not in r:
-            r["delta_pct"] = 100.0 * (r["ppl"] / ref_ppl - 1.0)
+        if "error" in r:
+            continue
+        r["delta_pct"] = 100.0 * (r["ppl"] / ref["ppl"] - 1.0)
+        if ref_nll is not None and "nll" in r:
+            d = np.asarray(r["nll"]) - ref_nll
+            r["delta_se_pct"] = 100.0 * float(d.std(ddof=1) / math.sqrt(len(d))) * r["ppl"] / ref["ppl"]
     cv = curves(results)
-    tp = {}
-    for name, pts in cv.items():
-        tp[name] = {str(t): turning_point(pts, t) for t in (1.0, 5.0)}
-    # PackKV's best curve: the frontier over every PackKV point (all families and modes).
-    all_pk = [p for n, pts in cv.items() if n.startswith("packkv") for p in pts]
-    if all_pk:
-        cv["packkv best (all configs)"] = all_pk
-        tp["packkv best (all configs)"] = {str(t): turning_point(all_pk, t) for t in (1.0, 5.0)}
-    return {"curves": cv, "turning_points": tp}
+    tp = {name: {str(t): turning_point(pts, t) for t in (1.0, 5.0)} for name, pts in cv.items()}
+    summary = {}
+    for t in ("1.0", "5.0"):
+        kivi = tp.get("kivi", {}).get(t, (None, "none"))
+        best = None
+        for name, v in tp.items():
+            if name.startswith("packkv") and v[t][0] is not None:
+                if best is None or v[t][0] < best[1]:
+                    best = (name, v[t][0], v[t][1])
+        row = {"kivi_bytes": kivi[0], "kivi_kind": kivi[1]}
+        if best:
+            row.update(packkv_curve=best[0], packkv_bytes=best[1], packkv_kind=best[2],
+                       vs_fp16=2.0 / best[1],
+                       vs_kivi=(kivi[0] / best[1]) if kivi[0] else None)
+        summary[t] = row
+    return {"curves": cv, "turning_points": tp, "summary": summary}
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,43 +377,63 @@ def fmt_tp(v):
     return f"<= {b:.3f}" if kind == "below" else f"{b:.3f}"
 
 
+def _pct(r):
+    se = r.get("delta_se_pct")
+    return f"{r['delta_pct']:+.2f}%" + (f" ± {se:.2f}" if se is not None else "")
+
+
 def markdown(report: dict) -> str:
     res, an, meta = report["results"], report["analysis"], report["meta"]
-    lines = []
-    lines.append(f"Text: `{os.path.relpath(meta['text'], REPO)}` (KJV Genesis, public domain), "
-                 f"first {meta['tokens']} tokens; context {meta['tokens'] - meta['score']} "
-                 f"tokens read through the cache, perplexity over the last {meta['score']} "
-                 f"next-token predictions. Model {smollm2.MODEL_NAME}, numpy fp32. "
-                 f"Reference (fp16 cache): ppl {meta['ref_ppl']:.4f}; plain numpy model "
-                 f"(fp32 cache, unmodified smollm2.py forward): "
-                 f"{meta.get('plain_ppl', float('nan')):.4f}.")
-    lines.append("")
-    lines.append("| row | r_K | r_V | bits K/V | scales | window | ppl | Δppl | B/elem all-in "
-                 "(median) | greedy | none | × vs fp16 |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    ctx = meta["tokens"] - meta["score"]
+    lines = [
+        f"Text: `{os.path.relpath(meta['text'], REPO)}` (KJV Genesis, public domain; "
+        f"data/README.md), its first {meta['tokens'] + 1} tokens. The model reads "
+        f"{meta['tokens']} tokens in chunks of <= {meta['chunk']} cut at the cache's flush "
+        f"points (token-by-token decode semantics: the query at position p attends over the "
+        f"cache of tokens < p, as stored, plus itself in fp16); every K/V goes through the "
+        f"cache as it is read; perplexity = exp(mean NLL) of the {meta['score']} next-token "
+        f"predictions at positions {ctx}..{meta['tokens'] - 1}. Model: {meta['model']}, numpy "
+        f"fp32. fp16 cache ppl {meta['ref_ppl']:.4f}; plain numpy model (unmodified "
+        f"smollm2.py forward, fp32 cache): {meta.get('plain_ppl') or float('nan'):.4f}. "
+        f"PackKV attention path: {meta['attention']}. Commit {meta['commit']}, {meta['date']}, "
+        f"2 shared CPU cores, sweep wall time {meta['wall_s'] / 60:.1f} min.",
+        "",
+        "Δppl: change against the fp16 cache, ± its standard error over the scored tokens "
+        "(paired per-token NLL differences; tokens are correlated, so the true noise is "
+        "larger). KL: mean KL(p_fp16 || p_row) of the next-token distributions, nats/token "
+        "(a low-noise fidelity measure). B/elem: all-in bytes per K/V element, final state "
+        "(4096 tokens x 30 layers x 3 KV heads x 64 x 2); PackKV columns for the three "
+        "repacking modes (same values, same perplexity: repacking is lossless).",
+        "",
+        "| row | r_K | r_V | bits K/V | scales | window | ppl | Δppl | KL | B/elem median "
+        "| greedy | none | × fp16 (best) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = {"fp32": 0, "fp16": 1, "fp8": 2, "kivi": 3, "packkv": 4}
     for r in sorted([r for r in res if "error" not in r],
-                    key=lambda r: (r["method"] != "fp16", r["method"], -r["bytes_per_element"])):
-        bpe = r["bytes_per_element"]
+                    key=lambda r: (order[r["method"]], r.get("gran", ""), r.get("res", 0),
+                                   -r["bytes_per_element"])):
+        kl = f"{r['kl_mean']:.4f}" if "kl_mean" in r else ""
         if r["method"] == "packkv":
-            rb = r["repack_bytes"]
-            e = r["elements"]
+            rb, e = r["repack_bytes"], r["elements"]
+            best = min(rb.values()) / e
             lines.append(
                 f"| packkv | {r['rk']:g} | {r['rv']:g} | {r['bits_k']}/{r['bits_v']} | "
                 f"{'token' if r['gran'] == 'tok' else 'token+head'} | {r['res']} | "
-                f"{r['ppl']:.4f} | {r['delta_pct']:+.2f}% | {rb['median'] / e:.4f} | "
-                f"{rb['greedy'] / e:.4f} | {rb['none'] / e:.4f} | {2.0 / bpe:.2f} |")
+                f"{r['ppl']:.4f} | {_pct(r)} | {kl} | {rb['median'] / e:.4f} | "
+                f"{rb['greedy'] / e:.4f} | {rb['none'] / e:.4f} | {2.0 / best:.2f} |")
         else:
-            name = r["spec"]
-            win = {"kivi": "128", "fp8": "0"}.get(r["method"], "-")
-            lines.append(f"| {name} | | | | | {win} | {r['ppl']:.4f} | {r['delta_pct']:+.2f}% "
-                         f"| {bpe:.4f} | | | {2.0 / bpe:.2f} |")
-    lines.append("")
-    lines.append("Turning points (bytes per element where the curve's Pareto frontier reaches "
-                 "the perplexity change; log-linear interpolation; '<=' = already within at "
-                 "the smallest size measured):")
-    lines.append("")
-    lines.append("| curve | B/elem at +1% | × vs fp16 | B/elem at +5% | × vs fp16 |")
-    lines.append("|---|---|---|---|---|")
+            win = {"kivi": "128", "fp8": "0"}.get(r["method"], "all")
+            lines.append(f"| {r['spec']} | | | | | {win} | {r['ppl']:.4f} | {_pct(r)} | {kl} | "
+                         f"{r['bytes_per_element']:.4f} | | | {2.0 / r['bytes_per_element']:.2f} |")
+    lines += ["", "Turning points: bytes per element at which each curve reaches +1% / +5% "
+              "perplexity, on a least-squares monotone (isotonic) fit of Δppl against bytes, "
+              "interpolated linearly in log(bytes); '<=' = already within at the smallest size "
+              "measured. KIVI's curve is KIVI-b for b = 2..8 (as packkv-eval --sweep); each "
+              "PackKV curve is one scale granularity / window / repacking mode over its "
+              "(r_K, r_V) grid.", "",
+              "| curve | B/elem at +1% | × fp16 | B/elem at +5% | × fp16 |",
+              "|---|---|---|---|---|"]
     for name, tp in an["turning_points"].items():
         cells = []
         for t in ("1.0", "5.0"):
@@ -353,46 +441,62 @@ def markdown(report: dict) -> str:
             cells += [fmt_tp(tp[t]), "n/a" if b is None else
                       (f">= {2.0 / b:.2f}" if kind == "below" else f"{2.0 / b:.2f}")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| Δppl | KIVI B/elem | best PackKV curve | PackKV B/elem | PackKV × fp16 "
+              "(goal >= 8 at 1%) | KIVI / PackKV (goal >= 2.5) |", "|---|---|---|---|---|---|"]
+    for t, sm in an["summary"].items():
+        kb_ = "n/a" if sm["kivi_bytes"] is None else f"{sm['kivi_bytes']:.3f}"
+        if "packkv_bytes" in sm:
+            vk = "n/a" if sm["vs_kivi"] is None else f"{sm['vs_kivi']:.2f}"
+            lines.append(f"| +{float(t):g}% | {kb_} | {sm['packkv_curve']} | "
+                         f"{sm['packkv_bytes']:.3f} | {sm['vs_fp16']:.2f} | {vk} |")
+        else:
+            lines.append(f"| +{float(t):g}% | {kb_} | n/a | n/a | n/a | n/a |")
     return "\n".join(lines)
 
 
 def plot(report: dict, path: str) -> None:
+    """Δppl against all-in bytes per element: every row as a point (± SE), each curve's
+    isotonic fit as a line, the +1% / +5% levels dashed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    res = [r for r in report["results"] if "error" not in r and r["method"] != "fp32"]
+    se = {r["spec"]: r.get("delta_se_pct", 0.0) for r in res}
     cv = report["analysis"]["curves"]
-    fig, ax = plt.subplots(figsize=(8.5, 5.5))
-    styles = {"kivi": dict(color="tab:red", marker="s"), "fp8": dict(color="tab:purple", marker="D"),
-              "fp16": dict(color="black", marker="*", markersize=12)}
-    pk_colors = iter(["tab:blue", "tab:cyan", "tab:green", "tab:olive", "tab:orange",
-                      "tab:brown", "tab:pink", "tab:gray"])
+    fig, ax = plt.subplots(figsize=(9, 5.8))
+    fixed = {"kivi": dict(color="tab:red", marker="s"),
+             "fp8": dict(color="tab:purple", marker="D"),
+             "fp16": dict(color="black", marker="*", markersize=12)}
+    colors = iter(["tab:blue", "tab:cyan", "tab:green", "tab:olive", "tab:orange",
+                   "tab:brown", "tab:pink", "tab:gray", "navy", "teal", "lime", "gold"])
     for name, pts in cv.items():
-        if name.startswith("packkv best"):
-            continue
-        if name.startswith("packkv"):
-            st = dict(color=next(pk_colors, "tab:gray"), marker="o", markersize=3)
-        else:
-            st = styles.get(name, dict(marker="x"))
+        st = dict(fixed.get(name) or dict(color=next(colors, "tab:gray"),
+                                          marker="o" if name.endswith("median") else
+                                          ("^" if name.endswith("greedy") else "v")))
         pts = sorted(pts)
-        xs = [p[0] for p in pts]
-        ys = [p[1] for p in pts]
-        ax.scatter(xs, ys, s=12 if name.startswith("packkv") else 30, alpha=0.45,
-                   color=st.get("color"), marker=st.get("marker", "o"))
-        f = frontier(pts)
-        ax.plot([p[0] for p in f], [p[1] for p in f], label=name, lw=1.4, **st)
-        for b, d, spec in (pts if name == "kivi" else []):
-            ax.annotate(spec.replace("kivi-", "K"), (b, d), fontsize=7,
-                        textcoords="offset points", xytext=(3, 3))
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[se.get(p[2], 0) for p in pts],
+                    fmt=st["marker"], color=st["color"], ms=st.get("markersize", 4),
+                    alpha=0.6, elinewidth=0.6, capsize=0)
+        f = isotonic_fit(pts)
+        ax.plot([p[0] for p in f], [p[1] for p in f], color=st["color"], lw=1.3,
+                label=name + (" (b = 2..8)" if name == "kivi" else ""))
+        if name == "kivi":
+            for b, d, spec in pts:
+                ax.annotate(spec.replace("kivi-", "b"), (b, d), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))
     ax.axhline(1.0, color="gray", ls="--", lw=0.8)
     ax.axhline(5.0, color="gray", ls=":", lw=0.8)
+    ax.axvline(0.25, color="tab:green", ls="-.", lw=0.8)
+    ax.text(0.25, 0.98, " 8x smaller than fp16", fontsize=7, color="tab:green",
+            transform=ax.get_xaxis_transform(), va="top")
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_xlabel("all-in bytes per K/V element (fp16 = 2)")
-    ax.set_ylabel("perplexity change vs fp16 cache (%)")
+    ax.set_ylabel("perplexity change vs fp16 cache (%), ± SE")
     m = report["meta"]
-    ax.set_title(f"SmolLM2-135M, KJV Genesis: ppl of the last {m['score']} of {m['tokens']} tokens "
-                 f"(fp16 ppl {m['ref_ppl']:.3f})", fontsize=10)
+    ax.set_title(f"SmolLM2-135M on KJV Genesis, {m['tokens']} tokens through the cache, "
+                 f"{m['score']} scored (fp16 ppl {m['ref_ppl']:.3f})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
@@ -470,9 +574,9 @@ def run_checks(args) -> int:
     t = time.time()
     plain = score_plain(model, ids, n, sf, args.chunk)
     rec = _Recorder()
-    exact = score(model, ids, rec, n, sf, args.chunk)
+    exact = score(model, ids, rec, n, sf, args.chunk)[0]
     ppl_cmp("fp32 backend == plain smollm2.SmolLM2.forward", exact, plain, 1e-5)
-    fp16 = score(model, ids, kb.Fp16Backend(), n, sf, args.chunk)
+    fp16 = score(model, ids, kb.Fp16Backend(), n, sf, args.chunk)[0]
     ppl_cmp("fp16 backend ~= plain (fp16 rounding of K/V)", fp16, plain, 1e-2)
 
     layers = [0, cfg.n_layers // 2, cfg.n_layers - 1]
@@ -501,13 +605,13 @@ def run_checks(args) -> int:
                   replay(x, cfg, qkv, args.chunk), replay(y, cfg, qkv, 1))
 
     t1 = time.time()
-    a = score(model, ids, kb.PackKVBackend(attention="library", **kw), n, sf, args.chunk)
+    a = score(model, ids, kb.PackKVBackend(attention="library", **kw), n, sf, args.chunk)[0]
     t_lib = time.time() - t1
     t1 = time.time()
-    b = score(model, ids, kb.PackKVBackend(attention="decompress", **kw), n, sf, args.chunk)
+    b = score(model, ids, kb.PackKVBackend(attention="decompress", **kw), n, sf, args.chunk)[0]
     t_dec = time.time() - t1
     ppl_cmp(f"model: packkv library ({t_lib:.1f}s) ~= decompress ({t_dec:.1f}s)", a, b, 2e-3)
-    c = score(model, ids, kb.PackKVBackend(attention="library", **kw), n, sf, 1)
+    c = score(model, ids, kb.PackKVBackend(attention="library", **kw), n, sf, 1)[0]
     ppl_cmp("model: packkv chunked ~= token by token (library)", a, c, 2e-3)
     print(f"checks {'passed' if ok else 'FAILED'} in {time.time() - t:.0f}s")
     return 0 if ok else 1
@@ -529,8 +633,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--text", default=DEFAULT_TEXT)
     ap.add_argument("--tokens", type=int, default=4096, help="tokens read (default 4096)")
-    ap.add_argument("--score", type=int, default=1024,
-                    help="scored predictions at the end (default 1024)")
+    ap.add_argument("--score", type=int, default=4096,
+                    help="scored next-token predictions, the last ones (default 4096: all)")
     ap.add_argument("--chunk", type=int, default=64, help="max chunk (default 64)")
     ap.add_argument("--rows", default=None,
                     help="comma-separated row specs (default: the full sweep; see source)")
@@ -546,6 +650,7 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="run the consistency checks only")
     ap.add_argument("--check-tokens", type=int, default=448)
     args = ap.parse_args(argv)
+    args.score = min(args.score, args.tokens)
     if args.check:
         return run_checks(args)
 
@@ -557,6 +662,9 @@ def main(argv=None) -> int:
             prev = json.load(f)
         old = {r["spec"]: r for r in prev["results"]}
     t0 = time.time()
+    import tempfile
+    tmpdir = tempfile.mkdtemp(prefix="packkv_e2e_")
+    args.logp_path = os.path.join(tmpdir, "fp16_logp.npy")   # the fp16 row's log-probs (KL)
     model = smollm2.SmolLM2()
     ids = load_ids(model, args)
     print(f"[{len(ids) - 1} tokens + 1 target from {args.text}; model loaded in "
@@ -565,25 +673,20 @@ def main(argv=None) -> int:
     # fp16 first (reference and fp8 calibration), from an earlier run if merged.
     if "fp16" in old and "fp16" not in specs:
         ref = old["fp16"]
+        args.logp_path = None                # no reference log-probs: no KL for new rows
     else:
         ref = run_row(model, ids, parse_row("fp16", args.attention), args)
         print(f"fp16: ppl {ref['ppl']:.4f} ({ref['time_s']:.0f}s)", flush=True)
     results.append(ref)
-    meta_plain = None
-    if not args.no_plain:
-        t1 = time.time()
-        plain = score_plain(model, ids, args.tokens, args.tokens - args.score, args.chunk)
-        meta_plain = float(np.exp(plain.mean()))
-        print(f"plain smollm2 forward (fp32 cache): ppl {meta_plain:.4f} "
-              f"({time.time() - t1:.0f}s)", flush=True)
-    elif args.merge:
-        meta_plain = prev["meta"].get("plain_ppl")
+    if not args.no_plain and "plain" not in specs:
+        rows.append(parse_row("plain", args.attention))
     todo = [r for r in rows if r["spec"] != "fp16"]
     calib = ref["calib"]
     jobs = [(r, calib) for r in todo]
     if args.jobs > 1 and len(jobs) > 1:
-        ctx = mp.get_context("fork")
-        with ctx.Pool(args.jobs, initializer=_worker_init, initargs=(args,)) as pool:
+        ctx = mp.get_context("fork")           # workers inherit the loaded model
+        _G.update(model=model, ids=ids, args=args)
+        with ctx.Pool(args.jobs) as pool:
             for res in pool.imap_unordered(_worker_run, jobs):
                 results.append(res)
                 _progress(res, ref, len(results), len(jobs) + 1)
@@ -594,13 +697,18 @@ def main(argv=None) -> int:
             _progress(res, ref, len(results), len(jobs) + 1)
     done = {r["spec"] for r in results}
     results += [r for s, r in old.items() if s not in done]
+    plain_rows = [r for r in results if r["method"] == "plain" and "error" not in r]
+    meta_plain = plain_rows[0]["ppl"] if plain_rows else None
+    if meta_plain is None and args.merge:
+        meta_plain = prev["meta"].get("plain_ppl")
+    results = [r for r in results if r["method"] != "plain"]
     meta = {"text": os.path.abspath(args.text), "tokens": args.tokens, "score": args.score,
             "chunk": args.chunk, "attention": args.attention, "ref_ppl": ref["ppl"],
             "plain_ppl": meta_plain, "commit": git_commit(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "wall_s": time.time() - t0, "model": smollm2.MODEL_NAME}
     report = {"meta": meta, "results": results}
-    report["analysis"] = analyse(results, ref["ppl"])
+    report["analysis"] = analyse(results, ref)
     md = markdown(report)
     print(md)
     if args.json:
@@ -615,6 +723,8 @@ def main(argv=None) -> int:
     if args.plot:
         plot(report, args.plot)
     print(f"[total {time.time() - t0:.0f}s]")
+    import shutil
+    shutil.rmtree(tmpdir, ignore_errors=True)
     return 0
 
 
