@@ -163,9 +163,18 @@ __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
     }
     if (c.median) {  // histogram of the token's V codes (all groups)
       const uint32_t qmax = (1u << c.bits_v) - 1u;
-#pragma unroll 4
-      for (int i = g * gsize + threadIdx.x; i < (g + 1) * gsize; i += blockDim.x)
-        atomicAdd(&hist[fmt::quantize(row_value(r, r.v, i, c.kv_dtype), va, qmax)], 1u);
+      // Warp-aggregated: one shared atomic per distinct code per warp (V codes take few
+      // values, so plain per-lane atomics serialize on a handful of addresses).
+      const int i_end = (g + 1) * gsize;
+      for (int i0 = g * gsize; i0 < i_end; i0 += blockDim.x) {
+        const int i = i0 + static_cast<int>(threadIdx.x);
+        const unsigned active = __ballot_sync(0xffffffffu, i < i_end);
+        if (i < i_end) {
+          const uint32_t q = fmt::quantize(row_value(r, r.v, i, c.kv_dtype), va, qmax);
+          const unsigned same = __match_any_sync(active, q);
+          if ((threadIdx.x & 31) == static_cast<unsigned>(__ffs(same) - 1)) atomicAdd(&hist[q], __popc(same));
+        }
+      }
     }
   }
   if (bad) atomicOr(&bad_s, 1);
@@ -371,7 +380,8 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
 }
 
 // ---- 3. commit ----
-__global__ void __launch_bounds__(kThreads) flush_commit_kernel(
+constexpr int kCommitThreads = 1024;  // the blob copy is latency-bound: many loads in flight
+__global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
     KernelConfig c, FlushBatch b, CacheDevicePtrs d, uint8_t* scratch) {
   __shared__ uint8_t* blob_s;
   __shared__ uint32_t ends[2 * 256];  // tile_end, H <= 256 handled in the first loop
@@ -551,7 +561,7 @@ void launch_flush(const KernelConfig& c, const FlushBatch& b, const CacheDeviceP
   dim3 g2(2 * c.n_kv_heads, b.total_blocks);
   flush_tiles_kernel<<<g2, kThreads, smem, stream>>>(c, b, d, k_new, v_new, in_dtype, scratch);
   check_launch("flush_tiles_kernel");
-  flush_commit_kernel<<<b.total_blocks, kThreads, 0, stream>>>(c, b, d, scratch);
+  flush_commit_kernel<<<b.total_blocks, kCommitThreads, 0, stream>>>(c, b, d, scratch);
   check_launch("flush_commit_kernel");
 }
 
