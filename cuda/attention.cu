@@ -45,9 +45,9 @@ __host__ __device__ inline WarpSmem warp_smem(const KernelConfig& c, int G) {
   rest = al16(rest) + 4 * al16(static_cast<size_t>(c.block_tokens) * 4 + 32) +
          al16(static_cast<size_t>(c.block_tokens) + 32);  // staged zero points, scales, perm
   rest = al16(rest);
-  if (kWarps * (2 * tb + rest) > 160 * 1024) tb = 0;
+  if (kWarps * (tb + rest) > 160 * 1024) tb = 0;
   w.tile_buf = tb;
-  w.stride = 2 * tb + rest;
+  w.stride = tb + rest;  // one tile buffer: K, then V (decode stages V after the K rounds)
   return w;
 }
 __host__ __device__ inline size_t attn_smem_bytes(const KernelConfig& c, int G) {
@@ -174,8 +174,15 @@ __device__ __forceinline__ void reduce_half(float (&part)[8 * G], Fn&& fn) {
   }
 }
 
+// Register cap for 6 resident CTAs (24 warps per SM) for the scores/apply kernels with
+// small accumulators: they are issue-bound and latency-sensitive (ncu: 20 warps/SM,
+// register-limited, 67% issue-slot use). Decode keeps the default: with the cap it
+// spills (244 bytes at CPL 4, G 1).
 template <int CPL, int G, int MODE>
-__global__ void __launch_bounds__(kThreads) attn_kernel(KernelConfig c, AttnBatch b,
+struct MinBlocks { static constexpr int value = (MODE != kAttnDecode && G * CPL <= 4) ? 6 : 1; };
+
+template <int CPL, int G, int MODE>
+__global__ void __launch_bounds__(kThreads, (MinBlocks<CPL, G, MODE>::value)) attn_kernel(KernelConfig c, AttnBatch b,
                                                         CacheDevicePtrs d, AttnCall a,
                                                         int n_gchunks, int group, int bps,
                                                         int n_splits) {
@@ -195,12 +202,11 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(KernelConfig c, AttnBatc
   const WarpSmem ws = warp_smem(c, G);
   uint8_t* wbase = smem + warp * ws.stride;
   uint8_t* kbuf = wbase;
-  uint8_t* vbuf = wbase + ws.tile_buf;
-  float* sc = reinterpret_cast<float*>(wbase + 2 * ws.tile_buf);  // [G][N] scores, then weights
+  float* sc = reinterpret_cast<float*>(wbase + ws.tile_buf);  // [G][N] scores, then weights
   float* Wr = sc + al16(static_cast<size_t>(G) * N * 4) / 4;        // [G][16] per-round sum w
   float* WZr = Wr + G * 16;                                          // [G][16] per-round sum w*z
   float* qsum_s = WZr + G * 16;                                      // [G]
-  uint8_t* zbuf = reinterpret_cast<uint8_t*>(wbase + 2 * ws.tile_buf) +
+  uint8_t* zbuf = reinterpret_cast<uint8_t*>(wbase + ws.tile_buf) +
                   al16(al16(static_cast<size_t>(G) * N * 4) + static_cast<size_t>(G) * 16 * 4 * 2 + G * 4);
   uint8_t* sbuf = zbuf + al16(static_cast<size_t>(N) * 4 + 32);
   uint8_t* vzbuf = sbuf + al16(static_cast<size_t>(N) * 4 + 32);
@@ -313,7 +319,7 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(KernelConfig c, AttnBatc
       const uint8_t* perm = blob + BL.perm_at;
       if (ws.tile_buf) {
         if (MODE != kAttnApply) kt = stage_tile(kbuf, blob + koff, ksz);
-        if (MODE != kAttnScores) vt = stage_tile(vbuf, blob + voff, vsz);
+        if (MODE == kAttnApply) vt = stage_tile(kbuf, blob + voff, vsz);
         zst = reinterpret_cast<const int32_t*>(stage_tile(zbuf, reinterpret_cast<const uint8_t*>(zst), N * 4));
         sst = reinterpret_cast<const float*>(stage_tile(sbuf, reinterpret_cast<const uint8_t*>(sst), N * 4));
         if (MODE != kAttnDecode && c.has_perm) perm = stage_tile(pbuf, perm, N);
@@ -383,6 +389,10 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(KernelConfig c, AttnBatc
         };
         if (c.bits_k <= 4) k_rounds(std::true_type{}); else k_rounds(std::false_type{});
         __syncwarp();
+        if (MODE == kAttnDecode && ws.tile_buf) {  // V tile into the same buffer, overlapping the softmax
+          vt = stage_tile(kbuf, blob + voff, vsz);
+          __pipeline_commit();
+        }
         if (MODE == kAttnDecode) {  // V's zero points and scales
           const size_t zs_off2 = static_cast<size_t>(grp) * N * 4;
           const uint8_t* vzg = blob + BL.v_zero_at + zs_off2;
@@ -395,6 +405,10 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(KernelConfig c, AttnBatc
         const int32_t* vz = zst;
         const float* vs = sst;
         make_weights(N, vs, vz, orig);
+        if (MODE == kAttnDecode && ws.tile_buf) {
+          __pipeline_wait_prior(0);
+          __syncwarp();
+        }
         auto v_rounds = [&](auto narrow_tag) {
           constexpr bool NARROW = decltype(narrow_tag)::value;
           const uint8_t* rp = vt;
