@@ -101,7 +101,7 @@ CudaCache::~CudaCache() {
   int prev = 0;
   cudaGetDevice(&prev);
   cudaSetDevice(config().device);
-  cudaDeviceSynchronize();
+  cudaEventSynchronize(done_ev_);  // our last enqueued work (cudaFree below also waits)
   for (Seq& s : seqs_) {
     for (Chunk& ch : s.chunks) cudaFree(ch.ptr);
     cudaFree(s.ring_k);

@@ -551,13 +551,10 @@ void launch_flush(const KernelConfig& c, const FlushBatch& b, const CacheDeviceP
   flush_stats_kernel<<<g1, kThreads, 0, stream>>>(c, b, d, k_new, v_new, in_dtype, scratch);
   check_launch("flush_stats_kernel");
   const size_t smem = flush_smem_bytes(c);
-  static thread_local size_t configured = 0;  // per-thread cache of the opt-in size
-  if (smem > 48 * 1024 && smem > configured) {
+  if (smem > 48 * 1024)  // per device and function: set it every time (a cheap host call)
     check(cudaFuncSetAttribute(flush_tiles_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                static_cast<int>(smem)),
           "cudaFuncSetAttribute(flush_tiles_kernel)");
-    configured = smem;
-  }
   dim3 g2(2 * c.n_kv_heads, b.total_blocks);
   flush_tiles_kernel<<<g2, kThreads, smem, stream>>>(c, b, d, k_new, v_new, in_dtype, scratch);
   check_launch("flush_tiles_kernel");
