@@ -416,7 +416,7 @@ TEST_SUITE("gpu") {
     CHECK(packkv_cache_create(&prm, &c) == PACKKV_ERR_NOT_SUPPORTED);
     CHECK(c == nullptr);
   }
-  TEST_CASE("remove_seq frees and the id is reusable; memory follows compressed size") {
+  TEST_CASE("remove_seq frees and the id is reusable, memory follows compressed size") {
     Shape s;
     s.heads = 4; s.dim = 128; s.q_heads = 4; s.seqs = 2;
     std::mt19937 rng(9);
