@@ -160,7 +160,7 @@ struct SeqCtx {
   int kvh;
 };
 
-// Reduces partial dot products part[k*G + g] (8 tokens of a half) over the warp and
+// Device, whole warp: reduces partial dot products part[k*G + g] (8 tokens of a half) over the warp and
 // stores the results for tokens slot0 + k into res[g * stride + slot0 + k] via fn.
 template <int G, typename Fn>
 __device__ __forceinline__ void reduce_half(float (&part)[8 * G], Fn&& fn) {
@@ -184,6 +184,15 @@ __device__ __forceinline__ void reduce_half(float (&part)[8 * G], Fn&& fn) {
 template <int CPL, int G, int MODE>
 struct MinBlocks { static constexpr int value = (MODE != kAttnDecode && G * CPL <= 4) ? 6 : 1; };
 
+// The fused attention kernel. Device. Grid (n_splits + 1, H_kv * n_gchunks, b.n), 128
+// threads, dynamic smem attn_smem_bytes(). CTA (split, kv head and group chunk, sequence)
+// covers compressed blocks [split*bps, (split+1)*bps) of the sequence (split n_splits: its
+// residual window) for G query heads (heads qh0 .. qh0+n_valid-1). Inputs: a.q
+// [n_seqs][n_q_heads][D] in a.q_dtype (scores, decode), a.probs fp32 [..][ld] (apply).
+// Outputs: scores fp32 [..][ld] at original token positions (MODE scores), or one partial
+// per (sequence, head, split) in a.partial: [m, l, acc[D]] (decode: max of scaled scores,
+// sum of exp, unnormalized output; apply: acc only), merged by merge_kernel. fp32
+// arithmetic throughout. PACKKV.md 6.1-6.3, 8.3. Reads only; thread-safe across calls.
 template <int CPL, int G, int MODE>
 __global__ void __launch_bounds__(kThreads, (MinBlocks<CPL, G, MODE>::value)) attn_kernel(KernelConfig c, AttnBatch b,
                                                         CacheDevicePtrs d, AttnCall a,
@@ -547,7 +556,10 @@ __global__ void __launch_bounds__(kThreads, (MinBlocks<CPL, G, MODE>::value)) at
   }
 }
 
-// Merges the splits of every (sequence, query head) of a batch.
+// Merges the splits of every (sequence, query head) of a batch: decode: exact
+// flash-decoding merge (max, rescaled sums) into out [..][D] fp32 and lse (optional;
+// -inf for empty sequences, whose output is 0); apply: sum of the partial outputs.
+// Device; grid b.n * n_q_heads, any block size.
 __global__ void merge_kernel(int mode, int D, int n_q_heads, int first, int n_splits_used,
                              const float* partial, float* out, float* lse) {
   const int rq = blockIdx.x;  // row-local (seq in batch) * n_q_heads + head
@@ -580,6 +592,8 @@ __global__ void merge_kernel(int mode, int D, int n_q_heads, int first, int n_sp
   }
 }
 
+// Host: enqueues attn_kernel<CPL, G, MODE> (raising the dynamic smem limit if needed).
+// Throws Error(PACKKV_ERR_CUDA) if the launch fails.
 template <int CPL, int G, int MODE>
 void launch_one(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d,
                 const AttnCall& a, int n_gchunks, int group, int bps, int n_splits,
@@ -594,6 +608,7 @@ void launch_one(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs
   check_launch("attn_kernel");
 }
 
+// Host: runtime (CPL, G) -> template instantiation (CPL, G in {1, 2, 4, 8}).
 template <int CPL, int MODE>
 void dispatch_g(int G, const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d,
                 const AttnCall& a, int n_gchunks, int group, int bps, int n_splits, cudaStream_t st) {

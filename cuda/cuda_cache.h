@@ -11,7 +11,16 @@
 //                   flush might not fit: no host synchronization on append;
 //   block table     one 8-byte blob address per block (max_tokens_per_seq/block_tokens
 //                   entries per sequence, allocated at create).
-// Every call sets and restores the device; every enqueuing call takes a stream. Errors
+// Every call sets and restores the device; every enqueuing call takes a stream.
+// append and the attention calls allocate nothing and never synchronize the host,
+// except that append allocates (stream-ordered, cudaMallocAsync) a sequence's ring at its
+// first tokens, a new pool chunk when the current one might overflow (geometric growth,
+// so rarely), and a larger flush scratch for a larger prefill than seen before.
+// Attention calls are graph-capturable in principle (no sync, no allocation); this was
+// not tested. Known limitations: greedy repacking is CPU-only (create fails with
+// NOT_SUPPORTED); remove_seq and reset synchronize with the cache's work and free
+// chunks with cudaFree; a constant token made only of +-0 values may store the sign of
+// its zero scale differently from the CPU encoder (min/max of signed zeros). Errors
 // found inside kernels (non-finite K/V) are reported by sync(), naming sequence and
 // token. Thread-safety: as CacheImpl (no internal lock).
 #ifndef PACKKV_CUDA_CACHE_H

@@ -16,6 +16,8 @@ namespace {
 
 constexpr int kMaxHeadDimForDecompress = fmt::kMaxHeadDim;
 
+// Device. Grid (n_blocks, 2H), kMaxHeadDim threads (one per channel). Decodes tile
+// blockIdx.y of block blockIdx.x into k_out/v_out float [T][H][D] at original positions.
 __global__ void decompress_blocks_kernel(KernelConfig c, CacheDevicePtrs d, AttnSeq s,
                                          float* k_out, float* v_out) {
   __shared__ uint32_t off[kMaxHeadDimForDecompress + 1];
@@ -73,6 +75,7 @@ __global__ void decompress_blocks_kernel(KernelConfig c, CacheDevicePtrs d, Attn
   }
 }
 
+// Device. Grid res_len, 256 threads: residual token i -> row n_blocks*N + i (fp32).
 __global__ void decompress_residual_kernel(KernelConfig c, CacheDevicePtrs d, AttnSeq s, float* k_out,
                                            float* v_out) {
   const void* ring_k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);

@@ -121,6 +121,11 @@ __device__ inline void block_minmax(float& mn, float& mx, float* red /*[2][32]*/
   __syncthreads();
 }
 
+// Device. Grid (N, total_blocks), 256 threads. For token t of flushed block fb: min/max of
+// K and V per scale group (values rounded to kv_dtype), affine (z, s) via
+// fmt::group_affine (PACKKV.md 3.1), the lower median of its V codes over all heads and
+// dims (median repacking, PACKKV.md 4.2, same definition as src/repack.cpp), and the
+// non-finite check of input tokens (reported through err_key). Writes scratch only.
 __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
     KernelConfig c, FlushBatch b, CacheDevicePtrs d, const void* k_new, const void* v_new,
     int in_dtype, uint8_t* scratch) {
@@ -241,6 +246,10 @@ __device__ void compute_perm(const KernelConfig& c, const uint32_t* med, int* pe
 }
 
 // ---- 2. one tile per CTA ----
+// Device. Grid (2H, total_blocks), 256 threads, dynamic smem flush_smem_bytes(). Tile
+// blockIdx.x (K heads, then V heads) of block fb: stable descending median order (perm),
+// codes (fmt::quantize), pack minimums and encode lengths, offsets (block scan), and the
+// tile bytes (tile_format.h layout) staged in scratch with its size. PACKKV.md 4.2, 5.
 __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
     KernelConfig c, FlushBatch b, CacheDevicePtrs d, const void* k_new, const void* v_new, int in_dtype,
     uint8_t* scratch) {
@@ -380,6 +389,11 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
 }
 
 // ---- 3. commit ----
+// ---- 3. commit ----
+// Device. Grid total_blocks, 1024 threads. Allocates the blob of block fb from its
+// sequence's pool chunk (atomicAdd on used[seq]; the host guarantees the worst case fits),
+// writes tile_end, perm, zero points and scales (stored token order) and the staged
+// tiles, records the address in the block table and adds to the per-sequence stats.
 constexpr int kCommitThreads = 1024;  // the blob copy is latency-bound: many loads in flight
 __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
     KernelConfig c, FlushBatch b, CacheDevicePtrs d, uint8_t* scratch) {
@@ -494,6 +508,9 @@ __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
 }
 
 // ---- residual window update ----
+// Device. Grid (ceil(max_new / 8), n), 256 threads (a warp per token). Writes the new
+// tokens that stay in the window into the sequence's ring (converted to kv_dtype) and
+// reports non-finite values (or kv_dtype overflow) of those tokens through err_key.
 __global__ void __launch_bounds__(kThreads) residual_write_kernel(
     KernelConfig c, ResidualBatch b, CacheDevicePtrs d, const void* k_new, const void* v_new,
     int in_dtype) {
@@ -521,6 +538,7 @@ __global__ void __launch_bounds__(kThreads) residual_write_kernel(
   if (bad && lane == 0) report_nonfinite(d.err_key, s.seq, s.pos_base + idx);
 }
 
+// Device, one thread: table[2*seq .. 2*seq+1] = (k, v).
 __global__ void set_ring_kernel(unsigned long long* table, int seq, unsigned long long k,
                                 unsigned long long v) {
   table[2 * seq] = k;
