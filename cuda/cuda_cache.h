@@ -19,8 +19,7 @@
 // Attention calls are graph-capturable in principle (no sync, no allocation); this was
 // not tested. Known limitations: greedy repacking is CPU-only (create fails with
 // NOT_SUPPORTED); remove_seq and reset synchronize with the cache's work and free
-// chunks with cudaFree; a constant token made only of +-0 values may store the sign of
-// its zero scale differently from the CPU encoder (min/max of signed zeros). Errors
+// chunks with cudaFree. Errors
 // found inside kernels (non-finite K/V) are reported by sync(), naming sequence and
 // token. Thread-safety: as CacheImpl (no internal lock).
 #ifndef PACKKV_CUDA_CACHE_H

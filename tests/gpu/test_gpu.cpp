@@ -131,7 +131,14 @@ struct Pair {
   void append(const std::vector<int32_t>& ids, const std::vector<int32_t>& counts, std::mt19937& rng) {
     size_t total = 0;
     for (int32_t n : counts) total += n;
-    std::vector<float> k = kv_data(total, row, rng, 2.0f), v = kv_data(total, row, rng, 0.5f);
+    append_data(ids, counts, kv_data(total, row, rng, 2.0f), kv_data(total, row, rng, 0.5f));
+  }
+  // Same with given K and V (f32 values, [tokens][H][D]).
+  void append_data(const std::vector<int32_t>& ids, const std::vector<int32_t>& counts,
+                   const std::vector<float>& k, const std::vector<float>& v) {
+    size_t total = 0;
+    for (int32_t n : counts) total += n;
+    REQUIRE(k.size() == total * row);
     const packkv_dtype_t dt = s.in_dtype;
     std::vector<uint16_t> kh, vh;
     const void* hk = k.data();
@@ -406,6 +413,28 @@ TEST_SUITE("gpu") {
       CAPTURE(msg);
       CHECK(msg.find("sequence 1 token " + std::to_string(n - 3)) != std::string::npos);
       CHECK(packkv_cache_sync(c.c) == PACKKV_OK);  // reported once
+    }
+  }
+  TEST_CASE("constant tokens and signed zeros: identical bytes") {
+    for (packkv_scale_granularity_t gran : {PACKKV_SCALE_PER_TOKEN, PACKKV_SCALE_PER_TOKEN_HEAD}) {
+      Shape s;
+      s.seqs = 1;
+      s.gran = gran;
+      s.kv_dtype = PACKKV_DTYPE_F32;
+      std::mt19937 rng(10);
+      Pair p(s);
+      const size_t n = 256;
+      std::vector<float> k = kv_data(n, p.row, rng, 2.0f), v = kv_data(n, p.row, rng, 0.5f);
+      for (size_t t = 0; t < n; t += 3) {
+        for (size_t i = 0; i < p.row; ++i) {
+          k[t * p.row + i] = ((i * 7 + t) % 5 == 0) ? -0.0f : 0.0f;  // zero token, mixed signs
+          v[t * p.row + i] = t % 2 ? 3.0f : -0.0f;                    // constant token
+        }
+        if (t % 6 == 0) k[t * p.row] = -0.0f;                         // first value -0
+      }
+      p.append_data({0}, {static_cast<int32_t>(n)}, k, v);
+      CAPTURE(gran);
+      p.check_all(rng);
     }
   }
   TEST_CASE("greedy repacking is CPU-only") {
