@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# On the GPU machine: builds the Python binding against the CUDA backend (sm_90) and runs
-# the Python suite (its torch/CUDA tests included) and the head-sharded multi-GPU example
+# On the GPU machine: builds the GPU doctest suite and the Python binding against the CUDA
+# backend (sm_90), runs the GPU suite, the Python suite (its torch/CUDA tests included) and
+# the head-sharded multi-GPU example
 # (issue 8) with as many ranks as GPUs (NCCL) and with 3 ranks sharing the GPUs (gloo).
 # Needs, carried from the development machine (both git-ignored):
 #   .whl/swig-*.whl      the SWIG wheel from PyPI (the GPU image has no swig)
@@ -20,9 +21,12 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPACKKV_ENABLE_CUDA=
   -DPACKKV_BUILD_EXAMPLES=OFF -DPACKKV_BUILD_BENCH=OFF > "$OUT/configure.log" 2>&1 \
   || { log "configure failed"; tail -30 "$OUT/configure.log"; exit 1; }
 t0=$(date +%s)
-cmake --build "$BUILD" -j "$(nproc)" --target packkv_python_raw > "$OUT/build.log" 2>&1 \
+cmake --build "$BUILD" -j "$(nproc)" --target packkv_tests_gpu packkv_python_raw packkv_python_files > "$OUT/build.log" 2>&1 \
   || { log "build failed"; grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 log "build: $(( $(date +%s) - t0 )) s"
+"$BUILD"/tests/gpu/packkv_tests_gpu > "$OUT/tests_gpu.log" 2>&1
+log "gpu tests rc=$?: $(grep -E '^\[doctest\] (test cases|assertions)' "$OUT/tests_gpu.log" | tr '\n' ' ')"
+grep -B2 -A10 "ERROR" "$OUT/tests_gpu.log" | head -40
 export PYTHONPATH=$BUILD/bindings/python/pkg PYTHONDONTWRITEBYTECODE=1 NCCL_NVLS_ENABLE=0
 python3 -m pytest -q -p no:cacheprovider bindings/python/tests > "$OUT/pytest.log" 2>&1
 log "pytest rc=$?: $(tail -1 "$OUT/pytest.log")"
