@@ -78,7 +78,8 @@ PACKKV_GRID = {
     ("tok", 128): [(0.01, 0.02), (0.02, 0.04), (0.035, 0.07), (0.05, 0.1), (0.07, 0.14),
                    (0.1, 0.2), (0.14, 0.28), (0.025, 0.1), (0.05, 0.2)],
     ("head", 128): [(0.02, 0.04), (0.05, 0.1), (0.1, 0.2)],
-    ("tok", 32): [(0.02, 0.04), (0.05, 0.1), (0.1, 0.2)],
+    ("tok", 32): [(0.02, 0.04), (0.035, 0.07), (0.05, 0.1), (0.1, 0.2)],
+    ("tok", 0): [(0.02, 0.04), (0.035, 0.07), (0.05, 0.1)],
 }
 
 
@@ -319,21 +320,25 @@ def family_of(r: dict) -> str:
     return r["method"]
 
 
-def curves(results: list[dict]) -> dict:
-    """{curve name: [(bytes_per_element, delta_pct, spec)]}. Each PackKV run contributes one
-    point per repacking mode (same perplexity, that mode's bytes)."""
+def curves(results: list[dict], key: str = "delta_pct") -> dict:
+    """{curve name: [(bytes_per_element, results[key], spec)]}. Each PackKV run contributes
+    one point per repacking mode (same perplexity, that mode's bytes)."""
     out: dict = {}
     for r in results:
-        if "error" in r or r["method"] in ("fp32",):
+        if "error" in r or r["method"] in ("fp32",) or key not in r:
             continue
         fam = family_of(r)
         if r["method"] == "packkv":
             for mode, all_in in r["repack_bytes"].items():
                 out.setdefault(f"{fam} {mode}", []).append(
-                    (all_in / r["elements"], r["delta_pct"], r["spec"]))
+                    (all_in / r["elements"], r[key], r["spec"]))
         else:
-            out.setdefault(fam, []).append((r["bytes_per_element"], r["delta_pct"], r["spec"]))
+            out.setdefault(fam, []).append((r["bytes_per_element"], r[key], r["spec"]))
     return out
+
+
+# KL thresholds equivalent to +1% / +5% perplexity: an NLL increase of log(1.01), log(1.05).
+KL_THRESHOLDS = {"1.0": math.log(1.01), "5.0": math.log(1.05)}
 
 
 def analyse(results: list[dict], ref: dict) -> dict:
@@ -349,8 +354,23 @@ def analyse(results: list[dict], ref: dict) -> dict:
             r["delta_se_pct"] = 100.0 * float(d.std(ddof=1) / math.sqrt(len(d))) * r["ppl"] / ref["ppl"]
     cv = curves(results)
     tp = {name: {str(t): turning_point(pts, t) for t in (1.0, 5.0)} for name, pts in cv.items()}
-    summary = {}
+    for r in results:
+        if r.get("method") == "fp16":
+            r["kl_mean"] = 0.0
+    cvk = curves(results, "kl_mean")
+    tpk = {name: {t: turning_point(pts, thr) for t, thr in KL_THRESHOLDS.items()}
+           for name, pts in cvk.items()}
+    summary, summary_kl = {}, {}
     for t in ("1.0", "5.0"):
+        summary[t] = _summary(tp, t)
+        summary_kl[t] = _summary(tpk, t)
+    return {"curves": cv, "turning_points": tp, "summary": summary,
+            "turning_points_kl": tpk, "summary_kl": summary_kl}
+
+
+def _summary(tp: dict, t: str) -> dict:
+    """KIVI's and the best PackKV curve's turning point at threshold t, and the ratios."""
+    if True:
         kivi = tp.get("kivi", {}).get(t, (None, "none"))
         best = None
         for name, v in tp.items():
@@ -362,8 +382,7 @@ def analyse(results: list[dict], ref: dict) -> dict:
             row.update(packkv_curve=best[0], packkv_bytes=best[1], packkv_kind=best[2],
                        vs_fp16=2.0 / best[1],
                        vs_kivi=(kivi[0] / best[1]) if kivi[0] else None)
-        summary[t] = row
-    return {"curves": cv, "turning_points": tp, "summary": summary}
+        return row
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,9 +460,28 @@ def markdown(report: dict) -> str:
             cells += [fmt_tp(tp[t]), "n/a" if b is None else
                       (f">= {2.0 / b:.2f}" if kind == "below" else f"{2.0 / b:.2f}")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "| Δppl | KIVI B/elem | best PackKV curve | PackKV B/elem | PackKV × fp16 "
-              "(goal >= 8 at 1%) | KIVI / PackKV (goal >= 2.5) |", "|---|---|---|---|---|---|"]
-    for t, sm in an["summary"].items():
+    lines += ["", "Summary against the goals (perplexity turning points above; second table: "
+              "the same on the KL curves, a low-noise cross-check, with KL thresholds "
+              "log(1.01) and log(1.05) nats/token, the NLL increase of +1% / +5% perplexity):", ""]
+    lines += _summary_table(an["summary"], "Δppl")
+    lines += [""] + _summary_table(an["summary_kl"], "KL-equivalent Δppl")
+    lines += ["", "KL turning points per curve (B/elem at KL = log(1.01) / log(1.05)):", "",
+              "| curve | B/elem at KL 0.00995 | × fp16 | B/elem at KL 0.0488 | × fp16 |",
+              "|---|---|---|---|---|"]
+    for name, tp in an["turning_points_kl"].items():
+        cells = []
+        for t in ("1.0", "5.0"):
+            b, kind = tp[t]
+            cells += [fmt_tp(tp[t]), "n/a" if b is None else
+                      (f">= {2.0 / b:.2f}" if kind == "below" else f"{2.0 / b:.2f}")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _summary_table(summary: dict, label: str) -> list[str]:
+    lines = [f"| {label} | KIVI B/elem | best PackKV curve | PackKV B/elem | PackKV × fp16 "
+             "(goal >= 8 at 1%) | KIVI / PackKV (goal >= 2.5) |", "|---|---|---|---|---|---|"]
+    for t, sm in summary.items():
         kb_ = "n/a" if sm["kivi_bytes"] is None else f"{sm['kivi_bytes']:.3f}"
         if "packkv_bytes" in sm:
             vk = "n/a" if sm["vs_kivi"] is None else f"{sm['vs_kivi']:.2f}"
@@ -451,7 +489,7 @@ def markdown(report: dict) -> str:
                          f"{sm['packkv_bytes']:.3f} | {sm['vs_fp16']:.2f} | {vk} |")
         else:
             lines.append(f"| +{float(t):g}% | {kb_} | n/a | n/a | n/a | n/a |")
-    return "\n".join(lines)
+    return lines
 
 
 def plot(report: dict, path: str) -> None:
@@ -468,19 +506,32 @@ def plot(report: dict, path: str) -> None:
     fixed = {"kivi": dict(color="tab:red", marker="s"),
              "fp8": dict(color="tab:purple", marker="D"),
              "fp16": dict(color="black", marker="*", markersize=12)}
-    colors = iter(["tab:blue", "tab:cyan", "tab:green", "tab:olive", "tab:orange",
-                   "tab:brown", "tab:pink", "tab:gray", "navy", "teal", "lime", "gold"])
+    colors = iter(["navy", "tab:green", "tab:orange", "tab:brown", "tab:pink", "tab:gray"])
+    default_family = "packkv per-token res128"
     for name, pts in cv.items():
-        st = dict(fixed.get(name) or dict(color=next(colors, "tab:gray"),
-                                          marker="o" if name.endswith("median") else
-                                          ("^" if name.endswith("greedy") else "v")))
+        # PackKV: every family with median repacking (points + fit); the other repacking
+        # modes only for the default family, as dashed fits (same ppl, their own bytes).
+        other_mode = name.startswith("packkv") and not name.endswith("median")
+        if other_mode and not name.startswith(default_family):
+            continue
+        if other_mode:
+            st = dict(color="tab:blue" if name.endswith("greedy") else "tab:cyan", marker="")
+        else:
+            st = dict(fixed.get(name) or dict(color=next(colors, "tab:gray"), marker="o"))
         pts = sorted(pts)
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[se.get(p[2], 0) for p in pts],
-                    fmt=st["marker"], color=st["color"], ms=st.get("markersize", 4),
-                    alpha=0.6, elinewidth=0.6, capsize=0)
+        if not other_mode:
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts],
+                        yerr=[se.get(p[2], 0) for p in pts], fmt=st["marker"],
+                        color=st["color"], ms=st.get("markersize", 4), alpha=0.7,
+                        elinewidth=0.6, capsize=0)
         f = isotonic_fit(pts)
-        ax.plot([p[0] for p in f], [p[1] for p in f], color=st["color"], lw=1.3,
-                label=name + (" (b = 2..8)" if name == "kivi" else ""))
+        if len(f) > 1:
+            ax.plot([p[0] for p in f], [p[1] for p in f], color=st["color"],
+                    lw=1.0 if other_mode else 1.5, ls="--" if other_mode else "-",
+                    label=name + (" (b = 2..8)" if name == "kivi" else "") +
+                    (" (monotone fit)" if not other_mode and name.startswith("packkv") else ""))
+        else:
+            ax.plot([], [], st["marker"], color=st["color"], label=name)
         if name == "kivi":
             for b, d, spec in pts:
                 ax.annotate(spec.replace("kivi-", "b"), (b, d), fontsize=7,
@@ -498,7 +549,7 @@ def plot(report: dict, path: str) -> None:
     ax.set_title(f"SmolLM2-135M on KJV Genesis, {m['tokens']} tokens through the cache, "
                  f"{m['score']} scored (fp16 ppl {m['ref_ppl']:.3f})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -647,10 +698,25 @@ def main(argv=None) -> int:
                     "unless re-run (to extend a sweep)")
     ap.add_argument("--plot", default=None, help="write the PNG plot here")
     ap.add_argument("--markdown", default=None, help="write the markdown table here")
+    ap.add_argument("--from-json", default=None,
+                    help="re-make the markdown / plot of an earlier --json run, no model runs")
     ap.add_argument("--check", action="store_true", help="run the consistency checks only")
     ap.add_argument("--check-tokens", type=int, default=448)
     args = ap.parse_args(argv)
     args.score = min(args.score, args.tokens)
+    if args.from_json:
+        with open(args.from_json) as f:
+            report = json.load(f)
+        ref = next(r for r in report["results"] if r["method"] == "fp16")
+        report["analysis"] = analyse(report["results"], ref)
+        md = markdown(report)
+        print(md)
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(md + "\n")
+        if args.plot:
+            plot(report, args.plot)
+        return 0
     if args.check:
         return run_checks(args)
 
