@@ -44,8 +44,8 @@ PackKV attention: library or decompress
     every append and runs dense numpy attention on the reconstruction. The two give the same
     perplexity (the library attends on exactly the values decompress returns, fp32
     accumulation; ``ppl_eval.py --check`` measures the difference); decompress is used for
-    the sweep because the CPU decode kernel is several times slower than numpy's BLAS on
-    576 query rows x 4K tokens per call (measured in ppl_eval.py --check).
+    the sweep because it is faster on 2 shared cores (a full 4096-token run: 55 s vs 127 s
+    with library attention, same perplexity within rounding noise: bench/RESULTS.md).
 
 Bytes
     All-in bytes of the final state, summed over layers: PackKV = compressed_bytes_used +

@@ -7,24 +7,27 @@ What
     public domain, see data/README.md) with every layer's K/V held by a KV backend
     (``kv_backends.py``): fp16, fp8 e4m3, KIVI-b (b = 2..8), or libpackkv through its
     Python binding at several (r_K, r_V), scale granularities, residual windows and
-    repacking modes. The context (the first 3072 tokens) is appended, and compressed, as
-    the model reads it; the continuation (the last 1024 tokens) is scored: perplexity =
-    exp(mean NLL) of the 1024 next-token predictions made at positions 3072..4095, each
-    from a cache that holds all earlier tokens in its compressed form plus its residual
-    window. Only the continuation is scored so that every scored query attends over a
-    long (3-4K token) mostly-compressed cache, the regime the method is for; the context
-    goes through the same cache (its hidden states, hence the continuation's K/V, already
-    carry the compression error of the earlier layers and tokens).
+    repacking modes. Every token is appended, and compressed, as the model reads it, and
+    by default every next-token prediction is scored (``--score 4096``): perplexity =
+    exp(mean NLL) of the predictions at positions 0..4095, each made from a cache that
+    holds all earlier tokens in its compressed form plus its residual window. Why all of
+    them rather than only a continuation after a 3072-token context (``--score 1024``):
+    quantization moves single tokens' NLL by ~0.4-0.5 nats, so the paired standard error
+    of the perplexity change is ~1.2-1.4% with 1024 scored tokens, too coarse for a +1%
+    threshold, and ~0.1-1% with 4096; the compression error is present at every position
+    past the first window (measured per quarter of the text).
 
-    Per row: perplexity, its change against fp16, all-in bytes per K/V element (final
-    state, all 30 layers: PackKV compressed_bytes_used + residual_bytes from the cache
-    stats; KIVI/fp8 by examples/eval/baselines.cpp's formulas; fp16 2), the wall time.
-    Then the turning points: for each method's curve (its Pareto frontier of (bytes,
-    perplexity change) points: KIVI-b for b = 2..8, each PackKV family over its (r_K, r_V)
-    grid), the bytes per element at which the perplexity change reaches +1% and +5%,
-    interpolated linearly in log(bytes) between the two frontier points that bracket the
-    threshold, and PackKV's size advantage over KIVI there (bytes_KIVI / bytes_PackKV at the
-    same perplexity change).
+    Per row: perplexity, its change against fp16 (with its paired standard error), the mean
+    KL(p_fp16 || p_row) of the next-token distributions (a low-noise cross-check), all-in
+    bytes per K/V element (final state, all 30 layers: PackKV compressed_bytes_used +
+    residual_bytes from the cache stats; KIVI/fp8 by examples/eval/baselines.cpp's
+    formulas; fp16 2), the wall time. Then the turning points: for each curve (KIVI-b for
+    b = 2..8, as packkv-eval --sweep; each PackKV scale granularity / window / repacking
+    mode over its (r_K, r_V) grid), a least-squares monotone (isotonic) fit of the
+    perplexity change against bytes, and the bytes per element at which the fit reaches
+    +1% and +5%, interpolated linearly in log(bytes); PackKV's size advantage over KIVI
+    there (bytes_KIVI / bytes_PackKV at the same perplexity change); the same on the KL
+    curves at KL = log(1.01), log(1.05).
 
 Exactness and speed (2 CPU cores)
     Chunks of at most 64 tokens, cut at every flush point of the backend, give exactly
@@ -41,6 +44,7 @@ Usage::
         --json bench/e2e_ppl.json --plot bench/e2e_ppl.png --markdown /tmp/e2e_ppl.md
     python3 scripts/e2e/ppl_eval.py --check            # consistency checks (a few minutes)
     python3 scripts/e2e/ppl_eval.py --rows fp16,kivi-4,packkv:rk=0.05:rv=0.1   # chosen rows
+    python3 scripts/e2e/ppl_eval.py --from-json bench/e2e_ppl.json --plot /tmp/p.png  # re-plot
 
 Needs the packkv binding on PYTHONPATH (``pip install ./bindings/python``, or a CMake build's
 ``<build>/bindings/python/pkg``) for PackKV rows.
