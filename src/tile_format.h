@@ -171,7 +171,9 @@ PACKKV_HD float rint_f(float x) {
 PACKKV_HD Affine group_affine(float xmin, float xmax, float rel_scale) {
   Affine a;
   if (!(xmax > xmin)) {  // constant group: exact
-    a.scale = xmin;
+    // All-zero groups store +0.0 whatever the signs of their zeros, so that encoders
+    // whose min/max reductions pick different signed zeros write the same bytes.
+    a.scale = xmin == 0.0f ? 0.0f : xmin;
     a.zero = xmin == 0.0f ? 0 : 1;
     return a;
   }

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cfloat>
+#include <cstring>
 #include <cmath>
 #include <vector>
 
@@ -178,4 +179,15 @@ TEST_CASE("error bound on adversarial data: outliers, tiny ranges, huge ranges, 
   std::vector<float> kb(k);
   for (size_t i = 0; i < row; ++i) kb[13 * row + i] = (i % 2 ? 1 : -1) * 3.38e38f;
   check_bound(heads, dim, 0.1f, 0.2f, PACKKV_DTYPE_BF16, PACKKV_SCALE_PER_TOKEN, kb, v, n);
+}
+
+TEST_CASE("all-zero groups store +0.0 whatever the signs of their zeros") {
+  for (float lo : {0.0f, -0.0f})
+    for (float hi : {0.0f, -0.0f}) {
+      const fmt::Affine a = fmt::group_affine(lo, hi, 0.1f);
+      uint32_t bits;
+      std::memcpy(&bits, &a.scale, 4);
+      CHECK(bits == 0u);
+      CHECK(a.zero == 0);
+    }
 }
