@@ -213,10 +213,13 @@ typedef struct packkv_cache packkv_cache_t;
  *          (message names the field); PACKKV_ERR_VERSION_MISMATCH if struct_size is
  *          too small; PACKKV_ERR_NOT_SUPPORTED if params->device >= 0 and this build
  *          or machine has no CUDA backend, or if bytes beyond the known fields are
- *          non-zero (a newer caller asking for a feature this library lacks);
- *          PACKKV_ERR_OUT_OF_HOST_MEMORY.
+ *          non-zero (a newer caller asking for a feature this library lacks), or
+ *          for repack = PACKKV_REPACK_GREEDY on a CUDA cache (greedy repacking runs
+ *          on the CPU backend only); PACKKV_ERR_OUT_OF_HOST_MEMORY /
+ *          PACKKV_ERR_OUT_OF_DEVICE_MEMORY; PACKKV_ERR_CUDA.
  *  Thread-safe. Memory grows with the compressed size; nothing is reserved for
- *  max_tokens_per_seq up front. */
+ *  max_tokens_per_seq up front. A CUDA cache is bound to params->device: every call
+ *  sets and restores the current device itself. */
 PACKKV_API packkv_status_t packkv_cache_create(const packkv_cache_params_t* params,
                                                packkv_cache_t** out);
 
@@ -267,6 +270,12 @@ PACKKV_API packkv_status_t packkv_cache_device(const packkv_cache_t* cache, int3
  *          PACKKV_ERR_CAPACITY_EXCEEDED if a sequence would exceed
  *          max_tokens_per_seq; PACKKV_ERR_OUT_OF_HOST_MEMORY /
  *          PACKKV_ERR_OUT_OF_DEVICE_MEMORY. On any failure nothing is appended.
+ *  CUDA cache: the call enqueues its work on `stream` and returns without waiting.
+ *  It allocates device memory (stream-ordered) only at a sequence's first tokens, when
+ *  the compressed pool of a sequence needs another chunk, and for a prefill longer than
+ *  any before; decode-step appends do not allocate. Non-finite input found by the
+ *  kernels is reported by the next packkv_cache_sync (naming sequence and token); the
+ *  contents of that sequence are then unspecified: remove it (packkv_cache_remove_seq).
  *  Not thread-safe on one cache (see the header comment). */
 PACKKV_API packkv_status_t packkv_cache_append(packkv_cache_t* cache, int32_t n_seqs,
                                                const int32_t* h_seq_ids,
