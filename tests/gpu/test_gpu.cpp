@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -436,6 +437,72 @@ TEST_SUITE("gpu") {
       CAPTURE(gran);
       p.check_all(rng);
     }
+  }
+  TEST_CASE("several caches on every device in one process; the caller's device is restored") {
+    // Issue 8 item 1: each cache is bound to its device at creation and every call sets
+    // and restores the current device. Two caches per visible device (one GPU: two caches
+    // on it), appended and queried interleaved while the caller's current device is the
+    // last one; each must equal a CPU cache fed the same data.
+    int n_dev = 0;
+    CUDA_OK(cudaGetDeviceCount(&n_dev));
+    Shape s;
+    s.heads = 2; s.dim = 64; s.q_heads = 4; s.seqs = 1;
+    const size_t row = static_cast<size_t>(s.heads) * s.dim, n = 700;
+    std::mt19937 rng(17);
+    std::vector<std::unique_ptr<Cache>> gpu, cpu;
+    std::vector<std::vector<float>> ks, vs;
+    for (int d = 0; d < n_dev; ++d)
+      for (int j = 0; j < 2; ++j) {
+        gpu.emplace_back(new Cache(make_params(s, d)));
+        cpu.emplace_back(new Cache(make_params(s, -1)));
+        ks.push_back(kv_data(n, row, rng, 2.0f));
+        vs.push_back(kv_data(n, row, rng, 0.5f));
+      }
+    const int caller_device = n_dev - 1;
+    for (size_t chunk = 0; chunk < 2; ++chunk)
+      for (size_t i = 0; i < gpu.size(); ++i) {
+        const int d = static_cast<int>(i / 2);
+        const int32_t id = 0, cnt = static_cast<int32_t>(n / 2);
+        const float* hk = ks[i].data() + chunk * cnt * row;
+        const float* hv = vs[i].data() + chunk * cnt * row;
+        REQUIRE(packkv_cache_append(cpu[i]->c, 1, &id, &cnt, hk, hv, PACKKV_DTYPE_F32, nullptr) == PACKKV_OK);
+        CUDA_OK(cudaSetDevice(d));
+        DBuf dk(cnt * row * 4), dv(cnt * row * 4);
+        CUDA_OK(cudaMemcpy(dk.p, hk, cnt * row * 4, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(dv.p, hv, cnt * row * 4, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaSetDevice(caller_device));
+        REQUIRE(packkv_cache_append(gpu[i]->c, 1, &id, &cnt, dk.p, dv.p, PACKKV_DTYPE_F32, nullptr) == PACKKV_OK);
+        REQUIRE(packkv_cache_sync(gpu[i]->c) == PACKKV_OK);
+        int now = -1;
+        CUDA_OK(cudaGetDevice(&now));
+        CHECK(now == caller_device);
+        int32_t bound = -2;
+        REQUIRE(packkv_cache_device(gpu[i]->c, &bound) == PACKKV_OK);
+        CHECK(bound == d);
+      }
+    for (size_t i = 0; i < gpu.size(); ++i) {
+      const int d = static_cast<int>(i / 2);
+      const int32_t id = 0;
+      const std::vector<float> q = kv_data(1, static_cast<size_t>(s.q_heads) * s.dim, rng, 0.5f);
+      std::vector<float> ref(static_cast<size_t>(s.q_heads) * s.dim);
+      REQUIRE(packkv_attn_decode(cpu[i]->c, 1, &id, s.q_heads, q.data(), PACKKV_DTYPE_F32, 0.125f, ref.data(),
+                                 nullptr, nullptr, 0, nullptr) == PACKKV_OK);
+      size_t ws_bytes = 0;
+      REQUIRE(packkv_attn_workspace_size(gpu[i]->c, 1, s.q_heads, &ws_bytes) == PACKKV_OK);
+      CUDA_OK(cudaSetDevice(d));
+      DBuf dq(q.size() * 4), dout(ref.size() * 4), ws(ws_bytes);
+      CUDA_OK(cudaMemcpy(dq.p, q.data(), q.size() * 4, cudaMemcpyHostToDevice));
+      CUDA_OK(cudaSetDevice(caller_device));
+      REQUIRE(packkv_attn_decode(gpu[i]->c, 1, &id, s.q_heads, dq.p, PACKKV_DTYPE_F32, 0.125f, dout.as<float>(),
+                                 nullptr, ws.p, ws_bytes, nullptr) == PACKKV_OK);
+      REQUIRE(packkv_cache_sync(gpu[i]->c) == PACKKV_OK);
+      CHECK(rel_err(ref, from_dev<float>(dout, ref.size())) <= 1e-5);
+      const packkv::CacheImpl& gi = packkv::internal_impl(gpu[i]->c);
+      const packkv::CacheImpl& ci = packkv::internal_impl(cpu[i]->c);
+      REQUIRE(gi.n_blocks(0) == ci.n_blocks(0));
+      for (int64_t b = 0; b < ci.n_blocks(0); ++b) CHECK(gi.block_bytes(0, b) == ci.block_bytes(0, b));
+    }
+    CUDA_OK(cudaSetDevice(0));
   }
   TEST_CASE("greedy repacking is CPU-only") {
     Shape s;
