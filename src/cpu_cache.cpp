@@ -36,6 +36,13 @@ int64_t blocks_to_flush(int64_t window, const Config& c) {
   return (window - c.residual_tokens) / c.block_tokens;
 }
 
+// Makes room for `size` elements with geometric growth (an exact reserve per flush would
+// copy the whole store every 64 decode steps).
+template <typename T>
+void grow(std::vector<T>* v, size_t size) {
+  if (v->capacity() < size) v->reserve(std::max(size, 2 * v->capacity()));
+}
+
 // A 16-byte aligned view of the store (std::vector storage is at least 16-aligned
 // through operator new on the platforms we build for).
 const uint8_t* blob_at(const Seq& s, int64_t b) { return s.store.data() + s.block_offset[b]; }
@@ -56,8 +63,11 @@ class CpuCache final : public CacheImpl {
               const void* v_new, packkv_dtype_t dtype, packkv_stream_t) override {
     const Config& c = config();
     const size_t in_elem = dtype_size(dtype);
+    const size_t token_bytes = row_ * elem_;
     struct Plan {
-      std::vector<uint8_t> k, v;    // new tokens in kv_dtype
+      const uint8_t* k = nullptr;   // new tokens in kv_dtype: the caller's memory when its
+      const uint8_t* v = nullptr;   // dtype is kv_dtype, else kconv / vconv
+      std::vector<uint8_t> kconv, vconv;
       std::vector<uint8_t> blobs;   // newly compressed blocks, aligned relative to store end
       std::vector<uint64_t> offsets;
       int64_t flushed = 0;          // blocks
@@ -72,7 +82,8 @@ class CpuCache final : public CacheImpl {
       const size_t vals = (size_t)n * row_;
       for (int kv = 0; kv < 2; ++kv) {
         const uint8_t* src = static_cast<const uint8_t*>(kv == 0 ? k_new : v_new) + at * in_elem;
-        convert_checked(src, dtype, vals, kv == 0 ? &p.k : &p.v, ids[i], kv == 0 ? "k_new" : "v_new");
+        (kv == 0 ? p.k : p.v) =
+            convert_checked(src, dtype, vals, kv == 0 ? &p.kconv : &p.vconv, ids[i], kv == 0 ? "k_new" : "v_new");
       }
       at += vals;
       const Seq& s = seqs_[ids[i]];
@@ -82,23 +93,30 @@ class CpuCache final : public CacheImpl {
     for (int i = 0; i < n_seqs; ++i) {
       Seq& s = seqs_[ids[i]];
       const Plan& p = plans[i];
-      s.store.reserve(s.store.size() + p.blobs.size());
-      s.block_offset.reserve(s.block_offset.size() + p.offsets.size());
-      s.res_k.reserve(s.res_k.size() + p.k.size());
-      s.res_v.reserve(s.res_v.size() + p.v.size());
+      const size_t res_after = (size_t)(s.n_res + counts[i] - p.flushed * c.block_tokens) * token_bytes;
+      grow(&s.store, s.store.size() + p.blobs.size());
+      grow(&s.block_offset, s.block_offset.size() + p.offsets.size());
+      grow(&s.res_k, res_after);
+      grow(&s.res_v, res_after);
     }
-    // Phase 2 (no throw: capacity is reserved).
+    // Phase 2 (no throw: capacity is reserved). The window loses its first `drop` tokens
+    // (compressed now): first from the old residual tokens, then from the new ones.
     for (int i = 0; i < n_seqs; ++i) {
       Seq& s = seqs_[ids[i]];
       Plan& p = plans[i];
       s.store.insert(s.store.end(), p.blobs.begin(), p.blobs.end());
       s.block_offset.insert(s.block_offset.end(), p.offsets.begin(), p.offsets.end());
-      s.res_k.insert(s.res_k.end(), p.k.begin(), p.k.end());
-      s.res_v.insert(s.res_v.end(), p.v.begin(), p.v.end());
-      const size_t drop = (size_t)p.flushed * c.block_tokens * row_ * elem_;
-      s.res_k.erase(s.res_k.begin(), s.res_k.begin() + (ptrdiff_t)drop);
-      s.res_v.erase(s.res_v.begin(), s.res_v.begin() + (ptrdiff_t)drop);
-      s.n_res += counts[i] - p.flushed * c.block_tokens;
+      const int64_t drop = p.flushed * c.block_tokens;
+      const int64_t from_old = std::min(drop, s.n_res);
+      const size_t skip_new = (size_t)(drop - from_old) * token_bytes;
+      const size_t new_bytes = (size_t)counts[i] * token_bytes;
+      for (int kv = 0; kv < 2; ++kv) {
+        std::vector<uint8_t>& res = kv == 0 ? s.res_k : s.res_v;
+        const uint8_t* src = kv == 0 ? p.k : p.v;
+        res.erase(res.begin(), res.begin() + (ptrdiff_t)((size_t)from_old * token_bytes));
+        if (new_bytes > skip_new) res.insert(res.end(), src + skip_new, src + new_bytes);
+      }
+      s.n_res += counts[i] - drop;
     }
   }
 
@@ -222,19 +240,20 @@ class CpuCache final : public CacheImpl {
  private:
   // Converts n values of dtype to kv_dtype, rejecting values that are not finite in
   // kv_dtype (NaN, inf, or overflow by the conversion).
-  void convert_checked(const uint8_t* src, packkv_dtype_t dtype, size_t n, std::vector<uint8_t>* out, int seq,
-                       const char* what) const {
+  // Returns the values in kv_dtype: src itself when dtype is kv_dtype, else *conv.
+  const uint8_t* convert_checked(const uint8_t* src, packkv_dtype_t dtype, size_t n, std::vector<uint8_t>* conv,
+                                 int seq, const char* what) const {
     const Config& c = config();
-    if (dtype == c.kv_dtype) {
-      out->assign(src, src + n * elem_);
-    } else {
+    const uint8_t* out = src;
+    if (dtype != c.kv_dtype) {
       std::vector<float> tmp(n);
       to_float(src, dtype, n, tmp.data());
-      out->resize(n * elem_);
-      from_float(tmp.data(), n, c.kv_dtype, out->data());
+      conv->resize(n * elem_);
+      from_float(tmp.data(), n, c.kv_dtype, conv->data());
+      out = conv->data();
     }
-    const size_t bad = first_non_finite(out->data(), c.kv_dtype, n);
-    if (bad == n) return;
+    const size_t bad = first_non_finite(out, c.kv_dtype, n);
+    if (bad == n) return out;
     const float x = load_as_float(src, dtype, bad);
     const size_t token = bad / row_, ch = bad % row_;
     fail(PACKKV_ERR_INVALID_ARGUMENT,
@@ -269,9 +288,8 @@ class CpuCache final : public CacheImpl {
 
   // Encodes the first n_blocks blocks of the window (residual tokens of s, then the
   // new tokens nk/nv) as blobs placed after `store_end` bytes.
-  void encode_flushed(const Seq& s, const std::vector<uint8_t>& nk, const std::vector<uint8_t>& nv,
-                      int64_t n_blocks, size_t store_end, std::vector<uint8_t>* blobs,
-                      std::vector<uint64_t>* offsets) const {
+  void encode_flushed(const Seq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks, size_t store_end,
+                      std::vector<uint8_t>* blobs, std::vector<uint64_t>* offsets) const {
     const Config& c = config();
     const size_t block_vals = (size_t)c.block_tokens * row_;
     const size_t res_vals = (size_t)s.n_res * row_;
@@ -279,14 +297,14 @@ class CpuCache final : public CacheImpl {
     for (int64_t b = 0; b < n_blocks; ++b) {
       for (int kv = 0; kv < 2; ++kv) {
         const std::vector<uint8_t>& res = kv == 0 ? s.res_k : s.res_v;
-        const std::vector<uint8_t>& nw = kv == 0 ? nk : nv;
+        const uint8_t* nw = kv == 0 ? nk : nv;
         float* f = kv == 0 ? fk.data() : fv.data();
         // tokens [b * N, (b + 1) * N) of the window: residual tokens, then new ones
         const size_t first = (size_t)b * block_vals;
         const size_t from_res = first < res_vals ? std::min(block_vals, res_vals - first) : 0;
         if (from_res) to_float(res.data() + first * elem_, c.kv_dtype, from_res, f);
         if (from_res < block_vals)
-          to_float(nw.data() + (first + from_res - res_vals) * elem_, c.kv_dtype, block_vals - from_res, f + from_res);
+          to_float(nw + (first + from_res - res_vals) * elem_, c.kv_dtype, block_vals - from_res, f + from_res);
       }
       size_t pos = store_end + blobs->size();
       size_t pad = (kBlobAlign - pos % kBlobAlign) % kBlobAlign;

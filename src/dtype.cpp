@@ -1,6 +1,9 @@
 #include "dtype.h"
 
 #include <cstring>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 #include <vector>
 
 #include "config.h"
@@ -35,6 +38,23 @@ const float* half_table() {
 }  // namespace
 
 float half_to_float(uint16_t h) { return half_table()[h]; }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+namespace {
+// The F16C conversion instructions (every x86-64 CPU since 2012), chosen at run time so
+// that the library still runs on the baseline x86-64 ISA. Exact, like the table.
+bool has_f16c() {
+  static const bool yes = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  return yes;
+}
+__attribute__((target("avx,f16c"))) size_t halves_to_float_f16c(const uint16_t* s, size_t n, float* d) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+  return i;
+}
+}  // namespace
+#endif
 
 namespace {
 float half_to_float_slow(uint16_t h) {
@@ -90,8 +110,12 @@ void to_float(const void* src, packkv_dtype_t dtype, size_t n, float* dst) {
   switch (dtype) {
     case PACKKV_DTYPE_F16: {
       const uint16_t* s = static_cast<const uint16_t*>(src);
+      size_t i = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (has_f16c()) i = halves_to_float_f16c(s, n, dst);
+#endif
       const float* table = half_table();
-      for (size_t i = 0; i < n; ++i) dst[i] = table[s[i]];
+      for (; i < n; ++i) dst[i] = table[s[i]];
       break;
     }
     case PACKKV_DTYPE_BF16: {

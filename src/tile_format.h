@@ -111,13 +111,15 @@ PACKKV_HD void write_field(uint8_t* p, size_t k, int w, uint32_t value) {
   if (sh + w > 8) p[byte + 1] = (uint8_t)(p[byte + 1] | (uint8_t)(value >> (8 - sh)));
 }
 
-// Writes the 2L payload bytes of one pack of offsets d[0..15] (each < 2^L).
-PACKKV_HD void write_pack(uint8_t* out, const uint32_t* d, int L) {
+// Writes the 2L payload bytes of one pack of offsets d[0..15] (each < 2^L; any unsigned
+// integer element type).
+template <typename T>
+PACKKV_HD void write_pack(uint8_t* out, const T* d, int L) {
   if (L == 0) return;
   uint64_t lo = 0, hi = 0;
   for (int i = 0; i < 8; ++i) {
-    hi = (hi << L) | d[i];
-    lo = (lo << L) | d[8 + i];
+    hi = (hi << L) | (uint64_t)d[i];
+    lo = (lo << L) | (uint64_t)d[8 + i];
   }
   for (int i = 0; i < L; ++i) {
     out[i] = (uint8_t)(lo >> (8 * i));

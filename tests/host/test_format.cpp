@@ -152,3 +152,47 @@ TEST_CASE("tile size = rounds x (mins + lens) + sum of 2L (PACKKV.md T11 analogu
   encode_tile(codes.data(), d, n, d, b, &tile);
   CHECK(tile.size() == 2 * (d * 4 / 8 + d * 3 / 8) + payload);
 }
+
+TEST_CASE("encode_tile writes exactly the layout of tile_format.h (reference built field by field)") {
+  std::mt19937 rng(5);
+  for (int d : {32, 48, 128, 256})
+    for (int b : {1, 3, 4, 8}) {
+      const int n = 64;
+      std::vector<uint8_t> codes((size_t)n * d);
+      for (int c = 0; c < d; ++c) {
+        const int spread = (int)(rng() % (b + 1));
+        const uint32_t base = rng() & ((1u << b) - 1u);
+        for (int t = 0; t < n; ++t)
+          codes[(size_t)t * d + c] = (uint8_t)std::min<uint32_t>(base + (spread ? rng() & ((1u << spread) - 1u) : 0u), (1u << b) - 1u);
+      }
+      std::vector<uint8_t> tile;
+      encode_tile(codes.data(), d, n, d, b, &tile);
+      // reference: MINS, LENS and packs of every round with the primitives of tile_format.h
+      std::vector<uint8_t> ref;
+      const int e = fmt::len_bits(b);
+      for (int r = 0; r < n / 16; ++r) {
+        std::vector<uint8_t> mins(fmt::mins_bytes(d, b), 0), lens(fmt::lens_bytes(d, b), 0), pay;
+        for (int c = 0; c < d; ++c) {
+          uint32_t v[16], mn = 255, mx = 0;
+          for (int i = 0; i < 16; ++i) {
+            v[i] = codes[(size_t)(16 * r + i) * d + c];
+            mn = std::min(mn, v[i]);
+            mx = std::max(mx, v[i]);
+          }
+          const int L = fmt::encode_length(mx - mn);
+          fmt::write_field(mins.data(), (size_t)c, b, mn);
+          fmt::write_field(lens.data(), (size_t)c, e, (uint32_t)L);
+          for (uint32_t& x : v) x -= mn;
+          std::vector<uint8_t> pk(2 * L);
+          fmt::write_pack(pk.data(), v, L);
+          pay.insert(pay.end(), pk.begin(), pk.end());
+        }
+        ref.insert(ref.end(), mins.begin(), mins.end());
+        ref.insert(ref.end(), lens.begin(), lens.end());
+        ref.insert(ref.end(), pay.begin(), pay.end());
+      }
+      CAPTURE(d);
+      CAPTURE(b);
+      CHECK(tile == ref);
+    }
+}
