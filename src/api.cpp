@@ -1,6 +1,7 @@
 // The C entry points: argument validation that does not depend on the backend, the
 // exception firewall (PACKKV_API_BEGIN / END) and the thread-local last error.
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <new>
 #include <string>
@@ -70,6 +71,15 @@ void require_seq_list(const packkv_cache_t* cache, int32_t n_seqs, const int32_t
     require(seen.insert(ids[i]).second,
             std::string(fn) + ": seq_id " + std::to_string(ids[i]) + " appears twice in h_seq_ids");
   }
+}
+
+// The last element n_seqs * n_q_heads * ld - 1 of a [n_seqs][n_q_heads][ld] float array
+// must be addressable (no wrap-around of the row offsets).
+void require_stride_fits(int64_t ld, const packkv::AttnArgs& a, const char* what) {
+  const int64_t rows = (int64_t)a.n_seqs * a.n_q_heads;
+  require(ld <= (INT64_MAX / 8) / rows,
+          std::string(what) + " " + std::to_string(ld) + " is too large: " + std::to_string(rows) +
+              " rows of it overflow the address range");
 }
 
 bool valid_dtype(packkv_dtype_t d) { return d >= PACKKV_DTYPE_F16 && d <= PACKKV_DTYPE_F32; }
@@ -234,6 +244,12 @@ packkv_status_t packkv_cache_append(packkv_cache_t* cache, int32_t n_seqs, const
   for (int32_t i = 0; i < n_seqs; ++i) {
     require(h_n_tokens[i] >= 0, "packkv_cache_append: h_n_tokens[" + std::to_string(i) +
                                     "] is negative (" + std::to_string(h_n_tokens[i]) + ")");
+    total += h_n_tokens[i];
+  }
+  if (total == 0) return PACKKV_OK;
+  require(k_new != nullptr, "packkv_cache_append: k_new is NULL");
+  require(v_new != nullptr, "packkv_cache_append: v_new is NULL");
+  for (int32_t i = 0; i < n_seqs; ++i) {
     const int64_t len = cache->impl->seq_length(h_seq_ids[i]);
     if (len + h_n_tokens[i] > c.max_tokens_per_seq)
       packkv::fail(PACKKV_ERR_CAPACITY_EXCEEDED,
@@ -241,11 +257,7 @@ packkv_status_t packkv_cache_append(packkv_cache_t* cache, int32_t n_seqs, const
                        std::to_string(len) + " tokens; " + std::to_string(h_n_tokens[i]) +
                        " more exceed max_tokens_per_seq = " + std::to_string(c.max_tokens_per_seq) +
                        "; nothing was appended");
-    total += h_n_tokens[i];
   }
-  if (total == 0) return PACKKV_OK;
-  require(k_new != nullptr, "packkv_cache_append: k_new is NULL");
-  require(v_new != nullptr, "packkv_cache_append: v_new is NULL");
   cache->impl->append(n_seqs, h_seq_ids, h_n_tokens, k_new, v_new, dtype, stream);
   PACKKV_API_END("packkv_cache_append")
 }
@@ -298,12 +310,14 @@ packkv_status_t packkv_cache_decompress(const packkv_cache_t* cache, int32_t seq
   PACKKV_API_BEGIN
   require_cache(cache, "packkv_cache_decompress");
   require_seq(cache, seq_id, "packkv_cache_decompress");
+  require(capacity_tokens >= 0, "packkv_cache_decompress: capacity_tokens is negative (" +
+                                    std::to_string(capacity_tokens) + ")");
   const int64_t len = cache->impl->seq_length(seq_id);
+  if (len == 0 || (k_out == nullptr && v_out == nullptr)) return PACKKV_OK;
   if (len > capacity_tokens)
     packkv::fail(PACKKV_ERR_CAPACITY_EXCEEDED,
                  "packkv_cache_decompress: sequence " + std::to_string(seq_id) + " holds " +
                      std::to_string(len) + " tokens but capacity_tokens is " + std::to_string(capacity_tokens));
-  if (len == 0 || (k_out == nullptr && v_out == nullptr)) return PACKKV_OK;
   cache->impl->decompress(seq_id, k_out, v_out, stream);
   PACKKV_API_END("packkv_cache_decompress")
 }
@@ -343,6 +357,7 @@ packkv_status_t packkv_attn_scores(const packkv_cache_t* cache, int32_t n_seqs, 
   require(ld_scores >= longest && ld_scores >= 1,
           "packkv_attn_scores: ld_scores " + std::to_string(ld_scores) +
               " is smaller than the longest requested sequence (" + std::to_string(longest) + " tokens)");
+  require_stride_fits(ld_scores, a, "packkv_attn_scores: ld_scores");
   cache->impl->scores(a, scores, ld_scores);
   PACKKV_API_END("packkv_attn_scores")
 }
@@ -359,6 +374,7 @@ packkv_status_t packkv_attn_apply(const packkv_cache_t* cache, int32_t n_seqs, c
   require(ld_probs >= longest && ld_probs >= 1,
           "packkv_attn_apply: ld_probs " + std::to_string(ld_probs) +
               " is smaller than the longest requested sequence (" + std::to_string(longest) + " tokens)");
+  require_stride_fits(ld_probs, a, "packkv_attn_apply: ld_probs");
   cache->impl->apply(a, probs, ld_probs, out);
   PACKKV_API_END("packkv_attn_apply")
 }

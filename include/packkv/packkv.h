@@ -11,6 +11,10 @@
  * 16-token bit-packing (PACKKV.md sections 2-5). Attention is computed directly
  * on the packed integers with z and s folded in (PACKKV.md section 6.3).
  *
+ * References: "PACKKV.md section N" and test vectors "Tn" point to docs/PACKKV.md of the
+ * source repository (the method as its authors' code implements it, with golden test
+ * vectors); the compressed layout is defined in src/tile_format.h there.
+ *
  * Memory location of array arguments
  *   Arguments named h_* are always host memory. Arguments without a prefix that
  *   hold K, V, queries, scores, probabilities or outputs live where the cache
@@ -114,9 +118,11 @@ enum {
 PACKKV_API const char* packkv_status_string(packkv_status_t status);
 
 /** Detailed message of the last failed call on the calling thread (function name,
- *  offending argument, CUDA error name where relevant). Empty string when the last
- *  call on this thread succeeded. Valid until the next packkv_* call on the same
- *  thread. Never NULL. Thread-safe (the message is thread-local). */
+ *  offending argument, CUDA error name where relevant). Every function that returns a
+ *  packkv_status_t clears it on entry, so it is empty after such a call succeeds; the
+ *  functions that return no status (version, status strings, this one) leave it alone.
+ *  Valid until the next packkv_* call on the same thread. Never NULL. Thread-safe (the
+ *  message is thread-local). */
 PACKKV_API const char* packkv_last_error_message(void);
 
 /** Copies the last error message of the calling thread into buf (NUL-terminated,
@@ -161,21 +167,25 @@ typedef struct CUstream_st* packkv_stream_t;
 typedef struct packkv_cache_params {
   uint32_t struct_size;        /* sizeof(packkv_cache_params_t) as the caller compiled it */
   int32_t device;              /* -1 (default): CPU backend; >= 0: CUDA device ordinal */
-  int32_t n_kv_heads;          /* KV heads per token, >= 1 (default 8) */
+  int32_t n_kv_heads;          /* KV heads per token, in [1, 4096] (default 8) */
   int32_t head_dim;            /* channels per head: a multiple of 16 in [32, 256] (default 128) */
-  int32_t max_seqs;            /* sequence ids are 0 .. max_seqs-1, >= 1 (default 1) */
+  int32_t max_seqs;            /* sequence ids are 0 .. max_seqs-1, in [1, 2^20] (default 1) */
   packkv_dtype_t kv_dtype;     /* dtype of the uncompressed residual window (default F16) */
-  int64_t max_tokens_per_seq;  /* capacity of one sequence in tokens, >= 1 (default 131072) */
-  float rel_scale_k;           /* relative scale r of K: |k - k^| <= r * range / 2 up to fp32
-                                  rounding, range = max - min of the scale group (default 0.1) */
-  float rel_scale_v;           /* relative scale r of V (default 0.2) */
-  int32_t bits_k;              /* K code width 1..8; 0 (default) derives it from rel_scale_k; a
-                                  smaller width clamps codes and voids the error bound */
+  int64_t max_tokens_per_seq;  /* capacity of one sequence in tokens, in [1, 2^40] (default 131072) */
+  float rel_scale_k;           /* relative scale r of K, in [1/254, 1] (default 0.1): every
+                                  compressed value obeys |k - k^| <= r * range / 2 (up to fp32
+                                  rounding), range = max - min of its scale group, k the value
+                                  after conversion to kv_dtype. Smaller r: more accurate, larger */
+  float rel_scale_v;           /* relative scale r of V, in [1/254, 1] (default 0.2) */
+  int32_t bits_k;              /* K code width 1..8; 0 (default) derives it from rel_scale_k. A
+                                  smaller width clamps codes and voids the error bound; a larger
+                                  one changes nothing but the minimum field width (accuracy is
+                                  set by rel_scale_k alone) */
   int32_t bits_v;              /* V code width 1..8; 0 (default) derives it from rel_scale_v */
   packkv_repack_t repack;      /* default PACKKV_REPACK_MEDIAN */
   packkv_scale_granularity_t scale_granularity; /* default PACKKV_SCALE_PER_TOKEN */
   int32_t block_tokens;        /* tokens compressed together: a multiple of 16 in [16, 256] (default 64) */
-  int32_t residual_tokens;     /* tokens kept uncompressed after a flush, >= 0 (default 128) */
+  int32_t residual_tokens;     /* tokens kept uncompressed after a flush, in [0, 2^20] (default 128) */
 } packkv_cache_params_t;
 
 /** Size of version 1 of packkv_cache_params_t, the smallest struct_size accepted. */
@@ -351,9 +361,9 @@ PACKKV_API packkv_status_t packkv_cache_stats(const packkv_cache_t* cache, int32
  *                       CPU cache, device memory for a CUDA cache. Either may be NULL
  *                       to skip it.
  *  @param capacity_tokens rows available in k_out / v_out.
- *  @return PACKKV_ERR_INVALID_ARGUMENT for a NULL cache or a bad seq_id;
- *          PACKKV_ERR_CAPACITY_EXCEEDED if the sequence holds more than
- *          capacity_tokens tokens (nothing written). */
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for a NULL cache, a bad seq_id or a negative
+ *          capacity_tokens; PACKKV_ERR_CAPACITY_EXCEEDED if an output is given and the
+ *          sequence holds more than capacity_tokens tokens (nothing written). */
 PACKKV_API packkv_status_t packkv_cache_decompress(const packkv_cache_t* cache, int32_t seq_id,
                                                    float* k_out, float* v_out,
                                                    int64_t capacity_tokens,
@@ -379,6 +389,10 @@ PACKKV_API packkv_status_t packkv_cache_sync(const packkv_cache_t* cache);
  *                      memory for a CUDA cache (NULL allowed when that size is 0).
  *   Thread-safety: read-only calls; concurrent calls on one cache need separate
  *   workspaces.
+ *   Queries and probabilities are not checked for NaN or infinity (that would cost a
+ *   pass over them); non-finite inputs give non-finite outputs.
+ *   Row strides (ld_scores, ld_probs) must be >= the longest requested sequence and
+ *   small enough that n_seqs * n_q_heads * ld elements are addressable.
  *   Arithmetic and accumulation are fp32; results are fp32. Tokens are scored in
  *   original order whatever the repacking. Sequences with no tokens give empty
  *   scores, zero outputs and lse = -inf. No allocation and no host synchronization
@@ -410,6 +424,7 @@ PACKKV_API packkv_status_t packkv_attn_scores(const packkv_cache_t* cache, int32
  *  (PACKKV.md section 6.2, 6.3; test vector T9). probs need not sum to 1.
  *  @param probs    float32 [n_seqs][n_q_heads][ld_probs], original token order; only
  *                  the first seq_length entries of each row are read.
+ *  @param ld_probs row stride in elements, >= the longest requested sequence.
  *  @param out      float32 [n_seqs][n_q_heads][head_dim].
  *  @return as packkv_attn_scores. */
 PACKKV_API packkv_status_t packkv_attn_apply(const packkv_cache_t* cache, int32_t n_seqs,

@@ -287,3 +287,27 @@ TEST_CASE("concurrent read-only attention on one cache from several threads") {
   for (auto& t : ts) t.join();
   CHECK(mismatches.load() == 0);
 }
+
+TEST_CASE("argument checks come before capacity checks; strides that overflow are rejected") {
+  packkv_cache_params_t p = pkt::params(1, 32, 2);
+  p.max_tokens_per_seq = 10;
+  pkt::Cache c(p);
+  std::vector<float> k(20 * 32, 0.5f), v(20 * 32, 0.5f);
+  int32_t id = 0, n = 20;
+  // NULL data with a count over capacity: the NULL is reported (INVALID_ARGUMENT)
+  CHECK(packkv_cache_append(c, 1, &id, &n, nullptr, v.data(), PACKKV_DTYPE_F32, nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(last().find("k_new") != std::string::npos);
+  n = 5;
+  REQUIRE(packkv_cache_append(c, 1, &id, &n, k.data(), v.data(), PACKKV_DTYPE_F32, nullptr) == PACKKV_OK);
+  // both outputs NULL: nothing to write, whatever the capacity
+  CHECK(packkv_cache_decompress(c, 0, nullptr, nullptr, 0, nullptr) == PACKKV_OK);
+  CHECK(packkv_cache_decompress(c, 0, k.data(), nullptr, -1, nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
+  std::vector<float> q(4 * 32, 0.1f), scores(4 * 8, 7.0f);
+  int32_t ids[2] = {0, 1};
+  CHECK(packkv_attn_scores(c, 2, ids, 2, q.data(), PACKKV_DTYPE_F32, scores.data(), INT64_MAX / 2, nullptr, 0,
+                           nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(last().find("ld_scores") != std::string::npos);
+  CHECK(packkv_attn_apply(c, 2, ids, 2, scores.data(), INT64_MAX / 4, q.data(), nullptr, 0, nullptr) ==
+        PACKKV_ERR_INVALID_ARGUMENT);
+  for (float x : scores) CHECK(x == 7.0f);
+}

@@ -409,7 +409,7 @@ std::vector<Case> cases() {
        [](Fixture& f) { return packkv_cache_decompress(nullptr, 0, f.k_out.data(), f.v_out.data(), kMaxTokens, nullptr); }},
       {"packkv_cache_decompress", kSize, "capacity_tokens 0 for a non-empty sequence", CAP,
        [](Fixture& f) { return packkv_cache_decompress(f.c, 1, f.k_out.data(), f.v_out.data(), 0, nullptr); }},
-      {"packkv_cache_decompress", kSize, "capacity_tokens -1", CAP,
+      {"packkv_cache_decompress", kSize, "capacity_tokens -1", INV,
        [](Fixture& f) { return packkv_cache_decompress(f.c, 2, f.k_out.data(), f.v_out.data(), -1, nullptr); }},
       {"packkv_cache_decompress", kCapacity, "capacity_tokens one short", CAP,
        [](Fixture& f) { return packkv_cache_decompress(f.c, 0, f.k_out.data(), f.v_out.data(), 299, nullptr); }},
