@@ -219,8 +219,18 @@ def test_python_side_argument_errors(cache, rng):
         cache.apply(np.zeros((9, 10), np.float16))
     with pytest.raises(packkv.InvalidArgument, match="dtype"):
         packkv.Cache(3, 64, kv_dtype="int8")
-    with pytest.raises(KeyError):
+    with pytest.raises(packkv.InvalidArgument, match="repack must be one of"):
         packkv.Cache(3, 64, repack="best")
+    with pytest.raises(packkv.InvalidArgument, match="scale_granularity"):
+        packkv.Cache(3, 64, scale_granularity="per_head")
+    with pytest.raises(packkv.InvalidArgument, match="n_kv_heads must be an integer"):
+        packkv.Cache(2.5, 64)
+    with pytest.raises(packkv.InvalidArgument, match="head_dim must be an integer"):
+        packkv.Cache(3, "64")
+    with pytest.raises(packkv.InvalidArgument, match="does not fit"):
+        packkv.Cache(3, 64, max_seqs=2**31)
+    with pytest.raises(packkv.InvalidArgument, match="rel_scale_k must be a number"):
+        packkv.Cache(3, 64, rel_scale_k="0.1")
     assert cache.seq_length(0) == 0
 
 

@@ -89,6 +89,7 @@ class _RWLock:
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
         self._writer = False
+        self._writers_waiting = 0  # writers go first: a stream of readers cannot starve them
 
     def read(self):
         return _Guard(self, False)
@@ -99,11 +100,15 @@ class _RWLock:
     def _acquire(self, write: bool):
         with self._cond:
             if write:
-                while self._writer or self._readers:
-                    self._cond.wait()
+                self._writers_waiting += 1
+                try:
+                    while self._writer or self._readers:
+                        self._cond.wait()
+                finally:
+                    self._writers_waiting -= 1
                 self._writer = True
             else:
-                while self._writer:
+                while self._writer or self._writers_waiting:
                     self._cond.wait()
                 self._readers += 1
 
@@ -138,6 +143,23 @@ def _ids(seq_ids: Any) -> np.ndarray:
     if ids.min() < np.iinfo(np.int32).min or ids.max() > np.iinfo(np.int32).max:
         raise InvalidArgument(1, "seq_ids out of int32 range")
     return np.ascontiguousarray(ids, dtype=np.int32)
+
+
+def _integer(name: str, value: Any) -> int:
+    """value as a Python int; rejects floats, strings and bools (no silent truncation)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgument(1, f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _enum(name: str, value: Any, names: dict):
+    """An enum given by name (see REPACK, SCALE_GRANULARITY) or C value; None stays None."""
+    if value is None or not isinstance(value, str):
+        return value
+    try:
+        return names[value]
+    except KeyError:
+        raise InvalidArgument(1, f"{name} must be one of {sorted(names)}, got {value!r}") from None
 
 
 class Cache:
@@ -181,33 +203,28 @@ class Cache:
         self._lock = _RWLock()
         p = _raw.CacheParamsStruct()
         _raw.cache_params_init(p, _raw.CACHE_PARAMS_STRUCT_SIZE)
-        p.device = int(device)
-        p.n_kv_heads = int(n_kv_heads)
-        p.head_dim = int(head_dim)
-        if max_seqs is not None:
-            p.max_seqs = int(max_seqs)
+        ints = {"device": device, "n_kv_heads": n_kv_heads, "head_dim": head_dim,
+                "max_seqs": max_seqs, "max_tokens_per_seq": max_tokens_per_seq,
+                "bits_k": bits_k, "bits_v": bits_v, "block_tokens": block_tokens,
+                "residual_tokens": residual_tokens,
+                "repack": _enum("repack", repack, REPACK),
+                "scale_granularity": _enum("scale_granularity", scale_granularity,
+                                           SCALE_GRANULARITY)}
+        for name, value in ints.items():
+            if value is None:
+                continue
+            limit = 2**63 - 1 if name == "max_tokens_per_seq" else 2**31 - 1
+            v = _integer(name, value)
+            if not -limit - 1 <= v <= limit:
+                raise InvalidArgument(1, f"{name} = {v} does not fit the C field")
+            setattr(p, name, v)
         if kv_dtype is not None:
             p.kv_dtype = A.dtype_code(kv_dtype)
-        if max_tokens_per_seq is not None:
-            p.max_tokens_per_seq = int(max_tokens_per_seq)
-        if rel_scale_k is not None:
-            p.rel_scale_k = float(rel_scale_k)
-        if rel_scale_v is not None:
-            p.rel_scale_v = float(rel_scale_v)
-        if bits_k is not None:
-            p.bits_k = int(bits_k)
-        if bits_v is not None:
-            p.bits_v = int(bits_v)
-        if repack is not None:
-            p.repack = REPACK[repack] if isinstance(repack, str) else int(repack)
-        if scale_granularity is not None:
-            p.scale_granularity = (SCALE_GRANULARITY[scale_granularity]
-                                   if isinstance(scale_granularity, str)
-                                   else int(scale_granularity))
-        if block_tokens is not None:
-            p.block_tokens = int(block_tokens)
-        if residual_tokens is not None:
-            p.residual_tokens = int(residual_tokens)
+        for name, value in (("rel_scale_k", rel_scale_k), ("rel_scale_v", rel_scale_v)):
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                    raise InvalidArgument(1, f"{name} must be a number, got {value!r}")
+                setattr(p, name, float(value))
         self._ptr = _raw.cache_create(p)
         # Read back once: the effective configuration never changes afterwards.
         q = _raw.CacheParamsStruct()
