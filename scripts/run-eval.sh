@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake --preset default >/dev/null
-cmake --build --preset default -j "$jobs" --target packkv-eval >/dev/null
+mkdir -p build
+log=build/run-eval-build.log
+if ! { cmake --preset default && cmake --build --preset default -j "$jobs" --target packkv-eval; } >"$log" 2>&1; then
+  tail -40 "$log"
+  echo "run-eval: the build failed; full log in $log" >&2
+  exit 1
+fi
 exec ./build/examples/eval/packkv-eval "$@"

