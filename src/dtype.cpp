@@ -2,6 +2,7 @@
 
 #include <cstring>
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 #include <vector>
@@ -44,7 +45,16 @@ namespace {
 // The F16C conversion instructions (every x86-64 CPU since 2012), chosen at run time so
 // that the library still runs on the baseline x86-64 ISA. Exact, like the table.
 bool has_f16c() {
-  static const bool yes = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  static const bool yes = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
+    if (!(osxsave && avx && f16c)) return false;
+    unsigned lo = 0, hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));  // AVX state enabled by the OS
+    (void)hi;
+    return (lo & 6u) == 6u;
+  }();
   return yes;
 }
 __attribute__((target("avx,f16c"))) size_t halves_to_float_f16c(const uint16_t* s, size_t n, float* d) {
