@@ -7,7 +7,8 @@ Reads layer.{L}.k / layer.{L}.v (float16 [T, 3, 64], post-RoPE) and layer.{L}.q
 (float16 [Tq, 9, 64]) with the `safetensors` package, appends K/V to a CPU cache
 (n_kv_heads 3, head_dim 64), runs decode attention for the last query, and prints the
 memory statistics: ratio = fp16 bytes / all-in bytes (compressed_bytes_used + residual_bytes).
-Needs the packkv package (pip install ./bindings/python, or PYTHONPATH=<build>/bindings/python/pkg).
+Needs the packkv package (pip install ./bindings/python, or PYTHONPATH=<build>/bindings/python/pkg)
+and the `safetensors` and `numpy` packages (pip install safetensors numpy).
 """
 
 import argparse
