@@ -381,9 +381,13 @@ class Cache:
         """Reconstructs (K, V) of one sequence in original token order, float32
         [n_tokens, n_kv_heads, head_dim] each (numpy for a CPU cache, torch on the device for
         a CUDA cache): dequantized compressed tokens, then the residual window."""
+        seq_id = _integer("seq_id", seq_id)
+        if not 0 <= seq_id < self._params.max_seqs:
+            raise InvalidArgument(1, f"packkv_cache_decompress: seq_id {seq_id} is outside "
+                                  f"[0, max_seqs = {self._params.max_seqs})")
         with self._lock.read():
             ptr = self._handle()
-            n = int(_raw.cache_seq_length(ptr, int(seq_id)))
+            n = int(_raw.cache_seq_length(ptr, seq_id))
             shape = (n, self._params.n_kv_heads, self._params.head_dim)
             k, ka = A.empty_f32(shape, self._device, False)
             v, va = A.empty_f32(shape, self._device, False)
@@ -408,6 +412,8 @@ class Cache:
             if A.is_torch_tensor(workspace):
                 return workspace, workspace.numel() * workspace.element_size()
             return workspace, workspace.nbytes
+        if self._device < 0:  # CPU caches need no workspace; the call itself checks its sizes
+            return None, 0
         nbytes = int(_raw.attn_workspace_size(self._ptr, n_seqs, n_q_heads))
         return A.workspace(nbytes, self._device), nbytes
 
