@@ -5,6 +5,10 @@
 #include <numeric>
 #include <type_traits>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "tile_format.h"
 
 namespace packkv {
@@ -52,10 +56,12 @@ inline void unpack16_l(const uint8_t* payload, float* off) {
   std::memcpy(&lo, payload, (size_t)L);  // little-endian: low L bytes of the word
   std::memcpy(&hi, payload + L, (size_t)L);
   constexpr Word mask = (Word)((1u << L) - 1u);
+  int32_t v[16];
   for (int i = 0; i < 8; ++i) {
-    off[i] = (float)(int32_t)((hi >> ((7 - i) * L)) & mask);
-    off[8 + i] = (float)(int32_t)((lo >> ((7 - i) * L)) & mask);
+    v[i] = (int32_t)((hi >> ((7 - i) * L)) & mask);
+    v[8 + i] = (int32_t)((lo >> ((7 - i) * L)) & mask);
   }
+  for (int i = 0; i < 16; ++i) off[i] = (float)v[i];  // vectorizes (cvtdq2ps)
 }
 
 inline void unpack16(const uint8_t* payload, int L, float* off) {
@@ -69,6 +75,30 @@ inline void unpack16(const uint8_t* payload, int L, float* off) {
     case 7: unpack16_l<7>(payload, off); break;
     default: unpack16_l<8>(payload, off); break;
   }
+}
+
+// acc[j][0..15] += q[j * d] * off[0..15] for j < n_q (the integer-domain partial dot
+// products of one channel for 16 tokens and every query head of the GQA group).
+inline void axpy16(const float* __restrict q, int d, int n_q, const float* __restrict off,
+                   float* __restrict acc) {
+#if defined(__SSE2__)
+  const __m128 o0 = _mm_loadu_ps(off), o1 = _mm_loadu_ps(off + 4), o2 = _mm_loadu_ps(off + 8),
+               o3 = _mm_loadu_ps(off + 12);
+  for (int j = 0; j < n_q; ++j) {
+    const __m128 qv = _mm_set1_ps(q[(size_t)j * d]);
+    float* a = acc + (size_t)j * P;
+    _mm_storeu_ps(a, _mm_add_ps(_mm_loadu_ps(a), _mm_mul_ps(qv, o0)));
+    _mm_storeu_ps(a + 4, _mm_add_ps(_mm_loadu_ps(a + 4), _mm_mul_ps(qv, o1)));
+    _mm_storeu_ps(a + 8, _mm_add_ps(_mm_loadu_ps(a + 8), _mm_mul_ps(qv, o2)));
+    _mm_storeu_ps(a + 12, _mm_add_ps(_mm_loadu_ps(a + 12), _mm_mul_ps(qv, o3)));
+  }
+#else
+  for (int j = 0; j < n_q; ++j) {
+    const float qc = q[(size_t)j * d];
+    float* a = acc + (size_t)j * P;
+    for (int i = 0; i < P; ++i) a[i] += qc * off[i];
+  }
+#endif
 }
 
 }  // namespace
@@ -101,11 +131,7 @@ void block_scores(const Config& c, const uint8_t* blob, int head, const float* q
       if (L == 0) continue;
       unpack16(payload, L, off);
       payload += 2 * L;
-      for (int j = 0; j < n_q; ++j) {
-        const float qc = q[(size_t)j * d + ch];
-        float* a = acc + (size_t)j * P;
-        for (int i = 0; i < P; ++i) a[i] += qc * off[i];
-      }
+      axpy16(q + ch, d, n_q, off, acc);
     }
     for (int i = 0; i < P; ++i) {
       const int slot = r * P + i;
