@@ -438,7 +438,7 @@ TEST_SUITE("gpu") {
       p.check_all(rng);
     }
   }
-  TEST_CASE("several caches on every device in one process; the caller's device is restored") {
+  TEST_CASE("several caches on every device in one process, the caller's device is restored") {
     // Issue 8 item 1: each cache is bound to its device at creation and every call sets
     // and restores the current device. Two caches per visible device (one GPU: two caches
     // on it), appended and queried interleaved while the caller's current device is the

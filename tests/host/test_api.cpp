@@ -128,7 +128,7 @@ TEST_CASE("a GPU device without a usable CUDA backend is NOT_SUPPORTED") {
   CHECK(!last().empty());
 }
 
-TEST_CASE("get_params returns derived bit widths; device is -1") {
+TEST_CASE("get_params returns derived bit widths, device is -1") {
   packkv_cache_params_t p = pkt::params(2, 64);
   p.rel_scale_k = 0.05f;
   p.bits_v = 6;
@@ -243,7 +243,7 @@ TEST_CASE("attention argument errors leave outputs untouched") {
   for (float x : out) CHECK(x == 7.0f);
 }
 
-TEST_CASE("last error is per thread; copy_last_error truncates") {
+TEST_CASE("last error is per thread, copy_last_error truncates") {
   CHECK(packkv_cache_reset(nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
   const std::string mine = last();
   CHECK(mine.find("packkv_cache_reset") != std::string::npos);
@@ -288,7 +288,7 @@ TEST_CASE("concurrent read-only attention on one cache from several threads") {
   CHECK(mismatches.load() == 0);
 }
 
-TEST_CASE("argument checks come before capacity checks; strides that overflow are rejected") {
+TEST_CASE("argument checks come before capacity checks, strides that overflow are rejected") {
   packkv_cache_params_t p = pkt::params(1, 32, 2);
   p.max_tokens_per_seq = 10;
   pkt::Cache c(p);

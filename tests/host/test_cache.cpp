@@ -134,7 +134,7 @@ TEST_CASE("input dtypes: fp16, bf16 and fp32 inputs of the same values agree") {
   for (size_t i = (size_t)first * row; i < n * row; ++i) CHECK(d.k[i] == kf[i]);
 }
 
-TEST_CASE("sequences are independent; remove_seq and reset") {
+TEST_CASE("sequences are independent, remove_seq and reset") {
   const int H = 1, D = 64;
   const size_t row = 64;
   packkv_cache_params_t p = pkt::params(H, D, 3);

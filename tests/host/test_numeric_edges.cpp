@@ -146,7 +146,7 @@ void check_attention(const packkv_cache_t* c, const pkt::Decompressed& d) {
 
 }  // namespace
 
-TEST_CASE("numeric edges: one at a time == all at once == chunks; exact or bounded; attention finite") {
+TEST_CASE("numeric edges: one at a time == all at once == chunks, exact or bounded, attention finite") {
   for (int e = 0; e < kNumEdges; ++e)
     for (packkv_dtype_t kv_dtype : {PACKKV_DTYPE_F16, PACKKV_DTYPE_BF16, PACKKV_DTYPE_F32})
       for (packkv_repack_t repack : {PACKKV_REPACK_NONE, PACKKV_REPACK_MEDIAN, PACKKV_REPACK_GREEDY})

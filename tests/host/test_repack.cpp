@@ -93,7 +93,7 @@ Run run(packkv_repack_t repack, const std::vector<float>& k, const std::vector<f
 }
 }  // namespace
 
-TEST_CASE("T10: attention does not depend on repacking; permuting K alone changes it") {
+TEST_CASE("T10: attention does not depend on repacking, permuting K alone changes it") {
   auto k = pkt::kv_data(128, 2, 64, 21), v = pkt::kv_data(128, 2, 64, 22), q = pkt::kv_data(4, 1, 64, 23);
   const Run none = run(PACKKV_REPACK_NONE, k, v, q);
   for (packkv_repack_t m : {PACKKV_REPACK_MEDIAN, PACKKV_REPACK_GREEDY}) {
