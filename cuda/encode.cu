@@ -157,10 +157,8 @@ __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
     }
     block_minmax(kmn, kmx, red);
     block_minmax(vmn, vmx, red);
-    // A constant group takes its first value, sign of zero included, exactly as the CPU
-    // encoder's sequential min/max does (fminf/fmaxf may pick either signed zero).
-    if (!(kmx > kmn)) kmn = kmx = row_value(r, r.k, static_cast<size_t>(g) * gsize, c.kv_dtype);
-    if (!(vmx > vmn)) vmn = vmx = row_value(r, r.v, static_cast<size_t>(g) * gsize, c.kv_dtype);
+    // fminf/fmaxf may pick either signed zero of an all-zero group: group_affine stores +0.0
+    // for such groups, so the bytes match the CPU encoder's whatever the reduction picked.
     const fmt::Affine ka = fmt::group_affine(kmn, kmx, c.rel_k);
     const fmt::Affine va = fmt::group_affine(vmn, vmx, c.rel_v);
     if (threadIdx.x == 0) {

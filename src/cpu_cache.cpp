@@ -267,22 +267,20 @@ class CpuCache final : public CacheImpl {
 
   // Index of the first NaN or infinity among n values of dtype, or n.
   static size_t first_non_finite(const uint8_t* data, packkv_dtype_t dtype, size_t n) {
-    if (dtype == PACKKV_DTYPE_F32) {
-      const uint32_t* u = reinterpret_cast<const uint32_t*>(data);
-      uint32_t any = 0;
-      for (size_t i = 0; i < n; ++i) any |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
-      if (!any) return n;
-      for (size_t i = 0; i < n; ++i)
-        if ((u[i] & 0x7f800000u) == 0x7f800000u) return i;
-      return n;
-    }
-    const uint16_t mask = dtype == PACKKV_DTYPE_F16 ? 0x7c00u : 0x7f80u;
-    const uint16_t* h = reinterpret_cast<const uint16_t*>(data);
+    if (dtype == PACKKV_DTYPE_F32) return first_all_ones(reinterpret_cast<const uint32_t*>(data), n, 0x7f800000u);
+    return first_all_ones(reinterpret_cast<const uint16_t*>(data), n,
+                          (uint16_t)(dtype == PACKKV_DTYPE_F16 ? 0x7c00u : 0x7f80u));
+  }
+
+  // Index of the first word whose exponent bits (mask) are all ones, or n. A branch-free
+  // pass first (vectorizes), the search only when one exists.
+  template <typename W>
+  static size_t first_all_ones(const W* w, size_t n, W mask) {
     uint32_t any = 0;
-    for (size_t i = 0; i < n; ++i) any |= (uint32_t)((h[i] & mask) == mask);
+    for (size_t i = 0; i < n; ++i) any |= (uint32_t)((w[i] & mask) == mask);
     if (!any) return n;
     for (size_t i = 0; i < n; ++i)
-      if ((h[i] & mask) == mask) return i;
+      if ((w[i] & mask) == mask) return i;
     return n;
   }
 

@@ -457,13 +457,7 @@ def markdown(report: dict) -> str:
               "(r_K, r_V) grid.", "",
               "| curve | B/elem at +1% | × fp16 | B/elem at +5% | × fp16 |",
               "|---|---|---|---|---|"]
-    for name, tp in an["turning_points"].items():
-        cells = []
-        for t in ("1.0", "5.0"):
-            b, kind = tp[t]
-            cells += [fmt_tp(tp[t]), "n/a" if b is None else
-                      (f">= {2.0 / b:.2f}" if kind == "below" else f"{2.0 / b:.2f}")]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _turning_point_rows(an["turning_points"])
     lines += ["", "Summary against the goals (perplexity turning points above; second table: "
               "the same on the KL curves, a low-noise cross-check, with KL thresholds "
               "log(1.01) and log(1.05) nats/token, the NLL increase of +1% / +5% perplexity):", ""]
@@ -472,14 +466,21 @@ def markdown(report: dict) -> str:
     lines += ["", "KL turning points per curve (B/elem at KL = log(1.01) / log(1.05)):", "",
               "| curve | B/elem at KL 0.00995 | × fp16 | B/elem at KL 0.0488 | × fp16 |",
               "|---|---|---|---|---|"]
-    for name, tp in an["turning_points_kl"].items():
+    lines += _turning_point_rows(an["turning_points_kl"])
+    return "\n".join(lines)
+
+
+def _turning_point_rows(turning_points: dict) -> list[str]:
+    """Markdown rows '| curve | B/elem at +1% | x fp16 | B/elem at +5% | x fp16 |'."""
+    rows = []
+    for name, tp in turning_points.items():
         cells = []
         for t in ("1.0", "5.0"):
             b, kind = tp[t]
             cells += [fmt_tp(tp[t]), "n/a" if b is None else
                       (f">= {2.0 / b:.2f}" if kind == "below" else f"{2.0 / b:.2f}")]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def _summary_table(summary: dict, label: str) -> list[str]:

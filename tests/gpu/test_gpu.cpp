@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../host/helpers.h"
 #include "cache_impl.h"
 #include "internal_access.h"
 #include "packkv/packkv.h"
@@ -46,17 +47,7 @@ template <typename T> std::vector<T> from_dev(const DBuf& d, size_t count) {
   return h;
 }
 
-struct Cache {
-  packkv_cache_t* c = nullptr;
-  explicit Cache(const packkv_cache_params_t& p) {
-    packkv_status_t st = packkv_cache_create(&p, &c);
-    INFO(packkv_last_error_message());
-    REQUIRE(st == PACKKV_OK);
-  }
-  ~Cache() { packkv_cache_destroy(c); }
-  Cache(const Cache&) = delete;
-  Cache& operator=(const Cache&) = delete;
-};
+using Cache = pkt::Cache;  // RAII owner of a cache, shared with the host suite
 
 struct Shape {
   int heads = 2, dim = 64, seqs = 2, q_heads = 4;
