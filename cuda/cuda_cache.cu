@@ -65,8 +65,11 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
   check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c.device),
         "cudaDeviceGetAttribute");
   kc_.num_sms = sms;
+  kc_.smem_optin = optin;
   if (cu::flush_smem_bytes(kc_) > static_cast<size_t>(optin))
     fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: block_tokens * head_dim too large for the GPU encoder");
+  if (cu::attn_min_smem_bytes(kc_) > static_cast<size_t>(optin))
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: block_tokens * head_dim too large for the GPU attention");
   kv_elem_ = elem_size(c.kv_dtype);
   seqs_.resize(static_cast<size_t>(c.max_seqs));
 

@@ -29,6 +29,7 @@ struct KernelConfig {
   int max_blocks;   // block-table row length per sequence
   size_t max_tile;  // fmt::max_tile_bytes(N, D, max(bits)) rounded up to 16
   int num_sms;      // multiprocessors of the device (split heuristics)
+  int smem_optin;   // largest dynamic shared memory per CTA (bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin)
 };
 
 // ---- append / flush (encode.cu) ----
@@ -153,6 +154,9 @@ static_assert(sizeof(KernelConfig) + sizeof(AttnBatch) + sizeof(CacheDevicePtrs)
 
 // Largest dynamic shared memory the kernels of this config need (checked at create).
 size_t flush_smem_bytes(const KernelConfig& c);
+// Smallest dynamic shared memory an attention launch of this config needs (one warp per
+// CTA, 4 query heads per CTA, decode); checked at create.
+size_t attn_min_smem_bytes(const KernelConfig& c);
 
 }  // namespace cu
 }  // namespace packkv
