@@ -20,12 +20,12 @@
 //    16-token packs from 32-bit shared-memory windows (bits_at).
 //  K: a lane accumulates 16 partial dot products per query head over its channels; one
 //     transposed reduction over the 8 lanes of the group gives the round's scores.
-//  V: a lane computes, per channel, sum_t w_t code_t over the round's 16 tokens; the 4
-//     groups are summed by two shuffles and added into a per-warp fp32 accumulator row
-//     in shared memory.
+//  V: a lane computes, per channel, sum_t w_t code_t over the round's 16 tokens and adds
+//     it to its group's fp32 accumulator row in shared memory (rows summed at the end).
 #include <cuda_pipeline_primitives.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "cuda_check.h"
 #include "device_util.cuh"
@@ -46,7 +46,7 @@ __host__ __device__ inline size_t al16(size_t x) { return (x + 15) & ~static_cas
 // Shared-memory layout of one CTA: a CTA part (queries, per-warp accumulators) and nw
 // warp parts (staged tiles and metadata, scores/weights, round tables).
 struct AttnSmem {
-  size_t q, qsum, acc, ml, warp0;          // CTA part
+  size_t q, qsum, acc, ml, warp0;          // CTA part (acc: [nw][kGroups][G][D] fp32)
   size_t kbuf, vbuf, zb, sb, vzb, vsb, pb;  // warp part: staging buffers
   size_t sc, wr, wzr, rs, pre;             // warp part: scores/weights, round tables
   size_t stride, total;
@@ -57,7 +57,7 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   size_t at = 0;
   s.q = at;    at += al16(G * D * 4);
   s.qsum = at; at += al16(G * 4);
-  s.acc = at;  at += al16(static_cast<size_t>(nw) * G * D * 4);
+  s.acc = at;  at += mode == kAttnScores ? 0 : al16(static_cast<size_t>(nw) * kGroups * G * D * 4);
   s.ml = at;   at += al16(static_cast<size_t>(nw) * G * 2 * 4);
   s.warp0 = at;
   // Tile buffers: a copy starts up to 15 bytes before the tile (16-byte chunks) and
@@ -141,23 +141,47 @@ __device__ __forceinline__ LanePos lane_pos(uint32_t tile, const int* rs, const 
   return p;
 }
 
-// Decodes the 16 codes of the pack at bit pbit (encode length L, mask m) and calls
-// fn(t, code as float) for t = 0..15. Token t sits at bit pbit + (15 - t) * L
-// (fmt::write_pack); NARROW (L <= 4): two 32-bit windows of 8 codes, else four of 4.
+#if defined(PACKKV_ATTN_IMAD_SHIFT)  // TEMP A/B experiment
+__device__ __forceinline__ uint32_t imul(uint32_t x, uint32_t y) {
+  uint32_t r;
+  asm("mul.lo.u32 %0, %1, %2;" : "=r"(r) : "r"(x), "r"(y));
+  return r;
+}
 template <bool NARROW, typename Fn>
 __device__ __forceinline__ void for_codes(const uint32_t* T, uint32_t pbit, uint32_t L, Fn&& fn) {
-  const uint32_t m = (1u << L) - 1u;
   constexpr int kPer = NARROW ? 8 : 4;
+  const uint32_t top = L == 0 ? 0u : 1u << (32 - kPer * L);  // L = 0: all codes are 0
+  const uint32_t up = 1u << L, magic = 0x4B000000u >> L, sh = 32u - L;
+#pragma unroll
+  for (int h = 0; h < 16 / kPer; ++h) {
+    uint32_t x = imul(bits_at(T, pbit + static_cast<uint32_t>(h * kPer) * L), top);
+#pragma unroll
+    for (int k = kPer - 1; k >= 0; --k) {  // the code at shift k*L is token 15 - h*kPer - k
+      fn(15 - h * kPer - k, __uint_as_float(__funnelshift_rc(x, magic, sh)) - 8388608.0f);
+      if (k > 0) x = imul(x, up);
+    }
+  }
+}
+#else
+// Decodes the 16 codes of the pack at bit pbit (encode length L) and calls fn(t, code
+// as float) for t = 0..15. Token t sits at bit pbit + (15 - t) * L (fmt::write_pack);
+// NARROW (L <= 4): two 32-bit windows of 8 codes, else four of 4. Per code: one shift,
+// one LOP3 (mask and the exponent of 2^23), one FADD (code_to_float).
+template <bool NARROW, typename Fn>
+__device__ __forceinline__ void for_codes(const uint32_t* T, uint32_t pbit, uint32_t L, Fn&& fn) {
+  constexpr int kPer = NARROW ? 8 : 4;
+  const uint32_t m = (1u << L) - 1u;
 #pragma unroll
   for (int h = 0; h < 16 / kPer; ++h) {
     uint32_t w = bits_at(T, pbit + static_cast<uint32_t>(h * kPer) * L);
 #pragma unroll
-    for (int k = 0; k < kPer; ++k) {
+    for (int k = 0; k < kPer; ++k) {  // the code at shift k*L is token 15 - h*kPer - k
       fn(15 - h * kPer - k, code_to_float(w & m));
       w >>= L;
     }
   }
 }
+#endif
 
 // K of one round (one group of 8 lanes): part[t*G + g] += sum over this lane's channels
 // c of q[g][c] * (min_c + code_{c,t}). qS: queries [G][D] (shared).
@@ -196,15 +220,14 @@ __device__ __forceinline__ void k_round(const uint32_t* T, LanePos p, int D, int
     for (int g = 0; g < G; ++g) part[t * G + g] += qm[g];
 }
 
-// V of one round, all 32 lanes (the 4 groups run in lockstep over their channels):
-// for each channel c of this lane, sum over the 4 groups' rounds of
-//   min_c * W_r + WZ_r + sum_t w_t code_{c,t}
-// is added to acc[g][c] by the lanes of group 0. wk: this round's weights w_t (zero for
-// a group without a round), wr/wz: sum_t w_t and sum_t w_t z_t.
+// V of one round (one group of 8 lanes): for each channel c of this lane,
+//   acc[g][c] += min_c * W_r + WZ_r + sum_t w_t code_{c,t}
+// wk: the round's weights w_t = p_t s_t, wr/wz: sum_t w_t and sum_t w_t z_t; acc: this
+// group's accumulator row [G][D] (shared).
 template <int G, bool NARROW>
 __device__ __forceinline__ void v_round(const uint32_t* T, LanePos p, int D, int bits, int e, int c0,
                                         const float (&wk)[G][16], const float (&wr)[G],
-                                        const float (&wz)[G], bool lead, float* acc) {
+                                        const float (&wz)[G], float* acc) {
   const int cpl = D >> 3;
   const uint32_t bm = (1u << bits) - 1u, em = (1u << e) - 1u;
   for (int j = 0; j < cpl; j += 2) {
@@ -230,12 +253,7 @@ __device__ __forceinline__ void v_round(const uint32_t* T, LanePos p, int D, int
       });
       p.pbit += 16 * L;
 #pragma unroll
-      for (int g = 0; g < G; ++g) {
-        float x = a[g] + b[g];
-        x += __shfl_xor_sync(0xffffffffu, x, 8);
-        x += __shfl_xor_sync(0xffffffffu, x, 16);
-        if (lead) acc[g * D + c] += x;
-      }
+      for (int g = 0; g < G; ++g) acc[g * D + c] += a[g] + b[g];
     }
   }
 }
@@ -276,7 +294,7 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 // merged by merge_kernel. fp32 arithmetic throughout. PACKKV.md 6.1-6.3, 8.3. Reads
 // only; thread-safe across calls.
 template <int G, int MODE>
-__global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
+__global__ void __launch_bounds__(kMaxWarps * 32, (G == 1 ? 6 : 1)) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
                                                               AttnCall a, int n_gchunks, int group, int bps,
                                                               int n_splits) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -295,7 +313,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
   const AttnSmem L = attn_smem(c, G, MODE, nw);
   float* qS = reinterpret_cast<float*>(smem + L.q);
   float* qsum = reinterpret_cast<float*>(smem + L.qsum);
-  float* acc = reinterpret_cast<float*>(smem + L.acc) + static_cast<size_t>(warp) * G * D;
+  // This warp's accumulator rows, one [G][D] row per round group (the residual uses row 0).
+  float* acc = reinterpret_cast<float*>(smem + L.acc) + static_cast<size_t>(warp) * kGroups * G * D;
   float* ml = reinterpret_cast<float*>(smem + L.ml);
   uint8_t* wb = smem + L.warp0 + static_cast<size_t>(warp) * L.stride;
   uint8_t* kbuf = wb + L.kbuf;
@@ -322,7 +341,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
       }
     }
   }
-  for (int i = lane; i < G * D; i += 32) acc[i] = 0.f;
+  if (MODE != kAttnScores)
+    for (int i = lane; i < kGroups * G * D; i += 32) acc[i] = 0.f;
   __syncthreads();
 
   float m_run[G], l_run[G];
@@ -378,7 +398,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
         l_run[g] = l_run[g] * alpha + psum;
         m_run[g] = m_new;
         if (alpha != 1.f)
-          for (int ch = lane; ch < D; ch += 32) acc[g * D + ch] *= alpha;
+          for (int i = lane; i < kGroups * D; i += 32) acc[((i / D) * G + g) * D + i % D] *= alpha;
       }
     }
     __syncwarp();
@@ -454,20 +474,19 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
         walk_tile(VT, vt, D, c.bits_v, ev, R, rs, pre);
         for (int r0 = 0; r0 < R; r0 += kGroups) {
           const int r = r0 + gi;
-          const bool on = r < R;
+          if (r >= R) continue;
           float wk[G][16], wr[G], wz[G];
 #pragma unroll
           for (int g = 0; g < G; ++g) {
 #pragma unroll
-            for (int t = 0; t < 16; ++t) wk[g][t] = on ? sc[g * N + 16 * r + t] : 0.f;
-            wr[g] = on ? Wr[g * 16 + r] : 0.f;
-            wz[g] = on ? WZr[g * 16 + r] : 0.f;
+            for (int t = 0; t < 16; ++t) wk[g][t] = sc[g * N + 16 * r + t];
+            wr[g] = Wr[g * 16 + r];
+            wz[g] = WZr[g * 16 + r];
           }
-          // A group without a round decodes round r0 with zero weights (the shuffles
-          // of v_round need all 32 lanes).
-          const LanePos p = lane_pos(vt, rs, pre, on ? r : r0, lane_g, D, c.bits_v, ev);
-          if (c.bits_v <= 4) v_round<G, true>(VT, p, D, c.bits_v, ev, lane_g * (D >> 3), wk, wr, wz, gi == 0, acc);
-          else v_round<G, false>(VT, p, D, c.bits_v, ev, lane_g * (D >> 3), wk, wr, wz, gi == 0, acc);
+          const LanePos p = lane_pos(vt, rs, pre, r, lane_g, D, c.bits_v, ev);
+          float* row_acc = acc + static_cast<size_t>(gi) * G * D;
+          if (c.bits_v <= 4) v_round<G, true>(VT, p, D, c.bits_v, ev, lane_g * (D >> 3), wk, wr, wz, row_acc);
+          else v_round<G, false>(VT, p, D, c.bits_v, ev, lane_g * (D >> 3), wk, wr, wz, row_acc);
         }
         __syncwarp();
       }
@@ -532,6 +551,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
   }
   __syncthreads();
   const float* acc0 = reinterpret_cast<const float*>(smem + L.acc);
+  auto acc_sum = [&](int w, int g, int ch) {  // warp w's sum of its group rows
+    float x = 0.f;
+#pragma unroll
+    for (int q = 0; q < kGroups; ++q) x += acc0[((static_cast<size_t>(w) * kGroups + q) * G + g) * D + ch];
+    return x;
+  };
   const int rsz = D + 2;
   for (int i = threadIdx.x; i < n_valid * rsz; i += blockDim.x) {
     const int g = i / rsz, k = i - g * rsz;
@@ -546,12 +571,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
         for (int w = 0; w < nw; ++w) {
           const float mw = ml[(w * G + g) * 2];
           if (mw == -INFINITY) continue;
-          const float x = k == 1 ? ml[(w * G + g) * 2 + 1] : acc0[(static_cast<size_t>(w) * G + g) * D + k - 2];
+          const float x = k == 1 ? ml[(w * G + g) * 2 + 1] : acc_sum(w, g, k - 2);
           v += x * __expf(mw - M);
         }
       }
     } else if (k >= 2) {
-      for (int w = 0; w < nw; ++w) v += acc0[(static_cast<size_t>(w) * G + g) * D + k - 2];
+      for (int w = 0; w < nw; ++w) v += acc_sum(w, g, k - 2);
     }
     dst[k] = v;
   }
@@ -643,7 +668,8 @@ void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevi
   const int nw = attn_warps(c, G, a.mode);
   // Splits: enough CTAs to fill the machine several times, at most kMaxSplits.
   const int ctas_per_split = b.n * c.n_kv_heads * n_gchunks;
-  const int target = 8 * (c.num_sms > 0 ? c.num_sms : 132);
+  static const int kTmpMult = getenv("PACKKV_TMP_CTAS_PER_SM") ? atoi(getenv("PACKKV_TMP_CTAS_PER_SM")) : 32;  // TEMP experiment
+  const int target = kTmpMult * (c.num_sms > 0 ? c.num_sms : 132);
   int splits = (target + ctas_per_split - 1) / ctas_per_split;
   splits = splits < 1 ? 1 : (splits > kMaxSplits ? kMaxSplits : splits);
   int bps = (b.max_blocks + splits - 1) / splits;
