@@ -43,6 +43,17 @@ constexpr int kMaxG = 4;        // query heads per CTA (larger GQA groups use se
 
 __host__ __device__ inline size_t al16(size_t x) { return (x + 15) & ~static_cast<size_t>(15); }
 
+// V accumulators: one row of G*D fp32 (+ 8 words of padding) per round group. Within a
+// head's D words, channel c = lane_g * (D/8) + j is stored at word j * 8 + lane_g, so the
+// 32 lanes of a warp (each adding to channel j of its own lane_g in its own group's
+// row, rows 8 banks apart) touch 32 different banks.
+__host__ __device__ inline int acc_row_words(int G, int D) { return G * D + 8; }
+__device__ __forceinline__ int acc_word(int g, int c, int D) {
+  const int cpl = D >> 3;
+  const int lg = c / cpl;
+  return g * D + (c - lg * cpl) * 8 + lg;
+}
+
 // Shared-memory layout of one CTA: a CTA part (queries, per-warp accumulators) and nw
 // warp parts (staged tiles and metadata, scores/weights, round tables).
 struct AttnSmem {
@@ -57,7 +68,7 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   size_t at = 0;
   s.q = at;    at += al16(G * D * 4);
   s.qsum = at; at += al16(G * 4);
-  s.acc = at;  at += mode == kAttnScores ? 0 : al16(static_cast<size_t>(nw) * kGroups * G * D * 4);
+  s.acc = at;  at += mode == kAttnScores ? 0 : al16(static_cast<size_t>(nw) * kGroups * acc_row_words(G, static_cast<int>(D)) * 4);
   s.ml = at;   at += al16(static_cast<size_t>(nw) * G * 2 * 4);
   s.warp0 = at;
   // Tile buffers: a copy starts up to 15 bytes before the tile (16-byte chunks) and
@@ -223,7 +234,7 @@ __device__ __forceinline__ void k_round(const uint32_t* T, LanePos p, int D, int
 // V of one round (one group of 8 lanes): for each channel c of this lane,
 //   acc[g][c] += min_c * W_r + WZ_r + sum_t w_t code_{c,t}
 // wk: the round's weights w_t = p_t s_t, wr/wz: sum_t w_t and sum_t w_t z_t; acc: this
-// group's accumulator row [G][D] (shared).
+// group's accumulator row (shared, layout acc_word).
 template <int G, bool NARROW>
 __device__ __forceinline__ void v_round(const uint32_t* T, LanePos p, int D, int bits, int e, int c0,
                                         const float (&wk)[G][16], const float (&wr)[G],
@@ -253,7 +264,7 @@ __device__ __forceinline__ void v_round(const uint32_t* T, LanePos p, int D, int
       });
       p.pbit += 16 * L;
 #pragma unroll
-      for (int g = 0; g < G; ++g) acc[g * D + c] += a[g] + b[g];
+      for (int g = 0; g < G; ++g) acc[acc_word(g, c, D)] += a[g] + b[g];
     }
   }
 }
@@ -294,7 +305,7 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 // merged by merge_kernel. fp32 arithmetic throughout. PACKKV.md 6.1-6.3, 8.3. Reads
 // only; thread-safe across calls.
 template <int G, int MODE>
-__global__ void __launch_bounds__(kMaxWarps * 32, (G == 1 ? 6 : 1)) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
+__global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
                                                               AttnCall a, int n_gchunks, int group, int bps,
                                                               int n_splits) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -313,8 +324,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, (G == 1 ? 6 : 1)) attn_kernel(
   const AttnSmem L = attn_smem(c, G, MODE, nw);
   float* qS = reinterpret_cast<float*>(smem + L.q);
   float* qsum = reinterpret_cast<float*>(smem + L.qsum);
-  // This warp's accumulator rows, one [G][D] row per round group (the residual uses row 0).
-  float* acc = reinterpret_cast<float*>(smem + L.acc) + static_cast<size_t>(warp) * kGroups * G * D;
+  // This warp's accumulator rows, one per round group (the residual uses row 0).
+  const int arw = acc_row_words(G, D);
+  float* acc = reinterpret_cast<float*>(smem + L.acc) + static_cast<size_t>(warp) * kGroups * arw;
   float* ml = reinterpret_cast<float*>(smem + L.ml);
   uint8_t* wb = smem + L.warp0 + static_cast<size_t>(warp) * L.stride;
   uint8_t* kbuf = wb + L.kbuf;
@@ -342,7 +354,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, (G == 1 ? 6 : 1)) attn_kernel(
     }
   }
   if (MODE != kAttnScores)
-    for (int i = lane; i < kGroups * G * D; i += 32) acc[i] = 0.f;
+    for (int i = lane; i < kGroups * arw; i += 32) acc[i] = 0.f;
   __syncthreads();
 
   float m_run[G], l_run[G];
@@ -398,7 +410,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, (G == 1 ? 6 : 1)) attn_kernel(
         l_run[g] = l_run[g] * alpha + psum;
         m_run[g] = m_new;
         if (alpha != 1.f)
-          for (int i = lane; i < kGroups * D; i += 32) acc[((i / D) * G + g) * D + i % D] *= alpha;
+          for (int i = lane; i < kGroups * D; i += 32) acc[(i / D) * arw + g * D + i % D] *= alpha;
       }
     }
     __syncwarp();
@@ -484,7 +496,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, (G == 1 ? 6 : 1)) attn_kernel(
             wz[g] = WZr[g * 16 + r];
           }
           const LanePos p = lane_pos(vt, rs, pre, r, lane_g, D, c.bits_v, ev);
-          float* row_acc = acc + static_cast<size_t>(gi) * G * D;
+          float* row_acc = acc + static_cast<size_t>(gi) * arw;
           if (c.bits_v <= 4) v_round<G, true>(VT, p, D, c.bits_v, ev, lane_g * (D >> 3), wk, wr, wz, row_acc);
           else v_round<G, false>(VT, p, D, c.bits_v, ev, lane_g * (D >> 3), wk, wr, wz, row_acc);
         }
@@ -530,9 +542,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, (G == 1 ? 6 : 1)) attn_kernel(
         for (int ch = lane; ch < D; ch += 32) {
 #pragma unroll
           for (int g = 0; g < G; ++g) {
-            float x = acc[g * D + ch];
+            float x = acc[acc_word(g, ch, D)];
             for (int i = 0; i < n; ++i) x = fmaf(sc[g * N + i], load_elem(ring_v, ring_off(i) + ch, c.kv_dtype), x);
-            acc[g * D + ch] = x;
+            acc[acc_word(g, ch, D)] = x;
           }
         }
         __syncwarp();
@@ -554,7 +566,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, (G == 1 ? 6 : 1)) attn_kernel(
   auto acc_sum = [&](int w, int g, int ch) {  // warp w's sum of its group rows
     float x = 0.f;
 #pragma unroll
-    for (int q = 0; q < kGroups; ++q) x += acc0[((static_cast<size_t>(w) * kGroups + q) * G + g) * D + ch];
+    for (int q = 0; q < kGroups; ++q) x += acc0[(static_cast<size_t>(w) * kGroups + q) * arw + acc_word(g, ch, D)];
     return x;
   };
   const int rsz = D + 2;
