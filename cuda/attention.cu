@@ -25,7 +25,6 @@
 #include <cuda_pipeline_primitives.h>
 #include <cuda_runtime.h>
 #include <math.h>
-#include <stdlib.h>
 
 #include "cuda_check.h"
 #include "device_util.cuh"
@@ -152,28 +151,6 @@ __device__ __forceinline__ LanePos lane_pos(uint32_t tile, const int* rs, const 
   return p;
 }
 
-#if defined(PACKKV_ATTN_IMAD_SHIFT)  // TEMP A/B experiment
-__device__ __forceinline__ uint32_t imul(uint32_t x, uint32_t y) {
-  uint32_t r;
-  asm("mul.lo.u32 %0, %1, %2;" : "=r"(r) : "r"(x), "r"(y));
-  return r;
-}
-template <bool NARROW, typename Fn>
-__device__ __forceinline__ void for_codes(const uint32_t* T, uint32_t pbit, uint32_t L, Fn&& fn) {
-  constexpr int kPer = NARROW ? 8 : 4;
-  const uint32_t top = L == 0 ? 0u : 1u << (32 - kPer * L);  // L = 0: all codes are 0
-  const uint32_t up = 1u << L, magic = 0x4B000000u >> L, sh = 32u - L;
-#pragma unroll
-  for (int h = 0; h < 16 / kPer; ++h) {
-    uint32_t x = imul(bits_at(T, pbit + static_cast<uint32_t>(h * kPer) * L), top);
-#pragma unroll
-    for (int k = kPer - 1; k >= 0; --k) {  // the code at shift k*L is token 15 - h*kPer - k
-      fn(15 - h * kPer - k, __uint_as_float(__funnelshift_rc(x, magic, sh)) - 8388608.0f);
-      if (k > 0) x = imul(x, up);
-    }
-  }
-}
-#else
 // Decodes the 16 codes of the pack at bit pbit (encode length L) and calls fn(t, code
 // as float) for t = 0..15. Token t sits at bit pbit + (15 - t) * L (fmt::write_pack);
 // NARROW (L <= 4): two 32-bit windows of 8 codes, else four of 4. Per code: one shift,
@@ -192,7 +169,6 @@ __device__ __forceinline__ void for_codes(const uint32_t* T, uint32_t pbit, uint
     }
   }
 }
-#endif
 
 // K of one round (one group of 8 lanes): part[t*G + g] += sum over this lane's channels
 // c of q[g][c] * (min_c + code_{c,t}). qS: queries [G][D] (shared).
@@ -236,7 +212,7 @@ __device__ __forceinline__ void k_round(const uint32_t* T, LanePos p, int D, int
 // wk: the round's weights w_t = p_t s_t, wr/wz: sum_t w_t and sum_t w_t z_t; acc: this
 // group's accumulator row (shared, layout acc_word).
 template <int G, bool NARROW>
-__device__ __forceinline__ void v_round(const uint32_t* T, LanePos p, int D, int bits, int e, int c0,
+__device__ __forceinline__ void v_round(const uint32_t* T, LanePos p, int D, int bits, int e, int lane_g,
                                         const float (&wk)[G][16], const float (&wr)[G],
                                         const float (&wz)[G], float* acc) {
   const int cpl = D >> 3;
@@ -247,7 +223,6 @@ __device__ __forceinline__ void v_round(const uint32_t* T, LanePos p, int D, int
     p.lbit += 2 * e;
 #pragma unroll
     for (int u = 0; u < 2; ++u) {
-      const int c = c0 + j + u;
       const uint32_t mn = (mw >> (u * bits)) & bm, L = (lw >> (u * e)) & em;
       float a[G], b[G];
 #pragma unroll
@@ -264,7 +239,7 @@ __device__ __forceinline__ void v_round(const uint32_t* T, LanePos p, int D, int
       });
       p.pbit += 16 * L;
 #pragma unroll
-      for (int g = 0; g < G; ++g) acc[acc_word(g, c, D)] += a[g] + b[g];
+      for (int g = 0; g < G; ++g) acc[g * D + (j + u) * 8 + lane_g] += a[g] + b[g];  // acc_word(g, c, D)
     }
   }
 }
@@ -294,6 +269,12 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
   return base;
 }
 
+// Resident CTAs per SM the register allocation aims at (measured on the H200 at the
+// headline shape: G = 1 scores at 64 registers beat 80 and 117; G = 1 decode at 80
+// registers, 6 CTAs, beat 128 registers, 4 CTAs).
+template <int G, int MODE>
+struct MinCtas { static constexpr int value = G == 1 ? (MODE == kAttnDecode ? 6 : 8) : (G == 2 ? 4 : 3); };
+
 // The fused attention kernel. Device. Grid (n_splits + 1, H_kv * n_gchunks, b.n), nw*32
 // threads, dynamic smem attn_smem(c, G, MODE, nw).total. CTA (split, kv head and group
 // chunk, sequence) covers compressed blocks [split*bps, (split+1)*bps) of the sequence
@@ -305,7 +286,7 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 // merged by merge_kernel. fp32 arithmetic throughout. PACKKV.md 6.1-6.3, 8.3. Reads
 // only; thread-safe across calls.
 template <int G, int MODE>
-__global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
+__global__ void __launch_bounds__(kMaxWarps * 32, (MinCtas<G, MODE>::value)) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
                                                               AttnCall a, int n_gchunks, int group, int bps,
                                                               int n_splits) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -497,8 +478,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
           }
           const LanePos p = lane_pos(vt, rs, pre, r, lane_g, D, c.bits_v, ev);
           float* row_acc = acc + static_cast<size_t>(gi) * arw;
-          if (c.bits_v <= 4) v_round<G, true>(VT, p, D, c.bits_v, ev, lane_g * (D >> 3), wk, wr, wz, row_acc);
-          else v_round<G, false>(VT, p, D, c.bits_v, ev, lane_g * (D >> 3), wk, wr, wz, row_acc);
+          if (c.bits_v <= 4) v_round<G, true>(VT, p, D, c.bits_v, ev, lane_g, wk, wr, wz, row_acc);
+          else v_round<G, false>(VT, p, D, c.bits_v, ev, lane_g, wk, wr, wz, row_acc);
         }
         __syncwarp();
       }
@@ -678,10 +659,11 @@ void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevi
   while (G < group && G < kMaxG) G *= 2;
   const int n_gchunks = (group + G - 1) / G;
   const int nw = attn_warps(c, G, a.mode);
-  // Splits: enough CTAs to fill the machine several times, at most kMaxSplits.
   const int ctas_per_split = b.n * c.n_kv_heads * n_gchunks;
-  static const int kTmpMult = getenv("PACKKV_TMP_CTAS_PER_SM") ? atoi(getenv("PACKKV_TMP_CTAS_PER_SM")) : 32;  // TEMP experiment
-  const int target = kTmpMult * (c.num_sms > 0 ? c.num_sms : 132);
+  // Splits: about 32 CTAs per SM in all (several waves of the 6-8 resident ones), so that
+  // the last wave is a small part of the call (H200, headline shape: 8 per SM left a
+  // partial second wave, K.q 458 us; 32 per SM: 391 us).
+  const int target = 32 * (c.num_sms > 0 ? c.num_sms : 132);
   int splits = (target + ctas_per_split - 1) / ctas_per_split;
   splits = splits < 1 ? 1 : (splits > kMaxSplits ? kMaxSplits : splits);
   int bps = (b.max_blocks + splits - 1) / splits;
