@@ -269,11 +269,13 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
   return base;
 }
 
-// Resident CTAs per SM the register allocation aims at (measured on the H200 at the
-// headline shape: G = 1 scores at 64 registers beat 80 and 117; G = 1 decode at 80
-// registers, 6 CTAs, beat 128 registers, 4 CTAs).
+#if defined(PACKKV_ATTN_MINCTAS)  // TEMP A/B
 template <int G, int MODE>
 struct MinCtas { static constexpr int value = G == 1 ? (MODE == kAttnDecode ? 6 : 8) : (G == 2 ? 4 : 3); };
+#define PACKKV_ATTN_BOUNDS __launch_bounds__(kMaxWarps * 32, (MinCtas<G, MODE>::value))
+#else
+#define PACKKV_ATTN_BOUNDS __launch_bounds__(kMaxWarps * 32)
+#endif
 
 // The fused attention kernel. Device. Grid (n_splits + 1, H_kv * n_gchunks, b.n), nw*32
 // threads, dynamic smem attn_smem(c, G, MODE, nw).total. CTA (split, kv head and group
@@ -286,7 +288,7 @@ struct MinCtas { static constexpr int value = G == 1 ? (MODE == kAttnDecode ? 6 
 // merged by merge_kernel. fp32 arithmetic throughout. PACKKV.md 6.1-6.3, 8.3. Reads
 // only; thread-safe across calls.
 template <int G, int MODE>
-__global__ void __launch_bounds__(kMaxWarps * 32, (MinCtas<G, MODE>::value)) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
+__global__ void PACKKV_ATTN_BOUNDS attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
                                                               AttnCall a, int n_gchunks, int group, int bps,
                                                               int n_splits) {
   extern __shared__ __align__(16) uint8_t smem[];
