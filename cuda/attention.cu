@@ -37,7 +37,6 @@ namespace {
 
 constexpr int kMaxWarps = 4;
 constexpr int kGroups = 4;      // rounds decoded side by side by one warp
-constexpr int kAccRows = kGroups + 1;  // V accumulator rows per warp: one per group + the tensor-core row
 constexpr int kMaxRounds = fmt::kMaxBlockTokens / fmt::kPackTokens;
 constexpr int kMaxG = 4;        // query heads per CTA (larger GQA groups use several CTAs)
 
@@ -57,10 +56,9 @@ __device__ __forceinline__ int acc_word(int g, int c, int D) {
 // Shared-memory layout of one CTA: a CTA part (queries, per-warp accumulators) and nw
 // warp parts (staged tiles and metadata, scores/weights, round tables).
 struct AttnSmem {
-  size_t q, qsum, qscale, bq, acc, ml, warp0;  // CTA part (acc: [nw][kAccRows][acc_row_words])
-  size_t kbuf, vbuf, zb, sb, vzb, vsb, pb;      // warp part: staging buffers
-  size_t sc, wr, wzr, rs, pre;                 // warp part: scores/weights, round tables
-  size_t slab, qm;                             // warp part: tensor-core slabs (G >= 2)
+  size_t q, qsum, acc, ml, warp0;          // CTA part (acc: [nw][kGroups][G][D] fp32)
+  size_t kbuf, vbuf, zb, sb, vzb, vsb, pb;  // warp part: staging buffers
+  size_t sc, wr, wzr, rs, pre;             // warp part: scores/weights, round tables
   size_t stride, total;
 };
 __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int mode, int nw) {
@@ -69,9 +67,7 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   size_t at = 0;
   s.q = at;    at += al16(G * D * 4);
   s.qsum = at; at += al16(G * 4);
-  s.qscale = at; at += al16(G * 4);
-  s.bq = at;   at += (G >= 2 && mode != kAttnApply) ? al16((D / 16) * 32 * 8) : 0;
-  s.acc = at;  at += mode == kAttnScores ? 0 : al16(static_cast<size_t>(nw) * kAccRows * acc_row_words(G, static_cast<int>(D)) * 4);
+  s.acc = at;  at += mode == kAttnScores ? 0 : al16(static_cast<size_t>(nw) * kGroups * acc_row_words(G, static_cast<int>(D)) * 4);
   s.ml = at;   at += al16(static_cast<size_t>(nw) * G * 2 * 4);
   s.warp0 = at;
   // Tile buffers: a copy starts up to 15 bytes before the tile (16-byte chunks) and
@@ -90,8 +86,6 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   s.wzr = w;  w += al16(G * 16 * 4);
   s.rs = w;   w += al16((kMaxRounds + 1) * 4);
   s.pre = w;  w += al16(kMaxRounds * 8 * 4);
-  s.slab = w; w += G >= 2 ? 2 * kGroups * 16 * 48 : 0;  // kWarpSlabBytes (attention_mma.cuh)
-  s.qm = w;   w += al16(kGroups * G * 4);
   s.stride = al16(w);
   s.total = at + nw * s.stride;
   return s;
@@ -275,7 +269,6 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
   return base;
 }
 
-#include "attention_mma.cuh"
 
 // The fused attention kernel. Device. Grid (n_splits + 1, H_kv * n_gchunks, b.n), nw*32
 // threads, dynamic smem attn_smem(c, G, MODE, nw).total. CTA (split, kv head and group
@@ -287,10 +280,10 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 // (decode: max of scaled scores, sum of exp, unnormalized output; apply: acc only),
 // merged by merge_kernel. fp32 arithmetic throughout. PACKKV.md 6.1-6.3, 8.3. Reads
 // only; thread-safe across calls.
+template <int G, int MODE>
 // Register allocation is left to ptxas (__launch_bounds__ without a minimum): on the
 // H200 at the headline shape, targets of 8/6/4/3 resident CTAs measured K.q 423 vs 402 us
 // and decode 1155 vs 920 us (same run, two repeats).
-template <int G, int MODE>
 __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
                                                               AttnCall a, int n_gchunks, int group, int bps,
                                                               int n_splits) {
@@ -312,10 +305,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
   float* qsum = reinterpret_cast<float*>(smem + L.qsum);
   // This warp's accumulator rows, one per round group (the residual uses row 0).
   const int arw = acc_row_words(G, D);
-  float* acc = reinterpret_cast<float*>(smem + L.acc) + static_cast<size_t>(warp) * kAccRows * arw;
-  float* qscale = reinterpret_cast<float*>(smem + L.qscale);
-  uint2* Bq = reinterpret_cast<uint2*>(smem + L.bq);
-
+  float* acc = reinterpret_cast<float*>(smem + L.acc) + static_cast<size_t>(warp) * kGroups * arw;
   float* ml = reinterpret_cast<float*>(smem + L.ml);
   uint8_t* wb = smem + L.warp0 + static_cast<size_t>(warp) * L.stride;
   uint8_t* kbuf = wb + L.kbuf;
@@ -325,8 +315,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
   float* WZr = reinterpret_cast<float*>(wb + L.wzr); // [G][16] per-round sum w*z
   int* rs = reinterpret_cast<int*>(wb + L.rs);
   int* pre = reinterpret_cast<int*>(wb + L.pre);
-  uint8_t* slabs = wb + L.slab;                       // G >= 2: tensor-core slabs
-  float* qm_s = reinterpret_cast<float*>(wb + L.qm);  // G >= 2: [kGroups][G] mins terms
 
   if (MODE != kAttnApply) {
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
@@ -345,17 +333,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
     }
   }
   if (MODE != kAttnScores)
-    for (int i = lane; i < kAccRows * arw; i += 32) acc[i] = 0.f;
-  if (G >= 2 && MODE != kAttnApply) {  // query fragments for the tensor-core K rounds
-    for (int g = warp; g < G; g += nw) {
-      float mx = 0.f;
-      for (int ch = lane; ch < D; ch += 32) mx = fmaxf(mx, fabsf(qS[g * D + ch]));
-      mx = warp_max(mx);
-      if (lane == 0) qscale[g] = pow2_scale(mx);
-    }
-    __syncthreads();
-    build_query_frags<G>(qS, qscale, D, Bq);
-  }
+    for (int i = lane; i < kGroups * arw; i += 32) acc[i] = 0.f;
   __syncthreads();
 
   float m_run[G], l_run[G];
@@ -411,7 +389,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
         l_run[g] = l_run[g] * alpha + psum;
         m_run[g] = m_new;
         if (alpha != 1.f)
-          for (int i = lane; i < kAccRows * D; i += 32) acc[(i / D) * arw + g * D + i % D] *= alpha;
+          for (int i = lane; i < kGroups * D; i += 32) acc[(i / D) * arw + g * D + i % D] *= alpha;
       }
     }
     __syncwarp();
@@ -457,20 +435,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
 
       if (MODE != kAttnApply) {
         walk_tile(KT, kt, D, c.bits_k, ek, R, rs, pre);
-        // Score of token k of round r for head g from x = sum_c q_c (min_c + code).
-        auto k_epi = [&](int r, int k, int g, float x) {
-          const int slot = 16 * r + k;
-          const float score = sst[slot] * (x + static_cast<float>(zst[slot]) * qsum[g]);
-          if (MODE == kAttnScores) {
-            if (g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = score;
-          } else {
-            sc[g * N + slot] = score;
-          }
-        };
-        if constexpr (G >= 2) {
-          if (c.bits_k <= 4) k_block_mma<G, true>(KT, kt, rs, pre, R, D, c.bits_k, ek, qS, Bq, qscale, slabs, qm_s, k_epi);
-          else k_block_mma<G, false>(KT, kt, rs, pre, R, D, c.bits_k, ek, qS, Bq, qscale, slabs, qm_s, k_epi);
-        } else for (int r0 = 0; r0 < R; r0 += kGroups) {
+        for (int r0 = 0; r0 < R; r0 += kGroups) {
           const int r = r0 + gi;
           if (r < R) {
             float part[16 * G];
@@ -482,8 +447,14 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
             const int base = group_reduce<16 * G>(part);
 #pragma unroll
             for (int i = 0; i < 2 * G; ++i) {
-              const int v = base + i, k = v / G;
-              k_epi(r, k, v - k * G, part[i]);
+              const int v = base + i, k = v / G, g = v - k * G;
+              const int slot = 16 * r + k;
+              const float score = sst[slot] * (part[i] + static_cast<float>(zst[slot]) * qsum[g]);
+              if (MODE == kAttnScores) {
+                if (g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = score;
+              } else {
+                sc[g * N + slot] = score;
+              }
             }
           }
         }
@@ -492,10 +463,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
       if (MODE != kAttnScores) {
         make_weights(N, vsst, vzst, orig);
         walk_tile(VT, vt, D, c.bits_v, ev, R, rs, pre);
-        if constexpr (G >= 2) {
-          if (c.bits_v <= 4) v_block_mma<G, true>(VT, vt, rs, pre, R, D, N, c.bits_v, ev, sc, Wr, WZr, slabs, acc, arw);
-          else v_block_mma<G, false>(VT, vt, rs, pre, R, D, N, c.bits_v, ev, sc, Wr, WZr, slabs, acc, arw);
-        } else for (int r0 = 0; r0 < R; r0 += kGroups) {
+        for (int r0 = 0; r0 < R; r0 += kGroups) {
           const int r = r0 + gi;
           if (r >= R) continue;
           float wk[G][16], wr[G], wz[G];
@@ -577,7 +545,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
   auto acc_sum = [&](int w, int g, int ch) {  // warp w's sum of its group rows
     float x = 0.f;
 #pragma unroll
-    for (int q = 0; q < kAccRows; ++q) x += acc0[(static_cast<size_t>(w) * kAccRows + q) * arw + acc_word(g, ch, D)];
+    for (int q = 0; q < kGroups; ++q) x += acc0[(static_cast<size_t>(w) * kGroups + q) * arw + acc_word(g, ch, D)];
     return x;
   };
   const int rsz = D + 2;
