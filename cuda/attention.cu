@@ -37,6 +37,12 @@ namespace {
 
 constexpr int kMaxWarps = 4;
 constexpr int kGroups = 4;      // rounds decoded side by side by one warp
+#if defined(PACKKV_ATTN_V_ROWS)  // TEMP A/B: one V accumulator row per group
+constexpr bool kVRows = true;
+#else
+constexpr bool kVRows = false;
+#endif
+constexpr int kAccRows = kVRows ? kGroups : 1;  // V accumulator rows per warp
 constexpr int kMaxRounds = fmt::kMaxBlockTokens / fmt::kPackTokens;
 constexpr int kMaxG = 4;        // query heads per CTA (larger GQA groups use several CTAs)
 
@@ -67,7 +73,7 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   size_t at = 0;
   s.q = at;    at += al16(G * D * 4);
   s.qsum = at; at += al16(G * 4);
-  s.acc = at;  at += mode == kAttnScores ? 0 : al16(static_cast<size_t>(nw) * kGroups * acc_row_words(G, static_cast<int>(D)) * 4);
+  s.acc = at;  at += mode == kAttnScores ? 0 : al16(static_cast<size_t>(nw) * kAccRows * acc_row_words(G, static_cast<int>(D)) * 4);
   s.ml = at;   at += al16(static_cast<size_t>(nw) * G * 2 * 4);
   s.warp0 = at;
   // Tile buffers: a copy starts up to 15 bytes before the tile (16-byte chunks) and
@@ -214,7 +220,7 @@ __device__ __forceinline__ void k_round(const uint32_t* T, LanePos p, int D, int
 template <int G, bool NARROW>
 __device__ __forceinline__ void v_round(const uint32_t* T, LanePos p, int D, int bits, int e, int lane_g,
                                         const float (&wk)[G][16], const float (&wr)[G],
-                                        const float (&wz)[G], float* acc) {
+                                        const float (&wz)[G], bool lead, float* acc) {
   const int cpl = D >> 3;
   const uint32_t bm = (1u << bits) - 1u, em = (1u << e) - 1u;
   for (int j = 0; j < cpl; j += 2) {
@@ -239,7 +245,14 @@ __device__ __forceinline__ void v_round(const uint32_t* T, LanePos p, int D, int
       });
       p.pbit += 16 * L;
 #pragma unroll
-      for (int g = 0; g < G; ++g) acc[g * D + (j + u) * 8 + lane_g] += a[g] + b[g];  // acc_word(g, c, D)
+      for (int g = 0; g < G; ++g) {
+        float x = a[g] + b[g];
+        if (!kVRows) {  // sum the 4 groups (all 32 lanes run this loop in lockstep)
+          x += __shfl_xor_sync(0xffffffffu, x, 8);
+          x += __shfl_xor_sync(0xffffffffu, x, 16);
+        }
+        if (lead) acc[g * D + (j + u) * 8 + lane_g] += x;  // acc_word(g, c, D)
+      }
     }
   }
 }
@@ -305,7 +318,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
   float* qsum = reinterpret_cast<float*>(smem + L.qsum);
   // This warp's accumulator rows, one per round group (the residual uses row 0).
   const int arw = acc_row_words(G, D);
-  float* acc = reinterpret_cast<float*>(smem + L.acc) + static_cast<size_t>(warp) * kGroups * arw;
+  float* acc = reinterpret_cast<float*>(smem + L.acc) + static_cast<size_t>(warp) * kAccRows * arw;
   float* ml = reinterpret_cast<float*>(smem + L.ml);
   uint8_t* wb = smem + L.warp0 + static_cast<size_t>(warp) * L.stride;
   uint8_t* kbuf = wb + L.kbuf;
@@ -333,7 +346,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
     }
   }
   if (MODE != kAttnScores)
-    for (int i = lane; i < kGroups * arw; i += 32) acc[i] = 0.f;
+    for (int i = lane; i < kAccRows * arw; i += 32) acc[i] = 0.f;
   __syncthreads();
 
   float m_run[G], l_run[G];
@@ -389,7 +402,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
         l_run[g] = l_run[g] * alpha + psum;
         m_run[g] = m_new;
         if (alpha != 1.f)
-          for (int i = lane; i < kGroups * D; i += 32) acc[(i / D) * arw + g * D + i % D] *= alpha;
+          for (int i = lane; i < kAccRows * D; i += 32) acc[(i / D) * arw + g * D + i % D] *= alpha;
       }
     }
     __syncwarp();
@@ -465,19 +478,23 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
         walk_tile(VT, vt, D, c.bits_v, ev, R, rs, pre);
         for (int r0 = 0; r0 < R; r0 += kGroups) {
           const int r = r0 + gi;
-          if (r >= R) continue;
+          const bool on = r < R;
+          if (kVRows && !on) continue;
+          // Without per-group rows every group runs (the shuffles of v_round need all 32
+          // lanes): a group without a round decodes round r0 with zero weights.
           float wk[G][16], wr[G], wz[G];
 #pragma unroll
           for (int g = 0; g < G; ++g) {
 #pragma unroll
-            for (int t = 0; t < 16; ++t) wk[g][t] = sc[g * N + 16 * r + t];
-            wr[g] = Wr[g * 16 + r];
-            wz[g] = WZr[g * 16 + r];
+            for (int t = 0; t < 16; ++t) wk[g][t] = on ? sc[g * N + 16 * r + t] : 0.f;
+            wr[g] = on ? Wr[g * 16 + r] : 0.f;
+            wz[g] = on ? WZr[g * 16 + r] : 0.f;
           }
-          const LanePos p = lane_pos(vt, rs, pre, r, lane_g, D, c.bits_v, ev);
-          float* row_acc = acc + static_cast<size_t>(gi) * arw;
-          if (c.bits_v <= 4) v_round<G, true>(VT, p, D, c.bits_v, ev, lane_g, wk, wr, wz, row_acc);
-          else v_round<G, false>(VT, p, D, c.bits_v, ev, lane_g, wk, wr, wz, row_acc);
+          const LanePos p = lane_pos(vt, rs, pre, on ? r : r0, lane_g, D, c.bits_v, ev);
+          float* row_acc = acc + static_cast<size_t>(kVRows ? gi : 0) * arw;
+          const bool lead = kVRows || gi == 0;
+          if (c.bits_v <= 4) v_round<G, true>(VT, p, D, c.bits_v, ev, lane_g, wk, wr, wz, lead, row_acc);
+          else v_round<G, false>(VT, p, D, c.bits_v, ev, lane_g, wk, wr, wz, lead, row_acc);
         }
         __syncwarp();
       }
@@ -545,7 +562,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
   auto acc_sum = [&](int w, int g, int ch) {  // warp w's sum of its group rows
     float x = 0.f;
 #pragma unroll
-    for (int q = 0; q < kGroups; ++q) x += acc0[(static_cast<size_t>(w) * kGroups + q) * arw + acc_word(g, ch, D)];
+    for (int q = 0; q < kAccRows; ++q) x += acc0[(static_cast<size_t>(w) * kAccRows + q) * arw + acc_word(g, ch, D)];
     return x;
   };
   const int rsz = D + 2;
