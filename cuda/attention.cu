@@ -37,12 +37,13 @@ namespace {
 
 constexpr int kMaxWarps = 4;
 constexpr int kGroups = 4;      // rounds decoded side by side by one warp
-#if defined(PACKKV_ATTN_V_ROWS)  // TEMP A/B: one V accumulator row per group
-constexpr bool kVRows = true;
-#else
-constexpr bool kVRows = false;
-#endif
-constexpr int kAccRows = kVRows ? kGroups : 1;  // V accumulator rows per warp
+// V accumulation: with G = 1 query head each round group adds into its own accumulator
+// row; with G >= 2 the 4 groups are summed by two shuffles into one row (less shared
+// memory, so more resident warps). H200, headline shape, same run, two repeats: G = 1
+// decode 915-926 us with rows vs 1010-1025 with shuffles; G = 4 decode 2287-2310 us with
+// shuffles vs 2639-2669 with rows, p.V 968-987 vs 1030.
+__host__ __device__ constexpr bool v_rows(int G) { return G == 1; }
+__host__ __device__ constexpr int acc_rows(int G) { return v_rows(G) ? kGroups : 1; }  // per warp
 constexpr int kMaxRounds = fmt::kMaxBlockTokens / fmt::kPackTokens;
 constexpr int kMaxG = 4;        // query heads per CTA (larger GQA groups use several CTAs)
 
@@ -62,7 +63,7 @@ __device__ __forceinline__ int acc_word(int g, int c, int D) {
 // Shared-memory layout of one CTA: a CTA part (queries, per-warp accumulators) and nw
 // warp parts (staged tiles and metadata, scores/weights, round tables).
 struct AttnSmem {
-  size_t q, qsum, acc, ml, warp0;          // CTA part (acc: [nw][kGroups][G][D] fp32)
+  size_t q, qsum, acc, ml, warp0;          // CTA part (acc: [nw][acc_rows(G)][acc_row_words])
   size_t kbuf, vbuf, zb, sb, vzb, vsb, pb;  // warp part: staging buffers
   size_t sc, wr, wzr, rs, pre;             // warp part: scores/weights, round tables
   size_t stride, total;
@@ -73,7 +74,7 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   size_t at = 0;
   s.q = at;    at += al16(G * D * 4);
   s.qsum = at; at += al16(G * 4);
-  s.acc = at;  at += mode == kAttnScores ? 0 : al16(static_cast<size_t>(nw) * kAccRows * acc_row_words(G, static_cast<int>(D)) * 4);
+  s.acc = at;  at += mode == kAttnScores ? 0 : al16(static_cast<size_t>(nw) * acc_rows(G) * acc_row_words(G, static_cast<int>(D)) * 4);
   s.ml = at;   at += al16(static_cast<size_t>(nw) * G * 2 * 4);
   s.warp0 = at;
   // Tile buffers: a copy starts up to 15 bytes before the tile (16-byte chunks) and
@@ -247,7 +248,7 @@ __device__ __forceinline__ void v_round(const uint32_t* T, LanePos p, int D, int
 #pragma unroll
       for (int g = 0; g < G; ++g) {
         float x = a[g] + b[g];
-        if (!kVRows) {  // sum the 4 groups (all 32 lanes run this loop in lockstep)
+        if (!v_rows(G)) {  // sum the 4 groups (all 32 lanes run this loop in lockstep)
           x += __shfl_xor_sync(0xffffffffu, x, 8);
           x += __shfl_xor_sync(0xffffffffu, x, 16);
         }
@@ -318,6 +319,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
   float* qsum = reinterpret_cast<float*>(smem + L.qsum);
   // This warp's accumulator rows, one per round group (the residual uses row 0).
   const int arw = acc_row_words(G, D);
+  constexpr int kAccRows = acc_rows(G), kVRows = v_rows(G);
   float* acc = reinterpret_cast<float*>(smem + L.acc) + static_cast<size_t>(warp) * kAccRows * arw;
   float* ml = reinterpret_cast<float*>(smem + L.ml);
   uint8_t* wb = smem + L.warp0 + static_cast<size_t>(warp) * L.stride;
