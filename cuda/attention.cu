@@ -515,16 +515,34 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
       };
       auto orig = [&](int t) -> int64_t { return pos0 + c0 + t; };
       if (MODE != kAttnApply) {
-        for (int i = 0; i < 16; ++i) {
+        // Per 8 tokens: part[k*G + g] = this lane's channels (lane, lane + 32, ...) of
+        // q_g . k_i, then one transposed warp reduction of the 8 G sums (not 8 G serial
+        // warp sums: those made the residual CTA the critical path at short contexts).
+#pragma unroll 1
+        for (int half = 0; half < 2; ++half) {
+          float part[8 * G];
 #pragma unroll
-          for (int g = 0; g < G; ++g) {
-            float x = 0.f;
+          for (int k = 0; k < 8; ++k) {
+            const int i = 8 * half + k;
+#pragma unroll
+            for (int g = 0; g < G; ++g) part[k * G + g] = 0.f;
             if (i < n) {
               const size_t o = ring_off(i);
-              for (int ch = lane; ch < D; ch += 32) x = fmaf(qS[g * D + ch], load_elem(ring_k, o + ch, c.kv_dtype), x);
+              for (int ch = lane; ch < D; ch += 32) {
+                const float x = load_elem(ring_k, o + ch, c.kv_dtype);
+#pragma unroll
+                for (int g = 0; g < G; ++g) part[k * G + g] = fmaf(qS[g * D + ch], x, part[k * G + g]);
+              }
             }
-            x = warp_sum(x);
-            if (lane == 0) {
+          }
+          constexpr int V = 8 * G;
+          const int base = warp_reduce_transposed<V>(part);
+          constexpr int per = V > 32 ? V / 32 : 1, dup = V >= 32 ? 1 : 32 / V;
+          if ((lane & (dup - 1)) == 0) {
+#pragma unroll
+            for (int k = 0; k < per; ++k) {
+              const int v = base + k, i = 8 * half + v / G, g = v % G;
+              const float x = part[k];
               if (MODE == kAttnScores) {
                 if (i < n && g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(i)] = x;
               } else {
