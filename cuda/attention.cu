@@ -555,13 +555,22 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
       }
       if (MODE != kAttnScores) {
         make_weights(n, nullptr, nullptr, orig);
+        // Ring offsets of the n tokens once (rs is free in the residual split; ring
+        // offsets are element indices of one sequence's ring, far below 2^31), then each
+        // V element is loaded once for all G heads.
+        if (lane < n) rs[lane] = static_cast<int>(ring_off(lane));
+        __syncwarp();
         for (int ch = lane; ch < D; ch += 32) {
+          float x[G];
 #pragma unroll
-          for (int g = 0; g < G; ++g) {
-            float x = acc[acc_word(g, ch, D)];
-            for (int i = 0; i < n; ++i) x = fmaf(sc[g * N + i], load_elem(ring_v, ring_off(i) + ch, c.kv_dtype), x);
-            acc[acc_word(g, ch, D)] = x;
+          for (int g = 0; g < G; ++g) x[g] = acc[acc_word(g, ch, D)];
+          for (int i = 0; i < n; ++i) {
+            const float v = load_elem(ring_v, static_cast<size_t>(rs[i]) + ch, c.kv_dtype);
+#pragma unroll
+            for (int g = 0; g < G; ++g) x[g] = fmaf(sc[g * N + i], v, x[g]);
           }
+#pragma unroll
+          for (int g = 0; g < G; ++g) acc[acc_word(g, ch, D)] = x[g];
         }
         __syncwarp();
       }
