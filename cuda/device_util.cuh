@@ -1,5 +1,5 @@
 // Device helpers shared by the CUDA kernels: dtype loads/rounding, warp scans and
-// reductions, unaligned little-endian byte windows. Device only (CUDA translation
+// reductions, the exact code-to-float conversion. Device only (CUDA translation
 // units). Thread-safety: pure functions.
 #ifndef PACKKV_CUDA_DEVICE_UTIL_CUH
 #define PACKKV_CUDA_DEVICE_UTIL_CUH
@@ -37,10 +37,6 @@ __device__ __forceinline__ void store_elem(void* p, size_t i, int dtype, float x
   } else {
     static_cast<float*>(p)[i] = x;
   }
-}
-
-__device__ __forceinline__ size_t dtype_bytes(int dtype) {
-  return dtype == PACKKV_DTYPE_F32 ? 4 : 2;
 }
 
 // Inclusive warp prefix sum (all 32 lanes participate).
@@ -92,20 +88,6 @@ __device__ __forceinline__ int warp_reduce_transposed(float (&x)[V]) {
     }
   }
   return base;
-}
-
-// Little-endian value of the n (0..8) bytes at p. Reads the aligned 32-bit words that
-// cover [p, p+n) plus up to 11 bytes past p+n (callers pad their buffers).
-__device__ __forceinline__ uint64_t load_le_bytes(const uint8_t* p, int n) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  const uint32_t* w = reinterpret_cast<const uint32_t*>(a & ~static_cast<uintptr_t>(3));
-  const int sh = static_cast<int>(a & 3) * 8;
-  uint32_t w0 = w[0], w1 = w[1], w2 = w[2];
-  uint32_t lo = __funnelshift_r(w0, w1, sh);
-  uint32_t hi = __funnelshift_r(w1, w2, sh);
-  uint64_t v = (static_cast<uint64_t>(hi) << 32) | lo;
-  if (n < 8) v &= (1ull << (8 * n)) - 1ull;
-  return v;
 }
 
 // uint32 code (< 2^23) as float with one LOP3 + one FADD instead of a slow I2F.
