@@ -20,8 +20,10 @@
 //    16-token packs from 32-bit shared-memory windows (bits_at).
 //  K: a lane accumulates 16 partial dot products per query head over its channels; one
 //     transposed reduction over the 8 lanes of the group gives the round's scores.
-//  V: a lane computes, per channel, sum_t w_t code_t over the round's 16 tokens and adds
-//     it to its group's fp32 accumulator row in shared memory (rows summed at the end).
+//  V: a lane computes, per channel, sum_t w_t code_t over the round's 16 tokens; with one
+//     query head (G = 1) it adds that to its group's fp32 accumulator row in shared
+//     memory (rows summed at the end), with G >= 2 the 4 groups are summed by two
+//     shuffles and group 0 adds to the warp's single row (see v_rows).
 #include <cuda_pipeline_primitives.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -49,10 +51,11 @@ constexpr int kMaxG = 4;        // query heads per CTA (larger GQA groups use se
 
 __host__ __device__ inline size_t al16(size_t x) { return (x + 15) & ~static_cast<size_t>(15); }
 
-// V accumulators: one row of G*D fp32 (+ 8 words of padding) per round group. Within a
+// V accumulators: acc_rows(G) rows of G*D fp32 (+ 8 words of padding) per warp. Within a
 // head's D words, channel c = lane_g * (D/8) + j is stored at word j * 8 + lane_g, so the
-// 32 lanes of a warp (each adding to channel j of its own lane_g in its own group's
-// row, rows 8 banks apart) touch 32 different banks.
+// lanes that add to channel j of their own lane_g touch different banks: with G = 1 all
+// 32 lanes, each in its own group's row (rows 8 banks apart), with G >= 2 the 8 lanes of
+// group 0 in the single row.
 __host__ __device__ inline int acc_row_words(int G, int D) { return G * D + 8; }
 __device__ __forceinline__ int acc_word(int g, int c, int D) {
   const int cpl = D >> 3;
@@ -216,8 +219,10 @@ __device__ __forceinline__ void k_round(const uint32_t* T, LanePos p, int D, int
 
 // V of one round (one group of 8 lanes): for each channel c of this lane,
 //   acc[g][c] += min_c * W_r + WZ_r + sum_t w_t code_{c,t}
-// wk: the round's weights w_t = p_t s_t, wr/wz: sum_t w_t and sum_t w_t z_t; acc: this
-// group's accumulator row (shared, layout acc_word).
+// wk: the round's weights w_t = p_t s_t (zero for a group without a round), wr/wz:
+// sum_t w_t and sum_t w_t z_t; acc: the accumulator row (shared, layout acc_word) that
+// this lane adds to when lead (G = 1: its group's row, every lane; G >= 2: the warp's
+// row, group 0 after summing the groups, so all 32 lanes must run this in lockstep).
 template <int G, bool NARROW>
 __device__ __forceinline__ void v_round(const uint32_t* T, LanePos p, int D, int bits, int e, int lane_g,
                                         const float (&wk)[G][16], const float (&wr)[G],
@@ -317,7 +322,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
   const AttnSmem L = attn_smem(c, G, MODE, nw);
   float* qS = reinterpret_cast<float*>(smem + L.q);
   float* qsum = reinterpret_cast<float*>(smem + L.qsum);
-  // This warp's accumulator rows, one per round group (the residual uses row 0).
+  // This warp's V accumulator rows (acc_rows(G); the residual window uses row 0).
   const int arw = acc_row_words(G, D);
   constexpr int kAccRows = acc_rows(G), kVRows = v_rows(G);
   float* acc = reinterpret_cast<float*>(smem + L.acc) + static_cast<size_t>(warp) * kAccRows * arw;
@@ -555,17 +560,17 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
       }
       if (MODE != kAttnScores) {
         make_weights(n, nullptr, nullptr, orig);
-        // Ring offsets of the n tokens once (rs is free in the residual split; ring
-        // offsets are element indices of one sequence's ring, far below 2^31), then each
-        // V element is loaded once for all G heads.
-        if (lane < n) rs[lane] = static_cast<int>(ring_off(lane));
+        // Ring slots of the n tokens once (rs is free in the residual split; a slot is
+        // below ring_tokens, an int), then each V element is loaded once for all G heads.
+        if (lane < n) rs[lane] = (s.ring_start + c0 + lane) % c.ring_tokens;
         __syncwarp();
+        const size_t head_off = static_cast<size_t>(kvh) * D;
         for (int ch = lane; ch < D; ch += 32) {
           float x[G];
 #pragma unroll
           for (int g = 0; g < G; ++g) x[g] = acc[acc_word(g, ch, D)];
           for (int i = 0; i < n; ++i) {
-            const float v = load_elem(ring_v, static_cast<size_t>(rs[i]) + ch, c.kv_dtype);
+            const float v = load_elem(ring_v, static_cast<size_t>(rs[i]) * row_elems + head_off + ch, c.kv_dtype);
 #pragma unroll
             for (int g = 0; g < G; ++g) x[g] = fmaf(sc[g * N + i], v, x[g]);
           }

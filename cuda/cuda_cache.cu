@@ -58,7 +58,11 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
   kc_.rel_k = c.rel_scale_k;
   kc_.rel_v = c.rel_scale_v;
   kc_.kv_dtype = c.kv_dtype;
-  kc_.max_blocks = static_cast<int>((c.max_tokens_per_seq + c.block_tokens - 1) / c.block_tokens);
+  const int64_t max_blocks = (c.max_tokens_per_seq + c.block_tokens - 1) / c.block_tokens;
+  if (max_blocks > (int64_t{1} << 30))
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: max_tokens_per_seq / block_tokens = " +
+                                       std::to_string(max_blocks) + " blocks per sequence; the CUDA backend supports up to 2^30");
+  kc_.max_blocks = static_cast<int>(max_blocks);
   kc_.max_tile = al16(fmt::max_tile_bytes(c.block_tokens, c.head_dim, std::max(c.bits_k, c.bits_v)));
   int sms = 0, optin = 0;
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c.device), "cudaDeviceGetAttribute");

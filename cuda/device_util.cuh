@@ -63,7 +63,8 @@ __device__ __forceinline__ float warp_max(float v) {
 
 // Transposed warp reduction of V values per lane (V a power of two): afterwards lane
 // holds in x[0 .. max(1, V/32)) the warp-wide sums of value indices
-// base + k, with base returned. Costs V-1 shuffles for V <= 32 instead of 5V.
+// base + k, with base returned. Costs V - 1 + (5 - log2 V) shuffles for V <= 32 (31 for
+// V = 32) instead of 5V.
 template <int V>
 __device__ __forceinline__ int warp_reduce_transposed(float (&x)[V]) {
   const int lane = threadIdx.x & 31;

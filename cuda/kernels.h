@@ -154,8 +154,9 @@ static_assert(sizeof(KernelConfig) + sizeof(AttnBatch) + sizeof(CacheDevicePtrs)
 
 // Largest dynamic shared memory the kernels of this config need (checked at create).
 size_t flush_smem_bytes(const KernelConfig& c);
-// Smallest dynamic shared memory an attention launch of this config needs (one warp per
-// CTA, 4 query heads per CTA, decode); checked at create.
+// Dynamic shared memory the largest attention launch of this config needs with one warp
+// per CTA (4 query heads per CTA, decode): every launch fits when this does; checked at
+// create.
 size_t attn_min_smem_bytes(const KernelConfig& c);
 
 }  // namespace cu
