@@ -10,10 +10,12 @@
 set -u
 OUT=${OUT:-$PWD/gpu-bindings-out}
 mkdir -p "$OUT"
-BUILD=/tmp/packkv-bind-build
+SCRATCH=${TMPDIR:-/tmp}
+BUILD=$SCRATCH/packkv-bind-build
+SITE=$SCRATCH/site  # the carried wheels are installed here
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >/dev/null 2>&1
-export PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site  # the swig launcher imports its package from there
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl >/dev/null 2>&1
+export PATH=$SITE/bin:$PATH PYTHONPATH=$SITE  # the swig launcher imports its package from there
 log "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1) x $(nvidia-smi -L | wc -l)"
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPACKKV_ENABLE_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$PWD/.devdeps \
