@@ -180,37 +180,46 @@ __device__ __forceinline__ void for_codes(const uint32_t* T, uint32_t pbit, uint
   }
 }
 
-// K of one round (one group of 8 lanes): part[t*G + g] += sum over this lane's channels
-// c of q[g][c] * (min_c + code_{c,t}). qS: queries [G][D] (shared).
-template <int G, bool NARROW>
-__device__ __forceinline__ void k_round(const uint32_t* T, LanePos p, int D, int bits, int e, int c0,
-                                        const float* qS, float (&part)[16 * G]) {
+// Walks this lane's D/8 channels of one round (LanePos p from lane_pos): reads the MINS
+// and LENS fields two channels at a time and calls fn(j, min code, encode length L, bit
+// of the pack) for j = 0 .. D/8 - 1 (channel lane_g * D/8 + j).
+template <typename Fn>
+__device__ __forceinline__ void for_channels(const uint32_t* T, LanePos p, int D, int bits, int e, Fn&& fn) {
   const int cpl = D >> 3;  // even
   const uint32_t bm = (1u << bits) - 1u, em = (1u << e) - 1u;
-  float qm[G];
-#pragma unroll
-  for (int g = 0; g < G; ++g) qm[g] = 0.f;
   for (int j = 0; j < cpl; j += 2) {
     const uint32_t mw = bits_at(T, p.mbit), lw = bits_at(T, p.lbit);
     p.mbit += 2 * bits;
     p.lbit += 2 * e;
 #pragma unroll
     for (int u = 0; u < 2; ++u) {
-      const int c = c0 + j + u;
-      const uint32_t mn = (mw >> (u * bits)) & bm, L = (lw >> (u * e)) & em;
-      float q[G];
-#pragma unroll
-      for (int g = 0; g < G; ++g) {
-        q[g] = qS[g * D + c];
-        qm[g] = fmaf(q[g], code_to_float(mn), qm[g]);
-      }
-      for_codes<NARROW>(T, p.pbit, L, [&](int t, float f) {
-#pragma unroll
-        for (int g = 0; g < G; ++g) part[t * G + g] = fmaf(q[g], f, part[t * G + g]);
-      });
+      const uint32_t L = (lw >> (u * e)) & em;
+      fn(j + u, (mw >> (u * bits)) & bm, L, p.pbit);
       p.pbit += 16 * L;
     }
   }
+}
+
+// K of one round (one group of 8 lanes): part[t*G + g] += sum over this lane's channels
+// c of q[g][c] * (min_c + code_{c,t}). qS: queries [G][D] (shared).
+template <int G, bool NARROW>
+__device__ __forceinline__ void k_round(const uint32_t* T, LanePos p, int D, int bits, int e, int c0,
+                                        const float* qS, float (&part)[16 * G]) {
+  float qm[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) qm[g] = 0.f;
+  for_channels(T, p, D, bits, e, [&](int j, uint32_t mn, uint32_t L, uint32_t pbit) {
+    float q[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      q[g] = qS[g * D + c0 + j];
+      qm[g] = fmaf(q[g], code_to_float(mn), qm[g]);
+    }
+    for_codes<NARROW>(T, pbit, L, [&](int t, float f) {
+#pragma unroll
+      for (int g = 0; g < G; ++g) part[t * G + g] = fmaf(q[g], f, part[t * G + g]);
+    });
+  });
 #pragma unroll
   for (int t = 0; t < 16; ++t)
 #pragma unroll
@@ -227,40 +236,30 @@ template <int G, bool NARROW>
 __device__ __forceinline__ void v_round(const uint32_t* T, LanePos p, int D, int bits, int e, int lane_g,
                                         const float (&wk)[G][16], const float (&wr)[G],
                                         const float (&wz)[G], bool lead, float* acc) {
-  const int cpl = D >> 3;
-  const uint32_t bm = (1u << bits) - 1u, em = (1u << e) - 1u;
-  for (int j = 0; j < cpl; j += 2) {
-    const uint32_t mw = bits_at(T, p.mbit), lw = bits_at(T, p.lbit);
-    p.mbit += 2 * bits;
-    p.lbit += 2 * e;
+  for_channels(T, p, D, bits, e, [&](int j, uint32_t mn, uint32_t L, uint32_t pbit) {
+    float a[G], b[G];
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
-      const uint32_t mn = (mw >> (u * bits)) & bm, L = (lw >> (u * e)) & em;
-      float a[G], b[G];
-#pragma unroll
-      for (int g = 0; g < G; ++g) {
-        a[g] = fmaf(code_to_float(mn), wr[g], wz[g]);
-        b[g] = 0.f;
-      }
-      for_codes<NARROW>(T, p.pbit, L, [&](int t, float f) {
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-          if (t & 1) a[g] = fmaf(wk[g][t], f, a[g]);
-          else b[g] = fmaf(wk[g][t], f, b[g]);
-        }
-      });
-      p.pbit += 16 * L;
-#pragma unroll
-      for (int g = 0; g < G; ++g) {
-        float x = a[g] + b[g];
-        if (!v_rows(G)) {  // sum the 4 groups (all 32 lanes run this loop in lockstep)
-          x += __shfl_xor_sync(0xffffffffu, x, 8);
-          x += __shfl_xor_sync(0xffffffffu, x, 16);
-        }
-        if (lead) acc[g * D + (j + u) * 8 + lane_g] += x;  // acc_word(g, c, D)
-      }
+    for (int g = 0; g < G; ++g) {
+      a[g] = fmaf(code_to_float(mn), wr[g], wz[g]);
+      b[g] = 0.f;
     }
-  }
+    for_codes<NARROW>(T, pbit, L, [&](int t, float f) {
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        if (t & 1) a[g] = fmaf(wk[g][t], f, a[g]);
+        else b[g] = fmaf(wk[g][t], f, b[g]);
+      }
+    });
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float x = a[g] + b[g];
+      if (!v_rows(G)) {  // sum the 4 groups (all 32 lanes run this loop in lockstep)
+        x += __shfl_xor_sync(0xffffffffu, x, 8);
+        x += __shfl_xor_sync(0xffffffffu, x, 16);
+      }
+      if (lead) acc[g * D + j * 8 + lane_g] += x;  // acc_word(g, lane_g * D/8 + j, D)
+    }
+  });
 }
 
 // Transposed reduction of V values over the 8 lanes of a group (V >= 8, a power of two):
