@@ -503,6 +503,16 @@ TEST_SUITE("gpu") {
     CHECK(packkv_cache_create(&prm, &c) == PACKKV_ERR_NOT_SUPPORTED);
     CHECK(c == nullptr);
   }
+  TEST_CASE("more than 2^30 blocks per sequence is refused with a message") {
+    Shape s;
+    packkv_cache_params_t prm = make_params(s, 0);
+    prm.block_tokens = 16;
+    prm.max_tokens_per_seq = int64_t{1} << 40;  // 2^36 blocks: valid on the CPU, too many here
+    packkv_cache_t* c = nullptr;
+    CHECK(packkv_cache_create(&prm, &c) == PACKKV_ERR_NOT_SUPPORTED);
+    CHECK(c == nullptr);
+    CHECK(std::string(packkv_last_error_message()).find("2^30") != std::string::npos);
+  }
   TEST_CASE("remove_seq frees and the id is reusable, memory follows compressed size") {
     Shape s;
     s.heads = 4; s.dim = 128; s.q_heads = 4; s.seqs = 2;
