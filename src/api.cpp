@@ -289,7 +289,12 @@ packkv_status_t packkv_cache_seq_length(const packkv_cache_t* cache, int32_t seq
 packkv_status_t packkv_cache_stats(const packkv_cache_t* cache, int32_t seq_id, packkv_cache_stats_t* stats) {
   PACKKV_API_BEGIN
   require_cache(cache, "packkv_cache_stats");
-  if (seq_id != -1) require_seq(cache, seq_id, "packkv_cache_stats");
+  if (seq_id != -1) {
+    const int max = cache->impl->config().max_seqs;
+    require(seq_id >= 0 && seq_id < max, "packkv_cache_stats: seq_id " + std::to_string(seq_id) +
+                                             " is neither -1 (whole cache) nor in [0, max_seqs = " +
+                                             std::to_string(max) + ")");
+  }
   require(stats != nullptr, "packkv_cache_stats: stats is NULL");
   if (stats->struct_size < PACKKV_CACHE_STATS_SIZE_V1)
     packkv::fail(PACKKV_ERR_VERSION_MISMATCH,

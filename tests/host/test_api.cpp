@@ -192,6 +192,7 @@ TEST_CASE("query, stats, decompress, remove, reset argument errors") {
   CHECK(packkv_cache_stats(nullptr, -1, &s) == PACKKV_ERR_INVALID_ARGUMENT);
   CHECK(packkv_cache_stats(c, 5, &s) == PACKKV_ERR_INVALID_ARGUMENT);
   CHECK(packkv_cache_stats(c, -2, &s) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(packkv_last_error_message()).find("neither -1 (whole cache)") != std::string::npos);
   CHECK(packkv_cache_stats(c, 0, nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
   s.struct_size = 16;
   CHECK(packkv_cache_stats(c, 0, &s) == PACKKV_ERR_VERSION_MISMATCH);
