@@ -57,6 +57,7 @@ struct Opts {
   double max_gb = 9.0;  // skip shapes whose fp16 K+V exceed this
   bool headline_only = false;
   bool one = false;  // only the headline shape on real data (profiling)
+  int shape[4] = {0, 0, 0, 0};  // --shape BH,T,D,g: only this shape on real data (profiling)
 };
 
 // ---- data generation on the device ----
@@ -334,6 +335,9 @@ int main(int argc, char** argv) {
     else if (a == "--max-gb" && i + 1 < argc) o.max_gb = std::atof(argv[++i]);
     else if (a == "--headline") o.headline_only = true;
     else if (a == "--one") o.headline_only = o.one = true;
+    else if (a == "--shape" && i + 1 < argc &&
+             std::sscanf(argv[++i], "%d,%d,%d,%d", &o.shape[0], &o.shape[1], &o.shape[2], &o.shape[3]) == 4)
+      o.headline_only = o.one = true;
   }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -369,7 +373,8 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   struct Shape { int bh, T, D, g; };
   std::vector<Shape> shapes;
-  shapes.push_back({256, 32768, 128, 1});  // the headline shape first
+  if (o.shape[0] > 0) shapes.push_back({o.shape[0], o.shape[1], o.shape[2], o.shape[3]});
+  else shapes.push_back({256, 32768, 128, 1});  // the headline shape first
   if (!o.one) {
     shapes.push_back({256, 32768, 128, 4});
     shapes.push_back({256, 1024, 128, 1});

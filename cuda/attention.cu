@@ -506,52 +506,51 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
       }
     }
   } else {
-    // Residual window: dense tokens of the ring, 16 per warp iteration.
+    // Residual window: dense tokens of the ring, 16 per warp iteration. Every global
+    // load of an iteration is independent of the others (a lane's loads are issued
+    // before its FMAs), so an iteration costs about one memory latency: the residual
+    // split is the critical path of short contexts.
     const size_t row_elems = static_cast<size_t>(H) * D;
+    const size_t head_off = static_cast<size_t>(kvh) * D;
     const void* ring_k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);
     const void* ring_v = reinterpret_cast<const void*>(d.ring_table[2 * s.seq + 1]);
     const int64_t pos0 = static_cast<int64_t>(s.n_blocks) * N;
     for (int c0 = 16 * warp; c0 < s.res_len; c0 += 16 * nw) {
       const int n = min(16, s.res_len - c0);
-      auto ring_off = [&](int i) -> size_t {
-        const int slot = (s.ring_start + c0 + i) % c.ring_tokens;
-        return static_cast<size_t>(slot) * row_elems + static_cast<size_t>(kvh) * D;
-      };
+      // Ring slots of the n tokens (rs is free in the residual split; a slot is below
+      // ring_tokens, an int).
+      if (lane < n) rs[lane] = (s.ring_start + c0 + lane) % c.ring_tokens;
+      __syncwarp();
       auto orig = [&](int t) -> int64_t { return pos0 + c0 + t; };
       if (MODE != kAttnApply) {
-        // Per 8 tokens: part[k*G + g] = this lane's channels (lane, lane + 32, ...) of
-        // q_g . k_i, then one transposed warp reduction of the 8 G sums (not 8 G serial
-        // warp sums: those made the residual CTA the critical path at short contexts).
-#pragma unroll 1
-        for (int half = 0; half < 2; ++half) {
-          float part[8 * G];
+        // Lane = token i (lane & 15) x half hh (lane >> 4) of the channels: q . k_i over
+        // channels [hh D/2, (hh+1) D/2) from 8-element loads, halves summed by a shuffle.
+        const int i = lane & 15, hh = lane >> 4, hd = D >> 1;
+        float part[G];
 #pragma unroll
-          for (int k = 0; k < 8; ++k) {
-            const int i = 8 * half + k;
+        for (int g = 0; g < G; ++g) part[g] = 0.f;
+        if (i < n) {
+          const size_t o = static_cast<size_t>(rs[i]) * row_elems + head_off + static_cast<size_t>(hh * hd);
+          const float* qh = qS + hh * hd;
+#pragma unroll 4
+          for (int c8 = 0; c8 < hd; c8 += 8) {
+            float x[8];
+            load_elem8(ring_k, o + c8, c.kv_dtype, x);
 #pragma unroll
-            for (int g = 0; g < G; ++g) part[k * G + g] = 0.f;
-            if (i < n) {
-              const size_t o = ring_off(i);
-              for (int ch = lane; ch < D; ch += 32) {
-                const float x = load_elem(ring_k, o + ch, c.kv_dtype);
+            for (int k = 0; k < 8; ++k)
 #pragma unroll
-                for (int g = 0; g < G; ++g) part[k * G + g] = fmaf(qS[g * D + ch], x, part[k * G + g]);
-              }
-            }
+              for (int g = 0; g < G; ++g) part[g] = fmaf(qh[g * D + c8 + k], x[k], part[g]);
           }
-          constexpr int V = 8 * G;
-          const int base = warp_reduce_transposed<V>(part);
-          constexpr int per = V > 32 ? V / 32 : 1, dup = V >= 32 ? 1 : 32 / V;
-          if ((lane & (dup - 1)) == 0) {
+        }
 #pragma unroll
-            for (int k = 0; k < per; ++k) {
-              const int v = base + k, i = 8 * half + v / G, g = v % G;
-              const float x = part[k];
-              if (MODE == kAttnScores) {
-                if (i < n && g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(i)] = x;
-              } else {
-                sc[g * N + i] = i < n ? x : -INFINITY;
-              }
+        for (int g = 0; g < G; ++g) part[g] += __shfl_xor_sync(0xffffffffu, part[g], 16);
+        if (hh == 0) {
+#pragma unroll
+          for (int g = 0; g < G; ++g) {
+            if (MODE == kAttnScores) {
+              if (i < n && g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(i)] = part[g];
+            } else {
+              sc[g * N + i] = i < n ? part[g] : -INFINITY;
             }
           }
         }
@@ -559,25 +558,36 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
       }
       if (MODE != kAttnScores) {
         make_weights(n, nullptr, nullptr, orig);
-        // Ring slots of the n tokens once (rs is free in the residual split; a slot is
-        // below ring_tokens, an int), then each V element is loaded once for all G heads.
-        if (lane < n) rs[lane] = (s.ring_start + c0 + lane) % c.ring_tokens;
-        __syncwarp();
-        const size_t head_off = static_cast<size_t>(kvh) * D;
-        for (int ch = lane; ch < D; ch += 32) {
-          float x[G];
+        // Lane = channel pair (2 cp, 2 cp + 1): 8 tokens' values are loaded first (one 4-
+        // or 8-byte load each; 8, not 16, to keep the kernel's register count), then added
+        // for all G heads.
+        for (int cp = lane; cp < (D >> 1); cp += 32) {
+          const int ch = 2 * cp;
+#pragma unroll 1
+          for (int i0 = 0; i0 < n; i0 += 8) {
+            float2 v[8];
 #pragma unroll
-          for (int g = 0; g < G; ++g) x[g] = acc[acc_word(g, ch, D)];
-          for (int i = 0; i < n; ++i) {
-            const float v = load_elem(ring_v, static_cast<size_t>(rs[i]) * row_elems + head_off + ch, c.kv_dtype);
+            for (int k = 0; k < 8; ++k)
+              v[k] = i0 + k < n ? load_elem2(ring_v, static_cast<size_t>(rs[i0 + k]) * row_elems + head_off + ch, c.kv_dtype)
+                                : make_float2(0.f, 0.f);
 #pragma unroll
-            for (int g = 0; g < G; ++g) x[g] = fmaf(sc[g * N + i], v, x[g]);
+            for (int g = 0; g < G; ++g) {
+              float x0 = acc[acc_word(g, ch, D)], x1 = acc[acc_word(g, ch + 1, D)];
+#pragma unroll
+              for (int k = 0; k < 8; ++k) {
+                if (i0 + k < n) {
+                  const float w = sc[g * N + i0 + k];
+                  x0 = fmaf(w, v[k].x, x0);
+                  x1 = fmaf(w, v[k].y, x1);
+                }
+              }
+              acc[acc_word(g, ch, D)] = x0;
+              acc[acc_word(g, ch + 1, D)] = x1;
+            }
           }
-#pragma unroll
-          for (int g = 0; g < G; ++g) acc[acc_word(g, ch, D)] = x[g];
         }
-        __syncwarp();
       }
+      __syncwarp();
     }
   }
   if (MODE == kAttnScores) return;

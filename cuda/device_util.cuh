@@ -21,6 +21,39 @@ __device__ __forceinline__ float load_elem(const void* p, size_t i, int dtype) {
   return static_cast<const float*>(p)[i];
 }
 
+// Elements [i, i + 2) of an array of dtype as floats. Device; i even and the array
+// 8-byte aligned (one 4- or 8-byte load).
+__device__ __forceinline__ float2 load_elem2(const void* p, size_t i, int dtype) {
+  if (dtype == PACKKV_DTYPE_F16) return __half22float2(static_cast<const __half2*>(p)[i >> 1]);
+  if (dtype == PACKKV_DTYPE_BF16) return __bfloat1622float2(static_cast<const __nv_bfloat162*>(p)[i >> 1]);
+  return static_cast<const float2*>(p)[i >> 1];
+}
+
+// Elements [i, i + 8) of an array of dtype as floats. Device; i a multiple of 8 and the
+// array 16-byte aligned (one 16-byte load, two for F32).
+__device__ __forceinline__ void load_elem8(const void* p, size_t i, int dtype, float (&x)[8]) {
+  if (dtype == PACKKV_DTYPE_F32) {
+    const float4* v = static_cast<const float4*>(p) + (i >> 2);
+    const float4 a = v[0], b = v[1];
+    x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w;
+    x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
+    return;
+  }
+  const uint4 u = static_cast<const uint4*>(p)[i >> 3];
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    float2 f;
+    if (dtype == PACKKV_DTYPE_F16) {
+      f = __half22float2(*reinterpret_cast<const __half2*>(&w[k]));
+    } else {
+      f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[k]));
+    }
+    x[2 * k] = f.x;
+    x[2 * k + 1] = f.y;
+  }
+}
+
 // x rounded to dtype (round to nearest even), returned as float; overflow gives +-inf.
 __device__ __forceinline__ float round_to(float x, int dtype) {
   if (dtype == PACKKV_DTYPE_F16) return __half2float(__float2half_rn(x));
@@ -59,36 +92,6 @@ __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
-}
-
-// Transposed warp reduction of V values per lane (V a power of two): afterwards lane
-// holds in x[0 .. max(1, V/32)) the warp-wide sums of value indices
-// base + k, with base returned. Costs V - 1 + (5 - log2 V) shuffles for V <= 32 (31 for
-// V = 32) instead of 5V.
-template <int V>
-__device__ __forceinline__ int warp_reduce_transposed(float (&x)[V]) {
-  const int lane = threadIdx.x & 31;
-  int base = 0;
-  int n = V;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    if (n > 1) {
-      const bool up = (lane & o) != 0;
-#pragma unroll
-      for (int i = 0; i < V / 2; ++i) {
-        if (i < n / 2) {
-          float send = up ? x[i] : x[i + n / 2];
-          float keep = up ? x[i + n / 2] : x[i];
-          x[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
-        }
-      }
-      if (up) base += n / 2;
-      n /= 2;
-    } else {
-      x[0] += __shfl_xor_sync(0xffffffffu, x[0], o);
-    }
-  }
-  return base;
 }
 
 // uint32 code (< 2^23) as float with one LOP3 + one FADD instead of a slow I2F.
