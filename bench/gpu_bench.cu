@@ -57,6 +57,7 @@ struct Opts {
   double max_gb = 9.0;  // skip shapes whose fp16 K+V exceed this
   bool headline_only = false;
   bool one = false;  // only the headline shape on real data (profiling)
+  int only_g = 0;  // --g N: only shapes with GQA group N
   int shape[4] = {0, 0, 0, 0};  // --shape BH,T,D,g: only this shape on real data (profiling)
 };
 
@@ -335,6 +336,7 @@ int main(int argc, char** argv) {
     else if (a == "--max-gb" && i + 1 < argc) o.max_gb = std::atof(argv[++i]);
     else if (a == "--headline") o.headline_only = true;
     else if (a == "--one") o.headline_only = o.one = true;
+    else if (a == "--g" && i + 1 < argc) o.only_g = std::atoi(argv[++i]);
     else if (a == "--shape" && i + 1 < argc &&
              std::sscanf(argv[++i], "%d,%d,%d,%d", &o.shape[0], &o.shape[1], &o.shape[2], &o.shape[3]) == 4)
       o.headline_only = o.one = true;
@@ -398,6 +400,7 @@ int main(int argc, char** argv) {
     for (const Shape& sh : shapes) {
       const double fp16_gb = 4.0 * sh.bh * static_cast<double>(sh.T) * sh.D / 1e9;
       if (fp16_gb > o.max_gb) continue;
+      if (o.only_g > 0 && sh.g != o.only_g) continue;
       if (pass == 1 && !(sh.bh == 256 && (sh.T == 32768 || sh.T == 1024)) && d_real) continue;  // synth: a subset
       Row r = run_shape(o, pass == 0 ? d_real : nullptr, src, sh.bh, sh.T, sh.D, sh.g, cb, st);
       auto it = sdpa.find(std::to_string(sh.bh) + "," + std::to_string(sh.T) + "," + std::to_string(sh.D) + "," + std::to_string(sh.g));

@@ -2,7 +2,10 @@
 # Builds libpackkv with the CUDA backend for sm_90, runs the GPU test suite (plus
 # compute-sanitizer memcheck/racecheck of it) and the GPU benchmark, in one go, on the
 # device machine. Logs go to $OUT (or ./gpu-run-out). Usage:
-#   bench/gpu_run.sh [all|test|bench|sanitize|profile] [extra args for packkv_bench_gpu]
+#   bench/gpu_run.sh [all|test|bench|sanitize|profile|ab] [extra args for packkv_bench_gpu]
+#   ab: same-run A/B of a compile-time variant: builds a second tree with AB_FLAGS added to
+#       the CUDA flags (e.g. AB_FLAGS=-DPACKKV_ATTN_G4_MIN_CTAS=4) and runs the benchmark
+#       A, B, A, B with the extra args (logs bench_A1, bench_B1, ...).
 #   bench/gpu_run.sh prepare   (run HERE, not on the device: copies the system doctest into
 #                               .devdeps/, a relocatable prefix; add "/.devdeps/" to
 #                               .git/info/exclude and pass carry [".devdeps"] to the device
@@ -69,6 +72,24 @@ if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
   else
     log "no benchmark binary"
   fi
+fi
+if [ "$MODE" = ab ]; then
+  BUILD_B=$BUILD-ab
+  cmake -S "$SRC" -B "$BUILD_B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPACKKV_ENABLE_CUDA=ON \
+    "-DCMAKE_CUDA_FLAGS=${AB_FLAGS:-}" -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$PWD/.devdeps \
+    -DPACKKV_BUILD_EXAMPLES=OFF -DPACKKV_BUILD_BINDINGS_TESTS=OFF > "$OUT/configure_b.log" 2>&1 &&
+    cmake --build "$BUILD_B" -j "$JOBS" --target packkv_bench_gpu > "$OUT/build_b.log" 2>&1 \
+    || { log "B build failed"; grep -E "error" "$OUT/build_b.log" | head -20; exit 1; }
+  log "ab: B = ${AB_FLAGS:-}, args $*"
+  for rep in 1 2; do
+    for v in A B; do
+      b=$BUILD; [ $v = B ] && b=$BUILD_B
+      "$b"/bench/packkv_bench_gpu --data data/smollm2_kv_sample.safetensors "$@" > "$OUT/bench_$v$rep.log" 2>&1
+      log "bench $v$rep rc=$?"
+      grep -E "^(real|synth) " "$OUT/bench_$v$rep.log" | awk -v v=$v$rep '{print v, $0}' | tee -a "$OUT/summary.txt"
+    done
+  done
+  rm -f "$OUT/configure_b.log" "$OUT/build_b.log"
 fi
 if [ "$MODE" = all ] || [ "$MODE" = profile ]; then
   # Hardware counters of the fused attention kernel (first launch: scores at the

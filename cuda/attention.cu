@@ -5,7 +5,7 @@
 //   decode  online softmax over both                      (packkv_attn_decode)
 // decoding the packs in registers (zero point and scale folded in, no dequantization
 // pass), once per GQA group (up to 4 query heads share each decoded tile), in fp32. The
-// last split of the grid handles the uncompressed residual window in the same launch. A
+// last splits of the grid handle the uncompressed residual window in the same launch. A
 // second small kernel merges the splits exactly (flash-decoding: max, sum-exp, partial
 // output) or sums them (apply).
 //
@@ -288,21 +288,30 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 }
 
 
-// The fused attention kernel. Device. Grid (n_splits + 1, H_kv * n_gchunks, b.n), nw*32
+// The fused attention kernel. Device. Grid (n_splits + res_splits, H_kv * n_gchunks, b.n), nw*32
 // threads, dynamic smem attn_smem(c, G, MODE, nw).total. CTA (split, kv head and group
 // chunk, sequence) covers compressed blocks [split*bps, (split+1)*bps) of the sequence
-// (split n_splits: its residual window) for G query heads (heads qh0 .. qh0+n_valid-1).
+// (splits n_splits .. gridDim.x - 1: every res_splits-th 16-token chunk of its residual
+// window, per warp) for G query heads (heads qh0 .. qh0+n_valid-1).
 // Inputs: a.q [n_seqs][n_q_heads][D] in a.q_dtype (scores, decode), a.probs fp32
 // [..][ld] (apply). Outputs: scores fp32 [..][ld] at original token positions (MODE
 // scores), or one partial per (sequence, head, split) in a.partial: [m, l, acc[D]]
 // (decode: max of scaled scores, sum of exp, unnormalized output; apply: acc only),
 // merged by merge_kernel. fp32 arithmetic throughout. PACKKV.md 6.1-6.3, 8.3. Reads
 // only; thread-safe across calls.
+// Register allocation is left to ptxas except for apply with G = 1, held to 64 registers
+// (8 resident CTAs), its count before the residual-window loads were batched (which took
+// it to 72 and p.V at short contexts up to 1.5x slower). On the H200 at the headline
+// shape, targets of 8/6/4/3 resident CTAs for every variant measured K.q 423 vs 402 us and
+// decode 1155 vs 920 us (same run, two repeats).
+#ifndef PACKKV_ATTN_G4_MIN_CTAS
+#define PACKKV_ATTN_G4_MIN_CTAS 0  // A/B knob for G = 4 (bench/gpu_run.sh ab-g4)
+#endif
+__host__ __device__ constexpr int attn_min_ctas(int G, int MODE) {
+  return MODE == kAttnApply && G == 1 ? 8 : (G == 4 ? PACKKV_ATTN_G4_MIN_CTAS : 0);
+}
 template <int G, int MODE>
-// Register allocation is left to ptxas (__launch_bounds__ without a minimum): on the
-// H200 at the headline shape, targets of 8/6/4/3 resident CTAs measured K.q 423 vs 402 us
-// and decode 1155 vs 920 us (same run, two repeats).
-__global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
+__global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
                                                               AttnCall a, int n_gchunks, int group, int bps,
                                                               int n_splits) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -414,7 +423,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
     __syncwarp();
   };
 
-  if (split != n_splits) {
+  if (split < n_splits) {
     const int blk_begin = split * bps;
     const int blk_end = min(s.n_blocks, blk_begin + bps);
     const fmt::BlockLayout BL = fmt::block_layout(H, N, c.groups, c.has_perm != 0);
@@ -515,7 +524,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32) attn_kernel(KernelConfig c, At
     const void* ring_k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);
     const void* ring_v = reinterpret_cast<const void*>(d.ring_table[2 * s.seq + 1]);
     const int64_t pos0 = static_cast<int64_t>(s.n_blocks) * N;
-    for (int c0 = 16 * warp; c0 < s.res_len; c0 += 16 * nw) {
+    const int res_splits = static_cast<int>(gridDim.x) - n_splits;
+    for (int c0 = 16 * ((split - n_splits) * nw + warp); c0 < s.res_len; c0 += 16 * nw * res_splits) {
       const int n = min(16, s.res_len - c0);
       // Ring slots of the n tokens (rs is free in the residual split; a slot is below
       // ring_tokens, an int).
@@ -680,24 +690,24 @@ int attn_warps(const KernelConfig& c, int G, int mode) {
 // Throws Error(PACKKV_ERR_CUDA) if the launch fails.
 template <int G, int MODE>
 void launch_one(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
-                int nw, int n_gchunks, int group, int bps, int n_splits, cudaStream_t stream) {
+                int nw, int n_gchunks, int group, int bps, int n_splits, int res_splits, cudaStream_t stream) {
   const size_t smem = attn_smem(c, G, MODE, nw).total;
   auto kern = attn_kernel<G, MODE>;
   if (smem > 48 * 1024)
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           "cudaFuncSetAttribute(attn_kernel)");
-  dim3 grid(n_splits + 1, c.n_kv_heads * n_gchunks, b.n);
+  dim3 grid(n_splits + res_splits, c.n_kv_heads * n_gchunks, b.n);
   kern<<<grid, nw * 32, smem, stream>>>(c, b, d, a, n_gchunks, group, bps, n_splits);
   check_launch("attn_kernel");
 }
 
 template <int MODE>
 void dispatch_g(int G, const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
-                int nw, int n_gchunks, int group, int bps, int n_splits, cudaStream_t st) {
+                int nw, int n_gchunks, int group, int bps, int n_splits, int res_splits, cudaStream_t st) {
   switch (G) {
-    case 1: launch_one<1, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, st); break;
-    case 2: launch_one<2, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, st); break;
-    default: launch_one<4, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, st); break;
+    case 1: launch_one<1, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
+    case 2: launch_one<2, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
+    default: launch_one<4, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
   }
 }
 
@@ -728,14 +738,20 @@ void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevi
   if (bps < nw) bps = nw;
   int n_splits = b.max_blocks == 0 ? 0 : (b.max_blocks + bps - 1) / bps;
   while (n_splits > kMaxSplits) { ++bps; n_splits = (b.max_blocks + bps - 1) / bps; }
+  // Residual window: one 16-token chunk per warp where possible (a CTA that walked several
+  // chunks, one memory latency each, was the critical path of short contexts).
+  int max_res = 0;
+  for (int i = 0; i < b.n; ++i) max_res = b.s[i].res_len > max_res ? b.s[i].res_len : max_res;
+  int res_splits = ((max_res + 15) / 16 + nw - 1) / nw;
+  res_splits = res_splits < 1 ? 1 : (res_splits > kMaxResSplits ? kMaxResSplits : res_splits);
   switch (a.mode) {
-    case kAttnDecode: dispatch_g<kAttnDecode>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, stream); break;
-    case kAttnScores: dispatch_g<kAttnScores>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, stream); break;
-    default: dispatch_g<kAttnApply>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, stream); break;
+    case kAttnDecode: dispatch_g<kAttnDecode>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream); break;
+    case kAttnScores: dispatch_g<kAttnScores>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream); break;
+    default: dispatch_g<kAttnApply>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream); break;
   }
   if (a.mode == kAttnScores) return;
   merge_kernel<<<b.n * a.n_q_heads, 128, 0, stream>>>(a.mode, c.head_dim, a.n_q_heads, b.first,
-                                                       n_splits + 1, a.partial, a.out, a.lse);
+                                                       n_splits + res_splits, a.partial, a.out, a.lse);
   check_launch("merge_kernel");
 }
 

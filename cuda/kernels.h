@@ -102,7 +102,8 @@ void launch_residual_write(const KernelConfig& c, const ResidualBatch& b,
 
 constexpr int kMaxAttnSeqs = 200;
 constexpr int kMaxSplits = 32;            // compressed-token splits per (seq, head)
-constexpr int kSplitsTotal = kMaxSplits + 1;  // + the residual window
+constexpr int kMaxResSplits = 8;          // residual-window splits per (seq, head)
+constexpr int kSplitsTotal = kMaxSplits + kMaxResSplits;
 struct AttnSeq {
   int seq;
   int n_blocks;
