@@ -305,10 +305,10 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 // shape, targets of 8/6/4/3 resident CTAs for every variant measured K.q 423 vs 402 us and
 // decode 1155 vs 920 us (same run, two repeats).
 #ifndef PACKKV_ATTN_G4_MIN_CTAS
-#define PACKKV_ATTN_G4_MIN_CTAS 0  // A/B knob for G = 4 (bench/gpu_run.sh ab-g4)
+#define PACKKV_ATTN_G4_MIN_CTAS 4
 #endif
 __host__ __device__ constexpr int attn_min_ctas(int G, int MODE) {
-  return MODE == kAttnApply && G == 1 ? 8 : (G == 4 ? PACKKV_ATTN_G4_MIN_CTAS : 0);
+  return MODE == kAttnApply && G == 1 ? 8 : (G == 4 && MODE != kAttnDecode ? PACKKV_ATTN_G4_MIN_CTAS : 0);
 }
 template <int G, int MODE>
 __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
@@ -571,6 +571,21 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
         // Lane = channel pair (2 cp, 2 cp + 1): 8 tokens' values are loaded first (one 4-
         // or 8-byte load each; 8, not 16, to keep the kernel's register count), then added
         // for all G heads.
+#ifdef PACKKV_ATTN_RES_V_OLD
+        for (int ch = lane; ch < D; ch += 32) {
+          float x[G];
+#pragma unroll
+          for (int g = 0; g < G; ++g) x[g] = acc[acc_word(g, ch, D)];
+          for (int i = 0; i < n; ++i) {
+            const float v = load_elem(ring_v, static_cast<size_t>(rs[i]) * row_elems + head_off + ch, c.kv_dtype);
+#pragma unroll
+            for (int g = 0; g < G; ++g) x[g] = fmaf(sc[g * N + i], v, x[g]);
+          }
+#pragma unroll
+          for (int g = 0; g < G; ++g) acc[acc_word(g, ch, D)] = x[g];
+        }
+        if (false)
+#endif
         for (int cp = lane; cp < (D >> 1); cp += 32) {
           const int ch = 2 * cp;
 #pragma unroll 1
