@@ -31,6 +31,7 @@
 #include "cuda_check.h"
 #include "device_util.cuh"
 #include "kernels.h"
+#include "tc_rounds.cuh"
 #include "tile_format.h"
 
 namespace packkv {
@@ -48,6 +49,10 @@ __host__ __device__ constexpr bool v_rows(int G) { return G == 1; }
 __host__ __device__ constexpr int acc_rows(int G) { return v_rows(G) ? kGroups : 1; }  // per warp
 constexpr int kMaxRounds = fmt::kMaxBlockTokens / fmt::kPackTokens;
 constexpr int kMaxG = 4;        // query heads per CTA (larger GQA groups use several CTAs)
+#ifndef PACKKV_ATTN_TC_MIN_G
+#define PACKKV_ATTN_TC_MIN_G 2      // A/B knob (bench/gpu_run.sh ab)
+#endif
+constexpr int kTcMinG = PACKKV_ATTN_TC_MIN_G;  // smallest G whose V runs on the tensor cores
 
 __host__ __device__ inline size_t al16(size_t x) { return (x + 15) & ~static_cast<size_t>(15); }
 
@@ -69,9 +74,10 @@ struct AttnSmem {
   size_t q, qsum, acc, ml, warp0;          // CTA part (acc: [nw][acc_rows(G)][acc_row_words])
   size_t kbuf, vbuf, zb, sb, vzb, vsb, pb;  // warp part: staging buffers
   size_t sc, wr, wzr, rs, pre;             // warp part: scores/weights, round tables
+  size_t tab, bfr, scl;                    // warp part, tensor-core V only (tc_rounds.cuh)
   size_t stride, total;
 };
-__host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int mode, int nw) {
+__host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int mode, int nw, bool tc) {
   AttnSmem s;
   const size_t D = static_cast<size_t>(c.head_dim), N = static_cast<size_t>(c.block_tokens);
   size_t at = 0;
@@ -96,6 +102,9 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   s.wzr = w;  w += al16(G * 16 * 4);
   s.rs = w;   w += al16((kMaxRounds + 1) * 4);
   s.pre = w;  w += al16(kMaxRounds * 8 * 4);
+  s.tab = w;  if (tc) w += al16(tc_tab_bytes(c.block_tokens, c.head_dim));
+  s.bfr = w;  if (tc) w += al16(tc_bfrag_bytes(c.block_tokens));
+  s.scl = w;  if (tc) w += al16(4 * G * 4);
   s.stride = al16(w);
   s.total = at + nw * s.stride;
   return s;
@@ -111,13 +120,6 @@ __device__ inline uint32_t stage(uint8_t* dst, const uint8_t* src, size_t n) {
   for (int i = lane; i < nvec; i += 32)
     __pipeline_memcpy_async(dst + 16 * i, reinterpret_cast<const void*>(a0 + 16 * i), 16);
   return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(src) - a0);
-}
-
-// The 32 bits of an LSB-first bitstream starting at bit `bit` of the 4-byte aligned
-// shared buffer T (two aligned loads and a funnel shift).
-__device__ __forceinline__ uint32_t bits_at(const uint32_t* T, uint32_t bit) {
-  const uint32_t* w = T + (bit >> 5);
-  return __funnelshift_r(w[0], w[1], bit);  // the shift is taken mod 32
 }
 
 // Round table of a tile staged at byte `tile` of T (fmt layout: per round MINS, LENS,
@@ -310,7 +312,7 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 __host__ __device__ constexpr int attn_min_ctas(int G, int MODE) {
   return MODE == kAttnApply && G == 1 ? 8 : (G == 4 && MODE != kAttnDecode ? PACKKV_ATTN_G4_MIN_CTAS : 0);
 }
-template <int G, int MODE>
+template <int G, int MODE, bool TC>
 __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
                                                               AttnCall a, int n_gchunks, int group, int bps,
                                                               int n_splits) {
@@ -327,7 +329,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
   const int D = c.head_dim, N = c.block_tokens, H = c.n_kv_heads, R = N / 16;
   const int split = blockIdx.x;
 
-  const AttnSmem L = attn_smem(c, G, MODE, nw);
+  const AttnSmem L = attn_smem(c, G, MODE, nw, TC);
   float* qS = reinterpret_cast<float*>(smem + L.q);
   float* qsum = reinterpret_cast<float*>(smem + L.qsum);
   // This warp's V accumulator rows (acc_rows(G); the residual window uses row 0).
@@ -490,6 +492,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
       }
       if (MODE != kAttnScores) {
         make_weights(N, vsst, vzst, orig);
+        if (TC) {
+          v_block_tc<G>(VT, vt, D, N, c.bits_v, ev, sc, Wr, WZr, reinterpret_cast<uint32_t*>(wb + L.tab),
+                        reinterpret_cast<uint4*>(wb + L.bfr), reinterpret_cast<float*>(wb + L.scl),
+                        [&](int h, int ch, float x) { acc[acc_word(h, ch, D)] += x; });
+          continue;
+        }
         walk_tile(VT, vt, D, c.bits_v, ev, R, rs, pre);
         for (int r0 = 0; r0 < R; r0 += kGroups) {
           const int r = r0 + gi;
@@ -571,21 +579,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
         // Lane = channel pair (2 cp, 2 cp + 1): 8 tokens' values are loaded first (one 4-
         // or 8-byte load each; 8, not 16, to keep the kernel's register count), then added
         // for all G heads.
-#ifdef PACKKV_ATTN_RES_V_OLD
-        for (int ch = lane; ch < D; ch += 32) {
-          float x[G];
-#pragma unroll
-          for (int g = 0; g < G; ++g) x[g] = acc[acc_word(g, ch, D)];
-          for (int i = 0; i < n; ++i) {
-            const float v = load_elem(ring_v, static_cast<size_t>(rs[i]) * row_elems + head_off + ch, c.kv_dtype);
-#pragma unroll
-            for (int g = 0; g < G; ++g) x[g] = fmaf(sc[g * N + i], v, x[g]);
-          }
-#pragma unroll
-          for (int g = 0; g < G; ++g) acc[acc_word(g, ch, D)] = x[g];
-        }
-        if (false)
-#endif
         for (int cp = lane; cp < (D >> 1); cp += 32) {
           const int ch = 2 * cp;
 #pragma unroll 1
@@ -695,19 +688,19 @@ __global__ void merge_kernel(int mode, int D, int n_q_heads, int first, int n_sp
 }
 
 // Warps per CTA for a launch: the most (4, 2 or 1) whose shared memory fits.
-int attn_warps(const KernelConfig& c, int G, int mode) {
+int attn_warps(const KernelConfig& c, int G, int mode, bool tc) {
   int nw = kMaxWarps;
-  while (nw > 1 && attn_smem(c, G, mode, nw).total > static_cast<size_t>(c.smem_optin)) nw /= 2;
+  while (nw > 1 && attn_smem(c, G, mode, nw, tc).total > static_cast<size_t>(c.smem_optin)) nw /= 2;
   return nw;
 }
 
-// Host: enqueues attn_kernel<G, MODE> (raising the dynamic smem limit if needed).
+// Host: enqueues attn_kernel<G, MODE, TC> (raising the dynamic smem limit if needed).
 // Throws Error(PACKKV_ERR_CUDA) if the launch fails.
-template <int G, int MODE>
+template <int G, int MODE, bool TC>
 void launch_one(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
                 int nw, int n_gchunks, int group, int bps, int n_splits, int res_splits, cudaStream_t stream) {
-  const size_t smem = attn_smem(c, G, MODE, nw).total;
-  auto kern = attn_kernel<G, MODE>;
+  const size_t smem = attn_smem(c, G, MODE, nw, TC).total;
+  auto kern = attn_kernel<G, MODE, TC>;
   if (smem > 48 * 1024)
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           "cudaFuncSetAttribute(attn_kernel)");
@@ -716,13 +709,15 @@ void launch_one(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs
   check_launch("attn_kernel");
 }
 
-template <int MODE>
+template <int MODE, bool TC>
 void dispatch_g(int G, const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
                 int nw, int n_gchunks, int group, int bps, int n_splits, int res_splits, cudaStream_t st) {
   switch (G) {
-    case 1: launch_one<1, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
-    case 2: launch_one<2, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
-    default: launch_one<4, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
+    case 1:
+      if constexpr (!TC || kTcMinG <= 1) launch_one<1, MODE, TC>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st);
+      break;
+    case 2: launch_one<2, MODE, TC>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
+    default: launch_one<4, MODE, TC>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
   }
 }
 
@@ -732,7 +727,7 @@ size_t attn_workspace_bytes(const KernelConfig& c, int n_seqs, int n_q_heads) {
   return static_cast<size_t>(n_seqs) * n_q_heads * kSplitsTotal * (c.head_dim + 2) * sizeof(float);
 }
 
-size_t attn_min_smem_bytes(const KernelConfig& c) { return attn_smem(c, kMaxG, kAttnDecode, 1).total; }
+size_t attn_min_smem_bytes(const KernelConfig& c) { return attn_smem(c, kMaxG, kAttnDecode, 1, false).total; }
 
 void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d,
                       const AttnCall& a, cudaStream_t stream) {
@@ -741,7 +736,11 @@ void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevi
   int G = 1;
   while (G < group && G < kMaxG) G *= 2;
   const int n_gchunks = (group + G - 1) / G;
-  const int nw = attn_warps(c, G, a.mode);
+  // V on the tensor cores (tc_rounds.cuh) for GQA groups of kTcMinG or more query heads,
+  // where its shared memory fits.
+  const bool tc = a.mode != kAttnScores && G >= kTcMinG &&
+                  attn_smem(c, G, a.mode, 1, true).total <= static_cast<size_t>(c.smem_optin);
+  const int nw = attn_warps(c, G, a.mode, tc);
   const int ctas_per_split = b.n * c.n_kv_heads * n_gchunks;
   // Splits: about 32 CTAs per SM in all (several waves of the 6-8 resident ones), so that
   // the last wave is a small part of the call (H200, headline shape: 8 per SM left a
@@ -759,11 +758,12 @@ void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevi
   for (int i = 0; i < b.n; ++i) max_res = b.s[i].res_len > max_res ? b.s[i].res_len : max_res;
   int res_splits = ((max_res + 15) / 16 + nw - 1) / nw;
   res_splits = res_splits < 1 ? 1 : (res_splits > kMaxResSplits ? kMaxResSplits : res_splits);
-  switch (a.mode) {
-    case kAttnDecode: dispatch_g<kAttnDecode>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream); break;
-    case kAttnScores: dispatch_g<kAttnScores>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream); break;
-    default: dispatch_g<kAttnApply>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream); break;
-  }
+  const int m = a.mode;
+  if (m == kAttnScores) dispatch_g<kAttnScores, false>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream);
+  else if (m == kAttnDecode && tc) dispatch_g<kAttnDecode, true>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream);
+  else if (m == kAttnDecode) dispatch_g<kAttnDecode, false>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream);
+  else if (tc) dispatch_g<kAttnApply, true>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream);
+  else dispatch_g<kAttnApply, false>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream);
   if (a.mode == kAttnScores) return;
   merge_kernel<<<b.n * a.n_q_heads, 128, 0, stream>>>(a.mode, c.head_dim, a.n_q_heads, b.first,
                                                        n_splits + res_splits, a.partial, a.out, a.lse);
