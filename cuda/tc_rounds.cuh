@@ -153,11 +153,12 @@ __device__ __forceinline__ void v_block_tc(const uint32_t* T, uint32_t tile, int
   // Offsets: per slice of 16 channels, all rounds into one C tile, then into acc.
   const int g = lane >> 2, t = lane & 3;
   for (int j = 0; j < (D >> 4); ++j) {
-    // Each round starts from a zero tile and is added to c on the CUDA cores: the tensor
-    // cores align every product of an mma to the largest addend, the accumulator
-    // included, and truncate, so chaining the rounds of a block through the accumulator
-    // cost up to ~2^-16 relative (H200: 1.3e-5 against the CPU backend, vs 3e-7 for the
-    // CUDA-core path); per round the loss is bounded by the round's own largest product.
+    // Each mma (a round's hi or lo half) starts from a zero tile and is added to c on the
+    // CUDA cores: the tensor cores align every product of an mma to the largest addend,
+    // the accumulator included, and truncate, so chaining rounds (and lo after hi) through
+    // the accumulator lost up to ~2^-16 relative (H200: 1.3e-5 against the CPU backend,
+    // vs 3e-7 for the CUDA-core path); alone, an mma loses at most ~2^-23 of its own
+    // largest product per term.
     float c[4] = {0.f, 0.f, 0.f, 0.f};
     for (int r = 0; r < R; ++r) {
       const uint2 ent = *reinterpret_cast<const uint2*>(&tab[r * D + 16 * j + 2 * g]);
@@ -173,11 +174,11 @@ __device__ __forceinline__ void v_block_tc(const uint32_t* T, uint32_t tile, int
         a[u] = __byte_perm(x, x << (16 - L), 0x7610) & M;        // fields 4t, 4t+1
         a[2 + u] = __byte_perm(x2, x2 << (16 - L), 0x7610) & M;  // fields 4t+2, 4t+3
       }
-      float d[4] = {0.f, 0.f, 0.f, 0.f};
-      mma_16816(d, a[0], a[1], a[2], a[3], b.x, b.y);
-      mma_16816(d, a[0], a[1], a[2], a[3], b.z, b.w);
+      float dh[4] = {0.f, 0.f, 0.f, 0.f}, dl[4] = {0.f, 0.f, 0.f, 0.f};
+      mma_16816(dh, a[0], a[1], a[2], a[3], b.x, b.y);
+      mma_16816(dl, a[0], a[1], a[2], a[3], b.z, b.w);
 #pragma unroll
-      for (int q = 0; q < 4; ++q) c[q] += d[q];
+      for (int q = 0; q < 4; ++q) c[q] += dh[q] + dl[q];
     }
     const int ch = 16 * j + 2 * g;
 #pragma unroll
