@@ -386,7 +386,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
         m_new = fmaxf(m_run[g], mx);
         alpha = m_new == -INFINITY ? 1.f : __expf(m_run[g] - m_new);
       }
-      float psum = 0.f;
+      float psum = 0.f, wmax = 0.f;
       for (int t0 = 0; t0 < n; t0 += 32) {
         const int t = t0 + lane;
         float w = 0.f, wz = 0.f;
@@ -402,6 +402,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
           w = vs ? p * vs[t] : p;
           wz = vz ? w * static_cast<float>(vz[t]) : 0.f;
           sc[g * N + t] = w;
+          wmax = fmaxf(wmax, fabsf(w));
         }
 #pragma unroll
         for (int o = 8; o > 0; o >>= 1) {
@@ -413,6 +414,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
           Wr[g * 16 + r] = w;
           WZr[g * 16 + r] = wz;
         }
+      }
+      if (TC && vs) {  // compressed block: the scales of the tensor-core weights
+        wmax = warp_max(wmax);
+        if (lane == 0) tc_weight_scale(wmax, reinterpret_cast<float*>(wb + L.scl) + 4 * g);
       }
       if (MODE == kAttnDecode) {
         psum = warp_sum(psum);
