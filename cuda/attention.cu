@@ -31,7 +31,6 @@
 #include "cuda_check.h"
 #include "device_util.cuh"
 #include "kernels.h"
-#include "tc_rounds.cuh"
 #include "tile_format.h"
 
 namespace packkv {
@@ -49,10 +48,6 @@ __host__ __device__ constexpr bool v_rows(int G) { return G == 1; }
 __host__ __device__ constexpr int acc_rows(int G) { return v_rows(G) ? kGroups : 1; }  // per warp
 constexpr int kMaxRounds = fmt::kMaxBlockTokens / fmt::kPackTokens;
 constexpr int kMaxG = 4;        // query heads per CTA (larger GQA groups use several CTAs)
-#ifndef PACKKV_ATTN_TC_MIN_G
-#define PACKKV_ATTN_TC_MIN_G 2      // A/B knob (bench/gpu_run.sh ab)
-#endif
-constexpr int kTcMinG = PACKKV_ATTN_TC_MIN_G;  // smallest G whose V runs on the tensor cores
 
 __host__ __device__ inline size_t al16(size_t x) { return (x + 15) & ~static_cast<size_t>(15); }
 
@@ -74,10 +69,9 @@ struct AttnSmem {
   size_t q, qsum, acc, ml, warp0;          // CTA part (acc: [nw][acc_rows(G)][acc_row_words])
   size_t kbuf, vbuf, zb, sb, vzb, vsb, pb;  // warp part: staging buffers
   size_t sc, wr, wzr, rs, pre;             // warp part: scores/weights, round tables
-  size_t tab, bfr, scl;                    // warp part, tensor-core V only (tc_rounds.cuh)
   size_t stride, total;
 };
-__host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int mode, int nw, bool tc) {
+__host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int mode, int nw) {
   AttnSmem s;
   const size_t D = static_cast<size_t>(c.head_dim), N = static_cast<size_t>(c.block_tokens);
   size_t at = 0;
@@ -102,9 +96,6 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   s.wzr = w;  w += al16(G * 16 * 4);
   s.rs = w;   w += al16((kMaxRounds + 1) * 4);
   s.pre = w;  w += al16(kMaxRounds * 8 * 4);
-  s.tab = w;  if (tc) w += al16(tc_tab_bytes(c.block_tokens, c.head_dim));
-  s.bfr = w;  if (tc) w += al16(tc_bfrag_bytes(c.block_tokens));
-  s.scl = w;  if (tc) w += al16(4 * G * 4);
   s.stride = al16(w);
   s.total = at + nw * s.stride;
   return s;
@@ -120,6 +111,13 @@ __device__ inline uint32_t stage(uint8_t* dst, const uint8_t* src, size_t n) {
   for (int i = lane; i < nvec; i += 32)
     __pipeline_memcpy_async(dst + 16 * i, reinterpret_cast<const void*>(a0 + 16 * i), 16);
   return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(src) - a0);
+}
+
+// The 32 bits of an LSB-first bitstream starting at bit `bit` of the 4-byte aligned
+// shared buffer T (two aligned loads and a funnel shift).
+__device__ __forceinline__ uint32_t bits_at(const uint32_t* T, uint32_t bit) {
+  const uint32_t* w = T + (bit >> 5);
+  return __funnelshift_r(w[0], w[1], bit);  // the shift is taken mod 32
 }
 
 // Round table of a tile staged at byte `tile` of T (fmt layout: per round MINS, LENS,
@@ -301,18 +299,21 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 // (decode: max of scaled scores, sum of exp, unnormalized output; apply: acc only),
 // merged by merge_kernel. fp32 arithmetic throughout. PACKKV.md 6.1-6.3, 8.3. Reads
 // only; thread-safe across calls.
-// Register allocation is left to ptxas except for apply with G = 1, held to 64 registers
-// (8 resident CTAs), its count before the residual-window loads were batched (which took
-// it to 72 and p.V at short contexts up to 1.5x slower). On the H200 at the headline
-// shape, targets of 8/6/4/3 resident CTAs for every variant measured K.q 423 vs 402 us and
-// decode 1155 vs 920 us (same run, two repeats).
+// Register allocation is left to ptxas except for two variants. Apply with G = 1 is held
+// to 64 registers (8 resident CTAs), its count before the residual-window loads were
+// batched (which took it to 72); not A/B tested on its own. Scores and apply with G = 4
+// are held to 128 (4 CTAs): H200, same run, two repeats each, every g = 4 shape of the
+// sweep: K.q and p.V 5-20% faster than with ptxas's 156-161; decode with G = 4 spilled
+// at 128 and was slower at head_dim 128, so it is left free. Targets for every variant
+// (8/6/4/3 CTAs for G = 1/2/4) measured at the headline K.q 423 vs 402 us and decode
+// 1155 vs 920 us.
 #ifndef PACKKV_ATTN_G4_MIN_CTAS
-#define PACKKV_ATTN_G4_MIN_CTAS 4
+#define PACKKV_ATTN_G4_MIN_CTAS 4  // compile-time A/B knob (bench/gpu_run.sh ab)
 #endif
 __host__ __device__ constexpr int attn_min_ctas(int G, int MODE) {
   return MODE == kAttnApply && G == 1 ? 8 : (G == 4 && MODE != kAttnDecode ? PACKKV_ATTN_G4_MIN_CTAS : 0);
 }
-template <int G, int MODE, bool TC>
+template <int G, int MODE>
 __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
                                                               AttnCall a, int n_gchunks, int group, int bps,
                                                               int n_splits) {
@@ -329,7 +330,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
   const int D = c.head_dim, N = c.block_tokens, H = c.n_kv_heads, R = N / 16;
   const int split = blockIdx.x;
 
-  const AttnSmem L = attn_smem(c, G, MODE, nw, TC);
+  const AttnSmem L = attn_smem(c, G, MODE, nw);
   float* qS = reinterpret_cast<float*>(smem + L.q);
   float* qsum = reinterpret_cast<float*>(smem + L.qsum);
   // This warp's V accumulator rows (acc_rows(G); the residual window uses row 0).
@@ -386,7 +387,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
         m_new = fmaxf(m_run[g], mx);
         alpha = m_new == -INFINITY ? 1.f : __expf(m_run[g] - m_new);
       }
-      float psum = 0.f, wmax = 0.f;
+      float psum = 0.f;
       for (int t0 = 0; t0 < n; t0 += 32) {
         const int t = t0 + lane;
         float w = 0.f, wz = 0.f;
@@ -402,7 +403,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
           w = vs ? p * vs[t] : p;
           wz = vz ? w * static_cast<float>(vz[t]) : 0.f;
           sc[g * N + t] = w;
-          wmax = fmaxf(wmax, fabsf(w));
         }
 #pragma unroll
         for (int o = 8; o > 0; o >>= 1) {
@@ -414,10 +414,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
           Wr[g * 16 + r] = w;
           WZr[g * 16 + r] = wz;
         }
-      }
-      if (TC && vs) {  // compressed block: the scales of the tensor-core weights
-        wmax = warp_max(wmax);
-        if (lane == 0) tc_weight_scale(wmax, reinterpret_cast<float*>(wb + L.scl) + 4 * g);
       }
       if (MODE == kAttnDecode) {
         psum = warp_sum(psum);
@@ -497,12 +493,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
       }
       if (MODE != kAttnScores) {
         make_weights(N, vsst, vzst, orig);
-        if (TC) {
-          v_block_tc<G>(VT, vt, D, N, c.bits_v, ev, sc, Wr, WZr, reinterpret_cast<uint32_t*>(wb + L.tab),
-                        reinterpret_cast<uint4*>(wb + L.bfr), reinterpret_cast<float*>(wb + L.scl),
-                        [&](int h, int ch, float x) { acc[acc_word(h, ch, D)] += x; });
-          continue;
-        }
         walk_tile(VT, vt, D, c.bits_v, ev, R, rs, pre);
         for (int r0 = 0; r0 < R; r0 += kGroups) {
           const int r = r0 + gi;
@@ -693,19 +683,19 @@ __global__ void merge_kernel(int mode, int D, int n_q_heads, int first, int n_sp
 }
 
 // Warps per CTA for a launch: the most (4, 2 or 1) whose shared memory fits.
-int attn_warps(const KernelConfig& c, int G, int mode, bool tc) {
+int attn_warps(const KernelConfig& c, int G, int mode) {
   int nw = kMaxWarps;
-  while (nw > 1 && attn_smem(c, G, mode, nw, tc).total > static_cast<size_t>(c.smem_optin)) nw /= 2;
+  while (nw > 1 && attn_smem(c, G, mode, nw).total > static_cast<size_t>(c.smem_optin)) nw /= 2;
   return nw;
 }
 
-// Host: enqueues attn_kernel<G, MODE, TC> (raising the dynamic smem limit if needed).
+// Host: enqueues attn_kernel<G, MODE> (raising the dynamic smem limit if needed).
 // Throws Error(PACKKV_ERR_CUDA) if the launch fails.
-template <int G, int MODE, bool TC>
+template <int G, int MODE>
 void launch_one(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
                 int nw, int n_gchunks, int group, int bps, int n_splits, int res_splits, cudaStream_t stream) {
-  const size_t smem = attn_smem(c, G, MODE, nw, TC).total;
-  auto kern = attn_kernel<G, MODE, TC>;
+  const size_t smem = attn_smem(c, G, MODE, nw).total;
+  auto kern = attn_kernel<G, MODE>;
   if (smem > 48 * 1024)
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           "cudaFuncSetAttribute(attn_kernel)");
@@ -714,15 +704,13 @@ void launch_one(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs
   check_launch("attn_kernel");
 }
 
-template <int MODE, bool TC>
+template <int MODE>
 void dispatch_g(int G, const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
                 int nw, int n_gchunks, int group, int bps, int n_splits, int res_splits, cudaStream_t st) {
   switch (G) {
-    case 1:
-      if constexpr (!TC || kTcMinG <= 1) launch_one<1, MODE, TC>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st);
-      break;
-    case 2: launch_one<2, MODE, TC>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
-    default: launch_one<4, MODE, TC>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
+    case 1: launch_one<1, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
+    case 2: launch_one<2, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
+    default: launch_one<4, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
   }
 }
 
@@ -732,7 +720,7 @@ size_t attn_workspace_bytes(const KernelConfig& c, int n_seqs, int n_q_heads) {
   return static_cast<size_t>(n_seqs) * n_q_heads * kSplitsTotal * (c.head_dim + 2) * sizeof(float);
 }
 
-size_t attn_min_smem_bytes(const KernelConfig& c) { return attn_smem(c, kMaxG, kAttnDecode, 1, false).total; }
+size_t attn_min_smem_bytes(const KernelConfig& c) { return attn_smem(c, kMaxG, kAttnDecode, 1).total; }
 
 void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d,
                       const AttnCall& a, cudaStream_t stream) {
@@ -741,11 +729,7 @@ void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevi
   int G = 1;
   while (G < group && G < kMaxG) G *= 2;
   const int n_gchunks = (group + G - 1) / G;
-  // V on the tensor cores (tc_rounds.cuh) for GQA groups of kTcMinG or more query heads,
-  // where its shared memory fits.
-  const bool tc = a.mode != kAttnScores && G >= kTcMinG &&
-                  attn_smem(c, G, a.mode, 1, true).total <= static_cast<size_t>(c.smem_optin);
-  const int nw = attn_warps(c, G, a.mode, tc);
+  const int nw = attn_warps(c, G, a.mode);
   const int ctas_per_split = b.n * c.n_kv_heads * n_gchunks;
   // Splits: about 32 CTAs per SM in all (several waves of the 6-8 resident ones), so that
   // the last wave is a small part of the call (H200, headline shape: 8 per SM left a
@@ -763,12 +747,11 @@ void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevi
   for (int i = 0; i < b.n; ++i) max_res = b.s[i].res_len > max_res ? b.s[i].res_len : max_res;
   int res_splits = ((max_res + 15) / 16 + nw - 1) / nw;
   res_splits = res_splits < 1 ? 1 : (res_splits > kMaxResSplits ? kMaxResSplits : res_splits);
-  const int m = a.mode;
-  if (m == kAttnScores) dispatch_g<kAttnScores, false>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream);
-  else if (m == kAttnDecode && tc) dispatch_g<kAttnDecode, true>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream);
-  else if (m == kAttnDecode) dispatch_g<kAttnDecode, false>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream);
-  else if (tc) dispatch_g<kAttnApply, true>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream);
-  else dispatch_g<kAttnApply, false>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream);
+  switch (a.mode) {
+    case kAttnDecode: dispatch_g<kAttnDecode>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream); break;
+    case kAttnScores: dispatch_g<kAttnScores>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream); break;
+    default: dispatch_g<kAttnApply>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream); break;
+  }
   if (a.mode == kAttnScores) return;
   merge_kernel<<<b.n * a.n_q_heads, 128, 0, stream>>>(a.mode, c.head_dim, a.n_q_heads, b.first,
                                                        n_splits + res_splits, a.partial, a.out, a.lse);

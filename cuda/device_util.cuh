@@ -94,13 +94,6 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// The 32 bits of an LSB-first bitstream starting at bit `bit` of the 4-byte aligned
-// buffer T (shared or global) (two aligned loads and a funnel shift).
-__device__ __forceinline__ uint32_t bits_at(const uint32_t* T, uint32_t bit) {
-  const uint32_t* w = T + (bit >> 5);
-  return __funnelshift_r(w[0], w[1], bit);  // the shift is taken mod 32
-}
-
 // uint32 code (< 2^23) as float with one LOP3 + one FADD instead of a slow I2F.
 __device__ __forceinline__ float code_to_float(uint32_t c) {
   return __uint_as_float(c | 0x4B000000u) - 8388608.0f;
