@@ -649,7 +649,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
 // Merges the splits of every (sequence, query head) of a batch: decode: exact
 // flash-decoding merge (max, rescaled sums) into out [..][D] fp32 and lse (optional;
 // -inf for empty sequences, whose output is 0); apply: sum of the partial outputs.
-// Device; grid b.n * n_q_heads, any block size.
+// Device; grid b.n * n_q_heads, blockDim.x a multiple of 32. Decode: warp 0 reads every
+// split's (m, l) at once and leaves the rescale factors in shared memory, so the call is
+// two memory round trips (it was three dependent loops over the splits).
 __global__ void merge_kernel(int mode, int D, int n_q_heads, int first, int n_splits_used,
                              const float* partial, float* out, float* lse) {
   const int rq = blockIdx.x;  // row-local (seq in batch) * n_q_heads + head
@@ -657,17 +659,40 @@ __global__ void merge_kernel(int mode, int D, int n_q_heads, int first, int n_sp
   const int rs = D + 2;
   const float* p = partial + gi * kSplitsTotal * rs;
   if (mode == kAttnDecode) {
-    float M = -INFINITY;
-    for (int s = 0; s < n_splits_used; ++s) M = fmaxf(M, p[s * rs]);
-    float L = 0.f;
-    if (M != -INFINITY)
-      for (int s = 0; s < n_splits_used; ++s)
-        if (p[s * rs] != -INFINITY) L += p[s * rs + 1] * __expf(p[s * rs] - M);
+    __shared__ float fac[kSplitsTotal];  // exp(m_s - M), 0 for empty splits
+    __shared__ float ML[2];
+    if (threadIdx.x < 32) {
+      constexpr int kPer = (kSplitsTotal + 31) / 32;
+      float m[kPer], l[kPer], M = -INFINITY;
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) {
+        const int sp = threadIdx.x + 32 * k;
+        m[k] = sp < n_splits_used ? p[sp * rs] : -INFINITY;
+        l[k] = sp < n_splits_used ? p[sp * rs + 1] : 0.f;
+        M = fmaxf(M, m[k]);
+      }
+      M = warp_max(M);
+      float L = 0.f;
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) {
+        const int sp = threadIdx.x + 32 * k;
+        const float f = m[k] == -INFINITY ? 0.f : __expf(m[k] - M);
+        if (sp < n_splits_used) fac[sp] = f;
+        L += l[k] * f;
+      }
+      L = warp_sum(L);
+      if (threadIdx.x == 0) {
+        ML[0] = M;
+        ML[1] = L;
+      }
+    }
+    __syncthreads();
+    const float M = ML[0], L = ML[1];
     for (int ch = threadIdx.x; ch < D; ch += blockDim.x) {
       float v = 0.f;
       if (L > 0.f) {
-        for (int s = 0; s < n_splits_used; ++s)
-          if (p[s * rs] != -INFINITY) v += p[s * rs + 2 + ch] * __expf(p[s * rs] - M);
+        for (int sp = 0; sp < n_splits_used; ++sp)
+          if (fac[sp] != 0.f) v += p[sp * rs + 2 + ch] * fac[sp];
         v /= L;
       }
       out[gi * D + ch] = v;
@@ -676,7 +701,7 @@ __global__ void merge_kernel(int mode, int D, int n_q_heads, int first, int n_sp
   } else {
     for (int ch = threadIdx.x; ch < D; ch += blockDim.x) {
       float v = 0.f;
-      for (int s = 0; s < n_splits_used; ++s) v += p[s * rs + 2 + ch];
+      for (int sp = 0; sp < n_splits_used; ++sp) v += p[sp * rs + 2 + ch];
       out[gi * D + ch] = v;
     }
   }
