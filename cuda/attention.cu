@@ -308,10 +308,14 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 // (8/6/4/3 CTAs for G = 1/2/4) measured at the headline K.q 423 vs 402 us and decode
 // 1155 vs 920 us.
 #ifndef PACKKV_ATTN_G4_MIN_CTAS
-#define PACKKV_ATTN_G4_MIN_CTAS 4  // compile-time A/B knob (bench/gpu_run.sh ab)
+#define PACKKV_ATTN_G4_MIN_CTAS 4  // compile-time A/B knobs (bench/gpu_run.sh ab)
+#endif
+#ifndef PACKKV_ATTN_APPLY1_MIN_CTAS
+#define PACKKV_ATTN_APPLY1_MIN_CTAS 8
 #endif
 __host__ __device__ constexpr int attn_min_ctas(int G, int MODE) {
-  return MODE == kAttnApply && G == 1 ? 8 : (G == 4 && MODE != kAttnDecode ? PACKKV_ATTN_G4_MIN_CTAS : 0);
+  return MODE == kAttnApply && G == 1 ? PACKKV_ATTN_APPLY1_MIN_CTAS
+                                      : (G == 4 && MODE != kAttnDecode ? PACKKV_ATTN_G4_MIN_CTAS : 0);
 }
 template <int G, int MODE>
 __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,

@@ -102,7 +102,10 @@ void launch_residual_write(const KernelConfig& c, const ResidualBatch& b,
 
 constexpr int kMaxAttnSeqs = 200;
 constexpr int kMaxSplits = 32;            // compressed-token splits per (seq, head)
-constexpr int kMaxResSplits = 8;          // residual-window splits per (seq, head)
+#ifndef PACKKV_ATTN_MAX_RES_SPLITS
+#define PACKKV_ATTN_MAX_RES_SPLITS 8       // compile-time A/B knob (bench/gpu_run.sh ab)
+#endif
+constexpr int kMaxResSplits = PACKKV_ATTN_MAX_RES_SPLITS;  // residual-window splits per (seq, head)
 constexpr int kSplitsTotal = kMaxSplits + kMaxResSplits;
 struct AttnSeq {
   int seq;
