@@ -337,9 +337,14 @@ int main(int argc, char** argv) {
     else if (a == "--headline") o.headline_only = true;
     else if (a == "--one") o.headline_only = o.one = true;
     else if (a == "--g" && i + 1 < argc) o.only_g = std::atoi(argv[++i]);
-    else if (a == "--shape" && i + 1 < argc &&
-             std::sscanf(argv[++i], "%d,%d,%d,%d", &o.shape[0], &o.shape[1], &o.shape[2], &o.shape[3]) == 4)
+    else if (a == "--shape" && i + 1 < argc) {
+      if (std::sscanf(argv[++i], "%d,%d,%d,%d", &o.shape[0], &o.shape[1], &o.shape[2], &o.shape[3]) != 4 ||
+          o.shape[0] <= 0 || o.shape[1] <= 0 || o.shape[2] <= 0 || o.shape[3] <= 0) {
+        std::fprintf(stderr, "--shape wants BH,T,D,g (four positive integers), got '%s'\n", argv[i]);
+        return 2;
+      }
       o.headline_only = o.one = true;
+    }
   }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));

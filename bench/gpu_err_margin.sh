@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Largest relative error per GPU test case (the "<= 1e-5" checks against the CPU
-# backend), from a doctest --success run of packkv_tests_gpu. Usage (device machine):
+# Largest error per GPU test case over its "<= 1e-5" checks against the CPU backend (the
+# relative L2 errors of scores, apply and decode outputs, and the lse checks, which are
+# absolute where |lse| <= 1), from a doctest --success run of packkv_tests_gpu. Usage
+# (device machine):
 #   bench/gpu_err_margin.sh path/to/packkv_tests_gpu
 set -u
 "$1" -s 2>&1 | awk '

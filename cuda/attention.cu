@@ -291,8 +291,9 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 // The fused attention kernel. Device. Grid (n_splits + res_splits, H_kv * n_gchunks, b.n), nw*32
 // threads, dynamic smem attn_smem(c, G, MODE, nw).total. CTA (split, kv head and group
 // chunk, sequence) covers compressed blocks [split*bps, (split+1)*bps) of the sequence
-// (splits n_splits .. gridDim.x - 1: every res_splits-th 16-token chunk of its residual
-// window, per warp) for G query heads (heads qh0 .. qh0+n_valid-1).
+// (splits n_splits .. gridDim.x - 1: its residual window, warp w of residual split r
+// taking 16-token chunks r*nw + w, stepping by nw*res_splits) for G query heads (heads
+// qh0 .. qh0+n_valid-1).
 // Inputs: a.q [n_seqs][n_q_heads][D] in a.q_dtype (scores, decode), a.probs fp32
 // [..][ld] (apply). Outputs: scores fp32 [..][ld] at original token positions (MODE
 // scores), or one partial per (sequence, head, split) in a.partial: [m, l, acc[D]]
@@ -300,8 +301,11 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 // merged by merge_kernel. fp32 arithmetic throughout. PACKKV.md 6.1-6.3, 8.3. Reads
 // only; thread-safe across calls.
 // Register allocation is left to ptxas except for two variants. Apply with G = 1 is held
-// to 64 registers (8 resident CTAs), its count before the residual-window loads were
-// batched (which took it to 72); not A/B tested on its own. Scores and apply with G = 4
+// to 64 registers, its count before the residual-window loads were batched (which took it
+// to 72; ptxas picks 64 again without the target since then); the "8 CTAs" target is a
+// register cap only: shared memory allows about 6 such CTAs per SM at head_dim 128. With
+// nvcc 13.0 it spills 16 bytes on sm_90 and 40 on sm_80 (where apply with G = 2 and 4 and
+// decode with G = 4 spill 20-36 bytes too); tuned on the H200 only. Scores and apply with G = 4
 // are held to 128 (4 CTAs): H200, same run, two repeats each, every g = 4 shape of the
 // sweep: K.q and p.V 5-20% faster than with ptxas's 156-161; decode with G = 4 spilled
 // at 128 and was slower at head_dim 128, so it is left free. Targets for every variant
@@ -518,10 +522,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
       }
     }
   } else {
-    // Residual window: dense tokens of the ring, 16 per warp iteration. Every global
-    // load of an iteration is independent of the others (a lane's loads are issued
-    // before its FMAs), so an iteration costs about one memory latency: the residual
-    // split is the critical path of short contexts.
+    // Residual window: dense tokens of the ring, 16 per warp iteration. A lane issues its
+    // loads in batches (K: 4 vectors of 8 elements, V: 8 tokens) before the FMAs that use
+    // them, so an iteration costs a few memory latencies (at head_dim 128: 2 for K, 4 for
+    // V), not one per element: the residual splits are the critical path of short contexts.
     const size_t row_elems = static_cast<size_t>(H) * D;
     const size_t head_off = static_cast<size_t>(kvh) * D;
     const void* ring_k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);
@@ -707,6 +711,13 @@ __global__ void merge_kernel(int mode, int D, int n_q_heads, int first, int n_sp
   }
 }
 
+// Query heads per CTA for a GQA group: the power of two >= group, at most kMaxG.
+int heads_per_cta(int group) {
+  int G = 1;
+  while (G < group && G < kMaxG) G *= 2;
+  return G;
+}
+
 // Warps per CTA for a launch: the most (4, 2 or 1) whose shared memory fits.
 int attn_warps(const KernelConfig& c, int G, int mode) {
   int nw = kMaxWarps;
@@ -745,14 +756,19 @@ size_t attn_workspace_bytes(const KernelConfig& c, int n_seqs, int n_q_heads) {
   return static_cast<size_t>(n_seqs) * n_q_heads * kSplitsTotal * (c.head_dim + 2) * sizeof(float);
 }
 
+int attn_grid_rows(const KernelConfig& c, int n_q_heads) {
+  const int group = n_q_heads / c.n_kv_heads;
+  const int G = heads_per_cta(group);
+  return c.n_kv_heads * ((group + G - 1) / G);
+}
+
 size_t attn_min_smem_bytes(const KernelConfig& c) { return attn_smem(c, kMaxG, kAttnDecode, 1).total; }
 
 void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d,
                       const AttnCall& a, cudaStream_t stream) {
   if (b.n == 0) return;
   const int group = a.n_q_heads / c.n_kv_heads;
-  int G = 1;
-  while (G < group && G < kMaxG) G *= 2;
+  const int G = heads_per_cta(group);
   const int n_gchunks = (group + G - 1) / G;
   const int nw = attn_warps(c, G, a.mode);
   const int ctas_per_split = b.n * c.n_kv_heads * n_gchunks;

@@ -400,6 +400,11 @@ size_t CudaCache::workspace_size(int n_seqs, int n_q_heads) const {
 }
 
 void CudaCache::run_attention(const AttnArgs& a, cu::AttnCall call) const {
+  const int rows = cu::attn_grid_rows(kc_, a.n_q_heads);
+  if (rows > 65535)
+    fail(PACKKV_ERR_NOT_SUPPORTED,
+         "attention: n_kv_heads * ceil(n_q_heads / n_kv_heads / 4) = " + std::to_string(rows) +
+             " CTA rows, over CUDA's grid limit of 65535; shard the heads over several caches");
   cu::DeviceGuard guard(config().device);
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(a.stream);
   call.n_q_heads = a.n_q_heads;

@@ -106,6 +106,7 @@ constexpr int kMaxSplits = 32;            // compressed-token splits per (seq, h
 #define PACKKV_ATTN_MAX_RES_SPLITS 8       // compile-time A/B knob (bench/gpu_run.sh ab)
 #endif
 constexpr int kMaxResSplits = PACKKV_ATTN_MAX_RES_SPLITS;  // residual-window splits per (seq, head)
+static_assert(kMaxResSplits >= 1, "the residual window needs at least one split");
 constexpr int kSplitsTotal = kMaxSplits + kMaxResSplits;
 struct AttnSeq {
   int seq;
@@ -137,6 +138,9 @@ struct AttnCall {
 
 // Workspace bytes of an attention call on n_seqs sequences with n_q_heads query heads.
 size_t attn_workspace_bytes(const KernelConfig& c, int n_seqs, int n_q_heads);
+// CTA rows (grid y) of an attention launch: n_kv_heads * GQA-group chunks. CUDA allows
+// at most 65535.
+int attn_grid_rows(const KernelConfig& c, int n_q_heads);
 // Enqueues one attention call over a batch (at most kMaxAttnSeqs sequences).
 void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d,
                       const AttnCall& a, cudaStream_t stream);

@@ -243,8 +243,9 @@ func (c *Cache) Append(seqIDs, nTokens []int32, k, v Host) error {
 	if err := c.hostOnly("Append"); err != nil {
 		return err
 	}
-	if len(seqIDs) != len(nTokens) {
-		return invalidArg("packkv: Append: %d seqIDs but %d nTokens", len(seqIDs), len(nTokens))
+	if len(seqIDs) != len(nTokens) || len(seqIDs) == 0 {
+		return invalidArg("packkv: Append: need one nTokens entry per seq id (and at least one), got %d seqIDs and %d nTokens",
+			len(seqIDs), len(nTokens))
 	}
 	total := 0
 	for _, n := range nTokens {

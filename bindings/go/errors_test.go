@@ -128,6 +128,9 @@ func TestErrorsDetectedInGo(t *testing.T) {
 	expect(t, c.Scores([]int32{0}, 9, packkv.F32(q), make([]float32, 10), 5), packkv.ErrInvalidArgument, "scores")
 	expect(t, c.Apply([]int32{0}, 9, make([]float32, 10), 5, make([]float32, 9*headDim)), packkv.ErrInvalidArgument, "probs")
 	expect(t, c.AppendDevice(nil, nil, 0, 0, packkv.DTypeF16, 0), packkv.ErrInvalidArgument, "")
+	// Empty id and count slices: an error, not an index-out-of-range panic.
+	expect(t, c.Append(nil, nil, packkv.F32(nil), packkv.F32(nil)), packkv.ErrInvalidArgument, "at least one")
+	expect(t, c.Append([]int32{}, []int32{}, packkv.F32(k[:0]), packkv.F32(k[:0])), packkv.ErrInvalidArgument, "at least one")
 }
 
 func TestDeviceEntryPointsAndLastError(t *testing.T) {

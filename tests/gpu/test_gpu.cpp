@@ -372,6 +372,18 @@ TEST_SUITE("gpu") {
     s.rk = 0.05f; s.rv = 0.03f; s.bits_k = 5; s.bits_v = 6;
     run_scenario(s, 6, 40);
   }
+  TEST_CASE("long residual windows: more 16-token chunks than residual splits, one warp per CTA") {
+    // residual 600: windows of up to 663 tokens, 42 chunks, so the residual splits are
+    // capped (kMaxResSplits) and warps walk several chunks. Then head_dim 256 with
+    // 256-token blocks of 8-bit codes, whose tiles leave room for one warp per CTA only.
+    Shape s;
+    s.heads = 2; s.dim = 64; s.q_heads = 8; s.seqs = 3; s.residual = 600;
+    run_scenario(s, 9, 20);
+    Shape w;
+    w.heads = 1; w.dim = 256; w.q_heads = 4; w.seqs = 2; w.block = 256; w.residual = 600;
+    w.rk = 0.004f; w.rv = 0.01f; w.bits_k = 8; w.bits_v = 8;
+    run_scenario(w, 10, 10);
+  }
   TEST_CASE("block 256 (max), bits 7") {
     Shape s;
     s.heads = 2; s.dim = 64; s.q_heads = 2; s.seqs = 1; s.block = 256; s.residual = 16;
@@ -512,6 +524,37 @@ TEST_SUITE("gpu") {
     CHECK(packkv_cache_create(&prm, &c) == PACKKV_ERR_NOT_SUPPORTED);
     CHECK(c == nullptr);
     CHECK(std::string(packkv_last_error_message()).find("2^30") != std::string::npos);
+  }
+  TEST_CASE("an attention grid over CUDA's 65535 CTA rows is refused with a message") {
+    // 4096 KV heads: GQA 65 needs 4096 * ceil(65 / 4) = 69632 rows (refused before any
+    // launch, NOT_SUPPORTED), GQA 60 needs 61440 (runs; the sequence is empty, so the
+    // output is zero and lse -inf).
+    Shape s;
+    s.heads = 4096; s.dim = 32; s.seqs = 1;
+    Cache c(make_params(s, 0));
+    const int32_t id = 0;
+    for (int group : {65, 60}) {
+      CAPTURE(group);
+      const int qh = s.heads * group;
+      const size_t n = static_cast<size_t>(qh) * s.dim;
+      size_t ws = 0;
+      REQUIRE(packkv_attn_workspace_size(c.c, 1, qh, &ws) == PACKKV_OK);
+      DBuf dws(ws), dq(n * 4), dout(n * 4), dlse(static_cast<size_t>(qh) * 4);
+      CUDA_OK(cudaMemset(dq.p, 0, n * 4));
+      CUDA_OK(cudaMemset(dout.p, 0xff, n * 4));
+      const packkv_status_t st = packkv_attn_decode(c.c, 1, &id, qh, dq.p, PACKKV_DTYPE_F32, 0.1f,
+                                                    dout.as<float>(), dlse.as<float>(), dws.p, ws, nullptr);
+      if (group == 65) {
+        CHECK(st == PACKKV_ERR_NOT_SUPPORTED);
+        CHECK(std::string(packkv_last_error_message()).find("65535") != std::string::npos);
+      } else {
+        REQUIRE(st == PACKKV_OK);
+        REQUIRE(packkv_cache_sync(c.c) == PACKKV_OK);
+        const std::vector<float> out = from_dev<float>(dout, n), lse = from_dev<float>(dlse, qh);
+        CHECK(std::all_of(out.begin(), out.end(), [](float x) { return x == 0.f; }));
+        CHECK(std::all_of(lse.begin(), lse.end(), [](float x) { return std::isinf(x) && x < 0; }));
+      }
+    }
   }
   TEST_CASE("remove_seq frees and the id is reusable, memory follows compressed size") {
     Shape s;

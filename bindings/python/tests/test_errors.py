@@ -213,6 +213,12 @@ def test_python_side_argument_errors(cache, rng):
         cache.append(k, v, seq_ids=[0, 1], n_tokens=[10])
     with pytest.raises(packkv.InvalidArgument, match="seq_ids"):
         cache.append(k, v, seq_ids=[])
+    # Counts that an int32 conversion would wrap or truncate to [5, 5] (whose shape check
+    # passes): refused, and nothing is appended to either sequence.
+    for bad in ([2**32 + 5, 5], [-(2**32) + 5, 5], [5.7, 4.3], [-1, 11], [2**31, 5]):
+        with pytest.raises(packkv.InvalidArgument, match="n_tokens"):
+            cache.append(k, v, seq_ids=[0, 1], n_tokens=bad)
+    assert cache.seq_length(0) == 0 and cache.seq_length(1) == 0
     with pytest.raises(packkv.InvalidArgument, match="q"):
         cache.decode(np.zeros((2, 9, 64), np.float32), seq_ids=[0])
     with pytest.raises(packkv.InvalidArgument, match="dtype"):

@@ -350,7 +350,14 @@ class Cache:
                                       "sequences")
             counts = np.array([ka.shape[0] if ka.shape else 0], dtype=np.int32)
         else:
-            counts = np.ascontiguousarray(np.atleast_1d(np.asarray(n_tokens)), dtype=np.int32)
+            raw = np.atleast_1d(np.asarray(n_tokens))
+            # Checked before the int32 conversion, which would wrap 2^32 + 20 or truncate
+            # 20.7 to 20 silently and send tokens to the wrong sequences.
+            if raw.ndim != 1 or (raw.size and not np.issubdtype(raw.dtype, np.integer)):
+                raise InvalidArgument(1, f"n_tokens must be a 1-D list of ints, got {n_tokens!r}")
+            if raw.size and (raw.min() < 0 or raw.max() > np.iinfo(np.int32).max):
+                raise InvalidArgument(1, "n_tokens entries must be in [0, 2^31)")
+            counts = np.ascontiguousarray(raw, dtype=np.int32)
             if counts.shape != ids.shape:
                 raise InvalidArgument(1, "n_tokens must have one entry per sequence id")
         h, d = self._params.n_kv_heads, self._params.head_dim
