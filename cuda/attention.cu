@@ -314,8 +314,14 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 #ifndef PACKKV_ATTN_G4_MIN_CTAS
 #define PACKKV_ATTN_G4_MIN_CTAS 4  // compile-time A/B knobs (bench/gpu_run.sh ab)
 #endif
+#ifndef PACKKV_ATTN_DEC1_MIN_CTAS
+#define PACKKV_ATTN_DEC1_MIN_CTAS 0
+#endif
 __host__ __device__ constexpr int attn_min_ctas(int G, int MODE) {
-  return MODE == kAttnApply && G == 1 ? 8 : (G == 4 && MODE != kAttnDecode ? PACKKV_ATTN_G4_MIN_CTAS : 0);
+  return MODE == kAttnApply && G == 1 ? 8
+         : G == 4 && MODE != kAttnDecode ? PACKKV_ATTN_G4_MIN_CTAS
+         : G == 1 && MODE == kAttnDecode ? PACKKV_ATTN_DEC1_MIN_CTAS
+                                         : 0;
 }
 template <int G, int MODE>
 __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
