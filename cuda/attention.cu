@@ -310,18 +310,13 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 // sweep: K.q and p.V 5-20% faster than with ptxas's 156-161; decode with G = 4 spilled
 // at 128 and was slower at head_dim 128, so it is left free. Targets for every variant
 // (8/6/4/3 CTAs for G = 1/2/4) measured at the headline K.q 423 vs 402 us and decode
-// 1155 vs 920 us.
+// 1155 vs 920 us; decode with G = 1 alone at 80 registers (6 CTAs, no spills): 1137-1140
+// vs 911-920 us, slower at every T >= 16K and no faster below (third session, same run).
 #ifndef PACKKV_ATTN_G4_MIN_CTAS
 #define PACKKV_ATTN_G4_MIN_CTAS 4  // compile-time A/B knobs (bench/gpu_run.sh ab)
 #endif
-#ifndef PACKKV_ATTN_DEC1_MIN_CTAS
-#define PACKKV_ATTN_DEC1_MIN_CTAS 0
-#endif
 __host__ __device__ constexpr int attn_min_ctas(int G, int MODE) {
-  return MODE == kAttnApply && G == 1 ? 8
-         : G == 4 && MODE != kAttnDecode ? PACKKV_ATTN_G4_MIN_CTAS
-         : G == 1 && MODE == kAttnDecode ? PACKKV_ATTN_DEC1_MIN_CTAS
-                                         : 0;
+  return MODE == kAttnApply && G == 1 ? 8 : (G == 4 && MODE != kAttnDecode ? PACKKV_ATTN_G4_MIN_CTAS : 0);
 }
 template <int G, int MODE>
 __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
