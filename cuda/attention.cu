@@ -311,7 +311,7 @@ __device__ __forceinline__ int group_reduce(float (&x)[V]) {
 // at 128 and was slower at head_dim 128, so it is left free. Targets for every variant
 // (8/6/4/3 CTAs for G = 1/2/4) measured at the headline K.q 423 vs 402 us and decode
 // 1155 vs 920 us; decode with G = 1 alone at 80 registers (6 CTAs, no spills): 1137-1140
-// vs 911-920 us, slower at every T >= 16K and no faster below (third session, same run).
+// vs 911-920 us, slower at every T >= 16K, mixed below (third session, same run).
 #ifndef PACKKV_ATTN_G4_MIN_CTAS
 #define PACKKV_ATTN_G4_MIN_CTAS 4  // compile-time A/B knobs (bench/gpu_run.sh ab)
 #endif
