@@ -32,10 +32,15 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "
 log "gpu: $(tail -1 "$OUT/gpu.txt")"
 log "commit: $(cat .git-commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
+# configure BUILD_DIR CUDA_FLAGS LOG: the sm_90 Release tree of every mode.
+configure() {
+  cmake -S "$SRC" -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPACKKV_ENABLE_CUDA=ON \
+    "-DCMAKE_CUDA_FLAGS=$2" -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$PWD/.devdeps \
+    -DPACKKV_BUILD_EXAMPLES=OFF -DPACKKV_BUILD_BINDINGS_TESTS=OFF > "$3" 2>&1
+}
+
 t0=$(date +%s)
-cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPACKKV_ENABLE_CUDA=ON \
-  -DCMAKE_CUDA_FLAGS=-Xptxas=-v -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$PWD/.devdeps \
-  -DPACKKV_BUILD_EXAMPLES=OFF -DPACKKV_BUILD_BINDINGS_TESTS=OFF > "$OUT/configure.log" 2>&1 \
+configure "$BUILD" -Xptxas=-v "$OUT/configure.log" \
   || { log "configure failed (no doctest? see 'prepare')"; tail -30 "$OUT/configure.log"; exit 1; }
 if ! cmake --build "$BUILD" -j "$JOBS" > "$OUT/build.log" 2>&1; then
   log "full build failed; building GPU targets only"
@@ -75,9 +80,7 @@ if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
 fi
 if [ "$MODE" = ab ]; then
   BUILD_B=$BUILD-ab
-  cmake -S "$SRC" -B "$BUILD_B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPACKKV_ENABLE_CUDA=ON \
-    "-DCMAKE_CUDA_FLAGS=${AB_FLAGS:-}" -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$PWD/.devdeps \
-    -DPACKKV_BUILD_EXAMPLES=OFF -DPACKKV_BUILD_BINDINGS_TESTS=OFF > "$OUT/configure_b.log" 2>&1 &&
+  configure "$BUILD_B" "${AB_FLAGS:-}" "$OUT/configure_b.log" &&
     cmake --build "$BUILD_B" -j "$JOBS" --target packkv_bench_gpu > "$OUT/build_b.log" 2>&1 \
     || { log "B build failed"; grep -E "error" "$OUT/build_b.log" | head -20; exit 1; }
   log "ab: B = ${AB_FLAGS:-}, args $*"

@@ -57,8 +57,7 @@ size_t walk_tile(const uint8_t* t, int rounds, int D, int bits, Tally* out) {
   return at;
 }
 
-int run(const std::string& data, const std::string& layer, float rk, float rv) {
-  const packkv_eval::SafeTensors st = packkv_eval::read_safetensors(data);
+int run(const packkv_eval::SafeTensors& st, const std::string& layer, float rk, float rv) {
   const packkv_eval::Tensor& K = st.tensors.at("layer." + layer + ".k");
   const packkv_eval::Tensor& V = st.tensors.at("layer." + layer + ".v");
   if (K.dtype != "F16" || V.dtype != "F16" || K.shape.size() != 3 || K.shape != V.shape) {
@@ -153,11 +152,11 @@ int main(int argc, char** argv) {
   }
   if (rk > 0.f) rs.push_back({rk, rv});
   else rs = {{0.1f, 0.2f}, {0.05f, 0.1f}, {0.02f, 0.04f}};
+  const packkv_eval::SafeTensors st = packkv_eval::read_safetensors(data);
   std::vector<std::string> layers;
   if (!layer.empty()) {
     layers.push_back(layer);
   } else {
-    const packkv_eval::SafeTensors st = packkv_eval::read_safetensors(data);
     std::set<int> found;
     for (const auto& kv : st.tensors) {
       const std::string& name = kv.first;
@@ -168,6 +167,6 @@ int main(int argc, char** argv) {
   }
   for (const auto& r : rs)
     for (const std::string& l : layers)
-      if (run(data, l, r.first, r.second) != 0) return 1;
+      if (run(st, l, r.first, r.second) != 0) return 1;
   return 0;
 }

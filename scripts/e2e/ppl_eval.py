@@ -41,10 +41,10 @@ Exactness and speed (2 CPU cores)
 Usage::
 
     OPENBLAS_NUM_THREADS=1 python3 scripts/e2e/ppl_eval.py --jobs 2 \\
-        --json bench/e2e_ppl.json --plot bench/e2e_ppl.png --markdown /tmp/e2e_ppl.md
+        --json bench/e2e_ppl.json --plot bench/e2e_ppl.png --markdown build/e2e_ppl.md
     python3 scripts/e2e/ppl_eval.py --check            # consistency checks (a few minutes)
     python3 scripts/e2e/ppl_eval.py --rows fp16,kivi-4,packkv:rk=0.05:rv=0.1   # chosen rows
-    python3 scripts/e2e/ppl_eval.py --from-json bench/e2e_ppl.json --plot /tmp/p.png  # re-plot
+    python3 scripts/e2e/ppl_eval.py --from-json bench/e2e_ppl.json --plot build/e2e_ppl.png  # re-plot
 
 Needs the packkv binding on PYTHONPATH (``pip install ./bindings/python``, or a CMake build's
 ``<build>/bindings/python/pkg``) for PackKV rows.

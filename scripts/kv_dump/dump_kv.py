@@ -26,7 +26,7 @@ Why
 Usage (setup: see smollm2.py)::
 
     # full dump, all 30 layers, outside the repo (~1-2 minutes on 2 cores)
-    python3 scripts/kv_dump/dump_kv.py --out /tmp/smollm2_kv_full.safetensors
+    python3 scripts/kv_dump/dump_kv.py --out build/smollm2_kv_full.safetensors
     # the committed sample
     python3 scripts/kv_dump/dump_kv.py --tokens 2048 --tq 256 --layers 0,15,29 \\
         --out data/smollm2_kv_sample.safetensors
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--text", default=DEFAULT_TEXT, help="UTF-8 text file to run")
     ap.add_argument("--text-desc", default=None, help="provenance string for metadata")
-    ap.add_argument("--out", default="/tmp/smollm2_kv_full.safetensors")
+    ap.add_argument("--out", default="build/smollm2_kv_full.safetensors")
     ap.add_argument("--tokens", type=int, default=4096, help="T, number of tokens")
     ap.add_argument("--tq", type=int, default=512, help="queries kept: last Tq positions")
     ap.add_argument("--layers", default="all", help="'all' or comma list, e.g. 0,15,29")

@@ -134,15 +134,21 @@ class _Guard:
         self._lock._release(self._write)
 
 
+def _int32s(name: str, value: Any, lo: int = np.iinfo(np.int32).min) -> np.ndarray:
+    """value (an int or a non-empty 1-D list of ints in [lo, 2^31)) as a 1-D int32 array.
+    Checked before the conversion, which would wrap 2^32 + 20 or truncate 20.7 silently."""
+    a = np.atleast_1d(np.asarray(value))
+    if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+        raise InvalidArgument(1, f"{name} must be an int or a non-empty 1-D list of ints, "
+                              f"got {value!r}")
+    if a.min() < lo or a.max() > np.iinfo(np.int32).max:
+        raise InvalidArgument(1, f"{name} entries must be in [{lo}, 2^31)")
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
 def _ids(seq_ids: Any) -> np.ndarray:
     """Sequence ids as a 1-D int32 array (an int is one id)."""
-    ids = np.atleast_1d(np.asarray(seq_ids))
-    if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
-        raise InvalidArgument(1, f"seq_ids must be an int or a non-empty 1-D list of ints, "
-                              f"got {seq_ids!r}")
-    if ids.min() < np.iinfo(np.int32).min or ids.max() > np.iinfo(np.int32).max:
-        raise InvalidArgument(1, "seq_ids out of int32 range")
-    return np.ascontiguousarray(ids, dtype=np.int32)
+    return _int32s("seq_ids", seq_ids)
 
 
 def _integer(name: str, value: Any) -> int:
@@ -350,14 +356,7 @@ class Cache:
                                       "sequences")
             counts = np.array([ka.shape[0] if ka.shape else 0], dtype=np.int32)
         else:
-            raw = np.atleast_1d(np.asarray(n_tokens))
-            # Checked before the int32 conversion, which would wrap 2^32 + 20 or truncate
-            # 20.7 to 20 silently and send tokens to the wrong sequences.
-            if raw.ndim != 1 or (raw.size and not np.issubdtype(raw.dtype, np.integer)):
-                raise InvalidArgument(1, f"n_tokens must be a 1-D list of ints, got {n_tokens!r}")
-            if raw.size and (raw.min() < 0 or raw.max() > np.iinfo(np.int32).max):
-                raise InvalidArgument(1, "n_tokens entries must be in [0, 2^31)")
-            counts = np.ascontiguousarray(raw, dtype=np.int32)
+            counts = _int32s("n_tokens", n_tokens, lo=0)
             if counts.shape != ids.shape:
                 raise InvalidArgument(1, "n_tokens must have one entry per sequence id")
         h, d = self._params.n_kv_heads, self._params.head_dim
