@@ -1,5 +1,6 @@
-// CudaCache: host side of the CUDA backend (see cuda_cache.h). Host only; the kernels
-// live in encode.cu, attention.cu and decompress.cu.
+// CudaCache: host side of the CUDA backend (see cuda_cache.h), except append
+// (cuda_cache_append.cu). Host only; the kernels live in encode/, attention/ and
+// decompress.cu.
 #include "cuda_cache.h"
 
 #include <cuda_runtime.h>
@@ -8,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "attention/attention.h"
 #include "cuda_check.h"
 #include "error.h"
 #include "tile_format.h"
@@ -18,11 +20,6 @@
 
 namespace packkv {
 namespace {
-
-constexpr size_t kChunkMin = 256 * 1024;
-constexpr size_t kChunkMax = 64ull * 1024 * 1024;
-constexpr size_t kChunkSlack = 64;           // over-read slack at the end of each chunk
-constexpr int kMaxBlocksPerFlushLaunch = 512;  // bounds the scratch size
 
 size_t elem_size(packkv_dtype_t t) { return t == PACKKV_DTYPE_F32 ? 4 : 2; }
 size_t al16(size_t x) { return (x + 15) & ~static_cast<size_t>(15); }
@@ -128,179 +125,8 @@ int64_t CudaCache::seq_length(int seq) const {
   return s.n_blocks * config().block_tokens + s.res_len;
 }
 
-size_t CudaCache::worst_blob_alloc() const {
-  const Config& c = config();
-  const fmt::BlockLayout l = fmt::block_layout(c.n_kv_heads, c.block_tokens, c.groups(), c.has_perm());
-  return al16(l.tiles_at + static_cast<size_t>(c.n_kv_heads) *
-                               (fmt::max_tile_bytes(c.block_tokens, c.head_dim, c.bits_k) +
-                                fmt::max_tile_bytes(c.block_tokens, c.head_dim, c.bits_v)));
-}
-
 void CudaCache::record_done(cudaStream_t stream) const {
   check(cudaEventRecord(done_ev_, stream), "cudaEventRecord");
-}
-
-void CudaCache::poll_snapshot() {
-  if (!snap_inflight_) return;
-  cudaError_t e = cudaEventQuery(snap_ev_);
-  if (e == cudaErrorNotReady) return;
-  check(e, "cudaEventQuery");
-  snap_inflight_ = false;
-  for (size_t i = 0; i < seqs_.size(); ++i) {
-    Seq& s = seqs_[i];
-    if (s.chunks.empty() || s.snap_chunk != static_cast<int>(s.chunks.size()) - 1) continue;
-    const size_t exact = static_cast<size_t>(h_snap_[i]) + (s.pending_total - s.snap_pending);
-    s.bound = std::min(s.bound, exact);
-  }
-}
-
-void CudaCache::append(int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens,
-                       const void* k_new, const void* v_new, packkv_dtype_t dtype,
-                       packkv_stream_t stream_) {
-  const Config& c = config();
-  cu::DeviceGuard guard(c.device);
-  cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_);
-  poll_snapshot();
-  const int N = c.block_tokens, R = c.residual_tokens;
-  const size_t worst = worst_blob_alloc();
-  const size_t ring_bytes = static_cast<size_t>(kc_.ring_tokens) * c.n_kv_heads * c.head_dim * kv_elem_;
-
-  // Plan (no state change yet).
-  std::vector<int> flush_blocks(n_seqs);
-  std::vector<int64_t> in_row(n_seqs);
-  int64_t row = 0;
-  int total_blocks = 0;
-  for (int i = 0; i < n_seqs; ++i) {
-    const Seq& s = seqs_[seq_ids[i]];
-    const int64_t total = static_cast<int64_t>(s.res_len) + n_tokens[i];
-    int64_t F = 0;
-    while (total - F >= static_cast<int64_t>(R) + N) F += N;
-    flush_blocks[i] = static_cast<int>(F / N);
-    if (s.n_blocks + flush_blocks[i] > kc_.max_blocks)
-      fail(PACKKV_ERR_CAPACITY_EXCEEDED, "packkv_cache_append: sequence " + std::to_string(seq_ids[i]) +
-                                             " would exceed max_tokens_per_seq");
-    in_row[i] = row;
-    row += n_tokens[i];
-    total_blocks += flush_blocks[i];
-  }
-  // Allocations (stream-ordered; kept if a later step fails, so state stays consistent).
-  for (int i = 0; i < n_seqs; ++i) {
-    Seq& s = seqs_[seq_ids[i]];
-    if (n_tokens[i] > 0 && !s.ring_k) {
-      void* rk = nullptr;
-      void* rv = nullptr;
-      check(cudaMallocAsync(&rk, ring_bytes, stream), "cudaMallocAsync(residual ring)");
-      cudaError_t e = cudaMallocAsync(&rv, ring_bytes, stream);
-      if (e != cudaSuccess) { cudaFreeAsync(rk, stream); check(e, "cudaMallocAsync(residual ring)"); }
-      s.ring_k = rk;
-      s.ring_v = rv;
-      cu::launch_set_ring(dp_, seq_ids[i], rk, rv, stream);
-    }
-    const size_t need = static_cast<size_t>(flush_blocks[i]) * worst;
-    if (need > 0 && (s.chunks.empty() || s.bound + need > s.cap)) {
-      size_t bytes = s.chunks.empty() ? kChunkMin : std::min(kChunkMax, 2 * s.chunks.back().bytes);
-      bytes = std::max(bytes, need + kChunkSlack);
-      void* p = nullptr;
-      check(cudaMallocAsync(&p, bytes, stream), "cudaMallocAsync(pool chunk)");
-      check(cudaMemsetAsync(d_used_ + seq_ids[i], 0, sizeof(unsigned long long), stream), "cudaMemsetAsync");
-      s.chunks.push_back(Chunk{static_cast<uint8_t*>(p), bytes});
-      s.cap = bytes - kChunkSlack;
-      s.bound = 0;
-      s.pending_total = 0;
-      s.snap_chunk = -1;
-    }
-  }
-  const size_t per_block = cu::flush_scratch_bytes_per_block(kc_);
-  const size_t need_scratch = static_cast<size_t>(std::min(total_blocks, kMaxBlocksPerFlushLaunch)) * per_block;
-  if (need_scratch > scratch_bytes_) {
-    if (scratch_) check(cudaFreeAsync(scratch_, stream), "cudaFreeAsync(scratch)");
-    scratch_ = nullptr;
-    scratch_bytes_ = 0;
-    void* p = nullptr;
-    check(cudaMallocAsync(&p, need_scratch, stream), "cudaMallocAsync(flush scratch)");
-    scratch_ = static_cast<uint8_t*>(p);
-    scratch_bytes_ = need_scratch;
-  }
-
-  // Flush batches.
-  if (total_blocks > 0) {
-    cu::FlushBatch fb;
-    std::memset(&fb, 0, sizeof(fb));
-    auto launch = [&]() {
-      if (fb.total_blocks > 0)
-        cu::launch_flush(kc_, fb, dp_, k_new, v_new, dtype, scratch_, stream);
-      std::memset(&fb, 0, sizeof(fb));
-    };
-    for (int i = 0; i < n_seqs; ++i) {
-      const Seq& s = seqs_[seq_ids[i]];
-      int done = 0;
-      while (done < flush_blocks[i]) {
-        if (fb.n == cu::kMaxFlushSeqs || fb.total_blocks == kMaxBlocksPerFlushLaunch) launch();
-        const int take = std::min(flush_blocks[i] - done, kMaxBlocksPerFlushLaunch - fb.total_blocks);
-        cu::FlushSeq& d = fb.s[fb.n++];
-        d.chunk = s.chunks.back().ptr;
-        d.in_row = in_row[i];
-        d.pos_base = s.n_blocks * N;
-        d.win_base = static_cast<int64_t>(done) * N;
-        d.seq = seq_ids[i];
-        d.first_block = static_cast<int>(s.n_blocks) + done;
-        d.n_flush = take;
-        d.res_len = s.res_len;
-        d.ring_start = s.ring_start;
-        d.block_start = fb.total_blocks;
-        fb.total_blocks += take;
-        done += take;
-      }
-    }
-    launch();
-  }
-  // Residual window update.
-  {
-    cu::ResidualBatch rb;
-    std::memset(&rb, 0, sizeof(rb));
-    auto launch = [&]() {
-      cu::launch_residual_write(kc_, rb, dp_, k_new, v_new, dtype, stream);
-      std::memset(&rb, 0, sizeof(rb));
-    };
-    for (int i = 0; i < n_seqs; ++i) {
-      if (n_tokens[i] == 0) continue;
-      if (rb.n == cu::kMaxResidualSeqs) launch();
-      const Seq& s = seqs_[seq_ids[i]];
-      cu::ResidualSeq& d = rb.s[rb.n++];
-      d.in_row = in_row[i];
-      d.pos_base = s.n_blocks * N;
-      d.n_new = n_tokens[i];
-      d.res_len = s.res_len;
-      d.flushed = flush_blocks[i] * N;
-      d.ring_start = s.ring_start;
-      d.seq = seq_ids[i];
-      rb.max_new = std::max(rb.max_new, n_tokens[i]);
-    }
-    launch();
-  }
-  // Commit the host state.
-  for (int i = 0; i < n_seqs; ++i) {
-    Seq& s = seqs_[seq_ids[i]];
-    const int F = flush_blocks[i] * N;
-    const int64_t total = static_cast<int64_t>(s.res_len) + n_tokens[i];
-    s.n_blocks += flush_blocks[i];
-    s.res_len = static_cast<int>(total - F);
-    s.ring_start = (s.ring_start + F) % kc_.ring_tokens;
-    s.bound += static_cast<size_t>(flush_blocks[i]) * worst;
-    s.pending_total += static_cast<size_t>(flush_blocks[i]) * worst;
-  }
-  if (total_blocks > 0 && !snap_inflight_) {
-    check(cudaMemcpyAsync(h_snap_, d_used_, seqs_.size() * sizeof(unsigned long long),
-                          cudaMemcpyDeviceToHost, stream),
-          "cudaMemcpyAsync(pool snapshot)");
-    check(cudaEventRecord(snap_ev_, stream), "cudaEventRecord");
-    snap_inflight_ = true;
-    for (Seq& s : seqs_) {
-      s.snap_pending = s.pending_total;
-      s.snap_chunk = static_cast<int>(s.chunks.size()) - 1;
-    }
-  }
-  record_done(stream);
 }
 
 void CudaCache::free_seq_storage(Seq& s) {
@@ -399,7 +225,8 @@ size_t CudaCache::workspace_size(int n_seqs, int n_q_heads) const {
   return cu::attn_workspace_bytes(kc_, n_seqs, n_q_heads);
 }
 
-void CudaCache::run_attention(const AttnArgs& a, cu::AttnCall call) const {
+void CudaCache::run_attention(const AttnArgs& a, cu::AttnVariant variant, float* out, int64_t ld,
+                              const float* probs, float scale, float* lse) const {
   const int rows = cu::attn_grid_rows(kc_, a.n_q_heads);
   if (rows > 65535)
     fail(PACKKV_ERR_NOT_SUPPORTED,
@@ -407,6 +234,13 @@ void CudaCache::run_attention(const AttnArgs& a, cu::AttnCall call) const {
              " CTA rows, over CUDA's grid limit of 65535; shard the heads over several caches");
   cu::DeviceGuard guard(config().device);
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(a.stream);
+  cu::AttnCall call{};
+  call.variant = variant;
+  call.out = out;
+  call.ld = ld;
+  call.probs = probs;
+  call.scale = scale;
+  call.lse = lse;
   call.n_q_heads = a.n_q_heads;
   call.q = a.q;
   call.q_dtype = a.q_dtype;
@@ -427,29 +261,15 @@ void CudaCache::run_attention(const AttnArgs& a, cu::AttnCall call) const {
 }
 
 void CudaCache::scores(const AttnArgs& a, float* scores, int64_t ld_scores) const {
-  cu::AttnCall call{};
-  call.mode = cu::kAttnScores;
-  call.out = scores;
-  call.ld = ld_scores;
-  run_attention(a, call);
+  run_attention(a, cu::AttnVariant::kScores, scores, ld_scores, nullptr, 0.f, nullptr);
 }
 
 void CudaCache::apply(const AttnArgs& a, const float* probs, int64_t ld_probs, float* out) const {
-  cu::AttnCall call{};
-  call.mode = cu::kAttnApply;
-  call.out = out;
-  call.probs = probs;
-  call.ld = ld_probs;
-  run_attention(a, call);
+  run_attention(a, cu::AttnVariant::kApply, out, ld_probs, probs, 0.f, nullptr);
 }
 
 void CudaCache::decode(const AttnArgs& a, float scale, float* out, float* lse) const {
-  cu::AttnCall call{};
-  call.mode = cu::kAttnDecode;
-  call.out = out;
-  call.lse = lse;
-  call.scale = scale;
-  run_attention(a, call);
+  run_attention(a, cu::AttnVariant::kDecode, out, 0, nullptr, scale, lse);
 }
 
 std::vector<uint8_t> CudaCache::block_bytes(int seq, int64_t block) const {
