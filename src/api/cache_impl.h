@@ -12,7 +12,7 @@
 #include <memory>
 #include <vector>
 
-#include "config.h"
+#include "api/config.h"
 #include "packkv/packkv.h"
 
 namespace packkv {
