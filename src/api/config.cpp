@@ -6,8 +6,13 @@
 
 #include "common/error.h"
 #include "format/shape.h"
+#define PACKKV_EXPERIMENTAL_API
+#include "packkv/packkv_experimental.h"
 
 namespace packkv {
+
+static_assert((int)fmt::FormatId::kRoundMajor == PACKKV_FORMAT_ROUND_MAJOR,
+              "packkv_experimental.h names the formats of format/shape.h");
 
 int bits_for_rel_scale(float r) {
   require(std::isfinite(r) && r > 0.0f && r <= 1.0f,

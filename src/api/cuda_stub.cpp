@@ -13,6 +13,4 @@ std::unique_ptr<CacheImpl> make_cuda_cache(const Config&) {
 
 bool cuda_device_present() { return false; }
 
-const char* cuda_build_info() { return "no cuda"; }
-
 }  // namespace packkv

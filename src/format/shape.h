@@ -49,6 +49,17 @@ PACKKV_HD T load4(const uint8_t* p) {
 #endif
 }
 
+// tile_end[t] of a blob (the inclusive prefix sum of the tile sizes up to tile t).
+PACKKV_HD uint32_t tile_end(const uint8_t* blob, int t) {
+#if defined(__CUDA_ARCH__)
+  return reinterpret_cast<const uint32_t*>(blob)[t];
+#else
+  uint32_t v;
+  memcpy(&v, blob + 4 * (size_t)t, 4);
+  return v;
+#endif
+}
+
 // Format identifier: which tile layout the blobs of a cache use.
 enum class FormatId : int {
   kRoundMajor = 1,  // round_tile.h: rounds of 16 tokens, per-channel packs (PACKKV.md section 5)
@@ -151,8 +162,8 @@ struct Shape {
   // Byte offset (from the blob start) and size of a tile, from the blob's tile_end header.
   PACKKV_HD void tile_extent(const uint8_t* blob, int kv, int head, size_t* offset, size_t* size) const {
     const int t = tile_index(kv, head);
-    const uint32_t begin = t == 0 ? 0u : load4<uint32_t>(blob + 4 * (size_t)(t - 1));
-    const uint32_t end = load4<uint32_t>(blob + 4 * (size_t)t);
+    const uint32_t begin = t == 0 ? 0u : tile_end(blob, t - 1);
+    const uint32_t end = tile_end(blob, t);
     *offset = layout.tiles_at + begin;
     *size = end - begin;
   }
@@ -177,8 +188,8 @@ struct Shape {
   }
   // Byte split of a blob of this shape (reads its tile_end header).
   PACKKV_HD BlobSizes sizes(const uint8_t* blob) const {
-    const uint32_t k_end = load4<uint32_t>(blob + 4 * (size_t)(n_kv_heads - 1));
-    const uint32_t v_end = load4<uint32_t>(blob + 4 * (size_t)(2 * n_kv_heads - 1));
+    const uint32_t k_end = tile_end(blob, n_kv_heads - 1);
+    const uint32_t v_end = tile_end(blob, 2 * n_kv_heads - 1);
     BlobSizes s;
     s.perm = has_perm ? block_tokens : 0;
     s.header = (long long)layout.k_zero_at - s.perm;
