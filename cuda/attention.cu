@@ -31,7 +31,7 @@
 #include "cuda_check.h"
 #include "device_util.cuh"
 #include "kernels.h"
-#include "tile_format.h"
+#include "format/shape.h"
 
 namespace packkv {
 namespace cu {
@@ -434,7 +434,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
   if (split < n_splits) {
     const int blk_begin = split * bps;
     const int blk_end = min(s.n_blocks, blk_begin + bps);
-    const fmt::BlockLayout BL = fmt::block_layout(H, N, c.groups, c.has_perm != 0);
+    const fmt::Shape SH = fmt::make_shape(H, c.head_dim, N, c.groups, c.bits_k, c.bits_v, c.has_perm != 0);
+    const fmt::BlockLayout& BL = SH.layout;
     const size_t zs_off = static_cast<size_t>(c.groups == 1 ? 0 : kvh) * N * 4;
     const int ek = fmt::len_bits(c.bits_k), ev = fmt::len_bits(c.bits_v);
     const unsigned long long* table = d.block_table + static_cast<size_t>(s.seq) * c.max_blocks;
@@ -445,8 +446,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
       const uint8_t* blob = reinterpret_cast<const uint8_t*>(next_ptr);
       if (blk + nw < blk_end) next_ptr = table[blk + nw];  // prefetch the next pointer
       size_t koff, ksz, voff, vsz;
-      fmt::tile_extent(blob, BL, kvh, &koff, &ksz);
-      fmt::tile_extent(blob, BL, H + kvh, &voff, &vsz);
+      SH.tile_extent(blob, fmt::kK, kvh, &koff, &ksz);
+      SH.tile_extent(blob, fmt::kV, kvh, &voff, &vsz);
       // Stage this block: K tile, V tile, their zero points and scales, the perm.
       const size_t z_at = MODE == kAttnApply ? BL.v_zero_at : BL.k_zero_at;
       const size_t s_at = MODE == kAttnApply ? BL.v_scale_at : BL.k_scale_at;

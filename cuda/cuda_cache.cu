@@ -9,8 +9,8 @@
 #include <string>
 
 #include "cuda_check.h"
-#include "error.h"
-#include "tile_format.h"
+#include "common/error.h"
+#include "format/shape.h"
 
 #ifndef PACKKV_CUDA_ARCHS
 #define PACKKV_CUDA_ARCHS "?"
@@ -46,24 +46,24 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
     fail(PACKKV_ERR_INVALID_ARGUMENT, "packkv_cache_create: params.device = " + std::to_string(c.device) +
                                           " but only " + std::to_string(count) + " CUDA device(s) exist");
   cu::DeviceGuard guard(c.device);
-  kc_.n_kv_heads = c.n_kv_heads;
-  kc_.head_dim = c.head_dim;
-  kc_.block_tokens = c.block_tokens;
-  kc_.ring_tokens = c.residual_tokens + c.block_tokens;
-  kc_.groups = c.groups();
-  kc_.has_perm = c.has_perm() ? 1 : 0;
+  kc_.n_kv_heads = c.shape.n_kv_heads;
+  kc_.head_dim = c.shape.head_dim;
+  kc_.block_tokens = c.shape.block_tokens;
+  kc_.ring_tokens = c.residual_tokens + c.shape.block_tokens;
+  kc_.groups = c.shape.scale_groups;
+  kc_.has_perm = c.shape.has_perm ? 1 : 0;
   kc_.median = c.repack == PACKKV_REPACK_MEDIAN ? 1 : 0;
-  kc_.bits_k = c.bits_k;
-  kc_.bits_v = c.bits_v;
+  kc_.bits_k = c.shape.bits_k;
+  kc_.bits_v = c.shape.bits_v;
   kc_.rel_k = c.rel_scale_k;
   kc_.rel_v = c.rel_scale_v;
   kc_.kv_dtype = c.kv_dtype;
-  const int64_t max_blocks = (c.max_tokens_per_seq + c.block_tokens - 1) / c.block_tokens;
+  const int64_t max_blocks = (c.max_tokens_per_seq + c.shape.block_tokens - 1) / c.shape.block_tokens;
   if (max_blocks > (int64_t{1} << 30))
     fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: max_tokens_per_seq / block_tokens = " +
                                        std::to_string(max_blocks) + " blocks per sequence; the CUDA backend supports up to 2^30");
   kc_.max_blocks = static_cast<int>(max_blocks);
-  kc_.max_tile = al16(fmt::max_tile_bytes(c.block_tokens, c.head_dim, std::max(c.bits_k, c.bits_v)));
+  kc_.max_tile = al16(fmt::max_tile_bytes(c.shape.block_tokens, c.shape.head_dim, std::max(c.shape.bits_k, c.shape.bits_v)));
   int sms = 0, optin = 0;
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c.device), "cudaDeviceGetAttribute");
   check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c.device),
@@ -125,15 +125,15 @@ CudaCache::~CudaCache() {
 
 int64_t CudaCache::seq_length(int seq) const {
   const Seq& s = seqs_[seq];
-  return s.n_blocks * config().block_tokens + s.res_len;
+  return s.n_blocks * config().shape.block_tokens + s.res_len;
 }
 
 size_t CudaCache::worst_blob_alloc() const {
   const Config& c = config();
-  const fmt::BlockLayout l = fmt::block_layout(c.n_kv_heads, c.block_tokens, c.groups(), c.has_perm());
-  return al16(l.tiles_at + static_cast<size_t>(c.n_kv_heads) *
-                               (fmt::max_tile_bytes(c.block_tokens, c.head_dim, c.bits_k) +
-                                fmt::max_tile_bytes(c.block_tokens, c.head_dim, c.bits_v)));
+  const fmt::BlockLayout l = fmt::block_layout(c.shape.n_kv_heads, c.shape.block_tokens, c.shape.scale_groups, c.shape.has_perm);
+  return al16(l.tiles_at + static_cast<size_t>(c.shape.n_kv_heads) *
+                               (fmt::max_tile_bytes(c.shape.block_tokens, c.shape.head_dim, c.shape.bits_k) +
+                                fmt::max_tile_bytes(c.shape.block_tokens, c.shape.head_dim, c.shape.bits_v)));
 }
 
 void CudaCache::record_done(cudaStream_t stream) const {
@@ -161,9 +161,9 @@ void CudaCache::append(int n_seqs, const int32_t* seq_ids, const int32_t* n_toke
   cu::DeviceGuard guard(c.device);
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_);
   poll_snapshot();
-  const int N = c.block_tokens, R = c.residual_tokens;
+  const int N = c.shape.block_tokens, R = c.residual_tokens;
   const size_t worst = worst_blob_alloc();
-  const size_t ring_bytes = static_cast<size_t>(kc_.ring_tokens) * c.n_kv_heads * c.head_dim * kv_elem_;
+  const size_t ring_bytes = static_cast<size_t>(kc_.ring_tokens) * c.shape.n_kv_heads * c.shape.head_dim * kv_elem_;
 
   // Plan (no state change yet).
   std::vector<int> flush_blocks(n_seqs);
@@ -337,11 +337,11 @@ void CudaCache::stats(int seq, packkv_cache_stats_t* out) const {
   packkv_cache_stats_t r;
   std::memset(&r, 0, sizeof(r));
   r.struct_size = out->struct_size;
-  const int64_t hd2 = static_cast<int64_t>(c.n_kv_heads) * c.head_dim * 2;
+  const int64_t hd2 = static_cast<int64_t>(c.shape.n_kv_heads) * c.shape.head_dim * 2;
   for (size_t i = 0; i < seqs_.size(); ++i) {
     if (seq >= 0 && static_cast<size_t>(seq) != i) continue;
     const Seq& s = seqs_[i];
-    const int64_t nc = s.n_blocks * c.block_tokens;
+    const int64_t nc = s.n_blocks * c.shape.block_tokens;
     r.n_tokens += nc + s.res_len;
     r.n_compressed_tokens += nc;
     r.n_residual_tokens += s.res_len;
@@ -461,8 +461,8 @@ std::vector<uint8_t> CudaCache::block_bytes(int seq, int64_t block) const {
                    cudaMemcpyDeviceToHost),
         "cudaMemcpy");
   const uint8_t* blob = reinterpret_cast<const uint8_t*>(addr);
-  const fmt::BlockLayout l = fmt::block_layout(c.n_kv_heads, c.block_tokens, c.groups(), c.has_perm());
-  std::vector<uint32_t> ends(2 * static_cast<size_t>(c.n_kv_heads));
+  const fmt::BlockLayout l = fmt::block_layout(c.shape.n_kv_heads, c.shape.block_tokens, c.shape.scale_groups, c.shape.has_perm);
+  std::vector<uint32_t> ends(2 * static_cast<size_t>(c.shape.n_kv_heads));
   check(cudaMemcpy(ends.data(), blob, ends.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
   std::vector<uint8_t> out(l.tiles_at + ends.back());
   check(cudaMemcpy(out.data(), blob, out.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");

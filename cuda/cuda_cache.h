@@ -29,7 +29,7 @@
 
 #include <vector>
 
-#include "cache_impl.h"
+#include "api/cache_impl.h"
 #include "kernels.h"
 
 namespace packkv {

@@ -8,7 +8,8 @@
 #include "cuda_check.h"
 #include "device_util.cuh"
 #include "kernels.h"
-#include "tile_format.h"
+#include "format/round_tile.h"
+#include "format/shape.h"
 
 namespace packkv {
 namespace cu {
@@ -29,9 +30,10 @@ __global__ void decompress_blocks_kernel(KernelConfig c, CacheDevicePtrs d, Attn
   const int h = is_v ? tile - H : tile;
   const uint8_t* blob =
       reinterpret_cast<const uint8_t*>(d.block_table[static_cast<size_t>(s.seq) * c.max_blocks + blk]);
-  const fmt::BlockLayout BL = fmt::block_layout(H, N, c.groups, c.has_perm != 0);
+  const fmt::Shape SH = fmt::make_shape(H, D, N, c.groups, c.bits_k, c.bits_v, c.has_perm != 0);
+  const fmt::BlockLayout& BL = SH.layout;
   size_t toff, tsz;
-  fmt::tile_extent(blob, BL, tile, &toff, &tsz);
+  SH.tile_extent(blob, is_v ? fmt::kV : fmt::kK, h, &toff, &tsz);
   const int bits = is_v ? c.bits_v : c.bits_k;
   const int e = fmt::len_bits(bits);
   const int grp = c.groups == 1 ? 0 : h;

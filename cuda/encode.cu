@@ -18,7 +18,7 @@
 #include "cuda_check.h"
 #include "device_util.cuh"
 #include "kernels.h"
-#include "tile_format.h"
+#include "format/shape.h"
 
 namespace packkv {
 namespace cu {
