@@ -11,18 +11,14 @@
 
 #include "attention/attention.h"
 #include "cuda_check.h"
-#include "error.h"
-#include "tile_format.h"
+#include "common/error.h"
+#include "common/rules.h"
+#include "format/shape.h"
 
-#ifndef PACKKV_CUDA_ARCHS
-#define PACKKV_CUDA_ARCHS "?"
-#endif
 
 namespace packkv {
 namespace {
 
-size_t elem_size(packkv_dtype_t t) { return t == PACKKV_DTYPE_F32 ? 4 : 2; }
-size_t al16(size_t x) { return (x + 15) & ~static_cast<size_t>(15); }
 
 }  // namespace
 
@@ -43,24 +39,18 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
     fail(PACKKV_ERR_INVALID_ARGUMENT, "packkv_cache_create: params.device = " + std::to_string(c.device) +
                                           " but only " + std::to_string(count) + " CUDA device(s) exist");
   cu::DeviceGuard guard(c.device);
-  kc_.n_kv_heads = c.n_kv_heads;
-  kc_.head_dim = c.head_dim;
-  kc_.block_tokens = c.block_tokens;
-  kc_.ring_tokens = c.residual_tokens + c.block_tokens;
-  kc_.groups = c.groups();
-  kc_.has_perm = c.has_perm() ? 1 : 0;
+  kc_.shape = c.shape;
+  kc_.ring_tokens = c.residual_tokens + c.shape.block_tokens;
   kc_.median = c.repack == PACKKV_REPACK_MEDIAN ? 1 : 0;
-  kc_.bits_k = c.bits_k;
-  kc_.bits_v = c.bits_v;
   kc_.rel_k = c.rel_scale_k;
   kc_.rel_v = c.rel_scale_v;
   kc_.kv_dtype = c.kv_dtype;
-  const int64_t max_blocks = (c.max_tokens_per_seq + c.block_tokens - 1) / c.block_tokens;
+  const int64_t max_blocks = (c.max_tokens_per_seq + c.shape.block_tokens - 1) / c.shape.block_tokens;
   if (max_blocks > (int64_t{1} << 30))
     fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: max_tokens_per_seq / block_tokens = " +
                                        std::to_string(max_blocks) + " blocks per sequence; the CUDA backend supports up to 2^30");
   kc_.max_blocks = static_cast<int>(max_blocks);
-  kc_.max_tile = al16(fmt::max_tile_bytes(c.block_tokens, c.head_dim, std::max(c.bits_k, c.bits_v)));
+  kc_.max_tile = align16(std::max(c.shape.max_tile_bytes(fmt::kK), c.shape.max_tile_bytes(fmt::kV)));
   int sms = 0, optin = 0;
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c.device), "cudaDeviceGetAttribute");
   check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c.device),
@@ -71,15 +61,15 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
     fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: block_tokens * head_dim too large for the GPU encoder");
   if (cu::attn_min_smem_bytes(kc_) > static_cast<size_t>(optin))
     fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: block_tokens * head_dim too large for the GPU attention");
-  kv_elem_ = elem_size(c.kv_dtype);
+  kv_elem_ = elem_bytes(c.kv_dtype);
   seqs_.resize(static_cast<size_t>(c.max_seqs));
 
   const size_t ms = static_cast<size_t>(c.max_seqs);
-  const size_t bt = ms * kc_.max_blocks * 8, st = ms * 6 * 8, us = ms * 8, rt = ms * 16;
+  const size_t bt = ms * kc_.max_blocks * 8, st = ms * sizeof(fmt::BlobSizes), us = ms * 8, rt = ms * 16;
   check(cudaMalloc(&d_meta_, bt + st + us + 8 + rt), "cudaMalloc(block table)");
   uint8_t* m = static_cast<uint8_t*>(d_meta_);
   dp_.block_table = reinterpret_cast<unsigned long long*>(m);
-  dp_.seq_stats = reinterpret_cast<long long*>(m + bt);
+  dp_.seq_stats = reinterpret_cast<fmt::BlobSizes*>(m + bt);
   d_used_ = reinterpret_cast<unsigned long long*>(m + bt + st);
   dp_.err_key = reinterpret_cast<unsigned long long*>(m + bt + st + us);
   dp_.ring_table = reinterpret_cast<unsigned long long*>(m + bt + st + us + 8);
@@ -122,7 +112,7 @@ CudaCache::~CudaCache() {
 
 int64_t CudaCache::seq_length(int seq) const {
   const Seq& s = seqs_[seq];
-  return s.n_blocks * config().block_tokens + s.res_len;
+  return s.n_blocks * config().shape.block_tokens + s.residual_len;
 }
 
 void CudaCache::record_done(cudaStream_t stream) const {
@@ -135,21 +125,21 @@ void CudaCache::free_seq_storage(Seq& s) {
   s.cap = s.bound = s.pending_total = s.snap_pending = 0;
   s.snap_chunk = -1;
   s.n_blocks = 0;
-  s.res_len = 0;
+  s.residual_len = 0;
   s.ring_start = 0;
 }
 
 void CudaCache::remove_seq(int seq) {
   cu::DeviceGuard guard(config().device);
   check(cudaEventSynchronize(done_ev_), "cudaEventSynchronize");
-  check(cudaMemset(dp_.seq_stats + static_cast<size_t>(seq) * 6, 0, 6 * sizeof(long long)), "cudaMemset");
+  check(cudaMemset(dp_.seq_stats + seq, 0, sizeof(fmt::BlobSizes)), "cudaMemset");
   free_seq_storage(seqs_[seq]);
 }
 
 void CudaCache::reset() {
   cu::DeviceGuard guard(config().device);
   check(cudaEventSynchronize(done_ev_), "cudaEventSynchronize");
-  check(cudaMemset(dp_.seq_stats, 0, seqs_.size() * 6 * sizeof(long long)), "cudaMemset");
+  check(cudaMemset(dp_.seq_stats, 0, seqs_.size() * sizeof(fmt::BlobSizes)), "cudaMemset");
   for (Seq& s : seqs_) free_seq_storage(s);
 }
 
@@ -157,34 +147,26 @@ void CudaCache::stats(int seq, packkv_cache_stats_t* out) const {
   const Config& c = config();
   cu::DeviceGuard guard(c.device);
   check(cudaEventSynchronize(done_ev_), "cudaEventSynchronize");
-  std::vector<long long> st(seqs_.size() * 6);
-  check(cudaMemcpy(st.data(), dp_.seq_stats, st.size() * sizeof(long long), cudaMemcpyDeviceToHost),
+  std::vector<fmt::BlobSizes> st(seqs_.size());
+  check(cudaMemcpy(st.data(), dp_.seq_stats, st.size() * sizeof(fmt::BlobSizes), cudaMemcpyDeviceToHost),
         "cudaMemcpy(stats)");
   packkv_cache_stats_t r;
   std::memset(&r, 0, sizeof(r));
   r.struct_size = out->struct_size;
-  const int64_t hd2 = static_cast<int64_t>(c.n_kv_heads) * c.head_dim * 2;
   for (size_t i = 0; i < seqs_.size(); ++i) {
     if (seq >= 0 && static_cast<size_t>(seq) != i) continue;
     const Seq& s = seqs_[i];
-    const int64_t nc = s.n_blocks * c.block_tokens;
-    r.n_tokens += nc + s.res_len;
+    const int64_t nc = s.n_blocks * c.shape.block_tokens;
     r.n_compressed_tokens += nc;
-    r.n_residual_tokens += s.res_len;
+    r.n_residual_tokens += s.residual_len;
     r.n_blocks += s.n_blocks;
-    r.k_tile_bytes += st[i * 6 + 0];
-    r.v_tile_bytes += st[i * 6 + 1];
-    r.k_scale_bytes += st[i * 6 + 2];
-    r.v_scale_bytes += st[i * 6 + 3];
-    r.index_bytes += st[i * 6 + 4] + 8 * s.n_blocks;  // blob headers + block-table entries
-    r.perm_bytes += st[i * 6 + 5];
+    stats_add_blob(&r, st[i]);     // blob bytes (headers count as index bytes)
+    r.index_bytes += 8 * s.n_blocks;  // block-table entries
     for (const Chunk& ch : s.chunks) r.compressed_bytes_reserved += static_cast<int64_t>(ch.bytes);
     r.compressed_bytes_reserved += 8 * s.n_blocks;
-    r.residual_bytes += static_cast<int64_t>(s.res_len) * hd2 / 2 * 2 * static_cast<int64_t>(kv_elem_);
-    r.fp16_bytes += (nc + s.res_len) * hd2 * 2;
+    r.residual_bytes += static_cast<int64_t>(s.residual_len) * c.shape.token_values() * 2 * static_cast<int64_t>(kv_elem_);
   }
-  r.compressed_bytes_used =
-      r.k_tile_bytes + r.v_tile_bytes + r.k_scale_bytes + r.v_scale_bytes + r.index_bytes + r.perm_bytes;
+  stats_finish(&r, c.shape.token_values());
   *out = r;
 }
 
@@ -193,7 +175,7 @@ cu::AttnSeq CudaCache::attn_seq(int seq) const {
   cu::AttnSeq a;
   a.seq = seq;
   a.n_blocks = static_cast<int>(s.n_blocks);
-  a.res_len = s.res_len;
+  a.residual_len = s.residual_len;
   a.ring_start = s.ring_start;
   return a;
 }
@@ -213,7 +195,7 @@ void CudaCache::sync() const {
   check(cudaMemcpy(&key, dp_.err_key, sizeof(key), cudaMemcpyDeviceToHost), "packkv_cache_sync: cudaMemcpy");
   if (key != ~0ull) {
     check(cudaMemset(dp_.err_key, 0xff, sizeof(key)), "packkv_cache_sync: cudaMemset");
-    const unsigned long long seq = key >> 40, pos = key & ((1ull << 40) - 1);
+    const unsigned long long seq = key >> cu::kErrKeyPosBits, pos = key & ((1ull << cu::kErrKeyPosBits) - 1);
     fail(PACKKV_ERR_INVALID_ARGUMENT,
          "packkv_cache_append (reported by a synchronizing call): non-finite value (or overflow of "
          "kv_dtype) in K or V of sequence " + std::to_string(seq) + " token " + std::to_string(pos) +
@@ -281,10 +263,9 @@ std::vector<uint8_t> CudaCache::block_bytes(int seq, int64_t block) const {
                    cudaMemcpyDeviceToHost),
         "cudaMemcpy");
   const uint8_t* blob = reinterpret_cast<const uint8_t*>(addr);
-  const fmt::BlockLayout l = fmt::block_layout(c.n_kv_heads, c.block_tokens, c.groups(), c.has_perm());
-  std::vector<uint32_t> ends(2 * static_cast<size_t>(c.n_kv_heads));
+  std::vector<uint32_t> ends(2 * static_cast<size_t>(c.shape.n_kv_heads));
   check(cudaMemcpy(ends.data(), blob, ends.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
-  std::vector<uint8_t> out(l.tiles_at + ends.back());
+  std::vector<uint8_t> out(c.shape.layout.tiles_at + ends.back());
   check(cudaMemcpy(out.data(), blob, out.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
   return out;
 }
@@ -302,16 +283,6 @@ bool cuda_device_present() {
     return false;
   }
   return n > 0;
-}
-
-const char* cuda_build_info() {
-  static const std::string info = [] {
-    int rt = 0;
-    cudaRuntimeGetVersion(&rt);
-    return std::string("cuda runtime ") + std::to_string(rt / 1000) + "." + std::to_string((rt % 1000) / 10) +
-           ", sm " + PACKKV_CUDA_ARCHS;
-  }();
-  return info.c_str();
 }
 
 }  // namespace packkv

@@ -29,7 +29,7 @@
 
 #include <vector>
 
-#include "cache_impl.h"
+#include "api/cache_impl.h"
 #include "attention/attention.h"
 #include "kernels.h"
 
@@ -69,7 +69,7 @@ class CudaCache final : public CacheImpl {
   };
   struct Seq {
     int64_t n_blocks = 0;
-    int res_len = 0;
+    int residual_len = 0;
     int ring_start = 0;
     void* ring_k = nullptr;
     void* ring_v = nullptr;

@@ -9,21 +9,15 @@
 
 #include "cuda_cache.h"
 #include "cuda_check.h"
-#include "error.h"
-#include "tile_format.h"
+#include "common/error.h"
+#include "common/rules.h"
+#include "format/shape.h"
 
 namespace packkv {
 
 using cu::check;
 
-size_t CudaCache::worst_blob_alloc() const {
-  const Config& c = config();
-  const fmt::BlockLayout l = fmt::block_layout(c.n_kv_heads, c.block_tokens, c.groups(), c.has_perm());
-  const size_t x = l.tiles_at + static_cast<size_t>(c.n_kv_heads) *
-                                    (fmt::max_tile_bytes(c.block_tokens, c.head_dim, c.bits_k) +
-                                     fmt::max_tile_bytes(c.block_tokens, c.head_dim, c.bits_v));
-  return (x + 15) & ~static_cast<size_t>(15);
-}
+size_t CudaCache::worst_blob_alloc() const { return align16(config().shape.max_blob_bytes()); }
 
 void CudaCache::poll_snapshot() {
   if (!snap_inflight_) return;
@@ -41,17 +35,14 @@ void CudaCache::poll_snapshot() {
 
 CudaCache::AppendPlan CudaCache::plan_append(int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens) const {
   const Config& c = config();
-  const int N = c.block_tokens, R = c.residual_tokens;
   AppendPlan p;
   p.flush_blocks.resize(n_seqs);
   p.in_row.resize(n_seqs);
   int64_t row = 0;
   for (int i = 0; i < n_seqs; ++i) {
     const Seq& s = seqs_[seq_ids[i]];
-    const int64_t total = static_cast<int64_t>(s.res_len) + n_tokens[i];
-    int64_t F = 0;
-    while (total - F >= static_cast<int64_t>(R) + N) F += N;
-    p.flush_blocks[i] = static_cast<int>(F / N);
+    const int64_t window = static_cast<int64_t>(s.residual_len) + n_tokens[i];
+    p.flush_blocks[i] = static_cast<int>(blocks_to_flush(window, c.residual_tokens, c.shape.block_tokens));
     if (s.n_blocks + p.flush_blocks[i] > kc_.max_blocks)
       fail(PACKKV_ERR_CAPACITY_EXCEEDED, "packkv_cache_append: sequence " + std::to_string(seq_ids[i]) +
                                              " would exceed max_tokens_per_seq");
@@ -66,7 +57,7 @@ void CudaCache::allocate_for_append(const AppendPlan& p, int n_seqs, const int32
                                     cudaStream_t stream) {
   const Config& c = config();
   const size_t worst = worst_blob_alloc();
-  const size_t ring_bytes = static_cast<size_t>(kc_.ring_tokens) * c.n_kv_heads * c.head_dim * kv_elem_;
+  const size_t ring_bytes = static_cast<size_t>(kc_.ring_tokens) * c.shape.token_values() * kv_elem_;
   for (int i = 0; i < n_seqs; ++i) {
     Seq& s = seqs_[seq_ids[i]];
     if (n_tokens[i] > 0 && !s.ring_k) {
@@ -109,7 +100,7 @@ void CudaCache::allocate_for_append(const AppendPlan& p, int n_seqs, const int32
 void CudaCache::enqueue_flushes(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const void* k_new,
                                 const void* v_new, packkv_dtype_t dtype, cudaStream_t stream) const {
   if (p.total_blocks == 0) return;
-  const int N = config().block_tokens;
+  const int N = config().shape.block_tokens;
   cu::FlushBatch fb;
   std::memset(&fb, 0, sizeof(fb));
   auto launch = [&]() {
@@ -130,7 +121,7 @@ void CudaCache::enqueue_flushes(const AppendPlan& p, int n_seqs, const int32_t* 
       d.seq = seq_ids[i];
       d.first_block = static_cast<int>(s.n_blocks) + done;
       d.n_flush = take;
-      d.res_len = s.res_len;
+      d.residual_len = s.residual_len;
       d.ring_start = s.ring_start;
       d.block_start = fb.total_blocks;
       fb.total_blocks += take;
@@ -143,7 +134,7 @@ void CudaCache::enqueue_flushes(const AppendPlan& p, int n_seqs, const int32_t* 
 void CudaCache::enqueue_residual_writes(const AppendPlan& p, int n_seqs, const int32_t* seq_ids,
                                         const int32_t* n_tokens, const void* k_new, const void* v_new,
                                         packkv_dtype_t dtype, cudaStream_t stream) const {
-  const int N = config().block_tokens;
+  const int N = config().shape.block_tokens;
   cu::ResidualBatch rb;
   std::memset(&rb, 0, sizeof(rb));
   auto launch = [&]() {
@@ -158,7 +149,7 @@ void CudaCache::enqueue_residual_writes(const AppendPlan& p, int n_seqs, const i
     d.in_row = p.in_row[i];
     d.pos_base = s.n_blocks * N;
     d.n_new = n_tokens[i];
-    d.res_len = s.res_len;
+    d.residual_len = s.residual_len;
     d.flushed = p.flush_blocks[i] * N;
     d.ring_start = s.ring_start;
     d.seq = seq_ids[i];
@@ -168,14 +159,14 @@ void CudaCache::enqueue_residual_writes(const AppendPlan& p, int n_seqs, const i
 }
 
 void CudaCache::commit_append(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens) {
-  const int N = config().block_tokens;
+  const int N = config().shape.block_tokens;
   const size_t worst = worst_blob_alloc();
   for (int i = 0; i < n_seqs; ++i) {
     Seq& s = seqs_[seq_ids[i]];
     const int F = p.flush_blocks[i] * N;
-    const int64_t total = static_cast<int64_t>(s.res_len) + n_tokens[i];
+    const int64_t total = static_cast<int64_t>(s.residual_len) + n_tokens[i];
     s.n_blocks += p.flush_blocks[i];
-    s.res_len = static_cast<int>(total - F);
+    s.residual_len = static_cast<int>(total - F);
     s.ring_start = (s.ring_start + F) % kc_.ring_tokens;
     s.bound += static_cast<size_t>(p.flush_blocks[i]) * worst;
     s.pending_total += static_cast<size_t>(p.flush_blocks[i]) * worst;

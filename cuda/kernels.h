@@ -13,32 +13,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "format/shape.h"
+
 namespace packkv {
 namespace cu {
 
-// Shape and coding parameters of a cache, as the kernels need them.
+// A cache's configuration as the kernels need it: the block shape (format/shape.h: H, D,
+// N, scale groups, code widths, permutation flag and the block layout, computed once by
+// the cache's Config) and the coding and device parameters around it.
 struct KernelConfig {
-  int n_kv_heads;   // H
-  int head_dim;     // D, multiple of 16 in [32, 256]
-  int block_tokens; // N, multiple of 16 in [16, 256]
-  int ring_tokens;  // C = residual_tokens + block_tokens: residual ring capacity
-  int groups;       // scale groups per token: 1 or H
-  int has_perm;     // repacking on (a perm is stored)
-  int median;       // repack == MEDIAN
-  int bits_k, bits_v;
+  fmt::Shape shape;  // the compressed blocks (Config::shape)
+  int ring_tokens;   // C = residual_tokens + block_tokens: residual ring capacity
+  int median;        // repack == MEDIAN
   float rel_k, rel_v;
-  int kv_dtype;     // dtype of the residual ring
-  int max_blocks;   // block-table row length per sequence
-  size_t max_tile;  // fmt::max_tile_bytes(N, D, max(bits)) rounded up to 16
-  int num_sms;      // multiprocessors of the device (split heuristics)
-  int smem_optin;   // largest dynamic shared memory per CTA (bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin)
+  int kv_dtype;      // dtype of the residual ring
+  int max_blocks;    // block-table row length per sequence
+  size_t max_tile;   // shape.max_tile_bytes of the wider of K and V, rounded up to 16
+  int num_sms;       // multiprocessors of the device (split heuristics)
+  int smem_optin;    // largest dynamic shared memory per CTA (bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin)
 };
 
 // A sequence as the attention and decompression kernels see it.
 struct AttnSeq {
   int seq;
   int n_blocks;
-  int res_len;     // residual-window tokens
+  int residual_len;     // residual-window tokens
   int ring_start;  // ring slot of residual token 0
 };
 
@@ -47,7 +46,7 @@ struct CacheDevicePtrs {
   unsigned long long* block_table;  // [max_seqs][max_blocks] blob addresses
   unsigned long long* ring_table;   // [max_seqs][2] residual ring addresses (K, V)
   unsigned long long* used;         // [max_seqs] bytes used in the current pool chunk
-  long long* seq_stats;             // [max_seqs][6]: k_tiles, v_tiles, k_scale, v_scale, header, perm
+  fmt::BlobSizes* seq_stats;        // [max_seqs] bytes of the sequence's blobs, by part
   unsigned long long* err_key;      // min over error_key(seq, position) of non-finite input; ~0 if none
 };
 
@@ -71,13 +70,13 @@ constexpr int kMaxFlushSeqs = 56;
 // window tokens [win_base + b*N, win_base + (b+1)*N) of the sequence.
 struct FlushSeq {
   uint8_t* chunk;       // pool chunk the blobs go to (bytes used: CacheDevicePtrs::used[seq])
-  int64_t in_row;       // row of k_new/v_new holding window index res_len
+  int64_t in_row;       // row of k_new/v_new holding window index residual_len
   int64_t pos_base;     // absolute position of window index 0 (error messages)
   int64_t win_base;     // window index of this descriptor's first token
   int seq;              // sequence id
   int first_block;      // block index (in the sequence) of this descriptor's block 0
   int n_flush;          // blocks in this descriptor
-  int res_len;          // residual tokens before the append
+  int residual_len;          // residual tokens before the append
   int ring_start;       // ring slot of window index 0
   int block_start;      // flattened index of this descriptor's block 0 in the batch
 };
@@ -106,7 +105,7 @@ struct ResidualSeq {
   int64_t in_row;    // row of k_new/v_new of the first new token
   int64_t pos_base;  // absolute position of window index 0
   int n_new;         // new tokens
-  int res_len;       // residual tokens before the append
+  int residual_len;       // residual tokens before the append
   int flushed;       // window tokens flushed by this append
   int ring_start;    // ring slot of window index 0 (before the append)
   int seq;           // sequence id (error messages)

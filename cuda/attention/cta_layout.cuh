@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "attention/tile_walk.cuh"
+#include "common/rules.h"
 #include "attention/tuning.h"
 #include "attention/variants.cuh"
 #include "kernels.h"
@@ -20,8 +21,6 @@ namespace packkv {
 namespace cu {
 
 __host__ __device__ constexpr int acc_rows(int G) { return v_rows(G) ? kRoundGroups : 1; }  // per warp
-
-__host__ __device__ inline size_t al16(size_t x) { return (x + 15) & ~static_cast<size_t>(15); }
 
 // V accumulators: acc_rows(G) rows of G*D fp32 (+ 8 words of padding) per warp. Within a
 // head's D words, channel c = lane_g * (D/8) + j is stored at word j * 8 + lane_g, so the
@@ -46,16 +45,16 @@ struct AttnSmem {
 template <typename V>
 __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int nw) {
   AttnSmem s;
-  const size_t D = static_cast<size_t>(c.head_dim), N = static_cast<size_t>(c.block_tokens);
+  const size_t D = static_cast<size_t>(c.shape.head_dim), N = static_cast<size_t>(c.shape.block_tokens);
   size_t at = 0;
-  s.q = at;    at += al16(G * D * 4);
-  s.qsum = at; at += al16(G * 4);
-  s.acc = at;  at += !V::kUsesV ? 0 : al16(static_cast<size_t>(nw) * acc_rows(G) * acc_row_words(G, static_cast<int>(D)) * 4);
-  s.ml = at;   at += al16(static_cast<size_t>(nw) * G * 2 * 4);
+  s.q = at;    at += align16(G * D * 4);
+  s.qsum = at; at += align16(G * 4);
+  s.acc = at;  at += !V::kUsesV ? 0 : align16(static_cast<size_t>(nw) * acc_rows(G) * acc_row_words(G, static_cast<int>(D)) * 4);
+  s.ml = at;   at += align16(static_cast<size_t>(nw) * G * 2 * 4);
   s.warp0 = at;
   // Tile buffers: a copy starts up to 15 bytes before the tile (16-byte chunks) and
   // bits_at reads one 32-bit word past the last byte it needs.
-  const size_t tb = al16(c.max_tile + 48), zs = al16(N * 4 + 32);
+  const size_t tb = align16(c.max_tile + 48), zs = align16(N * 4 + 32);
   size_t w = 0;
   s.kbuf = w; if (V::kUsesK) w += tb;
   s.vbuf = w; if (V::kUsesV) w += tb;
@@ -63,13 +62,13 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   s.sb = w;   w += zs;
   s.vzb = w;  if (V::kUsesK && V::kUsesV) w += zs;
   s.vsb = w;  if (V::kUsesK && V::kUsesV) w += zs;
-  s.pb = w;   w += al16(N + 32);
-  s.sc = w;   w += al16(G * N * 4);
-  s.wr = w;   w += al16(G * 16 * 4);
-  s.wzr = w;  w += al16(G * 16 * 4);
-  s.rs = w;   w += al16((kMaxRounds + 1) * 4);
-  s.pre = w;  w += al16(kMaxRounds * 8 * 4);
-  s.stride = al16(w);
+  s.pb = w;   w += align16(N + 32);
+  s.sc = w;   w += align16(G * N * 4);
+  s.wr = w;   w += align16(G * 16 * 4);
+  s.wzr = w;  w += align16(G * 16 * 4);
+  s.rs = w;   w += align16((kMaxRounds + 1) * 4);
+  s.pre = w;  w += align16(kMaxRounds * 8 * 4);
+  s.stride = align16(w);
   s.total = at + nw * s.stride;
   return s;
 }

@@ -28,7 +28,7 @@
 #include "attention/variants.cuh"
 #include "device_util.cuh"
 #include "kernels.h"
-#include "tile_format.h"
+#include "format/shape.h"
 
 namespace packkv {
 namespace cu {
@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
   const int chunk = blockIdx.y - kvh * n_gchunks;
   const int qh0 = kvh * group + chunk * G;
   const int n_valid = min(G, group - chunk * G);
-  const int D = c.head_dim, N = c.block_tokens, H = c.n_kv_heads, R = N / 16;
+  const int D = c.shape.head_dim, N = c.shape.block_tokens, R = N / 16;
   const int split = blockIdx.x;
 
   const AttnSmem L = attn_smem<V>(c, G, nw);
@@ -101,9 +101,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
   if (split < n_splits) {
     const int blk_begin = split * bps;
     const int blk_end = min(s.n_blocks, blk_begin + bps);
-    const fmt::BlockLayout BL = fmt::block_layout(H, N, c.groups, c.has_perm != 0);
-    const size_t zs_off = static_cast<size_t>(c.groups == 1 ? 0 : kvh) * N * 4;
-    const int ek = fmt::len_bits(c.bits_k), ev = fmt::len_bits(c.bits_v);
+    const fmt::Shape& SH = c.shape;
+    const int grp = SH.scale_group(kvh);
+    const int ek = fmt::len_bits(c.shape.bits_k), ev = fmt::len_bits(c.shape.bits_v);
     const unsigned long long* table = d.block_table + static_cast<size_t>(s.seq) * c.max_blocks;
     const uint32_t* KT = reinterpret_cast<const uint32_t*>(kbuf);
     const uint32_t* VT = reinterpret_cast<const uint32_t*>(vbuf);
@@ -112,41 +112,41 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       const uint8_t* blob = reinterpret_cast<const uint8_t*>(next_ptr);
       if (blk + nw < blk_end) next_ptr = table[blk + nw];  // prefetch the next pointer
       size_t koff, ksz, voff, vsz;
-      fmt::tile_extent(blob, BL, kvh, &koff, &ksz);
-      fmt::tile_extent(blob, BL, H + kvh, &voff, &vsz);
+      SH.tile_extent(blob, fmt::kK, kvh, &koff, &ksz);
+      SH.tile_extent(blob, fmt::kV, kvh, &voff, &vsz);
       // Stage this block: K tile, V tile, their zero points and scales, the perm.
-      const size_t z_at = V::kUsesK ? BL.k_zero_at : BL.v_zero_at;
-      const size_t s_at = V::kUsesK ? BL.k_scale_at : BL.v_scale_at;
+      const size_t z_at = SH.zero_at(V::kUsesK ? fmt::kK : fmt::kV, grp);
+      const size_t s_at = SH.scale_at(V::kUsesK ? fmt::kK : fmt::kV, grp);
       const uint32_t kt = V::kUsesK ? stage(kbuf, blob + koff, ksz) : 0u;
       const uint32_t vt = V::kUsesV ? stage(vbuf, blob + voff, vsz) : 0u;
-      const int32_t* zst = reinterpret_cast<const int32_t*>(wb + L.zb + stage(wb + L.zb, blob + z_at + zs_off, N * 4));
-      const float* sst = reinterpret_cast<const float*>(wb + L.sb + stage(wb + L.sb, blob + s_at + zs_off, N * 4));
-      const uint8_t* perm = blob + BL.perm_at;
-      if (V::kPositions && c.has_perm) perm = wb + L.pb + stage(wb + L.pb, perm, N);
+      const int32_t* zst = reinterpret_cast<const int32_t*>(wb + L.zb + stage(wb + L.zb, blob + z_at, N * 4));
+      const float* sst = reinterpret_cast<const float*>(wb + L.sb + stage(wb + L.sb, blob + s_at, N * 4));
+      const uint8_t* perm = blob + SH.layout.perm_at;
+      if (V::kPositions && c.shape.has_perm) perm = wb + L.pb + stage(wb + L.pb, perm, N);
       const int32_t* vzst = zst;
       const float* vsst = sst;
       if (V::kUsesK && V::kUsesV) {
-        vzst = reinterpret_cast<const int32_t*>(wb + L.vzb + stage(wb + L.vzb, blob + BL.v_zero_at + zs_off, N * 4));
-        vsst = reinterpret_cast<const float*>(wb + L.vsb + stage(wb + L.vsb, blob + BL.v_scale_at + zs_off, N * 4));
+        vzst = reinterpret_cast<const int32_t*>(wb + L.vzb + stage(wb + L.vzb, blob + SH.zero_at(fmt::kV, grp), N * 4));
+        vsst = reinterpret_cast<const float*>(wb + L.vsb + stage(wb + L.vsb, blob + SH.scale_at(fmt::kV, grp), N * 4));
       }
       __pipeline_commit();
       auto orig = [&](int slot) -> int64_t {
-        return static_cast<int64_t>(blk) * N + (c.has_perm ? perm[slot] : slot);
+        return static_cast<int64_t>(blk) * N + (c.shape.has_perm ? perm[slot] : slot);
       };
       __pipeline_wait_prior(0);
       __syncwarp();
 
       if (V::kUsesK) {
-        walk_tile(KT, kt, D, c.bits_k, ek, R, rs, pre);
+        walk_tile(KT, kt, D, c.shape.bits_k, ek, R, rs, pre);
         for (int r0 = 0; r0 < R; r0 += kRoundGroups) {
           const int r = r0 + gi;
           if (r < R) {
             float part[16 * G];
 #pragma unroll
             for (int i = 0; i < 16 * G; ++i) part[i] = 0.f;
-            const LanePos p = lane_pos(kt, rs, pre, r, lane_g, D, c.bits_k, ek);
-            if (c.bits_k <= 4) k_round<G, true>(KT, p, D, c.bits_k, ek, lane_g * (D >> 3), qS, part);
-            else k_round<G, false>(KT, p, D, c.bits_k, ek, lane_g * (D >> 3), qS, part);
+            const LanePos p = lane_pos(kt, rs, pre, r, lane_g, D, c.shape.bits_k, ek);
+            if (c.shape.bits_k <= 4) k_round<G, true>(KT, p, D, c.shape.bits_k, ek, lane_g * (D >> 3), qS, part);
+            else k_round<G, false>(KT, p, D, c.shape.bits_k, ek, lane_g * (D >> 3), qS, part);
             const int base = group_reduce<16 * G>(part);
 #pragma unroll
             for (int i = 0; i < 2 * G; ++i) {
@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       }
       if (V::kUsesV) {
         sm.template weights<V>(t, a, D, N, N, vsst, vzst, orig);
-        walk_tile(VT, vt, D, c.bits_v, ev, R, rs, pre);
+        walk_tile(VT, vt, D, c.shape.bits_v, ev, R, rs, pre);
         for (int r0 = 0; r0 < R; r0 += kRoundGroups) {
           const int r = r0 + gi;
           const bool on = r < R;
@@ -180,11 +180,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
             wr[g] = on ? Wr[g * 16 + r] : 0.f;
             wz[g] = on ? WZr[g * 16 + r] : 0.f;
           }
-          const LanePos p = lane_pos(vt, rs, pre, on ? r : r0, lane_g, D, c.bits_v, ev);
+          const LanePos p = lane_pos(vt, rs, pre, on ? r : r0, lane_g, D, c.shape.bits_v, ev);
           float* row_acc = acc + static_cast<size_t>(kVRows ? gi : 0) * arw;
           const bool lead = kVRows || gi == 0;
-          if (c.bits_v <= 4) v_round<G, true>(VT, p, D, c.bits_v, ev, lane_g, wk, wr, wz, lead, row_acc);
-          else v_round<G, false>(VT, p, D, c.bits_v, ev, lane_g, wk, wr, wz, lead, row_acc);
+          if (c.shape.bits_v <= 4) v_round<G, true>(VT, p, D, c.shape.bits_v, ev, lane_g, wk, wr, wz, lead, row_acc);
+          else v_round<G, false>(VT, p, D, c.shape.bits_v, ev, lane_g, wk, wr, wz, lead, row_acc);
         }
         __syncwarp();
       }

@@ -25,7 +25,7 @@ template <int G, typename V>
 __device__ __forceinline__ void residual_window(const KernelConfig& c, const CacheDevicePtrs& d, const AttnSeq& s,
                                                 const AttnCall& a, const Cta<G>& t, SoftmaxState<G>& sm,
                                                 int n_splits) {
-  const int D = c.head_dim, N = c.block_tokens, H = c.n_kv_heads;
+  const int D = c.shape.head_dim, N = c.shape.block_tokens, H = c.shape.n_kv_heads;
   const int lane = t.lane;
   int* rs = t.rs;
   float* acc = t.acc;
@@ -40,8 +40,8 @@ __device__ __forceinline__ void residual_window(const KernelConfig& c, const Cac
   const void* ring_v = reinterpret_cast<const void*>(d.ring_table[2 * s.seq + 1]);
   const int64_t pos0 = static_cast<int64_t>(s.n_blocks) * N;
   const int res_splits = static_cast<int>(gridDim.x) - n_splits;
-  for (int c0 = 16 * ((t.split - n_splits) * t.nw + t.warp); c0 < s.res_len; c0 += 16 * t.nw * res_splits) {
-    const int n = min(16, s.res_len - c0);
+  for (int c0 = 16 * ((t.split - n_splits) * t.nw + t.warp); c0 < s.residual_len; c0 += 16 * t.nw * res_splits) {
+    const int n = min(16, s.residual_len - c0);
     // Ring slots of the n tokens (rs is free in the residual split; a slot is below
     // ring_tokens, an int).
     if (lane < n) rs[lane] = (s.ring_start + c0 + lane) % c.ring_tokens;

@@ -14,11 +14,11 @@ int heads_per_cta(int group) {
 
 AttnPlan plan_splits(const KernelConfig& c, const AttnBatch& b, int n_q_heads, int nw) {
   AttnPlan p;
-  p.group = n_q_heads / c.n_kv_heads;
+  p.group = n_q_heads / c.shape.n_kv_heads;
   p.G = heads_per_cta(p.group);
   p.n_gchunks = (p.group + p.G - 1) / p.G;
   p.nw = nw;
-  const int ctas_per_split = b.n * c.n_kv_heads * p.n_gchunks;
+  const int ctas_per_split = b.n * c.shape.n_kv_heads * p.n_gchunks;
   // Several waves of the resident CTAs, so that the last wave is a small part of the call.
   const int target = kSplitCtasPerSm * (c.num_sms > 0 ? c.num_sms : kDefaultSms);
   int splits = (target + ctas_per_split - 1) / ctas_per_split;
@@ -32,7 +32,7 @@ AttnPlan plan_splits(const KernelConfig& c, const AttnBatch& b, int n_q_heads, i
   // Residual window: one 16-token chunk per warp where possible (a CTA that walks several
   // chunks waits one memory latency each, the critical path of short contexts).
   int max_res = 0;
-  for (int i = 0; i < b.n; ++i) max_res = b.s[i].res_len > max_res ? b.s[i].res_len : max_res;
+  for (int i = 0; i < b.n; ++i) max_res = b.s[i].residual_len > max_res ? b.s[i].residual_len : max_res;
   int res_splits = ((max_res + 15) / 16 + nw - 1) / nw;
   p.res_splits = res_splits < 1 ? 1 : (res_splits > kMaxResSplits ? kMaxResSplits : res_splits);
   return p;

@@ -1,8 +1,16 @@
-// The device tile walk of the attention kernels (PACKKV.md section 5; the layout is
-// src/tile_format.h): staging a tile into shared memory, the warp-parallel walk that
-// finds where each round starts (walk_tile), where one lane's channels of a round sit
-// (lane_pos), and the per-channel and per-code iteration over a round (for_channels,
+// The device tile walk of the attention kernels (PACKKV.md section 5; the round layout
+// is src/format/round_tile.h): staging a tile into shared memory, the warp-parallel walk
+// that finds where each round starts (walk_tile), where one lane's channels of a round
+// sit (lane_pos), and the per-channel and per-code iteration over a round (for_channels,
 // for_codes). Every kernel family decodes tiles through these. Device only.
+//
+// Relation to the round cursor (format/round_cursor.h, the reader every host decoder and
+// the decompression kernel use): a round is MINS (D*b bits, fmt::mins_bytes), LENS (D*e
+// bits, fmt::lens_bytes), then the packs, 2L bytes each; walk_tile is the cursor's
+// next_round_after() done by a warp, in 32-bit bit offsets into the staged copy. It does
+// not construct a cursor: doing so (64-bit pointers, or the header sizes in bytes) made
+// ptxas spill in the hot loops of scores with one query head (nvcc 13.0, sm_90: 64
+// registers and 12-28 bytes of spills against 72 and none).
 //
 // Work split: the 32 lanes walk the rounds of a staged tile once (round r's position
 // follows from the encode lengths of rounds < r) and record, per round, where it starts
@@ -17,7 +25,7 @@
 #include <stdint.h>
 
 #include "device_util.cuh"
-#include "tile_format.h"
+#include "format/round_tile.h"
 
 namespace packkv {
 namespace cu {
@@ -44,12 +52,11 @@ __device__ __forceinline__ uint32_t bits_at(const uint32_t* T, uint32_t bit) {
   return __funnelshift_r(w[0], w[1], bit);  // the shift is taken mod 32
 }
 
-// Round table of a tile staged at byte `tile` of T (fmt layout: per round MINS, LENS,
-// PAYLOAD). Writes rs[r] = byte offset of round r from the tile start and
-// pre[r*8 + j] = sum of the encode lengths of channels [0, j*D/8) of round r, for
-// r < R. Whole warp.
+// Round table of a tile staged at byte `tile` of T (b = bits, e = fmt::len_bits(b)).
+// Writes round_start[r] = byte offset of round r from the tile start and pre[r*8 + j] =
+// sum of the encode lengths of channels [0, j*D/8) of round r, for r < R. Whole warp.
 __device__ __forceinline__ void walk_tile(const uint32_t* T, uint32_t tile, int D, int bits, int e,
-                                          int R, int* rs, int* pre) {
+                                          int R, int* round_start, int* pre) {
   const int lane = threadIdx.x & 31;
   const int cb = (lane * D) >> 5, nf = (((lane + 1) * D) >> 5) - cb;  // nf <= 8, nf*e <= 32
   // Sum of nf e-bit fields = sum over k < e of 2^k * popc(bit k of every field).
@@ -59,7 +66,7 @@ __device__ __forceinline__ void walk_tile(const uint32_t* T, uint32_t tile, int 
   const uint32_t meta = static_cast<uint32_t>(D * bits + D * e) / 8;
   uint32_t start = 0;
   for (int r = 0; r < R; ++r) {
-    if (lane == 0) rs[r] = static_cast<int>(start);
+    if (lane == 0) round_start[r] = static_cast<int>(start);
     const uint32_t w = bits_at(T, (tile + start) * 8 + static_cast<uint32_t>(D * bits + cb * e)) & wmask;
     const uint32_t s = __popc(w & m0) + 2 * __popc(w & m1) + 4 * __popc(w & m2) + 8 * __popc(w & m3);
     const uint32_t incl = warp_incl_scan(s);
@@ -74,14 +81,14 @@ __device__ __forceinline__ void walk_tile(const uint32_t* T, uint32_t tile, int 
 struct LanePos {
   uint32_t mbit, lbit, pbit;
 };
-__device__ __forceinline__ LanePos lane_pos(uint32_t tile, const int* rs, const int* pre, int r,
-                                            int lane_g, int D, int bits, int e) {
-  const int c0 = lane_g * (D >> 3);
-  const uint32_t rbit = (tile + static_cast<uint32_t>(rs[r])) * 8;
+__device__ __forceinline__ LanePos lane_pos(uint32_t tile, const int* round_start, const int* pre, int r,
+                                            int octet_lane, int D, int bits, int e) {
+  const int c0 = octet_lane * (D >> 3);
+  const uint32_t rbit = (tile + static_cast<uint32_t>(round_start[r])) * 8;
   LanePos p;
   p.mbit = rbit + static_cast<uint32_t>(c0 * bits);
   p.lbit = rbit + static_cast<uint32_t>(D * bits + c0 * e);
-  p.pbit = rbit + static_cast<uint32_t>(D * bits + D * e) + 16u * static_cast<uint32_t>(pre[r * 8 + lane_g]);
+  p.pbit = rbit + static_cast<uint32_t>(D * bits + D * e) + 16u * static_cast<uint32_t>(pre[r * 8 + octet_lane]);
   return p;
 }
 

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/rules.h"
 #include "device_util.cuh"
 #include "kernels.h"
 
@@ -17,26 +18,24 @@ namespace cu {
 
 constexpr int kThreads = 256;  // threads per CTA of the stats, tiles and residual kernels
 
-__host__ __device__ inline size_t align16(size_t x) { return (x + 15) & ~static_cast<size_t>(15); }
-
 // Byte layout of the per-block scratch area.
 struct ScratchLayout {
   size_t kz, ks, vz, vs, med, perm, sizes, tiles, tile_stride, total;
 };
 __host__ __device__ inline ScratchLayout scratch_layout(const KernelConfig& c) {
   ScratchLayout l;
-  const size_t gn = static_cast<size_t>(c.groups) * c.block_tokens * 4;
+  const size_t gn = static_cast<size_t>(c.shape.scale_groups) * c.shape.block_tokens * 4;
   size_t at = 0;
   l.kz = at; at += gn;
   l.ks = at; at += gn;
   l.vz = at; at += gn;
   l.vs = at; at += gn;
-  l.med = at; at += static_cast<size_t>(c.block_tokens) * 4;
-  l.perm = at; at = align16(at + c.block_tokens);
-  l.sizes = at; at = align16(at + static_cast<size_t>(2 * c.n_kv_heads) * 4);
+  l.med = at; at += static_cast<size_t>(c.shape.block_tokens) * 4;
+  l.perm = at; at = align16(at + c.shape.block_tokens);
+  l.sizes = at; at = align16(at + static_cast<size_t>(2 * c.shape.n_kv_heads) * 4);
   l.tiles = at;
   l.tile_stride = align16(c.max_tile + 16);
-  at += l.tile_stride * 2 * c.n_kv_heads;
+  at += l.tile_stride * 2 * c.shape.n_kv_heads;
   l.total = align16(at);
   return l;
 }
@@ -64,10 +63,10 @@ struct RowRef {
 __device__ inline RowRef source_row(const KernelConfig& c, const CacheDevicePtrs& d, const FlushSeq& s,
                                     int b, int t, const void* k_new, const void* v_new, int in_dtype) {
   RowRef r;
-  const int64_t idx = s.win_base + static_cast<int64_t>(b) * c.block_tokens + t;
-  const size_t row_elems = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+  const int64_t idx = s.win_base + static_cast<int64_t>(b) * c.shape.block_tokens + t;
+  const size_t row_elems = static_cast<size_t>(c.shape.n_kv_heads) * c.shape.head_dim;
   r.pos = s.pos_base + idx;
-  if (idx < s.res_len) {
+  if (idx < s.residual_len) {
     const int slot = static_cast<int>((s.ring_start + idx) % c.ring_tokens);
     r.k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);
     r.v = reinterpret_cast<const void*>(d.ring_table[2 * s.seq + 1]);
@@ -77,7 +76,7 @@ __device__ inline RowRef source_row(const KernelConfig& c, const CacheDevicePtrs
   } else {
     r.k = k_new;
     r.v = v_new;
-    r.off = static_cast<size_t>(s.in_row + (idx - s.res_len)) * row_elems;
+    r.off = static_cast<size_t>(s.in_row + (idx - s.residual_len)) * row_elems;
     r.dtype = in_dtype;
     r.from_input = true;
   }

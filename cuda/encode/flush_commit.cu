@@ -3,7 +3,7 @@
 
 #include "cuda_check.h"
 #include "encode/encode_common.cuh"
-#include "tile_format.h"
+#include "format/shape.h"
 
 namespace packkv {
 namespace cu {
@@ -23,8 +23,8 @@ __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
   const int blk = fb - s.block_start;
   const ScratchLayout SL = scratch_layout(c);
   const uint8_t* sc = scratch + static_cast<size_t>(fb) * SL.total;
-  const int H = c.n_kv_heads, N = c.block_tokens, G = c.groups;
-  const fmt::BlockLayout BL = fmt::block_layout(H, N, G, c.has_perm != 0);
+  const int H = c.shape.n_kv_heads, N = c.shape.block_tokens, G = c.shape.scale_groups;
+  const fmt::BlockLayout& BL = c.shape.layout;
   const uint32_t* sizes = reinterpret_cast<const uint32_t*>(sc + SL.sizes);
   const bool small = 2 * H <= 512;
   if (threadIdx.x == 0) {
@@ -41,16 +41,19 @@ __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
     blob_s = blob;
     d.block_table[static_cast<size_t>(s.seq) * c.max_blocks + s.first_block + blk] =
         reinterpret_cast<unsigned long long>(blob);
-    long long* st = d.seq_stats + static_cast<size_t>(s.seq) * 6;
-    atomicAdd(reinterpret_cast<unsigned long long*>(st + 0), static_cast<unsigned long long>(ktiles));
-    atomicAdd(reinterpret_cast<unsigned long long*>(st + 1), static_cast<unsigned long long>(run - ktiles));
-    const unsigned long long meta = static_cast<unsigned long long>(2) * G * N * 4;
-    atomicAdd(reinterpret_cast<unsigned long long*>(st + 2), meta);
-    atomicAdd(reinterpret_cast<unsigned long long*>(st + 3), meta);
-    const unsigned long long perm_b = c.has_perm ? static_cast<unsigned long long>(N) : 0ull;
-    atomicAdd(reinterpret_cast<unsigned long long*>(st + 4),
-              static_cast<unsigned long long>(BL.k_zero_at) - perm_b);
-    atomicAdd(reinterpret_cast<unsigned long long*>(st + 5), perm_b);
+    // The blob's byte split (fmt::BlobSizes, as Shape::sizes reads it back), added to the
+    // sequence's counters.
+    fmt::BlobSizes* st = d.seq_stats + s.seq;
+    auto add = [](long long* field, unsigned long long v) {
+      atomicAdd(reinterpret_cast<unsigned long long*>(field), v);
+    };
+    const unsigned long long perm_b = c.shape.has_perm ? static_cast<unsigned long long>(N) : 0ull;
+    add(&st->k_tiles, ktiles);
+    add(&st->v_tiles, run - ktiles);
+    add(&st->k_scale, BL.v_zero_at - BL.k_zero_at);
+    add(&st->v_scale, BL.tiles_at - BL.v_zero_at);
+    add(&st->header, BL.k_zero_at - perm_b);
+    add(&st->perm, perm_b);
   }
   __syncthreads();
   uint8_t* blob = blob_s;
@@ -63,12 +66,12 @@ __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
   }
   // perm and padding up to the zero points.
   for (size_t i = BL.perm_at + threadIdx.x; i < BL.k_zero_at; i += blockDim.x)
-    blob[i] = (c.has_perm && i < BL.perm_at + N) ? sc[SL.perm + (i - BL.perm_at)] : 0;
+    blob[i] = (c.shape.has_perm && i < BL.perm_at + N) ? sc[SL.perm + (i - BL.perm_at)] : 0;
   // Zero points and scales in stored token order.
   const uint8_t* perm = sc + SL.perm;
   for (int i = threadIdx.x; i < G * N; i += blockDim.x) {
     const int g = i / N, j = i - g * N;
-    const int t = c.has_perm ? perm[j] : j;
+    const int t = c.shape.has_perm ? perm[j] : j;
     const int src = g * N + t;
     reinterpret_cast<int32_t*>(blob + BL.k_zero_at)[i] = reinterpret_cast<const int32_t*>(sc + SL.kz)[src];
     reinterpret_cast<float*>(blob + BL.k_scale_at)[i] = reinterpret_cast<const float*>(sc + SL.ks)[src];

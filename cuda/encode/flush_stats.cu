@@ -3,7 +3,7 @@
 
 #include "cuda_check.h"
 #include "encode/encode_common.cuh"
-#include "tile_format.h"
+#include "format/shape.h"
 
 namespace packkv {
 namespace cu {
@@ -44,13 +44,13 @@ __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
   const ScratchLayout L = scratch_layout(c);
   uint8_t* sc = scratch + static_cast<size_t>(fb) * L.total;
   const RowRef r = source_row(c, d, s, blk, t, k_new, v_new, in_dtype);
-  const int hd = c.n_kv_heads * c.head_dim;
-  const int gsize = hd / c.groups;
+  const int hd = c.shape.n_kv_heads * c.shape.head_dim;
+  const int gsize = hd / c.shape.scale_groups;
   if (threadIdx.x == 0) bad_s = 0;
   for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
   __syncthreads();
   bool bad = false;
-  for (int g = 0; g < c.groups; ++g) {
+  for (int g = 0; g < c.shape.scale_groups; ++g) {
     float kmn = INFINITY, kmx = -INFINITY, vmn = INFINITY, vmx = -INFINITY;
 #pragma unroll 4
     for (int i = g * gsize + threadIdx.x; i < (g + 1) * gsize; i += blockDim.x) {
@@ -67,14 +67,14 @@ __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
     const fmt::Affine ka = fmt::group_affine(kmn, kmx, c.rel_k);
     const fmt::Affine va = fmt::group_affine(vmn, vmx, c.rel_v);
     if (threadIdx.x == 0) {
-      const int at = g * c.block_tokens + t;
+      const int at = g * c.shape.block_tokens + t;
       reinterpret_cast<int32_t*>(sc + L.kz)[at] = ka.zero;
       reinterpret_cast<float*>(sc + L.ks)[at] = ka.scale;
       reinterpret_cast<int32_t*>(sc + L.vz)[at] = va.zero;
       reinterpret_cast<float*>(sc + L.vs)[at] = va.scale;
     }
     if (c.median) {  // histogram of the token's V codes (all groups)
-      const uint32_t qmax = (1u << c.bits_v) - 1u;
+      const uint32_t qmax = (1u << c.shape.bits_v) - 1u;
       // Warp-aggregated: one shared atomic per distinct code per warp (V codes take few
       // values, so plain per-lane atomics serialize on a handful of addresses).
       const int i_end = (g + 1) * gsize;
@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
       // Lower median of the token's V codes over all heads and dims: sorted[(n-1)/2].
       const uint32_t k = static_cast<uint32_t>(hd - 1) / 2;
       uint32_t cum = 0, med = 0;
-      for (int v = 0; v < (1 << c.bits_v); ++v) {
+      for (int v = 0; v < (1 << c.shape.bits_v); ++v) {
         cum += hist[v];
         if (cum > k) { med = static_cast<uint32_t>(v); break; }
       }
@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
 
 void launch_flush_stats(const KernelConfig& c, const FlushBatch& b, const CacheDevicePtrs& d, const void* k_new,
                         const void* v_new, int in_dtype, uint8_t* scratch, cudaStream_t stream) {
-  dim3 grid(c.block_tokens, b.total_blocks);
+  dim3 grid(c.shape.block_tokens, b.total_blocks);
   flush_stats_kernel<<<grid, kThreads, 0, stream>>>(c, b, d, k_new, v_new, in_dtype, scratch);
   check_launch("flush_stats_kernel");
 }

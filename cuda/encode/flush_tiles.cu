@@ -3,7 +3,7 @@
 
 #include "cuda_check.h"
 #include "encode/encode_common.cuh"
-#include "tile_format.h"
+#include "format/shape.h"
 
 namespace packkv {
 namespace cu {
@@ -42,9 +42,9 @@ __device__ uint32_t block_exclusive_scan(uint32_t* vals, int n, uint32_t* tmp /*
 
 // Stable descending order of the medians: perm[rank] = token (ties keep token order).
 __device__ void compute_perm(const KernelConfig& c, const uint32_t* med, int* perm) {
-  const int n = c.block_tokens;
+  const int n = c.shape.block_tokens;
   for (int t = threadIdx.x; t < n; t += blockDim.x) {
-    if (!c.has_perm) { perm[t] = t; continue; }
+    if (!c.shape.has_perm) { perm[t] = t; continue; }
     const uint32_t m = med[t];
     int rank = 0;
     for (int j = 0; j < n; ++j) {
@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
     KernelConfig c, FlushBatch b, CacheDevicePtrs d, const void* k_new, const void* v_new, int in_dtype,
     uint8_t* scratch) {
   extern __shared__ __align__(16) uint8_t smem[];
-  const int N = c.block_tokens, D = c.head_dim, H = c.n_kv_heads;
+  const int N = c.shape.block_tokens, D = c.shape.head_dim, H = c.shape.n_kv_heads;
   const int P = (N / 16) * D;  // packs per tile
   int* perm = reinterpret_cast<int*>(smem);                       // [N]
   uint32_t* pre = reinterpret_cast<uint32_t*>(smem + 4 * N);      // [P]
@@ -81,10 +81,10 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
   uint8_t* sc = scratch + static_cast<size_t>(fb) * SL.total;
   const bool is_v = tile >= H;
   const int h = is_v ? tile - H : tile;
-  const int bits = is_v ? c.bits_v : c.bits_k;
+  const int bits = is_v ? c.shape.bits_v : c.shape.bits_k;
   const int e = fmt::len_bits(bits);
   const uint32_t qmax = (1u << bits) - 1u;
-  const int grp = c.groups == 1 ? 0 : h;
+  const int grp = c.shape.scale_groups == 1 ? 0 : h;
   const int32_t* zs = reinterpret_cast<const int32_t*>(sc + (is_v ? SL.vz : SL.kz)) + grp * N;
   const float* ss = reinterpret_cast<const float*>(sc + (is_v ? SL.vs : SL.ks)) + grp * N;
 
@@ -102,7 +102,7 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
   for (int j = threadIdx.x; j < N; j += blockDim.x) {
     const int t = perm[j];
     const RowRef r = source_row(c, d, s, blk, t, k_new, v_new, in_dtype);
-    const size_t esz = r.dtype == PACKKV_DTYPE_F32 ? 4 : 2;
+    const size_t esz = elem_bytes(r.dtype);
     row_ptr[j] = static_cast<const uint8_t*>(is_v ? r.v : r.k) + (r.off + static_cast<size_t>(h) * D) * esz;
     row_dtype[j] = r.from_input ? r.dtype : -1 - r.dtype;  // negative: already kv_dtype
     row_scale[j] = ss[t];
@@ -201,9 +201,9 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
 }  // namespace
 
 size_t flush_smem_bytes(const KernelConfig& c) {
-  const size_t P = static_cast<size_t>(c.block_tokens / 16) * c.head_dim;
-  return 4 * static_cast<size_t>(c.block_tokens) + 4 * P + 128 + 2 * P +
-         static_cast<size_t>(c.block_tokens) * c.head_dim;
+  const size_t P = static_cast<size_t>(c.shape.block_tokens / 16) * c.shape.head_dim;
+  return 4 * static_cast<size_t>(c.shape.block_tokens) + 4 * P + 128 + 2 * P +
+         static_cast<size_t>(c.shape.block_tokens) * c.shape.head_dim;
 }
 
 void launch_flush_tiles(const KernelConfig& c, const FlushBatch& b, const CacheDevicePtrs& d, const void* k_new,
@@ -213,7 +213,7 @@ void launch_flush_tiles(const KernelConfig& c, const FlushBatch& b, const CacheD
     check(cudaFuncSetAttribute(flush_tiles_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                static_cast<int>(smem)),
           "cudaFuncSetAttribute(flush_tiles_kernel)");
-  dim3 grid(2 * c.n_kv_heads, b.total_blocks);
+  dim3 grid(2 * c.shape.n_kv_heads, b.total_blocks);
   flush_tiles_kernel<<<grid, kThreads, smem, stream>>>(c, b, d, k_new, v_new, in_dtype, scratch);
   check_launch("flush_tiles_kernel");
 }

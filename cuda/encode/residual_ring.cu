@@ -23,9 +23,9 @@ __global__ void __launch_bounds__(kThreads) residual_write_kernel(
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int i = blockIdx.x * (kThreads / 32) + warp;
   if (i >= s.n_new) return;
-  const int64_t idx = static_cast<int64_t>(s.res_len) + i;
+  const int64_t idx = static_cast<int64_t>(s.residual_len) + i;
   if (idx < s.flushed) return;  // encoded straight from the input (and checked there)
-  const size_t row = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+  const size_t row = static_cast<size_t>(c.shape.n_kv_heads) * c.shape.head_dim;
   const size_t src = static_cast<size_t>(s.in_row + i) * row;
   const int slot = static_cast<int>((s.ring_start + idx) % c.ring_tokens);
   const size_t dst = static_cast<size_t>(slot) * row;

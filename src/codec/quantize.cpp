@@ -1,4 +1,4 @@
-#include "quantize.h"
+#include "codec/quantize.h"
 
 #include <algorithm>
 #include <cmath>
@@ -69,13 +69,13 @@ void quantize_fast(const float* x, int n, float s, float z, float qmax, uint8_t*
 
 }  // namespace
 
-void quantize_tokens(const float* x, int n_tokens, int n_heads, int head_dim, int groups,
+void quantize_tokens(const float* x, int n_tokens, int n_heads, int head_dim, int scale_groups,
                      float rel_scale, int bits, uint8_t* codes, fmt::Affine* affine) {
   const int row = n_heads * head_dim;
-  const int group_len = row / groups;  // values per scale group
+  const int group_len = row / scale_groups;  // values per scale group
   const uint32_t qmax = (1u << bits) - 1u;
   for (int t = 0; t < n_tokens; ++t) {
-    for (int g = 0; g < groups; ++g) {
+    for (int g = 0; g < scale_groups; ++g) {
       const float* xs = x + (size_t)t * row + (size_t)g * group_len;
       uint8_t* qs = codes + (size_t)t * row + (size_t)g * group_len;
       float lo, hi;

@@ -3,7 +3,7 @@
 #ifndef PACKKV_INTERNAL_ACCESS_H
 #define PACKKV_INTERNAL_ACCESS_H
 
-#include "cache_impl.h"
+#include "api/cache_impl.h"
 #include "packkv/packkv.h"
 
 namespace packkv {

@@ -8,9 +8,11 @@
 // validate_blob(); a blob it accepts can be given to every decoder without any read
 // outside [blob, blob + size) and decodes to finite values only.
 //
-// The validator is written against tile_format.h alone (layout, field readers,
-// dequantization), independently of the decoders' code, so that a decoder bug cannot
-// hide a validator bug and vice versa.
+// The validator walks tiles with the same round cursor as the decoders
+// (format/round_cursor.h: where MINS, LENS and each pack sit), but checks every length
+// and offset against the tile size before it reads, and decodes codes with the
+// round_tile.h primitives and dequantizes with format/affine.h; it does not share the
+// decoders' fast paths, so a bug in those cannot hide a validator bug.
 #ifndef PACKKV_BLOB_CHECK_H
 #define PACKKV_BLOB_CHECK_H
 
@@ -19,7 +21,7 @@
 
 #include <string>
 
-#include "config.h"
+#include "format/shape.h"
 
 namespace packkv {
 
@@ -29,9 +31,9 @@ struct BlobCheck {
   std::string error;  // first problem found, naming the field and offset; empty when ok
 };
 
-// Checks that the `size` bytes at `blob` are exactly one well-formed block blob for
-// configuration `c` (layout in tile_format.h):
-//   - c itself describes a representable format (head_dim, block_tokens, bits, heads);
+// Checks that the `size` bytes at `blob` are exactly one well-formed block blob of
+// shape `shape` (layout in format/shape.h and format/round_tile.h):
+//   - the shape itself describes a representable format (head_dim, block_tokens, bits, heads);
 //   - blob is 4-byte aligned (the decoders read the uint32 tile_end header in place);
 //   - size covers the fixed part (tile_end header, perm, zero points, scales) and
 //     equals tiles_at + tile_end[2H-1]; tile_end is non-decreasing;
@@ -43,7 +45,7 @@ struct BlobCheck {
 //     every decoded code min + offset fits in b bits.
 // Never reads outside [blob, blob + size). O(size) time; allocates two small arrays
 // of per-token code extremes and the error message.
-BlobCheck validate_blob(const Config& c, const uint8_t* blob, size_t size);
+BlobCheck validate_blob(const fmt::Shape& shape, const uint8_t* blob, size_t size);
 
 }  // namespace packkv
 

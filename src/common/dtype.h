@@ -24,6 +24,10 @@ void from_float(const float* src, size_t n, packkv_dtype_t dtype, void* dst);
 
 const char* dtype_name(packkv_dtype_t dtype);
 
+// Bytes of one element of a dtype (common/rules.h: elem_bytes); throws Error for
+// unknown dtypes.
+size_t dtype_size(packkv_dtype_t dtype);
+
 }  // namespace packkv
 
 #endif  // PACKKV_DTYPE_H

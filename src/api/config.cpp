@@ -1,13 +1,18 @@
-#include "config.h"
+#include "api/config.h"
 
 #include <cmath>
 #include <cstring>
 #include <string>
 
-#include "error.h"
-#include "tile_format.h"
+#include "common/error.h"
+#include "format/shape.h"
+#define PACKKV_EXPERIMENTAL_API
+#include "packkv/packkv_experimental.h"
 
 namespace packkv {
+
+static_assert((int)fmt::FormatId::kRoundMajor == PACKKV_FORMAT_ROUND_MAJOR,
+              "packkv_experimental.h names the formats of format/shape.h");
 
 int bits_for_rel_scale(float r) {
   require(std::isfinite(r) && r > 0.0f && r <= 1.0f,
@@ -48,8 +53,6 @@ Config Config::from_params(const packkv_cache_params_t* p) {
   }
   Config c;
   c.device = p->device;
-  c.n_kv_heads = p->n_kv_heads;
-  c.head_dim = p->head_dim;
   c.max_seqs = p->max_seqs;
   c.kv_dtype = p->kv_dtype;
   c.max_tokens_per_seq = p->max_tokens_per_seq;
@@ -57,13 +60,13 @@ Config Config::from_params(const packkv_cache_params_t* p) {
   c.rel_scale_v = p->rel_scale_v;
   c.repack = p->repack;
   c.granularity = p->scale_granularity;
-  c.block_tokens = p->block_tokens;
   c.residual_tokens = p->residual_tokens;
 
   check_range(c.device >= -1, "device", ">= -1", c.device);
-  check_range(c.n_kv_heads >= 1 && c.n_kv_heads <= 4096, "n_kv_heads", "in [1, 4096]", c.n_kv_heads);
-  check_range(c.head_dim >= fmt::kMinHeadDim && c.head_dim <= fmt::kMaxHeadDim && c.head_dim % 16 == 0,
-              "head_dim", "a multiple of 16 in [32, 256]", c.head_dim);
+  check_range(p->n_kv_heads >= 1 && p->n_kv_heads <= fmt::kMaxKvHeads, "n_kv_heads", "in [1, 4096]",
+              p->n_kv_heads);
+  check_range(p->head_dim >= fmt::kMinHeadDim && p->head_dim <= fmt::kMaxHeadDim && p->head_dim % 16 == 0,
+              "head_dim", "a multiple of 16 in [32, 256]", p->head_dim);
   check_range(c.max_seqs >= 1 && c.max_seqs <= (1 << 20), "max_seqs", "in [1, 2^20]", c.max_seqs);
   check_range(c.kv_dtype >= PACKKV_DTYPE_F16 && c.kv_dtype <= PACKKV_DTYPE_F32, "kv_dtype",
               "PACKKV_DTYPE_F16, _BF16 or _F32", c.kv_dtype);
@@ -73,12 +76,13 @@ Config Config::from_params(const packkv_cache_params_t* p) {
               "PACKKV_REPACK_NONE, _MEDIAN or _GREEDY", c.repack);
   check_range(c.granularity == PACKKV_SCALE_PER_TOKEN || c.granularity == PACKKV_SCALE_PER_TOKEN_HEAD,
               "scale_granularity", "PACKKV_SCALE_PER_TOKEN or _PER_TOKEN_HEAD", c.granularity);
-  check_range(c.block_tokens >= 16 && c.block_tokens <= fmt::kMaxBlockTokens && c.block_tokens % 16 == 0,
-              "block_tokens", "a multiple of 16 in [16, 256]", c.block_tokens);
+  check_range(p->block_tokens >= 16 && p->block_tokens <= fmt::kMaxBlockTokens && p->block_tokens % 16 == 0,
+              "block_tokens", "a multiple of 16 in [16, 256]", p->block_tokens);
   check_range(c.residual_tokens >= 0 && c.residual_tokens <= (1 << 20), "residual_tokens",
               "in [0, 2^20]", c.residual_tokens);
   check_range(p->bits_k >= 0 && p->bits_k <= fmt::kMaxBits, "bits_k", "0 (derive) or 1..8", p->bits_k);
   check_range(p->bits_v >= 0 && p->bits_v <= fmt::kMaxBits, "bits_v", "0 (derive) or 1..8", p->bits_v);
+  int bits[2];
   for (int kv = 0; kv < 2; ++kv) {
     float r = kv == 0 ? c.rel_scale_k : c.rel_scale_v;
     int given = kv == 0 ? p->bits_k : p->bits_v;
@@ -86,9 +90,11 @@ Config Config::from_params(const packkv_cache_params_t* p) {
     if (!(std::isfinite(r) && r >= 1.0f / 254.0f && r <= 1.0f))
       fail(PACKKV_ERR_INVALID_ARGUMENT, std::string("packkv_cache_create: params.") + name +
                                             " must be in [1/254, 1], got " + std::to_string(r));
-    int bits = given != 0 ? given : bits_for_rel_scale(r);
-    (kv == 0 ? c.bits_k : c.bits_v) = bits;
+    bits[kv] = given != 0 ? given : bits_for_rel_scale(r);
   }
+  const int scale_groups = c.granularity == PACKKV_SCALE_PER_TOKEN ? 1 : p->n_kv_heads;
+  c.shape = fmt::make_shape(p->n_kv_heads, p->head_dim, p->block_tokens, scale_groups, bits[0], bits[1],
+                            c.repack != PACKKV_REPACK_NONE);
   return c;
 }
 
@@ -97,18 +103,18 @@ void Config::to_params(packkv_cache_params_t* p) const {
   std::memset(&full, 0, sizeof full);
   full.struct_size = p->struct_size;
   full.device = device;
-  full.n_kv_heads = n_kv_heads;
-  full.head_dim = head_dim;
+  full.n_kv_heads = shape.n_kv_heads;
+  full.head_dim = shape.head_dim;
   full.max_seqs = max_seqs;
   full.kv_dtype = kv_dtype;
   full.max_tokens_per_seq = max_tokens_per_seq;
   full.rel_scale_k = rel_scale_k;
   full.rel_scale_v = rel_scale_v;
-  full.bits_k = bits_k;
-  full.bits_v = bits_v;
+  full.bits_k = shape.bits_k;
+  full.bits_v = shape.bits_v;
   full.repack = repack;
   full.scale_granularity = granularity;
-  full.block_tokens = block_tokens;
+  full.block_tokens = shape.block_tokens;
   full.residual_tokens = residual_tokens;
   size_t n = p->struct_size < sizeof full ? p->struct_size : sizeof full;
   std::memcpy(p, &full, n);

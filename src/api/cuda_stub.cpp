@@ -1,7 +1,7 @@
 // The CUDA backend entry points of a build without CUDA: creating a cache on a GPU
 // fails with PACKKV_ERR_NOT_SUPPORTED and no device is reported.
-#include "cache_impl.h"
-#include "error.h"
+#include "api/cache_impl.h"
+#include "common/error.h"
 
 namespace packkv {
 
@@ -12,7 +12,5 @@ std::unique_ptr<CacheImpl> make_cuda_cache(const Config&) {
 }
 
 bool cuda_device_present() { return false; }
-
-const char* cuda_build_info() { return "no cuda"; }
 
 }  // namespace packkv

@@ -1,4 +1,4 @@
-#include "bitpack.h"
+#include "codec/bitpack.h"
 
 #include <algorithm>
 #include <cstring>
@@ -7,7 +7,8 @@
 #include <emmintrin.h>
 #endif
 
-#include "tile_format.h"
+#include "format/round_cursor.h"
+#include "format/shape.h"
 
 namespace packkv {
 
@@ -75,8 +76,6 @@ inline void write_pack_fast(uint8_t* out, const uint8_t* d, int L) {
 
 void encode_tile(const uint8_t* codes, size_t token_stride, int n_tokens, int head_dim, int bits,
                  std::vector<uint8_t>* out) {
-  const int e = fmt::len_bits(bits);
-  const size_t mb = fmt::mins_bytes(head_dim, bits), lb = fmt::lens_bytes(head_dim, bits);
   uint8_t mn[fmt::kMaxHeadDim], mx[fmt::kMaxHeadDim], len[fmt::kMaxHeadDim];
   uint8_t offs[fmt::kMaxHeadDim * fmt::kPackTokens];  // one round: [channel][token] offsets
   for (int r = 0; r < n_tokens / fmt::kPackTokens; ++r) {
@@ -98,43 +97,39 @@ void encode_tile(const uint8_t* codes, size_t token_stride, int n_tokens, int he
       payload += 2 * (size_t)len[c];
     }
     const size_t head = out->size();
-    out->resize(head + mb + lb + payload + 8, 0);  // 8 bytes of slack for write_pack_fast
-    uint8_t* p = out->data() + head;
+    // The round's bytes, written through a cursor at its start (8 bytes of slack for
+    // write_pack_fast, dropped below).
+    const size_t round_bytes = fmt::RoundWriter(nullptr, head_dim, bits).header_bytes() + payload;
+    out->resize(head + round_bytes + 8, 0);
+    fmt::RoundWriter w(out->data() + head, head_dim, bits);
     for (int c = 0; c < head_dim; ++c) {
-      fmt::write_field(p, (size_t)c, bits, mn[c]);
-      fmt::write_field(p + mb, (size_t)c, e, len[c]);
+      w.set_channel_min(c, mn[c]);
+      w.set_channel_length(c, len[c]);
     }
-    uint8_t* w = p + mb + lb;
     for (int c = 0; c < head_dim; ++c) {
       const int L = len[c];
       if (L == 0) continue;
-      write_pack_fast(w, offs + c * fmt::kPackTokens, L);
-      w += 2 * L;
+      write_pack_fast(w.pack(), offs + c * fmt::kPackTokens, L);
+      w.skip_pack(L);
     }
-    out->resize(head + mb + lb + payload);
+    out->resize(head + round_bytes);
   }
 }
 
 size_t decode_tile(const uint8_t* tile, int n_tokens, int head_dim, int bits, uint8_t* codes,
                    size_t token_stride) {
-  const int e = fmt::len_bits(bits);
-  const size_t mb = fmt::mins_bytes(head_dim, bits), lb = fmt::lens_bytes(head_dim, bits);
-  const uint8_t* p = tile;
-  for (int r = 0; r < n_tokens / fmt::kPackTokens; ++r) {
+  fmt::RoundCursor cur(tile, head_dim, bits);
+  for (int r = 0; r < n_tokens / fmt::kPackTokens; ++r, cur.next_round()) {
     uint8_t* rc = codes + (size_t)r * fmt::kPackTokens * token_stride;
-    const uint8_t* payload = p + mb + lb;
     for (int c = 0; c < head_dim; ++c) {
-      const uint32_t m = fmt::read_field(p, (size_t)c, bits);
-      const int L = (int)fmt::read_field(p + mb, (size_t)c, e);
+      const fmt::Pack p = cur.next_pack(c);
       uint64_t lo, hi;
-      fmt::read_pack_halves(payload, L, &lo, &hi);
+      fmt::read_pack_halves(p.bytes, p.length, &lo, &hi);
       for (int i = 0; i < fmt::kPackTokens; ++i)
-        rc[(size_t)i * token_stride + c] = (uint8_t)(m + fmt::pack_offset(lo, hi, L, i));
-      payload += 2 * L;
+        rc[(size_t)i * token_stride + c] = (uint8_t)(p.min + fmt::pack_offset(lo, hi, p.length, i));
     }
-    p = payload;
   }
-  return (size_t)(p - tile);
+  return cur.round_offset();
 }
 
 }  // namespace packkv

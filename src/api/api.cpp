@@ -7,10 +7,10 @@
 #include <string>
 #include <unordered_set>
 
-#include "cache_impl.h"
-#include "config.h"
-#include "error.h"
-#include "internal_access.h"
+#include "api/cache_impl.h"
+#include "api/config.h"
+#include "common/error.h"
+#include "api/internal_access.h"
 #include "packkv/packkv.h"
 
 struct packkv_cache {
@@ -89,7 +89,7 @@ bool valid_dtype(packkv_dtype_t d) { return d >= PACKKV_DTYPE_F16 && d <= PACKKV
 int64_t check_attn(const packkv_cache_t* cache, const packkv::AttnArgs& a, bool needs_q, const char* fn) {
   require_cache(cache, fn);
   require_seq_list(cache, a.n_seqs, a.seq_ids, fn);
-  const int hkv = cache->impl->config().n_kv_heads;
+  const int hkv = cache->impl->config().shape.n_kv_heads;
   require(a.n_q_heads >= 1 && a.n_q_heads % hkv == 0,
           std::string(fn) + ": n_q_heads must be a positive multiple of n_kv_heads = " +
               std::to_string(hkv) + ", got " + std::to_string(a.n_q_heads));
@@ -173,8 +173,8 @@ packkv_status_t packkv_cache_params_init(packkv_cache_params_t* params, size_t s
                      std::to_string(PACKKV_CACHE_PARAMS_SIZE_V1) + ")");
   require(struct_size <= UINT32_MAX, "packkv_cache_params_init: struct_size is too large");
   packkv::Config defaults;
-  defaults.bits_k = 0;  // "derive" in params form
-  defaults.bits_v = 0;
+  defaults.shape.bits_k = 0;  // "derive" in params form
+  defaults.shape.bits_v = 0;
   params->struct_size = (uint32_t)struct_size;
   defaults.to_params(params);
   PACKKV_API_END("packkv_cache_params_init")
@@ -342,7 +342,7 @@ packkv_status_t packkv_attn_workspace_size(const packkv_cache_t* cache, int32_t 
   require(bytes != nullptr, "packkv_attn_workspace_size: bytes is NULL");
   require(n_seqs >= 1 && n_seqs <= cache->impl->config().max_seqs,
           "packkv_attn_workspace_size: n_seqs must be in [1, max_seqs], got " + std::to_string(n_seqs));
-  const int hkv = cache->impl->config().n_kv_heads;
+  const int hkv = cache->impl->config().shape.n_kv_heads;
   require(n_q_heads >= 1 && n_q_heads % hkv == 0,
           "packkv_attn_workspace_size: n_q_heads must be a positive multiple of n_kv_heads = " +
               std::to_string(hkv) + ", got " + std::to_string(n_q_heads));

@@ -12,7 +12,7 @@
 #include <memory>
 #include <vector>
 
-#include "config.h"
+#include "api/config.h"
 #include "packkv/packkv.h"
 
 namespace packkv {
@@ -64,10 +64,10 @@ class CacheImpl {
 std::unique_ptr<CacheImpl> make_cpu_cache(const Config& config);
 
 // CUDA backend (cuda/). In a build without CUDA these throw PACKKV_ERR_NOT_SUPPORTED /
-// report no device.
+// report no device. (The CUDA part of packkv_build_info is a compile-time string set by
+// CMakeLists.txt: PACKKV_BUILD_INFO_CUDA.)
 std::unique_ptr<CacheImpl> make_cuda_cache(const Config& config);
 bool cuda_device_present();
-const char* cuda_build_info();
 
 }  // namespace packkv
 

@@ -1,10 +1,12 @@
-#include "blob_check.h"
+#include "format/blob_check.h"
 
 #include <cmath>
 #include <cstring>
 #include <vector>
 
-#include "tile_format.h"
+#include "format/affine.h"
+#include "format/round_cursor.h"
+#include "format/shape.h"
 
 namespace packkv {
 
@@ -33,19 +35,16 @@ struct CodeRange {
 // Checks one tile of `size` bytes (K or V of one head); empty string when well-formed.
 // Widens range[slot] by the codes of each stored token slot.
 std::string check_tile(const uint8_t* tile, size_t size, int n_tokens, int head_dim, int bits, CodeRange* range) {
-  const int e = fmt::len_bits(bits);
-  const size_t mb = fmt::mins_bytes(head_dim, bits), lb = fmt::lens_bytes(head_dim, bits);
   const uint32_t qmax = (1u << bits) - 1u;
-  size_t at = 0;
-  for (int r = 0; r < n_tokens / fmt::kPackTokens; ++r) {
-    if (size - at < mb + lb)
-      return "round " + std::to_string(r) + ": MINS/LENS need " + std::to_string(mb + lb) +
+  fmt::RoundCursor cur(tile, head_dim, bits);
+  for (int r = 0; r < n_tokens / fmt::kPackTokens; ++r, cur.next_round()) {
+    const size_t at = cur.round_offset();
+    if (size - at < cur.header_bytes())
+      return "round " + std::to_string(r) + ": MINS/LENS need " + std::to_string(cur.header_bytes()) +
              " bytes at tile offset " + std::to_string(at) + ", tile has " + std::to_string(size);
-    const uint8_t* mins = tile + at;
-    const uint8_t* lens = mins + mb;
-    size_t payload = at + mb + lb;
     for (int ch = 0; ch < head_dim; ++ch) {
-      const uint32_t L = fmt::read_field(lens, (size_t)ch, e);
+      const uint32_t L = (uint32_t)cur.channel_length(ch);
+      const size_t payload = cur.pack_offset();
       if (L > (uint32_t)bits)
         return "round " + std::to_string(r) + ", channel " + std::to_string(ch) + ": encode length " +
                std::to_string(L) + " exceeds the code width " + std::to_string(bits);
@@ -53,11 +52,11 @@ std::string check_tile(const uint8_t* tile, size_t size, int n_tokens, int head_
         return "round " + std::to_string(r) + ", channel " + std::to_string(ch) + ": pack of " +
                std::to_string(2 * L) + " bytes at tile offset " + std::to_string(payload) +
                " runs past the tile end " + std::to_string(size);
-      const uint32_t mn = fmt::read_field(mins, (size_t)ch, bits);
+      const fmt::Pack pk = cur.next_pack(ch);
       uint64_t lo = 0, hi = 0;
-      if (L > 0) fmt::read_pack_halves(tile + payload, (int)L, &lo, &hi);
+      if (L > 0) fmt::read_pack_halves(pk.bytes, (int)L, &lo, &hi);
       for (int i = 0; i < fmt::kPackTokens; ++i) {
-        const uint32_t code = mn + fmt::pack_offset(lo, hi, (int)L, i);
+        const uint32_t code = pk.min + fmt::pack_offset(lo, hi, (int)L, i);
         if (code > qmax)
           return "round " + std::to_string(r) + ", channel " + std::to_string(ch) + ", token " + std::to_string(i) +
                  ": code " + std::to_string(code) + " does not fit " + std::to_string(bits) + " bits";
@@ -65,13 +64,11 @@ std::string check_tile(const uint8_t* tile, size_t size, int n_tokens, int head_
         cr.lo = code < cr.lo ? code : cr.lo;
         cr.hi = code > cr.hi ? code : cr.hi;
       }
-      payload += 2 * (size_t)L;
     }
-    at = payload;
   }
-  if (at != size)
-    return "rounds end at tile offset " + std::to_string(at) + " but the tile has " + std::to_string(size) +
-           " bytes";
+  if (cur.round_offset() != size)
+    return "rounds end at tile offset " + std::to_string(cur.round_offset()) + " but the tile has " +
+           std::to_string(size) + " bytes";
   return std::string();
 }
 
@@ -79,9 +76,9 @@ std::string check_tile(const uint8_t* tile, size_t size, int n_tokens, int head_
 // float): every scale finite, and every code the tiles hold for a token dequantizes to a
 // finite value. range[g * n + slot] holds the code extremes of group g, stored slot.
 // (q + z) * s is monotonic in q, so the extremes decide.
-std::string check_affine(const uint8_t* blob, size_t zero_at, size_t scale_at, int groups, int n,
+std::string check_affine(const uint8_t* blob, size_t zero_at, size_t scale_at, int scale_groups, int n,
                          const CodeRange* range, const char* what) {
-  for (size_t i = 0; i < (size_t)groups * n; ++i) {
+  for (size_t i = 0; i < (size_t)scale_groups * n; ++i) {
     fmt::Affine a;
     std::memcpy(&a.zero, blob + zero_at + 4 * i, 4);
     std::memcpy(&a.scale, blob + scale_at + 4 * i, 4);
@@ -96,17 +93,14 @@ std::string check_affine(const uint8_t* blob, size_t zero_at, size_t scale_at, i
 
 }  // namespace
 
-BlobCheck validate_blob(const Config& c, const uint8_t* blob, size_t size) {
-  const int h = c.n_kv_heads, d = c.head_dim, n = c.block_tokens;
-  if (h < 1 || h > 4096 || d < fmt::kMinHeadDim || d > fmt::kMaxHeadDim || d % 16 != 0 || n < 16 ||
-      n > fmt::kMaxBlockTokens || n % fmt::kPackTokens != 0 || c.bits_k < 1 || c.bits_k > fmt::kMaxBits ||
-      c.bits_v < 1 || c.bits_v > fmt::kMaxBits || (c.groups() != 1 && c.groups() != h))
-    return bad("the configuration does not describe a valid format");
+BlobCheck validate_blob(const fmt::Shape& sh, const uint8_t* blob, size_t size) {
+  const int h = sh.n_kv_heads, d = sh.head_dim, n = sh.block_tokens;
+  if (!fmt::shape_valid(sh)) return bad("the configuration does not describe a valid format");
   if (blob == nullptr) return bad("NULL pointer");
   if (reinterpret_cast<uintptr_t>(blob) % 4 != 0) return bad("not 4-byte aligned");
 
-  const int groups = c.groups();
-  const fmt::BlockLayout l = fmt::block_layout(h, n, groups, c.has_perm());
+  const int groups = sh.scale_groups;
+  const fmt::BlockLayout& l = sh.layout;
   if (size < l.tiles_at)
     return bad(std::to_string(size) + " bytes, shorter than its fixed part (" + std::to_string(l.tiles_at) +
                " bytes: tile_end, perm, zero points, scales)");
@@ -125,10 +119,10 @@ BlobCheck validate_blob(const Config& c, const uint8_t* blob, size_t size) {
                std::to_string(size) + " bytes");
 
   // perm and padding.
-  const size_t perm_end = l.perm_at + (c.has_perm() ? (size_t)n : 0);
+  const size_t perm_end = l.perm_at + (sh.has_perm ? (size_t)n : 0);
   for (size_t i = perm_end; i < l.k_zero_at; ++i)
     if (blob[i] != 0) return bad("padding byte " + std::to_string(i) + " is not zero");
-  if (c.has_perm()) {
+  if (sh.has_perm) {
     bool seen[fmt::kMaxBlockTokens] = {};
     for (int j = 0; j < n; ++j) {
       const uint8_t p = blob[l.perm_at + j];
@@ -148,7 +142,7 @@ BlobCheck validate_blob(const Config& c, const uint8_t* blob, size_t size) {
     const uint32_t end = load_u32(blob, 4 * (size_t)t);
     const bool is_k = t < h;
     const int head = is_k ? t : t - h;
-    const std::string err = check_tile(blob + l.tiles_at + begin, end - begin, n, d, is_k ? c.bits_k : c.bits_v,
+    const std::string err = check_tile(blob + l.tiles_at + begin, end - begin, n, d, is_k ? sh.bits_k : sh.bits_v,
                                        range[is_k ? 0 : 1].data() + (groups == 1 ? 0 : (size_t)head * n));
     if (!err.empty()) return bad(std::string(is_k ? "K" : "V") + " tile of head " + std::to_string(head) + ": " + err);
   }

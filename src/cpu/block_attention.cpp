@@ -1,4 +1,4 @@
-#include "cpu_attention.h"
+#include "cpu/block_attention.h"
 
 #include <algorithm>
 #include <cstring>
@@ -9,43 +9,14 @@
 #include <emmintrin.h>
 #endif
 
-#include "tile_format.h"
+#include "format/round_cursor.h"
+#include "format/shape.h"
 
 namespace packkv {
 
 namespace {
 
 constexpr int P = fmt::kPackTokens;
-
-struct BlockView {
-  const uint8_t* tile;
-  const uint8_t* zero;   // int32[N] of the head's group, stored order
-  const uint8_t* scale;  // float[N]
-  const uint8_t* perm;   // uint8[N] or null (identity)
-};
-
-BlockView view(const Config& c, const uint8_t* blob, int head, bool is_k) {
-  const int n = c.block_tokens, h = c.n_kv_heads;
-  const fmt::BlockLayout l = fmt::block_layout(h, n, c.groups(), c.has_perm());
-  BlockView v;
-  size_t off, size;
-  fmt::tile_extent(blob, l, (is_k ? 0 : h) + head, &off, &size);
-  v.tile = blob + off;
-  const size_t g = c.groups() == 1 ? 0 : (size_t)head;
-  v.zero = blob + (is_k ? l.k_zero_at : l.v_zero_at) + 4 * g * n;
-  v.scale = blob + (is_k ? l.k_scale_at : l.v_scale_at) + 4 * g * n;
-  v.perm = c.has_perm() ? blob + l.perm_at : nullptr;
-  return v;
-}
-
-inline int original(const BlockView& v, int slot) { return v.perm ? v.perm[slot] : slot; }
-
-inline fmt::Affine affine_at(const BlockView& v, int slot) {
-  fmt::Affine a;
-  std::memcpy(&a.zero, v.zero + 4 * (size_t)slot, 4);
-  std::memcpy(&a.scale, v.scale + 4 * (size_t)slot, 4);
-  return a;
-}
 
 // The 16 offsets of a pack of encode length L (compile-time, so that every shift is a
 // constant; halves of 8 fields fit 32 bits for L <= 4) as floats.
@@ -103,11 +74,10 @@ inline void axpy16(const float* __restrict q, int d, int n_q, const float* __res
 
 }  // namespace
 
-void block_scores(const Config& c, const uint8_t* blob, int head, const float* q, int n_q,
+void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const float* q, int n_q,
                   float* out, size_t ld, AttnScratch* scratch) {
-  const int n = c.block_tokens, d = c.head_dim, bits = c.bits_k, e = fmt::len_bits(bits);
-  const size_t mb = fmt::mins_bytes(d, bits), lb = fmt::lens_bytes(d, bits);
-  const BlockView v = view(c, blob, head, true);
+  const int n = sh.block_tokens, d = sh.head_dim;
+  const fmt::HeadView v = sh.head(blob, fmt::kK, head);
   scratch->f.resize((size_t)n_q * P);
   scratch->d.resize(2 * (size_t)n_q);
   float* acc = scratch->f.data();
@@ -118,39 +88,35 @@ void block_scores(const Config& c, const uint8_t* blob, int head, const float* q
     for (int ch = 0; ch < d; ++ch) s += q[(size_t)j * d + ch];
     sum_q[j] = s;
   }
-  const uint8_t* p = v.tile;
+  fmt::RoundCursor cur(v.tile, d, sh.bits_k);
   float off[P];
-  for (int r = 0; r < n / P; ++r) {
+  for (int r = 0; r < n / P; ++r, cur.next_round()) {
     std::fill(acc, acc + (size_t)n_q * P, 0.0f);
     std::fill(min_term, min_term + n_q, 0.0);
-    const uint8_t* payload = p + mb + lb;
     for (int ch = 0; ch < d; ++ch) {
-      const float mn = (float)fmt::read_field(p, (size_t)ch, bits);
-      const int L = (int)fmt::read_field(p + mb, (size_t)ch, e);
+      const fmt::Pack pk = cur.next_pack(ch);
+      const float mn = (float)pk.min;
       for (int j = 0; j < n_q; ++j) min_term[j] += q[(size_t)j * d + ch] * mn;  // exact in double
-      if (L == 0) continue;
-      unpack16(payload, L, off);
-      payload += 2 * L;
+      if (pk.length == 0) continue;
+      unpack16(pk.bytes, pk.length, off);
       axpy16(q + ch, d, n_q, off, acc);
     }
     for (int i = 0; i < P; ++i) {
       const int slot = r * P + i;
-      const fmt::Affine a = affine_at(v, slot);
-      const int t = original(v, slot);
+      const fmt::Affine a = v.affine(slot);
+      const int t = v.original(slot);
       for (int j = 0; j < n_q; ++j) {
         const double u = (double)acc[(size_t)j * P + i] + min_term[j] + (double)a.zero * sum_q[j];
         out[(size_t)j * ld + t] = (float)(u * (double)a.scale);
       }
     }
-    p = payload;
   }
 }
 
-void block_apply(const Config& c, const uint8_t* blob, int head, const float* probs, int n_q,
+void block_apply(const fmt::Shape& sh, const uint8_t* blob, int head, const float* probs, int n_q,
                  size_t ld, double* out, AttnScratch* scratch) {
-  const int n = c.block_tokens, d = c.head_dim, bits = c.bits_v, e = fmt::len_bits(bits);
-  const size_t mb = fmt::mins_bytes(d, bits), lb = fmt::lens_bytes(d, bits);
-  const BlockView v = view(c, blob, head, false);
+  const int n = sh.block_tokens, d = sh.head_dim;
+  const fmt::HeadView v = sh.head(blob, fmt::kV, head);
   // w = p * s in stored order; per round sum of w (for the pack minimums); beta = sum w z.
   const int rounds = n / P;
   scratch->f.resize((size_t)n_q * n + (size_t)n_q * d + (size_t)P * d);
@@ -163,8 +129,8 @@ void block_apply(const Config& c, const uint8_t* blob, int head, const float* pr
   std::fill(beta, beta + (size_t)n_q * (1 + rounds), 0.0);
   std::fill(part, part + (size_t)n_q * d, 0.0f);
   for (int slot = 0; slot < n; ++slot) {
-    const fmt::Affine a = affine_at(v, slot);
-    const int t = original(v, slot);
+    const fmt::Affine a = v.affine(slot);
+    const int t = v.original(slot);
     for (int j = 0; j < n_q; ++j) {
       const float ws = (float)((double)probs[(size_t)j * ld + t] * (double)a.scale);
       w[(size_t)j * n + slot] = ws;
@@ -172,20 +138,18 @@ void block_apply(const Config& c, const uint8_t* blob, int head, const float* pr
       wsum[(size_t)j * rounds + slot / P] += (double)ws;
     }
   }
-  const uint8_t* p = v.tile;
+  fmt::RoundCursor cur(v.tile, d, sh.bits_v);
   float off[P];
-  for (int r = 0; r < rounds; ++r) {
-    const uint8_t* payload = p + mb + lb;
+  for (int r = 0; r < rounds; ++r, cur.next_round()) {
     for (int ch = 0; ch < d; ++ch) {
-      const double mn = (double)fmt::read_field(p, (size_t)ch, bits);
-      const int L = (int)fmt::read_field(p + mb, (size_t)ch, e);
+      const fmt::Pack pk = cur.next_pack(ch);
+      const double mn = (double)pk.min;
       for (int j = 0; j < n_q; ++j) out[(size_t)j * d + ch] += mn * wsum[(size_t)j * rounds + r];
-      if (L == 0) {
+      if (pk.length == 0) {
         for (int i = 0; i < P; ++i) offs[(size_t)i * d + ch] = 0.0f;
         continue;
       }
-      unpack16(payload, L, off);
-      payload += 2 * L;
+      unpack16(pk.bytes, pk.length, off);
       for (int i = 0; i < P; ++i) offs[(size_t)i * d + ch] = off[i];
     }
     // part[j][:] += sum_i w[j][i] * offs[i][:], vectorized over channels
@@ -198,7 +162,6 @@ void block_apply(const Config& c, const uint8_t* blob, int head, const float* pr
         for (int ch = 0; ch < d; ++ch) pj[ch] += wi * oi[ch];
       }
     }
-    p = payload;
   }
   for (int j = 0; j < n_q; ++j)
     for (int ch = 0; ch < d; ++ch) out[(size_t)j * d + ch] += (double)part[(size_t)j * d + ch] + beta[j];

@@ -1,4 +1,4 @@
-#include "dtype.h"
+#include "common/dtype.h"
 
 #include <cstring>
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -7,8 +7,8 @@
 #endif
 #include <vector>
 
-#include "config.h"
-#include "error.h"
+#include "common/error.h"
+#include "common/rules.h"
 
 namespace packkv {
 
@@ -165,12 +165,9 @@ const char* dtype_name(packkv_dtype_t dtype) {
 }
 
 size_t dtype_size(packkv_dtype_t dtype) {
-  switch (dtype) {
-    case PACKKV_DTYPE_F16:
-    case PACKKV_DTYPE_BF16: return 2;
-    case PACKKV_DTYPE_F32: return 4;
-    default: fail(PACKKV_ERR_INVALID_ARGUMENT, "unknown dtype " + std::to_string(dtype));
-  }
+  const size_t n = elem_bytes(dtype);
+  if (n == 0) fail(PACKKV_ERR_INVALID_ARGUMENT, "unknown dtype " + std::to_string(dtype));
+  return n;
 }
 
 }  // namespace packkv

@@ -1,11 +1,11 @@
-#include "repack.h"
+#include "codec/repack.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <vector>
 
-#include "tile_format.h"
+#include "format/round_tile.h"
 
 namespace packkv {
 
