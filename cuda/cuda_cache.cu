@@ -216,17 +216,8 @@ void CudaCache::run_attention(const AttnArgs& a, cu::AttnVariant variant, float*
              " CTA rows, over CUDA's grid limit of 65535; shard the heads over several caches");
   cu::DeviceGuard guard(config().device);
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(a.stream);
-  cu::AttnCall call{};
-  call.variant = variant;
-  call.out = out;
-  call.ld = ld;
-  call.probs = probs;
-  call.scale = scale;
-  call.lse = lse;
-  call.n_q_heads = a.n_q_heads;
-  call.q = a.q;
-  call.q_dtype = a.q_dtype;
-  call.partial = static_cast<float*>(a.workspace);
+  const cu::AttnCall call{variant, a.n_q_heads, a.q, a.q_dtype, scale, out, lse, ld, probs,
+                         static_cast<float*>(a.workspace)};
   cu::AttnBatch b;
   std::memset(&b, 0, sizeof(b));
   for (int i = 0; i < a.n_seqs; ++i) {

@@ -3,7 +3,7 @@
 // Storage per sequence:
 //   residual ring   [C = residual_tokens + block_tokens][H][D] in kv_dtype, K and V,
 //                   allocated (stream-ordered) at the sequence's first append;
-//   pool chunks     compressed block blobs (tile_format.h layout), bump-allocated on
+//   pool chunks     compressed block blobs (format/shape.h layout), bump-allocated on
 //                   the device; chunks grow geometrically, so device memory follows
 //                   the compressed size. The host keeps an upper bound of each
 //                   chunk's use (exact use, read back asynchronously, plus the worst

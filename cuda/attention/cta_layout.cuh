@@ -20,13 +20,13 @@
 namespace packkv {
 namespace cu {
 
-__host__ __device__ constexpr int acc_rows(int G) { return v_rows(G) ? kRoundGroups : 1; }  // per warp
+__host__ __device__ constexpr int acc_rows(int G) { return v_rows(G) ? kRoundBatch : 1; }  // per warp
 
 // V accumulators: acc_rows(G) rows of G*D fp32 (+ 8 words of padding) per warp. Within a
-// head's D words, channel c = lane_g * (D/8) + j is stored at word j * 8 + lane_g, so the
-// lanes that add to channel j of their own lane_g touch different banks: with G = 1 all
-// 32 lanes, each in its own group's row (rows 8 banks apart), with G >= 2 the 8 lanes of
-// group 0 in the single row.
+// head's D words, channel c = octet_lane * (D/8) + j is stored at word j * 8 + octet_lane, so the
+// lanes that add to channel j of their own octet_lane touch different banks: with G = 1 all
+// 32 lanes, each in its own octet's row (rows 8 banks apart), with G >= 2 the 8 lanes of
+// octet 0 in the single row.
 __host__ __device__ inline int acc_row_words(int G, int D) { return G * D + 8; }
 __device__ __forceinline__ int acc_word(int g, int c, int D) {
   const int cpl = D >> 3;
@@ -39,7 +39,7 @@ __device__ __forceinline__ int acc_word(int g, int c, int D) {
 struct AttnSmem {
   size_t q, qsum, acc, ml, warp0;          // CTA part (acc: [nw][acc_rows(G)][acc_row_words])
   size_t kbuf, vbuf, zb, sb, vzb, vsb, pb;  // warp part: staging buffers
-  size_t sc, wr, wzr, rs, pre;             // warp part: scores/weights, round tables
+  size_t sc, wr, wzr, round_start, pre;    // warp part: scores/weights, round tables
   size_t stride, total;
 };
 template <typename V>
@@ -66,7 +66,7 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   s.sc = w;   w += align16(G * N * 4);
   s.wr = w;   w += align16(G * 16 * 4);
   s.wzr = w;  w += align16(G * 16 * 4);
-  s.rs = w;   w += align16((kMaxRounds + 1) * 4);
+  s.round_start = w; w += align16((kMaxRounds + 1) * 4);
   s.pre = w;  w += align16(kMaxRounds * 8 * 4);
   s.stride = align16(w);
   s.total = at + nw * s.stride;
@@ -93,7 +93,7 @@ struct Cta {
   float* sc;     // [G][N] scores, then weights
   float* Wr;     // [G][16] per-round sum of weights
   float* WZr;    // [G][16] per-round sum of weight * zero point
-  int* rs;       // round starts (residual window: ring slots)
+  int* round_start;  // byte offsets of the staged tile's rounds (residual window: ring slots)
   int* pre;      // per-round prefix sums of encode lengths
 };
 

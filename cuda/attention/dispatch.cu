@@ -16,9 +16,9 @@ size_t attn_workspace_bytes(const KernelConfig& c, int n_seqs, int n_q_heads) {
 }
 
 int attn_grid_rows(const KernelConfig& c, int n_q_heads) {
-  const int group = n_q_heads / c.shape.n_kv_heads;
-  const int G = heads_per_cta(group);
-  return c.shape.n_kv_heads * ((group + G - 1) / G);
+  const int gqa_group = n_q_heads / c.shape.n_kv_heads;
+  const int G = heads_per_cta(gqa_group);
+  return c.shape.n_kv_heads * ((gqa_group + G - 1) / G);
 }
 
 size_t attn_min_smem_bytes(const KernelConfig& c) { return cudacore_min_smem_bytes(c); }

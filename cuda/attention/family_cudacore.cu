@@ -19,7 +19,7 @@ void launch_one(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           "cudaFuncSetAttribute(cudacore_attn_kernel)");
   dim3 grid(p.n_splits + p.res_splits, c.shape.n_kv_heads * p.n_gchunks, b.n);
-  kern<<<grid, p.nw * 32, smem, stream>>>(c, b, d, a, p.n_gchunks, p.group, p.bps, p.n_splits);
+  kern<<<grid, p.nw * 32, smem, stream>>>(c, b, d, a, p.n_gchunks, p.gqa_group, p.bps, p.n_splits);
   check_launch("cudacore_attn_kernel");
 }
 

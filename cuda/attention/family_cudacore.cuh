@@ -10,7 +10,7 @@
 // Work split (chosen so that almost every instruction decodes a code): a warp owns whole
 // blocks, stages a block's tiles, zero points and scales into its part of shared memory
 // (cta_layout.cuh), walks each tile once (tile_walk.cuh walk_tile), then decodes it 4
-// rounds at a time, one per 8-lane group (cudacore_rounds.cuh).
+// rounds at a time, one per octet of 8 lanes (cudacore_rounds.cuh).
 #ifndef PACKKV_CUDA_ATTENTION_FAMILY_CUDACORE_CUH
 #define PACKKV_CUDA_ATTENTION_FAMILY_CUDACORE_CUH
 
@@ -34,7 +34,7 @@ namespace packkv {
 namespace cu {
 
 // Device. Grid (n_splits + res_splits, H_kv * n_gchunks, b.n), nw*32 threads, dynamic
-// smem attn_smem<V>(c, G, nw).total. CTA (split, kv head and group chunk, sequence)
+// smem attn_smem<V>(c, G, nw).total. CTA (split, KV head and GQA-group chunk, sequence)
 // covers compressed blocks [split*bps, (split+1)*bps) of the sequence (splits n_splits ..
 // gridDim.x - 1: its residual window) for G query heads (heads qh0 .. qh0+n_valid-1).
 // Inputs: a.q [n_seqs][n_q_heads][D] in a.q_dtype (scores, decode), a.probs fp32
@@ -43,18 +43,18 @@ namespace cu {
 // thread-safe across calls. Register targets: V::min_ctas (tuning.h).
 template <int G, typename V>
 __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
-    cudacore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int group,
+    cudacore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int gqa_group,
                          int bps, int n_splits) {
   extern __shared__ __align__(16) uint8_t smem[];
   const int nw = blockDim.x >> 5;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int gi = lane >> 3, lane_g = lane & 7;
+  const int octet = lane >> 3, octet_lane = lane & 7;
   const AttnSeq& s = b.s[blockIdx.z];
   const int row = b.first + blockIdx.z;
   const int kvh = blockIdx.y / n_gchunks;
   const int chunk = blockIdx.y - kvh * n_gchunks;
-  const int qh0 = kvh * group + chunk * G;
-  const int n_valid = min(G, group - chunk * G);
+  const int qh0 = kvh * gqa_group + chunk * G;
+  const int n_valid = min(G, gqa_group - chunk * G);
   const int D = c.shape.head_dim, N = c.shape.block_tokens, R = N / 16;
   const int split = blockIdx.x;
 
@@ -72,9 +72,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
   float* sc = reinterpret_cast<float*>(wb + L.sc);   // [G][N] scores, then weights
   float* Wr = reinterpret_cast<float*>(wb + L.wr);   // [G][16] per-round sum w
   float* WZr = reinterpret_cast<float*>(wb + L.wzr); // [G][16] per-round sum w*z
-  int* rs = reinterpret_cast<int*>(wb + L.rs);
+  int* round_start = reinterpret_cast<int*>(wb + L.round_start);
   int* pre = reinterpret_cast<int*>(wb + L.pre);
-  const Cta<G> t{warp, lane, nw, row, kvh, qh0, n_valid, split, qS, qsum, acc, arw, ml, wb, sc, Wr, WZr, rs, pre};
+  const Cta<G> t{warp, lane, nw, row, kvh, qh0, n_valid, split, qS, qsum, acc, arw, ml, wb, sc, Wr, WZr, round_start, pre};
 
   if (V::kUsesK) {
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
@@ -137,17 +137,17 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       __syncwarp();
 
       if (V::kUsesK) {
-        walk_tile(KT, kt, D, c.shape.bits_k, ek, R, rs, pre);
-        for (int r0 = 0; r0 < R; r0 += kRoundGroups) {
-          const int r = r0 + gi;
+        walk_tile(KT, kt, D, c.shape.bits_k, ek, R, round_start, pre);
+        for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
+          const int r = r0 + octet;
           if (r < R) {
             float part[16 * G];
 #pragma unroll
             for (int i = 0; i < 16 * G; ++i) part[i] = 0.f;
-            const LanePos p = lane_pos(kt, rs, pre, r, lane_g, D, c.shape.bits_k, ek);
-            if (c.shape.bits_k <= 4) k_round<G, true>(KT, p, D, c.shape.bits_k, ek, lane_g * (D >> 3), qS, part);
-            else k_round<G, false>(KT, p, D, c.shape.bits_k, ek, lane_g * (D >> 3), qS, part);
-            const int base = group_reduce<16 * G>(part);
+            const LanePos p = lane_pos(kt, round_start, pre, r, octet_lane, D, c.shape.bits_k, ek);
+            if (c.shape.bits_k <= 4) k_round<G, true>(KT, p, D, c.shape.bits_k, ek, octet_lane * (D >> 3), qS, part);
+            else k_round<G, false>(KT, p, D, c.shape.bits_k, ek, octet_lane * (D >> 3), qS, part);
+            const int base = octet_reduce<16 * G>(part);
 #pragma unroll
             for (int i = 0; i < 2 * G; ++i) {
               const int v = base + i, k = v / G, g = v - k * G;
@@ -165,13 +165,13 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       }
       if (V::kUsesV) {
         sm.template weights<V>(t, a, D, N, N, vsst, vzst, orig);
-        walk_tile(VT, vt, D, c.shape.bits_v, ev, R, rs, pre);
-        for (int r0 = 0; r0 < R; r0 += kRoundGroups) {
-          const int r = r0 + gi;
+        walk_tile(VT, vt, D, c.shape.bits_v, ev, R, round_start, pre);
+        for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
+          const int r = r0 + octet;
           const bool on = r < R;
           if (kVRows && !on) continue;
-          // Without per-group rows every group runs (the shuffles of v_round need all 32
-          // lanes): a group without a round decodes round r0 with zero weights.
+          // Without per-octet rows every octet runs (the shuffles of v_round need all 32
+          // lanes): an octet without a round decodes round r0 with zero weights.
           float wk[G][16], wr[G], wz[G];
 #pragma unroll
           for (int g = 0; g < G; ++g) {
@@ -180,11 +180,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
             wr[g] = on ? Wr[g * 16 + r] : 0.f;
             wz[g] = on ? WZr[g * 16 + r] : 0.f;
           }
-          const LanePos p = lane_pos(vt, rs, pre, on ? r : r0, lane_g, D, c.shape.bits_v, ev);
-          float* row_acc = acc + static_cast<size_t>(kVRows ? gi : 0) * arw;
-          const bool lead = kVRows || gi == 0;
-          if (c.shape.bits_v <= 4) v_round<G, true>(VT, p, D, c.shape.bits_v, ev, lane_g, wk, wr, wz, lead, row_acc);
-          else v_round<G, false>(VT, p, D, c.shape.bits_v, ev, lane_g, wk, wr, wz, lead, row_acc);
+          const LanePos p = lane_pos(vt, round_start, pre, on ? r : r0, octet_lane, D, c.shape.bits_v, ev);
+          float* row_acc = acc + static_cast<size_t>(kVRows ? octet : 0) * arw;
+          const bool lead = kVRows || octet == 0;
+          if (c.shape.bits_v <= 4) v_round<G, true>(VT, p, D, c.shape.bits_v, ev, octet_lane, wk, wr, wz, lead, row_acc);
+          else v_round<G, false>(VT, p, D, c.shape.bits_v, ev, octet_lane, wk, wr, wz, lead, row_acc);
         }
         __syncwarp();
       }

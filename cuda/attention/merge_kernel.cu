@@ -19,9 +19,9 @@ namespace {
 __global__ void merge_kernel(bool softmax, int D, int n_q_heads, int first, int n_splits_used,
                              const float* partial, float* out, float* lse) {
   const int rq = blockIdx.x;  // row-local (seq in batch) * n_q_heads + head
-  const size_t gi = static_cast<size_t>(first) * n_q_heads + rq;
-  const int rs = D + 2;
-  const float* p = partial + gi * kSplitsTotal * rs;
+  const size_t octet = static_cast<size_t>(first) * n_q_heads + rq;
+  const int row_len = D + 2;  // floats of one partial
+  const float* p = partial + octet * kSplitsTotal * row_len;
   if (softmax) {
     __shared__ float fac[kSplitsTotal];  // exp(m_s - M), 0 for empty splits
     __shared__ float ML[2];
@@ -31,8 +31,8 @@ __global__ void merge_kernel(bool softmax, int D, int n_q_heads, int first, int 
 #pragma unroll
       for (int k = 0; k < kPer; ++k) {
         const int sp = threadIdx.x + 32 * k;
-        m[k] = sp < n_splits_used ? p[sp * rs] : -INFINITY;
-        l[k] = sp < n_splits_used ? p[sp * rs + 1] : 0.f;
+        m[k] = sp < n_splits_used ? p[sp * row_len] : -INFINITY;
+        l[k] = sp < n_splits_used ? p[sp * row_len + 1] : 0.f;
         M = fmaxf(M, m[k]);
       }
       M = warp_max(M);
@@ -56,17 +56,17 @@ __global__ void merge_kernel(bool softmax, int D, int n_q_heads, int first, int 
       float v = 0.f;
       if (L > 0.f) {
         for (int sp = 0; sp < n_splits_used; ++sp)
-          if (fac[sp] != 0.f) v += p[sp * rs + 2 + ch] * fac[sp];
+          if (fac[sp] != 0.f) v += p[sp * row_len + 2 + ch] * fac[sp];
         v /= L;
       }
-      out[gi * D + ch] = v;
+      out[octet * D + ch] = v;
     }
-    if (threadIdx.x == 0 && lse) lse[gi] = L > 0.f ? M + logf(L) : -INFINITY;
+    if (threadIdx.x == 0 && lse) lse[octet] = L > 0.f ? M + logf(L) : -INFINITY;
   } else {
     for (int ch = threadIdx.x; ch < D; ch += blockDim.x) {
       float v = 0.f;
-      for (int sp = 0; sp < n_splits_used; ++sp) v += p[sp * rs + 2 + ch];
-      out[gi * D + ch] = v;
+      for (int sp = 0; sp < n_splits_used; ++sp) v += p[sp * row_len + 2 + ch];
+      out[octet * D + ch] = v;
     }
   }
 }

@@ -27,7 +27,7 @@ __device__ __forceinline__ void residual_window(const KernelConfig& c, const Cac
                                                 int n_splits) {
   const int D = c.shape.head_dim, N = c.shape.block_tokens, H = c.shape.n_kv_heads;
   const int lane = t.lane;
-  int* rs = t.rs;
+  int* ring_slot = t.round_start;  // free in a residual split
   float* acc = t.acc;
   float* sc = t.sc;
   // Dense tokens of the ring, 16 per warp iteration. A lane issues its
@@ -42,9 +42,8 @@ __device__ __forceinline__ void residual_window(const KernelConfig& c, const Cac
   const int res_splits = static_cast<int>(gridDim.x) - n_splits;
   for (int c0 = 16 * ((t.split - n_splits) * t.nw + t.warp); c0 < s.residual_len; c0 += 16 * t.nw * res_splits) {
     const int n = min(16, s.residual_len - c0);
-    // Ring slots of the n tokens (rs is free in the residual split; a slot is below
-    // ring_tokens, an int).
-    if (lane < n) rs[lane] = (s.ring_start + c0 + lane) % c.ring_tokens;
+    // Ring slots of the n tokens (a slot is below ring_tokens, an int).
+    if (lane < n) ring_slot[lane] = (s.ring_start + c0 + lane) % c.ring_tokens;
     __syncwarp();
     auto orig = [&](int i) -> int64_t { return pos0 + c0 + i; };
     if (V::kUsesK) {
@@ -55,7 +54,7 @@ __device__ __forceinline__ void residual_window(const KernelConfig& c, const Cac
 #pragma unroll
       for (int g = 0; g < G; ++g) part[g] = 0.f;
       if (i < n) {
-        const size_t o = static_cast<size_t>(rs[i]) * row_elems + head_off + static_cast<size_t>(hh * hd);
+        const size_t o = static_cast<size_t>(ring_slot[i]) * row_elems + head_off + static_cast<size_t>(hh * hd);
         const float* qh = t.qS + hh * hd;
 #pragma unroll 4
         for (int c8 = 0; c8 < hd; c8 += 8) {
@@ -93,7 +92,7 @@ __device__ __forceinline__ void residual_window(const KernelConfig& c, const Cac
           float2 v[8];
 #pragma unroll
           for (int k = 0; k < 8; ++k)
-            v[k] = i0 + k < n ? load_elem2(ring_v, static_cast<size_t>(rs[i0 + k]) * row_elems + head_off + ch, c.kv_dtype)
+            v[k] = i0 + k < n ? load_elem2(ring_v, static_cast<size_t>(ring_slot[i0 + k]) * row_elems + head_off + ch, c.kv_dtype)
                               : make_float2(0.f, 0.f);
 #pragma unroll
           for (int g = 0; g < G; ++g) {

@@ -33,16 +33,16 @@ __device__ __forceinline__ void write_partial(const AttnCall& a, int D, const Ct
   __syncthreads();
   const float* ml = t.ml;
   const int nw = t.nw, arw = t.arw;
-  auto acc_sum = [&](int w, int g, int ch) {  // warp w's sum of its group rows
+  auto acc_sum = [&](int w, int g, int ch) {  // warp w's sum of its octet rows
     float x = 0.f;
 #pragma unroll
     for (int q = 0; q < kAccRows; ++q) x += acc0[(static_cast<size_t>(w) * kAccRows + q) * arw + acc_word(g, ch, D)];
     return x;
   };
-  const int rsz = D + 2;
-  for (int i = threadIdx.x; i < t.n_valid * rsz; i += blockDim.x) {
-    const int g = i / rsz, k = i - g * rsz;
-    float* dst = a.partial + ((static_cast<size_t>(t.row) * a.n_q_heads + t.qh0 + g) * kSplitsTotal + t.split) * rsz;
+  const int row_len = D + 2;
+  for (int i = threadIdx.x; i < t.n_valid * row_len; i += blockDim.x) {
+    const int g = i / row_len, k = i - g * row_len;
+    float* dst = a.partial + ((static_cast<size_t>(t.row) * a.n_q_heads + t.qh0 + g) * kSplitsTotal + t.split) * row_len;
     float v = 0.f;
     if (V::kSoftmax) {
       float M = -INFINITY;

@@ -6,17 +6,17 @@
 namespace packkv {
 namespace cu {
 
-int heads_per_cta(int group) {
+int heads_per_cta(int gqa_group) {
   int G = 1;
-  while (G < group && G < kMaxG) G *= 2;
+  while (G < gqa_group && G < kMaxG) G *= 2;
   return G;
 }
 
 AttnPlan plan_splits(const KernelConfig& c, const AttnBatch& b, int n_q_heads, int nw) {
   AttnPlan p;
-  p.group = n_q_heads / c.shape.n_kv_heads;
-  p.G = heads_per_cta(p.group);
-  p.n_gchunks = (p.group + p.G - 1) / p.G;
+  p.gqa_group = n_q_heads / c.shape.n_kv_heads;
+  p.G = heads_per_cta(p.gqa_group);
+  p.n_gchunks = (p.gqa_group + p.G - 1) / p.G;
   p.nw = nw;
   const int ctas_per_split = b.n * c.shape.n_kv_heads * p.n_gchunks;
   // Several waves of the resident CTAs, so that the last wave is a small part of the call.

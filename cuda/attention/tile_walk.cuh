@@ -15,7 +15,7 @@
 // Work split: the 32 lanes walk the rounds of a staged tile once (round r's position
 // follows from the encode lengths of rounds < r) and record, per round, where it starts
 // and the prefix sums of its encode lengths at every eighth of the channels; then the
-// warp splits into 4 groups of 8 lanes, group i decoding round r + i; lane j of a group
+// warp splits into 4 octets of 8 lanes, octet i decoding round r + i; lane j of an octet
 // owns the D/8 channels [j D/8, (j+1) D/8) of its round and decodes their 16-token packs
 // from 32-bit shared-memory windows (bits_at).
 #ifndef PACKKV_CUDA_ATTENTION_TILE_WALK_CUH
@@ -30,7 +30,7 @@
 namespace packkv {
 namespace cu {
 
-constexpr int kRoundGroups = 4;  // rounds decoded side by side by one warp (one per 8 lanes)
+constexpr int kRoundBatch = 4;  // rounds decoded side by side by one warp (one per octet of 8 lanes)
 constexpr int kMaxRounds = fmt::kMaxBlockTokens / fmt::kPackTokens;
 
 // Copies the bytes [src, src+n) into dst (16-byte aligned) with 16-byte cp.async and
@@ -113,7 +113,7 @@ __device__ __forceinline__ void for_codes(const uint32_t* T, uint32_t pbit, uint
 
 // Walks this lane's D/8 channels of one round (LanePos p from lane_pos): reads the MINS
 // and LENS fields two channels at a time and calls fn(j, min code, encode length L, bit
-// of the pack) for j = 0 .. D/8 - 1 (channel lane_g * D/8 + j).
+// of the pack) for j = 0 .. D/8 - 1 (channel octet_lane * D/8 + j).
 template <typename Fn>
 __device__ __forceinline__ void for_channels(const uint32_t* T, LanePos p, int D, int bits, int e, Fn&& fn) {
   const int cpl = D >> 3;  // even

@@ -40,8 +40,8 @@ constexpr int kMaxResSplits = PACKKV_ATTN_MAX_RES_SPLITS;
 static_assert(kMaxResSplits >= 1, "the residual window needs at least one split");
 constexpr int kSplitsTotal = kMaxSplits + kMaxResSplits;
 
-// V accumulation: with G = 1 query head each 8-lane round group adds into its own
-// accumulator row; with G >= 2 the 4 groups are summed by two shuffles into one row (less
+// V accumulation: with G = 1 query head each octet (8 lanes decoding one round) adds into
+// its own accumulator row; with G >= 2 the 4 octets are summed by two shuffles into one row (less
 // shared memory, so more resident warps). RESULTS.md "Second session", same-run A/B "V
 // accumulation, per-group rows vs shuffles into one row": rows win at G = 1 (decode
 // 915-926 vs 1010-1025 us), shuffles at G = 4 (decode 2287-2310 vs 2639-2669, p.V 968-987

@@ -1,7 +1,7 @@
 // GPU encoder: append-time flush of residual-window blocks into compressed blobs that
 // are byte-identical to the CPU encoder (block_codec.cpp encode_block). PACKKV.md
 // sections 2.3 (flush), 3 (quantization), 4.2 (median repacking), 5 (bit-packing,
-// generalized by tile_format.h).
+// generalized by src/format/round_tile.h).
 //
 // A flush batch runs three kernels on the caller's stream, no host synchronization:
 //   1. flush_stats_kernel   (flush_stats.cu; N x blocks CTAs, one CTA per token):

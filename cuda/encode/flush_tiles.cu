@@ -59,7 +59,7 @@ __device__ void compute_perm(const KernelConfig& c, const uint32_t* med, int* pe
 // Device. Grid (2H, total_blocks), 256 threads, dynamic smem flush_smem_bytes(). Tile
 // blockIdx.x (K heads, then V heads) of block fb: stable descending median order (perm),
 // codes (fmt::quantize), pack minimums and encode lengths, offsets (block scan), and the
-// tile bytes (tile_format.h layout) staged in scratch with its size. PACKKV.md 4.2, 5.
+// tile bytes (format/round_tile.h layout) staged in scratch with its size. PACKKV.md 4.2, 5.
 __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
     KernelConfig c, FlushBatch b, CacheDevicePtrs d, const void* k_new, const void* v_new, int in_dtype,
     uint8_t* scratch) {
