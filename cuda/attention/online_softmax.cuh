@@ -28,11 +28,11 @@ struct SoftmaxState {
     }
   }
 
-  // Weights of n slots (of N per block; head_dim D) of this warp: from the scores in t.sc (decode: p = exp(x*scale - m),
-  // rescaling l and the warp's accumulators when m grows) or from a.probs (apply). Writes
-  // w = p * vs[slot] over the scores in t.sc, and per round r: Wr = sum w, WZr = sum w * vz.
-  // vs/vz null: residual tokens (s = 1, z = 0). orig(slot): original token position.
-  // Whole warp.
+  // Weights of n slots (of N per block; head_dim D) of this warp: from the scores in t.sc
+  // (decode: p = exp(x*scale - m), rescaling l and the warp's accumulators when m grows) or
+  // from a.probs (apply). Writes w = p * vs[slot] over the scores in t.sc, and per round r:
+  // Wr = sum w, WZr = sum w * vz. vs/vz null: residual tokens (s = 1, z = 0). orig(slot):
+  // original token position. Whole warp.
   template <typename V, typename Orig>
   __device__ __forceinline__ void weights(const Cta<G>& t, const AttnCall& a, int D, int N, int n, const float* vs,
                                           const int32_t* vz, Orig&& orig) {

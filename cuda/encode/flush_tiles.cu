@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
   const int bits = is_v ? c.shape.bits_v : c.shape.bits_k;
   const int e = fmt::len_bits(bits);
   const uint32_t qmax = (1u << bits) - 1u;
-  const int grp = c.shape.scale_groups == 1 ? 0 : h;
+  const int grp = c.shape.scale_group(h);
   const int32_t* zs = reinterpret_cast<const int32_t*>(sc + (is_v ? SL.vz : SL.kz)) + grp * N;
   const float* ss = reinterpret_cast<const float*>(sc + (is_v ? SL.vs : SL.ks)) + grp * N;
 
