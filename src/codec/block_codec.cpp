@@ -14,7 +14,7 @@ namespace packkv {
 
 namespace {
 
-// Writes zero points and scales of [groups][n] affines in stored order.
+// Writes zero points and scales of [scale_groups][n] affines in stored order.
 void put_affine(uint8_t* zero_at, uint8_t* scale_at, const fmt::Affine* a, const uint8_t* perm,
                 int scale_groups, int n) {
   for (int g = 0; g < scale_groups; ++g)
@@ -29,13 +29,13 @@ void put_affine(uint8_t* zero_at, uint8_t* scale_at, const fmt::Affine* a, const
 
 void encode_block(const Config& c, const float* k, const float* v, std::vector<uint8_t>* out) {
   const fmt::Shape& sh = c.shape;
-  const int n = sh.block_tokens, h = sh.n_kv_heads, d = sh.head_dim, groups = sh.scale_groups;
+  const int n = sh.block_tokens, h = sh.n_kv_heads, d = sh.head_dim, scale_groups = sh.scale_groups;
   const size_t row = (size_t)h * d;
   // scratch without zero-initialization: every byte is written before it is read
   std::unique_ptr<uint8_t[]> qk(new uint8_t[n * row]), qv(new uint8_t[n * row]);
-  std::vector<fmt::Affine> ak((size_t)groups * n), av((size_t)groups * n);
-  quantize_tokens(k, n, h, d, groups, c.rel_scale_k, sh.bits_k, qk.get(), ak.data());
-  quantize_tokens(v, n, h, d, groups, c.rel_scale_v, sh.bits_v, qv.get(), av.data());
+  std::vector<fmt::Affine> ak((size_t)scale_groups * n), av((size_t)scale_groups * n);
+  quantize_tokens(k, n, h, d, scale_groups, c.rel_scale_k, sh.bits_k, qk.get(), ak.data());
+  quantize_tokens(v, n, h, d, scale_groups, c.rel_scale_v, sh.bits_v, qv.get(), av.data());
 
   uint8_t perm[fmt::kMaxBlockTokens];
   if (c.repack == PACKKV_REPACK_MEDIAN) {
@@ -60,13 +60,13 @@ void encode_block(const Config& c, const float* k, const float* v, std::vector<u
 
   const fmt::BlockLayout& l = sh.layout;
   const size_t base = out->size();
-  const size_t need = base + l.tiles_at + 2 * h * fmt::max_tile_bytes(n, d, std::max(sh.bits_k, sh.bits_v));
+  const size_t need = base + sh.max_blob_bytes() + 8;  // + encode_tile's slack
   if (out->capacity() < need) out->reserve(std::max(need, 2 * out->capacity()));  // geometric growth
   out->resize(base + l.tiles_at, 0);
   if (sh.has_perm) std::memcpy(out->data() + base + l.perm_at, perm, n);
   for (int kv = 0; kv < 2; ++kv)
     put_affine(out->data() + base + sh.zero_at(kv, 0), out->data() + base + sh.scale_at(kv, 0),
-               (kv == fmt::kK ? ak : av).data(), perm, groups, n);
+               (kv == fmt::kK ? ak : av).data(), perm, scale_groups, n);
 
   std::vector<uint32_t> ends(2 * h);
   for (int kv = 0; kv < 2; ++kv)

@@ -12,6 +12,17 @@
 
 namespace packkv {
 
+namespace {
+
+// `values` values of a residual window (kv_dtype bytes, [residual_len][H][D]) as float.
+std::vector<float> window_as_float(const std::vector<uint8_t>& window, packkv_dtype_t kv_dtype, size_t values) {
+  std::vector<float> f(values);
+  to_float(window.data(), kv_dtype, values, f.data());
+  return f;
+}
+
+}  // namespace
+
 void CpuCache::scores(const AttnArgs& a, float* scores, int64_t ld) const {
   const fmt::Shape& sh = config().shape;
   const int gqa_group = a.n_q_heads / sh.n_kv_heads;
@@ -71,12 +82,10 @@ void CpuCache::load_q(const AttnArgs& a, int i, float* q) const {
 
 // Scores of all query heads over one sequence: out[j * ld + t].
 void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, float* out, size_t ld) const {
-  const Config& c = config();
-  const fmt::Shape& sh = c.shape;
+  const fmt::Shape& sh = config().shape;
   const int d = sh.head_dim;
+  const std::vector<float> res = window_as_float(s.res_k, config().kv_dtype, (size_t)s.residual_len * row_);
   AttnScratch scratch;
-  std::vector<float> res((size_t)s.residual_len * row_);
-  to_float(s.res_k.data(), c.kv_dtype, res.size(), res.data());
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
     const float* qh = q + (size_t)hk * gqa_group * d;
     float* oh = out + (size_t)hk * gqa_group * ld;
@@ -97,13 +106,11 @@ void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, float*
 
 // acc[j][c] = sum_t probs[j * ld + t] V[t][kv_head(j)][c] over one sequence.
 void CpuCache::seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const {
-  const Config& c = config();
-  const fmt::Shape& sh = c.shape;
+  const fmt::Shape& sh = config().shape;
   const int d = sh.head_dim;
+  const std::vector<float> res = window_as_float(s.res_v, config().kv_dtype, (size_t)s.residual_len * row_);
   std::fill(acc, acc + (size_t)sh.n_kv_heads * gqa_group * d, 0.0);
   AttnScratch scratch;
-  std::vector<float> res((size_t)s.residual_len * row_);
-  to_float(s.res_v.data(), c.kv_dtype, res.size(), res.data());
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
     const float* ph = probs + (size_t)hk * gqa_group * ld;
     double* ah = acc + (size_t)hk * gqa_group * d;
