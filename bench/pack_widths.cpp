@@ -21,7 +21,9 @@
 // Usage: packkv_pack_widths [--data FILE] [--layer N] [--rk R --rv R]
 //   (default: data/smollm2_kv_sample.safetensors, every layer in it, r pairs 0.1/0.2,
 //    0.05/0.1, 0.035/0.07, 0.025/0.05, 0.02/0.04). Each (rate, layer) also prints a line
-//    "summary,layer,r_K,r_V,blob_bytes,grow_b,grow_c,grow_c4" (byte changes against (a)).
+//    "summary,layer,r_K,r_V,blob_bytes,grow_b,grow_c,grow_c4" (byte changes against (a)) and,
+//    for K and V, "stats,layer,r_K,r_V,K|V,packs,hist[9],tiles16,tile16_hist[9],warp_slots,
+//    slot_has[9],warps,warp_max_L" (read by bench/layout_study/cost_model.py).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -44,6 +46,11 @@ struct Tally {
   long long lens_bytes = 0;                  // LENS of (a) and (b)
   long long tile16_payload = 0, tile16_restricted_payload = 0, tile16_lens_bytes = 0;  // (c), (c4)
   long long tile16_hist[9] = {0}, tile16s = 0;  // widths of 16 x 16 tiles under (c)
+  // Divergence of a decode warp whose lane l owns channels 2l and 2l+1 of a round of 64
+  // channels (D = 64: one round of one head): per lane slot j (channels 2l+j, l < 32),
+  // how often each restricted width is present among the 32 lanes (b); the largest L
+  // over the 64 channels (what a bit-plane loop over L runs, (d)).
+  long long warp_slots = 0, slot_has[9] = {0}, warps = 0, warp_max_L = 0;
 };
 
 // Walks one tile's rounds; returns the bytes walked (the caller checks them against the
@@ -70,6 +77,21 @@ size_t walk_tile(const uint8_t* t, int rounds, int D, int bits, Tally* out) {
         out->tile16s++;
         group_max = 0;
       }
+    }
+    for (int c0 = 0; c0 + 64 <= D; c0 += 64) {
+      int mx = 0;
+      for (int j = 0; j < 2; ++j) {
+        bool has[9] = {false};
+        for (int l = 0; l < 32; ++l) {
+          const int L = static_cast<int>(packkv::fmt::read_field(lens, static_cast<size_t>(c0 + 2 * l + j), e));
+          has[restricted(L)] = true;
+          mx = L > mx ? L : mx;
+        }
+        for (int w = 0; w <= 8; ++w) out->slot_has[w] += has[w];
+        out->warp_slots++;
+      }
+      out->warps++;
+      out->warp_max_L += mx;
     }
     out->payload_bytes += static_cast<long long>(payload);
     out->lens_bytes += static_cast<long long>(lb);
@@ -146,6 +168,12 @@ int run(const packkv_eval::SafeTensors& st, const std::string& layer, float rk, 
     std::printf("\n      16x16-tile width histogram (c)");
     for (int L = 0; L <= 8; ++L)
       if (L <= bits) std::printf(" %d:%.1f%%", L, 100.0 * x.tile16_hist[L] / (x.tile16s ? x.tile16s : 1));
+    const double ws = static_cast<double>(x.warp_slots ? x.warp_slots : 1);
+    std::printf("\n      warp slots with width present (b) 0:%.1f%% 1:%.1f%% 2:%.1f%% 4:%.1f%% 8:%.1f%%; mean max L "
+                "over a 64-channel warp (d) %.2f",
+                100.0 * x.slot_has[0] / ws, 100.0 * x.slot_has[1] / ws, 100.0 * x.slot_has[2] / ws,
+                100.0 * x.slot_has[4] / ws, 100.0 * x.slot_has[8] / ws,
+                static_cast<double>(x.warp_max_L) / (x.warps ? x.warps : 1));
     const double tb = static_cast<double>(x.tile_bytes ? x.tile_bytes : 1);
     std::printf("\n      tile bytes %lld, payload %lld; restricted payload %lld: tiles (b) %+.1f%%, (c) %+.1f%%, "
                 "(c4) %+.1f%%\n",
@@ -162,6 +190,16 @@ int run(const packkv_eval::SafeTensors& st, const std::string& layer, float rk, 
               "(c4) %+.1f%%, (d) +0.0%%\n",
               blob_bytes, 100.0 * grow / blob_bytes, 100.0 * gc / blob_bytes, 100.0 * gc4 / blob_bytes);
   std::printf("  summary,%s,%.3g,%.3g,%lld,%lld,%lld,%lld\n", layer.c_str(), rk, rv, blob_bytes, grow, gc, gc4);
+  for (int kv = 0; kv < 2; ++kv) {  // width statistics for bench/layout_study/cost_model.py
+    const Tally& x = kv == 0 ? tk : tv;
+    std::printf("  stats,%s,%.3g,%.3g,%c,%lld", layer.c_str(), rk, rv, kv == 0 ? 'K' : 'V', x.packs);
+    for (long long h : x.hist) std::printf(",%lld", h);
+    std::printf(",%lld", x.tile16s);
+    for (long long h : x.tile16_hist) std::printf(",%lld", h);
+    std::printf(",%lld", x.warp_slots);
+    for (long long h : x.slot_has) std::printf(",%lld", h);
+    std::printf(",%lld,%lld\n", x.warps, x.warp_max_L);
+  }
   return 0;
 }
 

@@ -1,0 +1,369 @@
+// Layout study of issue 14 (bench/RESULTS.md, "Layout study"): the step "compressed codes
+// of one round -> fp16 codes in a shared-memory tile" of a tensor-core decode kernel,
+// written once per candidate layout so that its SASS can be counted per code without a
+// GPU (bench/layout_study/count.sh: nvcc -arch=sm_90 -cubin -O3, cuobjdump -sass).
+// NOT part of the library and never launched: these kernels model the instruction stream
+// of a decode inner loop; they have not been run, so they are not proven correct.
+//
+// Common model (all candidates): head_dim D = 64 (the real data's), one warp decodes one
+// round (16 tokens x 64 channels = 1024 codes, 32 per lane) per loop iteration from the
+// tile already staged in shared memory (the staging copy, ldmatrix and mma are the same
+// for every layout and are left out). Each code c of a pack with minimum mn becomes the
+// fp16 value mn + c through the 0x6400 trick: (c | 0x6400) is 1024 + c as fp16, one HADD2
+// with (mn - 1024) per pair. Outputs go to a [channel][16 tokens] fp16 tile (ldmatrix
+// reads it directly for p.V and with .trans for K.q); the token order inside a row is a
+// fixed permutation, which costs nothing (blocks are repacked anyway: the scores and
+// weights follow the stored order).
+//
+// Candidates (layouts of a round as in src/tile_format.h unless said otherwise):
+//  a1  today's bytes, L in 0..8 per pack; lane per channel pair, one code per SHF + LOP3,
+//      PRMT of the two channels' codes of one token, HADD2, STS.32 into [token][channel]
+//      (the design of the tensor-core helper C1).
+//  a2  today's bytes; lane per channel pair; pairs of tokens of one channel: PRMT of two
+//      shifted windows, one LOP3 (mask and 0x6400 for both), HADD2, STS.128.
+//  bW  widths rounded up to {0,1,2,4,8}, today's byte order: the path for width W (a
+//      warp whose lanes see several widths runs every path present, see cost_model.py).
+//  cW  one width W (0..8) per 16-token x 16-channel tile: lane = (channel, half) of the
+//      tile, the warp walks the 4 tiles of a round with a warp-uniform width; the pack
+//      halves of a tile are contiguous W-byte runs (lane l's at byte l*W).
+//  d   bit-planes: a pack of encode length L is L 16-bit planes (plane j holds bit j of
+//      the 16 codes, token t at bit t), 2L bytes as in (a); lane per channel pair, the
+//      plane loop runs to the largest L of the warp (written unrolled with guards).
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+namespace {
+
+constexpr int D = 64;
+
+__device__ __forceinline__ uint32_t bits_at(const uint32_t* T, uint32_t bit) {
+  const uint32_t* w = T + (bit >> 5);
+  return __funnelshift_r(w[0], w[1], bit);
+}
+
+__device__ __forceinline__ uint32_t warp_incl_scan(uint32_t v) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    uint32_t t = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += t;
+  }
+  return v;
+}
+
+__device__ __forceinline__ uint32_t hadd2_u(uint32_t a, uint32_t b) {
+  __half2 r = __hadd2(*reinterpret_cast<__half2*>(&a), *reinterpret_cast<__half2*>(&b));
+  return *reinterpret_cast<uint32_t*>(&r);
+}
+
+// (x & m) | 0x64006400 as one LOP3: ptxas splits the expression into two LOP3 when m is
+// an immediate too (a LOP3 takes one immediate), so the lop3 is written out.
+__device__ __forceinline__ uint32_t and_or6400(uint32_t x, uint32_t m) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(x), "r"(m), "n"(0x64006400));
+  return d;
+}
+
+// (mn - 1024) in both fp16 halves: the bias of the 0x6400 trick for a channel. For mn in
+// 0..255, -(1024 - mn) has fp16 bits 0xE400 - 2 mn (exponent 9, mantissa step 1/2), so
+// no conversion instruction is needed.
+__device__ __forceinline__ uint32_t bias2(uint32_t mn) { return (0xE400u - 2u * mn) * 0x10001u; }
+
+// Per-round metadata of the variable-width layouts (a), (b), (d): this lane's MINS and
+// LENS fields of channels 2l, 2l+1, and the bit of its first pack (warp scan of the
+// pack sizes). Returns the round size in bytes.
+struct Meta {
+  uint32_t mn0, mn1, L0, L1, p0, p1;
+};
+__device__ __forceinline__ uint32_t round_meta(const uint32_t* T, uint32_t rbyte, int bits, int e, Meta* m) {
+  const int lane = threadIdx.x & 31;
+  const uint32_t rbit = rbyte * 8, bm = (1u << bits) - 1u, em = (1u << e) - 1u;
+  const uint32_t mw = bits_at(T, rbit + 2u * lane * bits);
+  const uint32_t lw = bits_at(T, rbit + D * bits + 2u * lane * e);
+  m->mn0 = mw & bm;
+  m->mn1 = (mw >> bits) & bm;
+  m->L0 = lw & em;
+  m->L1 = (lw >> e) & em;
+  const uint32_t s = 2u * (m->L0 + m->L1), incl = warp_incl_scan(s);
+  const uint32_t meta = static_cast<uint32_t>(D * bits + D * e) / 8;
+  m->p0 = rbit + 8u * (meta + incl - s);
+  m->p1 = m->p0 + 16u * m->L0;
+  return meta + __shfl_sync(0xffffffffu, incl, 31);
+}
+
+extern __shared__ uint32_t smem[];
+
+}  // namespace
+
+// ---- a1: C1's design ----
+__global__ void study_a1(int R, int bits, int e) {
+  const uint32_t* T = smem;
+  uint32_t* O = smem + 8192;  // [16 tokens][D/2] half2
+  const int lane = threadIdx.x & 31;
+  uint32_t rbyte = 0;
+#pragma unroll 1
+  for (int r = 0; r < R; ++r) {
+    Meta m;
+    const uint32_t size = round_meta(T, rbyte, bits, e, &m);
+    const uint32_t b01 = __byte_perm(bias2(m.mn0), bias2(m.mn1), 0x5410);  // (mn0, mn1) - 1024
+    const uint32_t m0 = (1u << m.L0) - 1u, m1 = (1u << m.L1) - 1u;
+#pragma unroll
+    for (int h = 0; h < 4; ++h) {  // window h holds tokens 15-4h .. 12-4h
+      uint32_t w0 = bits_at(T, m.p0 + 4u * h * m.L0), w1 = bits_at(T, m.p1 + 4u * h * m.L1);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const uint32_t u0 = (w0 & m0) | 0x6400u, u1 = (w1 & m1) | 0x6400u;
+        O[(r & 1) * 16 * (D / 2) + (15 - 4 * h - k) * (D / 2) + lane] = hadd2_u(__byte_perm(u0, u1, 0x5410), b01);
+        w0 >>= m.L0;
+        w1 >>= m.L1;
+      }
+    }
+    rbyte += size;
+    __syncwarp();
+  }
+}
+
+// ---- a2: pairs of tokens of one channel, STS.128 ----
+__device__ __forceinline__ void a2_pack(const uint32_t* T, uint32_t p, uint32_t L, uint32_t mn, uint4* row) {
+  const uint32_t mm = ((1u << L) - 1u) * 0x10001u, b = bias2(mn);
+  uint32_t h[8];
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {  // windows (4q, 4q+1): tokens 15-8q-k and 11-8q-k
+    uint32_t wa = bits_at(T, p + 8u * q * L), wb = bits_at(T, p + (8u * q + 4u) * L);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      h[4 * q + k] = hadd2_u(and_or6400(__byte_perm(wa, wb, 0x5410), mm), b);
+      wa >>= L;
+      wb >>= L;
+    }
+  }
+  row[0] = make_uint4(h[0], h[1], h[2], h[3]);
+  row[1] = make_uint4(h[4], h[5], h[6], h[7]);
+}
+__global__ void study_a2(int R, int bits, int e) {
+  const uint32_t* T = smem;
+  uint4* O = reinterpret_cast<uint4*>(smem + 8192);  // [D][16 tokens] fp16 = 2 uint4 per row
+  const int lane = threadIdx.x & 31;
+  uint32_t rbyte = 0;
+#pragma unroll 1
+  for (int r = 0; r < R; ++r) {
+    Meta m;
+    const uint32_t size = round_meta(T, rbyte, bits, e, &m);
+    uint4* o = O + (r & 1) * 2 * D;
+    a2_pack(T, m.p0, m.L0, m.mn0, o + 2 * (2 * lane));
+    a2_pack(T, m.p1, m.L1, m.mn1, o + 2 * (2 * lane + 1));
+    rbyte += size;
+    __syncwarp();
+  }
+}
+
+// ---- bW: widths in {0,1,2,4,8}, the path of one width W (both lane slots) ----
+// Today's byte order with L = W: bytes [0, W) hold tokens 8..15 (token 15 lowest), bytes
+// [W, 2W) tokens 0..7. Pairs (t, t') sit 16 bits apart, so one LOP3 masks both.
+template <int W>
+__device__ __forceinline__ void b_pack(const uint32_t* T, uint32_t p, uint32_t mn, uint4* row) {
+  const uint32_t b = bias2(mn);
+  uint32_t h[8];
+  if (W == 0) {
+    const uint32_t v = hadd2_u(0x64006400u, b);  // offsets 0: the value is mn
+#pragma unroll
+    for (int i = 0; i < 8; ++i) h[i] = v;
+  } else if (W == 1) {  // 2 bytes: byte 0 tokens 8..15, byte 1 tokens 0..7
+    const uint32_t x = __byte_perm(bits_at(T, p), 0u, 0x4140);  // byte0 -> bits 0-7, byte1 -> 16-23
+#pragma unroll
+    for (int k = 0; k < 8; ++k) h[k] = hadd2_u(and_or6400(x >> k, 0x00010001u), b);  // tokens 15-k, 7-k
+  } else if (W == 2) {  // 4 bytes: tokens 8..15 in bits 0-15, tokens 0..7 in 16-31
+    const uint32_t x = bits_at(T, p);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) h[k] = hadd2_u(and_or6400(x >> (2 * k), 0x00030003u), b);
+  } else if (W == 4) {  // 8 bytes: word 0 tokens 8..15, word 1 tokens 0..7
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const uint32_t x = bits_at(T, p + 32u * q);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) h[4 * q + k] = hadd2_u(and_or6400(x >> (4 * k), 0x000f000fu), b);
+    }
+  } else {  // W == 8: 16 bytes, one code per byte
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const uint32_t x = bits_at(T, p + 32u * q);
+      h[2 * q] = hadd2_u(__byte_perm(x, 0x64u, 0x4140), b);  // codes (0, 1) of the word
+      h[2 * q + 1] = hadd2_u(__byte_perm(x, 0x64u, 0x4342), b);
+    }
+  }
+  row[0] = make_uint4(h[0], h[1], h[2], h[3]);
+  row[1] = make_uint4(h[4], h[5], h[6], h[7]);
+}
+template <int W>
+__global__ void study_b(int R, int bits, int e) {
+  const uint32_t* T = smem;
+  uint4* O = reinterpret_cast<uint4*>(smem + 8192);
+  const int lane = threadIdx.x & 31;
+  uint32_t rbyte = 0;
+#pragma unroll 1
+  for (int r = 0; r < R; ++r) {
+    Meta m;
+    const uint32_t size = round_meta(T, rbyte, bits, e, &m);
+    uint4* o = O + (r & 1) * 2 * D;
+    b_pack<W>(T, m.p0, m.mn0, o + 2 * (2 * lane));
+    b_pack<W>(T, m.p1, m.mn1, o + 2 * (2 * lane + 1));
+    rbyte += size;
+    __syncwarp();
+  }
+}
+template __global__ void study_b<0>(int, int, int);
+template __global__ void study_b<1>(int, int, int);
+template __global__ void study_b<2>(int, int, int);
+template __global__ void study_b<4>(int, int, int);
+template __global__ void study_b<8>(int, int, int);
+
+// The real (b) kernel: a switch on each lane's width; a warp runs every path present.
+__global__ void study_b_switch(int R, int bits, int e) {
+  const uint32_t* T = smem;
+  uint4* O = reinterpret_cast<uint4*>(smem + 8192);
+  const int lane = threadIdx.x & 31;
+  uint32_t rbyte = 0;
+#pragma unroll 1
+  for (int r = 0; r < R; ++r) {
+    Meta m;
+    const uint32_t size = round_meta(T, rbyte, bits, e, &m);
+    uint4* o = O + (r & 1) * 2 * D;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const uint32_t L = j ? m.L1 : m.L0, p = j ? m.p1 : m.p0, mn = j ? m.mn1 : m.mn0;
+      uint4* row = o + 2 * (2 * lane + j);
+      switch (L) {
+        case 0: b_pack<0>(T, p, mn, row); break;
+        case 1: b_pack<1>(T, p, mn, row); break;
+        case 2: b_pack<2>(T, p, mn, row); break;
+        case 4: b_pack<4>(T, p, mn, row); break;
+        default: b_pack<8>(T, p, mn, row); break;
+      }
+    }
+    rbyte += size;
+    __syncwarp();
+  }
+}
+
+// ---- cW: one width per 16 x 16 tile, warp-uniform ----
+// Round layout: MINS (D fields of b bits), TLENS (D/16 fields of e bits), then tile j =
+// 16 packs of 2 W_j bytes each in channel order (today's pack byte order), so lane
+// l = 2 c + h (channel c of the tile, half h: 0 = tokens 8..15, 1 = tokens 0..7) finds its
+// 8 codes in the W bytes at byte l * W of the tile. Pairs (k, k + 4) of the 8 codes.
+template <int W>
+__device__ __forceinline__ void c_half(const uint32_t* T, uint32_t bit, uint32_t b, uint4* out) {
+  uint32_t h[4];
+  constexpr uint32_t m = W ? ((1u << W) - 1u) * 0x10001u : 0u;
+  if (W == 0) {
+    const uint32_t v = hadd2_u(0x64006400u, b);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) h[k] = v;
+  } else if (W == 1) {  // one byte: spread its nibbles to bits 0-3 and 16-19
+    const uint32_t x = bits_at(T, bit) & 0xffu;
+    const uint32_t y = (x & 0xfu) | ((x & 0xf0u) << 12);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) h[k] = hadd2_u(and_or6400(y >> k, m), b);
+  } else if (W == 2) {  // two bytes: byte 0 to bits 0-7, byte 1 to 16-23
+    const uint32_t y = __byte_perm(bits_at(T, bit), 0u, 0x4140);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) h[k] = hadd2_u(and_or6400(y >> (2 * k), m), b);
+  } else if (W == 4) {  // one word: codes k and k + 4 sit 16 bits apart
+    const uint32_t y = bits_at(T, bit);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) h[k] = hadd2_u(and_or6400(y >> (4 * k), m), b);
+  } else if (W == 8) {  // two words, one code per byte: PRMT with the 0x64 byte
+    const uint32_t lo = bits_at(T, bit), hi = bits_at(T, bit + 32u);
+    h[0] = hadd2_u(__byte_perm(lo, 0x64u, 0x4140), b);  // codes (0, 1)
+    h[1] = hadd2_u(__byte_perm(lo, 0x64u, 0x4342), b);
+    h[2] = hadd2_u(__byte_perm(hi, 0x64u, 0x4140), b);
+    h[3] = hadd2_u(__byte_perm(hi, 0x64u, 0x4342), b);
+  } else {  // W = 3, 5, 6, 7: the half's 8W bits as lo:hi, codes by funnel shifts
+    const uint32_t lo = bits_at(T, bit);
+    const uint32_t hi = W > 4 ? bits_at(T, bit + 32u) : 0u;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t u = __funnelshift_r(lo, hi, k * W), v = __funnelshift_r(lo, hi, (k + 4) * W);
+      h[k] = hadd2_u(and_or6400(__byte_perm(u, v, 0x5410), m), b);
+    }
+  }
+  *out = make_uint4(h[0], h[1], h[2], h[3]);
+}
+template <int W>
+__global__ void study_c(int R, int bits, int e) {
+  const uint32_t* T = smem;
+  uint4* O = reinterpret_cast<uint4*>(smem + 8192);
+  const int lane = threadIdx.x & 31;
+  const uint32_t bm = (1u << bits) - 1u, em = (1u << e) - 1u;
+  uint32_t rbyte = 0;
+#pragma unroll 1
+  for (int r = 0; r < R; ++r) {
+    const uint32_t rbit = rbyte * 8;
+    const uint32_t tl = bits_at(T, rbit + D * bits);  // the 4 tile widths: offsets (and, in a real kernel, the path)
+    uint32_t tbyte = rbyte + (D * bits + ((D / 16) * e + 7) / 8 * 8) / 8;
+    uint4* o = O + (r & 1) * 2 * D;
+#pragma unroll
+    for (int j = 0; j < D / 16; ++j) {
+      const int c = 16 * j + (lane >> 1);
+      const uint32_t mn = bits_at(T, rbit + static_cast<uint32_t>(c * bits)) & bm;
+      c_half<W>(T, (tbyte + static_cast<uint32_t>(lane * W)) * 8, bias2(mn), o + 2 * c + (lane & 1));
+      tbyte += 32u * ((tl >> (j * e)) & em);
+    }
+    rbyte = tbyte;
+    __syncwarp();
+  }
+}
+template __global__ void study_c<0>(int, int, int);
+template __global__ void study_c<1>(int, int, int);
+template __global__ void study_c<2>(int, int, int);
+template __global__ void study_c<3>(int, int, int);
+template __global__ void study_c<4>(int, int, int);
+template __global__ void study_c<5>(int, int, int);
+template __global__ void study_c<6>(int, int, int);
+template __global__ void study_c<7>(int, int, int);
+template __global__ void study_c<8>(int, int, int);
+
+// ---- d: bit-planes, lane per channel pair, plane loop guarded per lane ----
+__device__ __forceinline__ void d_planes(const uint32_t* T, uint32_t p, uint32_t L, int j, uint32_t (&acc)[8]) {
+  if (static_cast<uint32_t>(j) < L) {
+    const uint32_t plane = bits_at(T, p + 16u * j) & 0xffffu;
+    const uint32_t x = __byte_perm(plane, 0u, 0x4140) << j;  // tokens 0..7 -> bits j.., 8..15 -> 16+j..
+    const uint32_t mj = 0x00010001u << j;
+#pragma unroll
+    for (int t = 0; t < 8; ++t) acc[t] |= (x >> t) & mj;  // pair (t, t + 8)
+  }
+}
+template <int P>  // planes unrolled (a warp runs as many as the largest L of its lanes)
+__global__ void study_d(int R, int bits, int e) {
+  const uint32_t* T = smem;
+  uint4* O = reinterpret_cast<uint4*>(smem + 8192);
+  const int lane = threadIdx.x & 31;
+  uint32_t rbyte = 0;
+#pragma unroll 1
+  for (int r = 0; r < R; ++r) {
+    Meta m;
+    const uint32_t size = round_meta(T, rbyte, bits, e, &m);
+    uint32_t a0[8] = {0, 0, 0, 0, 0, 0, 0, 0}, a1[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      d_planes(T, m.p0, m.L0, j, a0);
+      d_planes(T, m.p1, m.L1, j, a1);
+    }
+    const uint32_t b0 = bias2(m.mn0), b1 = bias2(m.mn1);
+    uint4* o = O + (r & 1) * 2 * D;
+    uint32_t h0[8], h1[8];
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+      h0[t] = hadd2_u(a0[t] | 0x64006400u, b0);
+      h1[t] = hadd2_u(a1[t] | 0x64006400u, b1);
+    }
+    o[2 * (2 * lane)] = make_uint4(h0[0], h0[1], h0[2], h0[3]);
+    o[2 * (2 * lane) + 1] = make_uint4(h0[4], h0[5], h0[6], h0[7]);
+    o[2 * (2 * lane + 1)] = make_uint4(h1[0], h1[1], h1[2], h1[3]);
+    o[2 * (2 * lane + 1) + 1] = make_uint4(h1[4], h1[5], h1[6], h1[7]);
+    rbyte += size;
+    __syncwarp();
+  }
+}
+template __global__ void study_d<0>(int, int, int);
+template __global__ void study_d<4>(int, int, int);
+template __global__ void study_d<8>(int, int, int);
