@@ -313,7 +313,15 @@ std::vector<Row> run_group(const Opts& o, const __half* d_real, const char* src,
       CK(cudaFree(scores));
       CK(cudaFree(probs));
     }
-    r.pk_dec = time_ms([&] { PK(packkv_attn_decode(cache, B, ids.data(), HQ, q16, PACKKV_DTYPE_F16, scale, out, lse, ws, wsb, st)); }, o.reps, st);
+    // a refused shape (e.g. a grid over the launch limits) is reported, not fatal
+    const packkv_status_t ds = packkv_attn_decode(cache, B, ids.data(), HQ, q16, PACKKV_DTYPE_F16, scale, out, lse, ws, wsb, st);
+    if (ds == PACKKV_OK) {
+      r.pk_dec = time_ms([&] { PK(packkv_attn_decode(cache, B, ids.data(), HQ, q16, PACKKV_DTYPE_F16, scale, out, lse, ws, wsb, st)); }, o.reps, st);
+    } else {
+      r.pk_dec = NAN;
+      std::printf("  decode refused at %s H %d B %d T %d D %d g %d q_len %d: %s %s\n", sh.model.c_str(), H, B, T, D,
+                  sh.g, sh.q_len, packkv_status_string(ds), packkv_last_error_message());
+    }
     CK(cudaFree(q16));
     CK(cudaFree(out));
     CK(cudaFree(lse));
