@@ -7,7 +7,11 @@ calls; "nan" when the shape did not run: out of memory, or past --time-budget).
 
 Per shape: K and V fp16 [B][H][T][D], queries fp16 [B][H*g][q_len][D], no mask (each of
 the q_len queries attends to every cached token, as the benchmark's packkv decode does),
-enable_gqa when g > 1. Without --shapes it times the issue-4 sweep (H 8, q_len 1)."""
+enable_gqa when g > 1. With --packed-gqa it also times the same attention with the g * q_len
+queries of each KV head as one query sequence (q viewed as [B][H][g*q_len][D], plain
+multi-head SDPA, no enable_gqa: the usual way to run GQA decode on a dense kernel) and
+reports the faster of the two forms (both on stderr). Without --shapes it times the issue-4
+sweep (H 8, q_len 1)."""
 import argparse
 import math
 import sys
@@ -28,25 +32,37 @@ def sweep_shapes(max_gb):
     return out
 
 
-def time_shape(H, B, T, D, g, ql, reps, dev):
+def median_ms(fn, reps):
+    for _ in range(3):
+        fn()
+    ts = []
+    for _ in range(reps):
+        e0 = torch.cuda.Event(enable_timing=True)
+        e1 = torch.cuda.Event(enable_timing=True)
+        e0.record()
+        fn()
+        e1.record()
+        e1.synchronize()
+        ts.append(e0.elapsed_time(e1))
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+def time_shape(H, B, T, D, g, ql, reps, dev, packed):
+    """Median ms of the shape: the enable_gqa form, or with packed the faster of it and
+    the packed form (query head h*g+i, position p of KV head h -> row i*q_len+p of h)."""
     q = torch.randn(B, H * g, ql, D, device=dev, dtype=torch.float16)
     k = torch.randn(B, H, T, D, device=dev, dtype=torch.float16)
     v = torch.randn(B, H, T, D, device=dev, dtype=torch.float16)
-    fn = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=(g > 1))
     try:
-        for _ in range(3):
-            fn()
-        ts = []
-        for _ in range(reps):
-            e0 = torch.cuda.Event(enable_timing=True)
-            e1 = torch.cuda.Event(enable_timing=True)
-            e0.record()
-            fn()
-            e1.record()
-            e1.synchronize()
-            ts.append(e0.elapsed_time(e1))
-        ts.sort()
-        return ts[len(ts) // 2]
+        ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=(g > 1)), reps)
+        if packed and g * ql > 1:
+            qp = q.view(B, H, g * ql, D)
+            ms_p = median_ms(lambda: F.scaled_dot_product_attention(qp, k, v), reps)
+            print(f"H {H} B {B} T {T} D {D} g {g} q_len {ql}: enable_gqa {ms:.5f} ms, packed {ms_p:.5f} ms",
+                  file=sys.stderr)
+            ms = min(ms, ms_p)
+        return ms
     finally:
         del q, k, v
         torch.cuda.empty_cache()
@@ -59,6 +75,7 @@ def main():
     ap.add_argument("--max-gb", type=float, default=9.0, help="without --shapes: fp16 K+V limit of the sweep")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--time-budget", type=float, default=0.0, help="seconds; start no shape after it (0: none)")
+    ap.add_argument("--packed-gqa", action="store_true", help="also time the packed-GQA form, keep the faster")
     a = ap.parse_args()
     dev = torch.device("cuda")
     if a.shapes:
@@ -75,7 +92,7 @@ def main():
         ms = math.nan
         if a.time_budget <= 0 or time.monotonic() - t0 <= a.time_budget:
             try:
-                ms = time_shape(H, B, T, D, g, ql, a.reps, dev)
+                ms = time_shape(H, B, T, D, g, ql, a.reps, dev, a.packed_gqa)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 print(f"out of memory: H {H} B {B} T {T} D {D} g {g} q_len {ql}", file=sys.stderr)
