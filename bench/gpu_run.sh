@@ -10,8 +10,8 @@
 #                               .devdeps/, a relocatable prefix; add "/.devdeps/" to
 #                               .git/info/exclude and pass carry [".devdeps"] to the device
 #                               tool, since the device image has no doctest)
-# Environment: OUT (logs), BUILD (build dir, default $TMPDIR/packkv-build), SDPA_REPS and
-# SDPA_TIME_BUDGET (seconds) of the SDPA baseline, NCU_KERNELS. bench mode also writes
+# Environment: OUT (logs), BUILD (build dir, default $TMPDIR/packkv-build), SDPA_REPS,
+# SDPA_TIME_BUDGET (seconds) and SDPA_ARGS (e.g. --packed-gqa) of the SDPA baseline, NCU_KERNELS. bench mode also writes
 # $OUT/gpu-latest.json (packkv_bench_gpu --json).
 set -u
 MODE=${1:-all}; shift || true
@@ -73,7 +73,7 @@ if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
     if [ -f bench/sdpa_baseline.py ]; then  # SDPA times the shapes the benchmark lists
       "$BUILD"/bench/packkv_bench_gpu --list-shapes "$@" > "$OUT/shapes.csv" 2> "$OUT/sdpa.log"
       python3 bench/sdpa_baseline.py --shapes "$OUT/shapes.csv" --reps "${SDPA_REPS:-20}" \
-        --time-budget "${SDPA_TIME_BUDGET:-0}" --out "$OUT/sdpa.csv" >> "$OUT/sdpa.log" 2>&1 || log "sdpa baseline failed"
+        --time-budget "${SDPA_TIME_BUDGET:-0}" ${SDPA_ARGS:-} --out "$OUT/sdpa.csv" >> "$OUT/sdpa.log" 2>&1 || log "sdpa baseline failed"
     fi
     "$BUILD"/bench/packkv_bench_gpu --data data/smollm2_kv_sample.safetensors --sdpa "$OUT/sdpa.csv" \
       --json "$OUT/gpu-latest.json" --commit "$COMMIT" "$@" > "$OUT/bench.log" 2>&1; log "bench rc=$?"
