@@ -20,7 +20,8 @@ t = max(bits per code, instructions per code / k), k = 1.25 (H100) or 0.87 (H200
 issue's budget of instructions per code per bit read at the bandwidth limit. Only the
 decode step counts here (ldmatrix, mma, softmax and scales add the same amount to every
 candidate), so the instruction-side differences are upper bounds of the speed gains.
-Usage: cost_model.py PACK_WIDTHS_OUTPUT SASS_CSV"""
+The D = 128 rows reuse the width statistics of the D = 64 data (lane slots of 32 lanes).
+Usage: cost_model.py PACK_WIDTHS_OUTPUT SASS_CSV [D (64 or 128, default 64)]"""
 import sys
 from collections import defaultdict
 
@@ -29,10 +30,16 @@ RESTRICT = {0: 0, 1: 1, 2: 2, 3: 4, 4: 4, 5: 8, 6: 8, 7: 8, 8: 8}
 
 def main():
     pw, csv = sys.argv[1], sys.argv[2]
-    cnt = {}
+    D = int(sys.argv[3]) if len(sys.argv) > 3 else 64
+    cpl = D // 32  # channels (lane slots) per lane
+    cnt = {}  # instructions per code, by kernel: a1, a2, b0..b8, c0..c8, d0, d4, d8 of this D
     for ln in open(csv):
-        name, n, _ = ln.strip().split(",")
-        cnt[name.replace("study_", "")] = int(n)
+        name, _, per_code = ln.strip().split(",")
+        parts = name.split("_")
+        if parts[-1].isdigit() and len(parts) >= 2 and parts[1] == str(D) and parts[0] in ("a1", "a2"):
+            cnt[parts[0]] = float(per_code)
+        elif len(parts) == 3 and parts[1] == str(D):
+            cnt[parts[0] + parts[2]] = float(per_code)
     summ = defaultdict(lambda: [0, 0, 0, 0])  # rate -> blob, grow_b, grow_c, grow_c4
     stats = defaultdict(lambda: defaultdict(lambda: [0] * 33))  # rate -> K/V -> summed fields
     for ln in open(pw):
@@ -47,6 +54,7 @@ def main():
             for i, v in enumerate(f[5:]):
                 acc[i] += int(v)
     b0 = cnt["b0"]
+    print(f"head_dim {D}\n")
     print("| r_K / r_V | layout | bytes vs (a) | bits/code | instr/code (decode step) | time H100 | time H200 | bytes x time H100 | bytes x time H200 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for key in sorted(summ, key=lambda k: -float(k[0])):
@@ -61,12 +69,13 @@ def main():
             warps, wmax = s[30], s[31]
             w = packs * 16  # codes of this K or V
             codes += w
-            e_b = b0 + sum(has[x] / slots * (cnt[f"b{x}"] - b0) / 2 for x in (1, 2, 4, 8)) * 2
+            # per lane slot: the paths present among its 32 lanes, each 1/cpl of a b_W count
+            e_b = b0 + sum(has[x] / slots * (cnt[f"b{x}"] - b0) / cpl for x in (1, 2, 4, 8)) * cpl
             e_c = sum(t16h[W] / t16 * cnt[f"c{W}"] for W in range(9))
             e_c4 = sum(t16h[W] / t16 * cnt[f"c{RESTRICT[W]}"] for W in range(9))
             e_d = cnt["d0"] + (cnt["d8"] - cnt["d0"]) / 8 * (wmax / warps)
             for name, v in (("a1", cnt["a1"]), ("a2", cnt["a2"]), ("b", e_b), ("c", e_c), ("c4", e_c4), ("d", e_d)):
-                per[name] = per.get(name, 0) + v / 32 * w
+                per[name] = per.get(name, 0) + v * w
         bits_a = blob * 8 / codes
         rows = [("a1", 0), ("a2", 0), ("b", gb), ("c", gc), ("c4", gc4), ("d", 0)]
         ba = blob * 8 / codes, per["a2"] / codes

@@ -2,14 +2,15 @@
 """Counts the SASS instructions of the round loop of every kernel in a `cuobjdump -sass`
 listing (bench/layout_study/decode_step.cu): the loop is the range from the target of the
 last backward branch to that branch (the round loop is the only real loop: the inner
-loops are unrolled), NOPs left out. Prints per kernel the instructions per round per lane,
-per code (32 codes per lane per round) and the count by opcode. Usage:
+loops are unrolled), NOPs left out. Kernels are templates whose first argument is the
+head_dim D (a lane decodes 16 * D / 32 codes per round); they are named by their template
+arguments: study_b<128, 4> -> b_128_4. Prints per kernel the instructions per round per
+lane, per code and the count by opcode (--csv: name,count,per_code). Usage:
     cuobjdump -sass decode_step.cubin | python3 count_sass.py [--csv]"""
 import re
 import sys
 from collections import Counter
 
-CODES_PER_LANE = 32
 
 
 def parse(lines):
@@ -44,18 +45,28 @@ def opcode(text):
     return t.split()[0].split(".")[0]
 
 
+def short_name(mangled):
+    """_Z7study_bILi128ELi4EEviii -> b_128_4; returns (name, D)."""
+    m = re.match(r"_Z\d+study_(\w+?)I((?:Li\d+E)+)E", mangled)
+    if not m:
+        return mangled, None
+    args = re.findall(r"Li(\d+)E", m.group(2))
+    return m.group(1) + "_" + "_".join(args), int(args[0])
+
+
 def main():
     csv = "--csv" in sys.argv
     funcs = parse(sys.stdin.read().splitlines())
-    for name in sorted(funcs):
+    for name in sorted(funcs, key=lambda n: short_name(n)[0]):
         body = [t for t in loop_body(funcs[name]) if opcode(t) != "NOP"]
         ops = Counter(opcode(t) for t in body)
-        short = re.sub(r"_Z\d+(study_\w+?)(ILi(\d+)EE)?v?iii$", lambda m: m.group(1) + (m.group(3) or ""), name)
+        short, D = short_name(name)
+        codes = 16 * D // 32 if D else 32
         if csv:
-            print(f"{short},{len(body)},{len(body) / CODES_PER_LANE:.3f}")
+            print(f"{short},{len(body)},{len(body) / codes:.4f}")
         else:
             top = " ".join(f"{k}:{v}" for k, v in ops.most_common())
-            print(f"{short:16s} loop {len(body):4d} instr/round/lane = {len(body) / CODES_PER_LANE:5.2f} per code | {top}")
+            print(f"{short:14s} loop {len(body):4d} instr/round/lane = {len(body) / codes:5.2f} per code | {top}")
 
 
 if __name__ == "__main__":

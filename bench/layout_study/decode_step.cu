@@ -5,9 +5,9 @@
 // NOT part of the library and never launched: these kernels model the instruction stream
 // of a decode inner loop; they have not been run, so they are not proven correct.
 //
-// Common model (all candidates): head_dim D = 64 (the real data's), one warp decodes one
-// round (16 tokens x 64 channels = 1024 codes, 32 per lane) per loop iteration from the
-// tile already staged in shared memory (the staging copy, ldmatrix and mma are the same
+// Common model (all candidates): head_dim D = 64 (the real data's) or 128 (Llama, Qwen),
+// one warp decodes one round (16 tokens x D channels, 16 D / 32 codes per lane: CPL = D / 32
+// channels per lane) per loop iteration from the tile already staged in shared memory (the staging copy, ldmatrix and mma are the same
 // for every layout and are left out). Each code c of a pack with minimum mn becomes the
 // fp16 value mn + c through the 0x6400 trick: (c | 0x6400) is 1024 + c as fp16, one HADD2
 // with (mn - 1024) per pair. Outputs go to a [channel][16 tokens] fp16 tile (ldmatrix
@@ -16,25 +16,25 @@
 // weights follow the stored order).
 //
 // Candidates (layouts of a round as in src/tile_format.h unless said otherwise):
-//  a1  today's bytes, L in 0..8 per pack; lane per channel pair, one code per SHF + LOP3,
+//  a1  today's bytes, L in 0..8 per pack; lane per channel pairs, one code per SHF + LOP3,
 //      PRMT of the two channels' codes of one token, HADD2, STS.32 into [token][channel]
 //      (the design of the tensor-core helper C1).
-//  a2  today's bytes; lane per channel pair; pairs of tokens of one channel: PRMT of two
+//  a2  today's bytes; CPL channels per lane; pairs of tokens of one channel: PRMT of two
 //      shifted windows, one LOP3 (mask and 0x6400 for both), HADD2, STS.128.
 //  bW  widths rounded up to {0,1,2,4,8}, today's byte order: the path for width W (a
 //      warp whose lanes see several widths runs every path present, see cost_model.py).
 //  cW  one width W (0..8) per 16-token x 16-channel tile: lane = (channel, half) of the
-//      tile, the warp walks the 4 tiles of a round with a warp-uniform width; the pack
+//      tile, the warp walks the D/16 tiles of a round with a warp-uniform width; the pack
 //      halves of a tile are contiguous W-byte runs (lane l's at byte l*W).
 //  d   bit-planes: a pack of encode length L is L 16-bit planes (plane j holds bit j of
-//      the 16 codes, token t at bit t), 2L bytes as in (a); lane per channel pair, the
+//      the 16 codes, token t at bit t), 2L bytes as in (a); CPL channels per lane, the
 //      plane loop runs to the largest L of the warp (written unrolled with guards).
+// Kernels are templates on D (64, 128) and the width or plane count; count_sass.py names
+// them a2_64, b_128_4, ... and divides by the codes per lane.
 #include <cuda_fp16.h>
 #include <stdint.h>
 
 namespace {
-
-constexpr int D = 64;
 
 __device__ __forceinline__ uint32_t bits_at(const uint32_t* T, uint32_t bit) {
   const uint32_t* w = T + (bit >> 5);
@@ -70,24 +70,30 @@ __device__ __forceinline__ uint32_t and_or6400(uint32_t x, uint32_t m) {
 __device__ __forceinline__ uint32_t bias2(uint32_t mn) { return (0xE400u - 2u * mn) * 0x10001u; }
 
 // Per-round metadata of the variable-width layouts (a), (b), (d): this lane's MINS and
-// LENS fields of channels 2l, 2l+1, and the bit of its first pack (warp scan of the
-// pack sizes). Returns the round size in bytes.
+// LENS fields of its CPL channels CPL*l .. CPL*l+CPL-1, and the bit of each of its packs
+// (warp scan of the pack sizes). Returns the round size in bytes.
+template <int CPL>
 struct Meta {
-  uint32_t mn0, mn1, L0, L1, p0, p1;
+  uint32_t mn[CPL], L[CPL], p[CPL];
 };
-__device__ __forceinline__ uint32_t round_meta(const uint32_t* T, uint32_t rbyte, int bits, int e, Meta* m) {
+template <int D, int CPL = D / 32>
+__device__ __forceinline__ uint32_t round_meta(const uint32_t* T, uint32_t rbyte, int bits, int e, Meta<CPL>* m) {
   const int lane = threadIdx.x & 31;
   const uint32_t rbit = rbyte * 8, bm = (1u << bits) - 1u, em = (1u << e) - 1u;
-  const uint32_t mw = bits_at(T, rbit + 2u * lane * bits);
-  const uint32_t lw = bits_at(T, rbit + D * bits + 2u * lane * e);
-  m->mn0 = mw & bm;
-  m->mn1 = (mw >> bits) & bm;
-  m->L0 = lw & em;
-  m->L1 = (lw >> e) & em;
-  const uint32_t s = 2u * (m->L0 + m->L1), incl = warp_incl_scan(s);
+  const uint32_t mw = bits_at(T, rbit + static_cast<uint32_t>(CPL * lane * bits));  // CPL * bits <= 32
+  const uint32_t lw = bits_at(T, rbit + D * bits + static_cast<uint32_t>(CPL * lane * e));
+  uint32_t s = 0;
+#pragma unroll
+  for (int j = 0; j < CPL; ++j) {
+    m->mn[j] = (mw >> (j * bits)) & bm;
+    m->L[j] = (lw >> (j * e)) & em;
+    s += 2u * m->L[j];
+  }
+  const uint32_t incl = warp_incl_scan(s);
   const uint32_t meta = static_cast<uint32_t>(D * bits + D * e) / 8;
-  m->p0 = rbit + 8u * (meta + incl - s);
-  m->p1 = m->p0 + 16u * m->L0;
+  m->p[0] = rbit + 8u * (meta + incl - s);
+#pragma unroll
+  for (int j = 1; j < CPL; ++j) m->p[j] = m->p[j - 1] + 16u * m->L[j - 1];
   return meta + __shfl_sync(0xffffffffu, incl, 31);
 }
 
@@ -96,26 +102,32 @@ extern __shared__ uint32_t smem[];
 }  // namespace
 
 // ---- a1: C1's design ----
+template <int D>
 __global__ void study_a1(int R, int bits, int e) {
+  constexpr int CPL = D / 32;
   const uint32_t* T = smem;
   uint32_t* O = smem + 8192;  // [16 tokens][D/2] half2
   const int lane = threadIdx.x & 31;
   uint32_t rbyte = 0;
 #pragma unroll 1
   for (int r = 0; r < R; ++r) {
-    Meta m;
-    const uint32_t size = round_meta(T, rbyte, bits, e, &m);
-    const uint32_t b01 = __byte_perm(bias2(m.mn0), bias2(m.mn1), 0x5410);  // (mn0, mn1) - 1024
-    const uint32_t m0 = (1u << m.L0) - 1u, m1 = (1u << m.L1) - 1u;
+    Meta<CPL> m;
+    const uint32_t size = round_meta<D>(T, rbyte, bits, e, &m);
 #pragma unroll
-    for (int h = 0; h < 4; ++h) {  // window h holds tokens 15-4h .. 12-4h
-      uint32_t w0 = bits_at(T, m.p0 + 4u * h * m.L0), w1 = bits_at(T, m.p1 + 4u * h * m.L1);
+    for (int j = 0; j < CPL; j += 2) {  // the channel pair (j, j+1) of this lane
+      const uint32_t b01 = __byte_perm(bias2(m.mn[j]), bias2(m.mn[j + 1]), 0x5410);  // (mn0, mn1) - 1024
+      const uint32_t m0 = (1u << m.L[j]) - 1u, m1 = (1u << m.L[j + 1]) - 1u;
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const uint32_t u0 = (w0 & m0) | 0x6400u, u1 = (w1 & m1) | 0x6400u;
-        O[(r & 1) * 16 * (D / 2) + (15 - 4 * h - k) * (D / 2) + lane] = hadd2_u(__byte_perm(u0, u1, 0x5410), b01);
-        w0 >>= m.L0;
-        w1 >>= m.L1;
+      for (int h = 0; h < 4; ++h) {  // window h holds tokens 15-4h .. 12-4h
+        uint32_t w0 = bits_at(T, m.p[j] + 4u * h * m.L[j]), w1 = bits_at(T, m.p[j + 1] + 4u * h * m.L[j + 1]);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const uint32_t u0 = (w0 & m0) | 0x6400u, u1 = (w1 & m1) | 0x6400u;
+          O[(r & 1) * 16 * (D / 2) + (15 - 4 * h - k) * (D / 2) + lane * (CPL / 2) + j / 2] =
+              hadd2_u(__byte_perm(u0, u1, 0x5410), b01);
+          w0 >>= m.L[j];
+          w1 >>= m.L[j + 1];
+        }
       }
     }
     rbyte += size;
@@ -140,18 +152,20 @@ __device__ __forceinline__ void a2_pack(const uint32_t* T, uint32_t p, uint32_t 
   row[0] = make_uint4(h[0], h[1], h[2], h[3]);
   row[1] = make_uint4(h[4], h[5], h[6], h[7]);
 }
+template <int D>
 __global__ void study_a2(int R, int bits, int e) {
+  constexpr int CPL = D / 32;
   const uint32_t* T = smem;
   uint4* O = reinterpret_cast<uint4*>(smem + 8192);  // [D][16 tokens] fp16 = 2 uint4 per row
   const int lane = threadIdx.x & 31;
   uint32_t rbyte = 0;
 #pragma unroll 1
   for (int r = 0; r < R; ++r) {
-    Meta m;
-    const uint32_t size = round_meta(T, rbyte, bits, e, &m);
+    Meta<CPL> m;
+    const uint32_t size = round_meta<D>(T, rbyte, bits, e, &m);
     uint4* o = O + (r & 1) * 2 * D;
-    a2_pack(T, m.p0, m.L0, m.mn0, o + 2 * (2 * lane));
-    a2_pack(T, m.p1, m.L1, m.mn1, o + 2 * (2 * lane + 1));
+#pragma unroll
+    for (int j = 0; j < CPL; ++j) a2_pack(T, m.p[j], m.L[j], m.mn[j], o + 2 * (CPL * lane + j));
     rbyte += size;
     __syncwarp();
   }
@@ -194,44 +208,50 @@ __device__ __forceinline__ void b_pack(const uint32_t* T, uint32_t p, uint32_t m
   row[0] = make_uint4(h[0], h[1], h[2], h[3]);
   row[1] = make_uint4(h[4], h[5], h[6], h[7]);
 }
-template <int W>
+template <int D, int W>
 __global__ void study_b(int R, int bits, int e) {
+  constexpr int CPL = D / 32;
   const uint32_t* T = smem;
   uint4* O = reinterpret_cast<uint4*>(smem + 8192);
   const int lane = threadIdx.x & 31;
   uint32_t rbyte = 0;
 #pragma unroll 1
   for (int r = 0; r < R; ++r) {
-    Meta m;
-    const uint32_t size = round_meta(T, rbyte, bits, e, &m);
+    Meta<CPL> m;
+    const uint32_t size = round_meta<D>(T, rbyte, bits, e, &m);
     uint4* o = O + (r & 1) * 2 * D;
-    b_pack<W>(T, m.p0, m.mn0, o + 2 * (2 * lane));
-    b_pack<W>(T, m.p1, m.mn1, o + 2 * (2 * lane + 1));
+#pragma unroll
+    for (int j = 0; j < CPL; ++j) b_pack<W>(T, m.p[j], m.mn[j], o + 2 * (CPL * lane + j));
     rbyte += size;
     __syncwarp();
   }
 }
-template __global__ void study_b<0>(int, int, int);
-template __global__ void study_b<1>(int, int, int);
-template __global__ void study_b<2>(int, int, int);
-template __global__ void study_b<4>(int, int, int);
-template __global__ void study_b<8>(int, int, int);
+#define PACKKV_STUDY_B(D) \
+  template __global__ void study_b<D, 0>(int, int, int); \
+  template __global__ void study_b<D, 1>(int, int, int); \
+  template __global__ void study_b<D, 2>(int, int, int); \
+  template __global__ void study_b<D, 4>(int, int, int); \
+  template __global__ void study_b<D, 8>(int, int, int);
+PACKKV_STUDY_B(64)
+PACKKV_STUDY_B(128)
 
 // The real (b) kernel: a switch on each lane's width; a warp runs every path present.
+template <int D>
 __global__ void study_b_switch(int R, int bits, int e) {
+  constexpr int CPL = D / 32;
   const uint32_t* T = smem;
   uint4* O = reinterpret_cast<uint4*>(smem + 8192);
   const int lane = threadIdx.x & 31;
   uint32_t rbyte = 0;
 #pragma unroll 1
   for (int r = 0; r < R; ++r) {
-    Meta m;
-    const uint32_t size = round_meta(T, rbyte, bits, e, &m);
+    Meta<CPL> m;
+    const uint32_t size = round_meta<D>(T, rbyte, bits, e, &m);
     uint4* o = O + (r & 1) * 2 * D;
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const uint32_t L = j ? m.L1 : m.L0, p = j ? m.p1 : m.p0, mn = j ? m.mn1 : m.mn0;
-      uint4* row = o + 2 * (2 * lane + j);
+    for (int j = 0; j < CPL; ++j) {
+      const uint32_t L = m.L[j], p = m.p[j], mn = m.mn[j];
+      uint4* row = o + 2 * (CPL * lane + j);
       switch (L) {
         case 0: b_pack<0>(T, p, mn, row); break;
         case 1: b_pack<1>(T, p, mn, row); break;
@@ -288,7 +308,7 @@ __device__ __forceinline__ void c_half(const uint32_t* T, uint32_t bit, uint32_t
   }
   *out = make_uint4(h[0], h[1], h[2], h[3]);
 }
-template <int W>
+template <int D, int W>
 __global__ void study_c(int R, int bits, int e) {
   const uint32_t* T = smem;
   uint4* O = reinterpret_cast<uint4*>(smem + 8192);
@@ -312,15 +332,18 @@ __global__ void study_c(int R, int bits, int e) {
     __syncwarp();
   }
 }
-template __global__ void study_c<0>(int, int, int);
-template __global__ void study_c<1>(int, int, int);
-template __global__ void study_c<2>(int, int, int);
-template __global__ void study_c<3>(int, int, int);
-template __global__ void study_c<4>(int, int, int);
-template __global__ void study_c<5>(int, int, int);
-template __global__ void study_c<6>(int, int, int);
-template __global__ void study_c<7>(int, int, int);
-template __global__ void study_c<8>(int, int, int);
+#define PACKKV_STUDY_C(D) \
+  template __global__ void study_c<D, 0>(int, int, int); \
+  template __global__ void study_c<D, 1>(int, int, int); \
+  template __global__ void study_c<D, 2>(int, int, int); \
+  template __global__ void study_c<D, 3>(int, int, int); \
+  template __global__ void study_c<D, 4>(int, int, int); \
+  template __global__ void study_c<D, 5>(int, int, int); \
+  template __global__ void study_c<D, 6>(int, int, int); \
+  template __global__ void study_c<D, 7>(int, int, int); \
+  template __global__ void study_c<D, 8>(int, int, int);
+PACKKV_STUDY_C(64)
+PACKKV_STUDY_C(128)
 
 // ---- d: bit-planes, lane per channel pair, plane loop guarded per lane ----
 __device__ __forceinline__ void d_planes(const uint32_t* T, uint32_t p, uint32_t L, int j, uint32_t (&acc)[8]) {
@@ -332,38 +355,46 @@ __device__ __forceinline__ void d_planes(const uint32_t* T, uint32_t p, uint32_t
     for (int t = 0; t < 8; ++t) acc[t] |= (x >> t) & mj;  // pair (t, t + 8)
   }
 }
-template <int P>  // planes unrolled (a warp runs as many as the largest L of its lanes)
+template <int D, int P>  // planes unrolled (a warp runs as many as the largest L of its lanes)
 __global__ void study_d(int R, int bits, int e) {
+  constexpr int CPL = D / 32;
   const uint32_t* T = smem;
   uint4* O = reinterpret_cast<uint4*>(smem + 8192);
   const int lane = threadIdx.x & 31;
   uint32_t rbyte = 0;
 #pragma unroll 1
   for (int r = 0; r < R; ++r) {
-    Meta m;
-    const uint32_t size = round_meta(T, rbyte, bits, e, &m);
-    uint32_t a0[8] = {0, 0, 0, 0, 0, 0, 0, 0}, a1[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    Meta<CPL> m;
+    const uint32_t size = round_meta<D>(T, rbyte, bits, e, &m);
+    uint32_t acc[CPL][8];
 #pragma unroll
-    for (int j = 0; j < P; ++j) {
-      d_planes(T, m.p0, m.L0, j, a0);
-      d_planes(T, m.p1, m.L1, j, a1);
-    }
-    const uint32_t b0 = bias2(m.mn0), b1 = bias2(m.mn1);
+    for (int c = 0; c < CPL; ++c)
+#pragma unroll
+      for (int t = 0; t < 8; ++t) acc[c][t] = 0;
+#pragma unroll
+    for (int j = 0; j < P; ++j)
+#pragma unroll
+      for (int c = 0; c < CPL; ++c) d_planes(T, m.p[c], m.L[c], j, acc[c]);
     uint4* o = O + (r & 1) * 2 * D;
-    uint32_t h0[8], h1[8];
 #pragma unroll
-    for (int t = 0; t < 8; ++t) {
-      h0[t] = hadd2_u(a0[t] | 0x64006400u, b0);
-      h1[t] = hadd2_u(a1[t] | 0x64006400u, b1);
+    for (int c = 0; c < CPL; ++c) {
+      const uint32_t b = bias2(m.mn[c]);
+      uint32_t h[8];
+#pragma unroll
+      for (int t = 0; t < 8; ++t) h[t] = hadd2_u(acc[c][t] | 0x64006400u, b);
+      o[2 * (CPL * lane + c)] = make_uint4(h[0], h[1], h[2], h[3]);
+      o[2 * (CPL * lane + c) + 1] = make_uint4(h[4], h[5], h[6], h[7]);
     }
-    o[2 * (2 * lane)] = make_uint4(h0[0], h0[1], h0[2], h0[3]);
-    o[2 * (2 * lane) + 1] = make_uint4(h0[4], h0[5], h0[6], h0[7]);
-    o[2 * (2 * lane + 1)] = make_uint4(h1[0], h1[1], h1[2], h1[3]);
-    o[2 * (2 * lane + 1) + 1] = make_uint4(h1[4], h1[5], h1[6], h1[7]);
     rbyte += size;
     __syncwarp();
   }
 }
-template __global__ void study_d<0>(int, int, int);
-template __global__ void study_d<4>(int, int, int);
-template __global__ void study_d<8>(int, int, int);
+#define PACKKV_STUDY_AD(D) \
+  template __global__ void study_a1<D>(int, int, int); \
+  template __global__ void study_a2<D>(int, int, int); \
+  template __global__ void study_b_switch<D>(int, int, int); \
+  template __global__ void study_d<D, 0>(int, int, int); \
+  template __global__ void study_d<D, 4>(int, int, int); \
+  template __global__ void study_d<D, 8>(int, int, int);
+PACKKV_STUDY_AD(64)
+PACKKV_STUDY_AD(128)

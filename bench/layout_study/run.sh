@@ -16,4 +16,4 @@ cuobjdump -sass "$OUT/decode_step.cubin" > "$OUT/decode_step.sass"
 python3 "$HERE/count_sass.py" < "$OUT/decode_step.sass"
 python3 "$HERE/count_sass.py" --csv < "$OUT/decode_step.sass" > "$OUT/counts.csv"
 "$BUILD/bench/packkv_pack_widths" > "$OUT/pack_widths.txt"
-python3 "$HERE/cost_model.py" "$OUT/pack_widths.txt" "$OUT/counts.csv"
+for D in 64 128; do python3 "$HERE/cost_model.py" "$OUT/pack_widths.txt" "$OUT/counts.csv" $D; echo; done
