@@ -53,49 +53,56 @@ struct Tally {
   long long warp_slots = 0, slot_has[9] = {0}, warps = 0, warp_max_L = 0;
 };
 
+// Tallies the candidate layouts (b), (c), (c4) and the warp statistics of one round from
+// its D encode lengths Ls (e bits per LENS field).
+void tally_round(const int* Ls, int D, int e, Tally* out) {
+  out->lens_bytes += static_cast<long long>(D * e / 8);
+  out->tile16_lens_bytes += static_cast<long long>((D / 16 * e + 7) / 8);
+  for (int c = 0; c < D; ++c) out->restricted_payload += 2 * restricted(Ls[c]);
+  for (int c0 = 0; c0 < D; c0 += 16) {  // the 16 x 16 tile of channels c0..c0+15
+    int mx = 0;
+    for (int c = c0; c < c0 + 16; ++c) mx = Ls[c] > mx ? Ls[c] : mx;
+    out->tile16_payload += 16 * 2 * mx;
+    out->tile16_restricted_payload += 16 * 2 * restricted(mx);
+    out->tile16_hist[mx]++;
+    out->tile16s++;
+  }
+  for (int c0 = 0; c0 + 64 <= D; c0 += 64) {  // a warp of 32 lanes x 2 channels
+    int mx = 0;
+    for (int j = 0; j < 2; ++j) {
+      bool has[9] = {false};
+      for (int l = 0; l < 32; ++l) {
+        const int L = Ls[c0 + 2 * l + j];
+        has[restricted(L)] = true;
+        mx = L > mx ? L : mx;
+      }
+      for (int w = 0; w <= 8; ++w) out->slot_has[w] += has[w];
+      out->warp_slots++;
+    }
+    out->warps++;
+    out->warp_max_L += mx;
+  }
+}
+
 // Walks one tile's rounds; returns the bytes walked (the caller checks them against the
 // blob's recorded tile size, so a misread layout cannot pass unnoticed).
 size_t walk_tile(const uint8_t* t, int rounds, int D, int bits, Tally* out) {
   const int e = packkv::fmt::len_bits(bits);
   const size_t mb = packkv::fmt::mins_bytes(D, bits), lb = packkv::fmt::lens_bytes(D, bits);
   size_t at = 0;
+  int Ls[packkv::fmt::kMaxHeadDim];
   for (int r = 0; r < rounds; ++r) {
     const uint8_t* lens = t + at + mb;
     size_t payload = 0;
-    int group_max = 0;
     for (int c = 0; c < D; ++c) {
       const int L = static_cast<int>(packkv::fmt::read_field(lens, static_cast<size_t>(c), e));
       out->hist[L]++;
       out->packs++;
       payload += 2u * L;
-      out->restricted_payload += 2 * restricted(L);
-      group_max = L > group_max ? L : group_max;
-      if (c % 16 == 15) {  // the 16 x 16 tile of channels c-15..c ends
-        out->tile16_payload += 16 * 2 * group_max;
-        out->tile16_restricted_payload += 16 * 2 * restricted(group_max);
-        out->tile16_hist[group_max]++;
-        out->tile16s++;
-        group_max = 0;
-      }
+      Ls[c] = L;
     }
-    for (int c0 = 0; c0 + 64 <= D; c0 += 64) {
-      int mx = 0;
-      for (int j = 0; j < 2; ++j) {
-        bool has[9] = {false};
-        for (int l = 0; l < 32; ++l) {
-          const int L = static_cast<int>(packkv::fmt::read_field(lens, static_cast<size_t>(c0 + 2 * l + j), e));
-          has[restricted(L)] = true;
-          mx = L > mx ? L : mx;
-        }
-        for (int w = 0; w <= 8; ++w) out->slot_has[w] += has[w];
-        out->warp_slots++;
-      }
-      out->warps++;
-      out->warp_max_L += mx;
-    }
+    tally_round(Ls, D, e, out);
     out->payload_bytes += static_cast<long long>(payload);
-    out->lens_bytes += static_cast<long long>(lb);
-    out->tile16_lens_bytes += static_cast<long long>((D / 16 * e + 7) / 8);
     at += mb + lb + payload;
   }
   out->tile_bytes += static_cast<long long>(at);
