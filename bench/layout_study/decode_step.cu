@@ -3,7 +3,8 @@
 // written once per candidate layout so that its SASS can be counted per code without a
 // GPU (bench/layout_study/count.sh: nvcc -arch=sm_90 -cubin -O3, cuobjdump -sass).
 // NOT part of the library and never launched: these kernels model the instruction stream
-// of a decode inner loop; they have not been run, so they are not proven correct.
+// of a decode inner loop. The recommended decode (a2_pack) is checked on the host against
+// the library's pack writer (check_decode.cu); the other candidates are not.
 //
 // Common model (all candidates): head_dim D = 64 (the real data's) or 128 (Llama, Qwen),
 // one warp decodes one round (16 tokens x D channels, 16 D / 32 codes per lane: CPL = D / 32
@@ -36,9 +37,27 @@
 
 namespace {
 
-__device__ __forceinline__ uint32_t bits_at(const uint32_t* T, uint32_t bit) {
+// Helpers and a2_pack also compile for the host, so that check_decode.cu can test them.
+#define STUDY_HD __host__ __device__ __forceinline__
+
+STUDY_HD uint32_t bits_at(const uint32_t* T, uint32_t bit) {
   const uint32_t* w = T + (bit >> 5);
+#if defined(__CUDA_ARCH__)
   return __funnelshift_r(w[0], w[1], bit);
+#else
+  return static_cast<uint32_t>(((static_cast<uint64_t>(w[1]) << 32) | w[0]) >> (bit & 31));
+#endif
+}
+
+STUDY_HD uint32_t byte_perm(uint32_t a, uint32_t b, uint32_t sel) {
+#if defined(__CUDA_ARCH__)
+  return __byte_perm(a, b, sel);
+#else
+  const uint64_t x = (static_cast<uint64_t>(b) << 32) | a;
+  uint32_t r = 0;
+  for (int i = 0; i < 4; ++i) r |= static_cast<uint32_t>((x >> (8 * ((sel >> (4 * i)) & 7))) & 0xff) << (8 * i);
+  return r;
+#endif
 }
 
 __device__ __forceinline__ uint32_t warp_incl_scan(uint32_t v) {
@@ -51,23 +70,39 @@ __device__ __forceinline__ uint32_t warp_incl_scan(uint32_t v) {
   return v;
 }
 
-__device__ __forceinline__ uint32_t hadd2_u(uint32_t a, uint32_t b) {
+STUDY_HD uint32_t hadd2_u(uint32_t a, uint32_t b) {
+#if defined(__CUDA_ARCH__)
   __half2 r = __hadd2(*reinterpret_cast<__half2*>(&a), *reinterpret_cast<__half2*>(&b));
   return *reinterpret_cast<uint32_t*>(&r);
+#else
+  uint32_t r = 0;
+  for (int i = 0; i < 2; ++i) {
+    __half_raw x, y;
+    x.x = static_cast<unsigned short>(a >> (16 * i));
+    y.x = static_cast<unsigned short>(b >> (16 * i));
+    __half_raw z = __half(__half2float(__half(x)) + __half2float(__half(y)));  // exact for these integers
+    r |= static_cast<uint32_t>(z.x) << (16 * i);
+  }
+  return r;
+#endif
 }
 
 // (x & m) | 0x64006400 as one LOP3: ptxas splits the expression into two LOP3 when m is
 // an immediate too (a LOP3 takes one immediate), so the lop3 is written out.
-__device__ __forceinline__ uint32_t and_or6400(uint32_t x, uint32_t m) {
+STUDY_HD uint32_t and_or6400(uint32_t x, uint32_t m) {
+#if defined(__CUDA_ARCH__)
   uint32_t d;
   asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(x), "r"(m), "n"(0x64006400));
   return d;
+#else
+  return (x & m) | 0x64006400u;
+#endif
 }
 
 // (mn - 1024) in both fp16 halves: the bias of the 0x6400 trick for a channel. For mn in
 // 0..255, -(1024 - mn) has fp16 bits 0xE400 - 2 mn (exponent 9, mantissa step 1/2), so
 // no conversion instruction is needed.
-__device__ __forceinline__ uint32_t bias2(uint32_t mn) { return (0xE400u - 2u * mn) * 0x10001u; }
+STUDY_HD uint32_t bias2(uint32_t mn) { return (0xE400u - 2u * mn) * 0x10001u; }
 
 // Per-round metadata of the variable-width layouts (a), (b), (d): this lane's MINS and
 // LENS fields of its CPL channels CPL*l .. CPL*l+CPL-1, and the bit of each of its packs
@@ -115,7 +150,7 @@ __global__ void study_a1(int R, int bits, int e) {
     const uint32_t size = round_meta<D>(T, rbyte, bits, e, &m);
 #pragma unroll
     for (int j = 0; j < CPL; j += 2) {  // the channel pair (j, j+1) of this lane
-      const uint32_t b01 = __byte_perm(bias2(m.mn[j]), bias2(m.mn[j + 1]), 0x5410);  // (mn0, mn1) - 1024
+      const uint32_t b01 = byte_perm(bias2(m.mn[j]), bias2(m.mn[j + 1]), 0x5410);  // (mn0, mn1) - 1024
       const uint32_t m0 = (1u << m.L[j]) - 1u, m1 = (1u << m.L[j + 1]) - 1u;
 #pragma unroll
       for (int h = 0; h < 4; ++h) {  // window h holds tokens 15-4h .. 12-4h
@@ -124,7 +159,7 @@ __global__ void study_a1(int R, int bits, int e) {
         for (int k = 0; k < 4; ++k) {
           const uint32_t u0 = (w0 & m0) | 0x6400u, u1 = (w1 & m1) | 0x6400u;
           O[(r & 1) * 16 * (D / 2) + (15 - 4 * h - k) * (D / 2) + lane * (CPL / 2) + j / 2] =
-              hadd2_u(__byte_perm(u0, u1, 0x5410), b01);
+              hadd2_u(byte_perm(u0, u1, 0x5410), b01);
           w0 >>= m.L[j];
           w1 >>= m.L[j + 1];
         }
@@ -136,7 +171,9 @@ __global__ void study_a1(int R, int bits, int e) {
 }
 
 // ---- a2: pairs of tokens of one channel, STS.128 ----
-__device__ __forceinline__ void a2_pack(const uint32_t* T, uint32_t p, uint32_t L, uint32_t mn, uint4* row) {
+// The 16 codes of the pack at bit p (encode length L, minimum mn) as fp16 mn + code:
+// row[0..1] = 8 half2 words, word 4q+k = (token 15-8q-k, token 11-8q-k) (low, high half).
+STUDY_HD void a2_pack(const uint32_t* T, uint32_t p, uint32_t L, uint32_t mn, uint4* row) {
   const uint32_t mm = ((1u << L) - 1u) * 0x10001u, b = bias2(mn);
   uint32_t h[8];
 #pragma unroll
@@ -144,7 +181,7 @@ __device__ __forceinline__ void a2_pack(const uint32_t* T, uint32_t p, uint32_t 
     uint32_t wa = bits_at(T, p + 8u * q * L), wb = bits_at(T, p + (8u * q + 4u) * L);
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      h[4 * q + k] = hadd2_u(and_or6400(__byte_perm(wa, wb, 0x5410), mm), b);
+      h[4 * q + k] = hadd2_u(and_or6400(byte_perm(wa, wb, 0x5410), mm), b);
       wa >>= L;
       wb >>= L;
     }
@@ -183,7 +220,7 @@ __device__ __forceinline__ void b_pack(const uint32_t* T, uint32_t p, uint32_t m
 #pragma unroll
     for (int i = 0; i < 8; ++i) h[i] = v;
   } else if (W == 1) {  // 2 bytes: byte 0 tokens 8..15, byte 1 tokens 0..7
-    const uint32_t x = __byte_perm(bits_at(T, p), 0u, 0x4140);  // byte0 -> bits 0-7, byte1 -> 16-23
+    const uint32_t x = byte_perm(bits_at(T, p), 0u, 0x4140);  // byte0 -> bits 0-7, byte1 -> 16-23
 #pragma unroll
     for (int k = 0; k < 8; ++k) h[k] = hadd2_u(and_or6400(x >> k, 0x00010001u), b);  // tokens 15-k, 7-k
   } else if (W == 2) {  // 4 bytes: tokens 8..15 in bits 0-15, tokens 0..7 in 16-31
@@ -201,8 +238,8 @@ __device__ __forceinline__ void b_pack(const uint32_t* T, uint32_t p, uint32_t m
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       const uint32_t x = bits_at(T, p + 32u * q);
-      h[2 * q] = hadd2_u(__byte_perm(x, 0x64u, 0x4140), b);  // codes (0, 1) of the word
-      h[2 * q + 1] = hadd2_u(__byte_perm(x, 0x64u, 0x4342), b);
+      h[2 * q] = hadd2_u(byte_perm(x, 0x64u, 0x4140), b);  // codes (0, 1) of the word
+      h[2 * q + 1] = hadd2_u(byte_perm(x, 0x64u, 0x4342), b);
     }
   }
   row[0] = make_uint4(h[0], h[1], h[2], h[3]);
@@ -284,7 +321,7 @@ __device__ __forceinline__ void c_half(const uint32_t* T, uint32_t bit, uint32_t
 #pragma unroll
     for (int k = 0; k < 4; ++k) h[k] = hadd2_u(and_or6400(y >> k, m), b);
   } else if (W == 2) {  // two bytes: byte 0 to bits 0-7, byte 1 to 16-23
-    const uint32_t y = __byte_perm(bits_at(T, bit), 0u, 0x4140);
+    const uint32_t y = byte_perm(bits_at(T, bit), 0u, 0x4140);
 #pragma unroll
     for (int k = 0; k < 4; ++k) h[k] = hadd2_u(and_or6400(y >> (2 * k), m), b);
   } else if (W == 4) {  // one word: codes k and k + 4 sit 16 bits apart
@@ -293,17 +330,17 @@ __device__ __forceinline__ void c_half(const uint32_t* T, uint32_t bit, uint32_t
     for (int k = 0; k < 4; ++k) h[k] = hadd2_u(and_or6400(y >> (4 * k), m), b);
   } else if (W == 8) {  // two words, one code per byte: PRMT with the 0x64 byte
     const uint32_t lo = bits_at(T, bit), hi = bits_at(T, bit + 32u);
-    h[0] = hadd2_u(__byte_perm(lo, 0x64u, 0x4140), b);  // codes (0, 1)
-    h[1] = hadd2_u(__byte_perm(lo, 0x64u, 0x4342), b);
-    h[2] = hadd2_u(__byte_perm(hi, 0x64u, 0x4140), b);
-    h[3] = hadd2_u(__byte_perm(hi, 0x64u, 0x4342), b);
+    h[0] = hadd2_u(byte_perm(lo, 0x64u, 0x4140), b);  // codes (0, 1)
+    h[1] = hadd2_u(byte_perm(lo, 0x64u, 0x4342), b);
+    h[2] = hadd2_u(byte_perm(hi, 0x64u, 0x4140), b);
+    h[3] = hadd2_u(byte_perm(hi, 0x64u, 0x4342), b);
   } else {  // W = 3, 5, 6, 7: the half's 8W bits as lo:hi, codes by funnel shifts
     const uint32_t lo = bits_at(T, bit);
     const uint32_t hi = W > 4 ? bits_at(T, bit + 32u) : 0u;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const uint32_t u = __funnelshift_r(lo, hi, k * W), v = __funnelshift_r(lo, hi, (k + 4) * W);
-      h[k] = hadd2_u(and_or6400(__byte_perm(u, v, 0x5410), m), b);
+      h[k] = hadd2_u(and_or6400(byte_perm(u, v, 0x5410), m), b);
     }
   }
   *out = make_uint4(h[0], h[1], h[2], h[3]);
@@ -349,7 +386,7 @@ PACKKV_STUDY_C(128)
 __device__ __forceinline__ void d_planes(const uint32_t* T, uint32_t p, uint32_t L, int j, uint32_t (&acc)[8]) {
   if (static_cast<uint32_t>(j) < L) {
     const uint32_t plane = bits_at(T, p + 16u * j) & 0xffffu;
-    const uint32_t x = __byte_perm(plane, 0u, 0x4140) << j;  // tokens 0..7 -> bits j.., 8..15 -> 16+j..
+    const uint32_t x = byte_perm(plane, 0u, 0x4140) << j;  // tokens 0..7 -> bits j.., 8..15 -> 16+j..
     const uint32_t mj = 0x00010001u << j;
 #pragma unroll
     for (int t = 0; t < 8; ++t) acc[t] |= (x >> t) & mj;  // pair (t, t + 8)

@@ -13,6 +13,7 @@ HERE=$(dirname "$0")
 mkdir -p "$OUT"
 nvcc -arch=sm_90 -cubin -O3 -o "$OUT/decode_step.cubin" "$HERE/decode_step.cu"
 cuobjdump -sass "$OUT/decode_step.cubin" > "$OUT/decode_step.sass"
+nvcc -O2 -I "$HERE/../../src" -o "$OUT/check_decode" "$HERE/check_decode.cu" && "$OUT/check_decode"
 python3 "$HERE/count_sass.py" < "$OUT/decode_step.sass"
 python3 "$HERE/count_sass.py" --csv < "$OUT/decode_step.sass" > "$OUT/counts.csv"
 "$BUILD/bench/packkv_pack_widths" > "$OUT/pack_widths.txt"
