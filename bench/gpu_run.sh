@@ -12,8 +12,9 @@
 #                               .devdeps/, a relocatable prefix; add "/.devdeps/" to
 #                               .git/info/exclude and pass carry [".devdeps"] to the device
 #                               tool, since the device image has no doctest)
-# Environment: OUT (logs), BUILD (build dir, default $TMPDIR/packkv-build), SDPA_MAX_GB (SDPA
-# shapes), NCU_KERNELS.
+# Environment: OUT (logs), BUILD (build dir, default $TMPDIR/packkv-build), SDPA_REPS,
+# SDPA_TIME_BUDGET (seconds) and SDPA_ARGS (e.g. --packed-gqa) of the SDPA baseline, NCU_KERNELS. bench mode also writes
+# $OUT/gpu-latest.json (packkv_bench_gpu --json).
 set -u
 MODE=${1:-all}; shift || true
 if [ "$MODE" = prepare ]; then
@@ -32,7 +33,8 @@ log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
 log "gpu: $(tail -1 "$OUT/gpu.txt")"
-log "commit: $(cat .git-commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+COMMIT=$(cat .git-commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
+log "commit: $COMMIT"
 
 # configure BUILD_DIR CUDA_FLAGS LOG [SOURCE_DIR]: the sm_90 Release tree of every mode.
 configure() {
@@ -70,11 +72,13 @@ if [ "$MODE" = all ] || [ "$MODE" = test ] || [ "$MODE" = sanitize ]; then
 fi
 if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
   if [ -x "$BUILD/bench/packkv_bench_gpu" ]; then
-    if [ -f bench/sdpa_baseline.py ]; then
-      python3 bench/sdpa_baseline.py --max-gb "${SDPA_MAX_GB:-9}" --out "$OUT/sdpa.csv" > "$OUT/sdpa.log" 2>&1 || log "sdpa baseline failed"
+    if [ -f bench/sdpa_baseline.py ]; then  # SDPA times the shapes the benchmark lists
+      "$BUILD"/bench/packkv_bench_gpu --list-shapes "$@" > "$OUT/shapes.csv" 2> "$OUT/sdpa.log"
+      python3 bench/sdpa_baseline.py --shapes "$OUT/shapes.csv" --reps "${SDPA_REPS:-20}" \
+        --time-budget "${SDPA_TIME_BUDGET:-0}" ${SDPA_ARGS:-} --out "$OUT/sdpa.csv" >> "$OUT/sdpa.log" 2>&1 || log "sdpa baseline failed"
     fi
-    "$BUILD"/bench/packkv_bench_gpu --data data/smollm2_kv_sample.safetensors --sdpa "$OUT/sdpa.csv" "$@" \
-      > "$OUT/bench.log" 2>&1; log "bench rc=$?"
+    "$BUILD"/bench/packkv_bench_gpu --data data/smollm2_kv_sample.safetensors --sdpa "$OUT/sdpa.csv" \
+      --json "$OUT/gpu-latest.json" --commit "$COMMIT" "$@" > "$OUT/bench.log" 2>&1; log "bench rc=$?"
     tail -60 "$OUT/bench.log"
   else
     log "no benchmark binary"
