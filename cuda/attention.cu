@@ -28,6 +28,7 @@
 #include <cuda_runtime.h>
 #include <math.h>
 
+#include "attention/tc_family.h"
 #include "cuda_check.h"
 #include "device_util.cuh"
 #include "kernels.h"
@@ -321,7 +322,7 @@ __host__ __device__ constexpr int attn_min_ctas(int G, int MODE) {
 template <int G, int MODE>
 __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
                                                               AttnCall a, int n_gchunks, int group, int bps,
-                                                              int n_splits) {
+                                                              int n_splits, int split0) {
   extern __shared__ __align__(16) uint8_t smem[];
   const int nw = blockDim.x >> 5;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -333,7 +334,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
   const int qh0 = kvh * group + chunk * G;
   const int n_valid = min(G, group - chunk * G);
   const int D = c.head_dim, N = c.block_tokens, H = c.n_kv_heads, R = N / 16;
-  const int split = blockIdx.x;
+  const int split = split0 + static_cast<int>(blockIdx.x);  // split0 > 0: residual splits only
 
   const AttnSmem L = attn_smem(c, G, MODE, nw);
   float* qS = reinterpret_cast<float*>(smem + L.q);
@@ -532,7 +533,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, attn_min_ctas(G, MODE)) attn_k
     const void* ring_k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);
     const void* ring_v = reinterpret_cast<const void*>(d.ring_table[2 * s.seq + 1]);
     const int64_t pos0 = static_cast<int64_t>(s.n_blocks) * N;
-    const int res_splits = static_cast<int>(gridDim.x) - n_splits;
+    const int res_splits = split0 + static_cast<int>(gridDim.x) - n_splits;
     for (int c0 = 16 * ((split - n_splits) * nw + warp); c0 < s.res_len; c0 += 16 * nw * res_splits) {
       const int n = min(16, s.res_len - c0);
       // Ring slots of the n tokens (rs is free in the residual split; a slot is below
@@ -730,24 +731,24 @@ int attn_warps(const KernelConfig& c, int G, int mode) {
 // Throws Error(PACKKV_ERR_CUDA) if the launch fails.
 template <int G, int MODE>
 void launch_one(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
-                int nw, int n_gchunks, int group, int bps, int n_splits, int res_splits, cudaStream_t stream) {
+                int nw, int n_gchunks, int group, int bps, int n_splits, int res_splits, int split0, cudaStream_t stream) {
   const size_t smem = attn_smem(c, G, MODE, nw).total;
   auto kern = attn_kernel<G, MODE>;
   if (smem > 48 * 1024)
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           "cudaFuncSetAttribute(attn_kernel)");
-  dim3 grid(n_splits + res_splits, c.n_kv_heads * n_gchunks, b.n);
-  kern<<<grid, nw * 32, smem, stream>>>(c, b, d, a, n_gchunks, group, bps, n_splits);
+  dim3 grid(n_splits + res_splits - split0, c.n_kv_heads * n_gchunks, b.n);
+  kern<<<grid, nw * 32, smem, stream>>>(c, b, d, a, n_gchunks, group, bps, n_splits, split0);
   check_launch("attn_kernel");
 }
 
 template <int MODE>
 void dispatch_g(int G, const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
-                int nw, int n_gchunks, int group, int bps, int n_splits, int res_splits, cudaStream_t st) {
+                int nw, int n_gchunks, int group, int bps, int n_splits, int res_splits, int split0, cudaStream_t st) {
   switch (G) {
-    case 1: launch_one<1, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
-    case 2: launch_one<2, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
-    default: launch_one<4, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, st); break;
+    case 1: launch_one<1, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, split0, st); break;
+    case 2: launch_one<2, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, split0, st); break;
+    default: launch_one<4, MODE>(c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, split0, st); break;
   }
 }
 
@@ -789,10 +790,17 @@ void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevi
   for (int i = 0; i < b.n; ++i) max_res = b.s[i].res_len > max_res ? b.s[i].res_len : max_res;
   int res_splits = ((max_res + 15) / 16 + nw - 1) / nw;
   res_splits = res_splits < 1 ? 1 : (res_splits > kMaxResSplits ? kMaxResSplits : res_splits);
+  // Family: the tensor-core kernel takes the compressed splits where the dispatcher picks
+  // it, and this kernel then runs the residual splits alone (split0 = n_splits).
+  int split0 = 0;
+  if (tc_family_selected(c, a.mode, group)) {
+    launch_tc_attention(c, b, d, a, group, bps, n_splits, stream);
+    split0 = n_splits;
+  }
   switch (a.mode) {
-    case kAttnDecode: dispatch_g<kAttnDecode>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream); break;
-    case kAttnScores: dispatch_g<kAttnScores>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream); break;
-    default: dispatch_g<kAttnApply>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, stream); break;
+    case kAttnDecode: dispatch_g<kAttnDecode>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, split0, stream); break;
+    case kAttnScores: dispatch_g<kAttnScores>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, split0, stream); break;
+    default: dispatch_g<kAttnApply>(G, c, b, d, a, nw, n_gchunks, group, bps, n_splits, res_splits, split0, stream); break;
   }
   if (a.mode == kAttnScores) return;
   merge_kernel<<<b.n * a.n_q_heads, 128, 0, stream>>>(a.mode, c.head_dim, a.n_q_heads, b.first,

@@ -30,6 +30,7 @@ struct KernelConfig {
   size_t max_tile;  // fmt::max_tile_bytes(N, D, max(bits)) rounded up to 16
   int num_sms;      // multiprocessors of the device (split heuristics)
   int smem_optin;   // largest dynamic shared memory per CTA (bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin)
+  int cc;           // compute capability, major * 10 + minor (attention family dispatch)
 };
 
 // ---- append / flush (encode.cu) ----

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -383,6 +384,32 @@ TEST_SUITE("gpu") {
     w.heads = 1; w.dim = 256; w.q_heads = 4; w.seqs = 2; w.block = 256; w.residual = 600;
     w.rk = 0.004f; w.rv = 0.01f; w.bits_k = 8; w.bits_v = 8;
     run_scenario(w, 10, 10);
+  }
+  TEST_CASE("GQA 5 and 7 (tensor-core family: query heads padded to the mma's 8), head_dim 32, 96, 256") {
+    for (int d : {32, 96, 256}) {
+      Shape s;
+      s.heads = 2; s.dim = d; s.q_heads = d == 96 ? 14 : 10; s.seqs = 2;
+      s.q_dtype = PACKKV_DTYPE_F16;
+      CAPTURE(d);
+      run_scenario(s, 20 + d, 10);
+    }
+  }
+  TEST_CASE("the CUDA-core family (PACKKV_CUDA_ATTN_FAMILY=cuda-core) and the tensor-core family forced") {
+    // The dispatcher picks one family per call; this covers the other one on the shapes
+    // of the paper and of GQA 8, whatever the default is.
+    for (const char* fam : {"cuda-core", "tensor-core"}) {
+      REQUIRE(setenv("PACKKV_CUDA_ATTN_FAMILY", fam, 1) == 0);
+      CAPTURE(fam);
+      Shape s;
+      s.heads = 4; s.dim = 128; s.q_heads = 16; s.seqs = 3;
+      s.in_dtype = PACKKV_DTYPE_F16; s.q_dtype = PACKKV_DTYPE_F16;
+      run_scenario(s, 30, 20);
+      Shape g;
+      g.heads = 2; g.dim = 64; g.q_heads = 16; g.seqs = 2; g.bits_k = 6; g.bits_v = 5; g.rk = 0.02f; g.rv = 0.04f;
+      g.gran = PACKKV_SCALE_PER_TOKEN_HEAD;
+      run_scenario(g, 31, 20);
+    }
+    REQUIRE(unsetenv("PACKKV_CUDA_ATTN_FAMILY") == 0);
   }
   TEST_CASE("block 256 (max), bits 7") {
     Shape s;
