@@ -92,13 +92,17 @@ __device__ inline uint32_t stage(uint8_t* dst, const uint8_t* src, size_t n) {
 }
 
 // The kernel. Grid (n_splits, H_kv * n_gchunks, b.n), nw * 32 threads, dynamic shared
-// memory tc_smem(c, MODE, nw).total. MT >= D/16: register tiles of the V accumulators.
-// Inputs and outputs as attn_kernel's in attention.cu (compressed splits only). Reads
-// only; thread-safe across calls.
-template <int MODE, int MT>
+// memory tc_smem(c, MODE, nw).total. DT: the head_dim D when it is 32, 64, 128 or 256
+// (loops over channels unrolled, q fragments in registers up to 128), 0 for any other D
+// (multiple of 16, <= 256). Inputs and outputs as attn_kernel's in attention.cu
+// (compressed splits only). Reads only; thread-safe across calls.
+template <int MODE, int DT>
 __global__ void __launch_bounds__(kTcMaxWarps * 32) tc_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d,
                                                                    AttnCall a, int n_gchunks, int group, int bps) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr int MT = DT ? DT / 16 : 16;                    // V accumulator tiles (>= D/16)
+  constexpr int NF = DT ? DT / 32 : 0;                     // channels per lane (0: varies)
+  constexpr int QR = DT != 0 && DT <= 128 ? DT / 16 : 0;   // q fragments held in registers
   extern __shared__ __align__(16) uint8_t smem[];
   const int nw = blockDim.x >> 5;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -227,18 +231,38 @@ __global__ void __launch_bounds__(kTcMaxWarps * 32) tc_attn_kernel(KernelConfig 
       // of a 16-channel step, chunk mi % 2. Step ks adds 4 lines (512 bytes) and flips
       // bit 2 of the swizzle for odd ks (x_chunk).
       const uint32_t ks_off = tc::x_chunk(((lane >> 4) << 3) + (lane & 7), (lane >> 3) & 1);
+      uint32_t qr[QR ? QR : 1][4];
+#pragma unroll
+      for (int ks = 0; ks < QR; ++ks) {
+        const uint4 qb = qf[ks * 32 + lane];
+        qr[ks][0] = qb.x;
+        qr[ks][1] = qb.y;
+        qr[ks][2] = qb.z;
+        qr[ks][3] = qb.w;
+      }
       uint32_t rbit = kt * 8;
       for (int r = 0; r < R; ++r) {
-        rbit = tc::decode_round(KT, rbit, rk, x);
+        rbit = tc::decode_round<NF>(KT, rbit, rk, x);
         __syncwarp();
         // Two accumulators (q hi, q lo): two dependent mma chains of D/16 steps each.
         float f[4] = {0.f, 0.f, 0.f, 0.f}, fl[4] = {0.f, 0.f, 0.f, 0.f};
-        for (int ks = 0; ks < KS; ++ks) {
-          uint32_t af[4];
-          tc::ldsm_x4_t(x_s + ((ks_off + 512u * ks) ^ ((ks & 1u) << 6)), af);
-          const uint4 qb = qf[ks * 32 + lane];
-          tc::mma16816(f, af, qb.x, qb.y);
-          tc::mma16816(fl, af, qb.z, qb.w);
+        if constexpr (QR > 0) {
+#pragma unroll
+          for (int ks = 0; ks < QR; ++ks) {
+            uint32_t af[4];
+            tc::ldsm_x4_t(x_s + ((ks_off ^ ((ks & 1u) << 6)) + 512u * ks), af);
+            tc::mma16816(f, af, qr[ks][0], qr[ks][1]);
+            tc::mma16816(fl, af, qr[ks][2], qr[ks][3]);
+          }
+        } else {
+#pragma unroll 4
+          for (int ks = 0; ks < KS; ++ks) {
+            uint32_t af[4];
+            tc::ldsm_x4_t(x_s + ((ks_off ^ ((ks & 1u) << 6)) + 512u * ks), af);
+            const uint4 qb = qf[ks * 32 + lane];
+            tc::mma16816(f, af, qb.x, qb.y);
+            tc::mma16816(fl, af, qb.z, qb.w);
+          }
         }
 #pragma unroll
         for (int i = 0; i < 4; ++i) f[i] += fl[i];
@@ -320,7 +344,7 @@ __global__ void __launch_bounds__(kTcMaxWarps * 32) tc_attn_kernel(KernelConfig 
       uint32_t rbit = vt * 8;
       const uint32_t* wrow = reinterpret_cast<const uint32_t*>(sc) + gid * N;
       for (int r = 0; r < R; ++r) {
-        rbit = tc::decode_round(VT, rbit, rv, x);
+        rbit = tc::decode_round<NF>(VT, rbit, rv, x);
         // B: positions 2 tig, 2 tig + 1 = tokens tig, tig + 8; 2 tig + 8, + 9 = tig + 4, tig + 12.
         const uint32_t u0 = wrow[16 * r + tig], u1 = wrow[16 * r + tig + 8];
         const uint32_t u2 = wrow[16 * r + tig + 4], u3 = wrow[16 * r + tig + 12];
@@ -403,13 +427,13 @@ int tc_warps(const KernelConfig& c, int mode) {
   return nw;
 }
 
-template <int MODE, int MT>
-void launch_mt(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a, int group,
+template <int MODE, int DT>
+void launch_dt(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a, int group,
                int bps, int n_splits, cudaStream_t stream) {
   const int nw = tc_warps(c, MODE);
   const size_t smem = tc_smem(c, MODE, nw).total;
   const int n_gchunks = (group + kTcHeads - 1) / kTcHeads;
-  auto kern = tc_attn_kernel<MODE, MT>;
+  auto kern = tc_attn_kernel<MODE, DT>;
   if (smem > 48 * 1024)
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           "cudaFuncSetAttribute(tc_attn_kernel)");
@@ -421,12 +445,12 @@ void launch_mt(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs&
 template <int MODE>
 void launch_mode(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a, int group,
                  int bps, int n_splits, cudaStream_t stream) {
-  if constexpr (MODE == kAttnScores) {
-    launch_mt<MODE, 1>(c, b, d, a, group, bps, n_splits, stream);  // no V accumulators
-  } else {
-    if (c.head_dim <= 64) launch_mt<MODE, 4>(c, b, d, a, group, bps, n_splits, stream);
-    else if (c.head_dim <= 128) launch_mt<MODE, 8>(c, b, d, a, group, bps, n_splits, stream);
-    else launch_mt<MODE, 16>(c, b, d, a, group, bps, n_splits, stream);
+  switch (c.head_dim) {
+    case 32: launch_dt<MODE, 32>(c, b, d, a, group, bps, n_splits, stream); break;
+    case 64: launch_dt<MODE, 64>(c, b, d, a, group, bps, n_splits, stream); break;
+    case 128: launch_dt<MODE, 128>(c, b, d, a, group, bps, n_splits, stream); break;
+    case 256: launch_dt<MODE, 256>(c, b, d, a, group, bps, n_splits, stream); break;
+    default: launch_dt<MODE, 0>(c, b, d, a, group, bps, n_splits, stream); break;
   }
 }
 

@@ -57,8 +57,6 @@ __device__ __forceinline__ uint32_t hadd2_u(uint32_t a, uint32_t b) {
 struct RoundCtx {
   int cb, nf;        // this lane's channels [cb, cb + nf)
   int bits, e;       // code width, encode-length field width
-  uint32_t wmask;    // the lane's nf LENS fields
-  uint32_t m0, m1, m2, m3;  // bit k of every e-bit field (popcount sums)
   uint32_t mins_bits;       // MINS bits of a round
   uint32_t meta_bits;       // MINS + LENS bits of a round
   bool narrow;              // every encode length <= 4
@@ -70,11 +68,6 @@ __device__ __forceinline__ RoundCtx round_ctx(int D, int bits, int e) {
   r.nf = (((lane + 1) * D) >> 5) - r.cb;  // 1..8, nf * e <= 32
   r.bits = bits;
   r.e = e;
-  r.wmask = r.nf * e >= 32 ? 0xffffffffu : (1u << (r.nf * e)) - 1u;
-  r.m0 = e == 1 ? 0xffffffffu : e == 2 ? 0x55555555u : e == 3 ? 0x49249249u : 0x11111111u;
-  r.m1 = e > 1 ? r.m0 << 1 : 0u;
-  r.m2 = e > 2 ? r.m0 << 2 : 0u;
-  r.m3 = e > 3 ? r.m0 << 3 : 0u;
   r.mins_bits = static_cast<uint32_t>(D * bits);
   r.meta_bits = static_cast<uint32_t>(D * bits + D * e);
   r.narrow = bits <= 4;
@@ -99,12 +92,14 @@ __device__ __forceinline__ uint32_t x_row(uint32_t c) {
 // Decodes the pack of channel c (encode length L, minimum mn) at bit pbit of T into row
 // c of the x tile. Pairs k = 0..7: (token k, token k+8) = fields at bit (7-k) L of the
 // two halves (half B at pbit + 8L holds tokens 0..7, half A at pbit tokens 8..15).
-__device__ __forceinline__ void decode_pack(const uint32_t* T, uint32_t pbit, uint32_t L, uint32_t mn,
-                                            bool narrow, uint8_t* x, uint32_t c) {
+// NARROW: every L <= 4 (code width <= 4).
+template <bool NARROW>
+__device__ __forceinline__ void decode_pack(const uint32_t* T, uint32_t pbit, uint32_t L, uint32_t mn, uint8_t* x,
+                                            uint32_t c) {
   const uint32_t m2 = low_mask(L) * 0x10001u;
   const uint32_t hm = 0xE400E400u - mn * 0x20002u;  // half2 (mn - 1024, mn - 1024)
   uint32_t p[8];
-  if (narrow) {  // 16 fields of <= 4 bits: one 64-bit window, halves A (low) and B
+  if (NARROW) {  // 16 fields of <= 4 bits: one 64-bit window, halves A (low) and B
     const uint32_t* w = T + (pbit >> 5);
     const uint32_t w0 = w[0], w1 = w[1], w2 = w[2];
     const uint32_t A = __funnelshift_r(w0, w1, pbit), V1 = __funnelshift_r(w1, w2, pbit);
@@ -137,26 +132,43 @@ __device__ __forceinline__ void decode_pack(const uint32_t* T, uint32_t pbit, ui
 
 // Decodes the round starting at bit rbit of T into the x tile (whole warp: lane owns
 // channels [cb, cb + nf)) and returns the bit where the next round starts. The pack
-// positions come from a warp prefix sum of the encode lengths; the lane's MINS fields
-// (nf * bits <= 64 bits) are read once.
-__device__ __forceinline__ uint32_t decode_round(const uint32_t* T, uint32_t rbit, const RoundCtx& r,
-                                                 uint8_t* x) {
+// positions come from a warp prefix sum of the encode lengths; the lane's LENS
+// (nf * e <= 32 bits) and MINS (nf * bits <= 64 bits) fields are read once. NF: nf when
+// it is the same for every lane (D a multiple of 32: D / 32), else 0 (nf <= 8 at run time).
+template <int NF, bool NARROW>
+__device__ __forceinline__ uint32_t decode_round_t(const uint32_t* T, uint32_t rbit, const RoundCtx& r,
+                                                   uint8_t* x) {
+  constexpr int kNF = NF ? NF : 8;
+  const int nf = NF ? NF : r.nf;
   const uint32_t em = (1u << r.e) - 1u, bm = (1u << r.bits) - 1u;
-  uint32_t lw = bits_at(T, rbit + r.mins_bits + static_cast<uint32_t>(r.cb * r.e)) & r.wmask;
-  const uint32_t sum = __popc(lw & r.m0) + 2 * __popc(lw & r.m1) + 4 * __popc(lw & r.m2) + 8 * __popc(lw & r.m3);
+  uint32_t lw = bits_at(T, rbit + r.mins_bits + static_cast<uint32_t>(r.cb * r.e));
+  uint32_t L[kNF];
+  uint32_t sum = 0;
+#pragma unroll
+  for (int j = 0; j < kNF; ++j) {
+    L[j] = j < nf ? lw & em : 0u;
+    lw >>= r.e;
+    sum += L[j];
+  }
   const uint32_t incl = warp_incl_scan(sum);
   uint32_t pbit = rbit + r.meta_bits + 16u * (incl - sum);
   const uint32_t mbit = rbit + static_cast<uint32_t>(r.cb * r.bits);
   uint32_t mw = bits_at(T, mbit), mw2 = bits_at(T, mbit + 32);
-  for (int j = 0; j < r.nf; ++j) {
-    const uint32_t L = lw & em, mn = mw & bm;
-    lw >>= r.e;
-    mw = __funnelshift_r(mw, mw2, r.bits);
-    mw2 >>= r.bits;
-    decode_pack(T, pbit, L, mn, r.narrow, x, static_cast<uint32_t>(r.cb + j));
-    pbit += 16u * L;
+#pragma unroll
+  for (int j = 0; j < kNF; ++j) {
+    if (j < nf) {
+      const uint32_t mn = mw & bm;
+      mw = __funnelshift_r(mw, mw2, r.bits);
+      mw2 >>= r.bits;
+      decode_pack<NARROW>(T, pbit, L[j], mn, x, static_cast<uint32_t>(r.cb + j));
+      pbit += 16u * L[j];
+    }
   }
   return rbit + r.meta_bits + 16u * __shfl_sync(0xffffffffu, incl, 31);
+}
+template <int NF>
+__device__ __forceinline__ uint32_t decode_round(const uint32_t* T, uint32_t rbit, const RoundCtx& r, uint8_t* x) {
+  return r.narrow ? decode_round_t<NF, true>(T, rbit, r, x) : decode_round_t<NF, false>(T, rbit, r, x);
 }
 
 // ---- tensor-core wrappers (sm_80+) ----
