@@ -266,11 +266,15 @@ __global__ void __launch_bounds__(kTcMaxWarps * 32) tc_attn_kernel(KernelConfig 
         }
 #pragma unroll
         for (int i = 0; i < 4; ++i) f[i] += fl[i];
+        // Rows gid and gid + 8 of the tile: tokens pos_token(gid), pos_token(gid) + 4.
+        const int slot0 = 16 * r + tc::pos_token(gid);
+        const float s_t[2] = {sst[slot0], sst[slot0 + 4]};
+        const float z_t[2] = {static_cast<float>(zst[slot0]), static_cast<float>(zst[slot0 + 4])};
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const int slot = 16 * r + tc::pos_token(gid + 8 * (i >> 1));
+          const int slot = slot0 + 4 * (i >> 1);
           const int h = h0 + (i & 1);
-          const float score = sst[slot] * (f[i] * ((i & 1) ? qv1 : qv0) + static_cast<float>(zst[slot]) * ((i & 1) ? qs1 : qs0));
+          const float score = s_t[i >> 1] * (f[i] * ((i & 1) ? qv1 : qv0) + z_t[i >> 1] * ((i & 1) ? qs1 : qs0));
           if (MODE == kAttnScores) {
             if (h < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + h) * a.ld + orig(slot)] = score;
           } else {
@@ -457,13 +461,15 @@ void launch_mode(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtr
 }  // namespace
 
 bool tc_family_selected(const KernelConfig& c, int mode, int group) {
-  (void)group;
   if (c.cc < 80) return false;
   if (tc_smem(c, mode, 1).total > static_cast<size_t>(c.smem_optin)) return false;
   const char* env = getenv("PACKKV_CUDA_ATTN_FAMILY");
   if (env && strcmp(env, "cuda-core") == 0) return false;
   if (env && strcmp(env, "tensor-core") == 0) return true;
-  return true;  // measured faster at every group on the H100 (bench/RESULTS.md, issue 14)
+  // H100, same run (bench/RESULTS.md, issue 14): at group 1 the CUDA-core family is
+  // faster (its one FMA per code is cheaper than the fp16 tile round trip); from group 2
+  // on the tensor-core family (its cost does not grow with the group).
+  return group >= 2;
 }
 
 void launch_tc_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,

@@ -394,9 +394,9 @@ TEST_SUITE("gpu") {
       run_scenario(s, 20 + d, 10);
     }
   }
-  TEST_CASE("the CUDA-core family (PACKKV_CUDA_ATTN_FAMILY=cuda-core) and the tensor-core family forced") {
-    // The dispatcher picks one family per call; this covers the other one on the shapes
-    // of the paper and of GQA 8, whatever the default is.
+  TEST_CASE("both attention families forced (PACKKV_CUDA_ATTN_FAMILY=cuda-core, tensor-core)") {
+    // The dispatcher picks one family per call (tensor cores from GQA group 2 on); this
+    // runs each family on GQA 4, GQA 8 and MHA shapes, whatever the default is.
     for (const char* fam : {"cuda-core", "tensor-core"}) {
       REQUIRE(setenv("PACKKV_CUDA_ATTN_FAMILY", fam, 1) == 0);
       CAPTURE(fam);
@@ -408,6 +408,9 @@ TEST_SUITE("gpu") {
       g.heads = 2; g.dim = 64; g.q_heads = 16; g.seqs = 2; g.bits_k = 6; g.bits_v = 5; g.rk = 0.02f; g.rv = 0.04f;
       g.gran = PACKKV_SCALE_PER_TOKEN_HEAD;
       run_scenario(g, 31, 20);
+      Shape m;  // MHA at a head_dim that is not a multiple of 32, no repacking
+      m.heads = 3; m.dim = 80; m.q_heads = 3; m.seqs = 2; m.repack = PACKKV_REPACK_NONE;
+      run_scenario(m, 32, 20);
     }
     REQUIRE(unsetenv("PACKKV_CUDA_ATTN_FAMILY") == 0);
   }
