@@ -793,7 +793,7 @@ void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevi
   // Family: the tensor-core kernel takes the compressed splits where the dispatcher picks
   // it, and this kernel then runs the residual splits alone (split0 = n_splits).
   int split0 = 0;
-  if (tc_family_selected(c, a.mode, group)) {
+  if (tc_family_selected(c, a.mode, group, b.max_blocks)) {
     launch_tc_attention(c, b, d, a, group, bps, n_splits, stream);
     split0 = n_splits;
   }

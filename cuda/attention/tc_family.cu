@@ -26,6 +26,7 @@
 #include <cuda_pipeline_primitives.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -460,16 +461,17 @@ void launch_mode(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtr
 
 }  // namespace
 
-bool tc_family_selected(const KernelConfig& c, int mode, int group) {
+bool tc_family_selected(const KernelConfig& c, int mode, int group, int max_blocks) {
   if (c.cc < 80) return false;
   if (tc_smem(c, mode, 1).total > static_cast<size_t>(c.smem_optin)) return false;
   const char* env = getenv("PACKKV_CUDA_ATTN_FAMILY");
   if (env && strcmp(env, "cuda-core") == 0) return false;
   if (env && strcmp(env, "tensor-core") == 0) return true;
-  // H100, same run (bench/RESULTS.md, issue 14): at group 1 the CUDA-core family is
-  // faster (its one FMA per code is cheaper than the fp16 tile round trip); from group 2
-  // on the tensor-core family (its cost does not grow with the group).
-  return group >= 2;
+  // H100, same run, decode (bench/RESULTS.md, issue 14): at group 1 the CUDA-core family
+  // is faster at every measured shape (its one FMA per code costs less than the fp16 tile
+  // round trip); at group 2 the tensor-core family wins at 32K tokens (1141 vs 1321 us)
+  // and loses at 1K (103 vs 87 us); from group 4 on it wins everywhere measured.
+  return group >= 4 || (group >= 2 && static_cast<int64_t>(max_blocks) * c.block_tokens >= 8192);
 }
 
 void launch_tc_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,

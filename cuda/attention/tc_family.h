@@ -12,11 +12,11 @@ namespace packkv {
 namespace cu {
 
 // Whether the tensor-core family computes the compressed blocks of a call of `mode`
-// with GQA group `group` on this cache. The environment variable PACKKV_CUDA_ATTN_FAMILY
+// with GQA group `group` on this cache, whose longest sequence has max_blocks blocks. The environment variable PACKKV_CUDA_ATTN_FAMILY
 // (read on every call; "cuda-core" or "tensor-core") overrides the default for
 // benchmarks and tests; the tensor-core family is taken only where it can run (sm_80+,
 // its shared memory fits). Host; thread-safe.
-bool tc_family_selected(const KernelConfig& c, int mode, int group);
+bool tc_family_selected(const KernelConfig& c, int mode, int group, int max_blocks);
 
 // Enqueues the tensor-core kernel over the compressed splits [0, n_splits) of a batch
 // (bps blocks per split): decode/apply write partials [m, l, acc[D]] at split indices
