@@ -286,32 +286,45 @@ __global__ void __launch_bounds__(kTcMaxWarps * 32) tc_attn_kernel(KernelConfig 
       }
     }
     if (MODE != kAttnScores) {
-      // Weights of this lane's head hs over its tokens sub, sub + lph, ...
+      // Weights of this lane's head hs over its tokens sub, sub + lph, ..., in batches of
+      // 8 per lane whose loads (probabilities: global memory) are issued together.
       float* row_w = sc + hs * N;
       float m_new = m_run, alpha = 1.f;
       if (MODE == kAttnDecode) {
         float mx = -INFINITY;
-        for (int t = sub; t < N; t += lph) mx = fmaxf(mx, row_w[t] * a.scale);
+#pragma unroll 4
+        for (int t = sub; t < N; t += lph) mx = fmaxf(mx, row_w[t]);
         for (int o = lph >> 1; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-        m_new = fmaxf(m_run, mx);
+        m_new = fmaxf(m_run, mx * a.scale);
         alpha = m_new == -INFINITY ? 1.f : __expf(m_run - m_new);
       }
       float psum = 0.f, wz = 0.f, wmax = 0.f;
-      for (int t = sub; t < N; t += lph) {
-        float p = 0.f;
-        if (hvalid) {
-          if (MODE == kAttnDecode) {
-            const float xs = row_w[t] * a.scale;
-            p = xs == -INFINITY ? 0.f : __expf(xs - m_new);
-          } else {
-            p = a.probs[(static_cast<size_t>(row) * a.n_q_heads + qh0 + hs) * a.ld + orig(t)];
+      for (int t0 = sub; t0 < N; t0 += 8 * lph) {
+        float p[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          const int t = t0 + k * lph;
+          p[k] = 0.f;
+          if (hvalid && t < N) {
+            if (MODE == kAttnDecode) {
+              const float xs = row_w[t] * a.scale;
+              p[k] = xs == -INFINITY ? 0.f : __expf(xs - m_new);
+            } else {
+              p[k] = a.probs[(static_cast<size_t>(row) * a.n_q_heads + qh0 + hs) * a.ld + orig(t)];
+            }
           }
         }
-        const float w = p * vsst[t];
-        psum += p;
-        wz = fmaf(w, static_cast<float>(vzst[t]), wz);
-        wmax = fmaxf(wmax, fabsf(w));
-        row_w[t] = w;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          const int t = t0 + k * lph;
+          if (t < N) {
+            const float w = p[k] * vsst[t];
+            psum += p[k];
+            wz = fmaf(w, static_cast<float>(vzst[t]), wz);
+            wmax = fmaxf(wmax, fabsf(w));
+            row_w[t] = w;
+          }
+        }
       }
       for (int o = lph >> 1; o > 0; o >>= 1) {
         psum += __shfl_xor_sync(0xffffffffu, psum, o);
@@ -327,6 +340,7 @@ __global__ void __launch_bounds__(kTcMaxWarps * 32) tc_attn_kernel(KernelConfig 
       m_run = m_new;
       e_run = e_new;
       const float sw = tc::pow2i(e_new);
+#pragma unroll 4
       for (int t = sub; t < N; t += lph) {  // in place: (hi, lo) fp16 of w 2^E
         uint32_t hi, lo;
         tc::split2(row_w[t] * sw, 0.f, &hi, &lo);
