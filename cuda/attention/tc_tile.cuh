@@ -93,38 +93,45 @@ __device__ __forceinline__ uint32_t x_row(uint32_t c) {
 // c of the x tile. Pairs k = 0..7: (token k, token k+8) = fields at bit (7-k) L of the
 // two halves (half B at pbit + 8L holds tokens 0..7, half A at pbit tokens 8..15).
 // NARROW: every L <= 4 (code width <= 4).
-template <bool NARROW>
-__device__ __forceinline__ void decode_pack(const uint32_t* T, uint32_t pbit, uint32_t L, uint32_t mn, uint8_t* x,
-                                            uint32_t c) {
+// The 16 codes of a pack as 8 half2 pairs (1024 + code_k, 1024 + code_{k+8}) + hm, from
+// the 64-bit window A (low 32 bits: half A, tokens 8..15) / V1 (next 32 bits) starting at
+// the pack (encode length L <= 4), and stores them as row c of the x tile.
+__device__ __forceinline__ void narrow_pack(uint32_t A, uint32_t V1, uint32_t L, uint32_t hm, uint8_t* x, uint32_t c) {
   const uint32_t m2 = low_mask(L) * 0x10001u;
-  const uint32_t hm = 0xE400E400u - mn * 0x20002u;  // half2 (mn - 1024, mn - 1024)
+  const uint32_t B = __funnelshift_rc(A, V1, 8 * L);  // half B (tokens 0..7); 8L = 32 gives V1
+  const uint32_t s4 = 4 * L;
+  uint32_t P1 = __byte_perm(B, A, 0x5410);              // fields k = 7..4 at 0, L, 2L, 3L
+  uint32_t P2 = __byte_perm(B >> s4, A >> s4, 0x5410);  // fields k = 3..0
   uint32_t p[8];
-  if (NARROW) {  // 16 fields of <= 4 bits: one 64-bit window, halves A (low) and B
-    const uint32_t* w = T + (pbit >> 5);
-    const uint32_t w0 = w[0], w1 = w[1], w2 = w[2];
-    const uint32_t A = __funnelshift_r(w0, w1, pbit), V1 = __funnelshift_r(w1, w2, pbit);
-    const uint32_t B = __funnelshift_rc(A, V1, 8 * L);  // 8L = 32 gives V1
-    const uint32_t s4 = 4 * L;
-    uint32_t P1 = __byte_perm(B, A, 0x5410);            // fields k = 7..4 at 0, L, 2L, 3L
-    uint32_t P2 = __byte_perm(B >> s4, A >> s4, 0x5410);  // fields k = 3..0
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      p[7 - i] = pair_1024(P1, m2);
-      p[3 - i] = pair_1024(P2, m2);
-      P1 >>= L;
-      P2 >>= L;
-    }
-  } else {  // fields of <= 8 bits: four 16-bit windows of two fields per half
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const uint32_t o = pbit + 2 * j * L;
-      const uint32_t P = __byte_perm(bits_at(T, o + 8 * L), bits_at(T, o), 0x5410);
-      p[7 - 2 * j] = pair_1024(P, m2);
-      p[6 - 2 * j] = pair_1024(P >> L, m2);
-    }
+  for (int i = 0; i < 4; ++i) {
+    p[7 - i] = pair_1024(P1, m2);
+    p[3 - i] = pair_1024(P2, m2);
+    P1 >>= L;
+    P2 >>= L;
   }
 #pragma unroll
   for (int k = 0; k < 8; ++k) p[k] = hadd2_u(p[k], hm);  // exact: min + code <= 510
+  const uint32_t r0 = x_row(c);
+  *reinterpret_cast<uint4*>(x + r0) = make_uint4(p[0], p[1], p[2], p[3]);
+  *reinterpret_cast<uint4*>(x + (r0 ^ 16u)) = make_uint4(p[4], p[5], p[6], p[7]);
+}
+
+// Same for a pack of encode length L <= 8 at bit pbit of T (four 16-bit windows of two
+// fields per half, read from shared memory).
+__device__ __forceinline__ void wide_pack(const uint32_t* T, uint32_t pbit, uint32_t L, uint32_t hm, uint8_t* x,
+                                          uint32_t c) {
+  const uint32_t m2 = low_mask(L) * 0x10001u;
+  uint32_t p[8];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint32_t o = pbit + 2 * j * L;
+    const uint32_t P = __byte_perm(bits_at(T, o + 8 * L), bits_at(T, o), 0x5410);
+    p[7 - 2 * j] = pair_1024(P, m2);
+    p[6 - 2 * j] = pair_1024(P >> L, m2);
+  }
+#pragma unroll
+  for (int k = 0; k < 8; ++k) p[k] = hadd2_u(p[k], hm);
   const uint32_t r0 = x_row(c);
   *reinterpret_cast<uint4*>(x + r0) = make_uint4(p[0], p[1], p[2], p[3]);
   *reinterpret_cast<uint4*>(x + (r0 ^ 16u)) = make_uint4(p[4], p[5], p[6], p[7]);
@@ -154,14 +161,38 @@ __device__ __forceinline__ uint32_t decode_round_t(const uint32_t* T, uint32_t r
   uint32_t pbit = rbit + r.meta_bits + 16u * (incl - sum);
   const uint32_t mbit = rbit + static_cast<uint32_t>(r.cb * r.bits);
   uint32_t mw = bits_at(T, mbit), mw2 = bits_at(T, mbit + 32);
+  uint32_t hm[kNF];  // half2 (mn - 1024, mn - 1024) of each pack
 #pragma unroll
   for (int j = 0; j < kNF; ++j) {
-    if (j < nf) {
-      const uint32_t mn = mw & bm;
-      mw = __funnelshift_r(mw, mw2, r.bits);
-      mw2 >>= r.bits;
-      decode_pack<NARROW>(T, pbit, L[j], mn, x, static_cast<uint32_t>(r.cb + j));
-      pbit += 16u * L[j];
+    hm[j] = 0xE400E400u - (mw & bm) * 0x20002u;
+    mw = __funnelshift_r(mw, mw2, r.bits);
+    mw2 >>= r.bits;
+  }
+  if (NARROW) {
+    // Every pack's window is loaded before the first x tile store: the compiler cannot
+    // move a load of T above a store to x (both shared memory), so interleaved loads and
+    // stores would serialize the packs.
+    uint32_t A[kNF], V1[kNF];
+#pragma unroll
+    for (int j = 0; j < kNF; ++j) {
+      if (j < nf) {
+        const uint32_t* w = T + (pbit >> 5);
+        const uint32_t w0 = w[0], w1 = w[1], w2 = w[2];
+        A[j] = __funnelshift_r(w0, w1, pbit);
+        V1[j] = __funnelshift_r(w1, w2, pbit);
+        pbit += 16u * L[j];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kNF; ++j)
+      if (j < nf) narrow_pack(A[j], V1[j], L[j], hm[j], x, static_cast<uint32_t>(r.cb + j));
+  } else {
+#pragma unroll
+    for (int j = 0; j < kNF; ++j) {
+      if (j < nf) {
+        wide_pack(T, pbit, L[j], hm[j], x, static_cast<uint32_t>(r.cb + j));
+        pbit += 16u * L[j];
+      }
     }
   }
   return rbit + r.meta_bits + 16u * __shfl_sync(0xffffffffu, incl, 31);
