@@ -4,7 +4,7 @@
 // LOP3 could place two of them in an fp16 pair; today L is any of 0..8.
 //
 // Encodes a real KV dump with the library's own CPU encoder (packkv_cache_append, median
-// repacking, defaults otherwise), walks every compressed tile (tile_format.h layout) and
+// repacking, defaults otherwise), walks every compressed tile (format/round_cursor.h) and
 // reports, for K and V: the histogram of encode lengths, the tile bytes as stored, and
 // the tile bytes if every L were rounded up to the next allowed width (payload 2 L bytes
 // per pack; MINS and LENS unchanged). The residual window is left out (it is not packed).
@@ -20,10 +20,11 @@
 #include <string>
 #include <vector>
 
-#include "internal_access.h"
+#include "api/internal_access.h"
 #include "packkv/packkv.h"
+#include "format/round_cursor.h"
+#include "format/shape.h"
 #include "safetensors.h"
-#include "tile_format.h"
 
 namespace {
 
@@ -37,24 +38,20 @@ struct Tally {
 // Walks one tile's rounds; returns the bytes walked (the caller checks them against the
 // blob's recorded tile size, so a misread layout cannot pass unnoticed).
 size_t walk_tile(const uint8_t* t, int rounds, int D, int bits, Tally* out) {
-  const int e = packkv::fmt::len_bits(bits);
-  const size_t mb = packkv::fmt::mins_bytes(D, bits), lb = packkv::fmt::lens_bytes(D, bits);
-  size_t at = 0;
-  for (int r = 0; r < rounds; ++r) {
-    const uint8_t* lens = t + at + mb;
+  packkv::fmt::RoundCursor cur(t, D, bits);
+  for (int r = 0; r < rounds; ++r, cur.next_round()) {
     size_t payload = 0;
     for (int c = 0; c < D; ++c) {
-      const int L = static_cast<int>(packkv::fmt::read_field(lens, static_cast<size_t>(c), e));
+      const int L = cur.next_pack(c).length;
       out->hist[L]++;
       out->packs++;
       payload += 2u * L;
       out->restricted_payload += 2 * restricted(L);
     }
     out->payload_bytes += static_cast<long long>(payload);
-    at += mb + lb + payload;
   }
-  out->tile_bytes += static_cast<long long>(at);
-  return at;
+  out->tile_bytes += static_cast<long long>(cur.round_offset());
+  return cur.round_offset();
 }
 
 int run(const packkv_eval::SafeTensors& st, const std::string& layer, float rk, float rv) {
@@ -88,9 +85,8 @@ int run(const packkv_eval::SafeTensors& st, const std::string& layer, float rk, 
   packkv_cache_params_init(&used, sizeof used);
   packkv_cache_get_params(c, &used);
   const packkv::CacheImpl& impl = packkv::internal_impl(c);
-  const int H = used.n_kv_heads, D = used.head_dim, N = used.block_tokens;
-  const int groups = used.scale_granularity == PACKKV_SCALE_PER_TOKEN ? 1 : H;
-  const packkv::fmt::BlockLayout BL = packkv::fmt::block_layout(H, N, groups, used.repack != PACKKV_REPACK_NONE);
+  const packkv::fmt::Shape& sh = impl.config().shape;
+  const int H = sh.n_kv_heads, D = sh.head_dim, N = sh.block_tokens;
   Tally tk, tv;
   long long blob_bytes = 0;
   const int64_t nb = impl.n_blocks(0);
@@ -99,8 +95,8 @@ int run(const packkv_eval::SafeTensors& st, const std::string& layer, float rk, 
     blob_bytes += static_cast<long long>(blob.size());
     for (int t = 0; t < 2 * H; ++t) {
       size_t off = 0, sz = 0;
-      packkv::fmt::tile_extent(blob.data(), BL, t, &off, &sz);
-      const size_t walked = walk_tile(blob.data() + off, N / 16, D, t < H ? used.bits_k : used.bits_v, t < H ? &tk : &tv);
+      sh.tile_extent(blob.data(), t < H ? packkv::fmt::kK : packkv::fmt::kV, t % H, &off, &sz);
+      const size_t walked = walk_tile(blob.data() + off, sh.rounds(), D, sh.bits(t < H ? 0 : 1), t < H ? &tk : &tv);
       if (walked != sz) {
         std::fprintf(stderr, "block %lld tile %d: walked %zu bytes, the blob records %zu\n",
                      static_cast<long long>(b), t, walked, sz);

@@ -1,7 +1,7 @@
 # Install rules and package files for libpackkv (included by the top-level CMakeLists.txt).
 #
 # Lays out (GNUInstallDirs, relative to the install prefix):
-#   include/packkv/packkv.h                     (and packkv_experimental.h when present)
+#   include/packkv/packkv.h, packkv_experimental.h
 #   lib/libpackkv.so.X.Y.Z, lib/libpackkv.so.X (SONAME), lib/libpackkv.so
 #   lib/libpackkv.a                             (when PACKKV_BUILD_STATIC=ON)
 #   lib/cmake/packkv/packkvConfig.cmake, packkvConfigVersion.cmake (SameMajorVersion),
@@ -26,10 +26,9 @@ set(PACKKV_INSTALL_PKGCONFIGDIR "${CMAKE_INSTALL_LIBDIR}/pkgconfig"
     CACHE STRING "Install directory of packkv.pc, relative to the prefix")
 
 # ---- headers -------------------------------------------------------------------------------------
-set(_packkv_public_headers "${PROJECT_SOURCE_DIR}/include/packkv/packkv.h")
-if(EXISTS "${PROJECT_SOURCE_DIR}/include/packkv/packkv_experimental.h")
-  list(APPEND _packkv_public_headers "${PROJECT_SOURCE_DIR}/include/packkv/packkv_experimental.h")
-endif()
+set(_packkv_public_headers
+  "${PROJECT_SOURCE_DIR}/include/packkv/packkv.h"
+  "${PROJECT_SOURCE_DIR}/include/packkv/packkv_experimental.h")
 install(FILES ${_packkv_public_headers}
         DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/packkv" COMPONENT packkv_development)
 

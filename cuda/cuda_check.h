@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "error.h"
+#include "common/error.h"
 
 namespace packkv {
 namespace cu {

@@ -40,7 +40,7 @@ func Version() uint32 { return uint32(C.packkv_version_number()) }
 // VersionString returns the loaded library's version, "MAJOR.MINOR.PATCH".
 func VersionString() string { return C.GoString(C.packkv_version_string()) }
 
-// BuildInfo describes the build: version, compiler, CUDA runtime and architectures.
+// BuildInfo describes the build: version, compiler, CUDA compiler version and architectures.
 func BuildInfo() string { return C.GoString(C.packkv_build_info()) }
 
 // HasCUDA reports whether the library has its CUDA backend and a CUDA device is visible.

@@ -13,7 +13,8 @@
  *
  * References: "PACKKV.md section N" and test vectors "Tn" point to docs/PACKKV.md of the
  * source repository (the method as its authors' code implements it, with golden test
- * vectors); the compressed layout is defined in src/tile_format.h there.
+ * vectors); the compressed layout is defined in src/format/ there (shape.h: the block,
+ * round_tile.h: the tiles).
  *
  * Memory location of array arguments
  *   Arguments named h_* are always host memory. Arguments without a prefix that
@@ -86,8 +87,10 @@ PACKKV_API uint32_t packkv_version_number(void);
 /** Runtime version as "MAJOR.MINOR.PATCH" (static string). Thread-safe. */
 PACKKV_API const char* packkv_version_string(void);
 
-/** Static description of the build: version, compiler, whether CUDA is compiled in,
- *  the CUDA runtime version and the compiled SM architectures. Thread-safe. */
+/** Static description of the build: version, C++ compiler, and whether CUDA is
+ *  compiled in -- if so, the version of the CUDA compiler that built the kernels and
+ *  their SM architectures (the CUDA runtime is linked statically, from that same
+ *  toolkit). Thread-safe. */
 PACKKV_API const char* packkv_build_info(void);
 
 /** 1 if this build contains the CUDA backend and at least one CUDA device is

@@ -18,8 +18,8 @@
  *     header check of the test suite.
  *
  * Contents (this version)
- *   - packkv_attn_decode_multi: decode attention for several queries per sequence (issue
- *     14; proposal in the lead's notes, multiquery-api.md).
+ *   - packkv_attn_decode_multi: decode attention for several queries per sequence
+ *     (chunked prefill over a cached prefix, speculative-decoding verification).
  *   - packkv_format_id_t: the identifiers of the compressed block formats. Only one
  *     format exists today (every cache uses it); a second one (a tile layout made for
  *     tensor-core decoding) is planned, and with it a way to choose one at cache creation.
@@ -40,7 +40,7 @@ extern "C" {
 #endif
 
 /** Version of this experimental header: raised whenever anything in it changes. */
-#define PACKKV_EXPERIMENTAL_VERSION 1
+#define PACKKV_EXPERIMENTAL_VERSION 2
 
 /** Identifier of a compressed block format (the layout of a block's bytes: header,
  *  permutation, zero points and scales, tiles). The values are those of the library's

@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "dtype.h"
+#include "common/dtype.h"
 #include "fuzz_input.h"
 #include "packkv/packkv.h"
 

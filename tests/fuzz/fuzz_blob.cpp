@@ -25,13 +25,13 @@
 #include <string>
 #include <vector>
 
-#include "blob_check.h"
-#include "bitpack.h"
-#include "block_codec.h"
-#include "config.h"
-#include "cpu_attention.h"
+#include "format/blob_check.h"
+#include "codec/bitpack.h"
+#include "codec/block_codec.h"
+#include "api/config.h"
+#include "cpu/block_attention.h"
 #include "fuzz_input.h"
-#include "tile_format.h"
+#include "format/shape.h"
 
 namespace {
 
@@ -41,15 +41,17 @@ using packkv::Config;
 // millisecond on average (n_kv_heads * head_dim * block_tokens <= 8192).
 Config config_from(pkfuzz::Reader& r) {
   Config c;
-  c.n_kv_heads = 1 + r.u8() % 3;
-  c.head_dim = 32 + 16 * (r.u8() % 15);
-  c.block_tokens = 16 * (1 + r.u8() % 16);
-  while ((long)c.n_kv_heads * c.head_dim * c.block_tokens > 8192 && c.block_tokens > 16) c.block_tokens -= 16;
-  c.bits_k = 1 + r.u8() % 8;
-  c.bits_v = 1 + r.u8() % 8;
+  const int h = 1 + r.u8() % 3;
+  const int d = 32 + 16 * (r.u8() % 15);
+  int n = 16 * (1 + r.u8() % 16);
+  while ((long)h * d * n > 8192 && n > 16) n -= 16;
+  const int bits_k = 1 + r.u8() % 8;
+  const int bits_v = 1 + r.u8() % 8;
   const uint8_t m = r.u8();
   c.repack = m % 3;
   c.granularity = (m / 3) % 2;
+  c.shape = packkv::fmt::make_shape(h, d, n, c.granularity == PACKKV_SCALE_PER_TOKEN ? 1 : h, bits_k, bits_v,
+                                    c.repack != PACKKV_REPACK_NONE);
   const uint8_t rs = r.u8();
   // relative scales in [1/254, 1]; codes are clamped to the widths above
   c.rel_scale_k = 1.0f / (float)(1 + rs % 254);
@@ -67,20 +69,20 @@ std::unique_ptr<uint8_t[]> exact_copy(const uint8_t* p, size_t size) {
 
 // Runs every decoder on a blob that validate_blob accepted and checks their results.
 void exercise(const Config& c, const uint8_t* blob, size_t size, uint32_t seed) {
-  const int n = c.block_tokens, h = c.n_kv_heads, d = c.head_dim;
+  const int n = c.shape.block_tokens, h = c.shape.n_kv_heads, d = c.shape.head_dim;
   const size_t row = (size_t)h * d;
   std::vector<float> k((size_t)n * row), v((size_t)n * row);
-  packkv::decode_block(c, blob, k.data(), v.data());
+  packkv::decode_block(c.shape, blob, k.data(), v.data());
   for (float x : k) PKFUZZ_CHECK(std::isfinite(x));
   for (float x : v) PKFUZZ_CHECK(std::isfinite(x));
-  PKFUZZ_CHECK((size_t)packkv::blob_sizes(c, blob).total() == size);
+  PKFUZZ_CHECK((size_t)c.shape.sizes(blob).total() == size);
 
-  const packkv::fmt::BlockLayout l = packkv::fmt::block_layout(h, n, c.groups(), c.has_perm());
+  const packkv::fmt::BlockLayout l = packkv::fmt::block_layout(h, n, c.shape.scale_groups, c.shape.has_perm);
   std::vector<uint8_t> codes((size_t)n * d);
   for (int t = 0; t < 2 * h; ++t) {
     size_t off, sz;
-    packkv::fmt::tile_extent(blob, l, t, &off, &sz);
-    PKFUZZ_CHECK(packkv::decode_tile(blob + off, n, d, t < h ? c.bits_k : c.bits_v, codes.data(), (size_t)d) == sz);
+    c.shape.tile_extent(blob, t < h ? packkv::fmt::kK : packkv::fmt::kV, t % h, &off, &sz);
+    PKFUZZ_CHECK(packkv::decode_tile(blob + off, n, d, c.shape.bits(t < h ? 0 : 1), codes.data(), (size_t)d) == sz);
   }
 
   // Attention kernels against float64 on the decoded values. Bound: fp32 rounding of
@@ -93,12 +95,12 @@ void exercise(const Config& c, const uint8_t* blob, size_t size, uint32_t seed) 
   for (float& x : probs) x = 0.5f * (u(rng) + 1.0f);
   std::vector<double> out((size_t)n_q * d);
   packkv::AttnScratch scratch;
-  const uint8_t* perm = c.has_perm() ? blob + l.perm_at : nullptr;
+  const uint8_t* perm = c.shape.has_perm ? blob + l.perm_at : nullptr;
   for (int head = 0; head < h; ++head) {
-    packkv::block_scores(c, blob, head, q.data(), n_q, scores.data(), (size_t)n, &scratch);
+    packkv::block_scores(c.shape, blob, head, q.data(), n_q, scores.data(), (size_t)n, &scratch);
     std::fill(out.begin(), out.end(), 0.0);
-    packkv::block_apply(c, blob, head, probs.data(), n_q, (size_t)n, out.data(), &scratch);
-    const int g = c.groups() == 1 ? 0 : head;
+    packkv::block_apply(c.shape, blob, head, probs.data(), n_q, (size_t)n, out.data(), &scratch);
+    const int g = c.shape.scale_groups == 1 ? 0 : head;
     for (int j = 0; j < n_q; ++j) {
       // scores
       for (int slot = 0; slot < n; ++slot) {
@@ -111,7 +113,7 @@ void exercise(const Config& c, const uint8_t* blob, size_t size, uint32_t seed) 
           ref += (double)q[(size_t)j * d + ch] * (double)k[(size_t)t * row + (size_t)head * d + ch];
           mag += std::fabs((double)q[(size_t)j * d + ch]);
         }
-        mag *= (std::fabs((double)a.zero) + (double)((1u << c.bits_k) - 1u)) * std::fabs((double)a.scale);
+        mag *= (std::fabs((double)a.zero) + (double)((1u << c.shape.bits_k) - 1u)) * std::fabs((double)a.scale);
         const double got = scores[(size_t)j * n + t];
         if (std::isfinite(ref) && std::isfinite(mag) && mag < 1e37)
           PKFUZZ_CHECK(std::fabs(got - ref) <= 1e-4 * mag + 1e-30);
@@ -123,7 +125,7 @@ void exercise(const Config& c, const uint8_t* blob, size_t size, uint32_t seed) 
         packkv::fmt::Affine a;
         std::memcpy(&a.zero, blob + l.v_zero_at + 4 * ((size_t)g * n + slot), 4);
         std::memcpy(&a.scale, blob + l.v_scale_at + 4 * ((size_t)g * n + slot), 4);
-        mag += (double)probs[(size_t)j * n + t] * (std::fabs((double)a.zero) + (double)((1u << c.bits_v) - 1u)) *
+        mag += (double)probs[(size_t)j * n + t] * (std::fabs((double)a.zero) + (double)((1u << c.shape.bits_v) - 1u)) *
                std::fabs((double)a.scale);
       }
       for (int ch = 0; ch < d; ++ch) {
@@ -140,7 +142,7 @@ void exercise(const Config& c, const uint8_t* blob, size_t size, uint32_t seed) 
 // Validates a candidate blob; decodes it only if accepted.
 void check_candidate(const Config& c, const uint8_t* bytes, size_t size, uint32_t seed) {
   std::unique_ptr<uint8_t[]> b = exact_copy(bytes, size);
-  const packkv::BlobCheck r = packkv::validate_blob(c, b.get(), size);
+  const packkv::BlobCheck r = packkv::validate_blob(c.shape, b.get(), size);
   if (!r.ok) {
     PKFUZZ_CHECK(!r.error.empty());
     return;
@@ -180,16 +182,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint32_t seed = r.u32();
   int cls = r.u8() % (pkfuzz::kNumClasses - 1);  // finite classes only (encoder precondition)
   if (cls == pkfuzz::kNonFinite) cls = pkfuzz::kMixed;
-  const size_t row = (size_t)c.n_kv_heads * c.head_dim;
+  const size_t row = (size_t)c.shape.n_kv_heads * c.shape.head_dim;
   std::vector<float> k, v;
-  pkfuzz::fill_values(&k, (size_t)c.block_tokens, row, cls, seed);
-  pkfuzz::fill_values(&v, (size_t)c.block_tokens, row, cls == pkfuzz::kMixed ? cls : (cls + 1) % pkfuzz::kNonFinite,
+  pkfuzz::fill_values(&k, (size_t)c.shape.block_tokens, row, cls, seed);
+  pkfuzz::fill_values(&v, (size_t)c.shape.block_tokens, row, cls == pkfuzz::kMixed ? cls : (cls + 1) % pkfuzz::kNonFinite,
                       seed ^ 0x9e3779b9u);
   std::vector<uint8_t> blob;
   packkv::encode_block(c, k.data(), v.data(), &blob);
   {
     std::unique_ptr<uint8_t[]> b = exact_copy(blob.data(), blob.size());
-    const packkv::BlobCheck ok = packkv::validate_blob(c, b.get(), blob.size());
+    const packkv::BlobCheck ok = packkv::validate_blob(c.shape, b.get(), blob.size());
     if (!ok.ok) {
       std::fprintf(stderr, "%s\n", ok.error.c_str());
       pkfuzz::die("validate_blob rejects a blob written by encode_block");
@@ -227,7 +229,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       }
       default: {  // set one byte inside the tiles region (encode lengths and minimums live there)
-        const size_t fixed = packkv::fmt::block_layout(c.n_kv_heads, c.block_tokens, c.groups(), c.has_perm()).tiles_at;
+        const size_t fixed = c.shape.layout.tiles_at;
         if (n > fixed) blob[fixed + r.u16() % (n - fixed)] = r.u8();
         break;
       }

@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "../host/helpers.h"
-#include "cache_impl.h"
-#include "internal_access.h"
+#include "api/cache_impl.h"
+#include "api/internal_access.h"
 #include "packkv/packkv.h"
 #define PACKKV_EXPERIMENTAL_API
 #include "packkv/packkv_experimental.h"

@@ -5,10 +5,11 @@
 #include <cstring>
 #include <vector>
 
-#include "bitpack.h"
-#include "cpu_attention.h"
+#include "api/config.h"
+#include "codec/bitpack.h"
+#include "cpu/block_attention.h"
 #include "helpers.h"
-#include "tile_format.h"
+#include "format/shape.h"
 
 using namespace packkv;
 
@@ -16,7 +17,7 @@ namespace {
 // A hand-built blob: one KV head, every K code = kcode, every V code = vcode, zero
 // points and scales as given (tiles made with encode_tile, header per tile_format.h).
 std::vector<uint8_t> handmade_blob(const Config& c, uint8_t kcode, uint8_t vcode, int32_t z, float s) {
-  const int n = c.block_tokens, d = c.head_dim;
+  const int n = c.shape.block_tokens, d = c.shape.head_dim;
   const fmt::BlockLayout l = fmt::block_layout(1, n, 1, false);
   std::vector<uint8_t> blob(l.tiles_at, 0);
   for (int j = 0; j < n; ++j) {
@@ -26,19 +27,17 @@ std::vector<uint8_t> handmade_blob(const Config& c, uint8_t kcode, uint8_t vcode
     std::memcpy(&blob[l.v_scale_at + 4 * j], &s, 4);
   }
   std::vector<uint8_t> kc((size_t)n * d, kcode), vc((size_t)n * d, vcode);
-  encode_tile(kc.data(), d, n, d, c.bits_k, &blob);
+  encode_tile(kc.data(), d, n, d, c.shape.bits_k, &blob);
   const uint32_t kend = (uint32_t)(blob.size() - l.tiles_at);
-  encode_tile(vc.data(), d, n, d, c.bits_v, &blob);
+  encode_tile(vc.data(), d, n, d, c.shape.bits_v, &blob);
   const uint32_t ends[2] = {kend, (uint32_t)(blob.size() - l.tiles_at)};
   std::memcpy(blob.data(), ends, 8);
   return blob;
 }
 Config one_head(int d) {
   Config c;
-  c.n_kv_heads = 1;
-  c.head_dim = d;
   c.repack = PACKKV_REPACK_NONE;
-  c.block_tokens = 64;
+  c.shape = fmt::make_shape(1, d, 64, 1, c.shape.bits_k, c.shape.bits_v, false);
   return c;
 }
 }  // namespace
@@ -48,7 +47,7 @@ TEST_CASE("T8: q = 1, k_int = 1, z = 2, s = 0.5 gives score 192 for head_dim 128
   const std::vector<uint8_t> blob = handmade_blob(c, 1, 0, 2, 0.5f);
   std::vector<float> q(128, 1.0f), out(64, 0.0f);
   AttnScratch scratch;
-  block_scores(c, blob.data(), 0, q.data(), 1, out.data(), 64, &scratch);
+  block_scores(c.shape, blob.data(), 0, q.data(), 1, out.data(), 64, &scratch);
   for (float x : out) CHECK(x == 192.0f);
 }
 
@@ -58,7 +57,7 @@ TEST_CASE("T9: uniform p, v_int = c, per-token z and constant s give s * (c + z)
   std::vector<float> p(64, 1.0f / 64.0f);
   std::vector<double> out(64, 0.0);
   AttnScratch scratch;
-  block_apply(c, blob.data(), 0, p.data(), 1, 64, out.data(), &scratch);
+  block_apply(c.shape, blob.data(), 0, p.data(), 1, 64, out.data(), &scratch);
   for (double x : out) CHECK(x == doctest::Approx(0.25 * (5 - 3)).epsilon(1e-7));
 }
 

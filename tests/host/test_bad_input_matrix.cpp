@@ -24,9 +24,9 @@
 #include <string>
 #include <vector>
 
-#include "cache_impl.h"
+#include "api/cache_impl.h"
 #include "helpers.h"
-#include "internal_access.h"
+#include "api/internal_access.h"
 
 #ifndef PACKKV_PUBLIC_HEADER
 #error "PACKKV_PUBLIC_HEADER (path of include/packkv/packkv.h) must be defined by tests/CMakeLists.txt"

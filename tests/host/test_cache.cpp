@@ -5,10 +5,10 @@
 #include <cstring>
 #include <vector>
 
-#include "cache_impl.h"
-#include "dtype.h"
+#include "api/cache_impl.h"
+#include "common/dtype.h"
 #include "helpers.h"
-#include "internal_access.h"
+#include "api/internal_access.h"
 
 namespace {
 std::vector<std::vector<uint8_t>> all_blocks(const packkv_cache_t* c, int seq) {

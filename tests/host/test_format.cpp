@@ -5,8 +5,8 @@
 #include <random>
 #include <vector>
 
-#include "bitpack.h"
-#include "tile_format.h"
+#include "codec/bitpack.h"
+#include "format/round_tile.h"
 
 using namespace packkv;
 

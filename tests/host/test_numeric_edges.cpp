@@ -17,10 +17,10 @@
 #include <string>
 #include <vector>
 
-#include "cache_impl.h"
-#include "dtype.h"
+#include "api/cache_impl.h"
+#include "common/dtype.h"
 #include "helpers.h"
-#include "internal_access.h"
+#include "api/internal_access.h"
 
 namespace {
 

@@ -7,10 +7,10 @@
 #include <cmath>
 #include <vector>
 
-#include "dtype.h"
+#include "common/dtype.h"
 #include "helpers.h"
-#include "quantize.h"
-#include "tile_format.h"
+#include "codec/quantize.h"
+#include "format/affine.h"
 
 using namespace packkv;
 

@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "helpers.h"
-#include "repack.h"
-#include "tile_format.h"
+#include "codec/repack.h"
+#include "format/round_tile.h"
 
 using namespace packkv;
 

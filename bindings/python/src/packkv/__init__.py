@@ -61,7 +61,7 @@ def version_number() -> int:
 
 
 def build_info() -> str:
-    """Build description: version, compiler, CUDA runtime and architectures or "no cuda"."""
+    """Build description: version, compiler, CUDA compiler version and architectures or "no cuda"."""
     return raw.build_info()
 
 

@@ -50,7 +50,7 @@ pub fn version_string() -> &'static str {
     unsafe { CStr::from_ptr(sys::packkv_version_string()) }.to_str().unwrap_or("")
 }
 
-/// Build description: version, compiler, CUDA runtime and architectures, or "no cuda".
+/// Build description: version, compiler, CUDA compiler version and architectures, or "no cuda".
 pub fn build_info() -> &'static str {
     // SAFETY: static NUL-terminated string.
     unsafe { CStr::from_ptr(sys::packkv_build_info()) }.to_str().unwrap_or("")

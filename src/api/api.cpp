@@ -1,0 +1,431 @@
+// The C entry points: argument validation that does not depend on the backend, the
+// exception firewall (PACKKV_API_BEGIN / END) and the thread-local last error.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <string>
+#include <unordered_set>
+
+#define PACKKV_EXPERIMENTAL_API
+#include "packkv/packkv_experimental.h"
+#include "api/cache_impl.h"
+#include "api/config.h"
+#include "common/error.h"
+#include "api/internal_access.h"
+#include "packkv/packkv.h"
+
+struct packkv_cache {
+  std::unique_ptr<packkv::CacheImpl> impl;
+};
+
+namespace packkv {
+const CacheImpl& internal_impl(const packkv_cache_t* cache) { return *cache->impl; }
+}  // namespace packkv
+
+namespace {
+
+thread_local std::string g_last_error;
+
+packkv_status_t set_error(packkv_status_t code, const std::string& message) {
+  g_last_error = message;
+  return code;
+}
+
+#define PACKKV_API_BEGIN \
+  g_last_error.clear();  \
+  try {
+#define PACKKV_API_END(fn)                                                                   \
+  }                                                                                          \
+  catch (const packkv::Error& e) {                                                           \
+    return set_error(e.code(), e.what());                                                    \
+  }                                                                                          \
+  catch (const std::bad_alloc&) {                                                            \
+    return set_error(PACKKV_ERR_OUT_OF_HOST_MEMORY, std::string(fn) + ": out of host memory"); \
+  }                                                                                          \
+  catch (const std::exception& e) {                                                          \
+    return set_error(PACKKV_ERR_INTERNAL, std::string(fn) + ": internal error: " + e.what()); \
+  }                                                                                          \
+  catch (...) {                                                                              \
+    return set_error(PACKKV_ERR_INTERNAL, std::string(fn) + ": internal error");            \
+  }                                                                                          \
+  return PACKKV_OK;
+
+using packkv::require;
+
+void require_cache(const packkv_cache_t* cache, const char* fn) {
+  require(cache != nullptr, std::string(fn) + ": cache is NULL");
+}
+
+void require_seq(const packkv_cache_t* cache, int32_t seq, const char* fn) {
+  const int max = cache->impl->config().max_seqs;
+  require(seq >= 0 && seq < max, std::string(fn) + ": seq_id " + std::to_string(seq) +
+                                     " is outside [0, max_seqs = " + std::to_string(max) + ")");
+}
+
+// Checks a host list of distinct sequence ids.
+void require_seq_list(const packkv_cache_t* cache, int32_t n_seqs, const int32_t* ids, const char* fn) {
+  require(n_seqs >= 1, std::string(fn) + ": n_seqs must be >= 1, got " + std::to_string(n_seqs));
+  require(ids != nullptr, std::string(fn) + ": h_seq_ids is NULL");
+  std::unordered_set<int32_t> seen;
+  for (int32_t i = 0; i < n_seqs; ++i) {
+    require_seq(cache, ids[i], fn);
+    require(seen.insert(ids[i]).second,
+            std::string(fn) + ": seq_id " + std::to_string(ids[i]) + " appears twice in h_seq_ids");
+  }
+}
+
+// The last element n_seqs * n_q_heads * ld - 1 of a [n_seqs][n_q_heads][ld] float array
+// must be addressable (no wrap-around of the row offsets).
+void require_stride_fits(int64_t ld, const packkv::AttnArgs& a, const char* what) {
+  const int64_t rows = (int64_t)a.n_seqs * a.n_q_heads;
+  require(ld <= (INT64_MAX / 8) / rows,
+          std::string(what) + " " + std::to_string(ld) + " is too large: " + std::to_string(rows) +
+              " rows of it overflow the address range");
+}
+
+bool valid_dtype(packkv_dtype_t d) { return d >= PACKKV_DTYPE_F16 && d <= PACKKV_DTYPE_F32; }
+
+// Validates the arguments shared by the attention calls and returns the longest
+// requested sequence.
+int64_t check_attn(const packkv_cache_t* cache, const packkv::AttnArgs& a, bool needs_q, const char* fn) {
+  require_cache(cache, fn);
+  require_seq_list(cache, a.n_seqs, a.seq_ids, fn);
+  const int hkv = cache->impl->config().shape.n_kv_heads;
+  require(a.n_q_heads >= 1 && a.n_q_heads % hkv == 0,
+          std::string(fn) + ": n_q_heads must be a positive multiple of n_kv_heads = " +
+              std::to_string(hkv) + ", got " + std::to_string(a.n_q_heads));
+  if (needs_q) {
+    require(a.q != nullptr, std::string(fn) + ": q is NULL");
+    require(valid_dtype(a.q_dtype), std::string(fn) + ": unknown q_dtype " + std::to_string(a.q_dtype));
+  }
+  const size_t need = cache->impl->workspace_size(a.n_seqs, a.n_q_heads);
+  if (need > 0 && (a.workspace == nullptr || a.workspace_bytes < need))
+    packkv::fail(PACKKV_ERR_WORKSPACE_TOO_SMALL,
+                 std::string(fn) + ": workspace of " + std::to_string(a.workspace_bytes) +
+                     " bytes given, " + std::to_string(need) + " needed (packkv_attn_workspace_size)");
+  int64_t longest = 0;
+  for (int32_t i = 0; i < a.n_seqs; ++i)
+    longest = std::max(longest, cache->impl->seq_length(a.seq_ids[i]));
+  return longest;
+}
+
+}  // namespace
+
+extern "C" {
+
+uint32_t packkv_version_number(void) { return PACKKV_VERSION_NUMBER; }
+
+const char* packkv_version_string(void) {
+#define PACKKV_STR2(x) #x
+#define PACKKV_STR(x) PACKKV_STR2(x)
+  return PACKKV_STR(PACKKV_VERSION_MAJOR) "." PACKKV_STR(PACKKV_VERSION_MINOR) "." PACKKV_STR(
+      PACKKV_VERSION_PATCH);
+}
+
+const char* packkv_build_info(void) {
+  return "libpackkv " PACKKV_STR(PACKKV_VERSION_MAJOR) "." PACKKV_STR(PACKKV_VERSION_MINOR) "." PACKKV_STR(
+      PACKKV_VERSION_PATCH) "; compiler " PACKKV_BUILD_INFO_CXX "; " PACKKV_BUILD_INFO_CUDA;
+}
+
+int32_t packkv_has_cuda(void) {
+  try {
+    return packkv::cuda_device_present() ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+const char* packkv_status_string(packkv_status_t status) {
+  switch (status) {
+    case PACKKV_OK: return "PACKKV_OK";
+    case PACKKV_ERR_INVALID_ARGUMENT: return "PACKKV_ERR_INVALID_ARGUMENT";
+    case PACKKV_ERR_INVALID_STATE: return "PACKKV_ERR_INVALID_STATE";
+    case PACKKV_ERR_CAPACITY_EXCEEDED: return "PACKKV_ERR_CAPACITY_EXCEEDED";
+    case PACKKV_ERR_WORKSPACE_TOO_SMALL: return "PACKKV_ERR_WORKSPACE_TOO_SMALL";
+    case PACKKV_ERR_OUT_OF_HOST_MEMORY: return "PACKKV_ERR_OUT_OF_HOST_MEMORY";
+    case PACKKV_ERR_OUT_OF_DEVICE_MEMORY: return "PACKKV_ERR_OUT_OF_DEVICE_MEMORY";
+    case PACKKV_ERR_CUDA: return "PACKKV_ERR_CUDA";
+    case PACKKV_ERR_NOT_SUPPORTED: return "PACKKV_ERR_NOT_SUPPORTED";
+    case PACKKV_ERR_VERSION_MISMATCH: return "PACKKV_ERR_VERSION_MISMATCH";
+    case PACKKV_ERR_INTERNAL: return "PACKKV_ERR_INTERNAL";
+    default: return "unknown status";
+  }
+}
+
+const char* packkv_last_error_message(void) { return g_last_error.c_str(); }
+
+size_t packkv_copy_last_error(char* buf, size_t cap) {
+  const size_t n = g_last_error.size();
+  if (buf != nullptr && cap > 0) {
+    const size_t m = n < cap - 1 ? n : cap - 1;
+    std::memcpy(buf, g_last_error.data(), m);
+    buf[m] = '\0';
+  }
+  return n;
+}
+
+packkv_status_t packkv_cache_params_init(packkv_cache_params_t* params, size_t struct_size) {
+  PACKKV_API_BEGIN
+  require(params != nullptr, "packkv_cache_params_init: params is NULL");
+  if (struct_size < PACKKV_CACHE_PARAMS_SIZE_V1)
+    packkv::fail(PACKKV_ERR_VERSION_MISMATCH,
+                 "packkv_cache_params_init: struct_size " + std::to_string(struct_size) +
+                     " is smaller than version 1 of packkv_cache_params_t (" +
+                     std::to_string(PACKKV_CACHE_PARAMS_SIZE_V1) + ")");
+  require(struct_size <= UINT32_MAX, "packkv_cache_params_init: struct_size is too large");
+  packkv::Config defaults;
+  defaults.shape.bits_k = 0;  // "derive" in params form
+  defaults.shape.bits_v = 0;
+  params->struct_size = (uint32_t)struct_size;
+  defaults.to_params(params);
+  PACKKV_API_END("packkv_cache_params_init")
+}
+
+packkv_status_t packkv_bits_for_rel_scale(float rel_scale, int32_t* bits) {
+  PACKKV_API_BEGIN
+  require(bits != nullptr, "packkv_bits_for_rel_scale: bits is NULL");
+  try {
+    *bits = packkv::bits_for_rel_scale(rel_scale);
+  } catch (const packkv::Error& e) {
+    packkv::fail(e.code(), std::string("packkv_bits_for_rel_scale: ") + e.what());
+  }
+  PACKKV_API_END("packkv_bits_for_rel_scale")
+}
+
+packkv_status_t packkv_cache_create(const packkv_cache_params_t* params, packkv_cache_t** out) {
+  if (out != nullptr) *out = nullptr;
+  PACKKV_API_BEGIN
+  require(out != nullptr, "packkv_cache_create: out is NULL");
+  const packkv::Config config = packkv::Config::from_params(params);
+  std::unique_ptr<packkv_cache> cache(new packkv_cache);
+  cache->impl = config.device < 0 ? packkv::make_cpu_cache(config) : packkv::make_cuda_cache(config);
+  *out = cache.release();
+  PACKKV_API_END("packkv_cache_create")
+}
+
+void packkv_cache_destroy(packkv_cache_t* cache) {
+  try {
+    delete cache;
+  } catch (...) {
+    // destructors do not throw; nothing can be reported from here
+  }
+}
+
+packkv_status_t packkv_cache_get_params(const packkv_cache_t* cache, packkv_cache_params_t* params) {
+  PACKKV_API_BEGIN
+  require_cache(cache, "packkv_cache_get_params");
+  require(params != nullptr, "packkv_cache_get_params: params is NULL");
+  if (params->struct_size < PACKKV_CACHE_PARAMS_SIZE_V1)
+    packkv::fail(PACKKV_ERR_VERSION_MISMATCH,
+                 "packkv_cache_get_params: params->struct_size " + std::to_string(params->struct_size) +
+                     " is smaller than version 1 of the struct; set it (packkv_cache_params_init)");
+  cache->impl->config().to_params(params);
+  PACKKV_API_END("packkv_cache_get_params")
+}
+
+packkv_status_t packkv_cache_device(const packkv_cache_t* cache, int32_t* device) {
+  PACKKV_API_BEGIN
+  require_cache(cache, "packkv_cache_device");
+  require(device != nullptr, "packkv_cache_device: device is NULL");
+  *device = cache->impl->config().device;
+  PACKKV_API_END("packkv_cache_device")
+}
+
+packkv_status_t packkv_cache_append(packkv_cache_t* cache, int32_t n_seqs, const int32_t* h_seq_ids,
+                                    const int32_t* h_n_tokens, const void* k_new, const void* v_new,
+                                    packkv_dtype_t dtype, packkv_stream_t stream) {
+  PACKKV_API_BEGIN
+  const char* fn = "packkv_cache_append";
+  require_cache(cache, fn);
+  require_seq_list(cache, n_seqs, h_seq_ids, fn);
+  require(h_n_tokens != nullptr, "packkv_cache_append: h_n_tokens is NULL");
+  require(valid_dtype(dtype), "packkv_cache_append: unknown dtype " + std::to_string(dtype));
+  const packkv::Config& c = cache->impl->config();
+  int64_t total = 0;
+  for (int32_t i = 0; i < n_seqs; ++i) {
+    require(h_n_tokens[i] >= 0, "packkv_cache_append: h_n_tokens[" + std::to_string(i) +
+                                    "] is negative (" + std::to_string(h_n_tokens[i]) + ")");
+    total += h_n_tokens[i];
+  }
+  if (total == 0) return PACKKV_OK;
+  require(k_new != nullptr, "packkv_cache_append: k_new is NULL");
+  require(v_new != nullptr, "packkv_cache_append: v_new is NULL");
+  for (int32_t i = 0; i < n_seqs; ++i) {
+    const int64_t len = cache->impl->seq_length(h_seq_ids[i]);
+    if (len + h_n_tokens[i] > c.max_tokens_per_seq)
+      packkv::fail(PACKKV_ERR_CAPACITY_EXCEEDED,
+                   "packkv_cache_append: sequence " + std::to_string(h_seq_ids[i]) + " holds " +
+                       std::to_string(len) + " tokens; " + std::to_string(h_n_tokens[i]) +
+                       " more exceed max_tokens_per_seq = " + std::to_string(c.max_tokens_per_seq) +
+                       "; nothing was appended");
+  }
+  cache->impl->append(n_seqs, h_seq_ids, h_n_tokens, k_new, v_new, dtype, stream);
+  PACKKV_API_END("packkv_cache_append")
+}
+
+packkv_status_t packkv_cache_remove_seq(packkv_cache_t* cache, int32_t seq_id) {
+  PACKKV_API_BEGIN
+  require_cache(cache, "packkv_cache_remove_seq");
+  require_seq(cache, seq_id, "packkv_cache_remove_seq");
+  cache->impl->remove_seq(seq_id);
+  PACKKV_API_END("packkv_cache_remove_seq")
+}
+
+packkv_status_t packkv_cache_reset(packkv_cache_t* cache) {
+  PACKKV_API_BEGIN
+  require_cache(cache, "packkv_cache_reset");
+  cache->impl->reset();
+  PACKKV_API_END("packkv_cache_reset")
+}
+
+packkv_status_t packkv_cache_seq_length(const packkv_cache_t* cache, int32_t seq_id, int64_t* n_tokens) {
+  PACKKV_API_BEGIN
+  require_cache(cache, "packkv_cache_seq_length");
+  require_seq(cache, seq_id, "packkv_cache_seq_length");
+  require(n_tokens != nullptr, "packkv_cache_seq_length: n_tokens is NULL");
+  *n_tokens = cache->impl->seq_length(seq_id);
+  PACKKV_API_END("packkv_cache_seq_length")
+}
+
+packkv_status_t packkv_cache_stats(const packkv_cache_t* cache, int32_t seq_id, packkv_cache_stats_t* stats) {
+  PACKKV_API_BEGIN
+  require_cache(cache, "packkv_cache_stats");
+  if (seq_id != -1) {
+    const int max = cache->impl->config().max_seqs;
+    require(seq_id >= 0 && seq_id < max, "packkv_cache_stats: seq_id " + std::to_string(seq_id) +
+                                             " is neither -1 (whole cache) nor in [0, max_seqs = " +
+                                             std::to_string(max) + ")");
+  }
+  require(stats != nullptr, "packkv_cache_stats: stats is NULL");
+  if (stats->struct_size < PACKKV_CACHE_STATS_SIZE_V1)
+    packkv::fail(PACKKV_ERR_VERSION_MISMATCH,
+                 "packkv_cache_stats: stats->struct_size " + std::to_string(stats->struct_size) +
+                     " is smaller than version 1 (" + std::to_string(PACKKV_CACHE_STATS_SIZE_V1) + ")");
+  packkv_cache_stats_t full;
+  cache->impl->stats(seq_id, &full);
+  const uint32_t size = stats->struct_size;
+  full.struct_size = size;
+  const size_t n = size < sizeof full ? size : sizeof full;
+  std::memcpy(stats, &full, n);
+  if (size > sizeof full) std::memset(reinterpret_cast<unsigned char*>(stats) + sizeof full, 0, size - sizeof full);
+  PACKKV_API_END("packkv_cache_stats")
+}
+
+packkv_status_t packkv_cache_decompress(const packkv_cache_t* cache, int32_t seq_id, float* k_out,
+                                        float* v_out, int64_t capacity_tokens, packkv_stream_t stream) {
+  PACKKV_API_BEGIN
+  require_cache(cache, "packkv_cache_decompress");
+  require_seq(cache, seq_id, "packkv_cache_decompress");
+  require(capacity_tokens >= 0, "packkv_cache_decompress: capacity_tokens is negative (" +
+                                    std::to_string(capacity_tokens) + ")");
+  const int64_t len = cache->impl->seq_length(seq_id);
+  if (len == 0 || (k_out == nullptr && v_out == nullptr)) return PACKKV_OK;
+  if (len > capacity_tokens)
+    packkv::fail(PACKKV_ERR_CAPACITY_EXCEEDED,
+                 "packkv_cache_decompress: sequence " + std::to_string(seq_id) + " holds " +
+                     std::to_string(len) + " tokens but capacity_tokens is " + std::to_string(capacity_tokens));
+  cache->impl->decompress(seq_id, k_out, v_out, stream);
+  PACKKV_API_END("packkv_cache_decompress")
+}
+
+packkv_status_t packkv_cache_sync(const packkv_cache_t* cache) {
+  PACKKV_API_BEGIN
+  require_cache(cache, "packkv_cache_sync");
+  cache->impl->sync();
+  PACKKV_API_END("packkv_cache_sync")
+}
+
+packkv_status_t packkv_attn_workspace_size(const packkv_cache_t* cache, int32_t n_seqs, int32_t n_q_heads,
+                                           size_t* bytes) {
+  PACKKV_API_BEGIN
+  const char* fn = "packkv_attn_workspace_size";
+  require_cache(cache, fn);
+  require(bytes != nullptr, "packkv_attn_workspace_size: bytes is NULL");
+  require(n_seqs >= 1 && n_seqs <= cache->impl->config().max_seqs,
+          "packkv_attn_workspace_size: n_seqs must be in [1, max_seqs], got " + std::to_string(n_seqs));
+  const int hkv = cache->impl->config().shape.n_kv_heads;
+  require(n_q_heads >= 1 && n_q_heads % hkv == 0,
+          "packkv_attn_workspace_size: n_q_heads must be a positive multiple of n_kv_heads = " +
+              std::to_string(hkv) + ", got " + std::to_string(n_q_heads));
+  *bytes = cache->impl->workspace_size(n_seqs, n_q_heads);
+  PACKKV_API_END("packkv_attn_workspace_size")
+}
+
+packkv_status_t packkv_attn_scores(const packkv_cache_t* cache, int32_t n_seqs, const int32_t* h_seq_ids,
+                                   int32_t n_q_heads, const void* q, packkv_dtype_t q_dtype, float* scores,
+                                   int64_t ld_scores, void* workspace, size_t workspace_bytes,
+                                   packkv_stream_t stream) {
+  PACKKV_API_BEGIN
+  const char* fn = "packkv_attn_scores";
+  packkv::AttnArgs a{n_seqs, h_seq_ids, n_q_heads, q, q_dtype, workspace, workspace_bytes, stream};
+  const int64_t longest = check_attn(cache, a, true, fn);
+  require(scores != nullptr, "packkv_attn_scores: scores is NULL");
+  require(ld_scores >= longest && ld_scores >= 1,
+          "packkv_attn_scores: ld_scores " + std::to_string(ld_scores) +
+              " is smaller than the longest requested sequence (" + std::to_string(longest) + " tokens)");
+  require_stride_fits(ld_scores, a, "packkv_attn_scores: ld_scores");
+  cache->impl->scores(a, scores, ld_scores);
+  PACKKV_API_END("packkv_attn_scores")
+}
+
+packkv_status_t packkv_attn_apply(const packkv_cache_t* cache, int32_t n_seqs, const int32_t* h_seq_ids,
+                                  int32_t n_q_heads, const float* probs, int64_t ld_probs, float* out,
+                                  void* workspace, size_t workspace_bytes, packkv_stream_t stream) {
+  PACKKV_API_BEGIN
+  const char* fn = "packkv_attn_apply";
+  packkv::AttnArgs a{n_seqs, h_seq_ids, n_q_heads, nullptr, PACKKV_DTYPE_F32, workspace, workspace_bytes, stream};
+  const int64_t longest = check_attn(cache, a, false, fn);
+  require(probs != nullptr, "packkv_attn_apply: probs is NULL");
+  require(out != nullptr, "packkv_attn_apply: out is NULL");
+  require(ld_probs >= longest && ld_probs >= 1,
+          "packkv_attn_apply: ld_probs " + std::to_string(ld_probs) +
+              " is smaller than the longest requested sequence (" + std::to_string(longest) + " tokens)");
+  require_stride_fits(ld_probs, a, "packkv_attn_apply: ld_probs");
+  cache->impl->apply(a, probs, ld_probs, out);
+  PACKKV_API_END("packkv_attn_apply")
+}
+
+packkv_status_t packkv_attn_decode(const packkv_cache_t* cache, int32_t n_seqs, const int32_t* h_seq_ids,
+                                   int32_t n_q_heads, const void* q, packkv_dtype_t q_dtype, float scale,
+                                   float* out, float* lse, void* workspace, size_t workspace_bytes,
+                                   packkv_stream_t stream) {
+  PACKKV_API_BEGIN
+  const char* fn = "packkv_attn_decode";
+  packkv::AttnArgs a{n_seqs, h_seq_ids, n_q_heads, q, q_dtype, workspace, workspace_bytes, stream};
+  check_attn(cache, a, true, fn);
+  require(std::isfinite(scale) && scale > 0.0f,
+          "packkv_attn_decode: scale must be finite and > 0, got " + std::to_string(scale));
+  require(out != nullptr, "packkv_attn_decode: out is NULL");
+  cache->impl->decode(a, scale, out, lse);
+  PACKKV_API_END("packkv_attn_decode")
+}
+
+// Several queries per sequence = decode with n_q_heads * q_len query heads: query (j, t)
+// is query head j * q_len + t, whose kv head (j * q_len + t) / (group * q_len) is
+// j / group, the kv head of j. So both backends and every kernel family serve it as is.
+packkv_status_t packkv_attn_decode_multi(const packkv_cache_t* cache, int32_t n_seqs, const int32_t* h_seq_ids,
+                                         int32_t n_q_heads, int32_t q_len, const void* q, packkv_dtype_t q_dtype,
+                                         float scale, float* out, float* lse, void* workspace,
+                                         size_t workspace_bytes, packkv_stream_t stream) {
+  PACKKV_API_BEGIN
+  const char* fn = "packkv_attn_decode_multi";
+  require_cache(cache, fn);
+  const int hkv = cache->impl->config().shape.n_kv_heads;
+  require(n_q_heads >= 1 && n_q_heads % hkv == 0,
+          std::string(fn) + ": n_q_heads must be a positive multiple of n_kv_heads = " + std::to_string(hkv) +
+              ", got " + std::to_string(n_q_heads));
+  require(q_len >= 1 && static_cast<int64_t>(n_q_heads) * q_len <= INT32_MAX,
+          std::string(fn) + ": q_len must be >= 1 with n_q_heads * q_len <= INT32_MAX, got q_len " +
+              std::to_string(q_len));
+  const int32_t heads = n_q_heads * q_len;
+  packkv::AttnArgs a{n_seqs, h_seq_ids, heads, q, q_dtype, workspace, workspace_bytes, stream};
+  check_attn(cache, a, true, fn);
+  require(std::isfinite(scale) && scale > 0.0f,
+          std::string(fn) + ": scale must be finite and > 0, got " + std::to_string(scale));
+  require(out != nullptr, std::string(fn) + ": out is NULL");
+  cache->impl->decode(a, scale, out, lse);
+  PACKKV_API_END("packkv_attn_decode_multi")
+}
+
+}  // extern "C"

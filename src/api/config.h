@@ -1,0 +1,41 @@
+// Validated cache configuration: packkv_cache_params_t after checks, with the format's
+// shape (heads, head_dim, block tokens, code widths, scale groups, perm flag, block
+// layout) derived once into `shape`. Shared by every backend.
+#ifndef PACKKV_CONFIG_H
+#define PACKKV_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "format/shape.h"
+#include "packkv/packkv.h"
+
+namespace packkv {
+
+struct Config {
+  int device = -1;
+  int max_seqs = 1;
+  packkv_dtype_t kv_dtype = PACKKV_DTYPE_F16;
+  int64_t max_tokens_per_seq = 131072;
+  float rel_scale_k = 0.1f;
+  float rel_scale_v = 0.2f;
+  packkv_repack_t repack = PACKKV_REPACK_MEDIAN;
+  packkv_scale_granularity_t granularity = PACKKV_SCALE_PER_TOKEN;
+  int residual_tokens = 128;
+  // n_kv_heads, head_dim, block_tokens, bits_k / bits_v (always derived or validated:
+  // 1..8), scale groups (from granularity), has_perm (from repack) and the block layout.
+  // A caller that builds a Config by hand sets it with fmt::make_shape.
+  fmt::Shape shape = fmt::make_shape(8, 128, 64, 1, 4, 3, true);
+
+  // Validates params (struct_size rules included) and derives bits; throws Error.
+  static Config from_params(const packkv_cache_params_t* params);
+  // Writes this configuration back as params (first params->struct_size bytes).
+  void to_params(packkv_cache_params_t* params) const;
+};
+
+// Bits implied by a relative scale (see packkv_bits_for_rel_scale); throws Error.
+int bits_for_rel_scale(float rel_scale);
+
+}  // namespace packkv
+
+#endif  // PACKKV_CONFIG_H

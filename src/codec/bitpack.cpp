@@ -1,0 +1,135 @@
+#include "codec/bitpack.h"
+
+#include <algorithm>
+#include <cstring>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#include "format/round_cursor.h"
+#include "format/shape.h"
+
+namespace packkv {
+
+namespace {
+
+#if defined(__SSE2__)
+// Transposes 16 rows x 16 channels of codes (row i at src + i * stride) into
+// dst[c * 16 + i] = src[i * stride + c] - mn[c]: the 16 offsets of each channel's pack.
+// Four rounds of SSE2 unpacks (bytes, 16-bit, 32-bit, 64-bit units).
+void transpose_offsets16(const uint8_t* src, size_t stride, const uint8_t* mn, uint8_t* dst) {
+  __m128i a[16], b[16];
+  for (int i = 0; i < 16; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i * stride));
+  for (int k = 0; k < 8; ++k) {  // rows 2k, 2k+1 interleaved: b[2k] channels 0-7, b[2k+1] 8-15
+    b[2 * k] = _mm_unpacklo_epi8(a[2 * k], a[2 * k + 1]);
+    b[2 * k + 1] = _mm_unpackhi_epi8(a[2 * k], a[2 * k + 1]);
+  }
+  for (int m = 0; m < 4; ++m) {  // rows 4m..4m+3: a[4m + g] holds channels 4g..4g+3
+    a[4 * m + 0] = _mm_unpacklo_epi16(b[4 * m], b[4 * m + 2]);
+    a[4 * m + 1] = _mm_unpackhi_epi16(b[4 * m], b[4 * m + 2]);
+    a[4 * m + 2] = _mm_unpacklo_epi16(b[4 * m + 1], b[4 * m + 3]);
+    a[4 * m + 3] = _mm_unpackhi_epi16(b[4 * m + 1], b[4 * m + 3]);
+  }
+  for (int h = 0; h < 2; ++h)  // rows 8h..8h+7: b[8h + p] holds channels 2p, 2p+1
+    for (int g = 0; g < 4; ++g) {
+      b[8 * h + 2 * g] = _mm_unpacklo_epi32(a[8 * h + g], a[8 * h + 4 + g]);
+      b[8 * h + 2 * g + 1] = _mm_unpackhi_epi32(a[8 * h + g], a[8 * h + 4 + g]);
+    }
+  for (int p = 0; p < 8; ++p) {  // all 16 rows of channels 2p and 2p+1
+    const __m128i c0 = _mm_unpacklo_epi64(b[p], b[8 + p]);
+    const __m128i c1 = _mm_unpackhi_epi64(b[p], b[8 + p]);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * p) * 16),
+                     _mm_sub_epi8(c0, _mm_set1_epi8((char)mn[2 * p])));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * p + 1) * 16),
+                     _mm_sub_epi8(c1, _mm_set1_epi8((char)mn[2 * p + 1])));
+  }
+}
+#endif
+
+// offs[c * 16 + i] = code of token i, channel c, minus the channel's minimum.
+void round_offsets(const uint8_t* rc, size_t stride, int head_dim, const uint8_t* mn, uint8_t* offs) {
+#if defined(__SSE2__)
+  for (int c = 0; c < head_dim; c += 16) transpose_offsets16(rc + c, stride, mn + c, offs + c * 16);
+#else
+  for (int i = 0; i < fmt::kPackTokens; ++i)
+    for (int c = 0; c < head_dim; ++c)
+      offs[c * fmt::kPackTokens + i] = (uint8_t)(rc[(size_t)i * stride + c] - mn[c]);
+#endif
+}
+
+// fmt::write_pack for this encoder: the same pack word, stored with two unaligned 8-byte
+// little-endian writes (bytes beyond 2L are zeros that the next pack overwrites; the
+// caller keeps 8 bytes of slack after the payload). Checked against fmt::write_pack by
+// the tests.
+inline void write_pack_fast(uint8_t* out, const uint8_t* d, int L) {
+  uint64_t lo = 0, hi = 0;
+  for (int i = 0; i < 8; ++i) {
+    hi = (hi << L) | d[i];
+    lo = (lo << L) | d[8 + i];
+  }
+  std::memcpy(out, &lo, 8);
+  std::memcpy(out + L, &hi, 8);
+}
+
+}  // namespace
+
+void encode_tile(const uint8_t* codes, size_t token_stride, int n_tokens, int head_dim, int bits,
+                 std::vector<uint8_t>* out) {
+  uint8_t mn[fmt::kMaxHeadDim], mx[fmt::kMaxHeadDim], len[fmt::kMaxHeadDim];
+  uint8_t offs[fmt::kMaxHeadDim * fmt::kPackTokens];  // one round: [channel][token] offsets
+  for (int r = 0; r < n_tokens / fmt::kPackTokens; ++r) {
+    const uint8_t* rc = codes + (size_t)r * fmt::kPackTokens * token_stride;
+    // per-channel min and max over the 16 tokens (vectorizes across channels)
+    std::copy(rc, rc + head_dim, mn);
+    std::copy(rc, rc + head_dim, mx);
+    for (int i = 1; i < fmt::kPackTokens; ++i) {
+      const uint8_t* row = rc + (size_t)i * token_stride;
+      for (int c = 0; c < head_dim; ++c) {
+        mn[c] = row[c] < mn[c] ? row[c] : mn[c];
+        mx[c] = row[c] > mx[c] ? row[c] : mx[c];
+      }
+    }
+    round_offsets(rc, token_stride, head_dim, mn, offs);
+    size_t payload = 0;
+    for (int c = 0; c < head_dim; ++c) {
+      len[c] = (uint8_t)fmt::encode_length((uint32_t)(mx[c] - mn[c]));
+      payload += 2 * (size_t)len[c];
+    }
+    const size_t head = out->size();
+    // The round's bytes, written through a cursor at its start (8 bytes of slack for
+    // write_pack_fast, dropped below).
+    const size_t round_bytes = fmt::RoundWriter(nullptr, head_dim, bits).header_bytes() + payload;
+    out->resize(head + round_bytes + 8, 0);
+    fmt::RoundWriter w(out->data() + head, head_dim, bits);
+    for (int c = 0; c < head_dim; ++c) {
+      w.set_channel_min(c, mn[c]);
+      w.set_channel_length(c, len[c]);
+    }
+    for (int c = 0; c < head_dim; ++c) {
+      const int L = len[c];
+      if (L == 0) continue;
+      write_pack_fast(w.pack(), offs + c * fmt::kPackTokens, L);
+      w.skip_pack(L);
+    }
+    out->resize(head + round_bytes);
+  }
+}
+
+size_t decode_tile(const uint8_t* tile, int n_tokens, int head_dim, int bits, uint8_t* codes,
+                   size_t token_stride) {
+  fmt::RoundCursor cur(tile, head_dim, bits);
+  for (int r = 0; r < n_tokens / fmt::kPackTokens; ++r, cur.next_round()) {
+    uint8_t* rc = codes + (size_t)r * fmt::kPackTokens * token_stride;
+    for (int c = 0; c < head_dim; ++c) {
+      const fmt::Pack p = cur.next_pack(c);
+      uint64_t lo, hi;
+      fmt::read_pack_halves(p.bytes, p.length, &lo, &hi);
+      for (int i = 0; i < fmt::kPackTokens; ++i)
+        rc[(size_t)i * token_stride + c] = (uint8_t)(p.min + fmt::pack_offset(lo, hi, p.length, i));
+    }
+  }
+  return cur.round_offset();
+}
+
+}  // namespace packkv

@@ -1,0 +1,101 @@
+#include "codec/block_codec.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <numeric>
+
+#include "codec/bitpack.h"
+#include "codec/quantize.h"
+#include "codec/repack.h"
+#include "format/shape.h"
+
+namespace packkv {
+
+namespace {
+
+// Writes zero points and scales of [groups][n] affines in stored order.
+void put_affine(uint8_t* zero_at, uint8_t* scale_at, const fmt::Affine* a, const uint8_t* perm,
+                int scale_groups, int n) {
+  for (int g = 0; g < scale_groups; ++g)
+    for (int j = 0; j < n; ++j) {
+      const fmt::Affine& x = a[(size_t)g * n + perm[j]];
+      std::memcpy(zero_at + 4 * ((size_t)g * n + j), &x.zero, 4);
+      std::memcpy(scale_at + 4 * ((size_t)g * n + j), &x.scale, 4);
+    }
+}
+
+}  // namespace
+
+void encode_block(const Config& c, const float* k, const float* v, std::vector<uint8_t>* out) {
+  const fmt::Shape& sh = c.shape;
+  const int n = sh.block_tokens, h = sh.n_kv_heads, d = sh.head_dim, groups = sh.scale_groups;
+  const size_t row = (size_t)h * d;
+  // scratch without zero-initialization: every byte is written before it is read
+  std::unique_ptr<uint8_t[]> qk(new uint8_t[n * row]), qv(new uint8_t[n * row]);
+  std::vector<fmt::Affine> ak((size_t)groups * n), av((size_t)groups * n);
+  quantize_tokens(k, n, h, d, groups, c.rel_scale_k, sh.bits_k, qk.get(), ak.data());
+  quantize_tokens(v, n, h, d, groups, c.rel_scale_v, sh.bits_v, qv.get(), av.data());
+
+  uint8_t perm[fmt::kMaxBlockTokens];
+  if (c.repack == PACKKV_REPACK_MEDIAN) {
+    median_order(qv.get(), n, (int)row, perm);
+  } else if (c.repack == PACKKV_REPACK_GREEDY) {
+    std::vector<uint8_t> rows(n * 2 * row);
+    for (int t = 0; t < n; ++t) {
+      std::memcpy(&rows[t * 2 * row], qk.get() + t * row, row);
+      std::memcpy(&rows[t * 2 * row + row], qv.get() + t * row, row);
+    }
+    greedy_order(rows.data(), n, (int)(2 * row), fmt::kPackTokens, perm);
+  } else {
+    std::iota(perm, perm + n, 0);
+  }
+
+  // Codes in stored order.
+  std::unique_ptr<uint8_t[]> sk(new uint8_t[n * row]), sv(new uint8_t[n * row]);
+  for (int j = 0; j < n; ++j) {
+    std::memcpy(sk.get() + j * row, qk.get() + perm[j] * row, row);
+    std::memcpy(sv.get() + j * row, qv.get() + perm[j] * row, row);
+  }
+
+  const fmt::BlockLayout& l = sh.layout;
+  const size_t base = out->size();
+  const size_t need = base + l.tiles_at + 2 * h * fmt::max_tile_bytes(n, d, std::max(sh.bits_k, sh.bits_v));
+  if (out->capacity() < need) out->reserve(std::max(need, 2 * out->capacity()));  // geometric growth
+  out->resize(base + l.tiles_at, 0);
+  if (sh.has_perm) std::memcpy(out->data() + base + l.perm_at, perm, n);
+  for (int kv = 0; kv < 2; ++kv)
+    put_affine(out->data() + base + sh.zero_at(kv, 0), out->data() + base + sh.scale_at(kv, 0),
+               (kv == fmt::kK ? ak : av).data(), perm, groups, n);
+
+  std::vector<uint32_t> ends(2 * h);
+  for (int kv = 0; kv < 2; ++kv)
+    for (int head = 0; head < h; ++head) {
+      encode_tile((kv == fmt::kK ? sk.get() : sv.get()) + (size_t)head * d, row, n, d, sh.bits(kv), out);
+      ends[sh.tile_index(kv, head)] = (uint32_t)(out->size() - base - l.tiles_at);
+    }
+  std::memcpy(out->data() + base, ends.data(), ends.size() * 4);
+}
+
+void decode_block(const fmt::Shape& sh, const uint8_t* blob, float* k, float* v) {
+  const int n = sh.block_tokens, h = sh.n_kv_heads, d = sh.head_dim;
+  const size_t row = (size_t)h * d;
+  std::vector<uint8_t> codes(n * row);
+  for (int kv = 0; kv < 2; ++kv) {
+    float* dst = kv == fmt::kK ? k : v;
+    if (!dst) continue;
+    for (int head = 0; head < h; ++head)
+      decode_tile(sh.head(blob, kv, head).tile, n, d, sh.bits(kv), codes.data() + (size_t)head * d, row);
+    for (int head = 0; head < h; ++head) {
+      const fmt::HeadView hv = sh.head(blob, kv, head);
+      for (int j = 0; j < n; ++j) {
+        const fmt::Affine a = hv.affine(j);
+        float* out = dst + (size_t)hv.original(j) * row + (size_t)head * d;
+        const uint8_t* q = codes.data() + j * row + (size_t)head * d;
+        for (int i = 0; i < d; ++i) out[i] = fmt::dequantize(q[i], a);
+      }
+    }
+  }
+}
+
+}  // namespace packkv

@@ -1,0 +1,115 @@
+// CpuCache::append: plan every sequence's part (convert and check the new tokens, encode
+// the blocks the flush policy releases, reserve every buffer), then commit without a
+// possible failure, so that a failed append leaves the cache as it was.
+#include <algorithm>
+#include <vector>
+
+#include "codec/block_codec.h"
+#include "common/dtype.h"
+#include "common/rules.h"
+#include "cpu/cpu_cache.h"
+
+namespace packkv {
+
+namespace {
+
+// Makes room for `size` elements with geometric growth (an exact reserve per flush would
+// copy the whole store every 64 decode steps).
+template <typename T>
+void grow(std::vector<T>* v, size_t size) {
+  if (v->capacity() < size) v->reserve(std::max(size, 2 * v->capacity()));
+}
+
+// One sequence's part of an append, computed before anything changes.
+struct Plan {
+  const uint8_t* k = nullptr;  // new tokens in kv_dtype: the caller's memory when its
+  const uint8_t* v = nullptr;  // dtype is kv_dtype, else kconv / vconv
+  std::vector<uint8_t> kconv, vconv;
+  std::vector<uint8_t> blobs;  // newly compressed blocks, aligned relative to store end
+  std::vector<uint64_t> offsets;
+  int64_t flushed = 0;  // blocks
+};
+
+}  // namespace
+
+void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, const void* k_new, const void* v_new,
+                      packkv_dtype_t dtype, packkv_stream_t) {
+  const Config& c = config();
+  const int block_tokens = c.shape.block_tokens;
+  const size_t in_elem = dtype_size(dtype);
+  const size_t token_bytes = row_ * elem_;
+  std::vector<Plan> plans(n_seqs);
+  // 1. Plan (may throw, changes nothing): convert and check the new tokens, encode the
+  // blocks that will be flushed.
+  size_t at = 0;
+  for (int i = 0; i < n_seqs; ++i) {
+    Plan& p = plans[i];
+    const int64_t n = counts[i];
+    const size_t vals = (size_t)n * row_;
+    for (int kv = 0; kv < 2; ++kv) {
+      const uint8_t* src = static_cast<const uint8_t*>(kv == 0 ? k_new : v_new) + at * in_elem;
+      (kv == 0 ? p.k : p.v) =
+          convert_checked(src, dtype, vals, kv == 0 ? &p.kconv : &p.vconv, ids[i], kv == 0 ? "k_new" : "v_new");
+    }
+    at += vals;
+    const CpuSeq& s = seqs_[ids[i]];
+    p.flushed = blocks_to_flush(s.residual_len + n, c.residual_tokens, block_tokens);
+    if (p.flushed > 0) encode_flushed(s, p.k, p.v, p.flushed, s.store.size(), &p.blobs, &p.offsets);
+  }
+  // 2. Reserve (may throw, changes no content): every buffer the commit needs.
+  for (int i = 0; i < n_seqs; ++i) {
+    CpuSeq& s = seqs_[ids[i]];
+    const Plan& p = plans[i];
+    const size_t res_after = (size_t)(s.residual_len + counts[i] - p.flushed * block_tokens) * token_bytes;
+    grow(&s.store, s.store.size() + p.blobs.size());
+    grow(&s.block_offset, s.block_offset.size() + p.offsets.size());
+    grow(&s.res_k, res_after);
+    grow(&s.res_v, res_after);
+  }
+  // 3. Commit (no throw: capacity is reserved). The window loses its first `drop` tokens
+  // (compressed now): first from the old residual tokens, then from the new ones.
+  for (int i = 0; i < n_seqs; ++i) {
+    CpuSeq& s = seqs_[ids[i]];
+    Plan& p = plans[i];
+    s.store.insert(s.store.end(), p.blobs.begin(), p.blobs.end());
+    s.block_offset.insert(s.block_offset.end(), p.offsets.begin(), p.offsets.end());
+    const int64_t drop = p.flushed * block_tokens;
+    const int64_t from_old = std::min(drop, s.residual_len);
+    const size_t skip_new = (size_t)(drop - from_old) * token_bytes;
+    const size_t new_bytes = (size_t)counts[i] * token_bytes;
+    for (int kv = 0; kv < 2; ++kv) {
+      std::vector<uint8_t>& res = kv == 0 ? s.res_k : s.res_v;
+      const uint8_t* src = kv == 0 ? p.k : p.v;
+      res.erase(res.begin(), res.begin() + (ptrdiff_t)((size_t)from_old * token_bytes));
+      if (new_bytes > skip_new) res.insert(res.end(), src + skip_new, src + new_bytes);
+    }
+    s.residual_len += counts[i] - drop;
+  }
+}
+
+void CpuCache::encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks,
+                              size_t store_end, std::vector<uint8_t>* blobs, std::vector<uint64_t>* offsets) const {
+  const Config& c = config();
+  const size_t block_vals = (size_t)c.shape.block_tokens * row_;
+  const size_t res_vals = (size_t)s.residual_len * row_;
+  std::vector<float> fk(block_vals), fv(block_vals);
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    for (int kv = 0; kv < 2; ++kv) {
+      const std::vector<uint8_t>& res = kv == 0 ? s.res_k : s.res_v;
+      const uint8_t* nw = kv == 0 ? nk : nv;
+      float* f = kv == 0 ? fk.data() : fv.data();
+      // tokens [b * N, (b + 1) * N) of the window: residual tokens, then new ones
+      const size_t first = (size_t)b * block_vals;
+      const size_t from_res = first < res_vals ? std::min(block_vals, res_vals - first) : 0;
+      if (from_res) to_float(res.data() + first * elem_, c.kv_dtype, from_res, f);
+      if (from_res < block_vals)
+        to_float(nw + (first + from_res - res_vals) * elem_, c.kv_dtype, block_vals - from_res, f + from_res);
+    }
+    const size_t pos = store_end + blobs->size();
+    blobs->resize(blobs->size() + (align16(pos) - pos), 0);
+    offsets->push_back(store_end + blobs->size());
+    encode_block(c, fk.data(), fv.data(), blobs);
+  }
+}
+
+}  // namespace packkv

@@ -1,0 +1,123 @@
+// CpuCache attention: scores, apply and decode over a sequence's compressed blocks
+// (cpu/block_attention.h, integer-domain) and its residual window (float64 dot
+// products). gqa_group = n_q_heads / n_kv_heads query heads read each KV head.
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "common/dtype.h"
+#include "cpu/block_attention.h"
+#include "cpu/cpu_cache.h"
+#include "cpu/softmax.h"
+
+namespace packkv {
+
+void CpuCache::scores(const AttnArgs& a, float* scores, int64_t ld) const {
+  const fmt::Shape& sh = config().shape;
+  const int gqa_group = a.n_q_heads / sh.n_kv_heads;
+  std::vector<float> q((size_t)a.n_q_heads * sh.head_dim);
+  for (int i = 0; i < a.n_seqs; ++i) {
+    load_q(a, i, q.data());
+    float* out = scores + (size_t)i * a.n_q_heads * ld;
+    seq_scores(seqs_[a.seq_ids[i]], q.data(), gqa_group, out, (size_t)ld);
+  }
+}
+
+void CpuCache::apply(const AttnArgs& a, const float* probs, int64_t ld, float* out) const {
+  const fmt::Shape& sh = config().shape;
+  const int gqa_group = a.n_q_heads / sh.n_kv_heads;
+  std::vector<double> acc((size_t)a.n_q_heads * sh.head_dim);
+  for (int i = 0; i < a.n_seqs; ++i) {
+    seq_apply(seqs_[a.seq_ids[i]], probs + (size_t)i * a.n_q_heads * ld, (size_t)ld, gqa_group, acc.data());
+    float* o = out + (size_t)i * a.n_q_heads * sh.head_dim;
+    for (size_t x = 0; x < acc.size(); ++x) o[x] = (float)acc[x];
+  }
+}
+
+void CpuCache::decode(const AttnArgs& a, float scale, float* out, float* lse) const {
+  const fmt::Shape& sh = config().shape;
+  const int gqa_group = a.n_q_heads / sh.n_kv_heads;
+  const size_t out_vals = (size_t)a.n_q_heads * sh.head_dim;
+  std::vector<float> q(out_vals);
+  std::vector<double> acc(out_vals);
+  for (int i = 0; i < a.n_seqs; ++i) {
+    const CpuSeq& s = seqs_[a.seq_ids[i]];
+    const int64_t len = seq_length(a.seq_ids[i]);
+    float* o = out + (size_t)i * out_vals;
+    if (len == 0) {
+      std::fill(o, o + out_vals, 0.0f);
+      if (lse)
+        for (int j = 0; j < a.n_q_heads; ++j)
+          lse[(size_t)i * a.n_q_heads + j] = -std::numeric_limits<float>::infinity();
+      continue;
+    }
+    load_q(a, i, q.data());
+    std::vector<float> p((size_t)a.n_q_heads * len);
+    seq_scores(s, q.data(), gqa_group, p.data(), (size_t)len);
+    for (int j = 0; j < a.n_q_heads; ++j) {
+      const double l = softmax_in_place(&p[(size_t)j * len], len, scale);
+      if (lse) lse[(size_t)i * a.n_q_heads + j] = (float)l;
+    }
+    seq_apply(s, p.data(), (size_t)len, gqa_group, acc.data());
+    for (size_t x = 0; x < acc.size(); ++x) o[x] = (float)acc[x];
+  }
+}
+
+void CpuCache::load_q(const AttnArgs& a, int i, float* q) const {
+  const size_t n = (size_t)a.n_q_heads * config().shape.head_dim;
+  const size_t first = (size_t)i * n;
+  for (size_t x = 0; x < n; ++x) q[x] = load_as_float(a.q, a.q_dtype, first + x);
+}
+
+// Scores of all query heads over one sequence: out[j * ld + t].
+void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, float* out, size_t ld) const {
+  const Config& c = config();
+  const fmt::Shape& sh = c.shape;
+  const int d = sh.head_dim;
+  AttnScratch scratch;
+  std::vector<float> res((size_t)s.residual_len * row_);
+  to_float(s.res_k.data(), c.kv_dtype, res.size(), res.data());
+  for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
+    const float* qh = q + (size_t)hk * gqa_group * d;
+    float* oh = out + (size_t)hk * gqa_group * ld;
+    for (int64_t b = 0; b < s.n_blocks(); ++b)
+      block_scores(sh, s.blob(b), hk, qh, gqa_group, oh + b * sh.block_tokens, ld, &scratch);
+    const int64_t base = s.n_blocks() * sh.block_tokens;
+    for (int64_t t = 0; t < s.residual_len; ++t) {
+      const float* kr = res.data() + (size_t)t * row_ + (size_t)hk * d;
+      for (int j = 0; j < gqa_group; ++j) {
+        const float* qj = qh + (size_t)j * d;
+        double dot = 0.0;
+        for (int x = 0; x < d; ++x) dot += (double)qj[x] * (double)kr[x];
+        oh[(size_t)j * ld + base + t] = (float)dot;
+      }
+    }
+  }
+}
+
+// acc[j][c] = sum_t probs[j * ld + t] V[t][kv_head(j)][c] over one sequence.
+void CpuCache::seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const {
+  const Config& c = config();
+  const fmt::Shape& sh = c.shape;
+  const int d = sh.head_dim;
+  std::fill(acc, acc + (size_t)sh.n_kv_heads * gqa_group * d, 0.0);
+  AttnScratch scratch;
+  std::vector<float> res((size_t)s.residual_len * row_);
+  to_float(s.res_v.data(), c.kv_dtype, res.size(), res.data());
+  for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
+    const float* ph = probs + (size_t)hk * gqa_group * ld;
+    double* ah = acc + (size_t)hk * gqa_group * d;
+    for (int64_t b = 0; b < s.n_blocks(); ++b)
+      block_apply(sh, s.blob(b), hk, ph + b * sh.block_tokens, gqa_group, ld, ah, &scratch);
+    const int64_t base = s.n_blocks() * sh.block_tokens;
+    for (int64_t t = 0; t < s.residual_len; ++t) {
+      const float* vr = res.data() + (size_t)t * row_ + (size_t)hk * d;
+      for (int j = 0; j < gqa_group; ++j) {
+        const double p = ph[(size_t)j * ld + base + t];
+        for (int x = 0; x < d; ++x) ah[(size_t)j * d + x] += p * vr[x];
+      }
+    }
+  }
+}
+
+}  // namespace packkv

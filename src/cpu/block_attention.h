@@ -1,0 +1,37 @@
+// CPU attention on one compressed block: the packed integers are decoded pack by pack
+// and multiplied in the integer domain; zero point and scale are folded in afterwards
+// (PACKKV.md section 6.3): score = s * (q . k_int + z * sum(q)), and
+// out += sum_t p_t s_t k_int_t + sum_t p_t s_t z_t. Accumulation is fp32 inside a
+// round of 16 tokens and fp64 across rounds and blocks.
+#ifndef PACKKV_CPU_BLOCK_ATTENTION_H
+#define PACKKV_CPU_BLOCK_ATTENTION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <vector>
+
+#include "format/shape.h"
+
+namespace packkv {
+
+// Reusable buffers of the block kernels (one per thread / call; no allocation per block).
+struct AttnScratch {
+  std::vector<float> f;
+  std::vector<double> d;
+};
+
+// Scores of the n_q query heads q ([n_q][head_dim] float) that read KV head `head`,
+// for the block_tokens tokens of one blob: out[j * ld + t] = q_j . K^_t with t the
+// token's original index inside the block.
+void block_scores(const fmt::Shape& shape, const uint8_t* blob, int head, const float* q, int n_q,
+                  float* out, size_t ld, AttnScratch* scratch);
+
+// Adds sum_t probs[j * ld + t] * V^_t[head] to out[j][0..head_dim) (double) for the
+// n_q query heads, t the original index inside the block.
+void block_apply(const fmt::Shape& shape, const uint8_t* blob, int head, const float* probs, int n_q,
+                 size_t ld, double* out, AttnScratch* scratch);
+
+}  // namespace packkv
+
+#endif  // PACKKV_CPU_BLOCK_ATTENTION_H

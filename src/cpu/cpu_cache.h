@@ -1,0 +1,78 @@
+// The CPU backend: per-sequence residual windows in kv_dtype, a growing store of
+// compressed block blobs, the flush policy (common/rules.h), and attention over both.
+// One class, its steps in separate files:
+//     cpu_cache.cpp    storage: creation, lengths, removal, stats, decompress, blob access
+//     append.cpp       append: plan (convert, check, encode the flushed blocks), commit
+//     input_check.cpp  conversion of new tokens to kv_dtype and the finiteness check
+//     attention.cpp    scores / apply / decode over the blocks and the residual window
+//     softmax.h        the float64 softmax of decode
+// Every method either completes or throws Error leaving the cache unchanged (the
+// CacheImpl contract, api/cache_impl.h). No lock: the caller serializes mutating calls
+// (packkv.h, "Thread safety"); read-only calls may overlap.
+#ifndef PACKKV_CPU_CPU_CACHE_H
+#define PACKKV_CPU_CPU_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <vector>
+
+#include "api/cache_impl.h"
+
+namespace packkv {
+
+// One sequence of the CPU cache.
+struct CpuSeq {
+  std::vector<uint8_t> store;          // blobs, each kBlobAlign-aligned
+  std::vector<uint64_t> block_offset;  // start of each blob in store
+  std::vector<uint8_t> res_k, res_v;   // residual window, [residual_len][H][D] in kv_dtype
+  int64_t residual_len = 0;            // tokens in the residual window
+
+  int64_t n_blocks() const { return (int64_t)block_offset.size(); }
+  // Blob b (kBlobAlign-aligned: std::vector storage is at least 16-aligned through
+  // operator new on the platforms we build for).
+  const uint8_t* blob(int64_t b) const { return store.data() + block_offset[b]; }
+};
+
+class CpuCache final : public CacheImpl {
+ public:
+  explicit CpuCache(const Config& c);
+
+  int64_t seq_length(int seq) const override;
+  void append(int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens, const void* k_new,
+              const void* v_new, packkv_dtype_t dtype, packkv_stream_t stream) override;
+  void remove_seq(int seq) override;
+  void reset() override;
+  void stats(int seq, packkv_cache_stats_t* out) const override;
+  void decompress(int seq, float* k_out, float* v_out, packkv_stream_t stream) const override;
+  void sync() const override {}
+  int64_t n_blocks(int seq) const override;
+  std::vector<uint8_t> block_bytes(int seq, int64_t block) const override;
+  size_t workspace_size(int, int) const override { return 0; }
+  void scores(const AttnArgs& a, float* scores, int64_t ld_scores) const override;
+  void apply(const AttnArgs& a, const float* probs, int64_t ld_probs, float* out) const override;
+  void decode(const AttnArgs& a, float scale, float* out, float* lse) const override;
+
+ private:
+  // append.cpp: encodes the first n_blocks blocks of the window (residual tokens of s,
+  // then the new tokens nk / nv in kv_dtype) as blobs placed after `store_end` bytes.
+  void encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks, size_t store_end,
+                      std::vector<uint8_t>* blobs, std::vector<uint64_t>* offsets) const;
+  // input_check.cpp: n values of dtype as kv_dtype (src itself when dtype is kv_dtype,
+  // else *conv), rejecting values that are not finite in kv_dtype (NaN, inf, or
+  // overflow by the conversion) with an error naming sequence, token, head and channel.
+  const uint8_t* convert_checked(const uint8_t* src, packkv_dtype_t dtype, size_t n, std::vector<uint8_t>* conv,
+                                 int seq, const char* what) const;
+  // attention.cpp
+  void load_q(const AttnArgs& a, int i, float* q) const;
+  void seq_scores(const CpuSeq& s, const float* q, int gqa_group, float* out, size_t ld) const;
+  void seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const;
+
+  std::vector<CpuSeq> seqs_;
+  size_t row_ = 0;   // values per token (n_kv_heads * head_dim)
+  size_t elem_ = 0;  // bytes per kv_dtype element
+};
+
+}  // namespace packkv
+
+#endif  // PACKKV_CPU_CPU_CACHE_H
