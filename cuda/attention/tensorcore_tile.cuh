@@ -25,7 +25,7 @@
 
 namespace packkv {
 namespace cu {
-namespace tc {
+namespace tensorcore {
 
 // Token (0..15) at tile position p (see above); position of token t.
 __host__ __device__ constexpr int pos_token(int p) { return (p >> 1) + 8 * (p & 1); }
@@ -238,7 +238,7 @@ __device__ __forceinline__ void split2(float v0, float v1, uint32_t* hi, uint32_
   *lo = *reinterpret_cast<const uint32_t*>(&l);
 }
 
-}  // namespace tc
+}  // namespace tensorcore
 }  // namespace cu
 }  // namespace packkv
 
