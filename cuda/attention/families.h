@@ -6,8 +6,8 @@
 // per launch. Families today:
 //   cudacore    family_cudacore.cuh / .cu: every code decoded and multiplied in fp32 on the
 //               CUDA cores; all variants, G = 1, 2, 4.
-//   tensorcore  family_tensorcore.cu, tensorcore_tile.cuh: each round decoded once into an
-//               fp16 tile, K.q and p.V with mma.sync m16n8k16 (query heads on N, 8 per CTA);
+//   tensorcore  family_tensorcore.cuh / .cu, tensorcore_tile.cuh: each round decoded once
+//               into an fp16 tile, K.q and p.V with mma.sync m16n8k16 (query heads on N, 8 per CTA);
 //               compressed splits only (the residual splits run on the cudacore kernel,
 //               AttnPlan::first_split); sm_80+.
 // Host only.
@@ -35,7 +35,7 @@ void cudacore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevic
 
 // Whether the tensorcore family takes the compressed splits of a call of variant v with
 // GQA group gqa_group on this cache, whose longest sequence has max_blocks blocks (the
-// measurements behind the rule: family_tensorcore.cu). The environment variable
+// measurements behind the rule: tuning.h, kTensorcoreMinGroup). The environment variable
 // PACKKV_CUDA_ATTN_FAMILY ("cuda-core" or "tensor-core", read on every call) overrides
 // the rule for benchmarks and tests; the family is taken only where it can run (sm_80+,
 // its shared memory fits).

@@ -51,7 +51,7 @@ __host__ __device__
 #endif
 constexpr bool v_rows(int G) { return G == 1; }
 
-// Tensor-core family (family_tensorcore.cu). Warps per CTA (at most; fewer when shared
+// Tensor-core family (family_tensorcore.cuh / .cu). Warps per CTA (at most; fewer when shared
 // memory does not fit). Which calls it takes (tensorcore_selected): GQA group >=
 // kTensorcoreMinGroup, or >= kTensorcoreMinGroupLong when the longest sequence has >=
 // kTensorcoreLongTokens compressed tokens; the CUDA-core family otherwise. RESULTS.md
