@@ -2,8 +2,9 @@
 // kernels that compute the splits of an attention call from the same plan (split_plan.h)
 // into the same outputs (scores, or partials for merge_kernel.cu); it may differ in how
 // it decodes tiles and multiplies (CUDA cores, tensor cores) and in its shared-memory
-// layout. Each family implements the three host functions below; dispatch.cu picks one
-// per launch. Families today:
+// layout. The cudacore family implements the three host functions below (sizing and
+// launch; every call can use it), the tensorcore family its selection rule and launch;
+// dispatch.cu picks per launch. Families today:
 //   cudacore    family_cudacore.cuh / .cu: every code decoded and multiplied in fp32 on the
 //               CUDA cores; all variants, G = 1, 2, 4.
 //   tensorcore  family_tensorcore.cuh / .cu, tensorcore_tile.cuh: each round decoded once
