@@ -55,8 +55,12 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c.device), "cudaDeviceGetAttribute");
   check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c.device),
         "cudaDeviceGetAttribute");
+  int cc_major = 0, cc_minor = 0;
+  check(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, c.device), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&cc_minor, cudaDevAttrComputeCapabilityMinor, c.device), "cudaDeviceGetAttribute");
   kc_.num_sms = sms;
   kc_.smem_optin = optin;
+  kc_.cc = cc_major * 10 + cc_minor;
   if (cu::flush_smem_bytes(kc_) > static_cast<size_t>(optin))
     fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: block_tokens * head_dim too large for the GPU encoder");
   if (cu::attn_min_smem_bytes(kc_) > static_cast<size_t>(optin))

@@ -31,6 +31,7 @@ struct KernelConfig {
   size_t max_tile;   // shape.max_tile_bytes of the wider of K and V, rounded up to 16
   int num_sms;       // multiprocessors of the device (split heuristics)
   int smem_optin;    // largest dynamic shared memory per CTA (bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin)
+  int cc;            // compute capability, major * 10 + minor (attention family dispatch)
 };
 
 // A sequence as the attention and decompression kernels see it.

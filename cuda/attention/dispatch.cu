@@ -1,5 +1,6 @@
 // The attention dispatcher (attention.h): plans a launch (split_plan.h), picks the kernel
-// family (families.h; today always the CUDA-core family), enqueues its splits and the
+// family (families.h: tensorcore for the compressed splits where tensorcore_selected
+// says so, cudacore for the rest), enqueues its splits and the
 // merge of the splits (decode, apply). Host only.
 #include "attention/attention.h"
 
@@ -27,7 +28,13 @@ void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevi
                       const AttnCall& a, cudaStream_t stream) {
   if (b.n == 0) return;
   const int G = heads_per_cta(a.n_q_heads / c.shape.n_kv_heads);
-  const AttnPlan p = plan_splits(c, b, a.n_q_heads, cudacore_warps(c, G, a.variant));
+  AttnPlan p = plan_splits(c, b, a.n_q_heads, cudacore_warps(c, G, a.variant));
+  // The tensorcore family takes the compressed splits where the rule picks it; the
+  // cudacore kernel then runs the residual splits alone.
+  if (tensorcore_selected(c, a.variant, p.gqa_group, b.max_blocks)) {
+    tensorcore_launch(c, b, d, a, p, stream);
+    p.first_split = p.n_splits;
+  }
   cudacore_launch(c, b, d, a, p, stream);
   if (a.variant == AttnVariant::kScores) return;
   launch_merge(a.variant == AttnVariant::kDecode, c.shape.head_dim, a.n_q_heads, b.first, b.n, p.n_splits + p.res_splits,

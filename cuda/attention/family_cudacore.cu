@@ -18,8 +18,8 @@ void launch_one(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs
   if (smem > 48 * 1024)
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           "cudaFuncSetAttribute(cudacore_attn_kernel)");
-  dim3 grid(p.n_splits + p.res_splits, c.shape.n_kv_heads * p.n_gchunks, b.n);
-  kern<<<grid, p.nw * 32, smem, stream>>>(c, b, d, a, p.n_gchunks, p.gqa_group, p.bps, p.n_splits);
+  dim3 grid(p.n_splits + p.res_splits - p.first_split, c.shape.n_kv_heads * p.n_gchunks, b.n);
+  kern<<<grid, p.nw * 32, smem, stream>>>(c, b, d, a, p.n_gchunks, p.gqa_group, p.bps, p.n_splits, p.first_split);
   check_launch("cudacore_attn_kernel");
 }
 

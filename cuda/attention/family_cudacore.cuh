@@ -33,8 +33,8 @@
 namespace packkv {
 namespace cu {
 
-// Device. Grid (n_splits + res_splits, H_kv * n_gchunks, b.n), nw*32 threads, dynamic
-// smem attn_smem<V>(c, G, nw).total. CTA (split, KV head and GQA-group chunk, sequence)
+// Device. Grid (n_splits + res_splits - split0, H_kv * n_gchunks, b.n), nw*32 threads, dynamic
+// smem attn_smem<V>(c, G, nw).total. CTA (split = split0 + blockIdx.x, KV head and GQA-group chunk, sequence)
 // covers compressed blocks [split*bps, (split+1)*bps) of the sequence (splits n_splits ..
 // gridDim.x - 1: its residual window) for G query heads (heads qh0 .. qh0+n_valid-1).
 // Inputs: a.q [n_seqs][n_q_heads][D] in a.q_dtype (scores, decode), a.probs fp32
@@ -44,7 +44,7 @@ namespace cu {
 template <int G, typename V>
 __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
     cudacore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int gqa_group,
-                         int bps, int n_splits) {
+                         int bps, int n_splits, int split0) {
   extern __shared__ __align__(16) uint8_t smem[];
   const int nw = blockDim.x >> 5;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
   const int qh0 = kvh * gqa_group + chunk * G;
   const int n_valid = min(G, gqa_group - chunk * G);
   const int D = c.shape.head_dim, N = c.shape.block_tokens, R = N / 16;
-  const int split = blockIdx.x;
+  const int split = split0 + static_cast<int>(blockIdx.x);  // split0 > 0: residual splits only
 
   const AttnSmem L = attn_smem<V>(c, G, nw);
   // This warp's V accumulator rows (acc_rows(G); the residual window uses row 0).
@@ -192,7 +192,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       }
     }
   } else {
-    residual_window<G, V>(c, d, s, a, t, sm, n_splits);
+    residual_window<G, V>(c, d, s, a, t, sm, n_splits, split0 + static_cast<int>(gridDim.x) - n_splits);
   }
   if (!V::kUsesV) return;
   write_partial<G, V>(a, D, t, sm, reinterpret_cast<const float*>(smem + L.acc));

@@ -19,12 +19,12 @@
 namespace packkv {
 namespace cu {
 
-// Residual split of CTA t (t.split >= n_splits) for variant V; sm: the warps' softmax
-// state (decode). Scores go to a.out at original positions (scores) or to t.sc.
+// Residual split of CTA t (t.split >= n_splits; res_splits residual splits in all) for
+// variant V; sm: the warps' softmax state (decode). Scores go to a.out at original positions (scores) or to t.sc.
 template <int G, typename V>
 __device__ __forceinline__ void residual_window(const KernelConfig& c, const CacheDevicePtrs& d, const AttnSeq& s,
                                                 const AttnCall& a, const Cta<G>& t, SoftmaxState<G>& sm,
-                                                int n_splits) {
+                                                int n_splits, int res_splits) {
   const int D = c.shape.head_dim, N = c.shape.block_tokens, H = c.shape.n_kv_heads;
   const int lane = t.lane;
   int* ring_slot = t.round_start;  // free in a residual split
@@ -39,7 +39,6 @@ __device__ __forceinline__ void residual_window(const KernelConfig& c, const Cac
   const void* ring_k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);
   const void* ring_v = reinterpret_cast<const void*>(d.ring_table[2 * s.seq + 1]);
   const int64_t pos0 = static_cast<int64_t>(s.n_blocks) * N;
-  const int res_splits = static_cast<int>(gridDim.x) - n_splits;
   for (int c0 = 16 * ((t.split - n_splits) * t.nw + t.warp); c0 < s.residual_len; c0 += 16 * t.nw * res_splits) {
     const int n = min(16, s.residual_len - c0);
     // Ring slots of the n tokens (a slot is below ring_tokens, an int).

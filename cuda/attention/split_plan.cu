@@ -35,6 +35,7 @@ AttnPlan plan_splits(const KernelConfig& c, const AttnBatch& b, int n_q_heads, i
   for (int i = 0; i < b.n; ++i) max_res = b.s[i].residual_len > max_res ? b.s[i].residual_len : max_res;
   int res_splits = ((max_res + 15) / 16 + nw - 1) / nw;
   p.res_splits = res_splits < 1 ? 1 : (res_splits > kMaxResSplits ? kMaxResSplits : res_splits);
+  p.first_split = 0;
   return p;
 }
 

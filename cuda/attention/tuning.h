@@ -54,6 +54,19 @@ __host__ __device__
 #endif
 constexpr bool v_rows(int G) { return G == 1; }
 
+// Tensor-core family (family_tensorcore.cuh / .cu). Warps per CTA (at most; fewer when shared
+// memory does not fit). Which calls it takes (tensorcore_selected): GQA group >=
+// kTensorcoreMinGroup, or >= kTensorcoreMinGroupLong when the longest sequence has >=
+// kTensorcoreLongTokens compressed tokens; the CUDA-core family otherwise. RESULTS.md
+// "Issue 14: tensor-core family", H100, same run, decode us (tensor-core / CUDA-core):
+// BH 256 D 128 T 32K: g 1 1107 / 903, g 2 1141 / 1321, g 4 1240 / 2211, g 8 1453 / 4124;
+// T 1K: g 1 96.5 / 71.7, g 2 103 / 87.2, g 4 130 / 143, g 8 169 / 244; BH 1024 D 64 T 1K:
+// g 1 207 / 196, g 2 236 / 264, g 4 287 / 368, g 8 378 / 747.
+constexpr int kTensorcoreMaxWarps = 4;
+constexpr int kTensorcoreMinGroup = 4;
+constexpr int kTensorcoreMinGroupLong = 2;
+constexpr int kTensorcoreLongTokens = 8192;
+
 // Register targets: the minimum resident CTAs per SM given to __launch_bounds__ (0: none,
 // ptxas chooses). Indexed by the variant's role (scores, apply, decode) and G.
 //  - apply, G = 1: 8 CTAs (64 registers), its count before the residual-window loads were
