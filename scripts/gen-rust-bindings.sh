@@ -43,7 +43,7 @@ trap 'rm -f "$tmp"' EXIT
   --default-enum-style consts \
   --size_t-is-usize \
   --use-core \
-  --ctypes-prefix 'core::ffi' \
+  --ctypes-prefix 'crate::ctypes' \
   --no-doc-comments \
   -- -I"$ROOT/include" > "$tmp"
 
