@@ -7,7 +7,9 @@ pub const PACKKV_VERSION_MINOR: u32 = 1;
 pub const PACKKV_VERSION_PATCH: u32 = 0;
 pub const PACKKV_VERSION_NUMBER: u32 = 100;
 pub const PACKKV_CACHE_PARAMS_SIZE_V1: u32 = 64;
+pub const PACKKV_CACHE_PARAMS_SIZE_MAX: u32 = 1024;
 pub const PACKKV_CACHE_STATS_SIZE_V1: u32 = 120;
+pub const PACKKV_CACHE_STATS_SIZE_MAX: u32 = 1024;
 extern "C" {
     pub fn packkv_version_number() -> u32;
 }
