@@ -81,7 +81,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
   if (V::kUsesK) {
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
       const int g = i / D, ch = i - g * D;
-      qS[i] = g < n_valid ? load_elem(a.q, (static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * D + ch, a.q_dtype)
+      // Decode: q times the softmax scale, so that t.sc holds the scaled scores (a raw
+      // score may exceed FLT_MAX while the scaled one does not; online_softmax.cuh).
+      qS[i] = g < n_valid ? load_elem(a.q, (static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * D + ch, a.q_dtype) *
+                                (V::kSoftmax ? a.scale : 1.f)
                           : 0.f;
     }
     __syncthreads();
@@ -126,10 +129,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       const uint8_t* perm = blob + SH.layout.perm_at;
       if (V::kPositions && c.shape.has_perm) perm = wb + L.pb + stage(wb + L.pb, perm, N);
       const int32_t* vzst = zst;
-      const float* vsst = sst;
+      float* vsst = const_cast<float*>(sst);  // this warp's staged copy (fit_block may rescale it)
       if (V::kUsesK && V::kUsesV) {
         vzst = reinterpret_cast<const int32_t*>(wb + L.vzb + stage(wb + L.vzb, blob + SH.zero_at(fmt::kV, grp), N * 4));
-        vsst = reinterpret_cast<const float*>(wb + L.vsb + stage(wb + L.vsb, blob + SH.scale_at(fmt::kV, grp), N * 4));
+        vsst = reinterpret_cast<float*>(wb + L.vsb + stage(wb + L.vsb, blob + SH.scale_at(fmt::kV, grp), N * 4));
       }
       __pipeline_commit();
       auto orig = [&](int slot) -> int64_t {
@@ -154,7 +157,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
             for (int i = 0; i < 2 * G; ++i) {
               const int v = base + i, k = v / G, g = v - k * G;
               const int slot = 16 * r + k;
-              const float score = sst[slot] * (part[i] + static_cast<float>(zst[slot]) * qsum[g]);
+              float score = sst[slot] * (part[i] + static_cast<float>(zst[slot]) * qsum[g]);
+              if (!isfinite(score))  // fp32 fold overflow (scales near the fp32 limit): redo it in double
+                score = static_cast<float>(static_cast<double>(sst[slot]) *
+                                           (static_cast<double>(part[i]) + static_cast<double>(zst[slot]) * qsum[g]));
               if (!V::kUsesV) {
                 if (g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = score;
               } else {
@@ -166,6 +172,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         __syncwarp();
       }
       if (V::kUsesV) {
+        sm.fit_block(t, vsst, vzst, N);
         sm.template weights<V>(t, a, D, N, N, vsst, vzst, orig);
         walk_tile(VT, vt, D, c.shape.bits_v, ev, R, round_start, pre);
         for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
