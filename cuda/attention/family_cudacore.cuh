@@ -18,6 +18,7 @@
 #include <math.h>
 
 #include "attention/attention.h"
+#include "attention/clamped_block.cuh"
 #include "attention/cta_layout.cuh"
 #include "attention/cudacore_rounds.cuh"
 #include "attention/online_softmax.cuh"
@@ -141,7 +142,18 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       __pipeline_wait_prior(0);
       __syncwarp();
 
-      if (V::kUsesK) {
+      // Rare: a K grid beyond FLT_MAX (clamped_block.cuh) takes the clamped path.
+      const bool kclamp = V::kUsesK && grid_beyond_fp32(sst, zst, N, (1 << c.shape.bits_k) - 1, lane);
+      if (kclamp) {
+        k_block_clamped<G>(t, blob + koff, D, N, c.shape.bits_k, sst, zst, [&](int g, int slot, float score) {
+          if (!V::kUsesV) {
+            if (g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = score;
+          } else {
+            sc[g * N + slot] = score;
+          }
+        });
+      }
+      if (V::kUsesK && !kclamp) {
         walk_tile(KT, kt, D, c.shape.bits_k, ek, R, round_start, pre);
         for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
           const int r = r0 + octet;
@@ -172,8 +184,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         __syncwarp();
       }
       if (V::kUsesV) {
-        sm.fit_block(t, vsst, vzst, N);
+        const bool clamp = sm.fit_block(t, vsst, vzst, N, (1 << c.shape.bits_v) - 1);
         sm.template weights<V>(t, a, D, N, N, vsst, vzst, orig);
+        if (clamp) {  // rare: grid beyond FLT_MAX (clamped_block.cuh)
+          v_block_clamped<G>(blob + voff, D, N, c.shape.bits_v, vsst, vzst, sm.e, sc, acc, lane);
+          continue;
+        }
         walk_tile(VT, vt, D, c.shape.bits_v, ev, R, round_start, pre);
         for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
           const int r = r0 + octet;

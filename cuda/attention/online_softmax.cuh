@@ -56,19 +56,21 @@ struct SoftmaxState {
   }
 
   // Before weights() of a compressed block: the staged V scales vs[0..N) and zero points
-  // vz of this warp's block. If some grid magnitude |s| (|z| + 255) exceeds kFitAbove, or
-  // the warp already runs at e > 0, raises e to that magnitude's exponent (rescaling the
-  // accumulator rows of t exactly) and multiplies vs by 2^-e in place. Normal data: one
-  // vote, nothing else. Whole warp.
-  __device__ __forceinline__ void fit_block(const Cta<G>& t, float* vs, const int32_t* vz, int N) {
+  // vz of this warp's block (codes up to qmax). If some grid magnitude |s| (|z| + 255)
+  // exceeds kFitAbove, or the warp already runs at e > 0, raises e to that magnitude's
+  // exponent (rescaling the accumulator rows of t exactly) and multiplies vs by 2^-e in
+  // place. Returns true if a grid point (z or z + qmax) * s lies beyond FLT_MAX: the block
+  // then needs clamped values (clamped_block.cuh). Normal data: one vote, nothing else.
+  // Whole warp.
+  __device__ __forceinline__ bool fit_block(const Cta<G>& t, float* vs, const int32_t* vz, int N, int qmax) {
     float big = 0.f;
     for (int i = t.lane; i < N; i += 32) big = fmaxf(big, fabsf(vs[i]) * (fabsf(static_cast<float>(vz[i])) + 255.f));
-    if (!__any_sync(0xffffffffu, big > kFitAbove) && e == 0) return;
-    fit_block_slow(t, vs, vz, N);
+    if (!__any_sync(0xffffffffu, big > kFitAbove) && e == 0) return false;
+    return fit_block_slow(t, vs, vz, N, qmax);
   }
 
   // The rare part of fit_block (the product above may be inf: exponents are added instead).
-  __device__ __forceinline__ void fit_block_slow(const Cta<G>& t, float* vs, const int32_t* vz, int N) {
+  __device__ __forceinline__ bool fit_block_slow(const Cta<G>& t, float* vs, const int32_t* vz, int N, int qmax) {
     int e_blk = 0;  // >= log2 |s| (|z| + 255) where that exceeds kFitAbove
     for (int i = t.lane; i < N; i += 32) {
       const float s = fabsf(vs[i]), zq = fabsf(static_cast<float>(vz[i])) + 255.f;
@@ -81,8 +83,16 @@ struct SoftmaxState {
       for (int i = t.lane; i < kAccRows * t.arw; i += 32) t.acc[i] = pow2_scale(t.acc[i], e - e_blk);
       e = e_blk;
     }
-    for (int i = t.lane; i < N; i += 32) vs[i] = pow2_scale(vs[i], -e);
+    // Grid beyond FLT_MAX, in the scaled units: |z s'| or |(z + qmax) s'| > FLT_MAX 2^-e.
+    const double lim = static_cast<double>(pow2_scale(3.4028234663852886e38f, -e));
+    bool beyond = false;
+    for (int i = t.lane; i < N; i += 32) {
+      vs[i] = pow2_scale(vs[i], -e);
+      const double s = fabs(static_cast<double>(vs[i])), z = static_cast<double>(vz[i]);
+      beyond |= fabs(z) * s > lim || fabs(z + qmax) * s > lim;
+    }
     __syncwarp();
+    return __any_sync(0xffffffffu, beyond);
   }
 
   // Weights of n slots (of N per block; head_dim D) of this warp: from the scaled scores

@@ -21,7 +21,7 @@ namespace cu {
 
 // sum_c q[c] * k[o + c] over n channels of a ring row, in double (the rare retry of an fp32
 // partial dot product that left the fp32 range).
-__device__ __noinline__ float half_dot_wide(const float* q, const void* ring, size_t o, int n, int dtype) {
+__device__ __forceinline__ float half_dot_wide(const float* q, const void* ring, size_t o, int n, int dtype) {
   double x = 0.0;
   for (int ch = 0; ch < n; ++ch) x += static_cast<double>(q[ch]) * static_cast<double>(load_elem(ring, o + ch, dtype));
   return static_cast<float>(x);

@@ -578,9 +578,10 @@ TEST_SUITE("gpu") {
 // Issue 18 item 3, the CUDA side of tests/host/test_numeric_edges.cpp's "attention over K and
 // V near +-3e38": an fp32 CUDA cache holding values near the fp32 limit. apply and decode
 // must be finite and equal float64 arithmetic on the decompressed values (scores where the
-// exact score fits fp32). The CPU backend passes this; see the report of issue 18 for the
-// CUDA overflow sites (fp32 folds s * (q . k_int + z sum q), w = p * s times codes, the
-// split partials sum exp * v before dividing by l, grid points beyond FLT_MAX).
+// exact score fits fp32). Both backends: the CPU in double where needed, CUDA with the
+// accumulator exponent of online_softmax.cuh, normalized split partials, fp64 retries of
+// non-finite folds and the clamped path of clamped_block.cuh for grid points beyond
+// FLT_MAX (with this data about half the tokens have such grid points).
 TEST_SUITE("gpu") {
   TEST_CASE("attention over K and V near +-3e38 stays finite (fp32 cache, both granularities)") {
     constexpr int kH = 4, kD = 64, kN = 300, kHq = 8;
