@@ -502,6 +502,29 @@ int main(int argc, char** argv) {
     else if (a == "--full") o.full = true;
     else if (a == "--list-shapes") o.list_shapes = true;
     else if (a == "--g" && i + 1 < argc) o.only_g = std::atoi(argv[++i]);
+    else if (a == "--help" || a == "-h") {
+      std::printf(
+          "usage: %s [--data FILE] [--sdpa FILE] [--reps R] [--max-gb X] [--headline | --one]\n"
+          "          [--g G] [--shape BH,T,D,g] [--models] [--gqa] [--quick | --full] [--filter NAME]\n"
+          "          [--time-budget S] [--list-shapes] [--json FILE] [--commit ID]\n"
+          "GPU benchmark of the CUDA backend (encode, scores, apply, decode attention against\n"
+          "copy bandwidth and, with --sdpa, torch SDPA timings); see bench/gpu_run.sh and\n"
+          "bench/RESULTS.md.\n"
+          "  --data FILE     KV dump for the real-data rows\n"
+          "  --sdpa FILE     SDPA timings (bench/sdpa_baseline.py output) to compare against\n"
+          "  --reps R        timed repetitions (default 20)\n"
+          "  --max-gb X      skip shapes whose fp16 K+V exceed X GB (default 9)\n"
+          "  --headline      the headline shapes only; --one: only the headline shape on real data\n"
+          "  --g G           only shapes with GQA group G\n"
+          "  --shape BH,T,D,g  only this shape on real data (profiling)\n"
+          "  --models        issue-14 model shapes (Llama-3-8B, Qwen2.5-7B, Gemma-3) x batch x T x q_len\n"
+          "  --gqa           GQA sweep: g 1/2/4/8 x q_len 1/4 at the headline shape\n"
+          "  --quick/--full  fewer / all sizes of --models; --filter NAME: shapes whose name contains NAME\n"
+          "  --time-budget S stop timing new shapes after S seconds; --list-shapes: print them for SDPA\n"
+          "  --json FILE     one record per shape (bench/results/gpu-latest.json format); --commit ID\n",
+          argv[0]);
+      return 0;
+    }
     else if (a == "--shape" && i + 1 < argc) {
       if (std::sscanf(argv[++i], "%d,%d,%d,%d", &o.shape[0], &o.shape[1], &o.shape[2], &o.shape[3]) != 4 ||
           o.shape[0] <= 0 || o.shape[1] <= 0 || o.shape[2] <= 0 || o.shape[3] <= 0 || o.shape[0] % 8 != 0) {
@@ -510,7 +533,7 @@ int main(int argc, char** argv) {
       }
       o.headline_only = o.one = true;
     } else {
-      std::fprintf(stderr, "unknown or incomplete option '%s' (see the header of bench/gpu_bench.cu)\n", a.c_str());
+      std::fprintf(stderr, "%s: unknown or incomplete argument '%s' (try --help)\n", argv[0], a.c_str());
       return 2;
     }
   }

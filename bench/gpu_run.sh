@@ -16,6 +16,7 @@
 # SDPA_TIME_BUDGET (seconds) and SDPA_ARGS (e.g. --packed-gqa) of the SDPA baseline, NCU_KERNELS. bench mode also writes
 # $OUT/gpu-latest.json (packkv_bench_gpu --json).
 set -u
+case "${1:-}" in -h|--help|help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 MODE=${1:-all}; shift || true
 if [ "$MODE" = prepare ]; then
   mkdir -p .devdeps/include .devdeps/lib/cmake && cp -r /usr/include/doctest .devdeps/include/ &&

@@ -110,10 +110,16 @@ else()
 endif()
 _packkv_pc_path(PACKKV_PC_LIBDIR "${CMAKE_INSTALL_LIBDIR}")
 _packkv_pc_path(PACKKV_PC_INCLUDEDIR "${CMAKE_INSTALL_INCLUDEDIR}")
-# Libs.private: what a static link of libpackkv.a needs besides libpackkv itself.
-set(PACKKV_PC_LIBS_PRIVATE "-lrt -lpthread -ldl -lstdc++ -lm")
-if(PACKKV_HAS_CUDA_BACKEND)
-  set(PACKKV_PC_LIBS_PRIVATE "-L${CUDAToolkit_LIBRARY_DIR} -lcudart_static ${PACKKV_PC_LIBS_PRIVATE}")
+# Libs.private: what a static link of libpackkv.a needs besides libpackkv itself; written only
+# when libpackkv.a is installed (PACKKV_BUILD_STATIC=ON), so that the file never names a
+# library that is not there.
+set(PACKKV_PC_LIBS_PRIVATE_LINE "")
+if(TARGET packkv_static)
+  set(_packkv_private "-lrt -lpthread -ldl -lstdc++ -lm")
+  if(PACKKV_HAS_CUDA_BACKEND)
+    set(_packkv_private "-L${CUDAToolkit_LIBRARY_DIR} -lcudart_static ${_packkv_private}")
+  endif()
+  set(PACKKV_PC_LIBS_PRIVATE_LINE "Libs.private: ${_packkv_private}")
 endif()
 configure_file("${CMAKE_CURRENT_LIST_DIR}/packkv.pc.in"
                "${PROJECT_BINARY_DIR}/cmake/install/packkv.pc" @ONLY)

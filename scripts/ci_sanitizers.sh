@@ -14,26 +14,31 @@
 # Environment: PACKKV_FUZZ_SECONDS, PACKKV_CI_JOBS (default: nproc).
 # Usage: bash scripts/ci_sanitizers.sh        (after bash scripts/setup.sh)
 set -euo pipefail
+case "${1:-}" in
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+esac
 cd "$(dirname "$0")/.."
+. scripts/lib/env.sh
+packkv_require_venv
 jobs=${PACKKV_CI_JOBS:-$(nproc 2>/dev/null || echo 2)}
 fuzz_seconds=${PACKKV_FUZZ_SECONDS:-60}
 t0=$(date +%s)
 stamp() { echo "== ci_sanitizers: $* ($(( $(date +%s) - t0 )) s)"; }
 
 stamp "asan: configure + build"
-cmake --preset asan >/dev/null
+cmake --preset asan "${PACKKV_CMAKE_PYTHON[@]}" >/dev/null
 cmake --build --preset asan -j "$jobs"
 stamp "asan: host suite + fuzz corpus replay"
 ctest --preset asan -j "$jobs"
 
 stamp "tsan: configure + build"
-cmake --preset tsan >/dev/null
+cmake --preset tsan "${PACKKV_CMAKE_PYTHON[@]}" >/dev/null
 cmake --build --preset tsan -j "$jobs"
 stamp "tsan: host suite (concurrency tests included)"
 ctest --preset tsan -j "$jobs"
 
 stamp "fuzz: configure + build"
-cmake --preset fuzz >/dev/null
+cmake --preset fuzz "${PACKKV_CMAKE_PYTHON[@]}" >/dev/null
 cmake --build --preset fuzz -j "$jobs"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -147,6 +147,9 @@ func New(p Params) (*Cache, error) {
 // work). It waits for calls in progress on other goroutines, is idempotent, and cancels
 // the finalizer. Later calls on the cache return ErrInvalidState.
 func (c *Cache) Close() error {
+	if c == nil {
+		return nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.p != nil {
@@ -446,11 +449,12 @@ func (c *Cache) checkQ(what string, seqIDs []int32, nQHeads int32, q Host) (rows
 }
 
 // hostWorkspace allocates the scratch of a host call in Go memory (passed to C for the
-// call only).
+// call only). Sizes that packkv_attn_workspace_size rejects give no workspace: the attention
+// call itself then reports the error, under its own name.
 func hostWorkspace(p *C.packkv_cache_t, nSeqs, nQHeads int32) (unsafe.Pointer, C.size_t, []byte, error) {
 	n, err := workspaceSize(p, nSeqs, nQHeads)
 	if err != nil || n == 0 {
-		return nil, 0, nil, err
+		return nil, 0, nil, nil
 	}
 	ws := make([]byte, n)
 	return unsafe.Pointer(&ws[0]), C.size_t(n), ws, nil

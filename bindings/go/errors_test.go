@@ -78,7 +78,7 @@ func TestInvalidArgumentFromC(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := make([]float32, 4*headDim)
-	expect(t, c.Decode([]int32{0}, 4, packkv.F32(q), 0.1, make([]float32, 4*headDim), nil), packkv.ErrInvalidArgument, "n_q_heads")
+	expect(t, c.Decode([]int32{0}, 4, packkv.F32(q), 0.1, make([]float32, 4*headDim), nil), packkv.ErrInvalidArgument, "packkv_attn_decode: n_q_heads")
 	q = make([]float32, 3*headDim)
 	expect(t, c.Decode([]int32{0}, 3, packkv.F32(q), -1, make([]float32, 3*headDim), nil), packkv.ErrInvalidArgument, "scale")
 	expect(t, c.Scores([]int32{0}, 3, packkv.F32(q), make([]float32, 15), 5), packkv.ErrInvalidArgument, "ld_scores")
@@ -171,4 +171,12 @@ func TestMessagesFollowTheirGoroutine(t *testing.T) {
 		}(id)
 	}
 	wg.Wait()
+}
+
+// A nil *Cache closes like a closed one (it panicked before).
+func TestCloseNilCache(t *testing.T) {
+	var c *packkv.Cache
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,10 +1,10 @@
 /*
- * SWIG interface of libpackkv for Python: the raw module `packkv.raw`.
+ * SWIG interface of libpackkv for Python: the internal module `packkv._raw.swig`, re-exported
+ * as the private package `packkv._raw` (src/packkv/_raw/__init__.py). Not part of the API.
  *
  * It wraps every function of include/packkv/packkv.h one to one (names without the
  * `packkv_` prefix). The Pythonic API (packkv.Cache, exceptions, numpy/torch handling) is
- * written on top of it in src/packkv/*.py; use this module directly only for what that
- * layer does not cover.
+ * written on top of it in src/packkv/*.py.
  *
  * Conventions of the raw module
  *   - A function returning packkv_status_t returns None (or its out-parameters) on
@@ -19,15 +19,23 @@
  *     take either a C-contiguous numpy array (host memory; numpy.i checks contiguity,
  *     byte order and, for float* arguments, dtype float32), an int address (host or
  *     device memory, e.g. torch.Tensor.data_ptr()), or None (NULL).
+ *   - A numpy array handed to a data argument is checked before the C call against what the
+ *     call will read or write given its other arguments (the cache's n_kv_heads and
+ *     head_dim, the token counts, n_seqs, n_q_heads, ld_*, capacity_tokens,
+ *     workspace_bytes) and, for k_new / v_new / q, against the dtype argument: a short or
+ *     mistyped array raises packkv.InvalidArgument instead of reading or writing out of
+ *     bounds. An int address is trusted as given (it may be device memory).
  *   - `stream` takes an int (cudaStream_t as integer, e.g.
  *     torch.cuda.current_stream().cuda_stream) or None; it defaults to NULL.
  *   - The GIL is released around every C call (-threads); the library never calls back
  *     into Python.
  */
-%module(package="packkv") raw
+%module(package="packkv._raw") swig
 
 %{
 #define SWIG_FILE_WITH_INIT
+#include <limits.h>
+#include <stdarg.h>
 #include <string.h>
 #include "packkv/packkv.h"
 %}
@@ -193,11 +201,23 @@ PACKKV_OUT_SCALAR(size_t, bytes, PyLong_FromSize_t)
 }
 
 /* ---- data buffers: numpy array (host), int address (host or device), or None --------------- */
-%fragment("packkv_buffer", "header", fragment="NumPy_Fragments") {
+%fragment("packkv_buffer", "header", fragment="NumPy_Fragments", fragment="packkv_raise") {
+/* What a data argument was given as: a numpy array (nbytes >= 0, its typenum and itemsize) or
+ * an address / None (nbytes = -1: nothing to check). */
+typedef struct {
+  Py_ssize_t nbytes;
+  int typenum;
+  int itemsize;
+} packkv_py_buf_t;
+
 /* Resolves a data argument to a pointer. typecode NPY_NOTYPE accepts any dtype (the C call
  * carries the dtype separately); writable requires a writeable array for outputs. */
-static int packkv_py_buffer(PyObject* obj, int typecode, int writable, void** out) {
+static int packkv_py_buffer(PyObject* obj, int typecode, int writable, void** out,
+                            packkv_py_buf_t* info) {
   PyArrayObject* ary;
+  info->nbytes = -1;
+  info->typenum = -1;
+  info->itemsize = 0;
   if (obj == Py_None) {
     *out = NULL;
     return 0;
@@ -214,32 +234,193 @@ static int packkv_py_buffer(PyObject* obj, int typecode, int writable, void** ou
     PyErr_SetString(PyExc_ValueError, "output array must be writeable");
     return -1;
   }
+  info->nbytes = (Py_ssize_t)PyArray_NBYTES(ary);
+  info->typenum = PyArray_TYPE(ary);
+  info->itemsize = (int)PyArray_ITEMSIZE(ary);
   *out = array_data(ary);
   return 0;
+}
+
+/* Raises packkv.InvalidArgument (through packkv._errors.error_from_status) with a message. */
+static void packkv_py_invalid(const char* fmt, ...) {
+  va_list ap;
+  PyObject* msg;
+  PyObject* mod = NULL;
+  PyObject* exc = NULL;
+  va_start(ap, fmt);
+  msg = PyUnicode_FromFormatV(fmt, ap);
+  va_end(ap);
+  if (msg) mod = PyImport_ImportModule("packkv._errors");
+  if (mod) exc = PyObject_CallMethod(mod, "error_from_status", "iO",
+                                     (int)PACKKV_ERR_INVALID_ARGUMENT, msg);
+  if (exc) {
+    PyErr_SetObject((PyObject*)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+  } else if (!PyErr_Occurred()) {
+    PyErr_SetString(PyExc_ValueError, msg ? PyUnicode_AsUTF8(msg) : "invalid argument");
+  }
+  Py_XDECREF(mod);
+  Py_XDECREF(msg);
+}
+
+/* Checks a numpy array given for `name`: at least `elems` elements of `elem_size` bytes
+ * (elems < 0 counts as 0), and, when dtype >= 0, a numpy dtype matching that packkv dtype.
+ * Addresses and None (info.nbytes < 0) pass. Returns 0, or -1 with packkv.InvalidArgument. */
+static int packkv_py_check_buf(const char* name, packkv_py_buf_t info, long long elems,
+                               int elem_size, packkv_dtype_t dtype) {
+  if (info.nbytes < 0) return 0;
+  if (dtype >= 0) {
+    int ok = (dtype == PACKKV_DTYPE_F16 && info.typenum == NPY_FLOAT16) ||
+             (dtype == PACKKV_DTYPE_F32 && info.typenum == NPY_FLOAT32) ||
+             (dtype == PACKKV_DTYPE_BF16 && info.itemsize == 2 && info.typenum != NPY_FLOAT16);
+    if (!ok && (dtype == PACKKV_DTYPE_F16 || dtype == PACKKV_DTYPE_F32 ||
+                dtype == PACKKV_DTYPE_BF16)) {
+      packkv_py_invalid("%s: a numpy array of %d-byte elements (numpy type %d) does not hold "
+                        "the dtype argument's %s values", name, info.itemsize, info.typenum,
+                        dtype == PACKKV_DTYPE_F16 ? "float16"
+                        : dtype == PACKKV_DTYPE_F32 ? "float32" : "bfloat16 (2-byte)");
+      return -1;
+    }
+  }
+  if (elems < 0) elems = 0;
+  if (elem_size > 0 && (unsigned long long)elems >
+                           (unsigned long long)info.nbytes / (unsigned long long)elem_size) {
+    packkv_py_invalid("%s: the numpy array holds %zd bytes; this call reaches %lld elements "
+                      "of %d bytes", name, info.nbytes, elems, elem_size);
+    return -1;
+  }
+  return 0;
+}
+
+/* Bytes per element of a packkv dtype, 0 for an unknown one (the C call rejects it). */
+static int packkv_py_dtype_size(packkv_dtype_t dtype) {
+  return dtype == PACKKV_DTYPE_F32 ? 4
+         : (dtype == PACKKV_DTYPE_F16 || dtype == PACKKV_DTYPE_BF16) ? 2 : 0;
+}
+
+/* n_kv_heads * head_dim of a cache, or -1 if it cannot be read (NULL cache: the C call
+ * reports it). */
+static long long packkv_py_row(const packkv_cache_t* cache) {
+  packkv_cache_params_t p;
+  if (!cache) return -1;
+  p.struct_size = (uint32_t)sizeof p;
+  if (packkv_cache_get_params(cache, &p) != PACKKV_OK) return -1;
+  return (long long)p.n_kv_heads * p.head_dim;
+}
+
+/* A product of sizes for a bound, saturating (negative factors count as 0). */
+static long long packkv_py_mul(long long a, long long b) {
+  if (a <= 0 || b <= 0) return 0;
+  if (a > LLONG_MAX / b) return LLONG_MAX;
+  return a * b;
 }
 }
 
 %typemap(in, fragment="packkv_buffer")
-    const void* k_new, const void* v_new, const void* q {
+    const void* k_new (packkv_py_buf_t info), const void* v_new (packkv_py_buf_t info),
+    const void* q (packkv_py_buf_t info) {
   void* p = NULL;
-  if (packkv_py_buffer($input, NPY_NOTYPE, 0, &p) < 0) SWIG_fail;
+  if (packkv_py_buffer($input, NPY_NOTYPE, 0, &p, &info) < 0) SWIG_fail;
   $1 = ($1_ltype)p;
 }
-%typemap(in, fragment="packkv_buffer") const float* probs {
+%typemap(in, fragment="packkv_buffer") const float* probs (packkv_py_buf_t info) {
   void* p = NULL;
-  if (packkv_py_buffer($input, NPY_FLOAT32, 0, &p) < 0) SWIG_fail;
+  if (packkv_py_buffer($input, NPY_FLOAT32, 0, &p, &info) < 0) SWIG_fail;
   $1 = ($1_ltype)p;
 }
 %typemap(in, fragment="packkv_buffer")
-    float* scores, float* out, float* lse, float* k_out, float* v_out {
+    float* scores (packkv_py_buf_t info), float* out (packkv_py_buf_t info),
+    float* lse (packkv_py_buf_t info), float* k_out (packkv_py_buf_t info),
+    float* v_out (packkv_py_buf_t info) {
   void* p = NULL;
-  if (packkv_py_buffer($input, NPY_FLOAT32, 1, &p) < 0) SWIG_fail;
+  if (packkv_py_buffer($input, NPY_FLOAT32, 1, &p, &info) < 0) SWIG_fail;
   $1 = ($1_ltype)p;
 }
-%typemap(in, fragment="packkv_buffer") void* workspace {
+%typemap(in, fragment="packkv_buffer") void* workspace (packkv_py_buf_t info) {
   void* p = NULL;
-  if (packkv_py_buffer($input, NPY_NOTYPE, 1, &p) < 0) SWIG_fail;
+  if (packkv_py_buffer($input, NPY_NOTYPE, 1, &p, &info) < 0) SWIG_fail;
   $1 = ($1_ltype)p;
+}
+
+/* Size and dtype checks of numpy arrays, per function, before the C call (the GIL is still
+ * held here; the call itself releases it). argN / infoN are the wrapper's converted argument N
+ * and the packkv_py_buf_t of data argument N (1-based, as in the C prototype). */
+%exception packkv_cache_append {
+  {
+    /* (cache 1, n_seqs 2, h_seq_ids 3, h_n_tokens 4, k_new 5, v_new 6, dtype 7) */
+    long long row = packkv_py_row(arg1), total = 0;
+    int32_t i;
+    for (i = 0; i < arg2; i++) total += arg4[i] > 0 ? arg4[i] : 0;
+    if (row >= 0 &&
+        (packkv_py_check_buf("k_new", info5, packkv_py_mul(total, row),
+                             packkv_py_dtype_size(arg7), arg7) < 0 ||
+         packkv_py_check_buf("v_new", info6, packkv_py_mul(total, row),
+                             packkv_py_dtype_size(arg7), arg7) < 0))
+      SWIG_fail;
+  }
+  $action
+}
+%exception packkv_cache_decompress {
+  {
+    /* (cache 1, seq_id 2, k_out 3, v_out 4, capacity_tokens 5) */
+    long long row = packkv_py_row(arg1);
+    if (row >= 0 &&
+        (packkv_py_check_buf("k_out", info3, packkv_py_mul(arg5, row), 4, -1) < 0 ||
+         packkv_py_check_buf("v_out", info4, packkv_py_mul(arg5, row), 4, -1) < 0))
+      SWIG_fail;
+  }
+  $action
+}
+%exception packkv_attn_scores {
+  {
+    /* (cache 1, n_seqs 2, ids 3, n_q_heads 4, q 5, q_dtype 6, scores 7, ld_scores 8,
+     *  workspace 9, workspace_bytes 10) */
+    packkv_cache_params_t p;
+    p.struct_size = (uint32_t)sizeof p;
+    if (arg1 && packkv_cache_get_params(arg1, &p) == PACKKV_OK) {
+      long long rows = packkv_py_mul(arg2, arg4);
+      if (packkv_py_check_buf("q", info5, packkv_py_mul(rows, p.head_dim),
+                              packkv_py_dtype_size(arg6), arg6) < 0 ||
+          packkv_py_check_buf("scores", info7, packkv_py_mul(rows, arg8), 4, -1) < 0 ||
+          packkv_py_check_buf("workspace", info9, (long long)arg10, 1, -1) < 0)
+        SWIG_fail;
+    }
+  }
+  $action
+}
+%exception packkv_attn_apply {
+  {
+    /* (cache 1, n_seqs 2, ids 3, n_q_heads 4, probs 5, ld_probs 6, out 7, workspace 8,
+     *  workspace_bytes 9) */
+    packkv_cache_params_t p;
+    p.struct_size = (uint32_t)sizeof p;
+    if (arg1 && packkv_cache_get_params(arg1, &p) == PACKKV_OK) {
+      long long rows = packkv_py_mul(arg2, arg4);
+      if (packkv_py_check_buf("probs", info5, packkv_py_mul(rows, arg6), 4, -1) < 0 ||
+          packkv_py_check_buf("out", info7, packkv_py_mul(rows, p.head_dim), 4, -1) < 0 ||
+          packkv_py_check_buf("workspace", info8, (long long)arg9, 1, -1) < 0)
+        SWIG_fail;
+    }
+  }
+  $action
+}
+%exception packkv_attn_decode {
+  {
+    /* (cache 1, n_seqs 2, ids 3, n_q_heads 4, q 5, q_dtype 6, scale 7, out 8, lse 9,
+     *  workspace 10, workspace_bytes 11) */
+    packkv_cache_params_t p;
+    p.struct_size = (uint32_t)sizeof p;
+    if (arg1 && packkv_cache_get_params(arg1, &p) == PACKKV_OK) {
+      long long rows = packkv_py_mul(arg2, arg4);
+      if (packkv_py_check_buf("q", info5, packkv_py_mul(rows, p.head_dim),
+                              packkv_py_dtype_size(arg6), arg6) < 0 ||
+          packkv_py_check_buf("out", info8, packkv_py_mul(rows, p.head_dim), 4, -1) < 0 ||
+          packkv_py_check_buf("lse", info9, rows, 4, -1) < 0 ||
+          packkv_py_check_buf("workspace", info10, (long long)arg11, 1, -1) < 0)
+        SWIG_fail;
+    }
+  }
+  $action
 }
 
 /* ---- CUDA streams ---------------------------------------------------------------------------- */

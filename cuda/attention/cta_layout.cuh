@@ -50,7 +50,7 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   s.q = at;    at += align16(G * D * 4);
   s.qsum = at; at += align16(G * 4);
   s.acc = at;  at += !V::kUsesV ? 0 : align16(static_cast<size_t>(nw) * acc_rows(G) * acc_row_words(G, static_cast<int>(D)) * 4);
-  s.ml = at;   at += align16(static_cast<size_t>(nw) * G * 2 * 4);
+  s.ml = at;   at += align16(static_cast<size_t>(nw) * (G * 2 + 1) * 4);  // + each warp's exponent e
   s.warp0 = at;
   // Tile buffers: a copy starts up to 15 bytes before the tile (16-byte chunks) and
   // bits_at reads one 32-bit word past the last byte it needs.
@@ -88,7 +88,7 @@ struct Cta {
   float* qsum;   // [G] sum of each query
   float* acc;    // this warp's acc_rows(G) accumulator rows
   int arw;       // words per accumulator row
-  float* ml;     // [nw][G][2] each warp's running (max, sum)
+  float* ml;     // [nw][G][2] each warp's running (max, sum), then [nw] its accumulator exponent e (int)
   uint8_t* wb;   // this warp's part
   float* sc;     // [G][N] scores, then weights
   float* Wr;     // [G][16] per-round sum of weights

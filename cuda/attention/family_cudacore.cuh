@@ -18,6 +18,7 @@
 #include <math.h>
 
 #include "attention/attention.h"
+#include "attention/clamped_block.cuh"
 #include "attention/cta_layout.cuh"
 #include "attention/cudacore_rounds.cuh"
 #include "attention/online_softmax.cuh"
@@ -81,7 +82,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
   if (V::kUsesK) {
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
       const int g = i / D, ch = i - g * D;
-      qS[i] = g < n_valid ? load_elem(a.q, (static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * D + ch, a.q_dtype)
+      // Decode: q times the softmax scale, so that t.sc holds the scaled scores (a raw
+      // score may exceed FLT_MAX while the scaled one does not; online_softmax.cuh).
+      qS[i] = g < n_valid ? load_elem(a.q, (static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * D + ch, a.q_dtype) *
+                                (V::kSoftmax ? a.scale : 1.f)
                           : 0.f;
     }
     __syncthreads();
@@ -126,10 +130,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       const uint8_t* perm = blob + SH.layout.perm_at;
       if (V::kPositions && c.shape.has_perm) perm = wb + L.pb + stage(wb + L.pb, perm, N);
       const int32_t* vzst = zst;
-      const float* vsst = sst;
+      float* vsst = const_cast<float*>(sst);  // this warp's staged copy (fit_block may rescale it)
       if (V::kUsesK && V::kUsesV) {
         vzst = reinterpret_cast<const int32_t*>(wb + L.vzb + stage(wb + L.vzb, blob + SH.zero_at(fmt::kV, grp), N * 4));
-        vsst = reinterpret_cast<const float*>(wb + L.vsb + stage(wb + L.vsb, blob + SH.scale_at(fmt::kV, grp), N * 4));
+        vsst = reinterpret_cast<float*>(wb + L.vsb + stage(wb + L.vsb, blob + SH.scale_at(fmt::kV, grp), N * 4));
       }
       __pipeline_commit();
       auto orig = [&](int slot) -> int64_t {
@@ -138,7 +142,18 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       __pipeline_wait_prior(0);
       __syncwarp();
 
-      if (V::kUsesK) {
+      // Rare: a K grid beyond FLT_MAX (clamped_block.cuh) takes the clamped path.
+      const bool kclamp = V::kUsesK && grid_beyond_fp32(sst, zst, N, (1 << c.shape.bits_k) - 1, lane);
+      if (kclamp) {
+        k_block_clamped<G>(t, blob + koff, D, N, c.shape.bits_k, sst, zst, [&](int g, int slot, float score) {
+          if (!V::kUsesV) {
+            if (g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = score;
+          } else {
+            sc[g * N + slot] = score;
+          }
+        });
+      }
+      if (V::kUsesK && !kclamp) {
         walk_tile(KT, kt, D, c.shape.bits_k, ek, R, round_start, pre);
         for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
           const int r = r0 + octet;
@@ -154,7 +169,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
             for (int i = 0; i < 2 * G; ++i) {
               const int v = base + i, k = v / G, g = v - k * G;
               const int slot = 16 * r + k;
-              const float score = sst[slot] * (part[i] + static_cast<float>(zst[slot]) * qsum[g]);
+              float score = sst[slot] * (part[i] + static_cast<float>(zst[slot]) * qsum[g]);
+              if (!isfinite(score))  // fp32 fold overflow (scales near the fp32 limit): redo it in double
+                score = static_cast<float>(static_cast<double>(sst[slot]) *
+                                           (static_cast<double>(part[i]) + static_cast<double>(zst[slot]) * qsum[g]));
               if (!V::kUsesV) {
                 if (g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = score;
               } else {
@@ -166,7 +184,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         __syncwarp();
       }
       if (V::kUsesV) {
+        const bool clamp = sm.fit_block(t, vsst, vzst, N, (1 << c.shape.bits_v) - 1);
         sm.template weights<V>(t, a, D, N, N, vsst, vzst, orig);
+        if (clamp) {  // rare: grid beyond FLT_MAX (clamped_block.cuh)
+          v_block_clamped<G>(blob + voff, D, N, c.shape.bits_v, vsst, vzst, sm.e, sc, acc, lane);
+          continue;
+        }
         walk_tile(VT, vt, D, c.shape.bits_v, ev, R, round_start, pre);
         for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
           const int r = r0 + octet;

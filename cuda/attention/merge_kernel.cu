@@ -23,7 +23,7 @@ __global__ void merge_kernel(bool softmax, int D, int n_q_heads, int first, int 
   const int row_len = D + 2;  // floats of one partial
   const float* p = partial + octet * kSplitsTotal * row_len;
   if (softmax) {
-    __shared__ float fac[kSplitsTotal];  // exp(m_s - M), 0 for empty splits
+    __shared__ float fac[kSplitsTotal];  // exp(m_s - M) l_s / L, 0 for empty splits
     __shared__ float ML[2];
     if (threadIdx.x < 32) {
       constexpr int kPer = (kSplitsTotal + 31) / 32;
@@ -36,15 +36,20 @@ __global__ void merge_kernel(bool softmax, int D, int n_q_heads, int first, int 
         M = fmaxf(M, m[k]);
       }
       M = warp_max(M);
-      float L = 0.f;
+      float L = 0.f, f[kPer];
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) {
+        f[k] = m[k] == -INFINITY ? 0.f : __expf(m[k] - M);
+        L += l[k] * f[k];
+      }
+      L = warp_sum(L);
+      // The partials hold normalized outputs o_s (split_merge.cuh): out = sum_s o_s f_s l_s / L,
+      // a convex combination (no term beyond the largest |o_s|).
 #pragma unroll
       for (int k = 0; k < kPer; ++k) {
         const int sp = threadIdx.x + 32 * k;
-        const float f = m[k] == -INFINITY ? 0.f : __expf(m[k] - M);
-        if (sp < n_splits_used) fac[sp] = f;
-        L += l[k] * f;
+        if (sp < n_splits_used) fac[sp] = L > 0.f ? f[k] * l[k] / L : 0.f;
       }
-      L = warp_sum(L);
       if (threadIdx.x == 0) {
         ML[0] = M;
         ML[1] = L;
@@ -57,7 +62,6 @@ __global__ void merge_kernel(bool softmax, int D, int n_q_heads, int first, int 
       if (L > 0.f) {
         for (int sp = 0; sp < n_splits_used; ++sp)
           if (fac[sp] != 0.f) v += p[sp * row_len + 2 + ch] * fac[sp];
-        v /= L;
       }
       out[octet * D + ch] = v;
     }

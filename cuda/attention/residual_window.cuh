@@ -19,6 +19,14 @@
 namespace packkv {
 namespace cu {
 
+// sum_c q[c] * k[o + c] over n channels of a ring row, in double (the rare retry of an fp32
+// partial dot product that left the fp32 range).
+__device__ __forceinline__ float half_dot_wide(const float* q, const void* ring, size_t o, int n, int dtype) {
+  double x = 0.0;
+  for (int ch = 0; ch < n; ++ch) x += static_cast<double>(q[ch]) * static_cast<double>(load_elem(ring, o + ch, dtype));
+  return static_cast<float>(x);
+}
+
 // Residual split of CTA t (t.split >= n_splits; res_splits residual splits in all) for
 // variant V; sm: the warps' softmax state (decode). Scores go to a.out at original positions (scores) or to t.sc.
 template <int G, typename V>
@@ -39,6 +47,9 @@ __device__ __forceinline__ void residual_window(const KernelConfig& c, const Cac
   const void* ring_k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);
   const void* ring_v = reinterpret_cast<const void*>(d.ring_table[2 * s.seq + 1]);
   const int64_t pos0 = static_cast<int64_t>(s.n_blocks) * N;
+  // V accumulators at 2^-kResidualExp for rings that can hold values near FLT_MAX
+  // (online_softmax.cuh); this split holds no compressed block.
+  sm.e = c.kv_dtype == PACKKV_DTYPE_F16 ? 0 : kResidualExp;
   for (int c0 = 16 * ((t.split - n_splits) * t.nw + t.warp); c0 < s.residual_len; c0 += 16 * t.nw * res_splits) {
     const int n = min(16, s.residual_len - c0);
     // Ring slots of the n tokens (a slot is below ring_tokens, an int).
@@ -64,6 +75,16 @@ __device__ __forceinline__ void residual_window(const KernelConfig& c, const Cac
 #pragma unroll
             for (int g = 0; g < G; ++g) part[g] = fmaf(qh[g * D + c8 + k], x[k], part[g]);
         }
+      }
+      // A partial dot product beyond FLT_MAX (K near the fp32 limit) while the score itself
+      // may be finite: this lane redoes its half in double (rare; no cost otherwise).
+      bool big = false;
+#pragma unroll
+      for (int g = 0; g < G; ++g) big |= !isfinite(part[g]);
+      if (big && i < n) {
+        const size_t o = static_cast<size_t>(ring_slot[i]) * row_elems + head_off + static_cast<size_t>(hh * hd);
+        const float* qh = t.qS + hh * hd;
+        for (int g = 0; g < G; ++g) part[g] = half_dot_wide(qh + g * D, ring_k, o, hd, c.kv_dtype);
       }
 #pragma unroll
       for (int g = 0; g < G; ++g) part[g] += __shfl_xor_sync(0xffffffffu, part[g], 16);

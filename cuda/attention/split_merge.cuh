@@ -1,8 +1,11 @@
 // Merging partial results (flash-decoding, PACKKV.md section 6.3): first the warps of a
 // CTA (write_partial, end of every split of decode and apply), then the splits of a
-// (sequence, query head) (merge_kernel.cu). A partial is [m, l, acc[D]]: the max of the
-// scaled scores, the sum of exp(score - m) and the unnormalized output (decode), or acc
-// only (apply, m = l = 0). Shared by the kernel families. Device only.
+// (sequence, query head) (merge_kernel.cu). A partial is [m, l, o[D]]: the max of the
+// scaled scores, the sum of exp(score - m) and the split's normalized output
+// o = sum_t exp(score_t - m) v_t / l (decode), or o = sum_t p_t v_t only (apply, m = l =
+// 0). Decode stores o rather than l * o: l * o may exceed FLT_MAX where o cannot (issue
+// 18 item 3), and the merge weighs the o's by exp(m - M) l / L <= 1. Shared by the kernel
+// families. Device only.
 #ifndef PACKKV_CUDA_ATTENTION_SPLIT_MERGE_CUH
 #define PACKKV_CUDA_ATTENTION_SPLIT_MERGE_CUH
 
@@ -23,16 +26,18 @@ template <int G, typename V>
 __device__ __forceinline__ void write_partial(const AttnCall& a, int D, const Cta<G>& t, const SoftmaxState<G>& sm,
                                               const float* acc0) {
   constexpr int kAccRows = acc_rows(G);
+  const int nw = t.nw, arw = t.arw;
+  int* warp_e = reinterpret_cast<int*>(t.ml + nw * G * 2);  // each warp's accumulator exponent
   if (t.lane == 0) {
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       t.ml[(t.warp * G + g) * 2] = sm.m[g];
       t.ml[(t.warp * G + g) * 2 + 1] = sm.l[g];
     }
+    warp_e[t.warp] = sm.e;
   }
   __syncthreads();
   const float* ml = t.ml;
-  const int nw = t.nw, arw = t.arw;
   auto acc_sum = [&](int w, int g, int ch) {  // warp w's sum of its octet rows
     float x = 0.f;
 #pragma unroll
@@ -44,21 +49,28 @@ __device__ __forceinline__ void write_partial(const AttnCall& a, int D, const Ct
     const int g = i / row_len, k = i - g * row_len;
     float* dst = a.partial + ((static_cast<size_t>(t.row) * a.n_q_heads + t.qh0 + g) * kSplitsTotal + t.split) * row_len;
     float v = 0.f;
+    // A warp's accumulators hold its sums times 2^-e (online_softmax.cuh): scaled back
+    // with pow2_scale after they are weighed, so that no term exceeds the result's magnitude.
     if (V::kSoftmax) {
-      float M = -INFINITY;
+      float M = -INFINITY, Ls = 0.f;
       for (int w = 0; w < nw; ++w) M = fmaxf(M, ml[(w * G + g) * 2]);
+      for (int w = 0; w < nw; ++w) {
+        const float mw = ml[(w * G + g) * 2];
+        if (mw != -INFINITY) Ls += ml[(w * G + g) * 2 + 1] * __expf(mw - M);
+      }
       if (k == 0) {
         v = M;
-      } else {
+      } else if (k == 1) {
+        v = Ls;
+      } else if (Ls > 0.f) {
         for (int w = 0; w < nw; ++w) {
           const float mw = ml[(w * G + g) * 2];
           if (mw == -INFINITY) continue;
-          const float x = k == 1 ? ml[(w * G + g) * 2 + 1] : acc_sum(w, g, k - 2);
-          v += x * __expf(mw - M);
+          v += pow2_scale(acc_sum(w, g, k - 2) * (__expf(mw - M) / Ls), warp_e[w]);
         }
       }
     } else if (k >= 2) {
-      for (int w = 0; w < nw; ++w) v += acc_sum(w, g, k - 2);
+      for (int w = 0; w < nw; ++w) v += pow2_scale(acc_sum(w, g, k - 2), warp_e[w]);
     }
     dst[k] = v;
   }

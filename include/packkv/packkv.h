@@ -193,12 +193,19 @@ typedef struct packkv_cache_params {
 
 /** Size of version 1 of packkv_cache_params_t, the smallest struct_size accepted. */
 #define PACKKV_CACHE_PARAMS_SIZE_V1 64
+/** Largest struct_size accepted in a packkv_cache_params_t (by params_init, cache_create and
+ *  cache_get_params): a newer caller's larger struct is accepted up to this size (bytes this
+ *  library does not know must be zero for cache_create, and are zeroed by the others); a
+ *  larger struct_size is PACKKV_ERR_VERSION_MISMATCH and no byte of the struct past its
+ *  first field is read or written. Fixed for major version 0. */
+#define PACKKV_CACHE_PARAMS_SIZE_MAX 1024
 
 /** Fills *params with defaults and sets params->struct_size = struct_size.
  *  @param params      [host] struct to fill; only its first struct_size bytes are written.
  *  @param struct_size sizeof(packkv_cache_params_t) as the caller compiled it.
  *  @return PACKKV_ERR_INVALID_ARGUMENT if params is NULL; PACKKV_ERR_VERSION_MISMATCH
- *          if struct_size < PACKKV_CACHE_PARAMS_SIZE_V1. Bytes beyond the fields this
+ *          if struct_size < PACKKV_CACHE_PARAMS_SIZE_V1 or > PACKKV_CACHE_PARAMS_SIZE_MAX
+ *          (nothing written). Bytes beyond the fields this
  *          library knows are set to zero. Thread-safe. */
 PACKKV_API packkv_status_t packkv_cache_params_init(packkv_cache_params_t* params,
                                                     size_t struct_size);
@@ -224,7 +231,8 @@ typedef struct packkv_cache packkv_cache_t;
  *  @param out    [host] receives the handle; set to NULL on failure.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL pointers or an out-of-range field
  *          (message names the field); PACKKV_ERR_VERSION_MISMATCH if struct_size is
- *          too small; PACKKV_ERR_NOT_SUPPORTED if params->device >= 0 and this build
+ *          smaller than PACKKV_CACHE_PARAMS_SIZE_V1 or larger than
+ *          PACKKV_CACHE_PARAMS_SIZE_MAX; PACKKV_ERR_NOT_SUPPORTED if params->device >= 0 and this build
  *          or machine has no CUDA backend, or if bytes beyond the known fields are
  *          non-zero (a newer caller asking for a feature this library lacks), or
  *          for repack = PACKKV_REPACK_GREEDY on a CUDA cache (greedy repacking runs
@@ -244,7 +252,8 @@ PACKKV_API void packkv_cache_destroy(packkv_cache_t* cache);
 /** Copies the effective parameters (with derived bits_k / bits_v filled in) into
  *  *params, whose struct_size the caller must have set (as by params_init).
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL; PACKKV_ERR_VERSION_MISMATCH if
- *          params->struct_size is too small. */
+ *          params->struct_size is outside [PACKKV_CACHE_PARAMS_SIZE_V1,
+ *          PACKKV_CACHE_PARAMS_SIZE_MAX]. */
 PACKKV_API packkv_status_t packkv_cache_get_params(const packkv_cache_t* cache,
                                                    packkv_cache_params_t* params);
 
@@ -344,14 +353,17 @@ typedef struct packkv_cache_stats_s {
 
 /** Size of version 1 of packkv_cache_stats_t. */
 #define PACKKV_CACHE_STATS_SIZE_V1 120
+/** Largest struct_size accepted in a packkv_cache_stats_t (see PACKKV_CACHE_PARAMS_SIZE_MAX). */
+#define PACKKV_CACHE_STATS_SIZE_MAX 1024
 
 /** Fills *stats for one sequence, or for all sequences when seq_id == -1. Sizes in
  *  bytes, token counts in tokens. The compressed layout is PACKKV.md section 5 as
  *  generalized in src/format/ (shape.h, round_tile.h).
- *  @param stats [host] its struct_size must be set by the caller (>= V1 size);
- *               only the first struct_size bytes are written.
+ *  @param stats [host] its struct_size must be set by the caller, in
+ *               [PACKKV_CACHE_STATS_SIZE_V1, PACKKV_CACHE_STATS_SIZE_MAX]; only the first
+ *               struct_size bytes are written.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad seq_id;
- *          PACKKV_ERR_VERSION_MISMATCH if stats->struct_size is too small.
+ *          PACKKV_ERR_VERSION_MISMATCH if stats->struct_size is out of that range.
  *  Thread-safety: read-only call. */
 PACKKV_API packkv_status_t packkv_cache_stats(const packkv_cache_t* cache, int32_t seq_id,
                                               packkv_cache_stats_t* stats);

@@ -173,7 +173,11 @@ packkv_status_t packkv_cache_params_init(packkv_cache_params_t* params, size_t s
                  "packkv_cache_params_init: struct_size " + std::to_string(struct_size) +
                      " is smaller than version 1 of packkv_cache_params_t (" +
                      std::to_string(PACKKV_CACHE_PARAMS_SIZE_V1) + ")");
-  require(struct_size <= UINT32_MAX, "packkv_cache_params_init: struct_size is too large");
+  if (struct_size > PACKKV_CACHE_PARAMS_SIZE_MAX)
+    packkv::fail(PACKKV_ERR_VERSION_MISMATCH,
+                 "packkv_cache_params_init: struct_size " + std::to_string(struct_size) +
+                     " is larger than PACKKV_CACHE_PARAMS_SIZE_MAX (" +
+                     std::to_string(PACKKV_CACHE_PARAMS_SIZE_MAX) + ")");
   packkv::Config defaults;
   defaults.shape.bits_k = 0;  // "derive" in params form
   defaults.shape.bits_v = 0;
@@ -220,6 +224,11 @@ packkv_status_t packkv_cache_get_params(const packkv_cache_t* cache, packkv_cach
     packkv::fail(PACKKV_ERR_VERSION_MISMATCH,
                  "packkv_cache_get_params: params->struct_size " + std::to_string(params->struct_size) +
                      " is smaller than version 1 of the struct; set it (packkv_cache_params_init)");
+  if (params->struct_size > PACKKV_CACHE_PARAMS_SIZE_MAX)
+    packkv::fail(PACKKV_ERR_VERSION_MISMATCH,
+                 "packkv_cache_get_params: params->struct_size " + std::to_string(params->struct_size) +
+                     " is larger than PACKKV_CACHE_PARAMS_SIZE_MAX (" +
+                     std::to_string(PACKKV_CACHE_PARAMS_SIZE_MAX) + ")");
   cache->impl->config().to_params(params);
   PACKKV_API_END("packkv_cache_get_params")
 }
@@ -302,6 +311,11 @@ packkv_status_t packkv_cache_stats(const packkv_cache_t* cache, int32_t seq_id, 
     packkv::fail(PACKKV_ERR_VERSION_MISMATCH,
                  "packkv_cache_stats: stats->struct_size " + std::to_string(stats->struct_size) +
                      " is smaller than version 1 (" + std::to_string(PACKKV_CACHE_STATS_SIZE_V1) + ")");
+  if (stats->struct_size > PACKKV_CACHE_STATS_SIZE_MAX)
+    packkv::fail(PACKKV_ERR_VERSION_MISMATCH,
+                 "packkv_cache_stats: stats->struct_size " + std::to_string(stats->struct_size) +
+                     " is larger than PACKKV_CACHE_STATS_SIZE_MAX (" +
+                     std::to_string(PACKKV_CACHE_STATS_SIZE_MAX) + ")");
   packkv_cache_stats_t full;
   cache->impl->stats(seq_id, &full);
   const uint32_t size = stats->struct_size;

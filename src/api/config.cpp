@@ -44,6 +44,12 @@ Config Config::from_params(const packkv_cache_params_t* p) {
          "packkv_cache_create: params.struct_size " + std::to_string(p->struct_size) +
              " is smaller than version 1 of the struct (" +
              std::to_string(PACKKV_CACHE_PARAMS_SIZE_V1) + "); call packkv_cache_params_init");
+  // The bound on how far past the known fields the zero check below reads.
+  if (p->struct_size > PACKKV_CACHE_PARAMS_SIZE_MAX)
+    fail(PACKKV_ERR_VERSION_MISMATCH,
+         "packkv_cache_create: params.struct_size " + std::to_string(p->struct_size) +
+             " is larger than PACKKV_CACHE_PARAMS_SIZE_MAX (" +
+             std::to_string(PACKKV_CACHE_PARAMS_SIZE_MAX) + ")");
   if (p->struct_size > sizeof(packkv_cache_params_t)) {
     const unsigned char* tail = reinterpret_cast<const unsigned char*>(p) + sizeof(packkv_cache_params_t);
     for (size_t i = 0; i < p->struct_size - sizeof(packkv_cache_params_t); ++i)

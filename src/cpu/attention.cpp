@@ -63,10 +63,12 @@ void CpuCache::decode(const AttnArgs& a, float scale, float* out, float* lse) co
       continue;
     }
     load_q(a, i, q.data());
+    // Scores in double: q . k may exceed FLT_MAX while softmax(scale * q . K) V is finite.
+    std::vector<double> sc((size_t)a.n_q_heads * len);
     std::vector<float> p((size_t)a.n_q_heads * len);
-    seq_scores(s, q.data(), gqa_group, p.data(), (size_t)len);
+    seq_scores(s, q.data(), gqa_group, sc.data(), (size_t)len);
     for (int j = 0; j < a.n_q_heads; ++j) {
-      const double l = softmax_in_place(&p[(size_t)j * len], len, scale);
+      const double l = softmax_row(&sc[(size_t)j * len], len, scale, &p[(size_t)j * len]);
       if (lse) lse[(size_t)i * a.n_q_heads + j] = (float)l;
     }
     seq_apply(s, p.data(), (size_t)len, gqa_group, acc.data());
@@ -80,15 +82,17 @@ void CpuCache::load_q(const AttnArgs& a, int i, float* q) const {
   for (size_t x = 0; x < n; ++x) q[x] = load_as_float(a.q, a.q_dtype, first + x);
 }
 
-// Scores of all query heads over one sequence: out[j * ld + t].
-void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, float* out, size_t ld) const {
+// Scores of all query heads over one sequence: out[j * ld + t] (Out: float or double, see
+// block_scores).
+template <typename Out>
+void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, Out* out, size_t ld) const {
   const fmt::Shape& sh = config().shape;
   const int d = sh.head_dim;
   const std::vector<float> res = window_as_float(s.res_k, config().kv_dtype, (size_t)s.residual_len * row_);
   AttnScratch scratch;
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
     const float* qh = q + (size_t)hk * gqa_group * d;
-    float* oh = out + (size_t)hk * gqa_group * ld;
+    Out* oh = out + (size_t)hk * gqa_group * ld;
     for (int64_t b = 0; b < s.n_blocks(); ++b)
       block_scores(sh, s.blob(b), hk, qh, gqa_group, oh + b * sh.block_tokens, ld, &scratch);
     const int64_t base = s.n_blocks() * sh.block_tokens;
@@ -98,7 +102,7 @@ void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, float*
         const float* qj = qh + (size_t)j * d;
         double dot = 0.0;
         for (int x = 0; x < d; ++x) dot += (double)qj[x] * (double)kr[x];
-        oh[(size_t)j * ld + base + t] = (float)dot;
+        oh[(size_t)j * ld + base + t] = (Out)dot;
       }
     }
   }

@@ -68,7 +68,8 @@ class CpuCache final : public CacheImpl {
                                  int seq, const char* what) const;
   // attention.cpp
   void load_q(const AttnArgs& a, int i, float* q) const;
-  void seq_scores(const CpuSeq& s, const float* q, int gqa_group, float* out, size_t ld) const;
+  template <typename Out>  // float (scores) or double (decode)
+  void seq_scores(const CpuSeq& s, const float* q, int gqa_group, Out* out, size_t ld) const;
   void seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const;
 
   std::vector<CpuSeq> seqs_;

@@ -11,14 +11,15 @@
 
 namespace packkv {
 
-// Replaces row[0..len) (raw scores, len >= 1) by softmax(scale * row) and returns
-// log(sum_t exp(scale * row_t)).
-inline double softmax_in_place(float* row, int64_t len, float scale) {
+// probs[0..len) = softmax(scale * scores[0..len)) (raw scores, len >= 1); returns
+// log(sum_t exp(scale * scores_t)). Scores are double: q . k may exceed FLT_MAX while the
+// softmax and its weighted sum of V are finite (issue 18 item 3).
+inline double softmax_row(const double* scores, int64_t len, float scale, float* probs) {
   double mx = -std::numeric_limits<double>::infinity();
-  for (int64_t t = 0; t < len; ++t) mx = std::max(mx, (double)scale * row[t]);
+  for (int64_t t = 0; t < len; ++t) mx = std::max(mx, (double)scale * scores[t]);
   double sum = 0.0;
-  for (int64_t t = 0; t < len; ++t) sum += std::exp((double)scale * row[t] - mx);
-  for (int64_t t = 0; t < len; ++t) row[t] = (float)(std::exp((double)scale * row[t] - mx) / sum);
+  for (int64_t t = 0; t < len; ++t) sum += std::exp((double)scale * scores[t] - mx);
+  for (int64_t t = 0; t < len; ++t) probs[t] = (float)(std::exp((double)scale * scores[t] - mx) / sum);
   return mx + std::log(sum);
 }
 

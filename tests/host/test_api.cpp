@@ -312,3 +312,56 @@ TEST_CASE("argument checks come before capacity checks, strides that overflow ar
         PACKKV_ERR_INVALID_ARGUMENT);
   for (float x : scores) CHECK(x == 7.0f);
 }
+
+TEST_CASE("struct_size above PACKKV_CACHE_*_SIZE_MAX is refused before any byte past the struct is touched") {
+  // Issue 18 item 6: struct_size 100000 made packkv_cache_create read past the caller's
+  // struct (it reported some non-zero byte instead of refusing the size). The buffers here
+  // are exactly MAX bytes, so a read or write beyond them is an out-of-bounds access (ASan).
+  static_assert(PACKKV_CACHE_PARAMS_SIZE_MAX >= sizeof(packkv_cache_params_t), "room for the struct");
+  static_assert(PACKKV_CACHE_STATS_SIZE_MAX >= sizeof(packkv_cache_stats_t), "room for the struct");
+  std::vector<unsigned char> buf(PACKKV_CACHE_PARAMS_SIZE_MAX, 0);
+  auto* p = reinterpret_cast<packkv_cache_params_t*>(buf.data());
+  // The largest accepted size: a newer caller's struct whose unknown bytes are zero.
+  REQUIRE(packkv_cache_params_init(p, PACKKV_CACHE_PARAMS_SIZE_MAX) == PACKKV_OK);
+  p->n_kv_heads = 2;
+  p->head_dim = 64;
+  packkv_cache_t* c = nullptr;
+  REQUIRE(packkv_cache_create(p, &c) == PACKKV_OK);
+  buf[PACKKV_CACHE_PARAMS_SIZE_MAX - 1] = 1;  // a field unknown to this library
+  packkv_cache_t* c2 = nullptr;
+  CHECK(packkv_cache_create(p, &c2) == PACKKV_ERR_NOT_SUPPORTED);
+  CHECK(c2 == nullptr);
+  buf[PACKKV_CACHE_PARAMS_SIZE_MAX - 1] = 0;
+  std::memset(buf.data() + 8, 0xAB, 16);  // get_params overwrites it all, zeroing the tail
+  REQUIRE(packkv_cache_get_params(c, p) == PACKKV_OK);
+  CHECK(p->n_kv_heads == 2);
+  CHECK(buf[PACKKV_CACHE_PARAMS_SIZE_MAX - 1] == 0);
+
+  for (uint32_t size : {uint32_t(PACKKV_CACHE_PARAMS_SIZE_MAX + 1), uint32_t(100000), UINT32_MAX}) {
+    CAPTURE(size);
+    packkv_cache_params_t small = pkt::params(2, 64);
+    small.struct_size = size;
+    c2 = reinterpret_cast<packkv_cache_t*>(0x1);
+    CHECK(packkv_cache_create(&small, &c2) == PACKKV_ERR_VERSION_MISMATCH);
+    CHECK(c2 == nullptr);
+    CHECK(last().find("larger than PACKKV_CACHE_PARAMS_SIZE_MAX (1024)") != std::string::npos);
+    CHECK(packkv_cache_get_params(c, &small) == PACKKV_ERR_VERSION_MISMATCH);
+    CHECK(small.n_kv_heads == 2);
+    packkv_cache_params_t before = small;
+    CHECK(packkv_cache_params_init(&small, size) == PACKKV_ERR_VERSION_MISMATCH);
+    CHECK(std::memcmp(&before, &small, sizeof small) == 0);  // nothing written
+    packkv_cache_stats_t st;
+    std::memset(&st, 0, sizeof st);
+    st.struct_size = size;
+    CHECK(packkv_cache_stats(c, -1, &st) == PACKKV_ERR_VERSION_MISMATCH);
+    CHECK(last().find("larger than PACKKV_CACHE_STATS_SIZE_MAX") != std::string::npos);
+    CHECK(st.n_tokens == 0);
+  }
+  CHECK(packkv_cache_params_init(p, size_t(1) << 40) == PACKKV_ERR_VERSION_MISMATCH);
+  std::vector<unsigned char> sbuf(PACKKV_CACHE_STATS_SIZE_MAX, 0xCD);
+  auto* st = reinterpret_cast<packkv_cache_stats_t*>(sbuf.data());
+  st->struct_size = PACKKV_CACHE_STATS_SIZE_MAX;
+  REQUIRE(packkv_cache_stats(c, -1, st) == PACKKV_OK);
+  CHECK(sbuf[PACKKV_CACHE_STATS_SIZE_MAX - 1] == 0);
+  packkv_cache_destroy(c);
+}

@@ -4,7 +4,7 @@ import pathlib
 import re
 
 import packkv
-from packkv import raw
+from packkv import _raw as raw
 
 HEADER = pathlib.Path(__file__).resolve().parents[3] / "include" / "packkv" / "packkv.h"
 
@@ -44,6 +44,6 @@ def test_pythonic_layer_covers_the_cache_calls():
         "cache_decompress": packkv.Cache.decompress, "cache_sync": packkv.Cache.sync,
         "attn_workspace_size": packkv.Cache.workspace_size, "attn_scores": packkv.Cache.scores,
         "attn_apply": packkv.Cache.apply, "attn_decode": packkv.Cache.decode,
-        "copy_last_error": raw.copy_last_error,
+        "copy_last_error": packkv.last_error_message,
     }
     assert not set(c_api_functions()) - set(covered)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import packkv
-from packkv import raw
+from packkv import _raw as raw
 from conftest import kv_data
 
 ALL = [
@@ -257,3 +257,32 @@ def test_raw_layer_typemap_errors(cache):
         raw.cache_decompress(cache._ptr, 0, ro, None, 1)
     with pytest.raises(ValueError, match="cap"):
         raw.copy_last_error(-1)
+
+
+def test_consistent_argument_checks(cache):
+    """Issue 18 item 5: the same rules everywhere, the package's own exception types."""
+    with pytest.raises(packkv.InvalidArgument, match="seq_id must be an integer"):
+        cache.seq_length(1.5)  # returned 0 (truncated) while decompress(1.5) was rejected
+    with pytest.raises(packkv.InvalidArgument, match="seq_id must be an integer"):
+        cache.decompress(1.5)
+    with pytest.raises(packkv.InvalidArgument, match="seq_id must be an integer"):
+        cache.remove_seq(1.5)
+    with pytest.raises(packkv.InvalidArgument, match="seq_id must be an integer"):
+        cache.stats(1.5)
+    with pytest.raises(packkv.InvalidArgument, match="n_seqs = 1099511627776 does not fit"):
+        cache.workspace_size(2**40, 4)  # a bare SWIG OverflowError before
+    with pytest.raises(packkv.InvalidArgument, match="seq_id = 4294967296 does not fit"):
+        cache.seq_length(2**32)
+    with pytest.raises(packkv.InvalidArgument, match="native byte order"):
+        cache.append(np.zeros((2, 3, 64), ">f2"), np.zeros((2, 3, 64), ">f2"))
+    assert cache.seq_length(0) == 0
+
+
+def test_every_query_raises_after_close():
+    c = packkv.Cache(3, 64)
+    c.close()
+    for name in ("params", "device", "n_kv_heads", "head_dim"):
+        with pytest.raises(packkv.InvalidState, match="closed"):
+            getattr(c, name)
+    with pytest.raises(packkv.InvalidState):
+        c.seq_length(0)

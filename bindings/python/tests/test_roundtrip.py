@@ -123,7 +123,7 @@ def test_params_defaults_and_overrides():
 
 def test_version_and_build_info():
     n = packkv.version_number()
-    assert n == packkv.raw.VERSION_NUMBER
+    assert n == packkv._raw.VERSION_NUMBER
     assert packkv.version() == "%d.%d.%d" % (n // 10000, n // 100 % 100, n % 100)
     assert packkv.__version__ == packkv.version()
     assert "libpackkv" in packkv.build_info()

@@ -165,8 +165,15 @@ struct Tensor<'a> {
 }
 
 fn tensor<'a>(file: &'a [u8], header: &Json, data_start: usize, name: &str) -> Result<Tensor<'a>, String> {
-    let Json::Obj(h) = header else { return Err("header is not an object".into()) };
-    let Some(Json::Obj(t)) = h.get(name) else { return Err(format!("no tensor '{name}'")) };
+    // (match, not let-else: the crates build with Debian 12's rustc 1.63)
+    let h = match header {
+        Json::Obj(h) => h,
+        _ => return Err("header is not an object".into()),
+    };
+    let t = match h.get(name) {
+        Some(Json::Obj(t)) => t,
+        _ => return Err(format!("no tensor '{name}'")),
+    };
     let nums = |key: &str| -> Result<Vec<usize>, String> {
         match t.get(key) {
             Some(Json::Arr(v)) => v
@@ -179,7 +186,10 @@ fn tensor<'a>(file: &'a [u8], header: &Json, data_start: usize, name: &str) -> R
             _ => Err(format!("{name}: missing {key}")),
         }
     };
-    let Some(Json::Str(dtype)) = t.get("dtype") else { return Err(format!("{name}: no dtype")) };
+    let dtype = match t.get("dtype") {
+        Some(Json::Str(dtype)) => dtype,
+        _ => return Err(format!("{name}: no dtype")),
+    };
     let offs = nums("data_offsets")?;
     let (a, b) = (data_start + offs[0], data_start + offs[1]);
     let bytes = file.get(a..b).ok_or(format!("{name}: data out of the file"))?;

@@ -11,13 +11,12 @@ Quick start (CPU)::
 
 On a CUDA build, ``Cache(..., device=0)`` takes torch CUDA tensors and runs on torch's
 current stream. Failed calls raise :class:`PackKVError` subclasses carrying the C status
-and message. ``packkv.raw`` is the SWIG module with every C function (names without the
-``packkv_`` prefix) for uses the Pythonic layer does not cover.
+and message. The SWIG layer underneath (``packkv._raw``) is internal, not API.
 """
 
 from __future__ import annotations
 
-from . import raw
+from . import _raw
 from ._errors import (
     STATUS_NAMES,
     CapacityExceeded,
@@ -41,50 +40,50 @@ __all__ = [
     "WorkspaceTooSmall", "OutOfHostMemory", "OutOfDeviceMemory", "CudaError",
     "NotSupported", "VersionMismatch", "InternalError", "error_from_status", "STATUS_NAMES",
     "version", "version_number", "build_info", "has_cuda", "status_string",
-    "last_error_message", "bits_for_rel_scale", "raw",
+    "last_error_message", "bits_for_rel_scale",
     "DTYPE_F16", "DTYPE_BF16", "DTYPE_F32", "__version__",
 ]
 
-DTYPE_F16 = raw.DTYPE_F16
-DTYPE_BF16 = raw.DTYPE_BF16
-DTYPE_F32 = raw.DTYPE_F32
+DTYPE_F16 = _raw.DTYPE_F16
+DTYPE_BF16 = _raw.DTYPE_BF16
+DTYPE_F32 = _raw.DTYPE_F32
 
 
 def version() -> str:
     """Version of the loaded libpackkv, "MAJOR.MINOR.PATCH" (packkv_version_string)."""
-    return raw.version_string()
+    return _raw.version_string()
 
 
 def version_number() -> int:
     """Version of the loaded libpackkv as MAJOR*10000 + MINOR*100 + PATCH."""
-    return int(raw.version_number())
+    return int(_raw.version_number())
 
 
 def build_info() -> str:
     """Build description: version, compiler, CUDA compiler version and architectures or "no cuda"."""
-    return raw.build_info()
+    return _raw.build_info()
 
 
 def has_cuda() -> bool:
     """True if the library has its CUDA backend and a CUDA device is visible."""
-    return bool(raw.has_cuda())
+    return bool(_raw.has_cuda())
 
 
 def status_string(status: int) -> str:
     """The C library's name for a status code ("unknown status" for unknown values)."""
-    return raw.status_string(int(status))
+    return _raw.status_string(int(status))
 
 
 def last_error_message() -> str:
     """The C library's last error message on the calling thread. Exceptions already carry
     it (``exc.message``); this is only for diagnostics."""
-    return raw.last_error_message()
+    return _raw.last_error_message()
 
 
 def bits_for_rel_scale(rel_scale: float) -> int:
     """The code width (bits) a relative scale r implies (packkv_bits_for_rel_scale).
     Raises InvalidArgument for r out of range."""
-    return int(raw.bits_for_rel_scale(float(rel_scale)))
+    return int(_raw.bits_for_rel_scale(float(rel_scale)))
 
 
 __version__ = version()

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from . import raw as _raw
+from . import _raw
 from ._errors import InvalidArgument
 
 DTYPE_F16 = _raw.DTYPE_F16
@@ -118,6 +118,9 @@ def as_input(x: Any, name: str, allowed=(DTYPE_F16, DTYPE_BF16, DTYPE_F32)) -> A
         raise InvalidArgument(1, f"{name}: only torch tensors are accepted as device arrays "
                               "(wrap other CUDA arrays with torch.as_tensor)")
     a = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if not a.dtype.isnative:  # before the dtype test: '>f2' is float16, just byte-swapped
+        raise InvalidArgument(1, f"{name}: array must be in native byte order (dtype "
+                              f"{a.dtype.str}; use a.astype(a.dtype.newbyteorder('=')))")
     if a.dtype not in _NUMPY_DTYPES or _NUMPY_DTYPES[a.dtype] not in allowed:
         raise InvalidArgument(1, f"{name}: dtype {a.dtype} not supported here; expected "
                               + " or ".join(DTYPE_NAMES[c] for c in allowed
@@ -125,8 +128,6 @@ def as_input(x: Any, name: str, allowed=(DTYPE_F16, DTYPE_BF16, DTYPE_F32)) -> A
     if not a.flags.c_contiguous:
         raise InvalidArgument(1, f"{name}: array must be C-contiguous "
                               "(use numpy.ascontiguousarray)")
-    if not a.dtype.isnative:
-        raise InvalidArgument(1, f"{name}: array must be in native byte order")
     return Arr(a, tuple(a.shape), _NUMPY_DTYPES[a.dtype], -1, False, a)
 
 

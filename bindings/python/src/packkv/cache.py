@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _arrays as A
-from . import raw as _raw
+from . import _raw
 from ._errors import InvalidArgument, InvalidState
 
 __all__ = ["Cache", "Params", "Stats", "REPACK", "SCALE_GRANULARITY"]
@@ -158,6 +158,15 @@ def _integer(name: str, value: Any) -> int:
     return int(value)
 
 
+def _int32(name: str, value: Any) -> int:
+    """value as a Python int that fits the C int32_t argument it is passed as (so that
+    neither a float is truncated nor SWIG raises a bare OverflowError)."""
+    v = _integer(name, value)
+    if not -2**31 <= v < 2**31:
+        raise InvalidArgument(1, f"{name} = {v} does not fit an int32")
+    return v
+
+
 def _enum(name: str, value: Any, names: dict):
     """An enum given by name (see REPACK, SCALE_GRANULARITY) or C value; None stays None."""
     if value is None or not isinstance(value, str):
@@ -296,16 +305,20 @@ class Cache:
 
     @property
     def n_kv_heads(self) -> int:
+        """KV heads per token (raises InvalidState once closed, like every query)."""
+        self._handle()
         return self._params.n_kv_heads
 
     @property
     def head_dim(self) -> int:
+        """Channels per head (raises InvalidState once closed, like every query)."""
+        self._handle()
         return self._params.head_dim
 
     def seq_length(self, seq_id: int = 0) -> int:
         """Tokens held for one sequence (compressed + residual)."""
         with self._lock.read():
-            return int(_raw.cache_seq_length(self._handle(), int(seq_id)))
+            return int(_raw.cache_seq_length(self._handle(), _int32("seq_id", seq_id)))
 
     def stats(self, seq_id: int | None = None) -> Stats:
         """Memory accounting of one sequence, or of all sequences when seq_id is None.
@@ -313,7 +326,7 @@ class Cache:
         s = _raw.CacheStatsStruct()
         s.struct_size = _raw.CACHE_STATS_STRUCT_SIZE
         with self._lock.read():
-            _raw.cache_stats(self._handle(), -1 if seq_id is None else int(seq_id), s)
+            _raw.cache_stats(self._handle(), -1 if seq_id is None else _int32("seq_id", seq_id), s)
         fields = _struct_fields(s)
         for k in ("struct_size", "reserved0"):
             fields.pop(k, None)
@@ -329,7 +342,8 @@ class Cache:
         """Bytes of scratch an attention call with these sizes needs (the methods below
         allocate it themselves unless given `workspace=`)."""
         with self._lock.read():
-            return int(_raw.attn_workspace_size(self._handle(), int(n_seqs), int(n_q_heads)))
+            return int(_raw.attn_workspace_size(self._handle(), _int32("n_seqs", n_seqs),
+                                                _int32("n_q_heads", n_q_heads)))
 
     # ---- changing the cache --------------------------------------------------------------------
     def append(self, k: Any, v: Any, seq_ids: Any = 0, n_tokens: Sequence[int] | None = None,
@@ -375,7 +389,7 @@ class Cache:
     def remove_seq(self, seq_id: int) -> None:
         """Removes every token of one sequence; the id can be reused at once."""
         with self._lock.write():
-            _raw.cache_remove_seq(self._handle(), int(seq_id))
+            _raw.cache_remove_seq(self._handle(), _int32("seq_id", seq_id))
 
     def reset(self) -> None:
         """Removes every token of every sequence (the configuration is kept)."""
@@ -387,7 +401,7 @@ class Cache:
         """Reconstructs (K, V) of one sequence in original token order, float32
         [n_tokens, n_kv_heads, head_dim] each (numpy for a CPU cache, torch on the device for
         a CUDA cache): dequantized compressed tokens, then the residual window."""
-        seq_id = _integer("seq_id", seq_id)
+        seq_id = _int32("seq_id", seq_id)
         if not 0 <= seq_id < self._params.max_seqs:
             raise InvalidArgument(1, f"packkv_cache_decompress: seq_id {seq_id} is outside "
                                   f"[0, max_seqs = {self._params.max_seqs})")

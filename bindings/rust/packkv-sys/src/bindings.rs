@@ -7,15 +7,17 @@ pub const PACKKV_VERSION_MINOR: u32 = 1;
 pub const PACKKV_VERSION_PATCH: u32 = 0;
 pub const PACKKV_VERSION_NUMBER: u32 = 100;
 pub const PACKKV_CACHE_PARAMS_SIZE_V1: u32 = 64;
+pub const PACKKV_CACHE_PARAMS_SIZE_MAX: u32 = 1024;
 pub const PACKKV_CACHE_STATS_SIZE_V1: u32 = 120;
+pub const PACKKV_CACHE_STATS_SIZE_MAX: u32 = 1024;
 extern "C" {
     pub fn packkv_version_number() -> u32;
 }
 extern "C" {
-    pub fn packkv_version_string() -> *const core::ffi::c_char;
+    pub fn packkv_version_string() -> *const crate::ctypes::c_char;
 }
 extern "C" {
-    pub fn packkv_build_info() -> *const core::ffi::c_char;
+    pub fn packkv_build_info() -> *const crate::ctypes::c_char;
 }
 extern "C" {
     pub fn packkv_has_cuda() -> i32;
@@ -33,13 +35,13 @@ pub const PACKKV_ERR_NOT_SUPPORTED: i32 = 8;
 pub const PACKKV_ERR_VERSION_MISMATCH: i32 = 9;
 pub const PACKKV_ERR_INTERNAL: i32 = 10;
 extern "C" {
-    pub fn packkv_status_string(status: packkv_status_t) -> *const core::ffi::c_char;
+    pub fn packkv_status_string(status: packkv_status_t) -> *const crate::ctypes::c_char;
 }
 extern "C" {
-    pub fn packkv_last_error_message() -> *const core::ffi::c_char;
+    pub fn packkv_last_error_message() -> *const crate::ctypes::c_char;
 }
 extern "C" {
-    pub fn packkv_copy_last_error(buf: *mut core::ffi::c_char, cap: usize) -> usize;
+    pub fn packkv_copy_last_error(buf: *mut crate::ctypes::c_char, cap: usize) -> usize;
 }
 pub type packkv_dtype_t = i32;
 pub const PACKKV_DTYPE_F16: i32 = 0;
@@ -384,8 +386,8 @@ extern "C" {
         n_seqs: i32,
         h_seq_ids: *const i32,
         h_n_tokens: *const i32,
-        k_new: *const core::ffi::c_void,
-        v_new: *const core::ffi::c_void,
+        k_new: *const crate::ctypes::c_void,
+        v_new: *const crate::ctypes::c_void,
         dtype: packkv_dtype_t,
         stream: packkv_stream_t,
     ) -> packkv_status_t;
@@ -742,11 +744,11 @@ extern "C" {
         n_seqs: i32,
         h_seq_ids: *const i32,
         n_q_heads: i32,
-        q: *const core::ffi::c_void,
+        q: *const crate::ctypes::c_void,
         q_dtype: packkv_dtype_t,
         scores: *mut f32,
         ld_scores: i64,
-        workspace: *mut core::ffi::c_void,
+        workspace: *mut crate::ctypes::c_void,
         workspace_bytes: usize,
         stream: packkv_stream_t,
     ) -> packkv_status_t;
@@ -760,7 +762,7 @@ extern "C" {
         probs: *const f32,
         ld_probs: i64,
         out: *mut f32,
-        workspace: *mut core::ffi::c_void,
+        workspace: *mut crate::ctypes::c_void,
         workspace_bytes: usize,
         stream: packkv_stream_t,
     ) -> packkv_status_t;
@@ -771,12 +773,12 @@ extern "C" {
         n_seqs: i32,
         h_seq_ids: *const i32,
         n_q_heads: i32,
-        q: *const core::ffi::c_void,
+        q: *const crate::ctypes::c_void,
         q_dtype: packkv_dtype_t,
         scale: f32,
         out: *mut f32,
         lse: *mut f32,
-        workspace: *mut core::ffi::c_void,
+        workspace: *mut crate::ctypes::c_void,
         workspace_bytes: usize,
         stream: packkv_stream_t,
     ) -> packkv_status_t;

@@ -17,4 +17,18 @@
 #![allow(non_camel_case_types, non_upper_case_globals, non_snake_case)]
 #![allow(clippy::all)]
 
+/// The C types the declarations use. `core::ffi::c_char` needs Rust 1.64; these aliases keep
+/// the crates building with Debian 12's rustc 1.63 (the toolchain scripts/setup.sh installs).
+pub mod ctypes {
+    /// C `char`: unsigned on the Arm, PowerPC, RISC-V and s390x Linux ABIs, signed elsewhere.
+    #[cfg(any(target_arch = "aarch64", target_arch = "arm", target_arch = "powerpc",
+              target_arch = "powerpc64", target_arch = "riscv64", target_arch = "s390x"))]
+    pub type c_char = u8;
+    /// C `char`: unsigned on the Arm, PowerPC, RISC-V and s390x Linux ABIs, signed elsewhere.
+    #[cfg(not(any(target_arch = "aarch64", target_arch = "arm", target_arch = "powerpc",
+                  target_arch = "powerpc64", target_arch = "riscv64", target_arch = "s390x")))]
+    pub type c_char = i8;
+    pub use core::ffi::c_void;
+}
+
 include!("bindings.rs");

@@ -1,5 +1,5 @@
 //! The declarations link against the library and agree with it at run time.
-use core::ffi::CStr;
+use std::ffi::CStr;
 use packkv_sys::*;
 
 #[test]

@@ -1,5 +1,5 @@
 //! Status codes and the error type.
-use core::ffi::CStr;
+use std::ffi::CStr;
 use core::fmt;
 
 use packkv_sys as sys;

@@ -36,7 +36,7 @@ pub use types::{Bf16, DType, DevicePtr, Element, Repack, ScaleGranularity, Strea
 /// The raw FFI crate, for calls this API does not cover.
 pub use packkv_sys as sys;
 
-use core::ffi::CStr;
+use std::ffi::CStr;
 
 /// Version of the loaded library as MAJOR*10000 + MINOR*100 + PATCH.
 pub fn version_number() -> u32 {

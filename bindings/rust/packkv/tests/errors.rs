@@ -71,7 +71,7 @@ fn invalid_argument_from_calls() {
     c.append(&[0], &[10], &k, &k).unwrap();
     let q = vec![0f32; 4 * 64];
     let mut out = vec![0f32; 4 * 64];
-    expect_err(c.decode(&[0], 4, &q, 0.1, &mut out, None), StatusKind::InvalidArgument, "n_q_heads");
+    expect_err(c.decode(&[0], 4, &q, 0.1, &mut out, None), StatusKind::InvalidArgument, "packkv_attn_decode: n_q_heads");
     let q = vec![0f32; 3 * 64];
     let mut out = vec![0f32; 3 * 64];
     expect_err(c.decode(&[0], 3, &q, f32::NAN, &mut out, None), StatusKind::InvalidArgument, "scale");
