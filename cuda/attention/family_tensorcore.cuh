@@ -413,15 +413,23 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
     if (V::kSoftmax) {
       float M = -INFINITY;
       for (int w = 0; w < nw; ++w) M = fmaxf(M, hw0[(w * kTensorcoreHeads + g) * 4]);
+      // Partial row [m, l, o]: o is the split's normalized output (sum_t e^(x_t - m) v_t) / l,
+      // as the merge kernel reads it (split_merge.cuh); a convex combination of the warps'.
+      float Lt = 0.f;
+      for (int w = 0; w < nw; ++w) {
+        const float mw = hw0[(w * kTensorcoreHeads + g) * 4];
+        if (mw != -INFINITY) Lt += hw0[(w * kTensorcoreHeads + g) * 4 + 1] * __expf(mw - M);
+      }
       if (k == 0) {
         v = M;
-      } else {
+      } else if (k == 1) {
+        v = Lt;
+      } else if (Lt > 0.f) {
         for (int w = 0; w < nw; ++w) {
           const float mw = hw0[(w * kTensorcoreHeads + g) * 4];
           if (mw == -INFINITY) continue;
-          const float xv = k == 1 ? hw0[(w * kTensorcoreHeads + g) * 4 + 1]
-                                  : reinterpret_cast<const float*>(smem + L.warp0 + static_cast<size_t>(w) * L.stride)[g * D + k - 2];
-          v += xv * __expf(mw - M);
+          const float xv = reinterpret_cast<const float*>(smem + L.warp0 + static_cast<size_t>(w) * L.stride)[g * D + k - 2];
+          v += xv * (__expf(mw - M) / Lt);
         }
       }
     } else if (k >= 2) {
