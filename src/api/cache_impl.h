@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "api/config.h"
+#include "common/error.h"
 #include "packkv/packkv.h"
 
 namespace packkv {
@@ -43,6 +44,16 @@ class CacheImpl {
                       const void* k_new, const void* v_new, packkv_dtype_t dtype,
                       packkv_stream_t stream) = 0;
   virtual void remove_seq(int seq) = 0;
+  // Keeps the first n_tokens tokens (0 <= n_tokens <= seq_length; api.cpp checks) of a
+  // sequence (cpu/seq_ops.cpp). Default: PACKKV_ERR_NOT_SUPPORTED.
+  virtual void truncate(int, int64_t) {
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_truncate: not supported by this backend (CPU caches only)");
+  }
+  // Makes dst (empty; api.cpp checks) a copy of src that shares src's compressed blocks.
+  // Default: PACKKV_ERR_NOT_SUPPORTED.
+  virtual void fork(int, int) {
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_fork: not supported by this backend (CPU caches only)");
+  }
   virtual void reset() = 0;
   // Fills every field of a full-size stats struct (seq == -1: all sequences).
   virtual void stats(int seq, packkv_cache_stats_t* out) const = 0;
@@ -61,7 +72,9 @@ class CacheImpl {
   Config config_;
 };
 
-std::unique_ptr<CacheImpl> make_cpu_cache(const Config& config);
+class PagePool;
+// pool: the page pool of the compressed blocks (shared, or private to this cache).
+std::unique_ptr<CacheImpl> make_cpu_cache(const Config& config, std::shared_ptr<PagePool> pool);
 
 // CUDA backend (cuda/). In a build without CUDA these throw PACKKV_ERR_NOT_SUPPORTED /
 // report no device. (The CUDA part of packkv_build_info is a compile-time string set by
