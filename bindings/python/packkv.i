@@ -2,7 +2,8 @@
  * SWIG interface of libpackkv for Python: the raw module `packkv.raw`.
  *
  * It wraps every function of include/packkv/packkv.h one to one (names without the
- * `packkv_` prefix). The Pythonic API (packkv.Cache, exceptions, numpy/torch handling) is
+ * `packkv_` prefix), and those of include/packkv/packkv_experimental.h (names `x_*`:
+ * pools, truncate, fork; not frozen, they change with the library). The Pythonic API (packkv.Cache, exceptions, numpy/torch handling) is
  * written on top of it in src/packkv/*.py; use this module directly only for what that
  * layer does not cover.
  *
@@ -30,6 +31,8 @@
 #define SWIG_FILE_WITH_INIT
 #include <string.h>
 #include "packkv/packkv.h"
+#define PACKKV_EXPERIMENTAL_API
+#include "packkv/packkv_experimental.h"
 %}
 
 %include "stdint.i"
@@ -45,12 +48,14 @@
 %rename("%(regex:/^(packkv_|PACKKV_)(.*)/\\2/)s") "";
 %rename(CacheParamsStruct) packkv_cache_params;
 %rename(CacheStatsStruct) packkv_cache_stats_s;
-/* Only packkv.h is wrapped: the experimental API (packkv_experimental.h, packkv_x_*) is never
- * exposed to Python. */
+%rename(PoolParamsStruct) packkv_x_pool_params;
+%rename(PoolStatsStruct) packkv_x_pool_stats_s;
 
 /* sizeof of the structs as this binding was compiled: what struct_size must be set to. */
 %constant size_t CACHE_PARAMS_STRUCT_SIZE = sizeof(packkv_cache_params_t);
 %constant size_t CACHE_STATS_STRUCT_SIZE = sizeof(packkv_cache_stats_t);
+%constant size_t POOL_PARAMS_STRUCT_SIZE = sizeof(packkv_x_pool_params_t);
+%constant size_t POOL_STATS_STRUCT_SIZE = sizeof(packkv_x_pool_stats_t);
 
 /* ---- status -> exception ------------------------------------------------------------------- */
 %fragment("packkv_raise", "header") {
@@ -136,11 +141,22 @@ PACKKV_OUT_SCALAR(int32_t, bits, PyLong_FromLong)
 PACKKV_OUT_SCALAR(int32_t, device, PyLong_FromLong)
 PACKKV_OUT_SCALAR(int64_t, n_tokens, PyLong_FromLongLong)
 PACKKV_OUT_SCALAR(size_t, bytes, PyLong_FromSize_t)
+PACKKV_OUT_SCALAR(int64_t, tokens, PyLong_FromLongLong)
+PACKKV_OUT_SCALAR(int64_t, page_bytes, PyLong_FromLongLong)
 
 %typemap(in, numinputs=0) packkv_cache_t** out (packkv_cache_t* temp = NULL) {
   $1 = &temp;
 }
 %typemap(argout, fragment="packkv_append") packkv_cache_t** out {
+  $result = packkv_py_append($result,
+                             SWIG_NewPointerObj(SWIG_as_voidptr(*$1), $*1_descriptor, 0));
+  if (!$result) SWIG_fail;
+}
+
+%typemap(in, numinputs=0) packkv_x_pool_t** out (packkv_x_pool_t* temp = NULL) {
+  $1 = &temp;
+}
+%typemap(argout, fragment="packkv_append") packkv_x_pool_t** out {
   $result = packkv_py_append($result,
                              SWIG_NewPointerObj(SWIG_as_voidptr(*$1), $*1_descriptor, 0));
   if (!$result) SWIG_fail;
@@ -257,3 +273,5 @@ static int packkv_py_buffer(PyObject* obj, int typecode, int writable, void** ou
 
 /* ---- the API ----------------------------------------------------------------------------------- */
 %include "packkv/packkv.h"
+#define PACKKV_EXPERIMENTAL_API
+%include "packkv/packkv_experimental.h"
