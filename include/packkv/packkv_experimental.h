@@ -27,6 +27,7 @@
  *   - Memory pools (packkv_x_pool_*): fixed-size pages for the compressed blocks, shared by
  *     the caches of all layers, with a byte budget; PACKKV_X_ERR_BUDGET_EXCEEDED.
  *   - Sequence operations: packkv_x_cache_truncate, packkv_x_cache_fork.
+ *   - Sliding window: packkv_x_cache_set_window, packkv_x_cache_window_start.
  *   Names follow docs/API-CONVENTIONS.md R2: packkv_x_* until frozen.
  */
 #ifndef PACKKV_PACKKV_EXPERIMENTAL_H
@@ -205,10 +206,11 @@ PACKKV_API packkv_status_t packkv_x_pool_tokens_fit(const packkv_x_pool_t* pool,
  *  and all later ones are released (their pages return to the pool when nothing else
  *  uses them; a sequence's open page is rewound when no other sequence shares it).
  *  @param seq_id   in [0, max_seqs).
- *  @param n_tokens in [0, current length]: n_tokens == length changes nothing, 0 empties
- *                  the sequence.
+ *  @param n_tokens in [window start, current length] (window start: 0 without a sliding
+ *                  window, see packkv_x_cache_window_start): n_tokens == length changes
+ *                  nothing, 0 empties the sequence.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL, a bad seq_id, or n_tokens outside
- *          [0, length]; PACKKV_ERR_OUT_OF_HOST_MEMORY; PACKKV_ERR_NOT_SUPPORTED on a CUDA
+ *          [window start, length]; PACKKV_ERR_OUT_OF_HOST_MEMORY; PACKKV_ERR_NOT_SUPPORTED on a CUDA
  *          cache (this version). On failure nothing changes.
  *  Thread-safety: mutating call (must not overlap any other call on the cache). */
 PACKKV_API packkv_status_t packkv_x_cache_truncate(packkv_cache_t* cache, int32_t seq_id, int64_t n_tokens);
@@ -227,6 +229,37 @@ PACKKV_API packkv_status_t packkv_x_cache_truncate(packkv_cache_t* cache, int32_
  *          changes. Needs no pool pages (never PACKKV_X_ERR_BUDGET_EXCEEDED).
  *  Thread-safety: mutating call. */
 PACKKV_API packkv_status_t packkv_x_cache_fork(packkv_cache_t* cache, int32_t src_seq, int32_t dst_seq);
+
+/* ------------------------------------------------------------------------- */
+/* Sliding window                                                            */
+/* ------------------------------------------------------------------------- */
+
+/** Gives the cache a sliding window of window_tokens tokens (Mistral, Gemma 2/3 sliding
+ *  layers): every sequence of length L then attends to its tokens [max(s, L - W), L) only,
+ *  s being the previous window start (it never moves back, not even after a truncate).
+ *  Positions keep their numbers: packkv_cache_seq_length stays L; packkv_attn_scores
+ *  writes -INFINITY for the tokens before the window start, packkv_attn_apply gives them
+ *  weight 0 whatever probs says, packkv_attn_decode leaves them out of the softmax, and
+ *  packkv_cache_decompress writes them as NaN. A compressed block whose tokens are all
+ *  before the window start is freed at the append that expires it (its pages go back to
+ *  the pool); a block expired in part stays and its expired tokens are masked by position
+ *  (the block's stored permutation is undone before masking). Residual-window tokens
+ *  expire the same way and leave with their block's flush. packkv_cache_stats counts the
+ *  tokens and bytes held (freed blocks excluded), so its n_tokens may be less than L.
+ *  @param window_tokens >= 1, or 0 for no window (the default).
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a negative window;
+ *          PACKKV_ERR_INVALID_STATE if the cache holds any token (set it right after
+ *          creation); PACKKV_ERR_NOT_SUPPORTED on a CUDA cache (this version).
+ *  Thread-safety: mutating call. */
+PACKKV_API packkv_status_t packkv_x_cache_set_window(packkv_cache_t* cache, int64_t window_tokens);
+
+/** First token of a sequence inside the sliding window (0 without a window or while
+ *  the sequence is shorter than the window).
+ *  @param first_token [host] out.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad seq_id.
+ *  Thread-safety: read-only call. */
+PACKKV_API packkv_status_t packkv_x_cache_window_start(const packkv_cache_t* cache, int32_t seq_id,
+                                                       int64_t* first_token);
 
 #ifdef __cplusplus
 } /* extern "C" */

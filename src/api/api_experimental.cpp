@@ -176,6 +176,10 @@ packkv_status_t packkv_x_cache_truncate(packkv_cache_t* cache, int32_t seq_id, i
   const char* fn = "packkv_x_cache_truncate";
   require_cache_seq(cache, seq_id, fn);
   const int64_t len = cache->impl->seq_length(seq_id);
+  const int64_t expired = cache->impl->expired(seq_id);
+  require(n_tokens >= expired || n_tokens == len,
+          std::string(fn) + ": n_tokens " + std::to_string(n_tokens) + " is before the sliding window's start " +
+              std::to_string(expired) + " (those tokens are gone)");
   require(n_tokens >= 0 && n_tokens <= len, std::string(fn) + ": n_tokens " + std::to_string(n_tokens) +
                                                 " is outside [0, " + std::to_string(len) + "] (sequence " +
                                                 std::to_string(seq_id) + " holds " + std::to_string(len) +
@@ -198,6 +202,30 @@ packkv_status_t packkv_x_cache_fork(packkv_cache_t* cache, int32_t src_seq, int3
                                                " tokens; fork needs an empty sequence (packkv_cache_remove_seq)");
   cache->impl->fork(src_seq, dst_seq);
   PACKKV_API_END("packkv_x_cache_fork")
+}
+
+packkv_status_t packkv_x_cache_set_window(packkv_cache_t* cache, int64_t window_tokens) {
+  PACKKV_API_BEGIN
+  const char* fn = "packkv_x_cache_set_window";
+  require(cache != nullptr, std::string(fn) + ": cache is NULL");
+  require(window_tokens >= 0, std::string(fn) + ": window_tokens must be >= 0 (0: no window), got " +
+                                  std::to_string(window_tokens));
+  const int n = cache->impl->config().max_seqs;
+  for (int i = 0; i < n; ++i)
+    if (cache->impl->seq_length(i) != 0)
+      packkv::fail(PACKKV_ERR_INVALID_STATE, std::string(fn) + ": the cache holds tokens (sequence " +
+                                                 std::to_string(i) + "); set the window on an empty cache");
+  cache->impl->set_window(window_tokens);
+  PACKKV_API_END("packkv_x_cache_set_window")
+}
+
+packkv_status_t packkv_x_cache_window_start(const packkv_cache_t* cache, int32_t seq_id, int64_t* first_token) {
+  PACKKV_API_BEGIN
+  const char* fn = "packkv_x_cache_window_start";
+  require_cache_seq(cache, seq_id, fn);
+  require(first_token != nullptr, std::string(fn) + ": first_token is NULL");
+  *first_token = cache->impl->expired(seq_id);
+  PACKKV_API_END("packkv_x_cache_window_start")
 }
 
 }  // extern "C"

@@ -54,6 +54,13 @@ class CacheImpl {
   virtual void fork(int, int) {
     fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_fork: not supported by this backend (CPU caches only)");
   }
+  // Sets the sliding window (tokens; 0: none) of an empty cache (api checks).
+  // Default: PACKKV_ERR_NOT_SUPPORTED.
+  virtual void set_window(int64_t) {
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_set_window: not supported by this backend (CPU caches only)");
+  }
+  // Leading tokens of a sequence outside the sliding window (0 without one).
+  virtual int64_t expired(int) const { return 0; }
   virtual void reset() = 0;
   // Fills every field of a full-size stats struct (seq == -1: all sequences).
   virtual void stats(int seq, packkv_cache_stats_t* out) const = 0;

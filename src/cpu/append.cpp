@@ -106,6 +106,7 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
       if (new_bytes > skip_new) res.insert(res.end(), src + skip_new, src + new_bytes);
     }
     s.residual_len += counts[i] - drop;
+    expire(s);
   }
   pool_->note_compressed(this, blob_bytes, blob_tokens);
 }

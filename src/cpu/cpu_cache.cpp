@@ -3,6 +3,7 @@
 #include "cpu/cpu_cache.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <set>
 #include <string>
@@ -66,19 +67,19 @@ void CpuCache::stats(int seq, packkv_cache_stats_t* out) const {
     // and the pages where its block table changes page (sets only after a fork).
     int64_t own_pages = t.open_page() ? 1 : 0;
     if (shared_ && t.open_page()) pages_seen.insert(t.open_page());
-    for (int64_t b = 0; b < t.n_blocks(); ++b) {
+    for (int64_t b = t.first_live(); b < t.n_blocks(); ++b) {
       const BlockRef& r = t.block(b);
       if (shared_) {
         pages_seen.insert(r.page);
         if (!blocks_seen.insert({r.page, r.offset}).second) continue;
-      } else if (r.page != t.open_page() && (b == 0 || t.block(b - 1).page != r.page)) {
+      } else if (r.page != t.open_page() && (b == t.first_live() || t.block(b - 1).page != r.page)) {
         ++own_pages;
       }
       out->n_blocks += 1;
       out->n_compressed_tokens += c.shape.block_tokens;
       stats_add_blob(out, c.shape.sizes(t.blob(b)));
       // the alignment padding before the blob in its page and the table entry are index bytes
-      const bool follows = b > 0 && t.block(b - 1).page == r.page;
+      const bool follows = b > t.first_live() && t.block(b - 1).page == r.page;
       const size_t prev_end = follows ? t.block(b - 1).offset + (size_t)t.block(b - 1).bytes : r.offset;
       out->index_bytes += (int64_t)(r.offset - std::min(prev_end, (size_t)r.offset)) + (int64_t)sizeof(BlockRef);
     }
@@ -88,22 +89,35 @@ void CpuCache::stats(int seq, packkv_cache_stats_t* out) const {
   stats_finish(out, (int64_t)row_);
 }
 
+// Tokens out of the sliding window (s.expired) are written as NaN: their blocks may be
+// freed.
 void CpuCache::decompress(int seq, float* k_out, float* v_out, packkv_stream_t) const {
   const Config& c = config();
   const CpuSeq& s = seqs_[seq];
   const size_t block_vals = (size_t)c.shape.block_tokens * row_;
-  for (int64_t b = 0; b < s.n_blocks(); ++b)
-    decode_block(c.shape, s.blob(b), k_out ? k_out + b * block_vals : nullptr,
-                 v_out ? v_out + b * block_vals : nullptr);
+  for (int64_t b = 0; b < s.n_blocks(); ++b) {
+    float* k = k_out ? k_out + b * block_vals : nullptr;
+    float* v = v_out ? v_out + b * block_vals : nullptr;
+    if (s.blob(b)) {
+      decode_block(c.shape, s.blob(b), k, v);
+    } else {
+      if (k) std::fill(k, k + block_vals, NAN);
+      if (v) std::fill(v, v + block_vals, NAN);
+    }
+  }
   const size_t done = (size_t)s.n_blocks() * block_vals;
   if (k_out) to_float(s.res_k.data(), c.kv_dtype, (size_t)s.residual_len * row_, k_out + done);
   if (v_out) to_float(s.res_v.data(), c.kv_dtype, (size_t)s.residual_len * row_, v_out + done);
+  const size_t gone = (size_t)s.expired * row_;
+  if (k_out) std::fill(k_out, k_out + gone, NAN);
+  if (v_out) std::fill(v_out, v_out + gone, NAN);
 }
 
 int64_t CpuCache::n_blocks(int seq) const { return seqs_[seq].n_blocks(); }
 
 std::vector<uint8_t> CpuCache::block_bytes(int seq, int64_t block) const {
   const uint8_t* b = seqs_[seq].blob(block);
+  if (!b) return {};  // freed by the sliding window
   return std::vector<uint8_t>(b, b + config().shape.sizes(b).total());
 }
 

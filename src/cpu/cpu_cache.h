@@ -30,6 +30,8 @@ struct CpuSeq {
   PageTable table;                     // where each compressed block's blob is
   std::vector<uint8_t> res_k, res_v;   // residual window, [residual_len][H][D] in kv_dtype
   int64_t residual_len = 0;            // tokens in the residual window
+  int64_t expired = 0;                 // leading tokens out of the sliding window (excluded
+                                       // from attention; whole blocks of them are freed)
 
   int64_t n_blocks() const { return table.n_blocks(); }
   const uint8_t* blob(int64_t b) const { return table.blob(b); }
@@ -53,6 +55,8 @@ class CpuCache final : public CacheImpl {
   // seq_ops.cpp
   void truncate(int seq, int64_t n_tokens) override;
   void fork(int src, int dst) override;
+  void set_window(int64_t window_tokens) override;
+  int64_t expired(int seq) const override { return seqs_[seq].expired; }
   // append.cpp
   void append(int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens, const void* k_new,
               const void* v_new, packkv_dtype_t dtype, packkv_stream_t stream) override;
@@ -79,7 +83,11 @@ class CpuCache final : public CacheImpl {
   void seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const;
 
   std::shared_ptr<PagePool> pool_;
-  bool shared_ = false;  // set by the first fork: blocks may be shared between sequences
+  bool shared_ = false;
+  int64_t window_ = 0;  // sliding window in tokens; 0: none
+  // seq_ops.cpp: marks the tokens of s before length - window_ expired and frees the
+  // blocks wholly expired. No throw.
+  void expire(CpuSeq& s) noexcept;  // set by the first fork: blocks may be shared between sequences
   std::vector<CpuSeq> seqs_;
   size_t row_ = 0;   // values per token (n_kv_heads * head_dim)
   size_t elem_ = 0;  // bytes per kv_dtype element

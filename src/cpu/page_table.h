@@ -44,10 +44,14 @@ struct Placement {
 
 class PageTable {
  public:
-  int64_t n_blocks() const { return (int64_t)blocks_.size(); }
-  const BlockRef& block(int64_t b) const { return blocks_[b]; }
-  const uint8_t* blob(int64_t b) const { return blocks_[b].page->data + blocks_[b].offset; }
-  const std::vector<BlockRef>& blocks() const { return blocks_; }
+  // Blocks are numbered from the sequence's start; the first first_live() of them have
+  // been freed (sliding window: drop_front) and have no blob.
+  int64_t n_blocks() const { return base_ + (int64_t)blocks_.size(); }
+  int64_t first_live() const { return base_; }
+  const BlockRef& block(int64_t b) const { return blocks_[b - base_]; }
+  const uint8_t* blob(int64_t b) const {
+    return b < base_ ? nullptr : blocks_[b - base_].page->data + blocks_[b - base_].offset;
+  }
   const Page* open_page() const { return open_; }
   size_t table_capacity_bytes() const { return blocks_.capacity() * sizeof(BlockRef); }
 
@@ -100,6 +104,7 @@ class PageTable {
   // block in it when no other sequence references it. So a rollback followed by new
   // appends reuses the freed bytes. No throw.
   void drop_from(int64_t keep, PagePool* pool) noexcept {
+    keep = std::max<int64_t>(0, keep - base_);
     while ((int64_t)blocks_.size() > keep) {
       pool->release(blocks_.back().page);
       blocks_.pop_back();
@@ -120,17 +125,27 @@ class PageTable {
     }
     if (open_ && open_->refs.load(std::memory_order_acquire) == mine + 1) open_fill_ = end;
   }
+  // Frees blocks [first_live, end) from the front (their numbers stay taken). No throw.
+  void drop_front(int64_t end, PagePool* pool) noexcept {
+    const int64_t n = std::min<int64_t>(end - base_, (int64_t)blocks_.size());
+    if (n <= 0) return;
+    for (int64_t i = 0; i < n; ++i) pool->release(blocks_[i].page);
+    blocks_.erase(blocks_.begin(), blocks_.begin() + n);  // no throw: BlockRef is trivial
+    base_ += n;
+  }
   // Releases everything (blocks and open page). No throw.
   void clear(PagePool* pool) noexcept {
     drop_from(0, pool);
     if (open_) pool->release(open_);
     open_ = nullptr;
     open_fill_ = 0;
+    base_ = 0;
     std::vector<BlockRef>().swap(blocks_);
   }
   // This table (empty) takes references to every block of `src`; no open page. Needs
-  // reserve(src.n_blocks()) first. No throw.
+  // reserve(src.n_blocks()) first. No throw. (Freed front blocks stay freed.)
   void share_from(const PageTable& src) noexcept {
+    base_ = src.base_;
     for (const BlockRef& r : src.blocks_) {
       PagePool::retain(r.page);
       blocks_.push_back(r);
@@ -149,7 +164,8 @@ class PageTable {
     return n;
   }
 
-  std::vector<BlockRef> blocks_;
+  std::vector<BlockRef> blocks_;  // live blocks: numbers base_ .. base_ + size - 1
+  int64_t base_ = 0;
   Page* open_ = nullptr;
   size_t open_fill_ = 0;
 };

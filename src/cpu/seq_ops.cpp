@@ -20,7 +20,7 @@ float dtype_max(packkv_dtype_t d) {
 
 }  // namespace
 
-// Tokens [n_tokens, length) go. Residual tokens are dropped by shrinking the window.
+// Tokens [n_tokens, length) go (n_tokens >= expired: api checks). Residual tokens are dropped by shrinking the window.
 // A block that holds token n_tokens - 1 and later ones is decoded, its first
 // n_tokens % N tokens (dequantized, rounded to kv_dtype, clamped to its finite range) become
 // the residual window, and it and the later blocks are released.
@@ -64,12 +64,22 @@ void CpuCache::fork(int src, int dst) {
   const CpuSeq& from = seqs_[src];
   CpuSeq& to = seqs_[dst];
   std::vector<uint8_t> rk(from.res_k), rv(from.res_v);  // may throw: nothing changed yet
-  to.table.reserve((size_t)from.n_blocks());
+  to.table.reserve((size_t)(from.n_blocks() - from.table.first_live()));
   to.table.share_from(from.table);
   to.res_k.swap(rk);
   to.res_v.swap(rv);
   to.residual_len = from.residual_len;
+  to.expired = from.expired;
   shared_ = true;
+}
+
+void CpuCache::set_window(int64_t window_tokens) { window_ = window_tokens; }
+
+void CpuCache::expire(CpuSeq& s) noexcept {
+  if (window_ <= 0) return;
+  const int64_t len = s.n_blocks() * config().shape.block_tokens + s.residual_len;
+  s.expired = std::max(s.expired, len - window_);
+  s.table.drop_front(s.expired / config().shape.block_tokens, pool_.get());
 }
 
 }  // namespace packkv
