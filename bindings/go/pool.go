@@ -185,6 +185,36 @@ func (c *Cache) Fork(src, dst int32) error {
 	return e.result(C.pkgo_x_fork(p, C.int32_t(src), C.int32_t(dst), e.ptr(), errBufSize))
 }
 
+// SetWindow gives the empty cache a sliding window of windowTokens tokens, 0 for none
+// (packkv_x_cache_set_window). Tokens before WindowStart then score -inf, weigh 0 in Apply,
+// are left out of Decode, decompress as NaN, and their whole blocks are freed. Errors:
+// ErrInvalidState if the cache holds tokens, ErrInvalidArgument for a negative window.
+func (c *Cache) SetWindow(windowTokens int64) error {
+	p, err := c.write()
+	if err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	var e errBuf
+	return e.result(C.pkgo_x_set_window(p, C.int64_t(windowTokens), e.ptr(), errBufSize))
+}
+
+// WindowStart returns the first token of a sequence inside the sliding window
+// (packkv_x_cache_window_start; 0 without a window).
+func (c *Cache) WindowStart(seqID int32) (int64, error) {
+	p, err := c.read()
+	if err != nil {
+		return 0, err
+	}
+	defer c.mu.RUnlock()
+	var n C.int64_t
+	var e errBuf
+	if err := e.result(C.pkgo_x_window_start(p, C.int32_t(seqID), &n, e.ptr(), errBufSize)); err != nil {
+		return 0, err
+	}
+	return int64(n), nil
+}
+
 // withNeeded adds the bytes a budget failure needed to its error.
 func withNeeded(err error, needed C.int64_t) error {
 	if e, ok := err.(*Error); ok && e.Code == StatusBudgetExceeded {

@@ -2,6 +2,7 @@ package packkv_test
 
 import (
 	"errors"
+	"math"
 	"os"
 	"reflect"
 	"regexp"
@@ -217,6 +218,40 @@ func TestPoolArgumentsAndThreads(t *testing.T) {
 	s, _ := pool.Stats()
 	if s.BytesInUse != 0 || s.BytesHeld != 64*16384 || s.NCaches != 0 {
 		t.Fatalf("after the caches closed: %+v", s)
+	}
+}
+
+func TestSlidingWindow(t *testing.T) {
+	r := rng(14)
+	row := nKV * headDim
+	k, v := kv(&r, 1500), kv(&r, 1500)
+	c := newCache(t, 1, nil)
+	ref := newCache(t, 1, nil)
+	if err := c.SetWindow(200); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1500; i += 100 {
+		kk, vv := packkv.F32(k[i*row:(i+100)*row]), packkv.F32(v[i*row:(i+100)*row])
+		if err := c.Append([]int32{0}, []int32{100}, kk, vv); err != nil {
+			t.Fatal(err)
+		}
+		ref.Append([]int32{0}, []int32{100}, kk, vv)
+	}
+	if s, err := c.WindowStart(0); err != nil || s != 1300 {
+		t.Fatalf("WindowStart = %d, %v", s, err)
+	}
+	gk, _ := contents(t, c, 0)
+	wk, _ := contents(t, ref, 0)
+	for i := range gk {
+		if i < 1300*row && !math.IsNaN(float64(gk[i])) || i >= 1300*row && gk[i] != wk[i] {
+			t.Fatalf("decompress at %d: %v vs %v", i, gk[i], wk[i])
+		}
+	}
+	if err := c.SetWindow(5); !errors.Is(err, packkv.ErrInvalidState) {
+		t.Fatalf("SetWindow on a non-empty cache: %v", err)
+	}
+	if err := c.Truncate(0, 1299); !errors.Is(err, packkv.ErrInvalidArgument) {
+		t.Fatalf("Truncate before the window: %v", err)
 	}
 }
 

@@ -143,6 +143,7 @@ PACKKV_OUT_SCALAR(int64_t, n_tokens, PyLong_FromLongLong)
 PACKKV_OUT_SCALAR(size_t, bytes, PyLong_FromSize_t)
 PACKKV_OUT_SCALAR(int64_t, tokens, PyLong_FromLongLong)
 PACKKV_OUT_SCALAR(int64_t, page_bytes, PyLong_FromLongLong)
+PACKKV_OUT_SCALAR(int64_t, first_token, PyLong_FromLongLong)
 
 %typemap(in, numinputs=0) packkv_cache_t** out (packkv_cache_t* temp = NULL) {
   $1 = &temp;

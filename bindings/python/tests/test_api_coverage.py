@@ -63,6 +63,7 @@ def test_every_experimental_function_is_wrapped_and_covered():
         "x_pool_destroy": packkv.Pool.close, "x_cache_create_in_pool": packkv.Cache,
         "x_pool_stats": packkv.Pool.stats, "x_pool_tokens_fit": packkv.Pool.tokens_fit,
         "x_cache_truncate": packkv.Cache.truncate, "x_cache_fork": packkv.Cache.fork,
+        "x_cache_set_window": packkv.Cache.set_window, "x_cache_window_start": packkv.Cache.window_start,
     }
     assert not set(names) - set(covered), set(names) - set(covered)
     assert raw.X_ERR_BUDGET_EXCEEDED == packkv.BudgetExceeded.STATUS

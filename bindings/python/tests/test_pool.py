@@ -158,3 +158,35 @@ def test_pool_arguments():
         p.stats()
     with pytest.raises(packkv.InvalidState):
         packkv.Cache(H, D, pool=p)
+
+
+def test_sliding_window():
+    k, v = kv(2000, 8)
+    q = np.random.default_rng(9).normal(size=(4, D)).astype(np.float32)
+    W = 300
+    with packkv.Cache(H, D) as c, packkv.Cache(H, D) as ref:
+        c.set_window(W)
+        for t in range(0, 2000, 50):
+            c.append(k[t:t + 50], v[t:t + 50])
+            ref.append(k[t:t + 50], v[t:t + 50])
+        assert c.window_start(0) == 2000 - W
+        s = c.scores(q)
+        r = ref.scores(q)
+        assert np.all(np.isneginf(s[..., :2000 - W]))
+        np.testing.assert_array_equal(s[..., 2000 - W:], r[..., 2000 - W:])
+        kd, _ = c.decompress(0)
+        assert np.isnan(kd[:2000 - W]).all()
+        assert c.stats().n_blocks < ref.stats().n_blocks
+        # decode equals a float64 softmax over the window of the windowless cache
+        rk, rv = ref.decompress(0)
+        sc = np.einsum("hd,thd->ht", q.astype(np.float64).reshape(H, 2, D).reshape(4, D),
+                       np.repeat(rk[2000 - W:].astype(np.float64), 2, axis=1)) * 0.2
+        p = np.exp(sc - sc.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        want = np.einsum("ht,thd->hd", p, np.repeat(rv[2000 - W:].astype(np.float64), 2, axis=1))
+        np.testing.assert_allclose(c.decode(q, scale=0.2), want, rtol=1e-4, atol=1e-5)
+        with pytest.raises(packkv.InvalidState):
+            c.set_window(10)
+        with pytest.raises(packkv.InvalidArgument):
+            c.truncate(0, 2000 - W - 1)
+        assert c.window_start(0) == 2000 - W

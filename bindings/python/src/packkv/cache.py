@@ -422,6 +422,23 @@ class Cache:
         with self._lock.write():
             _raw.x_cache_fork(self._handle(), src_seq, dst_seq)
 
+    def set_window(self, window_tokens: int) -> None:
+        """Gives the (empty) cache a sliding window of window_tokens tokens; 0 removes it
+        (experimental: packkv_x_cache_set_window). Tokens before ``window_start(seq)`` then
+        score -inf, weigh 0 in apply, are left out of decode, decompress as NaN, and their
+        whole blocks are freed. Raises InvalidState if the cache holds tokens."""
+        window_tokens = _integer("window_tokens", window_tokens)
+        if not -2**63 <= window_tokens < 2**63:
+            raise InvalidArgument(1, f"window_tokens = {window_tokens} does not fit int64")
+        with self._lock.write():
+            _raw.x_cache_set_window(self._handle(), window_tokens)
+
+    def window_start(self, seq_id: int = 0) -> int:
+        """First token of the sequence inside the sliding window (0 without a window)."""
+        seq_id = _integer("seq_id", seq_id)
+        with self._lock.read():
+            return int(_raw.x_cache_window_start(self._handle(), seq_id))
+
     @property
     def pool(self):
         """The :class:`packkv.Pool` given at creation, or None (private pool)."""

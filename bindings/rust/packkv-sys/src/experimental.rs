@@ -357,3 +357,16 @@ extern "C" {
         dst_seq: i32,
     ) -> packkv_status_t;
 }
+extern "C" {
+    pub fn packkv_x_cache_set_window(
+        cache: *mut packkv_cache_t,
+        window_tokens: i64,
+    ) -> packkv_status_t;
+}
+extern "C" {
+    pub fn packkv_x_cache_window_start(
+        cache: *const packkv_cache_t,
+        seq_id: i32,
+        first_token: *mut i64,
+    ) -> packkv_status_t;
+}

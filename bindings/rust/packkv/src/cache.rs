@@ -271,6 +271,24 @@ impl Cache {
         check(unsafe { sys::experimental::packkv_x_cache_fork(self.raw.as_ptr(), src_seq, dst_seq) })
     }
 
+    /// Gives the empty cache a sliding window of `window_tokens` tokens, 0 for none
+    /// (experimental: `packkv_x_cache_set_window`). Tokens before [`Cache::window_start`]
+    /// then score -inf, weigh 0 in `apply`, are left out of `decode`, decompress as NaN, and
+    /// their whole blocks are freed. Errors: `INVALID_STATE` if the cache holds tokens,
+    /// `INVALID_ARGUMENT` for a negative window.
+    pub fn set_window(&mut self, window_tokens: i64) -> Result<()> {
+        // SAFETY: valid handle, exclusive access.
+        check(unsafe { sys::experimental::packkv_x_cache_set_window(self.raw.as_ptr(), window_tokens) })
+    }
+
+    /// First token of a sequence inside the sliding window (`packkv_x_cache_window_start`).
+    pub fn window_start(&self, seq_id: i32) -> Result<i64> {
+        let mut n = 0i64;
+        // SAFETY: valid handle and out-pointer.
+        check(unsafe { sys::experimental::packkv_x_cache_window_start(self.raw.as_ptr(), seq_id, &mut n) })?;
+        Ok(n)
+    }
+
     /// Removes every token of every sequence (`packkv_cache_reset`).
     pub fn reset(&mut self) -> Result<()> {
         // SAFETY: valid handle, exclusive access.

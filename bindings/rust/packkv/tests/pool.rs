@@ -147,3 +147,30 @@ fn caches_of_one_pool_on_threads() {
     });
     assert_eq!(pool.stats().unwrap().bytes_in_use, 0);
 }
+
+#[test]
+fn sliding_window_masks_and_frees() {
+    let mut rng = Rng::new(8);
+    let k = kv(&mut rng, 1500, H, D);
+    let v = kv(&mut rng, 1500, H, D);
+    let mut c = Cache::new(&params(1)).unwrap();
+    let mut r = Cache::new(&params(1)).unwrap();
+    c.set_window(200).unwrap();
+    for t in (0..1500).step_by(100) {
+        c.append(&[0], &[100], &k[t * ROW..(t + 100) * ROW], &v[t * ROW..(t + 100) * ROW]).unwrap();
+        r.append(&[0], &[100], &k[t * ROW..(t + 100) * ROW], &v[t * ROW..(t + 100) * ROW]).unwrap();
+    }
+    assert_eq!(c.window_start(0).unwrap(), 1300);
+    let q = kv(&mut rng, 1, 4, D);
+    let (mut s, mut sr) = (vec![0f32; 4 * 1500], vec![0f32; 4 * 1500]);
+    c.scores(&[0], 4, &q, &mut s, 1500).unwrap();
+    r.scores(&[0], 4, &q, &mut sr, 1500).unwrap();
+    for j in 0..4 {
+        assert!(s[j * 1500..j * 1500 + 1300].iter().all(|x| *x == f32::NEG_INFINITY));
+        assert_eq!(s[j * 1500 + 1300..(j + 1) * 1500], sr[j * 1500 + 1300..(j + 1) * 1500]);
+    }
+    assert!(contents(&c, 0).0[..1300 * ROW].iter().all(|x| x.is_nan()));
+    assert!(c.stats(None).unwrap().n_blocks < r.stats(None).unwrap().n_blocks);
+    assert_eq!(c.set_window(5).unwrap_err().kind(), StatusKind::InvalidState);
+    assert_eq!(c.truncate(0, 1299).unwrap_err().kind(), StatusKind::InvalidArgument);
+}
