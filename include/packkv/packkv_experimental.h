@@ -28,6 +28,8 @@
  *     the caches of all layers, with a byte budget; PACKKV_X_ERR_BUDGET_EXCEEDED.
  *   - Sequence operations: packkv_x_cache_truncate, packkv_x_cache_fork.
  *   - Sliding window: packkv_x_cache_set_window, packkv_x_cache_window_start.
+ *   - Export / import of one sequence: packkv_x_cache_export_size, packkv_x_cache_export,
+ *     packkv_x_cache_import (byte format version PACKKV_X_SEQ_EXPORT_VERSION).
  *   Names follow docs/API-CONVENTIONS.md R2: packkv_x_* until frozen.
  */
 #ifndef PACKKV_PACKKV_EXPERIMENTAL_H
@@ -260,6 +262,64 @@ PACKKV_API packkv_status_t packkv_x_cache_set_window(packkv_cache_t* cache, int6
  *  Thread-safety: read-only call. */
 PACKKV_API packkv_status_t packkv_x_cache_window_start(const packkv_cache_t* cache, int32_t seq_id,
                                                        int64_t* first_token);
+
+/* ------------------------------------------------------------------------- */
+/* Export / import of one sequence                                           */
+/* ------------------------------------------------------------------------- */
+/* For offloading a sequence to host memory or disk and moving a prefix between processes
+ * (disaggregated prefill, prefix reuse). The bytes, version 1 (all little-endian; the
+ * normative table is src/format/seq_export.h of the source repository):
+ *   header, 128 bytes: magic "PACKKVSQ"; u32 version; u32 header size (128); u64 total
+ *     bytes; u64 checksum (64-bit FNV-1a of bytes [32, total)); u32 block format id,
+ *     n_kv_heads, head_dim, block_tokens, bits_k, bits_v, scale_granularity, has_perm,
+ *     kv_dtype, 0; u64 n_tokens, window_start, first_block (blocks freed by a sliding
+ *     window), n_blocks, residual_len, 0, 0;
+ *   payload: per stored block {u32 blob bytes B, u32 0, the B bytes of the block as the
+ *     cache holds it, zero padding to a multiple of 8}; then the residual window's K and V,
+ *     residual_len x n_kv_heads x head_dim values of kv_dtype each.
+ * Importing restores the sequence exactly: the same blocks (byte for byte), residual
+ * window, length and window start; decompress and attention give identical results. */
+
+/** Version of the export byte format this library writes and reads. */
+#define PACKKV_X_SEQ_EXPORT_VERSION 1
+
+/** Bytes packkv_x_cache_export writes for a sequence now.
+ *  @param bytes [host] out (>= 128).
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad seq_id; PACKKV_ERR_NOT_SUPPORTED
+ *          on a CUDA cache (this version). Thread-safety: read-only call. */
+PACKKV_API packkv_status_t packkv_x_cache_export_size(const packkv_cache_t* cache, int32_t seq_id, size_t* bytes);
+
+/** Writes one sequence into a caller buffer in the format above.
+ *  @param h_buf    [host] capacity bytes, any alignment.
+ *  @param written  [host] out: bytes written (packkv_x_cache_export_size).
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL pointers or a bad seq_id;
+ *          PACKKV_ERR_CAPACITY_EXCEEDED if capacity is too small (nothing written);
+ *          PACKKV_ERR_NOT_SUPPORTED on a CUDA cache. The cache is not changed.
+ *  Thread-safety: read-only call. */
+PACKKV_API packkv_status_t packkv_x_cache_export(const packkv_cache_t* cache, int32_t seq_id, void* h_buf,
+                                                 size_t capacity, size_t* written);
+
+/** Restores an exported sequence into the empty sequence seq_id of this cache, after
+ *  validating everything: the magic, the version, the sizes (truncation, trailing bytes),
+ *  the checksum, the params that matter for reading (format id, n_kv_heads, head_dim,
+ *  block_tokens, bits_k, bits_v, scale_granularity, whether blocks store a permutation,
+ *  kv_dtype; rel_scale and residual_tokens may differ and govern later flushes), the
+ *  counts, every block (the blob validator: every length, offset and code in range, every
+ *  value finite) and every residual value (finite). A cache with a sliding window applies
+ *  it to the imported sequence at once.
+ *  @param h_buf [host] size bytes, any alignment.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL, a bad seq_id, or a buffer that is not a
+ *          valid export for this cache (message: which check failed -- bad magic,
+ *          truncated, size mismatch, checksum mismatch, params mismatch naming the field,
+ *          corrupt header / block / residual window); PACKKV_ERR_VERSION_MISMATCH for
+ *          another format version; PACKKV_ERR_INVALID_STATE if seq_id holds tokens;
+ *          PACKKV_ERR_CAPACITY_EXCEEDED for more tokens than max_tokens_per_seq;
+ *          PACKKV_X_ERR_BUDGET_EXCEEDED when the pool cannot take its blocks;
+ *          PACKKV_ERR_OUT_OF_HOST_MEMORY; PACKKV_ERR_NOT_SUPPORTED on a CUDA cache. On any
+ *          failure nothing is imported (cache and pool unchanged).
+ *  Thread-safety: mutating call. */
+PACKKV_API packkv_status_t packkv_x_cache_import(packkv_cache_t* cache, int32_t seq_id, const void* h_buf,
+                                                 size_t size);
 
 #ifdef __cplusplus
 } /* extern "C" */

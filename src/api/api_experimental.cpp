@@ -228,4 +228,49 @@ packkv_status_t packkv_x_cache_window_start(const packkv_cache_t* cache, int32_t
   PACKKV_API_END("packkv_x_cache_window_start")
 }
 
+packkv_status_t packkv_x_cache_export_size(const packkv_cache_t* cache, int32_t seq_id, size_t* bytes) {
+  PACKKV_API_BEGIN
+  const char* fn = "packkv_x_cache_export_size";
+  require_cache_seq(cache, seq_id, fn);
+  require(bytes != nullptr, std::string(fn) + ": bytes is NULL");
+  *bytes = cache->impl->export_size(seq_id);
+  PACKKV_API_END("packkv_x_cache_export_size")
+}
+
+packkv_status_t packkv_x_cache_export(const packkv_cache_t* cache, int32_t seq_id, void* h_buf, size_t capacity,
+                                      size_t* written) {
+  PACKKV_API_BEGIN
+  const char* fn = "packkv_x_cache_export";
+  require_cache_seq(cache, seq_id, fn);
+  require(written != nullptr, std::string(fn) + ": written is NULL");
+  require(h_buf != nullptr, std::string(fn) + ": h_buf is NULL");
+  const size_t need = cache->impl->export_size(seq_id);
+  if (capacity < need)
+    packkv::fail(PACKKV_ERR_CAPACITY_EXCEEDED, std::string(fn) + ": the export of sequence " +
+                                                   std::to_string(seq_id) + " takes " + std::to_string(need) +
+                                                   " bytes, capacity is " + std::to_string(capacity) +
+                                                   " (packkv_x_cache_export_size); nothing was written");
+  cache->impl->export_seq(seq_id, static_cast<uint8_t*>(h_buf), need);
+  *written = need;
+  PACKKV_API_END("packkv_x_cache_export")
+}
+
+packkv_status_t packkv_x_cache_import(packkv_cache_t* cache, int32_t seq_id, const void* h_buf, size_t size) {
+  PACKKV_API_BEGIN
+  const char* fn = "packkv_x_cache_import";
+  require_cache_seq(cache, seq_id, fn);
+  require(h_buf != nullptr || size == 0, std::string(fn) + ": h_buf is NULL");
+  const int64_t len = cache->impl->seq_length(seq_id);
+  if (len != 0)
+    packkv::fail(PACKKV_ERR_INVALID_STATE, std::string(fn) + ": sequence " + std::to_string(seq_id) + " holds " +
+                                               std::to_string(len) + " tokens; import needs an empty sequence");
+  static const uint8_t empty[1] = {0};
+  try {
+    cache->impl->import_seq(seq_id, h_buf ? static_cast<const uint8_t*>(h_buf) : empty, size);
+  } catch (const packkv::Error& e) {
+    packkv::fail(e.code(), std::string(fn) + ": " + e.what());
+  }
+  PACKKV_API_END("packkv_x_cache_import")
+}
+
 }  // extern "C"

@@ -59,6 +59,18 @@ class CacheImpl {
   virtual void set_window(int64_t) {
     fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_set_window: not supported by this backend (CPU caches only)");
   }
+  // Export / import of one sequence (format/seq_export.h). export_seq writes exactly
+  // export_size(seq) bytes; import_seq needs an empty sequence (api checks) and validates
+  // everything. Default: PACKKV_ERR_NOT_SUPPORTED.
+  virtual size_t export_size(int) const {
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_export: not supported by this backend (CPU caches only)");
+  }
+  virtual void export_seq(int, uint8_t*, size_t) const {
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_export: not supported by this backend (CPU caches only)");
+  }
+  virtual void import_seq(int, const uint8_t*, size_t) {
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_import: not supported by this backend (CPU caches only)");
+  }
   // Leading tokens of a sequence outside the sliding window (0 without one).
   virtual int64_t expired(int) const { return 0; }
   virtual void reset() = 0;

@@ -57,6 +57,10 @@ class CpuCache final : public CacheImpl {
   void fork(int src, int dst) override;
   void set_window(int64_t window_tokens) override;
   int64_t expired(int seq) const override { return seqs_[seq].expired; }
+  // seq_io.cpp
+  size_t export_size(int seq) const override;
+  void export_seq(int seq, uint8_t* out, size_t size) const override;
+  void import_seq(int seq, const uint8_t* in, size_t size) override;
   // append.cpp
   void append(int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens, const void* k_new,
               const void* v_new, packkv_dtype_t dtype, packkv_stream_t stream) override;

@@ -133,6 +133,9 @@ class PageTable {
     blocks_.erase(blocks_.begin(), blocks_.begin() + n);  // no throw: BlockRef is trivial
     base_ += n;
   }
+  // Numbers the blocks of an empty table from `first` (an imported sequence whose first
+  // blocks were freed). No throw.
+  void set_first_live(int64_t first) noexcept { base_ = first; }
   // Releases everything (blocks and open page). No throw.
   void clear(PagePool* pool) noexcept {
     drop_from(0, pool);
