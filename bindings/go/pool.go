@@ -215,6 +215,49 @@ func (c *Cache) WindowStart(seqID int32) (int64, error) {
 	return int64(n), nil
 }
 
+// ExportSeq returns one sequence in the versioned export byte format
+// (packkv_x_cache_export), for offloading or moving a prefix to another process.
+func (c *Cache) ExportSeq(seqID int32) ([]byte, error) {
+	p, err := c.read()
+	if err != nil {
+		return nil, err
+	}
+	defer c.mu.RUnlock()
+	var n C.size_t
+	var e errBuf
+	if err := e.result(C.pkgo_x_export_size(p, C.int32_t(seqID), &n, e.ptr(), errBufSize)); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, int(n))
+	var written C.size_t
+	if err := e.result(C.pkgo_x_export(p, C.int32_t(seqID), unsafe.Pointer(&buf[0]), n, &written, e.ptr(),
+		errBufSize)); err != nil {
+		return nil, err
+	}
+	return buf[:int(written)], nil
+}
+
+// ImportSeq restores an exported sequence into the empty sequence seqID
+// (packkv_x_cache_import), validating everything first. Errors: ErrInvalidArgument for
+// bytes that are not a valid export for this cache (the message says which check failed),
+// ErrVersionMismatch, ErrInvalidState for a non-empty sequence, ErrCapacityExceeded,
+// ErrBudgetExceeded. On error nothing is imported.
+func (c *Cache) ImportSeq(seqID int32, data []byte) error {
+	if len(data) == 0 {
+		return invalidArg("packkv: ImportSeq: data is empty")
+	}
+	p, err := c.write()
+	if err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	var e errBuf
+	var needed C.int64_t
+	st := C.pkgo_x_import(p, C.int32_t(seqID), unsafe.Pointer(&data[0]), C.size_t(len(data)), &needed, e.ptr(),
+		errBufSize)
+	return withNeeded(e.result(st), needed)
+}
+
 // withNeeded adds the bytes a budget failure needed to its error.
 func withNeeded(err error, needed C.int64_t) error {
 	if e, ok := err.(*Error); ok && e.Code == StatusBudgetExceeded {

@@ -255,6 +255,45 @@ func TestSlidingWindow(t *testing.T) {
 	}
 }
 
+func TestExportImport(t *testing.T) {
+	r := rng(15)
+	row := nKV * headDim
+	k := kv(&r, 700)
+	a := newCache(t, 1, nil)
+	if err := a.Append([]int32{0}, []int32{700}, packkv.F32(k), packkv.F32(k)); err != nil {
+		t.Fatal(err)
+	}
+	data, err := a.ExportSeq(0)
+	if err != nil || string(data[:8]) != "PACKKVSQ" {
+		t.Fatalf("ExportSeq: %v", err)
+	}
+	b := newCache(t, 2, nil)
+	if err := b.ImportSeq(1, data); err != nil {
+		t.Fatal(err)
+	}
+	ak, av := contents(t, a, 0)
+	bk, bv := contents(t, b, 1)
+	if !reflect.DeepEqual(ak, bk) || !reflect.DeepEqual(av, bv) || len(ak) != 700*row {
+		t.Fatal("import differs from the exported sequence")
+	}
+	before := stateOf(t, b, 2)
+	if err := b.ImportSeq(0, data[:len(data)-1]); !errors.Is(err, packkv.ErrInvalidArgument) ||
+		!strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("truncated: %v", err)
+	}
+	bad := append([]byte(nil), data...)
+	bad[8] = 2
+	if err := b.ImportSeq(0, bad); !errors.Is(err, packkv.ErrVersionMismatch) {
+		t.Fatalf("version: %v", err)
+	}
+	if err := b.ImportSeq(1, data); !errors.Is(err, packkv.ErrInvalidState) {
+		t.Fatalf("non-empty: %v", err)
+	}
+	if !reflect.DeepEqual(stateOf(t, b, 2), before) {
+		t.Fatal("a failed import changed the cache")
+	}
+}
+
 func TestEveryExperimentalFunctionIsWrapped(t *testing.T) {
 	header, err := os.ReadFile("../../include/packkv/packkv_experimental.h")
 	if err != nil {

@@ -127,3 +127,16 @@ packkv_status_t pkgo_x_set_window(packkv_cache_t* c, int64_t w, char* err, size_
 packkv_status_t pkgo_x_window_start(const packkv_cache_t* c, int32_t id, int64_t* first, char* err, size_t cap) {
   return pkgo_done(packkv_x_cache_window_start(c, id, first), err, cap);
 }
+packkv_status_t pkgo_x_export_size(const packkv_cache_t* c, int32_t id, size_t* n, char* err, size_t cap) {
+  return pkgo_done(packkv_x_cache_export_size(c, id, n), err, cap);
+}
+packkv_status_t pkgo_x_export(const packkv_cache_t* c, int32_t id, void* buf, size_t capacity, size_t* written,
+                              char* err, size_t cap) {
+  return pkgo_done(packkv_x_cache_export(c, id, buf, capacity, written), err, cap);
+}
+packkv_status_t pkgo_x_import(packkv_cache_t* c, int32_t id, const void* buf, size_t size, int64_t* needed,
+                              char* err, size_t cap) {
+  packkv_status_t st = packkv_x_cache_import(c, id, buf, size);
+  *needed = packkv_x_last_bytes_needed();
+  return pkgo_done(st, err, cap);
+}

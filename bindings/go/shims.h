@@ -55,6 +55,11 @@ packkv_status_t pkgo_x_create_in_pool(const packkv_cache_params_t* p, packkv_x_p
                                       char* err, size_t cap);
 packkv_status_t pkgo_x_truncate(packkv_cache_t* c, int32_t id, int64_t n, char* err, size_t cap);
 packkv_status_t pkgo_x_fork(packkv_cache_t* c, int32_t src, int32_t dst, char* err, size_t cap);
+packkv_status_t pkgo_x_export_size(const packkv_cache_t* c, int32_t id, size_t* n, char* err, size_t cap);
+packkv_status_t pkgo_x_export(const packkv_cache_t* c, int32_t id, void* buf, size_t capacity, size_t* written,
+                              char* err, size_t cap);
+packkv_status_t pkgo_x_import(packkv_cache_t* c, int32_t id, const void* buf, size_t size, int64_t* needed,
+                              char* err, size_t cap);
 packkv_status_t pkgo_x_set_window(packkv_cache_t* c, int64_t w, char* err, size_t cap);
 packkv_status_t pkgo_x_window_start(const packkv_cache_t* c, int32_t id, int64_t* first, char* err, size_t cap);
 

@@ -144,6 +144,7 @@ PACKKV_OUT_SCALAR(size_t, bytes, PyLong_FromSize_t)
 PACKKV_OUT_SCALAR(int64_t, tokens, PyLong_FromLongLong)
 PACKKV_OUT_SCALAR(int64_t, page_bytes, PyLong_FromLongLong)
 PACKKV_OUT_SCALAR(int64_t, first_token, PyLong_FromLongLong)
+PACKKV_OUT_SCALAR(size_t, written, PyLong_FromSize_t)
 
 %typemap(in, numinputs=0) packkv_cache_t** out (packkv_cache_t* temp = NULL) {
   $1 = &temp;
@@ -187,6 +188,26 @@ PACKKV_OUT_SCALAR(int64_t, first_token, PyLong_FromLongLong)
 }
 %typemap(freearg) (char* buf, size_t cap) {
   free($1);
+}
+
+/* ---- byte buffers of export / import (any object with the buffer protocol) ------------------ */
+%typemap(in) (void* h_buf, size_t capacity) (Py_buffer view, int have = 0) {
+  if (PyObject_GetBuffer($input, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) SWIG_fail;
+  have = 1;
+  $1 = view.buf;
+  $2 = (size_t)view.len;
+}
+%typemap(freearg) (void* h_buf, size_t capacity) {
+  if (have$argnum) PyBuffer_Release(&view$argnum);
+}
+%typemap(in) (const void* h_buf, size_t size) (Py_buffer view, int have = 0) {
+  if (PyObject_GetBuffer($input, &view, PyBUF_C_CONTIGUOUS) < 0) SWIG_fail;
+  have = 1;
+  $1 = view.buf;
+  $2 = (size_t)view.len;
+}
+%typemap(freearg) (const void* h_buf, size_t size) {
+  if (have$argnum) PyBuffer_Release(&view$argnum);
 }
 
 /* ---- host int32 arrays (numpy.i) ----------------------------------------------------------- */

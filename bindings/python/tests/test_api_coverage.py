@@ -64,6 +64,8 @@ def test_every_experimental_function_is_wrapped_and_covered():
         "x_pool_stats": packkv.Pool.stats, "x_pool_tokens_fit": packkv.Pool.tokens_fit,
         "x_cache_truncate": packkv.Cache.truncate, "x_cache_fork": packkv.Cache.fork,
         "x_cache_set_window": packkv.Cache.set_window, "x_cache_window_start": packkv.Cache.window_start,
+        "x_cache_export_size": packkv.Cache.export_seq, "x_cache_export": packkv.Cache.export_seq,
+        "x_cache_import": packkv.Cache.import_seq,
     }
     assert not set(names) - set(covered), set(names) - set(covered)
     assert raw.X_ERR_BUDGET_EXCEEDED == packkv.BudgetExceeded.STATUS

@@ -190,3 +190,38 @@ def test_sliding_window():
         with pytest.raises(packkv.InvalidArgument):
             c.truncate(0, 2000 - W - 1)
         assert c.window_start(0) == 2000 - W
+
+
+def test_export_import_roundtrip_and_bad_bytes():
+    k, v = kv(900, 10)
+    with packkv.Cache(H, D, max_seqs=2) as a, packkv.Cache(H, D, max_seqs=2, residual_tokens=64) as b:
+        a.append(k, v)
+        data = a.export_seq(0)
+        assert isinstance(data, bytes) and data[:8] == b"PACKKVSQ"
+        b.import_seq(1, data)
+        for x, y in zip(a.decompress(0), b.decompress(1)):
+            np.testing.assert_array_equal(x, y)
+        assert b.export_seq(1) == data
+        b.import_seq(0, memoryview(bytearray(data)))  # any buffer
+        before = snapshot(b, 2)
+        with pytest.raises(packkv.InvalidState):
+            b.import_seq(0, data)
+        b.remove_seq(0)
+        before = snapshot(b, 2)
+        with pytest.raises(packkv.InvalidArgument, match="truncated"):
+            b.import_seq(0, data[:-1])
+        with pytest.raises(packkv.InvalidArgument, match="checksum"):
+            b.import_seq(0, data[:200] + bytes([data[200] ^ 1]) + data[201:])
+        with pytest.raises(packkv.InvalidArgument, match="magic"):
+            b.import_seq(0, b"X" + data[1:])
+        bad_version = bytearray(data)
+        bad_version[8] = 9
+        with pytest.raises(packkv.VersionMismatch):
+            b.import_seq(0, bytes(bad_version))
+        with pytest.raises(packkv.InvalidArgument):
+            b.import_seq(0, "not bytes")
+        assert snapshot(b, 2) == before
+    with packkv.Cache(H, D, rel_scale_k=0.05) as other:
+        with pytest.raises(packkv.InvalidArgument, match="params mismatch"):
+            other.import_seq(0, data)
+        assert other.seq_length(0) == 0

@@ -439,6 +439,32 @@ class Cache:
         with self._lock.read():
             return int(_raw.x_cache_window_start(self._handle(), seq_id))
 
+    def export_seq(self, seq_id: int = 0) -> bytes:
+        """One sequence in the versioned export byte format (experimental:
+        packkv_x_cache_export): for offloading to host memory or disk, or moving a prefix to
+        another process. The cache is not changed."""
+        seq_id = _integer("seq_id", seq_id)
+        with self._lock.read():
+            ptr = self._handle()
+            n = int(_raw.x_cache_export_size(ptr, seq_id))
+            buf = bytearray(n)
+            written = int(_raw.x_cache_export(ptr, seq_id, buf))
+        return bytes(buf[:written])
+
+    def import_seq(self, seq_id: int, data: Any) -> None:
+        """Restores an exported sequence (bytes, bytearray, memoryview or a uint8 array) into
+        the empty sequence seq_id (experimental: packkv_x_cache_import). Everything is
+        validated first; on any error (InvalidArgument for a bad buffer or a params
+        mismatch, VersionMismatch, InvalidState for a non-empty sequence, CapacityExceeded,
+        BudgetExceeded) nothing is imported."""
+        seq_id = _integer("seq_id", seq_id)
+        try:
+            memoryview(data)
+        except TypeError:
+            raise InvalidArgument(1, f"data must be a bytes-like object, got {type(data).__name__}") from None
+        with self._lock.write():
+            _raw.x_cache_import(self._handle(), seq_id, data)
+
     @property
     def pool(self):
         """The :class:`packkv.Pool` given at creation, or None (private pool)."""

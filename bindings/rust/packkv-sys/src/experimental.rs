@@ -7,6 +7,7 @@ pub const PACKKV_X_POOL_PARAMS_SIZE_V1: u32 = 32;
 pub const PACKKV_X_BLOCKS_PER_PAGE: u32 = 16;
 pub const PACKKV_X_POOL_DEFAULT_PAGE_BYTES: u32 = 1048576;
 pub const PACKKV_X_POOL_STATS_SIZE_V1: u32 = 56;
+pub const PACKKV_X_SEQ_EXPORT_VERSION: u32 = 1;
 pub const PACKKV_X_ERR_BUDGET_EXCEEDED: i32 = 11;
 extern "C" {
     pub fn packkv_x_last_bytes_needed() -> i64;
@@ -368,5 +369,29 @@ extern "C" {
         cache: *const packkv_cache_t,
         seq_id: i32,
         first_token: *mut i64,
+    ) -> packkv_status_t;
+}
+extern "C" {
+    pub fn packkv_x_cache_export_size(
+        cache: *const packkv_cache_t,
+        seq_id: i32,
+        bytes: *mut usize,
+    ) -> packkv_status_t;
+}
+extern "C" {
+    pub fn packkv_x_cache_export(
+        cache: *const packkv_cache_t,
+        seq_id: i32,
+        h_buf: *mut core::ffi::c_void,
+        capacity: usize,
+        written: *mut usize,
+    ) -> packkv_status_t;
+}
+extern "C" {
+    pub fn packkv_x_cache_import(
+        cache: *mut packkv_cache_t,
+        seq_id: i32,
+        h_buf: *const core::ffi::c_void,
+        size: usize,
     ) -> packkv_status_t;
 }

@@ -289,6 +289,34 @@ impl Cache {
         Ok(n)
     }
 
+    /// One sequence in the versioned export byte format (experimental:
+    /// `packkv_x_cache_export`), for offloading or moving a prefix to another process.
+    pub fn export_seq(&self, seq_id: i32) -> Result<Vec<u8>> {
+        let mut n = 0usize;
+        // SAFETY: valid handle and out-pointer.
+        check(unsafe { sys::experimental::packkv_x_cache_export_size(self.raw.as_ptr(), seq_id, &mut n) })?;
+        let mut buf = vec![0u8; n];
+        let mut written = 0usize;
+        // SAFETY: buf is valid for n bytes; the library writes at most n.
+        check(unsafe {
+            sys::experimental::packkv_x_cache_export(self.raw.as_ptr(), seq_id, buf.as_mut_ptr().cast(), n, &mut written)
+        })?;
+        buf.truncate(written);
+        Ok(buf)
+    }
+
+    /// Restores an exported sequence into the empty sequence `seq_id` (experimental:
+    /// `packkv_x_cache_import`), validating everything first. Errors: `INVALID_ARGUMENT` for
+    /// bytes that are not a valid export for this cache (the message says which check
+    /// failed), `VERSION_MISMATCH`, `INVALID_STATE` for a non-empty sequence,
+    /// `CAPACITY_EXCEEDED`, `BUDGET_EXCEEDED`. On error nothing is imported.
+    pub fn import_seq(&mut self, seq_id: i32, data: &[u8]) -> Result<()> {
+        // SAFETY: data is valid for data.len() bytes for the call; exclusive access.
+        check(unsafe {
+            sys::experimental::packkv_x_cache_import(self.raw.as_ptr(), seq_id, data.as_ptr().cast(), data.len())
+        })
+    }
+
     /// Removes every token of every sequence (`packkv_cache_reset`).
     pub fn reset(&mut self) -> Result<()> {
         // SAFETY: valid handle, exclusive access.

@@ -174,3 +174,30 @@ fn sliding_window_masks_and_frees() {
     assert_eq!(c.set_window(5).unwrap_err().kind(), StatusKind::InvalidState);
     assert_eq!(c.truncate(0, 1299).unwrap_err().kind(), StatusKind::InvalidArgument);
 }
+
+#[test]
+fn export_import_roundtrip_and_bad_bytes() {
+    let mut rng = Rng::new(9);
+    let k = kv(&mut rng, 700, H, D);
+    let mut a = Cache::new(&params(1)).unwrap();
+    a.append(&[0], &[700], &k, &k).unwrap();
+    let data = a.export_seq(0).unwrap();
+    assert_eq!(&data[..8], b"PACKKVSQ");
+    let mut b = Cache::new(&params(2)).unwrap();
+    b.import_seq(1, &data).unwrap();
+    assert_eq!(contents(&a, 0), contents(&b, 1));
+    assert_eq!(b.export_seq(1).unwrap(), data);
+    let before = state(&b, 2);
+    let e = b.import_seq(0, &data[..data.len() - 1]).unwrap_err();
+    assert_eq!(e.kind(), StatusKind::InvalidArgument);
+    assert!(e.message.contains("truncated"), "{}", e.message);
+    let mut flipped = data.clone();
+    flipped[300] ^= 4;
+    assert!(b.import_seq(0, &flipped).unwrap_err().message.contains("checksum"));
+    let mut version = data.clone();
+    version[8] = 2;
+    assert_eq!(b.import_seq(0, &version).unwrap_err().kind(), StatusKind::VersionMismatch);
+    assert_eq!(b.import_seq(1, &data).unwrap_err().kind(), StatusKind::InvalidState);
+    assert_eq!(b.import_seq(0, &[]).unwrap_err().kind(), StatusKind::InvalidArgument);
+    assert_eq!(state(&b, 2), before);
+}
