@@ -99,7 +99,7 @@ std::vector<uint8_t> source_export(const packkv_cache_params_t& p, pkfuzz::Reade
   pkfuzz::fill_values(&k, (size_t)tokens, row, pkfuzz::kGaussian, seed);
   pkfuzz::fill_values(&v, (size_t)tokens, row, pkfuzz::kGaussian, seed + 1);
   for (int at = 0; at < tokens;) {
-    int32_t id = 0, n = std::min(tokens - at, 1 + (int)(seed >> (at % 13)) % 97);
+    int32_t id = 0, n = std::min(tokens - at, 1 + (int)((seed >> (at % 13)) % 97u));
     PKFUZZ_CHECK(packkv_cache_append(src.c, 1, &id, &n, k.data() + at * row, v.data() + at * row, PACKKV_DTYPE_F32,
                                      nullptr) == PACKKV_OK);
     at += n;
