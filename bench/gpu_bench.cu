@@ -1,9 +1,38 @@
-// GPU benchmark of libpackkv (issue 4), one run, one program: device copy bandwidth;
-// cuBLAS fp16 batched gemv for K.q and p.V; packkv fused K.q (packkv_attn_scores),
-// p.V (packkv_attn_apply), decode attention (packkv_attn_decode) and flush cost, on
-// real KV (data/, tiled to size) and synthetic data, over B*H_kv x T x head_dim x GQA.
+// GPU benchmark of libpackkv (issues 4 and 14), one run, one program: device copy
+// bandwidth; cuBLAS fp16 batched gemv for K.q and p.V; packkv fused K.q
+// (packkv_attn_scores), p.V (packkv_attn_apply), decode attention (packkv_attn_decode)
+// and flush cost, over n_kv_heads x batch x T x head_dim x GQA group g x q_len.
 // Prints speedups and the fraction of copy bandwidth reached by the compressed bytes;
-// with --sdpa FILE (CSV from bench/sdpa_baseline.py) also decode vs torch fp16 SDPA.
+// with --sdpa FILE (CSV from bench/sdpa_baseline.py, which times the shapes this program
+// lists with --list-shapes) also decode vs torch fp16 SDPA; with --json FILE one record
+// per shape (format below, bench/results/gpu-latest.json).
+//
+// Shape sets (one of):
+//   (default)  the sweep of issue 4: H_kv 8, D 128/64, g 1/4, B*H_kv 32..1024, T 1K..64K
+//              (all measurements; --headline, --one, --shape BH,T,D,g narrow it);
+//   --models   real model attention shapes (issue 14): Llama-3-8B (8 KV heads, D 128,
+//              g 4), Qwen2.5-7B (4, 128, g 7), Gemma-3 270M/1B (1, 256, g 4), Gemma-3 4B
+//              (4, 256, g 2); batch 1/8/32/128; T 1K/8K/32K/128K; q_len 1 and 4;
+//   --gqa      g 1/2/4/8 x q_len 1/4 at H_kv 8, batch 32, D 128, T 4K/32K.
+//   --models and --gqa time decode only (no cuBLAS, scores/apply or flush: --full adds
+//   them back) and may be given together. --quick: T 1K/32K/128K and batch 1/32/128 for
+//   --models, T 32K for --gqa, 5 repetitions. --filter S: only shapes whose model name
+//   contains S. --time-budget S: start no new shape after S seconds (the rest is listed
+//   as skipped). Shapes whose fp16 K+V exceed --max-gb (default 9 for the sweep, 85% of
+//   the device memory for --models/--gqa, which allocate no dense copy) are skipped.
+// q_len > 1: until the library has a several-queries-per-sequence call, q_len queries of
+//   a sequence are run as g * q_len query heads per KV head (same arithmetic: each query
+//   attends to every cached token, as issue 14 item 4 defines it; no causal mask inside
+//   the cache). The place to call the multi-query API is marked "MULTIQUERY".
+// Data: "real" = SmolLM2-135M K/V of data/ (layer 15: 3 KV heads x 64 channels x 2048
+//   tokens) tiled over tokens, heads and channels to the shape's size (real per-channel
+//   statistics, not the model's own KV); "synth" = Gaussian with per-channel offsets.
+// JSON: {"gpu", "commit", "build", "copy_bw_GBps", "data_note", "records": [{"model",
+//   "n_kv_heads", "batch", "bh", "T", "D", "g", "q_len", "data", "ratio", "pk_dec_us",
+//   "sdpa_us", "bw_frac", "sdpa_bw_frac"}]} with times in microseconds (median), ratio =
+//   all-in compression ratio, bw_frac = compressed bytes read by the decode / its time /
+//   copy bandwidth, sdpa_bw_frac = the same for the fp16 bytes and SDPA (null when no
+//   SDPA time).
 // Timing: CUDA events, median of --reps runs after warm-up. Host + device program.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
@@ -54,13 +83,29 @@
 namespace {
 
 struct Opts {
-  std::string data, sdpa;
+  std::string data, sdpa, json, commit, filter;
   int reps = 20;
-  double max_gb = 9.0;  // skip shapes whose fp16 K+V exceed this
+  bool reps_set = false;
+  double max_gb = -1.0;  // skip shapes whose fp16 K+V exceed this (< 0: the mode's default)
   bool headline_only = false;
   bool one = false;  // only the headline shape on real data (profiling)
   int only_g = 0;  // --g N: only shapes with GQA group N
   int shape[4] = {0, 0, 0, 0};  // --shape BH,T,D,g: only this shape on real data (profiling)
+  bool models = false, gqa = false, quick = false, full = false, list_shapes = false;
+  double time_budget_s = 0;  // 0: none
+};
+
+// One benchmark shape: n_kv_heads H, batch B (B*H = "BH"), T cached tokens per sequence,
+// head_dim D, GQA group g, q_len queries per sequence; model names the row.
+struct Shape {
+  std::string model;
+  int H, B, T, D, g, q_len;
+  int bh() const { return H * B; }
+  double fp16_gb() const { return 4.0 * bh() * static_cast<double>(T) * D / 1e9; }  // K + V fp16
+  std::string key() const {  // the SDPA CSV key
+    return std::to_string(H) + "," + std::to_string(B) + "," + std::to_string(T) + "," + std::to_string(D) + "," +
+           std::to_string(g) + "," + std::to_string(q_len);
+  }
 };
 
 // ---- data generation on the device ----
@@ -168,29 +213,39 @@ float time_ms(F&& fn, int reps, cudaStream_t st) {
 
 struct Row {
   std::string src;
+  Shape sh;
   int bh, T, D, g;
-  double ratio, k_bytes, v_bytes, all_bytes;
+  bool full;  // scores, apply, cuBLAS and flush measured too
+  double ratio, k_bytes, v_bytes, all_bytes, prefill_s;
   float cb_kq, pk_kq, cb_pv, pk_pv, pk_dec, sdpa, flush, append_noflush;
 };
 
+// SDPA times (ms) from bench/sdpa_baseline.py: lines "H,B,T,D,g,q_len,ms" (nan when it
+// did not run).
 std::map<std::string, float> load_sdpa(const std::string& path) {
   std::map<std::string, float> m;
   std::ifstream f(path);
   std::string line;
   while (std::getline(f, line)) {
-    int bh, T, D, g;
+    int H, B, T, D, g, ql;
     float ms;
-    if (std::sscanf(line.c_str(), "%d,%d,%d,%d,%f", &bh, &T, &D, &g, &ms) == 5)
-      m[std::to_string(bh) + "," + std::to_string(T) + "," + std::to_string(D) + "," + std::to_string(g)] = ms;
+    if (std::sscanf(line.c_str(), "%d,%d,%d,%d,%d,%d,%f", &H, &B, &T, &D, &g, &ql, &ms) == 7)
+      m[Shape{"", H, B, T, D, g, ql}.key()] = ms;
   }
   return m;
 }
 
-Row run_shape(const Opts& o, const __half* d_real, const char* src, int BH, int T, int D, int g,
-              cublasHandle_t cb, cudaStream_t st) {
-  const int H = 8, B = BH / H, HQ = H * g;
-  Row r{};
-  r.src = src; r.bh = BH; r.T = T; r.D = D; r.g = g;
+// Builds one cache of shape (H, B, T, D) from the data source and measures every variant
+// (g, q_len) of `group` on it (the cache does not depend on them). full: also K.q, p.V,
+// their cuBLAS baselines and the flush cost (measured once, after the variants).
+std::vector<Row> run_group(const Opts& o, const __half* d_real, const char* src, const std::vector<Shape>& group,
+                           bool full, cublasHandle_t cb, cudaStream_t st) {
+  const Shape& s0 = group.front();
+  const int H = s0.H, B = s0.B, BH = s0.bh(), T = s0.T, D = s0.D;
+  Row base{};
+  base.src = src; base.bh = BH; base.T = T; base.D = D; base.full = full;
+  base.cb_kq = base.pk_kq = base.cb_pv = base.pk_pv = base.flush = base.append_noflush = NAN;
+  const auto t_prefill = std::chrono::steady_clock::now();
   // ---- packkv cache ----
   packkv_cache_params_t p;
   PK(packkv_cache_params_init(&p, sizeof p));
@@ -203,7 +258,7 @@ Row run_shape(const Opts& o, const __half* d_real, const char* src, int BH, int 
   PK(packkv_cache_create(&p, &cache));
   std::vector<int32_t> ids(B), cnt(B);
   for (int i = 0; i < B; ++i) ids[i] = i;
-  const int chunk = std::min(T, 4096);
+  const int chunk = static_cast<int>(std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{1} << 27) / (int64_t{B} * H * D))));
   __half *ak = nullptr, *av = nullptr;
   CK(cudaMalloc(&ak, static_cast<size_t>(B) * chunk * H * D * 2));
   CK(cudaMalloc(&av, static_cast<size_t>(B) * chunk * H * D * 2));
@@ -214,38 +269,63 @@ Row run_shape(const Opts& o, const __half* d_real, const char* src, int BH, int 
     PK(packkv_cache_append(cache, B, ids.data(), cnt.data(), ak, av, PACKKV_DTYPE_F16, st));
   }
   PK(packkv_cache_sync(cache));
+  base.prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_prefill).count();
   packkv_cache_stats_t s;
   std::memset(&s, 0, sizeof s);
   s.struct_size = sizeof s;
   PK(packkv_cache_stats(cache, -1, &s));
-  r.ratio = static_cast<double>(s.fp16_bytes) / static_cast<double>(s.compressed_bytes_used + s.residual_bytes);
-  r.k_bytes = static_cast<double>(s.k_tile_bytes + s.k_scale_bytes + s.index_bytes / 2 + s.perm_bytes + s.residual_bytes / 2);
-  r.v_bytes = static_cast<double>(s.v_tile_bytes + s.v_scale_bytes + s.index_bytes / 2 + s.perm_bytes + s.residual_bytes / 2);
-  r.all_bytes = static_cast<double>(s.compressed_bytes_used + s.residual_bytes);
-  // queries, probabilities, outputs
-  const int64_t nq = static_cast<int64_t>(B) * HQ * D;
-  const int64_t np = static_cast<int64_t>(B) * HQ * T;
-  __half* q16 = nullptr;
-  float *scores = nullptr, *probs = nullptr, *out = nullptr, *lse = nullptr;
-  __half* p16 = nullptr;
-  CK(cudaMalloc(&q16, nq * 2));
-  CK(cudaMalloc(&scores, np * 4));
-  CK(cudaMalloc(&probs, np * 4));
-  CK(cudaMalloc(&p16, np * 2));
-  CK(cudaMalloc(&out, nq * 4));
-  CK(cudaMalloc(&lse, static_cast<size_t>(B) * HQ * 4));
-  gen_vec<<<1024, 256, 0, st>>>(q16, nullptr, nq, 11u);
-  gen_probs<<<1024, 256, 0, st>>>(probs, p16, np, 13u);
-  size_t wsb = 0;
-  PK(packkv_attn_workspace_size(cache, B, HQ, &wsb));
-  void* ws = nullptr;
-  CK(cudaMalloc(&ws, wsb ? wsb : 1));
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  r.pk_kq = time_ms([&] { PK(packkv_attn_scores(cache, B, ids.data(), HQ, q16, PACKKV_DTYPE_F16, scores, T, ws, wsb, st)); }, o.reps, st);
-  r.pk_pv = time_ms([&] { PK(packkv_attn_apply(cache, B, ids.data(), HQ, probs, T, out, ws, wsb, st)); }, o.reps, st);
-  r.pk_dec = time_ms([&] { PK(packkv_attn_decode(cache, B, ids.data(), HQ, q16, PACKKV_DTYPE_F16, scale, out, lse, ws, wsb, st)); }, o.reps, st);
+  base.ratio = static_cast<double>(s.fp16_bytes) / static_cast<double>(s.compressed_bytes_used + s.residual_bytes);
+  base.k_bytes = static_cast<double>(s.k_tile_bytes + s.k_scale_bytes + s.index_bytes / 2 + s.perm_bytes + s.residual_bytes / 2);
+  base.v_bytes = static_cast<double>(s.v_tile_bytes + s.v_scale_bytes + s.index_bytes / 2 + s.perm_bytes + s.residual_bytes / 2);
+  base.all_bytes = static_cast<double>(s.compressed_bytes_used + s.residual_bytes);
+  std::vector<Row> rows;
+  for (const Shape& sh : group) {
+    Row r = base;
+    r.sh = sh;
+    r.g = sh.g;
+    // MULTIQUERY: with a several-queries-per-sequence call, pass q_len there instead; until
+    // then q_len queries run as g * q_len query heads per KV head (see the header).
+    const int HQ = H * sh.g * sh.q_len;
+    const int64_t nq = static_cast<int64_t>(B) * HQ * D;
+    __half* q16 = nullptr;
+    float *out = nullptr, *lse = nullptr;
+    CK(cudaMalloc(&q16, nq * 2));
+    CK(cudaMalloc(&out, nq * 4));
+    CK(cudaMalloc(&lse, static_cast<size_t>(B) * HQ * 4));
+    gen_vec<<<1024, 256, 0, st>>>(q16, nullptr, nq, 11u);
+    size_t wsb = 0;
+    PK(packkv_attn_workspace_size(cache, B, HQ, &wsb));
+    void* ws = nullptr;
+    CK(cudaMalloc(&ws, wsb ? wsb : 1));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    if (full) {
+      const int64_t np = static_cast<int64_t>(B) * HQ * T;
+      float *scores = nullptr, *probs = nullptr;
+      CK(cudaMalloc(&scores, np * 4));
+      CK(cudaMalloc(&probs, np * 4));
+      gen_probs<<<1024, 256, 0, st>>>(probs, nullptr, np, 13u);
+      r.pk_kq = time_ms([&] { PK(packkv_attn_scores(cache, B, ids.data(), HQ, q16, PACKKV_DTYPE_F16, scores, T, ws, wsb, st)); }, o.reps, st);
+      r.pk_pv = time_ms([&] { PK(packkv_attn_apply(cache, B, ids.data(), HQ, probs, T, out, ws, wsb, st)); }, o.reps, st);
+      CK(cudaFree(scores));
+      CK(cudaFree(probs));
+    }
+    // a refused shape (e.g. a grid over the launch limits) is reported, not fatal
+    const packkv_status_t ds = packkv_attn_decode(cache, B, ids.data(), HQ, q16, PACKKV_DTYPE_F16, scale, out, lse, ws, wsb, st);
+    if (ds == PACKKV_OK) {
+      r.pk_dec = time_ms([&] { PK(packkv_attn_decode(cache, B, ids.data(), HQ, q16, PACKKV_DTYPE_F16, scale, out, lse, ws, wsb, st)); }, o.reps, st);
+    } else {
+      r.pk_dec = NAN;
+      std::printf("  decode refused at %s H %d B %d T %d D %d g %d q_len %d: %s %s\n", sh.model.c_str(), H, B, T, D,
+                  sh.g, sh.q_len, packkv_status_string(ds), packkv_last_error_message());
+    }
+    CK(cudaFree(q16));
+    CK(cudaFree(out));
+    CK(cudaFree(lse));
+    CK(cudaFree(ws));
+    rows.push_back(r);
+  }
   // ---- flush cost: single-token appends; every 64th flushes one block per sequence ----
-  {
+  if (full) {
     std::vector<int32_t> ones(B, 1);
     gen_append<<<256, 256, 0, st>>>(d_real, ak, av, B, 1, T, H, D);
     std::vector<float> fl, nf, flh, nfh;
@@ -273,51 +353,131 @@ Row run_shape(const Opts& o, const __half* d_real, const char* src, int BH, int 
     CK(cudaEventDestroy(b));
     std::sort(fl.begin(), fl.end());
     std::sort(nf.begin(), nf.end());
-    r.flush = fl.empty() ? NAN : fl[fl.size() / 2];
-    r.append_noflush = nf.empty() ? NAN : nf[nf.size() / 2];
+    const float flush = fl.empty() ? NAN : fl[fl.size() / 2], noflush = nf.empty() ? NAN : nf[nf.size() / 2];
+    for (Row& r : rows) {
+      r.flush = flush;
+      r.append_noflush = noflush;
+    }
     std::sort(flh.begin(), flh.end());
     std::sort(nfh.begin(), nfh.end());
-    std::printf("  [flush detail BH=%d T=%d D=%d g=%d] GPU-timeline append: flushing %.1f us, plain %.1f us; host time "
+    std::printf("  [flush detail BH=%d T=%d D=%d] GPU-timeline append: flushing %.1f us, plain %.1f us; host time "
                 "in the call: flushing %.1f us, plain %.1f us\n",
-                BH, T, D, g, r.flush * 1e3, r.append_noflush * 1e3, flh.empty() ? NAN : flh[flh.size() / 2],
+                BH, T, D, flush * 1e3, noflush * 1e3, flh.empty() ? NAN : flh[flh.size() / 2],
                 nfh.empty() ? NAN : nfh[nfh.size() / 2]);
   }
   packkv_cache_destroy(cache);
   CK(cudaFree(ak));
   CK(cudaFree(av));
-  CK(cudaFree(ws));
-  // ---- cuBLAS fp16 baselines, [BH][T][D] ----
-  __half *k16 = nullptr, *v16 = nullptr, *c16 = nullptr;
+  if (!full) return rows;
+  // ---- cuBLAS fp16 baselines, [BH][T][D]: g * q_len query vectors per KV head ----
+  __half *k16 = nullptr, *v16 = nullptr;
   CK(cudaMalloc(&k16, static_cast<size_t>(BH) * T * D * 2));
   CK(cudaMalloc(&v16, static_cast<size_t>(BH) * T * D * 2));
-  CK(cudaMalloc(&c16, static_cast<size_t>(np) * 2));
   gen_dense<<<4096, 256, 0, st>>>(d_real, k16, v16, B, T, H, D);
   CB(cublasSetStream(cb, st));
   const float one = 1.f, zero = 0.f;
-  // scores (T x g) = K^T (T x D) * q (D x g), batch BH
-  r.cb_kq = time_ms([&] {
-    CB(cublasGemmStridedBatchedEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, T, g, D, &one, k16, CUDA_R_16F, D,
-                                  static_cast<long long>(T) * D, q16, CUDA_R_16F, D, static_cast<long long>(D) * g,
-                                  &zero, c16, CUDA_R_16F, T, static_cast<long long>(T) * g, BH,
-                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  }, o.reps, st);
-  // out (D x g) = V^T (D x T) * p (T x g)
-  r.cb_pv = time_ms([&] {
-    CB(cublasGemmStridedBatchedEx(cb, CUBLAS_OP_N, CUBLAS_OP_N, D, g, T, &one, v16, CUDA_R_16F, D,
-                                  static_cast<long long>(T) * D, p16, CUDA_R_16F, T, static_cast<long long>(T) * g,
-                                  &zero, c16, CUDA_R_16F, D, static_cast<long long>(D) * g, BH,
-                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  }, o.reps, st);
+  for (Row& r : rows) {
+    const int gq = r.sh.g * r.sh.q_len;
+    __half *q16 = nullptr, *p16 = nullptr, *c16 = nullptr;
+    const int64_t np = static_cast<int64_t>(BH) * gq * T;
+    CK(cudaMalloc(&q16, static_cast<size_t>(BH) * gq * D * 2));
+    CK(cudaMalloc(&p16, np * 2));
+    CK(cudaMalloc(&c16, np * 2));
+    gen_vec<<<1024, 256, 0, st>>>(q16, nullptr, static_cast<int64_t>(BH) * gq * D, 11u);
+    gen_probs<<<1024, 256, 0, st>>>(nullptr, p16, np, 13u);
+    // scores (T x gq) = K^T (T x D) * q (D x gq), batch BH
+    r.cb_kq = time_ms([&] {
+      CB(cublasGemmStridedBatchedEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, T, gq, D, &one, k16, CUDA_R_16F, D,
+                                    static_cast<long long>(T) * D, q16, CUDA_R_16F, D, static_cast<long long>(D) * gq,
+                                    &zero, c16, CUDA_R_16F, T, static_cast<long long>(T) * gq, BH,
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }, o.reps, st);
+    // out (D x gq) = V^T (D x T) * p (T x gq)
+    r.cb_pv = time_ms([&] {
+      CB(cublasGemmStridedBatchedEx(cb, CUBLAS_OP_N, CUBLAS_OP_N, D, gq, T, &one, v16, CUDA_R_16F, D,
+                                    static_cast<long long>(T) * D, p16, CUDA_R_16F, T, static_cast<long long>(T) * gq,
+                                    &zero, c16, CUDA_R_16F, D, static_cast<long long>(D) * gq, BH,
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }, o.reps, st);
+    CK(cudaFree(q16));
+    CK(cudaFree(p16));
+    CK(cudaFree(c16));
+  }
   CK(cudaFree(k16));
   CK(cudaFree(v16));
-  CK(cudaFree(c16));
-  CK(cudaFree(q16));
-  CK(cudaFree(scores));
-  CK(cudaFree(probs));
-  CK(cudaFree(p16));
-  CK(cudaFree(out));
-  CK(cudaFree(lse));
-  return r;
+  return rows;
+}
+
+// ---- shape sets ----
+// The sweep of issue 4 (H_kv 8, q_len 1), headline shapes first.
+std::vector<Shape> sweep_shapes(const Opts& o) {
+  std::vector<Shape> v;
+  auto add = [&](int bh, int T, int D, int g) {
+    for (const Shape& x : v)
+      if (x.bh() == bh && x.T == T && x.D == D && x.g == g) return;
+    v.push_back({"sweep", 8, bh / 8, T, D, g, 1});
+  };
+  if (o.shape[0] > 0) add(o.shape[0], o.shape[1], o.shape[2], o.shape[3]);
+  else add(256, 32768, 128, 1);
+  if (!o.one) {
+    add(256, 32768, 128, 4);
+    add(256, 1024, 128, 1);
+  }
+  if (!o.headline_only)
+    for (int D : {128, 64})
+      for (int g : {1, 4})
+        for (int bh : {32, 256, 1024})
+          for (int T : {1024, 4096, 16384, 32768, 65536}) add(bh, T, D, g);
+  return v;
+}
+
+// Attention shapes of real models (config.json of each: num_key_value_heads, head_dim,
+// num_attention_heads / num_key_value_heads). Gemma 3 270M and 1B share one shape (4
+// query heads, 1 KV head, head_dim 256); Gemma 3's local layers attend to a 1024-token
+// window only, its global layers (1 in 6) to every token: the rows are those layers.
+std::vector<Shape> model_shapes(const Opts& o) {
+  struct M { const char* name; int H, D, g; };
+  const M models[] = {{"llama3-8b", 8, 128, 4}, {"qwen2.5-7b", 4, 128, 7}, {"gemma3-270m/1b", 1, 256, 4},
+                      {"gemma3-4b", 4, 256, 2}};
+  std::vector<int> Ts = {1024, 8192, 32768, 131072}, Bs = {1, 8, 32, 128};
+  if (o.quick) {
+    Ts = {1024, 32768, 131072};
+    Bs = {1, 32, 128};
+  }
+  std::vector<Shape> v;
+  // small shapes first (a --time-budget cut drops the largest), both q_len on one cache
+  for (int T : Ts)
+    for (int B : Bs)
+      for (const M& m : models)
+        for (int ql : {1, 4}) v.push_back({m.name, m.H, B, T, m.D, m.g, ql});
+  return v;
+}
+
+// The GQA group sweep of issue 14: g 1/2/4/8 x q_len 1/4 at one shape.
+std::vector<Shape> gqa_shapes(const Opts& o) {
+  std::vector<int> Ts = {4096, 32768};
+  if (o.quick) Ts = {32768};
+  std::vector<Shape> v;
+  for (int T : Ts)
+    for (int ql : {1, 4})
+      for (int g : {1, 2, 4, 8}) v.push_back({"gqa-sweep", 8, 32, T, 128, g, ql});
+  return v;
+}
+
+std::string json_str(const std::string& x) {
+  std::string r = "\"";
+  for (char c : x) {
+    if (c == '"' || c == '\\') r += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    r += c;
+  }
+  return r + "\"";
+}
+std::string json_num(double x, int prec) {
+  if (!std::isfinite(x)) return "null";
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*f", prec, x);
+  return b;
 }
 
 }  // namespace
@@ -328,26 +488,83 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--data" && i + 1 < argc) o.data = argv[++i];
     else if (a == "--sdpa" && i + 1 < argc) o.sdpa = argv[++i];
-    else if (a == "--reps" && i + 1 < argc) o.reps = std::atoi(argv[++i]);
+    else if (a == "--json" && i + 1 < argc) o.json = argv[++i];
+    else if (a == "--commit" && i + 1 < argc) o.commit = argv[++i];
+    else if (a == "--filter" && i + 1 < argc) o.filter = argv[++i];
+    else if (a == "--reps" && i + 1 < argc) { o.reps = std::atoi(argv[++i]); o.reps_set = true; }
     else if (a == "--max-gb" && i + 1 < argc) o.max_gb = std::atof(argv[++i]);
+    else if (a == "--time-budget" && i + 1 < argc) o.time_budget_s = std::atof(argv[++i]);
     else if (a == "--headline") o.headline_only = true;
     else if (a == "--one") o.headline_only = o.one = true;
+    else if (a == "--models") o.models = true;
+    else if (a == "--gqa") o.gqa = true;
+    else if (a == "--quick") o.quick = true;
+    else if (a == "--full") o.full = true;
+    else if (a == "--list-shapes") o.list_shapes = true;
     else if (a == "--g" && i + 1 < argc) o.only_g = std::atoi(argv[++i]);
     else if (a == "--shape" && i + 1 < argc) {
       if (std::sscanf(argv[++i], "%d,%d,%d,%d", &o.shape[0], &o.shape[1], &o.shape[2], &o.shape[3]) != 4 ||
-          o.shape[0] <= 0 || o.shape[1] <= 0 || o.shape[2] <= 0 || o.shape[3] <= 0) {
-        std::fprintf(stderr, "--shape wants BH,T,D,g (four positive integers), got '%s'\n", argv[i]);
+          o.shape[0] <= 0 || o.shape[1] <= 0 || o.shape[2] <= 0 || o.shape[3] <= 0 || o.shape[0] % 8 != 0) {
+        std::fprintf(stderr, "--shape wants BH,T,D,g (four positive integers, BH a multiple of 8), got '%s'\n", argv[i]);
         return 2;
       }
       o.headline_only = o.one = true;
+    } else {
+      std::fprintf(stderr, "unknown or incomplete option '%s' (see the header of bench/gpu_bench.cu)\n", a.c_str());
+      return 2;
     }
+  }
+  if (o.reps < 1) {
+    std::fprintf(stderr, "--reps wants a positive count\n");
+    return 2;
+  }
+  const bool decode_mode = o.models || o.gqa;  // the issue-14 sets: decode only unless --full
+  const bool full = !decode_mode || o.full;
+  if (!o.reps_set) o.reps = o.quick ? 5 : decode_mode ? 10 : 20;
+  size_t mem_free = 0, mem_total = 0;
+  if (o.max_gb < 0 && decode_mode && !o.full) {  // (--list-shapes with --max-gb needs no device)
+    CK(cudaMemGetInfo(&mem_free, &mem_total));
+    o.max_gb = 0.85 * mem_total / 1e9;
+  }
+  if (o.max_gb < 0) o.max_gb = 9.0;
+  // ---- the shapes, filtered by memory, --g and --filter ----
+  std::vector<Shape> shapes, skipped;
+  std::vector<std::string> skip_why;
+  {
+    std::vector<Shape> all;
+    if (decode_mode) {
+      if (o.gqa)
+        for (const Shape& x : gqa_shapes(o)) all.push_back(x);
+      if (o.models)
+        for (const Shape& x : model_shapes(o)) all.push_back(x);
+    } else {
+      all = sweep_shapes(o);
+    }
+    for (const Shape& x : all) {
+      if (o.only_g > 0 && x.g != o.only_g) continue;
+      if (!o.filter.empty() && x.model.find(o.filter) == std::string::npos) continue;
+      if (x.fp16_gb() > o.max_gb) {
+        skipped.push_back(x);
+        char why[96];
+        std::snprintf(why, sizeof why, "fp16 K+V %.1f GB > %.1f GB", x.fp16_gb(), o.max_gb);
+        skip_why.push_back(why);
+        continue;
+      }
+      shapes.push_back(x);
+    }
+  }
+  if (o.list_shapes) {  // for bench/sdpa_baseline.py: the shapes SDPA must time
+    for (const Shape& x : shapes) std::printf("%s\n", x.key().c_str());
+    return 0;
   }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("# packkv GPU benchmark: %s, %d SMs, %.0f MB L2; %s\n", prop.name, prop.multiProcessorCount,
-              prop.l2CacheSize / 1048576.0, packkv_build_info());
+  CK(cudaMemGetInfo(&mem_free, &mem_total));
+  std::printf("# packkv GPU benchmark: %s, %d SMs, %.0f MB L2, %.1f GB; %s\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize / 1048576.0, mem_total / 1e9, packkv_build_info());
   cudaStream_t st;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  const auto t_start = std::chrono::steady_clock::now();
   // ---- copy bandwidth (bytes read + written) ----
   double copy_bw = 0;
   {
@@ -370,58 +587,104 @@ int main(int argc, char** argv) {
   } else {
     std::printf("(no real data: %s)\n", o.data.c_str());
   }
+  const char* data_note =
+      "real = SmolLM2-135M K/V of data/ (layer 15, 3 KV heads x 64 channels x 2048 tokens) tiled over tokens, heads "
+      "and channels to each shape (real per-channel statistics, not the named model's KV); synth = Gaussian with "
+      "per-channel offsets";
+  std::printf("data: %s\n", data_note);
+  if (decode_mode)
+    std::printf("q_len > 1 runs as g * q_len query heads per KV head (no multi-query call yet; same arithmetic: "
+                "every query attends to every cached token)\n");
   std::map<std::string, float> sdpa = o.sdpa.empty() ? std::map<std::string, float>() : load_sdpa(o.sdpa);
   cublasHandle_t cb;
   CB(cublasCreate(&cb));
   std::vector<Row> rows;
-  struct Shape { int bh, T, D, g; };
-  std::vector<Shape> shapes;
-  if (o.shape[0] > 0) shapes.push_back({o.shape[0], o.shape[1], o.shape[2], o.shape[3]});
-  else shapes.push_back({256, 32768, 128, 1});  // the headline shape first
-  if (!o.one) {
-    shapes.push_back({256, 32768, 128, 4});
-    shapes.push_back({256, 1024, 128, 1});
-  }
-  if (!o.headline_only)
-    for (int D : {128, 64})
-      for (int g : {1, 4})
-        for (int bh : {32, 256, 1024})
-          for (int T : {1024, 4096, 16384, 32768, 65536}) {
-            bool dup = false;
-            for (const Shape& x : shapes) dup |= x.bh == bh && x.T == T && x.D == D && x.g == g;
-            if (!dup) shapes.push_back({bh, T, D, g});
-          }
-  std::printf("\n%-5s %5s %6s %4s %2s | %6s | %8s %8s %6s | %8s %8s %6s | %8s %8s %6s %6s | %7s %6s %6s %6s | %7s %6s\n",
-              "data", "BH", "T", "D", "g", "ratio", "cb_kq", "pk_kq", "x", "cb_pv", "pk_pv", "x", "pk_dec",
-              "sdpa", "x", "0.7r", "bw_kq%", "bw_pv%", "bw_dec", "", "flush", "%dec");
+  if (full)
+    std::printf("\n%-5s %5s %6s %4s %2s | %6s | %8s %8s %6s | %8s %8s %6s | %8s %8s %6s %6s | %7s %6s %6s %6s | %7s %6s\n",
+                "data", "BH", "T", "D", "g", "ratio", "cb_kq", "pk_kq", "x", "cb_pv", "pk_pv", "x", "pk_dec",
+                "sdpa", "x", "0.7r", "bw_kq%", "bw_pv%", "bw_dec", "", "flush", "%dec");
+  else
+    std::printf("\n%-15s %-5s %2s %4s %6s %4s %2s %2s | %6s %7s | %9s %9s %6s %6s | %7s %7s\n", "model", "data", "H",
+                "B", "T", "D", "g", "ql", "ratio", "prefill", "pk_dec", "sdpa", "x", "0.7r", "bw_dec%", "bw_sdpa%");
   for (int pass = 0; pass < 2; ++pass) {
     const char* src = pass == 0 ? "real" : "synth";
     if (pass == 0 && !d_real) continue;
-    if (pass == 1 && o.one) continue;
-    for (const Shape& sh : shapes) {
-      const double fp16_gb = 4.0 * sh.bh * static_cast<double>(sh.T) * sh.D / 1e9;
-      if (fp16_gb > o.max_gb) continue;
-      if (o.only_g > 0 && sh.g != o.only_g) continue;
-      if (pass == 1 && !(sh.bh == 256 && (sh.T == 32768 || sh.T == 1024)) && d_real) continue;  // synth: a subset
-      Row r = run_shape(o, pass == 0 ? d_real : nullptr, src, sh.bh, sh.T, sh.D, sh.g, cb, st);
-      auto it = sdpa.find(std::to_string(sh.bh) + "," + std::to_string(sh.T) + "," + std::to_string(sh.D) + "," + std::to_string(sh.g));
-      r.sdpa = it == sdpa.end() ? NAN : it->second;
-      rows.push_back(r);
-      const double bw_kq = r.k_bytes / (r.pk_kq * 1e-3) / copy_bw * 100;
-      const double bw_pv = r.v_bytes / (r.pk_pv * 1e-3) / copy_bw * 100;
-      const double bw_dec = r.all_bytes / (r.pk_dec * 1e-3) / copy_bw * 100;
-      std::printf("%-5s %5d %6d %4d %2d | %6.2f | %8.1f %8.1f %6.2f | %8.1f %8.1f %6.2f | %8.1f %8.1f %6.2f %6.2f | %7.1f %6.1f %6.1f %6s | %7.1f %6.2f\n",
-                  r.src.c_str(), r.bh, r.T, r.D, r.g, r.ratio, r.cb_kq * 1e3, r.pk_kq * 1e3, r.cb_kq / r.pk_kq,
-                  r.cb_pv * 1e3, r.pk_pv * 1e3, r.cb_pv / r.pk_pv, r.pk_dec * 1e3, r.sdpa * 1e3,
-                  r.sdpa / r.pk_dec, 0.7 * r.ratio, bw_kq, bw_pv, bw_dec, "",
-                  (r.flush - r.append_noflush) * 1e3, (r.flush - r.append_noflush) / r.pk_dec * 100);
+    if (pass == 1 && (o.one || (decode_mode && d_real))) continue;
+    for (size_t i = 0; i < shapes.size();) {
+      // consecutive shapes of one (H, B, T, D) share a cache
+      size_t j = i + 1;
+      while (j < shapes.size() && shapes[j].H == shapes[i].H && shapes[j].B == shapes[i].B &&
+             shapes[j].T == shapes[i].T && shapes[j].D == shapes[i].D)
+        ++j;
+      std::vector<Shape> group(shapes.begin() + static_cast<std::ptrdiff_t>(i), shapes.begin() + static_cast<std::ptrdiff_t>(j));
+      i = j;
+      const Shape& sh = group.front();
+      if (!decode_mode && pass == 1 && !(sh.bh() == 256 && (sh.T == 32768 || sh.T == 1024)) && d_real) continue;  // synth: a subset
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      if (o.time_budget_s > 0 && elapsed > o.time_budget_s) {
+        for (const Shape& x : group) {
+          skipped.push_back(x);
+          skip_why.push_back("time budget");
+        }
+        continue;
+      }
+      for (Row& r : run_group(o, pass == 0 ? d_real : nullptr, src, group, full, cb, st)) {
+        auto it = sdpa.find(r.sh.key());
+        r.sdpa = it == sdpa.end() ? NAN : it->second;
+        rows.push_back(r);
+        const double bw_dec = r.all_bytes / (r.pk_dec * 1e-3) / copy_bw * 100;
+        if (full) {
+          const double bw_kq = r.k_bytes / (r.pk_kq * 1e-3) / copy_bw * 100;
+          const double bw_pv = r.v_bytes / (r.pk_pv * 1e-3) / copy_bw * 100;
+          std::printf("%-5s %5d %6d %4d %2d | %6.2f | %8.1f %8.1f %6.2f | %8.1f %8.1f %6.2f | %8.1f %8.1f %6.2f %6.2f | %7.1f %6.1f %6.1f %6s | %7.1f %6.2f\n",
+                      r.src.c_str(), r.bh, r.T, r.D, r.g, r.ratio, r.cb_kq * 1e3, r.pk_kq * 1e3, r.cb_kq / r.pk_kq,
+                      r.cb_pv * 1e3, r.pk_pv * 1e3, r.cb_pv / r.pk_pv, r.pk_dec * 1e3, r.sdpa * 1e3,
+                      r.sdpa / r.pk_dec, 0.7 * r.ratio, bw_kq, bw_pv, bw_dec, "",
+                      (r.flush - r.append_noflush) * 1e3, (r.flush - r.append_noflush) / r.pk_dec * 100);
+        } else {
+          const double bw_sdpa = r.sh.fp16_gb() * 1e9 / (r.sdpa * 1e-3) / copy_bw * 100;
+          std::printf("%-15s %-5s %2d %4d %6d %4d %2d %2d | %6.2f %6.2fs | %9.1f %9.1f %6.2f %6.2f | %7.1f %7.1f\n",
+                      r.sh.model.c_str(), r.src.c_str(), r.sh.H, r.sh.B, r.sh.T, r.sh.D, r.sh.g, r.sh.q_len, r.ratio,
+                      r.prefill_s, r.pk_dec * 1e3, r.sdpa * 1e3, r.sdpa / r.pk_dec, 0.7 * r.ratio, bw_dec, bw_sdpa);
+        }
+      }
       std::fflush(stdout);
     }
   }
-  std::printf("\ncolumns: times in microseconds (median); x = speedup over the baseline on its left; ratio = all-in\n"
-              "compression ratio r (fp16 bytes / (compressed bytes used + residual bytes)); bw_* = compressed bytes the\n"
-              "call reads / time, as %% of the copy bandwidth; flush = extra GPU time of an append that flushes one block per\n"
-              "sequence over one that does not; %%dec = flush / decode step.\n");
+  if (full)
+    std::printf("\ncolumns: times in microseconds (median); x = speedup over the baseline on its left; ratio = all-in\n"
+                "compression ratio r (fp16 bytes / (compressed bytes used + residual bytes)); bw_* = compressed bytes the\n"
+                "call reads / time, as %% of the copy bandwidth; flush = extra GPU time of an append that flushes one block per\n"
+                "sequence over one that does not; %%dec = flush / decode step.\n");
+  else
+    std::printf("\ncolumns: H = KV heads, B = batch, ql = queries per sequence; times in microseconds (median of %d);\n"
+                "prefill = wall time to append the T tokens (data generation included); x = sdpa / pk_dec (> 1: packkv\n"
+                "faster); 0.7r = the bandwidth goal's speedup; bw_dec%% = compressed bytes read / pk_dec, bw_sdpa%% = fp16\n"
+                "K+V bytes / sdpa, as %% of copy bandwidth.\n", o.reps);
+  for (size_t i = 0; i < skipped.size(); ++i)
+    std::printf("skipped: %s H %d B %d T %d D %d g %d q_len %d (%s)\n", skipped[i].model.c_str(), skipped[i].H,
+                skipped[i].B, skipped[i].T, skipped[i].D, skipped[i].g, skipped[i].q_len, skip_why[i].c_str());
+  std::printf("total time %.1f s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count());
+  if (!o.json.empty()) {
+    std::ofstream f(o.json);
+    f << "{\n  \"gpu\": " << json_str(prop.name) << ",\n  \"commit\": " << json_str(o.commit)
+      << ",\n  \"build\": " << json_str(packkv_build_info()) << ",\n  \"copy_bw_GBps\": " << json_num(copy_bw / 1e9, 1)
+      << ",\n  \"reps\": " << o.reps << ",\n  \"data_note\": " << json_str(data_note) << ",\n  \"records\": [";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      const double bw = r.all_bytes / (r.pk_dec * 1e-3) / copy_bw;
+      const double sbw = r.sh.fp16_gb() * 1e9 / (r.sdpa * 1e-3) / copy_bw;
+      f << (i ? ",\n" : "\n") << "    {\"model\": " << json_str(r.sh.model) << ", \"n_kv_heads\": " << r.sh.H
+        << ", \"batch\": " << r.sh.B << ", \"bh\": " << r.bh << ", \"T\": " << r.T << ", \"D\": " << r.D
+        << ", \"g\": " << r.g << ", \"q_len\": " << r.sh.q_len << ", \"data\": " << json_str(r.src)
+        << ", \"ratio\": " << json_num(r.ratio, 4) << ", \"pk_dec_us\": " << json_num(r.pk_dec * 1e3, 2)
+        << ", \"sdpa_us\": " << json_num(r.sdpa * 1e3, 2) << ", \"bw_frac\": " << json_num(bw, 4)
+        << ", \"sdpa_bw_frac\": " << json_num(sbw, 4) << "}";
+    }
+    f << "\n  ]\n}\n";
+    std::printf("wrote %s (%zu records)\n", o.json.c_str(), rows.size());
+  }
   cublasDestroy(cb);
   if (d_real) cudaFree(d_real);
   return 0;

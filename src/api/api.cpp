@@ -8,6 +8,8 @@
 #include <string>
 #include <unordered_set>
 
+#define PACKKV_EXPERIMENTAL_API
+#include "packkv/packkv_experimental.h"
 #include "api/cache_impl.h"
 #include "api/config.h"
 #include "common/error.h"
@@ -376,6 +378,33 @@ packkv_status_t packkv_attn_decode(const packkv_cache_t* cache, int32_t n_seqs, 
   require(out != nullptr, "packkv_attn_decode: out is NULL");
   cache->impl->decode(a, scale, out, lse);
   PACKKV_API_END("packkv_attn_decode")
+}
+
+// Several queries per sequence = decode with n_q_heads * q_len query heads: query (j, t)
+// is query head j * q_len + t, whose kv head (j * q_len + t) / (group * q_len) is
+// j / group, the kv head of j. So both backends and every kernel family serve it as is.
+packkv_status_t packkv_attn_decode_multi(const packkv_cache_t* cache, int32_t n_seqs, const int32_t* h_seq_ids,
+                                         int32_t n_q_heads, int32_t q_len, const void* q, packkv_dtype_t q_dtype,
+                                         float scale, float* out, float* lse, void* workspace,
+                                         size_t workspace_bytes, packkv_stream_t stream) {
+  PACKKV_API_BEGIN
+  const char* fn = "packkv_attn_decode_multi";
+  require_cache(cache, fn);
+  const int hkv = cache->impl->config().shape.n_kv_heads;
+  require(n_q_heads >= 1 && n_q_heads % hkv == 0,
+          std::string(fn) + ": n_q_heads must be a positive multiple of n_kv_heads = " + std::to_string(hkv) +
+              ", got " + std::to_string(n_q_heads));
+  require(q_len >= 1 && static_cast<int64_t>(n_q_heads) * q_len <= INT32_MAX,
+          std::string(fn) + ": q_len must be >= 1 with n_q_heads * q_len <= INT32_MAX, got q_len " +
+              std::to_string(q_len));
+  const int32_t heads = n_q_heads * q_len;
+  packkv::AttnArgs a{n_seqs, h_seq_ids, heads, q, q_dtype, workspace, workspace_bytes, stream};
+  check_attn(cache, a, true, fn);
+  require(std::isfinite(scale) && scale > 0.0f,
+          std::string(fn) + ": scale must be finite and > 0, got " + std::to_string(scale));
+  require(out != nullptr, std::string(fn) + ": out is NULL");
+  cache->impl->decode(a, scale, out, lse);
+  PACKKV_API_END("packkv_attn_decode_multi")
 }
 
 }  // extern "C"

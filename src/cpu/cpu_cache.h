@@ -64,11 +64,11 @@ class CpuCache final : public CacheImpl {
   // append.cpp
   void append(int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens, const void* k_new,
               const void* v_new, packkv_dtype_t dtype, packkv_stream_t stream) override;
-  // attention.cpp (no workspace: scratch is allocated per call)
-  size_t workspace_size(int, int) const override { return 0; }
+  // attention.cpp
   void scores(const AttnArgs& a, float* scores, int64_t ld_scores) const override;
   void apply(const AttnArgs& a, const float* probs, int64_t ld_probs, float* out) const override;
   void decode(const AttnArgs& a, float scale, float* out, float* lse) const override;
+  size_t workspace_size(int, int) const override { return 0; }  // scratch is allocated per call
 
  private:
   // append.cpp: encodes the first n_blocks blocks of the window (residual tokens of s,

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "common/hd.h"
+#include "common/rules.h"
 #include "format/affine.h"
 #include "format/round_tile.h"
 
@@ -99,18 +100,9 @@ PACKKV_HD BlockLayout block_layout(int n_kv_heads, int block_tokens, int scale_g
   return l;
 }
 
-// Byte split of one blob (the fields sum to its size). Six 8-byte counters in this
-// order, so that a device array of BlobSizes can be summed field by field with atomics.
-struct BlobSizes {
-  long long k_tiles;
-  long long v_tiles;
-  long long k_scale;  // K zero points and scales
-  long long v_scale;
-  long long header;   // tile_end array and alignment padding
-  long long perm;
-  PACKKV_HD long long total() const { return k_tiles + v_tiles + k_scale + v_scale + header + perm; }
-};
-static_assert(sizeof(BlobSizes) == 6 * 8, "BlobSizes is six 8-byte counters");
+// Byte split of one blob: the stats counters by name (common/rules.h), filled by
+// Shape::sizes below.
+using packkv::BlobSizes;
 
 // One head's part of a blob, for K or for V: its tile, and the zero points and scales
 // of its scale group, in stored token order.

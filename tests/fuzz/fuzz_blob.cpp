@@ -1,4 +1,4 @@
-// libFuzzer harness: corrupted block blobs against validate_blob (src/blob_check.h) and
+// libFuzzer harness: corrupted block blobs against validate_blob (src/format/blob_check.h) and
 // every decoder of the blob format.
 //
 // Contract under test: the decoders (decode_block, Shape::sizes, decode_tile,

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -21,6 +22,8 @@
 #include "api/cache_impl.h"
 #include "api/internal_access.h"
 #include "packkv/packkv.h"
+#define PACKKV_EXPERIMENTAL_API
+#include "packkv/packkv_experimental.h"
 
 namespace {
 
@@ -383,6 +386,77 @@ TEST_SUITE("gpu") {
     w.heads = 1; w.dim = 256; w.q_heads = 4; w.seqs = 2; w.block = 256; w.residual = 600;
     w.rk = 0.004f; w.rv = 0.01f; w.bits_k = 8; w.bits_v = 8;
     run_scenario(w, 10, 10);
+  }
+  TEST_CASE("GQA 5 and 7 (tensor-core family: query heads padded to the mma's 8), head_dim 32, 96, 256") {
+    for (int d : {32, 96, 256}) {
+      Shape s;
+      s.heads = 2; s.dim = d; s.q_heads = d == 96 ? 14 : 10; s.seqs = 2;
+      s.q_dtype = PACKKV_DTYPE_F16;
+      CAPTURE(d);
+      run_scenario(s, 20 + d, 10);
+    }
+  }
+  TEST_CASE("both attention families forced (PACKKV_CUDA_ATTN_FAMILY=cuda-core, tensor-core)") {
+    // The dispatcher picks one family per call (tensor cores from GQA group 2 on); this
+    // runs each family on GQA 4, GQA 8 and MHA shapes, whatever the default is.
+    for (const char* fam : {"cuda-core", "tensor-core"}) {
+      REQUIRE(setenv("PACKKV_CUDA_ATTN_FAMILY", fam, 1) == 0);
+      CAPTURE(fam);
+      Shape s;
+      s.heads = 4; s.dim = 128; s.q_heads = 16; s.seqs = 3;
+      s.in_dtype = PACKKV_DTYPE_F16; s.q_dtype = PACKKV_DTYPE_F16;
+      run_scenario(s, 30, 20);
+      Shape g;
+      g.heads = 2; g.dim = 64; g.q_heads = 16; g.seqs = 2; g.bits_k = 6; g.bits_v = 5; g.rk = 0.02f; g.rv = 0.04f;
+      g.gran = PACKKV_SCALE_PER_TOKEN_HEAD;
+      run_scenario(g, 31, 20);
+      Shape d2;  // GQA 2
+      d2.seqs = 2;
+      run_scenario(d2, 33, 10);
+      Shape m;  // MHA at a head_dim that is not a multiple of 32, no repacking
+      m.heads = 3; m.dim = 80; m.q_heads = 3; m.seqs = 2; m.repack = PACKKV_REPACK_NONE;
+      run_scenario(m, 32, 20);
+    }
+    REQUIRE(unsetenv("PACKKV_CUDA_ATTN_FAMILY") == 0);
+  }
+  TEST_CASE("decode_multi (q_len 3, GQA 4): the CUDA backend matches the CPU backend") {
+    Shape s;
+    s.heads = 2; s.dim = 128; s.q_heads = 8; s.seqs = 3; s.q_dtype = PACKKV_DTYPE_F16;
+    std::mt19937 rng(40);
+    Pair p(s);
+    p.append({0, 1, 2}, {700, 1500, 90}, rng);
+    const int q_len = 3, hq = s.q_heads, D = s.dim, ns = s.seqs;
+    const std::vector<int32_t> ids = {2, 0, 1};
+    std::normal_distribution<float> n01(0.f, 1.f);
+    std::vector<float> q(static_cast<size_t>(ns) * hq * q_len * D);
+    for (float& x : q) x = n01(rng);
+    const std::vector<uint16_t> qh = to_half_bits(q);
+    for (size_t i = 0; i < q.size(); ++i) {  // the CPU gets the same rounded values
+      __half h;
+      std::memcpy(&h, &qh[i], 2);
+      q[i] = __half2float(h);
+    }
+    DBuf dq(qh.size() * 2);
+    to_dev(dq, qh);
+    size_t wc = 0, wg = 0;
+    REQUIRE(packkv_attn_workspace_size(p.cpu.c, ns, hq * q_len, &wc) == PACKKV_OK);
+    REQUIRE(packkv_attn_workspace_size(p.gpu.c, ns, hq * q_len, &wg) == PACKKV_OK);
+    std::vector<uint8_t> wsc(wc + 1);
+    DBuf wsg(wg);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    std::vector<float> o_c(q.size()), l_c(static_cast<size_t>(ns) * hq * q_len);
+    REQUIRE(packkv_attn_decode_multi(p.cpu.c, ns, ids.data(), hq, q_len, q.data(), PACKKV_DTYPE_F32, scale, o_c.data(),
+                                     l_c.data(), wsc.data(), wc, nullptr) == PACKKV_OK);
+    DBuf dout(q.size() * 4), dlse(l_c.size() * 4);
+    CUDA_OK(cudaMemset(dout.p, 0xff, q.size() * 4));
+    packkv_status_t st = packkv_attn_decode_multi(p.gpu.c, ns, ids.data(), hq, q_len, dq.p, PACKKV_DTYPE_F16, scale,
+                                                  dout.as<float>(), dlse.as<float>(), wsg.p, wg, nullptr);
+    INFO(packkv_last_error_message());
+    REQUIRE(st == PACKKV_OK);
+    REQUIRE(packkv_cache_sync(p.gpu.c) == PACKKV_OK);
+    CHECK(rel_err(o_c, from_dev<float>(dout, q.size())) <= 1e-5);
+    const std::vector<float> l_g = from_dev<float>(dlse, l_c.size());
+    for (size_t i = 0; i < l_c.size(); ++i) CHECK(std::fabs(l_c[i] - l_g[i]) <= 1e-5 * std::max(1.0f, std::fabs(l_c[i])));
   }
   TEST_CASE("block 256 (max), bits 7") {
     Shape s;
