@@ -8,7 +8,11 @@
 //   memory   --seqs sequences of mixed lengths (uniform in [--min-len, --max-len], fixed
 //            seed) grown by --grow prefill | chunk (512 tokens) | token; memory actually
 //            held = RSS growth of the process (/proc/self/statm) against used =
-//            compressed_bytes_used + residual_bytes, and compressed_bytes_reserved
+//            compressed_bytes_used + residual_bytes, and compressed_bytes_reserved; RSS is
+//            read as it is and after malloc_trim(0) (free heap memory returned: what the
+//            live allocations and their fragmentation hold), the bench's own staging buffers
+//            freed before both readings; and the peak RSS growth during the run (VmHWM;
+//            includes the bench's staging buffers: up to 128 MB for prefill, small otherwise)
 //   budget   as memory, the caches' blocks in a pool with a budget of --budget-mb MiB
 //            (reserve mode: mapped and touched at creation); RSS and pool stats
 // Shape: 8 KV heads x 128, blocks of 64, residual 128, fp16, default rates; K/V-like data
@@ -16,6 +20,7 @@
 // Usage: packkv_bench_memory latency|memory|budget [--tokens N] [--seqs S] [--min-len A]
 //        [--max-len B] [--grow prefill|chunk|token] [--budget-mb M]
 #include <dlfcn.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -61,6 +66,18 @@ std::vector<uint16_t> make_kv(unsigned seed) {
   for (size_t t = 0; t < (size_t)kPoolTokens; ++t)
     for (size_t i = 0; i < (size_t)kRow; ++i) x[t * kRow + i] = to_half(offs[i] + 0.7f * n01(rng));
   return x;
+}
+
+// Peak resident bytes of the process so far (VmHWM of /proc/self/status).
+long peak_rss_bytes() {
+  long kb = 0;
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb * 1024;
 }
 
 long rss_bytes() {
@@ -155,6 +172,7 @@ void memory(const Args& a, bool budget) {
   for (long& l : lens) total += (l = len(rng));
   PoolApi api;
   packkv_x_pool_t* pool = nullptr;
+  malloc_trim(0);
   const long rss0 = rss_bytes();
   packkv_cache_t* c = nullptr;
   const packkv_cache_params_t p = params(a.seqs);
@@ -208,6 +226,8 @@ void memory(const Args& a, bool budget) {
   std::vector<uint16_t>().swap(kb);
   std::vector<uint16_t>().swap(vb);
   const long rss1 = rss_bytes();
+  malloc_trim(0);
+  const long rss1t = rss_bytes();
   packkv_cache_stats_t s;
   s.struct_size = sizeof s;
   check(packkv_cache_stats(c, -1, &s), "stats");
@@ -217,8 +237,11 @@ void memory(const Args& a, bool budget) {
   std::printf("  used %.1f MB (compressed %.1f + residual %.1f), reserved (stats) %.1f MB = %.3fx compressed used\n",
               used / 1e6, s.compressed_bytes_used / 1e6, s.residual_bytes / 1e6, s.compressed_bytes_reserved / 1e6,
               (double)s.compressed_bytes_reserved / (double)s.compressed_bytes_used);
-  std::printf("  RSS growth %.1f MB = %.3fx used (at create %.1f MB)\n", (rss1 - rss0) / 1e6,
-              (double)(rss1 - rss0) / used, (rss_created - rss0) / 1e6);
+  std::printf("  RSS growth %.1f MB = %.3fx used; after malloc_trim %.1f MB = %.3fx used (at create %.1f MB)\n",
+              (rss1 - rss0) / 1e6, (double)(rss1 - rss0) / used, (rss1t - rss0) / 1e6, (double)(rss1t - rss0) / used,
+              (rss_created - rss0) / 1e6);
+  const long peak = peak_rss_bytes() - rss0;
+  std::printf("  peak RSS growth during the run %.1f MB = %.3fx used\n", peak / 1e6, (double)peak / used);
   if (budget) {
     packkv_x_pool_stats_t ps;
     ps.struct_size = sizeof ps;
