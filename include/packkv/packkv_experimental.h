@@ -96,7 +96,11 @@ PACKKV_API int64_t packkv_x_last_bytes_needed(void);
  * Memory: host pages are anonymous mmaps; a grow-on-demand pool returns a page to the
  * system as soon as no block and no sequence uses it (RSS shrinks), a reserving pool
  * maps and touches its whole budget at creation and keeps it until destroyed.
- * CPU pools only in this version (device -1). */
+ * Thread safety: every packkv_x_pool_* function is thread-safe, and caches made in one pool
+ * may be used from different threads at the same time (the pool locks itself); each cache
+ * keeps packkv.h's rules (its mutating calls do not overlap other calls on it).
+ * CPU pools only in this version (device -1); a CUDA cache cannot be made in a pool
+ * (PACKKV_ERR_NOT_SUPPORTED) and keeps its own device allocations. */
 
 typedef struct packkv_x_pool packkv_x_pool_t;
 
