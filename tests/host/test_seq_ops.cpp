@@ -35,6 +35,11 @@ std::vector<float> as_f16(const std::vector<float>& x, size_t from, size_t to) {
   return out;
 }
 
+// count floats equal bit for bit (true for count 0, whatever the pointers).
+bool same_floats(const float* a, const float* b, size_t count) {
+  return count == 0 || std::memcmp(a, b, count * 4) == 0;
+}
+
 }  // namespace
 
 TEST_CASE("truncate: inside the residual window keeps an exact prefix") {
@@ -48,8 +53,8 @@ TEST_CASE("truncate: inside the residual window keeps an exact prefix") {
   REQUIRE(packkv_x_cache_truncate(c, 0, n) == PACKKV_OK);
   CHECK(pkt::seq_len(c, 0) == n);
   const pkt::Decompressed after = pkt::decompress(c, 0, kRow);
-  CHECK(std::memcmp(after.k.data(), before.k.data(), (size_t)n * kRow * 4) == 0);
-  CHECK(std::memcmp(after.v.data(), before.v.data(), (size_t)n * kRow * 4) == 0);
+  CHECK(same_floats(after.k.data(), before.k.data(), (size_t)n * kRow));
+  CHECK(same_floats(after.v.data(), before.v.data(), (size_t)n * kRow));
   const packkv_cache_stats_t s1 = pkt::stats(c);
   CHECK(s1.n_blocks == s0.n_blocks);
   CHECK(s1.n_residual_tokens == 5);
@@ -79,10 +84,10 @@ TEST_CASE("truncate: a cut block returns to the window from its stored values, t
     const auto kept = pkt::blocks_of(c, 0);
     CHECK(kept == std::vector<std::vector<uint8_t>>(blocks.begin(), blocks.begin() + kept_blocks));
     const pkt::Decompressed got = pkt::decompress(c, 0, kRow);
-    CHECK(std::memcmp(got.k.data(), full.k.data(), (size_t)kept_blocks * 64 * kRow * 4) == 0);
+    CHECK(same_floats(got.k.data(), full.k.data(), (size_t)kept_blocks * 64 * kRow));
     const std::vector<float> wk = as_f16(full.k, kept_blocks * 64, n), wv = as_f16(full.v, kept_blocks * 64, n);
-    CHECK(std::memcmp(got.k.data() + kept_blocks * 64 * kRow, wk.data(), wk.size() * 4) == 0);
-    CHECK(std::memcmp(got.v.data() + kept_blocks * 64 * kRow, wv.data(), wv.size() * 4) == 0);
+    CHECK(same_floats(got.k.data() + kept_blocks * 64 * kRow, wk.data(), wk.size()));
+    CHECK(same_floats(got.v.data() + kept_blocks * 64 * kRow, wv.data(), wv.size()));
     // reference: a fresh cache fed the kept tokens' original values for the kept blocks and
     // the window's values for the rest, then the same new tokens
     pkt::Cache ref(p);
@@ -95,7 +100,7 @@ TEST_CASE("truncate: a cut block returns to the window from its stored values, t
     feed(ref, 0, k, v, 1500, 400, 1);
     CHECK(pkt::blocks_of(c, 0) == pkt::blocks_of(ref, 0));
     const pkt::Decompressed a = pkt::decompress(c, 0, kRow), b = pkt::decompress(ref, 0, kRow);
-    CHECK(std::memcmp(a.k.data(), b.k.data(), a.k.size() * 4) == 0);
+    CHECK(same_floats(a.k.data(), b.k.data(), a.k.size()));
     CHECK(decode(c, 0, q) == decode(ref, 0, q));
   }
 }
@@ -154,7 +159,7 @@ TEST_CASE("fork: shares blocks, copies the window, then both evolve like indepen
   CHECK(pkt::pool_stats(pool).bytes_in_use == pool0.bytes_in_use);  // nothing copied into the pool
   CHECK(pkt::blocks_of(c, 2) == pkt::blocks_of(c, 0));
   const pkt::Decompressed d0 = pkt::decompress(c, 0, kRow), d2 = pkt::decompress(c, 2, kRow);
-  CHECK(std::memcmp(d0.k.data(), d2.k.data(), d0.k.size() * 4) == 0);
+  CHECK(same_floats(d0.k.data(), d2.k.data(), d0.k.size()));
   CHECK(decode(c, 0, q) == decode(c, 2, q));
   // stats: each sequence counts the shared blocks; the whole cache counts them once
   const packkv_cache_stats_t s2 = pkt::stats(c, 2), all = pkt::stats(c);
@@ -177,17 +182,17 @@ TEST_CASE("fork: shares blocks, copies the window, then both evolve like indepen
     CAPTURE(s);
     CHECK(pkt::blocks_of(c, s) == pkt::blocks_of(ref, s));
     const pkt::Decompressed a = pkt::decompress(c, s, kRow), b = pkt::decompress(ref, s, kRow);
-    CHECK(std::memcmp(a.k.data(), b.k.data(), a.k.size() * 4) == 0);
-    CHECK(std::memcmp(a.v.data(), b.v.data(), a.v.size() * 4) == 0);
+    CHECK(same_floats(a.k.data(), b.k.data(), a.k.size()));
+    CHECK(same_floats(a.v.data(), b.v.data(), a.v.size()));
     CHECK(decode(c, s, q) == decode(ref, s, q));
   }
   // removing the source keeps the fork intact; a fork of a fork; truncating one leaves the other
   REQUIRE(packkv_x_cache_fork(c, 2, 1) == PACKKV_OK);
   REQUIRE(packkv_cache_remove_seq(c, 0) == PACKKV_OK);
   const pkt::Decompressed r2 = pkt::decompress(ref, 2, kRow);
-  CHECK(std::memcmp(pkt::decompress(c, 2, kRow).k.data(), r2.k.data(), r2.k.size() * 4) == 0);
+  CHECK(same_floats(pkt::decompress(c, 2, kRow).k.data(), r2.k.data(), r2.k.size()));
   REQUIRE(packkv_x_cache_truncate(c, 1, 100) == PACKKV_OK);
-  CHECK(std::memcmp(pkt::decompress(c, 2, kRow).v.data(), r2.v.data(), r2.v.size() * 4) == 0);
+  CHECK(same_floats(pkt::decompress(c, 2, kRow).v.data(), r2.v.data(), r2.v.size()));
   CHECK(pkt::blocks_of(c, 2) == pkt::blocks_of(ref, 2));
   REQUIRE(packkv_cache_reset(c) == PACKKV_OK);
   CHECK(pkt::pool_stats(pool).bytes_in_use == 0);
