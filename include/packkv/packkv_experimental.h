@@ -126,9 +126,9 @@ typedef struct packkv_x_pool_params {
 /** Largest-possible blocks per page of packkv_x_pool_page_bytes_for. */
 #define PACKKV_X_BLOCKS_PER_PAGE 16
 
-/** Default page size: 1 MiB. With the default cache shape (8 KV heads x 128, blocks of 64
- *  tokens, 4/3-bit codes) a page holds about 25 blocks; the page-end waste measured on
- *  real K/V is in bench/RESULTS.md ("Page size"). */
+/** Default page size: 1 MiB = packkv_x_pool_page_bytes_for() of the default cache shape (8 KV
+ *  heads x 128, blocks of 64 tokens, 4/3-bit codes): 16 largest-possible blocks, about 36
+ *  blocks of real K/V (29 KB each); page-end waste 1.2% (bench/RESULTS.md, "Page size"). */
 #define PACKKV_X_POOL_DEFAULT_PAGE_BYTES 1048576
 
 /** Fills *params with defaults (device -1, PACKKV_X_POOL_DEFAULT_PAGE_BYTES, no budget,
