@@ -44,7 +44,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p build-fuzz/artifacts
 pids=()
-for name in api blob; do
+for name in api blob import; do
   cp -r "tests/fuzz/corpus/$name" "$work/$name"
   stamp "fuzz: fuzz_$name for ${fuzz_seconds} s"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -55,7 +55,7 @@ for name in api blob; do
 done
 status=0
 i=0
-for name in api blob; do
+for name in api blob import; do
   if ! wait "${pids[$i]}"; then
     status=1
     echo "== fuzz_$name FAILED; last lines of its log:"

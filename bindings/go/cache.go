@@ -127,6 +127,11 @@ func New(p Params) (*Cache, error) {
 	if err := e.result(C.pkgo_create(&cp, &raw, e.ptr(), errBufSize)); err != nil {
 		return nil, err
 	}
+	return wrapCache(raw)
+}
+
+// wrapCache owns a new handle: finalizer, effective params and device.
+func wrapCache(raw *C.packkv_cache_t) (*Cache, error) {
 	c := &Cache{p: raw}
 	runtime.SetFinalizer(c, func(c *Cache) { _ = c.Close() })
 	eff, err := c.GetParams()
@@ -272,11 +277,12 @@ func (c *Cache) Append(seqIDs, nTokens []int32, k, v Host) error {
 	defer c.mu.Unlock()
 	idp, n := ids(seqIDs)
 	var e errBuf
+	var needed C.int64_t
 	st := C.pkgo_append(p, n, idp, (*C.int32_t)(unsafe.Pointer(&nTokens[0])), k.ptr(), 0, v.ptr(), 0,
-		C.packkv_dtype_t(k.dtype()), 0, e.ptr(), errBufSize)
+		C.packkv_dtype_t(k.dtype()), 0, &needed, e.ptr(), errBufSize)
 	runtime.KeepAlive(k)
 	runtime.KeepAlive(v)
-	return e.result(st)
+	return withNeeded(e.result(st), needed)
 }
 
 // AppendDevice is Append for a CUDA cache: k and v are device addresses of
@@ -293,8 +299,10 @@ func (c *Cache) AppendDevice(seqIDs, nTokens []int32, k, v DevicePtr, dtype DTyp
 	defer c.mu.Unlock()
 	idp, n := ids(seqIDs)
 	var e errBuf
-	return e.result(C.pkgo_append(p, n, idp, (*C.int32_t)(unsafe.Pointer(&nTokens[0])), nil, C.uintptr_t(k),
-		nil, C.uintptr_t(v), C.packkv_dtype_t(dtype), C.uintptr_t(stream), e.ptr(), errBufSize))
+	var needed C.int64_t
+	st := C.pkgo_append(p, n, idp, (*C.int32_t)(unsafe.Pointer(&nTokens[0])), nil, C.uintptr_t(k),
+		nil, C.uintptr_t(v), C.packkv_dtype_t(dtype), C.uintptr_t(stream), &needed, e.ptr(), errBufSize)
+	return withNeeded(e.result(st), needed)
 }
 
 // RemoveSeq removes every token of one sequence (packkv_cache_remove_seq).

@@ -19,6 +19,9 @@ const (
 	StatusNotSupported      Status = 8  // e.g. a CUDA cache without the CUDA backend
 	StatusVersionMismatch   Status = 9  // a struct_size the library does not accept
 	StatusInternal          Status = 10 // a library bug
+	// StatusBudgetExceeded (experimental API): an append needed more pool pages than the
+	// pool's budget allows; nothing was appended (Error.BytesNeeded says how many bytes).
+	StatusBudgetExceeded Status = 11
 )
 
 // Error is a failed libpackkv call: the status and the C library's detailed message
@@ -27,6 +30,9 @@ const (
 type Error struct {
 	Code Status
 	Msg  string
+	// BytesNeeded is, for StatusBudgetExceeded, the bytes of pool pages the call needed
+	// (packkv_x_last_bytes_needed); 0 otherwise.
+	BytesNeeded int64
 }
 
 // Error formats "PACKKV_ERR_...(code): message".
@@ -56,6 +62,7 @@ var (
 	ErrNotSupported      = &Error{Code: StatusNotSupported}
 	ErrVersionMismatch   = &Error{Code: StatusVersionMismatch}
 	ErrInternal          = &Error{Code: StatusInternal}
+	ErrBudgetExceeded    = &Error{Code: StatusBudgetExceeded}
 )
 
 func invalidArg(format string, args ...interface{}) error {

@@ -35,10 +35,11 @@ packkv_status_t pkgo_device(const packkv_cache_t* c, int32_t* d, char* err, size
 packkv_status_t pkgo_append(packkv_cache_t* c, int32_t n_seqs, const int32_t* ids,
                                    const int32_t* n_tokens, const void* hk, uintptr_t dk,
                                    const void* hv, uintptr_t dv, packkv_dtype_t dtype,
-                                   uintptr_t stream, char* err, size_t cap) {
-  return pkgo_done(packkv_cache_append(c, n_seqs, ids, n_tokens, PKGO_PTR(hk, dk),
-                                       PKGO_PTR(hv, dv), dtype, (packkv_stream_t)stream),
-                   err, cap);
+                                   uintptr_t stream, int64_t* needed, char* err, size_t cap) {
+  packkv_status_t st = packkv_cache_append(c, n_seqs, ids, n_tokens, PKGO_PTR(hk, dk), PKGO_PTR(hv, dv), dtype,
+                                           (packkv_stream_t)stream);
+  *needed = packkv_x_last_bytes_needed();  // same thread as the call (thread-local)
+  return pkgo_done(st, err, cap);
 }
 packkv_status_t pkgo_remove_seq(packkv_cache_t* c, int32_t id, char* err, size_t cap) {
   return pkgo_done(packkv_cache_remove_seq(c, id), err, cap);
@@ -92,4 +93,50 @@ packkv_status_t pkgo_decode(const packkv_cache_t* c, int32_t n_seqs, const int32
                                       (float*)PKGO_PTR(ho, dout), (float*)PKGO_PTR(hl, dl),
                                       PKGO_PTR(hws, dws), ws_bytes, (packkv_stream_t)stream),
                    err, cap);
+}
+
+// Experimental API (packkv_experimental.h).
+packkv_status_t pkgo_x_pool_params_init(packkv_x_pool_params_t* p, size_t size, char* err, size_t cap) {
+  return pkgo_done(packkv_x_pool_params_init(p, size), err, cap);
+}
+packkv_status_t pkgo_x_pool_create(const packkv_x_pool_params_t* p, packkv_x_pool_t** out, char* err, size_t cap) {
+  return pkgo_done(packkv_x_pool_create(p, out), err, cap);
+}
+packkv_status_t pkgo_x_pool_stats(const packkv_x_pool_t* pool, packkv_x_pool_stats_t* s, char* err, size_t cap) {
+  return pkgo_done(packkv_x_pool_stats(pool, s), err, cap);
+}
+packkv_status_t pkgo_x_pool_tokens_fit(const packkv_x_pool_t* pool, int64_t* n, char* err, size_t cap) {
+  return pkgo_done(packkv_x_pool_tokens_fit(pool, n), err, cap);
+}
+packkv_status_t pkgo_x_pool_page_bytes_for(const packkv_cache_params_t* p, int64_t* n, char* err, size_t cap) {
+  return pkgo_done(packkv_x_pool_page_bytes_for(p, n), err, cap);
+}
+packkv_status_t pkgo_x_create_in_pool(const packkv_cache_params_t* p, packkv_x_pool_t* pool, packkv_cache_t** out,
+                                      char* err, size_t cap) {
+  return pkgo_done(packkv_x_cache_create_in_pool(p, pool, out), err, cap);
+}
+packkv_status_t pkgo_x_truncate(packkv_cache_t* c, int32_t id, int64_t n, char* err, size_t cap) {
+  return pkgo_done(packkv_x_cache_truncate(c, id, n), err, cap);
+}
+packkv_status_t pkgo_x_fork(packkv_cache_t* c, int32_t src, int32_t dst, char* err, size_t cap) {
+  return pkgo_done(packkv_x_cache_fork(c, src, dst), err, cap);
+}
+packkv_status_t pkgo_x_set_window(packkv_cache_t* c, int64_t w, char* err, size_t cap) {
+  return pkgo_done(packkv_x_cache_set_window(c, w), err, cap);
+}
+packkv_status_t pkgo_x_window_start(const packkv_cache_t* c, int32_t id, int64_t* first, char* err, size_t cap) {
+  return pkgo_done(packkv_x_cache_window_start(c, id, first), err, cap);
+}
+packkv_status_t pkgo_x_export_size(const packkv_cache_t* c, int32_t id, size_t* n, char* err, size_t cap) {
+  return pkgo_done(packkv_x_cache_export_size(c, id, n), err, cap);
+}
+packkv_status_t pkgo_x_export(const packkv_cache_t* c, int32_t id, void* buf, size_t capacity, size_t* written,
+                              char* err, size_t cap) {
+  return pkgo_done(packkv_x_cache_export(c, id, buf, capacity, written), err, cap);
+}
+packkv_status_t pkgo_x_import(packkv_cache_t* c, int32_t id, const void* buf, size_t size, int64_t* needed,
+                              char* err, size_t cap) {
+  packkv_status_t st = packkv_x_cache_import(c, id, buf, size);
+  *needed = packkv_x_last_bytes_needed();
+  return pkgo_done(st, err, cap);
 }

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <packkv/packkv.h>
+#define PACKKV_EXPERIMENTAL_API
+#include <packkv/packkv_experimental.h>
 
 packkv_status_t pkgo_params_init(packkv_cache_params_t* p, size_t size, char* err, size_t cap);
 packkv_status_t pkgo_bits_for_rel_scale(float r, int32_t* bits, char* err, size_t cap);
@@ -17,7 +19,7 @@ packkv_status_t pkgo_device(const packkv_cache_t* c, int32_t* d, char* err, size
 packkv_status_t pkgo_append(packkv_cache_t* c, int32_t n_seqs, const int32_t* ids,
                                    const int32_t* n_tokens, const void* hk, uintptr_t dk,
                                    const void* hv, uintptr_t dv, packkv_dtype_t dtype,
-                                   uintptr_t stream, char* err, size_t cap);
+                                   uintptr_t stream, int64_t* needed, char* err, size_t cap);
 packkv_status_t pkgo_remove_seq(packkv_cache_t* c, int32_t id, char* err, size_t cap);
 packkv_status_t pkgo_reset(packkv_cache_t* c, char* err, size_t cap);
 packkv_status_t pkgo_seq_length(const packkv_cache_t* c, int32_t id, int64_t* n, char* err, size_t cap);
@@ -42,5 +44,23 @@ packkv_status_t pkgo_decode(const packkv_cache_t* c, int32_t n_seqs, const int32
                                    packkv_dtype_t q_dtype, float scale, float* ho, uintptr_t dout,
                                    float* hl, uintptr_t dl, void* hws, uintptr_t dws,
                                    size_t ws_bytes, uintptr_t stream, char* err, size_t cap);
+
+// Experimental API (packkv_experimental.h).
+packkv_status_t pkgo_x_pool_params_init(packkv_x_pool_params_t* p, size_t size, char* err, size_t cap);
+packkv_status_t pkgo_x_pool_create(const packkv_x_pool_params_t* p, packkv_x_pool_t** out, char* err, size_t cap);
+packkv_status_t pkgo_x_pool_stats(const packkv_x_pool_t* pool, packkv_x_pool_stats_t* s, char* err, size_t cap);
+packkv_status_t pkgo_x_pool_tokens_fit(const packkv_x_pool_t* pool, int64_t* n, char* err, size_t cap);
+packkv_status_t pkgo_x_pool_page_bytes_for(const packkv_cache_params_t* p, int64_t* n, char* err, size_t cap);
+packkv_status_t pkgo_x_create_in_pool(const packkv_cache_params_t* p, packkv_x_pool_t* pool, packkv_cache_t** out,
+                                      char* err, size_t cap);
+packkv_status_t pkgo_x_truncate(packkv_cache_t* c, int32_t id, int64_t n, char* err, size_t cap);
+packkv_status_t pkgo_x_fork(packkv_cache_t* c, int32_t src, int32_t dst, char* err, size_t cap);
+packkv_status_t pkgo_x_export_size(const packkv_cache_t* c, int32_t id, size_t* n, char* err, size_t cap);
+packkv_status_t pkgo_x_export(const packkv_cache_t* c, int32_t id, void* buf, size_t capacity, size_t* written,
+                              char* err, size_t cap);
+packkv_status_t pkgo_x_import(packkv_cache_t* c, int32_t id, const void* buf, size_t size, int64_t* needed,
+                              char* err, size_t cap);
+packkv_status_t pkgo_x_set_window(packkv_cache_t* c, int64_t w, char* err, size_t cap);
+packkv_status_t pkgo_x_window_start(const packkv_cache_t* c, int32_t id, int64_t* first, char* err, size_t cap);
 
 #endif

@@ -3,8 +3,10 @@
  * as the private package `packkv._raw` (src/packkv/_raw/__init__.py). Not part of the API.
  *
  * It wraps every function of include/packkv/packkv.h one to one (names without the
- * `packkv_` prefix). The Pythonic API (packkv.Cache, exceptions, numpy/torch handling) is
- * written on top of it in src/packkv/*.py.
+ * `packkv_` prefix), and those of include/packkv/packkv_experimental.h (names `x_*`:
+ * pools, truncate, fork, window, export/import; not frozen, they change with the library).
+ * The Pythonic API (packkv.Cache, packkv.Pool, exceptions, numpy/torch handling) is written
+ * on top of it in src/packkv/*.py.
  *
  * Conventions of the raw module
  *   - A function returning packkv_status_t returns None (or its out-parameters) on
@@ -38,6 +40,8 @@
 #include <stdarg.h>
 #include <string.h>
 #include "packkv/packkv.h"
+#define PACKKV_EXPERIMENTAL_API
+#include "packkv/packkv_experimental.h"
 %}
 
 %include "stdint.i"
@@ -53,12 +57,14 @@
 %rename("%(regex:/^(packkv_|PACKKV_)(.*)/\\2/)s") "";
 %rename(CacheParamsStruct) packkv_cache_params;
 %rename(CacheStatsStruct) packkv_cache_stats_s;
-/* Only packkv.h is wrapped: the experimental API (packkv_experimental.h, packkv_x_*) is never
- * exposed to Python. */
+%rename(PoolParamsStruct) packkv_x_pool_params;
+%rename(PoolStatsStruct) packkv_x_pool_stats_s;
 
 /* sizeof of the structs as this binding was compiled: what struct_size must be set to. */
 %constant size_t CACHE_PARAMS_STRUCT_SIZE = sizeof(packkv_cache_params_t);
 %constant size_t CACHE_STATS_STRUCT_SIZE = sizeof(packkv_cache_stats_t);
+%constant size_t POOL_PARAMS_STRUCT_SIZE = sizeof(packkv_x_pool_params_t);
+%constant size_t POOL_STATS_STRUCT_SIZE = sizeof(packkv_x_pool_stats_t);
 
 /* ---- status -> exception ------------------------------------------------------------------- */
 %fragment("packkv_raise", "header") {
@@ -144,11 +150,24 @@ PACKKV_OUT_SCALAR(int32_t, bits, PyLong_FromLong)
 PACKKV_OUT_SCALAR(int32_t, device, PyLong_FromLong)
 PACKKV_OUT_SCALAR(int64_t, n_tokens, PyLong_FromLongLong)
 PACKKV_OUT_SCALAR(size_t, bytes, PyLong_FromSize_t)
+PACKKV_OUT_SCALAR(int64_t, tokens, PyLong_FromLongLong)
+PACKKV_OUT_SCALAR(int64_t, page_bytes, PyLong_FromLongLong)
+PACKKV_OUT_SCALAR(int64_t, first_token, PyLong_FromLongLong)
+PACKKV_OUT_SCALAR(size_t, written, PyLong_FromSize_t)
 
 %typemap(in, numinputs=0) packkv_cache_t** out (packkv_cache_t* temp = NULL) {
   $1 = &temp;
 }
 %typemap(argout, fragment="packkv_append") packkv_cache_t** out {
+  $result = packkv_py_append($result,
+                             SWIG_NewPointerObj(SWIG_as_voidptr(*$1), $*1_descriptor, 0));
+  if (!$result) SWIG_fail;
+}
+
+%typemap(in, numinputs=0) packkv_x_pool_t** out (packkv_x_pool_t* temp = NULL) {
+  $1 = &temp;
+}
+%typemap(argout, fragment="packkv_append") packkv_x_pool_t** out {
   $result = packkv_py_append($result,
                              SWIG_NewPointerObj(SWIG_as_voidptr(*$1), $*1_descriptor, 0));
   if (!$result) SWIG_fail;
@@ -178,6 +197,26 @@ PACKKV_OUT_SCALAR(size_t, bytes, PyLong_FromSize_t)
 }
 %typemap(freearg) (char* buf, size_t cap) {
   free($1);
+}
+
+/* ---- byte buffers of export / import (any object with the buffer protocol) ------------------ */
+%typemap(in) (void* h_buf, size_t capacity) (Py_buffer view, int have = 0) {
+  if (PyObject_GetBuffer($input, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) SWIG_fail;
+  have = 1;
+  $1 = view.buf;
+  $2 = (size_t)view.len;
+}
+%typemap(freearg) (void* h_buf, size_t capacity) {
+  if (have$argnum) PyBuffer_Release(&view$argnum);
+}
+%typemap(in) (const void* h_buf, size_t size) (Py_buffer view, int have = 0) {
+  if (PyObject_GetBuffer($input, &view, PyBUF_C_CONTIGUOUS) < 0) SWIG_fail;
+  have = 1;
+  $1 = view.buf;
+  $2 = (size_t)view.len;
+}
+%typemap(freearg) (const void* h_buf, size_t size) {
+  if (have$argnum) PyBuffer_Release(&view$argnum);
 }
 
 /* ---- host int32 arrays (numpy.i) ----------------------------------------------------------- */
@@ -438,3 +477,5 @@ static long long packkv_py_mul(long long a, long long b) {
 
 /* ---- the API ----------------------------------------------------------------------------------- */
 %include "packkv/packkv.h"
+#define PACKKV_EXPERIMENTAL_API
+%include "packkv/packkv_experimental.h"

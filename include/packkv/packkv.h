@@ -239,7 +239,10 @@ typedef struct packkv_cache packkv_cache_t;
  *          on the CPU backend only); PACKKV_ERR_OUT_OF_HOST_MEMORY /
  *          PACKKV_ERR_OUT_OF_DEVICE_MEMORY; PACKKV_ERR_CUDA.
  *  Thread-safe. Memory grows with the compressed size; nothing is reserved for
- *  max_tokens_per_seq up front. A CUDA cache is bound to params->device: every call
+ *  max_tokens_per_seq up front. A CPU cache keeps its compressed blocks in fixed-size
+ *  pages of a private pool (never copied as a sequence grows; held <= used + the unused
+ *  end of each page + one partly filled page per sequence), its residual windows in
+ *  per-sequence host buffers. A CUDA cache is bound to params->device: every call
  *  sets and restores the current device itself. */
 PACKKV_API packkv_status_t packkv_cache_create(const packkv_cache_params_t* params,
                                                packkv_cache_t** out);
@@ -291,7 +294,10 @@ PACKKV_API packkv_status_t packkv_cache_device(const packkv_cache_t* cache, int3
  *          and is reported by the next call that synchronizes);
  *          PACKKV_ERR_CAPACITY_EXCEEDED if a sequence would exceed
  *          max_tokens_per_seq; PACKKV_ERR_OUT_OF_HOST_MEMORY /
- *          PACKKV_ERR_OUT_OF_DEVICE_MEMORY. On any failure nothing is appended.
+ *          PACKKV_ERR_OUT_OF_DEVICE_MEMORY; for a cache made in a pool with a budget
+ *          (packkv_experimental.h), PACKKV_X_ERR_BUDGET_EXCEEDED (11) when the new
+ *          blocks need more pages than the budget allows. On any failure nothing is
+ *          appended.
  *  CUDA cache: the call enqueues its work on `stream` and returns without waiting.
  *  It allocates device memory (stream-ordered) only at a sequence's first tokens, when
  *  the compressed pool of a sequence needs another chunk, and for a prefill longer than

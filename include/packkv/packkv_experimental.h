@@ -11,7 +11,8 @@
  *   - To use it, define PACKKV_EXPERIMENTAL_API before including this header: the
  *     opt-in makes every use visible in the caller's source. Without it, this header
  *     stops the build with an error.
- *   - The language bindings (Python, Rust, Go) wrap packkv.h only.
+ *   - The language bindings (Python, Rust, Go) wrap it too, marked experimental in each
+ *     (they are built with the library and change with it).
  *   - A declaration moves from here to packkv.h (unchanged, or changed once more) when it
  *     is frozen; this header then keeps nothing for it.
  *   - Plain C99, like packkv.h; installed next to it; compiled as strict C99 by the
@@ -25,6 +26,13 @@
  *     tensor-core decoding) is planned, and with it a way to choose one at cache creation.
  *     The identifiers are listed here first so that tools that store compressed blocks can
  *     name the format they hold.
+ *   - Memory pools (packkv_x_pool_*): fixed-size pages for the compressed blocks, shared by
+ *     the caches of all layers, with a byte budget; PACKKV_X_ERR_BUDGET_EXCEEDED.
+ *   - Sequence operations: packkv_x_cache_truncate, packkv_x_cache_fork.
+ *   - Sliding window: packkv_x_cache_set_window, packkv_x_cache_window_start.
+ *   - Export / import of one sequence: packkv_x_cache_export_size, packkv_x_cache_export,
+ *     packkv_x_cache_import (byte format version PACKKV_X_SEQ_EXPORT_VERSION).
+ *   Names follow docs/API-CONVENTIONS.md R2: packkv_x_* until frozen.
  */
 #ifndef PACKKV_PACKKV_EXPERIMENTAL_H
 #define PACKKV_PACKKV_EXPERIMENTAL_H
@@ -40,7 +48,7 @@ extern "C" {
 #endif
 
 /** Version of this experimental header: raised whenever anything in it changes. */
-#define PACKKV_EXPERIMENTAL_VERSION 2
+#define PACKKV_EXPERIMENTAL_VERSION 3
 
 /** Identifier of a compressed block format (the layout of a block's bytes: header,
  *  permutation, zero points and scales, tiles). The values are those of the library's
@@ -52,6 +60,272 @@ extern "C" {
 typedef enum packkv_format_id {
   PACKKV_FORMAT_ROUND_MAJOR = 1
 } packkv_format_id_t;
+
+/* ------------------------------------------------------------------------- */
+/* Status codes of the experimental API (values pinned like packkv.h's)       */
+/* ------------------------------------------------------------------------- */
+
+enum {
+  /** An append needed more pool pages than the pool's budget allows. Nothing was
+   *  appended; packkv_x_last_bytes_needed() says how many bytes of pages it needed. Free
+   *  memory (remove, truncate sequences) or give the pool a larger budget. */
+  PACKKV_X_ERR_BUDGET_EXCEEDED = 11
+};
+
+/** Bytes of pool pages that the last call on the calling thread needed when it failed
+ *  with PACKKV_X_ERR_BUDGET_EXCEEDED (a multiple of the pool's page_bytes); 0 after any
+ *  other outcome (every status-returning call clears it on entry). Thread-safe
+ *  (thread-local), never fails. */
+PACKKV_API int64_t packkv_x_last_bytes_needed(void);
+
+/* ------------------------------------------------------------------------- */
+/* Memory pools                                                              */
+/* ------------------------------------------------------------------------- */
+/* A pool holds the compressed blocks of the caches made in it (all the layers of a model
+ * on one device, typically) in fixed-size pages. A sequence's blocks are placed one
+ * after the other (16-byte aligned) in its open page; a block that does not fit starts
+ * a new page, and the rest of the old one stays unused (at most one block's bytes per
+ * page: the page-end waste). Blocks never move, so growing a sequence never copies it,
+ * and the memory held is at most the bytes used, plus the page-end waste, plus one
+ * partly filled page per sequence (bench/RESULTS.md measures both).
+ * What a pool does NOT hold: residual windows (per sequence, residual_tokens to
+ * residual_tokens + block_tokens tokens plus the largest append, in kv_dtype) and block
+ * tables (16 bytes per block); they are host memory of each cache, outside the budget.
+ * A cache made with packkv_cache_create has a private pool without a budget, its page
+ * size from packkv_x_pool_page_bytes_for().
+ * Memory: host pages are anonymous mmaps; a grow-on-demand pool returns a page to the
+ * system as soon as no block and no sequence uses it (RSS shrinks), a reserving pool
+ * maps and touches its whole budget at creation and keeps it until destroyed.
+ * Thread safety: every packkv_x_pool_* function is thread-safe, and caches made in one pool
+ * may be used from different threads at the same time (the pool locks itself); each cache
+ * keeps packkv.h's rules (its mutating calls do not overlap other calls on it).
+ * CPU pools only in this version (device -1); a CUDA cache cannot be made in a pool
+ * (PACKKV_ERR_NOT_SUPPORTED) and keeps its own device allocations. */
+
+typedef struct packkv_x_pool packkv_x_pool_t;
+
+/** Pool configuration (rules of packkv.h's params structs: struct_size first, defaults
+ *  from packkv_x_pool_params_init, fields only appended). */
+typedef struct packkv_x_pool_params {
+  uint32_t struct_size;  /* sizeof(packkv_x_pool_params_t) as the caller compiled it */
+  int32_t device;        /* -1 (default): host memory for CPU caches; >= 0 not supported yet */
+  int64_t page_bytes;    /* bytes per page: a multiple of 4096 in [4096, 2^31]; default
+                            PACKKV_X_POOL_DEFAULT_PAGE_BYTES. Must hold the largest block of
+                            every cache made in it (packkv_x_pool_page_bytes_for) */
+  int64_t budget_bytes;  /* 0 (default): no budget; else the pool never holds more than
+                            floor(budget_bytes / page_bytes) >= 1 pages */
+  int32_t reserve;       /* 0 (default): pages are mapped on demand and unmapped when freed;
+                            1: the whole budget is mapped and touched at creation (needs
+                            budget_bytes > 0) and held until the pool is destroyed */
+  int32_t reserved0;     /* zero */
+} packkv_x_pool_params_t;
+
+/** Size of version 1 of packkv_x_pool_params_t. */
+#define PACKKV_X_POOL_PARAMS_SIZE_V1 32
+
+/** Largest-possible blocks per page of packkv_x_pool_page_bytes_for. */
+#define PACKKV_X_BLOCKS_PER_PAGE 16
+
+/** Default page size: 1 MiB = packkv_x_pool_page_bytes_for() of the default cache shape (8 KV
+ *  heads x 128, blocks of 64 tokens, 4/3-bit codes): 16 largest-possible blocks, about 36
+ *  blocks of real K/V (29 KB each); page-end waste 1.2% (bench/RESULTS.md, "Page size"). */
+#define PACKKV_X_POOL_DEFAULT_PAGE_BYTES 1048576
+
+/** Fills *params with defaults (device -1, PACKKV_X_POOL_DEFAULT_PAGE_BYTES, no budget,
+ *  grow on demand) and sets struct_size.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL; PACKKV_ERR_VERSION_MISMATCH if
+ *          struct_size < PACKKV_X_POOL_PARAMS_SIZE_V1. Thread-safe. */
+PACKKV_API packkv_status_t packkv_x_pool_params_init(packkv_x_pool_params_t* params, size_t struct_size);
+
+/** The page size for caches with these params: what a private pool uses, and the
+ *  recommended page_bytes of a shared pool for them: room for PACKKV_X_BLOCKS_PER_PAGE
+ *  largest-possible blocks of that shape, rounded up to 64 KiB (chosen by the
+ *  measurement in bench/RESULTS.md, "Page size"). A pool's pages must hold at least one
+ *  largest-possible block (16-byte aligned); the message of a refused
+ *  packkv_x_cache_create_in_pool gives that minimum.
+ *  @param params     [host] cache params (validated as by packkv_cache_create).
+ *  @param page_bytes [host] out.
+ *  @return as packkv_cache_create's validation. Thread-safe. */
+PACKKV_API packkv_status_t packkv_x_pool_page_bytes_for(const packkv_cache_params_t* params, int64_t* page_bytes);
+
+/** Creates a pool.
+ *  @param params [host] from packkv_x_pool_params_init, then edited.
+ *  @param out    [host] receives the handle; NULL on failure.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad field (message names it);
+ *          PACKKV_ERR_VERSION_MISMATCH; PACKKV_ERR_NOT_SUPPORTED for device >= 0;
+ *          PACKKV_ERR_OUT_OF_HOST_MEMORY when reserving the budget fails.
+ *  Thread-safe. */
+PACKKV_API packkv_status_t packkv_x_pool_create(const packkv_x_pool_params_t* params, packkv_x_pool_t** out);
+
+/** Drops the caller's reference to a pool. The pool itself is freed when its last
+ *  cache is destroyed too (caches made in it keep working). Accepts NULL. Thread-safe
+ *  with respect to the pool's caches (they may be in use on other threads). */
+PACKKV_API void packkv_x_pool_destroy(packkv_x_pool_t* pool);
+
+/** Creates a cache whose compressed blocks live in `pool` (packkv_cache_create
+ *  otherwise: same params, errors and handle; destroy it with packkv_cache_destroy).
+ *  @return as packkv_cache_create, and PACKKV_ERR_INVALID_ARGUMENT for a NULL pool or
+ *          pages smaller than this cache's largest block (the message gives the size
+ *          needed); PACKKV_ERR_NOT_SUPPORTED when params->device is not the pool's.
+ *  Thread-safe (the pool may be in use by its other caches meanwhile). */
+PACKKV_API packkv_status_t packkv_x_cache_create_in_pool(const packkv_cache_params_t* params,
+                                                         packkv_x_pool_t* pool, packkv_cache_t** out);
+
+/** Pool accounting (a consistent snapshot). Sizes in bytes. */
+typedef struct packkv_x_pool_stats_s {
+  uint32_t struct_size;  /* caller sets: sizeof(packkv_x_pool_stats_t) */
+  uint32_t reserved0;
+  int64_t page_bytes;
+  int64_t budget_bytes;  /* whole pages: floor(budget / page) * page; 0: no budget */
+  int64_t bytes_held;    /* pages mapped by the pool (in use + kept free by a reserving pool) */
+  int64_t bytes_in_use;  /* pages holding blocks or open for writing */
+  int64_t free_bytes;    /* budget_bytes - bytes_in_use; -1 without a budget */
+  int64_t n_caches;      /* caches made in the pool and not destroyed */
+} packkv_x_pool_stats_t;
+
+#define PACKKV_X_POOL_STATS_SIZE_V1 56
+
+/** Fills *stats.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL; PACKKV_ERR_VERSION_MISMATCH if
+ *          stats->struct_size < PACKKV_X_POOL_STATS_SIZE_V1. Thread-safe. */
+PACKKV_API packkv_status_t packkv_x_pool_stats(const packkv_x_pool_t* pool, packkv_x_pool_stats_t* stats);
+
+/** How many more tokens fit in the pool's free bytes if every token is appended to
+ *  every cache of the pool (one token of a model = one token in each layer's cache): 
+ *  floor(free_bytes / sum over caches of bytes per compressed token), each cache's rate
+ *  being the blob bytes it has written per token compressed so far (before its first
+ *  block: its largest block / block_tokens). An estimate: the page-end waste (at most one
+ *  block per page) and the residual windows (outside the pool) are not counted.
+ *  @param tokens [host] out: -1 without a budget; 0 when no cache is attached.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL. Thread-safe. */
+PACKKV_API packkv_status_t packkv_x_pool_tokens_fit(const packkv_x_pool_t* pool, int64_t* tokens);
+
+/* ------------------------------------------------------------------------- */
+/* Sequence operations                                                       */
+/* ------------------------------------------------------------------------- */
+
+/** Keeps the first n_tokens tokens of a sequence and drops the rest (speculative
+ *  decoding rollback, editing a conversation). Tokens in the residual window are dropped
+ *  without any other work. When n_tokens falls inside a compressed block, that block is
+ *  decoded and its first n_tokens % block_tokens tokens return to the residual window
+ *  from their STORED values: dequantized ((q + z) * s), rounded to kv_dtype and clamped
+ *  to its finite range -- they keep the compression error (within the relative-scale
+ *  bound of packkv_cache_params_t) and are compressed again by later flushes. That block
+ *  and all later ones are released (their pages return to the pool when nothing else
+ *  uses them; a sequence's open page is rewound when no other sequence shares it).
+ *  @param seq_id   in [0, max_seqs).
+ *  @param n_tokens in [window start, current length] (window start: 0 without a sliding
+ *                  window, see packkv_x_cache_window_start): n_tokens == length changes
+ *                  nothing, 0 empties the sequence.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL, a bad seq_id, or n_tokens outside
+ *          [window start, length]; PACKKV_ERR_OUT_OF_HOST_MEMORY; PACKKV_ERR_NOT_SUPPORTED on a CUDA
+ *          cache (this version). On failure nothing changes.
+ *  Thread-safety: mutating call (must not overlap any other call on the cache). */
+PACKKV_API packkv_status_t packkv_x_cache_truncate(packkv_cache_t* cache, int32_t seq_id, int64_t n_tokens);
+
+/** Makes sequence dst_seq a copy of src_seq (prefix caching, parallel sampling, beam
+ *  search) that shares src's compressed blocks (reference counted, no copy) and copies
+ *  its residual window. The two then evolve independently: appends go to pages of
+ *  their own; truncate, remove_seq and reset release only their own references.
+ *  Statistics: packkv_cache_stats for one sequence counts every block that sequence
+ *  reads, shared or not; for the whole cache (seq_id -1) a shared block counts once,
+ *  and compressed_bytes_reserved counts each page once.
+ *  @param src_seq, dst_seq distinct ids in [0, max_seqs); dst_seq must hold no tokens.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL, bad or equal ids;
+ *          PACKKV_ERR_INVALID_STATE if dst_seq holds tokens; PACKKV_ERR_OUT_OF_HOST_MEMORY;
+ *          PACKKV_ERR_NOT_SUPPORTED on a CUDA cache (this version). On failure nothing
+ *          changes. Needs no pool pages (never PACKKV_X_ERR_BUDGET_EXCEEDED).
+ *  Thread-safety: mutating call. */
+PACKKV_API packkv_status_t packkv_x_cache_fork(packkv_cache_t* cache, int32_t src_seq, int32_t dst_seq);
+
+/* ------------------------------------------------------------------------- */
+/* Sliding window                                                            */
+/* ------------------------------------------------------------------------- */
+
+/** Gives the cache a sliding window of window_tokens tokens (Mistral, Gemma 2/3 sliding
+ *  layers): every sequence of length L then attends to its tokens [max(s, L - W), L) only,
+ *  s being the previous window start (it never moves back, not even after a truncate).
+ *  Positions keep their numbers: packkv_cache_seq_length stays L; packkv_attn_scores
+ *  writes -INFINITY for the tokens before the window start, packkv_attn_apply gives them
+ *  weight 0 whatever probs says, packkv_attn_decode leaves them out of the softmax, and
+ *  packkv_cache_decompress writes them as NaN. A compressed block whose tokens are all
+ *  before the window start is freed at the append that expires it (its pages go back to
+ *  the pool); a block expired in part stays and its expired tokens are masked by position
+ *  (the block's stored permutation is undone before masking). Residual-window tokens
+ *  expire the same way and leave with their block's flush. packkv_cache_stats counts the
+ *  tokens and bytes held (freed blocks excluded), so its n_tokens may be less than L.
+ *  @param window_tokens >= 1, or 0 for no window (the default).
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a negative window;
+ *          PACKKV_ERR_INVALID_STATE if the cache holds any token (set it right after
+ *          creation); PACKKV_ERR_NOT_SUPPORTED on a CUDA cache (this version).
+ *  Thread-safety: mutating call. */
+PACKKV_API packkv_status_t packkv_x_cache_set_window(packkv_cache_t* cache, int64_t window_tokens);
+
+/** First token of a sequence inside the sliding window (0 without a window or while
+ *  the sequence is shorter than the window).
+ *  @param first_token [host] out.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad seq_id.
+ *  Thread-safety: read-only call. */
+PACKKV_API packkv_status_t packkv_x_cache_window_start(const packkv_cache_t* cache, int32_t seq_id,
+                                                       int64_t* first_token);
+
+/* ------------------------------------------------------------------------- */
+/* Export / import of one sequence                                           */
+/* ------------------------------------------------------------------------- */
+/* For offloading a sequence to host memory or disk and moving a prefix between processes
+ * (disaggregated prefill, prefix reuse). The bytes, version 1 (all little-endian; the
+ * normative table is src/format/seq_export.h of the source repository):
+ *   header, 128 bytes: magic "PACKKVSQ"; u32 version; u32 header size (128); u64 total
+ *     bytes; u64 checksum (64-bit FNV-1a of bytes [32, total)); u32 block format id,
+ *     n_kv_heads, head_dim, block_tokens, bits_k, bits_v, scale_granularity, has_perm,
+ *     kv_dtype, 0; u64 n_tokens, window_start, first_block (blocks freed by a sliding
+ *     window), n_blocks, residual_len, 0, 0;
+ *   payload: per stored block {u32 blob bytes B, u32 0, the B bytes of the block as the
+ *     cache holds it, zero padding to a multiple of 8}; then the residual window's K and V,
+ *     residual_len x n_kv_heads x head_dim values of kv_dtype each.
+ * Importing restores the sequence exactly: the same blocks (byte for byte), residual
+ * window, length and window start; decompress and attention give identical results. */
+
+/** Version of the export byte format this library writes and reads. */
+#define PACKKV_X_SEQ_EXPORT_VERSION 1
+
+/** Bytes packkv_x_cache_export writes for a sequence now.
+ *  @param bytes [host] out (>= 128).
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad seq_id; PACKKV_ERR_NOT_SUPPORTED
+ *          on a CUDA cache (this version). Thread-safety: read-only call. */
+PACKKV_API packkv_status_t packkv_x_cache_export_size(const packkv_cache_t* cache, int32_t seq_id, size_t* bytes);
+
+/** Writes one sequence into a caller buffer in the format above.
+ *  @param h_buf    [host] capacity bytes, any alignment.
+ *  @param written  [host] out: bytes written (packkv_x_cache_export_size).
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL pointers or a bad seq_id;
+ *          PACKKV_ERR_CAPACITY_EXCEEDED if capacity is too small (nothing written);
+ *          PACKKV_ERR_NOT_SUPPORTED on a CUDA cache. The cache is not changed.
+ *  Thread-safety: read-only call. */
+PACKKV_API packkv_status_t packkv_x_cache_export(const packkv_cache_t* cache, int32_t seq_id, void* h_buf,
+                                                 size_t capacity, size_t* written);
+
+/** Restores an exported sequence into the empty sequence seq_id of this cache, after
+ *  validating everything: the magic, the version, the sizes (truncation, trailing bytes),
+ *  the checksum, the params that matter for reading (format id, n_kv_heads, head_dim,
+ *  block_tokens, bits_k, bits_v, scale_granularity, whether blocks store a permutation,
+ *  kv_dtype; rel_scale and residual_tokens may differ and govern later flushes), the
+ *  counts, every block (the blob validator: every length, offset and code in range, every
+ *  value finite) and every residual value (finite). A cache with a sliding window applies
+ *  it to the imported sequence at once.
+ *  @param h_buf [host] size bytes, any alignment.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL, a bad seq_id, or a buffer that is not a
+ *          valid export for this cache (message: which check failed -- bad magic,
+ *          truncated, size mismatch, checksum mismatch, params mismatch naming the field,
+ *          corrupt header / block / residual window); PACKKV_ERR_VERSION_MISMATCH for
+ *          another format version; PACKKV_ERR_INVALID_STATE if seq_id holds tokens;
+ *          PACKKV_ERR_CAPACITY_EXCEEDED for more tokens than max_tokens_per_seq;
+ *          PACKKV_X_ERR_BUDGET_EXCEEDED when the pool cannot take its blocks;
+ *          PACKKV_ERR_OUT_OF_HOST_MEMORY; PACKKV_ERR_NOT_SUPPORTED on a CUDA cache. On any
+ *          failure nothing is imported (cache and pool unchanged).
+ *  Thread-safety: mutating call. */
+PACKKV_API packkv_status_t packkv_x_cache_import(packkv_cache_t* cache, int32_t seq_id, const void* h_buf,
+                                                 size_t size);
 
 /** Attention of q_len queries per sequence over every cached token of that sequence
  *  (compressed blocks and residual window): chunked prefill over a cached prefix, the

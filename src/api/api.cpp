@@ -1,5 +1,6 @@
-// The C entry points: argument validation that does not depend on the backend, the
-// exception firewall (PACKKV_API_BEGIN / END) and the thread-local last error.
+// The C entry points of packkv.h: argument validation that does not depend on the
+// backend, behind the exception firewall of api/guard.h (PACKKV_API_BEGIN / END). The
+// entry points of packkv_experimental.h: api_experimental.cpp.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -12,44 +13,17 @@
 #include "api/cache_impl.h"
 #include "api/config.h"
 #include "common/error.h"
+#include "api/guard.h"
+#include "api/handles.h"
 #include "api/internal_access.h"
-#include "packkv/packkv.h"
-
-struct packkv_cache {
-  std::unique_ptr<packkv::CacheImpl> impl;
-};
+#define PACKKV_EXPERIMENTAL_API
+#include "packkv/packkv_experimental.h"
 
 namespace packkv {
 const CacheImpl& internal_impl(const packkv_cache_t* cache) { return *cache->impl; }
 }  // namespace packkv
 
 namespace {
-
-thread_local std::string g_last_error;
-
-packkv_status_t set_error(packkv_status_t code, const std::string& message) {
-  g_last_error = message;
-  return code;
-}
-
-#define PACKKV_API_BEGIN \
-  g_last_error.clear();  \
-  try {
-#define PACKKV_API_END(fn)                                                                   \
-  }                                                                                          \
-  catch (const packkv::Error& e) {                                                           \
-    return set_error(e.code(), e.what());                                                    \
-  }                                                                                          \
-  catch (const std::bad_alloc&) {                                                            \
-    return set_error(PACKKV_ERR_OUT_OF_HOST_MEMORY, std::string(fn) + ": out of host memory"); \
-  }                                                                                          \
-  catch (const std::exception& e) {                                                          \
-    return set_error(PACKKV_ERR_INTERNAL, std::string(fn) + ": internal error: " + e.what()); \
-  }                                                                                          \
-  catch (...) {                                                                              \
-    return set_error(PACKKV_ERR_INTERNAL, std::string(fn) + ": internal error");            \
-  }                                                                                          \
-  return PACKKV_OK;
 
 using packkv::require;
 
@@ -149,13 +123,15 @@ const char* packkv_status_string(packkv_status_t status) {
     case PACKKV_ERR_NOT_SUPPORTED: return "PACKKV_ERR_NOT_SUPPORTED";
     case PACKKV_ERR_VERSION_MISMATCH: return "PACKKV_ERR_VERSION_MISMATCH";
     case PACKKV_ERR_INTERNAL: return "PACKKV_ERR_INTERNAL";
+    case PACKKV_X_ERR_BUDGET_EXCEEDED: return "PACKKV_X_ERR_BUDGET_EXCEEDED";
     default: return "unknown status";
   }
 }
 
-const char* packkv_last_error_message(void) { return g_last_error.c_str(); }
+const char* packkv_last_error_message(void) { return packkv::last_error().c_str(); }
 
 size_t packkv_copy_last_error(char* buf, size_t cap) {
+  const std::string& g_last_error = packkv::last_error();
   const size_t n = g_last_error.size();
   if (buf != nullptr && cap > 0) {
     const size_t m = n < cap - 1 ? n : cap - 1;
@@ -202,9 +178,7 @@ packkv_status_t packkv_cache_create(const packkv_cache_params_t* params, packkv_
   PACKKV_API_BEGIN
   require(out != nullptr, "packkv_cache_create: out is NULL");
   const packkv::Config config = packkv::Config::from_params(params);
-  std::unique_ptr<packkv_cache> cache(new packkv_cache);
-  cache->impl = config.device < 0 ? packkv::make_cpu_cache(config) : packkv::make_cuda_cache(config);
-  *out = cache.release();
+  *out = packkv::new_cache_handle(config, nullptr);
   PACKKV_API_END("packkv_cache_create")
 }
 
@@ -269,7 +243,12 @@ packkv_status_t packkv_cache_append(packkv_cache_t* cache, int32_t n_seqs, const
                        " more exceed max_tokens_per_seq = " + std::to_string(c.max_tokens_per_seq) +
                        "; nothing was appended");
   }
-  cache->impl->append(n_seqs, h_seq_ids, h_n_tokens, k_new, v_new, dtype, stream);
+  try {
+    cache->impl->append(n_seqs, h_seq_ids, h_n_tokens, k_new, v_new, dtype, stream);
+  } catch (const packkv::Error& e) {
+    if (e.code() != PACKKV_X_ERR_BUDGET_EXCEEDED) throw;
+    packkv::fail(e.code(), std::string("packkv_cache_append: ") + e.what() + "; nothing was appended");
+  }
   PACKKV_API_END("packkv_cache_append")
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "api/config.h"
+#include "common/error.h"
 #include "packkv/packkv.h"
 
 namespace packkv {
@@ -43,6 +44,35 @@ class CacheImpl {
                       const void* k_new, const void* v_new, packkv_dtype_t dtype,
                       packkv_stream_t stream) = 0;
   virtual void remove_seq(int seq) = 0;
+  // Keeps the first n_tokens tokens (0 <= n_tokens <= seq_length; api.cpp checks) of a
+  // sequence (cpu/seq_ops.cpp). Default: PACKKV_ERR_NOT_SUPPORTED.
+  virtual void truncate(int, int64_t) {
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_truncate: not supported by this backend (CPU caches only)");
+  }
+  // Makes dst (empty; api.cpp checks) a copy of src that shares src's compressed blocks.
+  // Default: PACKKV_ERR_NOT_SUPPORTED.
+  virtual void fork(int, int) {
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_fork: not supported by this backend (CPU caches only)");
+  }
+  // Sets the sliding window (tokens; 0: none) of an empty cache (api checks).
+  // Default: PACKKV_ERR_NOT_SUPPORTED.
+  virtual void set_window(int64_t) {
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_set_window: not supported by this backend (CPU caches only)");
+  }
+  // Export / import of one sequence (format/seq_export.h). export_seq writes exactly
+  // export_size(seq) bytes; import_seq needs an empty sequence (api checks) and validates
+  // everything. Default: PACKKV_ERR_NOT_SUPPORTED.
+  virtual size_t export_size(int) const {
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_export: not supported by this backend (CPU caches only)");
+  }
+  virtual void export_seq(int, uint8_t*, size_t) const {
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_export: not supported by this backend (CPU caches only)");
+  }
+  virtual void import_seq(int, const uint8_t*, size_t) {
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_import: not supported by this backend (CPU caches only)");
+  }
+  // Leading tokens of a sequence outside the sliding window (0 without one).
+  virtual int64_t expired(int) const { return 0; }
   virtual void reset() = 0;
   // Fills every field of a full-size stats struct (seq == -1: all sequences).
   virtual void stats(int seq, packkv_cache_stats_t* out) const = 0;
@@ -61,7 +91,9 @@ class CacheImpl {
   Config config_;
 };
 
-std::unique_ptr<CacheImpl> make_cpu_cache(const Config& config);
+class PagePool;
+// pool: the page pool of the compressed blocks (shared, or private to this cache).
+std::unique_ptr<CacheImpl> make_cpu_cache(const Config& config, std::shared_ptr<PagePool> pool);
 
 // CUDA backend (cuda/). In a build without CUDA these throw PACKKV_ERR_NOT_SUPPORTED /
 // report no device. (The CUDA part of packkv_build_info is a compile-time string set by

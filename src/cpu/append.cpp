@@ -1,6 +1,7 @@
 // CpuCache::append: plan every sequence's part (convert and check the new tokens, encode
-// the blocks the flush policy releases, reserve every buffer), then commit without a
-// possible failure, so that a failed append leaves the cache as it was.
+// the blocks the flush policy releases, place them in pages), reserve every buffer, take
+// the new pages from the pool (the budget check), then commit without a possible
+// failure, so that a failed append leaves the cache and the pool as they were.
 #include <algorithm>
 #include <vector>
 
@@ -8,6 +9,7 @@
 #include "common/dtype.h"
 #include "common/rules.h"
 #include "cpu/cpu_cache.h"
+#include "cpu/page_table.h"
 
 namespace packkv {
 
@@ -25,9 +27,11 @@ struct Plan {
   const uint8_t* k = nullptr;  // new tokens in kv_dtype: the caller's memory when its
   const uint8_t* v = nullptr;  // dtype is kv_dtype, else kconv / vconv
   std::vector<uint8_t> kconv, vconv;
-  std::vector<uint8_t> blobs;  // newly compressed blocks, aligned relative to store end
-  std::vector<uint64_t> offsets;
-  int64_t flushed = 0;  // blocks
+  std::vector<uint8_t> blobs;  // newly compressed blocks, each starting 16-aligned
+  std::vector<size_t> sizes;   // their sizes
+  Placement place;             // where they go (cpu/page_table.h)
+  size_t first_page = 0;       // index of its first new page among all taken pages
+  int64_t flushed = 0;         // blocks
 };
 
 }  // namespace
@@ -39,6 +43,7 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
   const size_t in_elem = dtype_size(dtype);
   const size_t token_bytes = row_ * elem_;
   std::vector<Plan> plans(n_seqs);
+  size_t new_pages = 0;
   // 1. Plan (may throw, changes nothing): convert and check the new tokens, encode the
   // blocks that will be flushed.
   size_t at = 0;
@@ -54,25 +59,42 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     at += vals;
     const CpuSeq& s = seqs_[ids[i]];
     p.flushed = blocks_to_flush(s.residual_len + n, c.residual_tokens, block_tokens);
-    if (p.flushed > 0) encode_flushed(s, p.k, p.v, p.flushed, s.store.size(), &p.blobs, &p.offsets);
+    if (p.flushed > 0) {
+      encode_flushed(s, p.k, p.v, p.flushed, &p.blobs, &p.sizes);
+      p.place = s.table.plan(p.sizes, pool_->page_bytes());
+      p.first_page = new_pages;
+      new_pages += p.place.new_pages;
+    }
   }
-  // 2. Reserve (may throw, changes no content): every buffer the commit needs.
-  for (int i = 0; i < n_seqs; ++i) {
-    CpuSeq& s = seqs_[ids[i]];
-    const Plan& p = plans[i];
-    const size_t res_after = (size_t)(s.residual_len + counts[i] - p.flushed * block_tokens) * token_bytes;
-    grow(&s.store, s.store.size() + p.blobs.size());
-    grow(&s.block_offset, s.block_offset.size() + p.offsets.size());
-    grow(&s.res_k, res_after);
-    grow(&s.res_v, res_after);
+  // 2. Pages (PACKKV_X_ERR_BUDGET_EXCEEDED or out of memory; all or nothing), then
+  // 3. every buffer the commit needs (may throw: the pages go back). Neither changes
+  // what the cache holds.
+  std::vector<Page*> pages;
+  pool_->acquire(new_pages, &pages);
+  try {
+    for (int i = 0; i < n_seqs; ++i) {
+      CpuSeq& s = seqs_[ids[i]];
+      const Plan& p = plans[i];
+      const size_t res_after = (size_t)(s.residual_len + counts[i] - p.flushed * block_tokens) * token_bytes;
+      s.table.reserve(p.sizes.size());
+      grow(&s.res_k, res_after);
+      grow(&s.res_v, res_after);
+    }
+  } catch (...) {
+    for (Page* pg : pages) pool_->release(pg);
+    throw;
   }
-  // 3. Commit (no throw: capacity is reserved). The window loses its first `drop` tokens
+  // 4. Commit (no throw: capacity is reserved). The window loses its first `drop` tokens
   // (compressed now): first from the old residual tokens, then from the new ones.
+  int64_t blob_bytes = 0, blob_tokens = 0;
   for (int i = 0; i < n_seqs; ++i) {
     CpuSeq& s = seqs_[ids[i]];
     Plan& p = plans[i];
-    s.store.insert(s.store.end(), p.blobs.begin(), p.blobs.end());
-    s.block_offset.insert(s.block_offset.end(), p.offsets.begin(), p.offsets.end());
+    if (p.flushed > 0) {
+      s.table.commit(p.place, p.blobs.data(), p.sizes, pages.data() + p.first_page, pool_.get());
+      for (size_t z : p.sizes) blob_bytes += (int64_t)z;
+      blob_tokens += p.flushed * block_tokens;
+    }
     const int64_t drop = p.flushed * block_tokens;
     const int64_t from_old = std::min(drop, s.residual_len);
     const size_t skip_new = (size_t)(drop - from_old) * token_bytes;
@@ -84,11 +106,13 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
       if (new_bytes > skip_new) res.insert(res.end(), src + skip_new, src + new_bytes);
     }
     s.residual_len += counts[i] - drop;
+    expire(s);
   }
+  pool_->note_compressed(this, blob_bytes, blob_tokens);
 }
 
 void CpuCache::encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks,
-                              size_t store_end, std::vector<uint8_t>* blobs, std::vector<uint64_t>* offsets) const {
+                              std::vector<uint8_t>* blobs, std::vector<size_t>* sizes) const {
   const Config& c = config();
   const size_t block_vals = (size_t)c.shape.block_tokens * row_;
   const size_t res_vals = (size_t)s.residual_len * row_;
@@ -105,10 +129,10 @@ void CpuCache::encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t*
       if (from_res < block_vals)
         to_float(nw + (first + from_res - res_vals) * elem_, c.kv_dtype, block_vals - from_res, f + from_res);
     }
-    const size_t pos = store_end + blobs->size();
-    blobs->resize(blobs->size() + (align16(pos) - pos), 0);
-    offsets->push_back(store_end + blobs->size());
+    blobs->resize(align16(blobs->size()), 0);
+    const size_t start = blobs->size();
     encode_block(c, fk.data(), fv.data(), blobs);
+    sizes->push_back(blobs->size() - start);
   }
 }
 

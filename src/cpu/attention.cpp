@@ -93,7 +93,7 @@ void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, Out* o
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
     const float* qh = q + (size_t)hk * gqa_group * d;
     Out* oh = out + (size_t)hk * gqa_group * ld;
-    for (int64_t b = 0; b < s.n_blocks(); ++b)
+    for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b)
       block_scores(sh, s.blob(b), hk, qh, gqa_group, oh + b * sh.block_tokens, ld, &scratch);
     const int64_t base = s.n_blocks() * sh.block_tokens;
     for (int64_t t = 0; t < s.residual_len; ++t) {
@@ -105,6 +105,10 @@ void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, Out* o
         oh[(size_t)j * ld + base + t] = (Out)dot;
       }
     }
+    // sliding window: expired tokens (freed blocks, the expired part of a block -- block_scores
+    // wrote it in original order, undoing the stored permutation -- and of the window) score -inf
+    for (int j = 0; j < gqa_group; ++j)
+      std::fill(oh + (size_t)j * ld, oh + (size_t)j * ld + s.expired, -std::numeric_limits<float>::infinity());
   }
 }
 
@@ -115,13 +119,23 @@ void CpuCache::seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa
   const std::vector<float> res = window_as_float(s.res_v, config().kv_dtype, (size_t)s.residual_len * row_);
   std::fill(acc, acc + (size_t)sh.n_kv_heads * gqa_group * d, 0.0);
   AttnScratch scratch;
+  std::vector<float> masked;
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
     const float* ph = probs + (size_t)hk * gqa_group * ld;
     double* ah = acc + (size_t)hk * gqa_group * d;
-    for (int64_t b = 0; b < s.n_blocks(); ++b)
-      block_apply(sh, s.blob(b), hk, ph + b * sh.block_tokens, gqa_group, ld, ah, &scratch);
+    const int64_t n = sh.block_tokens;
+    for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b) {
+      if (b * n < s.expired) {  // partly expired block: its expired tokens weigh 0
+        masked.assign((size_t)gqa_group * n, 0.0f);
+        for (int j = 0; j < gqa_group; ++j)
+          for (int64_t t = s.expired - b * n; t < n; ++t) masked[(size_t)j * n + t] = ph[(size_t)j * ld + b * n + t];
+        block_apply(sh, s.blob(b), hk, masked.data(), gqa_group, (size_t)n, ah, &scratch);
+      } else {
+        block_apply(sh, s.blob(b), hk, ph + b * n, gqa_group, ld, ah, &scratch);
+      }
+    }
     const int64_t base = s.n_blocks() * sh.block_tokens;
-    for (int64_t t = 0; t < s.residual_len; ++t) {
+    for (int64_t t = std::max<int64_t>(0, s.expired - base); t < s.residual_len; ++t) {
       const float* vr = res.data() + (size_t)t * row_ + (size_t)hk * d;
       for (int j = 0; j < gqa_group; ++j) {
         const double p = ph[(size_t)j * ld + base + t];

@@ -15,28 +15,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <memory>
 #include <vector>
 
 #include "api/cache_impl.h"
+#include "cpu/page_table.h"
+#include "pool/page_pool.h"
 
 namespace packkv {
 
-// One sequence of the CPU cache.
+// One sequence of the CPU cache. Its compressed blocks live in pages of the cache's pool
+// (pool/page_pool.h) through its block table (cpu/page_table.h).
 struct CpuSeq {
-  std::vector<uint8_t> store;          // blobs, each kBlobAlign-aligned
-  std::vector<uint64_t> block_offset;  // start of each blob in store
+  PageTable table;                     // where each compressed block's blob is
   std::vector<uint8_t> res_k, res_v;   // residual window, [residual_len][H][D] in kv_dtype
   int64_t residual_len = 0;            // tokens in the residual window
+  int64_t expired = 0;                 // leading tokens out of the sliding window (excluded
+                                       // from attention; whole blocks of them are freed)
 
-  int64_t n_blocks() const { return (int64_t)block_offset.size(); }
-  // Blob b (kBlobAlign-aligned: std::vector storage is at least 16-aligned through
-  // operator new on the platforms we build for).
-  const uint8_t* blob(int64_t b) const { return store.data() + block_offset[b]; }
+  int64_t n_blocks() const { return table.n_blocks(); }
+  const uint8_t* blob(int64_t b) const { return table.blob(b); }
 };
 
 class CpuCache final : public CacheImpl {
  public:
-  explicit CpuCache(const Config& c);
+  // pool: where the compressed blocks go (shared with other caches, or private).
+  CpuCache(const Config& c, std::shared_ptr<PagePool> pool);
+  ~CpuCache() override;
 
   // cpu_cache.cpp: storage
   int64_t n_blocks(int seq) const override;
@@ -47,6 +52,15 @@ class CpuCache final : public CacheImpl {
   void remove_seq(int seq) override;
   void reset() override;
   void sync() const override {}
+  // seq_ops.cpp
+  void truncate(int seq, int64_t n_tokens) override;
+  void fork(int src, int dst) override;
+  void set_window(int64_t window_tokens) override;
+  int64_t expired(int seq) const override { return seqs_[seq].expired; }
+  // seq_io.cpp
+  size_t export_size(int seq) const override;
+  void export_seq(int seq, uint8_t* out, size_t size) const override;
+  void import_seq(int seq, const uint8_t* in, size_t size) override;
   // append.cpp
   void append(int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens, const void* k_new,
               const void* v_new, packkv_dtype_t dtype, packkv_stream_t stream) override;
@@ -58,9 +72,10 @@ class CpuCache final : public CacheImpl {
 
  private:
   // append.cpp: encodes the first n_blocks blocks of the window (residual tokens of s,
-  // then the new tokens nk / nv in kv_dtype) as blobs placed after `store_end` bytes.
-  void encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks, size_t store_end,
-                      std::vector<uint8_t>* blobs, std::vector<uint64_t>* offsets) const;
+  // then the new tokens nk / nv in kv_dtype) as blobs, one after the other in *blobs
+  // (each starting kBlobAlign-aligned), their sizes in *sizes.
+  void encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks,
+                      std::vector<uint8_t>* blobs, std::vector<size_t>* sizes) const;
   // input_check.cpp: n values of dtype as kv_dtype (src itself when dtype is kv_dtype,
   // else *conv), rejecting values that are not finite in kv_dtype (NaN, inf, or
   // overflow by the conversion) with an error naming sequence, token, head and channel.
@@ -72,6 +87,12 @@ class CpuCache final : public CacheImpl {
   void seq_scores(const CpuSeq& s, const float* q, int gqa_group, Out* out, size_t ld) const;
   void seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const;
 
+  std::shared_ptr<PagePool> pool_;
+  bool shared_ = false;
+  int64_t window_ = 0;  // sliding window in tokens; 0: none
+  // seq_ops.cpp: marks the tokens of s before length - window_ expired and frees the
+  // blocks wholly expired. No throw.
+  void expire(CpuSeq& s) noexcept;  // set by the first fork: blocks may be shared between sequences
   std::vector<CpuSeq> seqs_;
   size_t row_ = 0;   // values per token (n_kv_heads * head_dim)
   size_t elem_ = 0;  // bytes per kv_dtype element

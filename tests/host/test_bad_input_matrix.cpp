@@ -577,7 +577,7 @@ std::vector<Infallible> infallible() {
       {"packkv_build_info", "non-empty static string", [](Fixture&) { return packkv_build_info()[0] != '\0'; }},
       {"packkv_has_cuda", "0 or 1", [](Fixture&) { const int32_t h = packkv_has_cuda(); return h == 0 || h == 1; }},
       {"packkv_status_string", "unknown values", [](Fixture&) {
-         for (packkv_status_t s : {-1, 11, 1000, INT32_MIN, INT32_MAX})
+         for (packkv_status_t s : {-1, 12, 1000, INT32_MIN, INT32_MAX})
            if (std::string(packkv_status_string(s)) != "unknown status") return false;
          return true;
        }},

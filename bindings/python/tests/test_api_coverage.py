@@ -47,3 +47,27 @@ def test_pythonic_layer_covers_the_cache_calls():
         "copy_last_error": packkv.last_error_message,
     }
     assert not set(c_api_functions()) - set(covered)
+
+
+EXPERIMENTAL = HEADER.parent / "packkv_experimental.h"
+
+
+def test_every_experimental_function_is_wrapped_and_covered():
+    names = sorted(set(re.findall(r"PACKKV_API\s+[\w\s\*]+?\bpackkv_(x_\w+)\s*\(", EXPERIMENTAL.read_text())))
+    assert len(names) >= 10, names
+    missing = [n for n in names if not callable(getattr(raw, n, None))]
+    assert not missing, f"experimental C functions without a Python wrapper: {missing}"
+    covered = {
+        "x_last_bytes_needed": packkv.BudgetExceeded, "x_pool_params_init": packkv.Pool,
+        "x_pool_page_bytes_for": packkv.page_bytes_for, "x_pool_create": packkv.Pool,
+        "x_pool_destroy": packkv.Pool.close, "x_cache_create_in_pool": packkv.Cache,
+        "x_pool_stats": packkv.Pool.stats, "x_pool_tokens_fit": packkv.Pool.tokens_fit,
+        "x_cache_truncate": packkv.Cache.truncate, "x_cache_fork": packkv.Cache.fork,
+        "x_cache_set_window": packkv.Cache.set_window, "x_cache_window_start": packkv.Cache.window_start,
+        "x_cache_export_size": packkv.Cache.export_seq, "x_cache_export": packkv.Cache.export_seq,
+        "x_cache_import": packkv.Cache.import_seq,
+    }
+    assert not set(names) - set(covered), set(names) - set(covered)
+    assert raw.X_ERR_BUDGET_EXCEEDED == packkv.BudgetExceeded.STATUS
+    assert raw.X_POOL_PARAMS_SIZE_V1 <= raw.POOL_PARAMS_STRUCT_SIZE
+    assert raw.X_POOL_STATS_SIZE_V1 <= raw.POOL_STATS_STRUCT_SIZE

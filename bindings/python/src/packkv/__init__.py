@@ -12,6 +12,11 @@ Quick start (CPU)::
 On a CUDA build, ``Cache(..., device=0)`` takes torch CUDA tensors and runs on torch's
 current stream. Failed calls raise :class:`PackKVError` subclasses carrying the C status
 and message. The SWIG layer underneath (``packkv._raw``) is internal, not API.
+
+Experimental (packkv_experimental.h, may change in any release): :class:`Pool` (shared
+pages with a byte budget; :class:`BudgetExceeded`), ``Cache(..., pool=)``,
+:meth:`Cache.truncate`, :meth:`Cache.fork`, :meth:`Cache.set_window`,
+:meth:`Cache.export_seq` / :meth:`Cache.import_seq`.
 """
 
 from __future__ import annotations
@@ -30,15 +35,18 @@ from ._errors import (
     PackKVError,
     VersionMismatch,
     WorkspaceTooSmall,
+    BudgetExceeded,
     error_from_status,
 )
 from .cache import REPACK, SCALE_GRANULARITY, Cache, Params, Stats
+from .pool import DEFAULT_PAGE_BYTES, Pool, PoolStats, page_bytes_for
 
 __all__ = [
     "Cache", "Params", "Stats", "REPACK", "SCALE_GRANULARITY",
     "PackKVError", "InvalidArgument", "InvalidState", "CapacityExceeded",
     "WorkspaceTooSmall", "OutOfHostMemory", "OutOfDeviceMemory", "CudaError",
-    "NotSupported", "VersionMismatch", "InternalError", "error_from_status", "STATUS_NAMES",
+    "NotSupported", "VersionMismatch", "InternalError", "BudgetExceeded", "error_from_status",
+    "STATUS_NAMES", "Pool", "PoolStats", "page_bytes_for", "DEFAULT_PAGE_BYTES",
     "version", "version_number", "build_info", "has_cuda", "status_string",
     "last_error_message", "bits_for_rel_scale",
     "DTYPE_F16", "DTYPE_BF16", "DTYPE_F32", "__version__",

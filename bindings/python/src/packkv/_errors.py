@@ -29,6 +29,7 @@ __all__ = [
     "NotSupported",
     "VersionMismatch",
     "InternalError",
+    "BudgetExceeded",
     "error_from_status",
     "STATUS_NAMES",
 ]
@@ -46,6 +47,7 @@ STATUS_NAMES = {
     8: "PACKKV_ERR_NOT_SUPPORTED",
     9: "PACKKV_ERR_VERSION_MISMATCH",
     10: "PACKKV_ERR_INTERNAL",
+    11: "PACKKV_X_ERR_BUDGET_EXCEEDED",
 }
 
 
@@ -141,6 +143,24 @@ class InternalError(PackKVError, RuntimeError):
     STATUS = 10
 
 
+class BudgetExceeded(PackKVError, MemoryError):
+    """PACKKV_X_ERR_BUDGET_EXCEEDED (experimental): an append needed more pool pages than the
+    pool's budget allows; nothing was appended. ``bytes_needed`` is the bytes of pages the
+    call needed (packkv_x_last_bytes_needed, read right after the failed call)."""
+
+    STATUS = 11
+
+    def __init__(self, status: int, message: str = "", bytes_needed: int | None = None):
+        super().__init__(status, message)
+        if bytes_needed is None:
+            from . import _raw as raw  # the failed call ran on this thread just before
+            bytes_needed = int(raw.x_last_bytes_needed())
+        self.bytes_needed = int(bytes_needed)
+
+    def __reduce__(self):
+        return (type(self), (self.status, self.message, self.bytes_needed))
+
+
 _CLASSES = {
     cls.STATUS: cls
     for cls in (
@@ -154,6 +174,7 @@ _CLASSES = {
         NotSupported,
         VersionMismatch,
         InternalError,
+        BudgetExceeded,
     )
 }
 

@@ -177,6 +177,39 @@ def _enum(name: str, value: Any, names: dict):
         raise InvalidArgument(1, f"{name} must be one of {sorted(names)}, got {value!r}") from None
 
 
+def _params_struct(n_kv_heads: int, head_dim: int, *, device: int = -1, max_seqs=None, kv_dtype=None,
+                   max_tokens_per_seq=None, rel_scale_k=None, rel_scale_v=None, bits_k=None,
+                   bits_v=None, repack=None, scale_granularity=None, block_tokens=None,
+                   residual_tokens=None):
+    """A packkv_cache_params_t from the keyword arguments of Cache (checked, not yet
+    validated by the library)."""
+    p = _raw.CacheParamsStruct()
+    _raw.cache_params_init(p, _raw.CACHE_PARAMS_STRUCT_SIZE)
+    ints = {"device": device, "n_kv_heads": n_kv_heads, "head_dim": head_dim,
+            "max_seqs": max_seqs, "max_tokens_per_seq": max_tokens_per_seq,
+            "bits_k": bits_k, "bits_v": bits_v, "block_tokens": block_tokens,
+            "residual_tokens": residual_tokens,
+            "repack": _enum("repack", repack, REPACK),
+            "scale_granularity": _enum("scale_granularity", scale_granularity,
+                                       SCALE_GRANULARITY)}
+    for name, value in ints.items():
+        if value is None:
+            continue
+        limit = 2**63 - 1 if name == "max_tokens_per_seq" else 2**31 - 1
+        v = _integer(name, value)
+        if not -limit - 1 <= v <= limit:
+            raise InvalidArgument(1, f"{name} = {v} does not fit the C field")
+        setattr(p, name, v)
+    if kv_dtype is not None:
+        p.kv_dtype = A.dtype_code(kv_dtype)
+    for name, value in (("rel_scale_k", rel_scale_k), ("rel_scale_v", rel_scale_v)):
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise InvalidArgument(1, f"{name} must be a number, got {value!r}")
+            setattr(p, name, float(value))
+    return p
+
+
 class Cache:
     """A compressed KV cache of one attention layer (a ``packkv_cache_t``).
 
@@ -190,6 +223,8 @@ class Cache:
             "float32", numpy or torch dtypes).
         max_tokens_per_seq, rel_scale_k, rel_scale_v, bits_k, bits_v, block_tokens,
         residual_tokens: as in packkv_cache_params_t; None keeps the library default.
+        pool: a :class:`packkv.Pool` (experimental) to hold the compressed blocks, shared with
+            other caches and under its budget; None (default): a private pool.
         repack: "none", "median" or "greedy" (or the C enum value); None: default.
         scale_granularity: "per_token" or "per_token_head"; None: default.
 
@@ -213,34 +248,23 @@ class Cache:
                  rel_scale_k: float | None = None, rel_scale_v: float | None = None,
                  bits_k: int | None = None, bits_v: int | None = None,
                  repack: Any = None, scale_granularity: Any = None,
-                 block_tokens: int | None = None, residual_tokens: int | None = None):
+                 block_tokens: int | None = None, residual_tokens: int | None = None,
+                 pool: Any = None):
         self._ptr = None
         self._lock = _RWLock()
-        p = _raw.CacheParamsStruct()
-        _raw.cache_params_init(p, _raw.CACHE_PARAMS_STRUCT_SIZE)
-        ints = {"device": device, "n_kv_heads": n_kv_heads, "head_dim": head_dim,
-                "max_seqs": max_seqs, "max_tokens_per_seq": max_tokens_per_seq,
-                "bits_k": bits_k, "bits_v": bits_v, "block_tokens": block_tokens,
-                "residual_tokens": residual_tokens,
-                "repack": _enum("repack", repack, REPACK),
-                "scale_granularity": _enum("scale_granularity", scale_granularity,
-                                           SCALE_GRANULARITY)}
-        for name, value in ints.items():
-            if value is None:
-                continue
-            limit = 2**63 - 1 if name == "max_tokens_per_seq" else 2**31 - 1
-            v = _integer(name, value)
-            if not -limit - 1 <= v <= limit:
-                raise InvalidArgument(1, f"{name} = {v} does not fit the C field")
-            setattr(p, name, v)
-        if kv_dtype is not None:
-            p.kv_dtype = A.dtype_code(kv_dtype)
-        for name, value in (("rel_scale_k", rel_scale_k), ("rel_scale_v", rel_scale_v)):
-            if value is not None:
-                if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                    raise InvalidArgument(1, f"{name} must be a number, got {value!r}")
-                setattr(p, name, float(value))
-        self._ptr = _raw.cache_create(p)
+        self._pool = pool
+        p = _params_struct(n_kv_heads, head_dim, device=device, max_seqs=max_seqs, kv_dtype=kv_dtype,
+                           max_tokens_per_seq=max_tokens_per_seq, rel_scale_k=rel_scale_k,
+                           rel_scale_v=rel_scale_v, bits_k=bits_k, bits_v=bits_v, repack=repack,
+                           scale_granularity=scale_granularity, block_tokens=block_tokens,
+                           residual_tokens=residual_tokens)
+        if pool is None:
+            self._ptr = _raw.cache_create(p)
+        else:
+            from .pool import Pool
+            if not isinstance(pool, Pool):
+                raise InvalidArgument(1, f"pool must be a packkv.Pool, got {pool!r}")
+            self._ptr = _raw.x_cache_create_in_pool(p, pool._handle())
         # Read back once: the effective configuration never changes afterwards.
         q = _raw.CacheParamsStruct()
         q.struct_size = _raw.CACHE_PARAMS_STRUCT_SIZE
@@ -390,6 +414,75 @@ class Cache:
         """Removes every token of one sequence; the id can be reused at once."""
         with self._lock.write():
             _raw.cache_remove_seq(self._handle(), _int32("seq_id", seq_id))
+
+    def truncate(self, seq_id: int, n_tokens: int) -> None:
+        """Keeps the first n_tokens tokens of a sequence (experimental:
+        packkv_x_cache_truncate). Residual-window tokens are dropped at no cost; when the cut
+        falls inside a compressed block, that block's first tokens return to the window from
+        their stored (dequantized) values and keep the compression error. Raises
+        InvalidArgument for n_tokens outside [0, seq_length]."""
+        seq_id, n_tokens = _integer("seq_id", seq_id), _integer("n_tokens", n_tokens)
+        if not -2**63 <= n_tokens < 2**63:
+            raise InvalidArgument(1, f"n_tokens = {n_tokens} does not fit int64")
+        with self._lock.write():
+            _raw.x_cache_truncate(self._handle(), seq_id, n_tokens)
+
+    def fork(self, src_seq: int, dst_seq: int) -> None:
+        """Makes the empty sequence dst_seq a copy of src_seq that shares its compressed
+        blocks (no copy, reference counted) and copies its residual window (experimental:
+        packkv_x_cache_fork). stats(seq) counts shared blocks in each sequence, stats()
+        once. Raises InvalidState if dst_seq holds tokens."""
+        src_seq, dst_seq = _integer("src_seq", src_seq), _integer("dst_seq", dst_seq)
+        with self._lock.write():
+            _raw.x_cache_fork(self._handle(), src_seq, dst_seq)
+
+    def set_window(self, window_tokens: int) -> None:
+        """Gives the (empty) cache a sliding window of window_tokens tokens; 0 removes it
+        (experimental: packkv_x_cache_set_window). Tokens before ``window_start(seq)`` then
+        score -inf, weigh 0 in apply, are left out of decode, decompress as NaN, and their
+        whole blocks are freed. Raises InvalidState if the cache holds tokens."""
+        window_tokens = _integer("window_tokens", window_tokens)
+        if not -2**63 <= window_tokens < 2**63:
+            raise InvalidArgument(1, f"window_tokens = {window_tokens} does not fit int64")
+        with self._lock.write():
+            _raw.x_cache_set_window(self._handle(), window_tokens)
+
+    def window_start(self, seq_id: int = 0) -> int:
+        """First token of the sequence inside the sliding window (0 without a window)."""
+        seq_id = _integer("seq_id", seq_id)
+        with self._lock.read():
+            return int(_raw.x_cache_window_start(self._handle(), seq_id))
+
+    def export_seq(self, seq_id: int = 0) -> bytes:
+        """One sequence in the versioned export byte format (experimental:
+        packkv_x_cache_export): for offloading to host memory or disk, or moving a prefix to
+        another process. The cache is not changed."""
+        seq_id = _integer("seq_id", seq_id)
+        with self._lock.read():
+            ptr = self._handle()
+            n = int(_raw.x_cache_export_size(ptr, seq_id))
+            buf = bytearray(n)
+            written = int(_raw.x_cache_export(ptr, seq_id, buf))
+        return bytes(buf[:written])
+
+    def import_seq(self, seq_id: int, data: Any) -> None:
+        """Restores an exported sequence (bytes, bytearray, memoryview or a uint8 array) into
+        the empty sequence seq_id (experimental: packkv_x_cache_import). Everything is
+        validated first; on any error (InvalidArgument for a bad buffer or a params
+        mismatch, VersionMismatch, InvalidState for a non-empty sequence, CapacityExceeded,
+        BudgetExceeded) nothing is imported."""
+        seq_id = _integer("seq_id", seq_id)
+        try:
+            memoryview(data)
+        except TypeError:
+            raise InvalidArgument(1, f"data must be a bytes-like object, got {type(data).__name__}") from None
+        with self._lock.write():
+            _raw.x_cache_import(self._handle(), seq_id, data)
+
+    @property
+    def pool(self):
+        """The :class:`packkv.Pool` given at creation, or None (private pool)."""
+        return self._pool
 
     def reset(self) -> None:
         """Removes every token of every sequence (the configuration is kept)."""

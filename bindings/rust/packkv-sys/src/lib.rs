@@ -32,3 +32,10 @@ pub mod ctypes {
 }
 
 include!("bindings.rs");
+
+/// The experimental C API (`include/packkv/packkv_experimental.h`: pools, truncate, fork):
+/// not frozen, it changes with the library; generated like the rest.
+pub mod experimental {
+    #![allow(non_camel_case_types, non_upper_case_globals, non_snake_case, unused_imports)]
+    include!("experimental.rs");
+}

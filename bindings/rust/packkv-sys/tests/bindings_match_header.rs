@@ -15,27 +15,34 @@ fn bindings_match_header() {
         eprintln!("bindings_match_header: not inside a libpackkv checkout; nothing to check");
         return;
     }
-    let out = std::env::temp_dir().join(format!("packkv-bindings-{}.rs", std::process::id()));
+    let tmp = std::env::temp_dir();
+    let out = tmp.join(format!("packkv-bindings-{}.rs", std::process::id()));
+    let out_x = tmp.join(format!("packkv-experimental-{}.rs", std::process::id()));
     let status = Command::new("bash")
         .arg(&script)
         .arg(&out)
+        .arg(&out_x)
         .status()
         .expect("cannot run bash scripts/gen-rust-bindings.sh");
     assert!(status.success(), "scripts/gen-rust-bindings.sh failed (is bindgen 0.60.1 installed?)");
-    let fresh = std::fs::read_to_string(&out).expect("read regenerated bindings");
-    let _ = std::fs::remove_file(&out);
-    let committed =
-        std::fs::read_to_string(manifest.join("src/bindings.rs")).expect("read src/bindings.rs");
-    if fresh != committed {
-        let line = fresh
-            .lines()
-            .zip(committed.lines())
-            .position(|(a, b)| a != b)
-            .map(|i| i + 1)
-            .unwrap_or_else(|| fresh.lines().count().min(committed.lines().count()) + 1);
-        panic!(
-            "packkv-sys/src/bindings.rs is out of date with include/packkv/packkv.h (first \
-             difference at line {line}); run scripts/gen-rust-bindings.sh and commit the result"
-        );
+    for (fresh_path, committed_name, header) in
+        [(&out, "bindings.rs", "packkv.h"), (&out_x, "experimental.rs", "packkv_experimental.h")]
+    {
+        let fresh = std::fs::read_to_string(fresh_path).expect("read regenerated bindings");
+        let _ = std::fs::remove_file(fresh_path);
+        let committed = std::fs::read_to_string(manifest.join("src").join(committed_name))
+            .expect("read the committed bindings");
+        if fresh != committed {
+            let line = fresh
+                .lines()
+                .zip(committed.lines())
+                .position(|(a, b)| a != b)
+                .map(|i| i + 1)
+                .unwrap_or_else(|| fresh.lines().count().min(committed.lines().count()) + 1);
+            panic!(
+                "packkv-sys/src/{committed_name} is out of date with include/packkv/{header} (first \
+                 difference at line {line}); run scripts/gen-rust-bindings.sh and commit the result"
+            );
+        }
     }
 }

@@ -68,10 +68,29 @@ impl Cache {
     /// `NOT_SUPPORTED` for `device >= 0` without the CUDA backend or device,
     /// `OUT_OF_HOST_MEMORY`.
     pub fn new(params: &Params) -> Result<Cache> {
+        Cache::create(params, None)
+    }
+
+    /// Creates a cache whose compressed blocks live in `pool` (experimental:
+    /// `packkv_x_cache_create_in_pool`). The cache keeps the pool alive.
+    ///
+    /// Errors: as [`Cache::new`], and `INVALID_ARGUMENT` when the pool's pages are smaller
+    /// than this cache's largest block ([`crate::page_bytes_for`]), `NOT_SUPPORTED` for a
+    /// CUDA cache.
+    pub fn new_in_pool(params: &Params, pool: &crate::Pool) -> Result<Cache> {
+        Cache::create(params, Some(pool))
+    }
+
+    fn create(params: &Params, pool: Option<&crate::Pool>) -> Result<Cache> {
         let raw_params = params.to_raw()?;
         let mut out: *mut sys::packkv_cache_t = ptr::null_mut();
-        // SAFETY: valid params struct and out-pointer.
-        check(unsafe { sys::packkv_cache_create(&raw_params, &mut out) })?;
+        // SAFETY: valid params struct, pool handle and out-pointer.
+        check(unsafe {
+            match pool {
+                None => sys::packkv_cache_create(&raw_params, &mut out),
+                Some(p) => sys::experimental::packkv_x_cache_create_in_pool(&raw_params, p.as_ptr(), &mut out),
+            }
+        })?;
         let raw = NonNull::new(out)
             .ok_or_else(|| Error::new(crate::Status::INTERNAL, "packkv_cache_create returned NULL"))?;
         let mut eff = raw_params;
@@ -229,6 +248,73 @@ impl Cache {
     pub fn remove_seq(&mut self, seq_id: i32) -> Result<()> {
         // SAFETY: valid handle, exclusive access.
         check(unsafe { sys::packkv_cache_remove_seq(self.raw.as_ptr(), seq_id) })
+    }
+
+    /// Keeps the first `n_tokens` tokens of a sequence (experimental:
+    /// `packkv_x_cache_truncate`). Residual-window tokens are dropped at no cost; when the
+    /// cut falls inside a compressed block, its first tokens return to the window from their
+    /// stored (dequantized) values and keep the compression error.
+    /// Errors: `INVALID_ARGUMENT` for `n_tokens` outside `[0, seq_length]`; `NOT_SUPPORTED`
+    /// on a CUDA cache. On error nothing changes.
+    pub fn truncate(&mut self, seq_id: i32, n_tokens: i64) -> Result<()> {
+        // SAFETY: valid handle, exclusive access.
+        check(unsafe { sys::experimental::packkv_x_cache_truncate(self.raw.as_ptr(), seq_id, n_tokens) })
+    }
+
+    /// Makes the empty sequence `dst_seq` a copy of `src_seq` sharing its compressed blocks
+    /// (reference counted) with the residual window copied (experimental:
+    /// `packkv_x_cache_fork`). `stats(Some(seq))` counts shared blocks in each sequence,
+    /// `stats(None)` once. Errors: `INVALID_STATE` if `dst_seq` holds tokens,
+    /// `INVALID_ARGUMENT` for bad or equal ids. On error nothing changes.
+    pub fn fork(&mut self, src_seq: i32, dst_seq: i32) -> Result<()> {
+        // SAFETY: valid handle, exclusive access.
+        check(unsafe { sys::experimental::packkv_x_cache_fork(self.raw.as_ptr(), src_seq, dst_seq) })
+    }
+
+    /// Gives the empty cache a sliding window of `window_tokens` tokens, 0 for none
+    /// (experimental: `packkv_x_cache_set_window`). Tokens before [`Cache::window_start`]
+    /// then score -inf, weigh 0 in `apply`, are left out of `decode`, decompress as NaN, and
+    /// their whole blocks are freed. Errors: `INVALID_STATE` if the cache holds tokens,
+    /// `INVALID_ARGUMENT` for a negative window.
+    pub fn set_window(&mut self, window_tokens: i64) -> Result<()> {
+        // SAFETY: valid handle, exclusive access.
+        check(unsafe { sys::experimental::packkv_x_cache_set_window(self.raw.as_ptr(), window_tokens) })
+    }
+
+    /// First token of a sequence inside the sliding window (`packkv_x_cache_window_start`).
+    pub fn window_start(&self, seq_id: i32) -> Result<i64> {
+        let mut n = 0i64;
+        // SAFETY: valid handle and out-pointer.
+        check(unsafe { sys::experimental::packkv_x_cache_window_start(self.raw.as_ptr(), seq_id, &mut n) })?;
+        Ok(n)
+    }
+
+    /// One sequence in the versioned export byte format (experimental:
+    /// `packkv_x_cache_export`), for offloading or moving a prefix to another process.
+    pub fn export_seq(&self, seq_id: i32) -> Result<Vec<u8>> {
+        let mut n = 0usize;
+        // SAFETY: valid handle and out-pointer.
+        check(unsafe { sys::experimental::packkv_x_cache_export_size(self.raw.as_ptr(), seq_id, &mut n) })?;
+        let mut buf = vec![0u8; n];
+        let mut written = 0usize;
+        // SAFETY: buf is valid for n bytes; the library writes at most n.
+        check(unsafe {
+            sys::experimental::packkv_x_cache_export(self.raw.as_ptr(), seq_id, buf.as_mut_ptr().cast(), n, &mut written)
+        })?;
+        buf.truncate(written);
+        Ok(buf)
+    }
+
+    /// Restores an exported sequence into the empty sequence `seq_id` (experimental:
+    /// `packkv_x_cache_import`), validating everything first. Errors: `INVALID_ARGUMENT` for
+    /// bytes that are not a valid export for this cache (the message says which check
+    /// failed), `VERSION_MISMATCH`, `INVALID_STATE` for a non-empty sequence,
+    /// `CAPACITY_EXCEEDED`, `BUDGET_EXCEEDED`. On error nothing is imported.
+    pub fn import_seq(&mut self, seq_id: i32, data: &[u8]) -> Result<()> {
+        // SAFETY: data is valid for data.len() bytes for the call; exclusive access.
+        check(unsafe {
+            sys::experimental::packkv_x_cache_import(self.raw.as_ptr(), seq_id, data.as_ptr().cast(), data.len())
+        })
     }
 
     /// Removes every token of every sequence (`packkv_cache_reset`).

@@ -33,6 +33,9 @@ impl Status {
     pub const VERSION_MISMATCH: Status = Status(sys::PACKKV_ERR_VERSION_MISMATCH);
     /// `PACKKV_ERR_INTERNAL`: a library bug.
     pub const INTERNAL: Status = Status(sys::PACKKV_ERR_INTERNAL);
+    /// `PACKKV_X_ERR_BUDGET_EXCEEDED` (experimental API): an append needed more pool pages
+    /// than the pool's budget allows; nothing was appended ([`Error::bytes_needed`]).
+    pub const BUDGET_EXCEEDED: Status = Status(sys::experimental::PACKKV_X_ERR_BUDGET_EXCEEDED);
 
     /// The status as a Rust enum, with [`StatusKind::Unknown`] for values this crate does
     /// not know.
@@ -49,6 +52,7 @@ impl Status {
             Status::NOT_SUPPORTED => StatusKind::NotSupported,
             Status::VERSION_MISMATCH => StatusKind::VersionMismatch,
             Status::INTERNAL => StatusKind::Internal,
+            Status::BUDGET_EXCEEDED => StatusKind::BudgetExceeded,
             Status(other) => StatusKind::Unknown(other),
         }
     }
@@ -95,6 +99,8 @@ pub enum StatusKind {
     VersionMismatch,
     /// See [`Status::INTERNAL`].
     Internal,
+    /// See [`Status::BUDGET_EXCEEDED`].
+    BudgetExceeded,
     /// A status this crate does not know (from a newer library).
     Unknown(i32),
 }
@@ -109,6 +115,9 @@ pub struct Error {
     pub code: Status,
     /// The library's detailed message (may be empty).
     pub message: String,
+    /// For [`Status::BUDGET_EXCEEDED`]: the bytes of pool pages the call needed
+    /// (`packkv_x_last_bytes_needed`); 0 otherwise.
+    pub bytes_needed: i64,
 }
 
 impl Error {
@@ -118,7 +127,7 @@ impl Error {
     }
 
     pub(crate) fn new(code: Status, message: impl Into<String>) -> Error {
-        Error { code, message: message.into() }
+        Error { code, message: message.into(), bytes_needed: 0 }
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Error {
@@ -149,7 +158,9 @@ pub(crate) fn check(status: sys::packkv_status_t) -> Result<()> {
         return Ok(());
     }
     let message = last_error_message();
-    Err(Error { code: Status(status), message })
+    // SAFETY: no arguments; thread-local, read before any other libpackkv call.
+    let bytes_needed = unsafe { sys::experimental::packkv_x_last_bytes_needed() };
+    Err(Error { code: Status(status), message, bytes_needed })
 }
 
 /// The calling thread's last error message (`packkv_last_error_message`), copied. Empty

@@ -20,17 +20,23 @@
 //! right after the failing call. Thread safety follows the C header: `&mut self` for calls
 //! that change a cache, `&self` (and `Sync`) for attention and queries. Memory: the library
 //! never keeps a pointer to caller data after a call returns.
+//!
+//! Experimental (the C header `packkv_experimental.h`; may change in any release):
+//! [`Pool`] (pages shared by caches under a byte budget, [`Status::BUDGET_EXCEEDED`]),
+//! [`Cache::new_in_pool`], [`Cache::truncate`], [`Cache::fork`].
 #![warn(missing_docs)]
 #![allow(clippy::needless_doctest_main)]
 
 mod cache;
 mod error;
 mod params;
+mod pool;
 mod types;
 
 pub use cache::Cache;
 pub use error::{copy_last_error, last_error_message, Error, Result, Status, StatusKind};
 pub use params::{Params, Stats};
+pub use pool::{page_bytes_for, Pool, PoolOptions, PoolStats};
 pub use types::{Bf16, DType, DevicePtr, Element, Repack, ScaleGranularity, StreamRef, F16};
 
 /// The raw FFI crate, for calls this API does not cover.

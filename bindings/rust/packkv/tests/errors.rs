@@ -33,6 +33,7 @@ fn status_kinds_names_and_unknown_values() {
         (Status::NOT_SUPPORTED, StatusKind::NotSupported),
         (Status::VERSION_MISMATCH, StatusKind::VersionMismatch),
         (Status::INTERNAL, StatusKind::Internal),
+        (Status::BUDGET_EXCEEDED, StatusKind::BudgetExceeded),
     ];
     for (i, (s, k)) in all.iter().enumerate() {
         assert_eq!(s.0, i as i32);
@@ -41,7 +42,7 @@ fn status_kinds_names_and_unknown_values() {
     }
     assert_eq!(Status(77).kind(), StatusKind::Unknown(77));
     assert_eq!(Status(77).name(), "unknown status");
-    let e = Error { code: Status::CAPACITY_EXCEEDED, message: "full".into() };
+    let e = Error { code: Status::CAPACITY_EXCEEDED, message: "full".into(), bytes_needed: 0 };
     assert_eq!(e.to_string(), "PACKKV_ERR_CAPACITY_EXCEEDED (3): full");
     let boxed: Box<dyn std::error::Error> = Box::new(e);
     assert!(boxed.to_string().contains("full"));

@@ -1,0 +1,291 @@
+// Memory held vs used, and append latency, of the CPU cache (issue 16). Uses only the
+// stable C API for the `latency` and `memory` modes, so the same binary runs against an
+// older libpackkv (LD_LIBRARY_PATH) as the baseline of the same run; the `budget` mode
+// uses the experimental pool API, looked up with dlsym (absent from older libraries).
+//
+//   latency  one sequence grown by single-token appends to --tokens (default 131072);
+//            p50 / p99 / p99.9 / max of each append's wall time, and the worst step
+//   memory   --seqs sequences of mixed lengths (uniform in [--min-len, --max-len], fixed
+//            seed) grown by --grow prefill | chunk (512 tokens) | token; memory actually
+//            held = RSS growth of the process (/proc/self/statm) against used =
+//            compressed_bytes_used + residual_bytes, and compressed_bytes_reserved; RSS is
+//            read as it is and after malloc_trim(0) (free heap memory returned: what the
+//            live allocations and their fragmentation hold), the bench's own staging buffers
+//            freed before both readings; and the peak RSS growth during the run (VmHWM;
+//            includes the bench's staging buffers: up to 128 MB for prefill, small otherwise)
+//   budget   as memory, the caches' blocks in a pool with a budget of --budget-mb MiB
+//            (reserve mode: mapped and touched at creation); RSS and pool stats
+// Shape: 8 KV heads x 128, blocks of 64, residual 128, fp16, default rates; K/V-like data
+// (per-channel offsets + Gaussian, cpu_bench.cpp's generator), cycled from 4096 tokens.
+// Usage: packkv_bench_memory latency|memory|budget [--tokens N] [--seqs S] [--min-len A]
+//        [--max-len B] [--grow prefill|chunk|token] [--budget-mb M]
+#include <dlfcn.h>
+#include <malloc.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "packkv/packkv.h"
+#define PACKKV_EXPERIMENTAL_API
+#include "packkv/packkv_experimental.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+const int H = 8, D = 128, kRow = H * D, kPoolTokens = 4096;
+
+void check(packkv_status_t st, const char* what) {
+  if (st != PACKKV_OK) {
+    std::fprintf(stderr, "%s failed: %s\n", what, packkv_last_error_message());
+    std::exit(1);
+  }
+}
+
+uint16_t to_half(float f) {  // round to nearest even, normal range only (bench data)
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+  if (a < 0x38800000u) return (uint16_t)sign;
+  const uint32_t r = a + 0xfffu + ((a >> 13) & 1u);
+  return (uint16_t)(sign | (((r >> 23) - 112u) << 10) | ((r >> 13) & 0x3ffu));
+}
+
+std::vector<uint16_t> make_kv(unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n01(0.0f, 1.0f);
+  std::vector<float> offs(kRow);
+  for (float& o : offs) o = 2.0f * n01(rng);
+  std::vector<uint16_t> x((size_t)kPoolTokens * kRow);
+  for (size_t t = 0; t < (size_t)kPoolTokens; ++t)
+    for (size_t i = 0; i < (size_t)kRow; ++i) x[t * kRow + i] = to_half(offs[i] + 0.7f * n01(rng));
+  return x;
+}
+
+// Peak resident bytes of the process so far (VmHWM of /proc/self/status).
+long peak_rss_bytes() {
+  long kb = 0;
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb * 1024;
+}
+
+long rss_bytes() {
+  long pages = 0, resident = 0;
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+struct Args {
+  std::string mode;
+  long tokens = 131072;
+  int seqs = 1;
+  long min_len = 1024, max_len = 32768;
+  std::string grow = "token";
+  long budget_mb = 0;
+};
+
+packkv_cache_params_t params(int max_seqs) {
+  packkv_cache_params_t p;
+  check(packkv_cache_params_init(&p, sizeof p), "params_init");
+  p.n_kv_heads = H;
+  p.head_dim = D;
+  p.max_seqs = max_seqs;
+  p.max_tokens_per_seq = 1 << 20;
+  return p;
+}
+
+void latency(const Args& a) {
+  const std::vector<uint16_t> k = make_kv(1), v = make_kv(2);
+  packkv_cache_t* c = nullptr;
+  const packkv_cache_params_t p = params(1);
+  check(packkv_cache_create(&p, &c), "create");
+  std::vector<double> us((size_t)a.tokens);
+  int32_t id = 0, one = 1;
+  for (long t = 0; t < a.tokens; ++t) {
+    const size_t at = (size_t)(t % kPoolTokens) * kRow;
+    const auto t0 = Clock::now();
+    check(packkv_cache_append(c, 1, &id, &one, &k[at], &v[at], PACKKV_DTYPE_F16, nullptr), "append");
+    us[(size_t)t] = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+  }
+  const long worst = (long)(std::max_element(us.begin(), us.end()) - us.begin());
+  const double worst_us = us[(size_t)worst];
+  // flush steps (every 64th token once the window is full) and the others, apart
+  std::vector<double> flush, plain;
+  for (long t = 0; t < a.tokens; ++t) ((t >= 191 && (t - 191) % 64 == 0) ? flush : plain).push_back(us[(size_t)t]);
+  auto q = [](std::vector<double> x, double f) {
+    std::sort(x.begin(), x.end());
+    return x.empty() ? 0.0 : x[std::min(x.size() - 1, (size_t)(f * (double)x.size()))];
+  };
+  packkv_cache_stats_t s;
+  s.struct_size = sizeof s;
+  check(packkv_cache_stats(c, -1, &s), "stats");
+  std::printf("latency: %ld single-token appends, 8x128 f16 (%s)\n", a.tokens, packkv_version_string());
+  std::printf("  all steps   p50 %.2f us  p99 %.2f us  p99.9 %.2f us  max %.1f us (at token %ld)\n", q(us, 0.5),
+              q(us, 0.99), q(us, 0.999), worst_us, worst);
+  std::printf("  flush steps p50 %.1f us  p99 %.1f us  max %.1f us  (%zu steps)\n", q(flush, 0.5), q(flush, 0.99),
+              q(flush, 1.0), flush.size());
+  std::printf("  other steps p50 %.2f us  p99 %.2f us  p99.9 %.2f us  max %.1f us\n", q(plain, 0.5), q(plain, 0.99),
+              q(plain, 0.999), q(plain, 1.0));
+  std::printf("  used %.1f MB, reserved %.1f MB (%.3fx)\n", s.compressed_bytes_used / 1e6,
+              s.compressed_bytes_reserved / 1e6, (double)s.compressed_bytes_reserved / (double)s.compressed_bytes_used);
+  packkv_cache_destroy(c);
+}
+
+// dlsym'd pool API (absent from libraries before issue 16)
+struct PoolApi {
+  decltype(&packkv_x_pool_params_init) params_init = nullptr;
+  decltype(&packkv_x_pool_create) create = nullptr;
+  decltype(&packkv_x_pool_destroy) destroy = nullptr;
+  decltype(&packkv_x_cache_create_in_pool) create_in = nullptr;
+  decltype(&packkv_x_pool_stats) stats = nullptr;
+  bool load() {
+    params_init = (decltype(params_init))dlsym(RTLD_DEFAULT, "packkv_x_pool_params_init");
+    create = (decltype(create))dlsym(RTLD_DEFAULT, "packkv_x_pool_create");
+    destroy = (decltype(destroy))dlsym(RTLD_DEFAULT, "packkv_x_pool_destroy");
+    create_in = (decltype(create_in))dlsym(RTLD_DEFAULT, "packkv_x_cache_create_in_pool");
+    stats = (decltype(stats))dlsym(RTLD_DEFAULT, "packkv_x_pool_stats");
+    return params_init && create && destroy && create_in && stats;
+  }
+};
+
+void memory(const Args& a, bool budget) {
+  const std::vector<uint16_t> k = make_kv(1), v = make_kv(2);
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<long> len(a.min_len, a.max_len);
+  std::vector<long> lens((size_t)a.seqs);
+  long total = 0;
+  for (long& l : lens) total += (l = len(rng));
+  PoolApi api;
+  packkv_x_pool_t* pool = nullptr;
+  malloc_trim(0);
+  const long rss0 = rss_bytes();
+  packkv_cache_t* c = nullptr;
+  const packkv_cache_params_t p = params(a.seqs);
+  if (budget) {
+    if (!api.load()) {
+      std::printf("budget: this libpackkv has no pool API\n");
+      return;
+    }
+    packkv_x_pool_params_t pp;
+    check(api.params_init(&pp, sizeof pp), "pool params");
+    pp.budget_bytes = a.budget_mb << 20;
+    pp.reserve = 1;
+    check(api.create(&pp, &pool), "pool create");
+    check(api.create_in(&p, pool, &c), "create in pool");
+  } else {
+    check(packkv_cache_create(&p, &c), "create");
+  }
+  const long rss_created = rss_bytes();
+  // grow: every sequence gets its tokens by the chosen pattern, sequences interleaved
+  const long step = a.grow == "prefill" ? (1L << 40) : a.grow == "chunk" ? 512 : 1;
+  std::vector<long> done((size_t)a.seqs, 0);
+  std::vector<int32_t> ids, counts;
+  std::vector<uint16_t> kb, vb;
+  const auto t0 = Clock::now();
+  for (bool more = true; more;) {
+    more = false;
+    ids.clear();
+    counts.clear();
+    kb.clear();
+    vb.clear();
+    for (int s = 0; s < a.seqs; ++s) {
+      const long n = std::min(step, lens[(size_t)s] - done[(size_t)s]);
+      if (n <= 0) continue;
+      ids.push_back(s);
+      counts.push_back((int32_t)n);
+      for (long t = done[(size_t)s]; t < done[(size_t)s] + n; ++t) {
+        const size_t at = (size_t)((t * 7 + s) % kPoolTokens) * kRow;
+        kb.insert(kb.end(), &k[at], &k[at] + kRow);
+        vb.insert(vb.end(), &v[at], &v[at] + kRow);
+      }
+      done[(size_t)s] += n;
+      more = true;
+      if (kb.size() > ((size_t)64 << 20)) break;  // bounded staging buffer for prefills
+    }
+    if (!ids.empty())
+      check(packkv_cache_append(c, (int32_t)ids.size(), ids.data(), counts.data(), kb.data(), vb.data(),
+                                PACKKV_DTYPE_F16, nullptr),
+            "append");
+  }
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::vector<uint16_t>().swap(kb);
+  std::vector<uint16_t>().swap(vb);
+  const long rss1 = rss_bytes();
+  malloc_trim(0);
+  const long rss1t = rss_bytes();
+  packkv_cache_stats_t s;
+  s.struct_size = sizeof s;
+  check(packkv_cache_stats(c, -1, &s), "stats");
+  const double used = (double)(s.compressed_bytes_used + s.residual_bytes);
+  std::printf("%s: %d seqs, %ld tokens (lengths %ld..%ld), grow by %s, %s, %.1f s\n", budget ? "budget" : "memory",
+              a.seqs, total, a.min_len, a.max_len, a.grow.c_str(), packkv_version_string(), secs);
+  std::printf("  used %.1f MB (compressed %.1f + residual %.1f), reserved (stats) %.1f MB = %.3fx compressed used\n",
+              used / 1e6, s.compressed_bytes_used / 1e6, s.residual_bytes / 1e6, s.compressed_bytes_reserved / 1e6,
+              (double)s.compressed_bytes_reserved / (double)s.compressed_bytes_used);
+  std::printf("  RSS growth %.1f MB = %.3fx used; after malloc_trim %.1f MB = %.3fx used (at create %.1f MB)\n",
+              (rss1 - rss0) / 1e6, (double)(rss1 - rss0) / used, (rss1t - rss0) / 1e6, (double)(rss1t - rss0) / used,
+              (rss_created - rss0) / 1e6);
+  const long peak = peak_rss_bytes() - rss0;
+  std::printf("  peak RSS growth during the run %.1f MB = %.3fx used\n", peak / 1e6, (double)peak / used);
+  if (budget) {
+    packkv_x_pool_stats_t ps;
+    ps.struct_size = sizeof ps;
+    check(api.stats(pool, &ps), "pool stats");
+    std::printf("  pool: budget %.1f MB, held %.1f MB, in use %.1f MB, free %.1f MB\n", ps.budget_bytes / 1e6,
+                ps.bytes_held / 1e6, ps.bytes_in_use / 1e6, ps.free_bytes / 1e6);
+  }
+  packkv_cache_destroy(c);
+  if (pool) api.destroy(pool);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s latency|memory|budget [options]\n", argv[0]);
+    return 2;
+  }
+  a.mode = argv[1];
+  for (int i = 2; i + 1 < argc; i += 2) {
+    const std::string o = argv[i], v = argv[i + 1];
+    if (o == "--tokens") a.tokens = std::atol(v.c_str());
+    else if (o == "--seqs") a.seqs = std::atoi(v.c_str());
+    else if (o == "--min-len") a.min_len = std::atol(v.c_str());
+    else if (o == "--max-len") a.max_len = std::atol(v.c_str());
+    else if (o == "--grow") a.grow = v;
+    else if (o == "--budget-mb") a.budget_mb = std::atol(v.c_str());
+    else {
+      std::fprintf(stderr, "unknown option %s\n", o.c_str());
+      return 2;
+    }
+  }
+  if (a.tokens < 1 || a.seqs < 1 || a.min_len < 1 || a.max_len < a.min_len ||
+      (a.grow != "prefill" && a.grow != "chunk" && a.grow != "token") || (a.mode == "budget" && a.budget_mb < 1)) {
+    std::fprintf(stderr, "bad options\n");
+    return 2;
+  }
+  if (a.mode == "latency") latency(a);
+  else if (a.mode == "memory") memory(a, false);
+  else if (a.mode == "budget") memory(a, true);
+  else {
+    std::fprintf(stderr, "unknown mode %s\n", a.mode.c_str());
+    return 2;
+  }
+  return 0;
+}

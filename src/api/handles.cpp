@@ -1,0 +1,34 @@
+// The objects behind the handles (api/handles.h): making a cache handle with its pool.
+#include <memory>
+#include <string>
+
+#include "api/handles.h"
+#include "common/error.h"
+#include "common/rules.h"
+#define PACKKV_EXPERIMENTAL_API
+#include "packkv/packkv_experimental.h"
+
+namespace packkv {
+
+size_t page_bytes_for(const fmt::Shape& shape) {
+  const size_t block = align16(shape.max_blob_bytes());
+  const size_t unit = (size_t)64 << 10;
+  return (PACKKV_X_BLOCKS_PER_PAGE * block + unit - 1) / unit * unit;
+}
+
+packkv_cache* new_cache_handle(const Config& config, const packkv_x_pool* pool) {
+  std::unique_ptr<packkv_cache> cache(new packkv_cache);
+  if (config.device >= 0) {
+    if (pool != nullptr)
+      fail(PACKKV_ERR_NOT_SUPPORTED, "pools hold host memory for CPU caches only "
+                                     "in this version; params->device is " + std::to_string(config.device));
+    cache->impl = make_cuda_cache(config);
+  } else {
+    std::shared_ptr<PagePool> p =
+        pool ? pool->pool : std::make_shared<PagePool>(page_bytes_for(config.shape), 0, false);
+    cache->impl = make_cpu_cache(config, std::move(p));
+  }
+  return cache.release();
+}
+
+}  // namespace packkv

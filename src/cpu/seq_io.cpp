@@ -1,0 +1,186 @@
+// CpuCache export and import of one sequence in the byte format of format/seq_export.h.
+// Import validates everything before it changes anything: header, checksum, params,
+// counts, every blob (format/blob_check.h) and the residual values.
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/error.h"
+#include "common/rules.h"
+#include "cpu/cpu_cache.h"
+#include "format/blob_check.h"
+#include "format/seq_export.h"
+#define PACKKV_EXPERIMENTAL_API
+#include "packkv/packkv_experimental.h"
+
+namespace packkv {
+
+static_assert(PACKKV_X_SEQ_EXPORT_VERSION == fmt::kSeqExportVersion, "export version: header and format agree");
+
+namespace {
+
+using namespace fmt;
+
+[[noreturn]] void bad(const std::string& what) { fail(PACKKV_ERR_INVALID_ARGUMENT, what + "; nothing was imported"); }
+
+}  // namespace
+
+size_t CpuCache::export_size(int seq) const {
+  const CpuSeq& s = seqs_[seq];
+  size_t n = kSeqHeaderBytes;
+  for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b) n += seq_block_record(s.table.block(b).bytes);
+  return n + s.res_k.size() + s.res_v.size();
+}
+
+void CpuCache::export_seq(int seq, uint8_t* out, size_t size) const {
+  const Config& c = config();
+  const CpuSeq& s = seqs_[seq];
+  std::memset(out, 0, size);
+  std::memcpy(out, kSeqMagic, 8);
+  put_u32(out + kSeqVersion, kSeqExportVersion);
+  put_u32(out + kSeqHeaderSize, (uint32_t)kSeqHeaderBytes);
+  put_u64(out + kSeqTotal, size);
+  put_u32(out + kSeqFormat, (uint32_t)c.shape.format);
+  put_u32(out + kSeqHeads, (uint32_t)c.shape.n_kv_heads);
+  put_u32(out + kSeqHeadDim, (uint32_t)c.shape.head_dim);
+  put_u32(out + kSeqBlockTokens, (uint32_t)c.shape.block_tokens);
+  put_u32(out + kSeqBitsK, (uint32_t)c.shape.bits_k);
+  put_u32(out + kSeqBitsV, (uint32_t)c.shape.bits_v);
+  put_u32(out + kSeqGranularity, (uint32_t)c.granularity);
+  put_u32(out + kSeqHasPerm, c.shape.has_perm ? 1u : 0u);
+  put_u32(out + kSeqKvDtype, (uint32_t)c.kv_dtype);
+  put_u64(out + kSeqTokens, (uint64_t)seq_length(seq));
+  put_u64(out + kSeqWindowStart, (uint64_t)s.expired);
+  put_u64(out + kSeqFirstBlock, (uint64_t)s.table.first_live());
+  put_u64(out + kSeqBlocks, (uint64_t)(s.n_blocks() - s.table.first_live()));
+  put_u64(out + kSeqResidual, (uint64_t)s.residual_len);
+  uint8_t* p = out + kSeqHeaderBytes;
+  for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b) {
+    const uint32_t z = s.table.block(b).bytes;
+    put_u32(p, z);
+    std::memcpy(p + 8, s.blob(b), z);
+    p += seq_block_record(z);
+  }
+  if (!s.res_k.empty()) std::memcpy(p, s.res_k.data(), s.res_k.size());
+  p += s.res_k.size();
+  if (!s.res_v.empty()) std::memcpy(p, s.res_v.data(), s.res_v.size());
+  put_u64(out + kSeqChecksum, fnv1a64(out + kSeqChecksumFrom, size - kSeqChecksumFrom));
+}
+
+void CpuCache::import_seq(int seq, const uint8_t* in, size_t size) {
+  const Config& c = config();
+  const fmt::Shape& sh = c.shape;
+  // 1. header
+  if (size < kSeqHeaderBytes)
+    bad("truncated: " + std::to_string(size) + " bytes, less than the " + std::to_string(kSeqHeaderBytes) +
+        "-byte header");
+  if (std::memcmp(in, kSeqMagic, 8) != 0) bad("bad magic: not a libpackkv sequence export");
+  const uint32_t version = get_u32(in + kSeqVersion);
+  if (version != kSeqExportVersion)
+    fail(PACKKV_ERR_VERSION_MISMATCH, "export format version " + std::to_string(version) + ", this library reads " +
+                                          std::to_string(kSeqExportVersion) + "; nothing was imported");
+  if (get_u32(in + kSeqHeaderSize) != kSeqHeaderBytes) bad("corrupt header: header size field");
+  const uint64_t total = get_u64(in + kSeqTotal);
+  if (total > size)
+    bad("truncated: the export is " + std::to_string(total) + " bytes, the buffer holds " + std::to_string(size));
+  if (total < size)
+    bad("size mismatch: the export is " + std::to_string(total) + " bytes, the buffer holds " + std::to_string(size));
+  if (get_u64(in + kSeqChecksum) != fnv1a64(in + kSeqChecksumFrom, size - kSeqChecksumFrom))
+    bad("checksum mismatch: the export is corrupt");
+  if (get_u32(in + kSeqZero0) != 0 || get_u64(in + kSeqZero1) != 0 || get_u64(in + kSeqZero1 + 8) != 0)
+    bad("corrupt header: reserved fields are not zero");
+  // 2. params that matter for reading
+  const struct {
+    const char* name;
+    size_t at;
+    uint32_t mine;
+  } params[] = {{"format id", kSeqFormat, (uint32_t)sh.format},
+                {"n_kv_heads", kSeqHeads, (uint32_t)sh.n_kv_heads},
+                {"head_dim", kSeqHeadDim, (uint32_t)sh.head_dim},
+                {"block_tokens", kSeqBlockTokens, (uint32_t)sh.block_tokens},
+                {"bits_k", kSeqBitsK, (uint32_t)sh.bits_k},
+                {"bits_v", kSeqBitsV, (uint32_t)sh.bits_v},
+                {"scale_granularity", kSeqGranularity, (uint32_t)c.granularity},
+                {"repack (permutation stored or not)", kSeqHasPerm, sh.has_perm ? 1u : 0u},
+                {"kv_dtype", kSeqKvDtype, (uint32_t)c.kv_dtype}};
+  for (const auto& f : params)
+    if (get_u32(in + f.at) != f.mine)
+      bad("params mismatch: the export has " + std::string(f.name) + " = " + std::to_string(get_u32(in + f.at)) +
+          ", this cache " + std::to_string(f.mine));
+  // 3. counts (no overflow: each bounded before it is multiplied)
+  const uint64_t n_tokens = get_u64(in + kSeqTokens), start = get_u64(in + kSeqWindowStart);
+  const uint64_t first = get_u64(in + kSeqFirstBlock), n_blocks = get_u64(in + kSeqBlocks);
+  const uint64_t residual = get_u64(in + kSeqResidual);
+  const uint64_t limit = (uint64_t)1 << 40;
+  if (n_tokens > limit || first > limit || n_blocks > limit || residual > limit || start > n_tokens ||
+      (first + n_blocks) * (uint64_t)sh.block_tokens + residual != n_tokens ||
+      first * (uint64_t)sh.block_tokens > start)
+    bad("corrupt header: inconsistent counts (n_tokens " + std::to_string(n_tokens) + ", window_start " +
+        std::to_string(start) + ", first_block " + std::to_string(first) + ", n_blocks " + std::to_string(n_blocks) +
+        ", residual_len " + std::to_string(residual) + ")");
+  if ((int64_t)n_tokens > c.max_tokens_per_seq)
+    fail(PACKKV_ERR_CAPACITY_EXCEEDED, "the export holds " + std::to_string(n_tokens) +
+                                           " tokens, more than max_tokens_per_seq = " +
+                                           std::to_string(c.max_tokens_per_seq) + "; nothing was imported");
+  // 4. blocks: bounds, padding, then the blob itself (copied 16-aligned, as append lays them out)
+  const size_t worst = sh.max_blob_bytes();
+  size_t at = kSeqHeaderBytes;
+  std::vector<uint8_t> blobs;
+  std::vector<size_t> sizes;
+  for (uint64_t b = 0; b < n_blocks; ++b) {
+    if (size - at < 8) bad("truncated: block " + std::to_string(b) + " record header");
+    const uint32_t z = get_u32(in + at);
+    if (z == 0 || z > worst || get_u32(in + at + 4) != 0)
+      bad("corrupt block " + std::to_string(b) + ": size " + std::to_string(z));
+    const size_t rec = seq_block_record(z);
+    if (size - at < rec) bad("truncated: block " + std::to_string(b));
+    for (size_t i = 8 + z; i < rec; ++i)
+      if (in[at + i] != 0) bad("corrupt block " + std::to_string(b) + ": non-zero padding");
+    blobs.resize(align16(blobs.size()), 0);
+    blobs.insert(blobs.end(), in + at + 8, in + at + 8 + z);
+    sizes.push_back(z);
+    at += rec;
+  }
+  for (size_t b = 0, off = 0; b < sizes.size(); ++b) {  // aligned now (vector storage is 16-aligned)
+    const BlobCheck chk = validate_blob(sh, blobs.data() + off, sizes[b]);
+    if (!chk.ok) bad("corrupt block " + std::to_string(b) + ": " + chk.error);
+    off = align16(off + sizes[b]);
+  }
+  // 5. the residual window: exactly the rest, finite values
+  const size_t res_bytes = (size_t)residual * row_ * elem_;
+  if (size - at != 2 * res_bytes)
+    bad("size mismatch: " + std::to_string(size - at) + " bytes after the blocks, the residual window of " +
+        std::to_string(residual) + " tokens takes " + std::to_string(2 * res_bytes));
+  std::vector<uint8_t> rk(in + at, in + at + res_bytes), rv(in + at + res_bytes, in + size);
+  std::vector<float> f((size_t)residual * row_);
+  for (const std::vector<uint8_t>* r : {&rk, &rv}) {
+    to_float(r->data(), c.kv_dtype, f.size(), f.data());
+    for (size_t i = 0; i < f.size(); ++i)
+      if (!std::isfinite(f[i])) bad("corrupt residual window: value " + std::to_string(i) + " is not finite");
+  }
+  // 6. pages (budget), table room; then commit (no throw)
+  CpuSeq& s = seqs_[seq];
+  const Placement pl = s.table.plan(sizes, pool_->page_bytes());
+  std::vector<Page*> pages;
+  pool_->acquire(pl.new_pages, &pages);
+  try {
+    s.table.reserve(sizes.size());
+  } catch (...) {
+    for (Page* pg : pages) pool_->release(pg);
+    throw;
+  }
+  s.table.set_first_live((int64_t)first);
+  s.table.commit(pl, blobs.data(), sizes, pages.data(), pool_.get());
+  s.res_k.swap(rk);
+  s.res_v.swap(rv);
+  s.residual_len = (int64_t)residual;
+  s.expired = (int64_t)start;
+  expire(s);
+  int64_t bytes = 0;
+  for (size_t z : sizes) bytes += (int64_t)z;
+  pool_->note_compressed(this, bytes, (int64_t)n_blocks * sh.block_tokens);
+}
+
+}  // namespace packkv
