@@ -108,5 +108,8 @@ def test_batch_size_is_fixed_until_reset():
     with pytest.raises(ValueError, match="batch size 1"):
         layer.update(k1, v1)
     assert layer.get_seq_length() == 4 and layer.packkv.seq_length(0) == 4   # unchanged
-    layer.reset()
-    assert layer.get_seq_length() == 0 and layer.packkv.seq_length(0) == 0
+    layer.reset()                                               # then any batch size
+    assert layer.get_seq_length() == 0
+    kk, vv = layer.update(k1, v1)
+    layer.attend(q1, kk, vv, None, None, 0.2)
+    assert layer.packkv.params.max_seqs == 1 and layer.packkv.seq_length(0) == 4

@@ -172,15 +172,15 @@ def packkv_attention(module, query, key, value, attention_mask, scaling: float |
     (module docstring); for any other cache layer (sliding window, or a cache that is not a
     PackKVCache) it is transformers' SDPA attention with the usual mask.
     Returns (out [batch, q_len, n_q_heads, head_dim] in query's dtype, None)."""
+    if kwargs.get("softcap") is not None:
+        raise NotImplementedError("packkv.hf: attention logit softcapping is not supported")
     layer = getattr(key, _LAYER_ATTR, None)
-    mask = attention_mask.sdpa() if isinstance(attention_mask, PackKVMask) else attention_mask
     if layer is None:
+        mask = attention_mask.sdpa() if isinstance(attention_mask, PackKVMask) else attention_mask
         return sdpa_attention_forward(module, query, key, value, mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     if dropout and module.training:
         raise NotImplementedError("packkv.hf: attention dropout (training) is not supported")
-    if kwargs.get("softcap") is not None:
-        raise NotImplementedError("packkv.hf: attention logit softcapping is not supported")
     if attention_mask is not None and not isinstance(attention_mask, PackKVMask):
         raise NotImplementedError(
             "packkv.hf: custom attention masks are not supported; pass the 2D padding mask "
@@ -342,8 +342,11 @@ class PackKVLayer(CacheLayerMixin):
         return self.positions + query_length, 0
 
     def reset(self) -> None:
-        if self.packkv is not None:
-            self.packkv.reset()
+        """Empties the layer; the next update() may bring another batch size or device."""
+        self.close()
+        self.packkv = None
+        self.is_initialized = False
+        self.batch_size_ = 0
         self.positions = 0
         self._pending = False
 
@@ -352,18 +355,25 @@ class PackKVLayer(CacheLayerMixin):
         update."""
         return self.packkv.stats().as_dict() if self.packkv is not None else {}
 
+    # Operations on a non-empty cache that need packkv operations it does not have yet; on an
+    # empty layer they have nothing to do (as in transformers' DynamicLayer).
     def reorder_cache(self, beam_idx) -> None:
-        _unsupported("beam search (reorder_cache)", "a fork of packkv sequences")
+        if self.positions:
+            _unsupported("beam search (reorder_cache)", "a fork of packkv sequences")
 
     def crop(self, tokens_to_remove: int) -> None:
-        _unsupported("assisted/speculative decoding (crop)", "packkv sequence truncation")
+        if self.positions and tokens_to_remove:
+            _unsupported("assisted/speculative decoding (crop)", "packkv sequence truncation")
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        _unsupported("expanding the batch (batch_repeat_interleave, e.g. "
-                     "num_return_sequences > 1)", "a fork of packkv sequences")
+        if self.positions:
+            _unsupported("expanding the batch (batch_repeat_interleave, e.g. "
+                         "num_return_sequences > 1 after a prefill)", "a fork of packkv sequences")
 
     def batch_select_indices(self, indices) -> None:
-        _unsupported("selecting batch rows (batch_select_indices)", "a fork of packkv sequences")
+        if self.positions:
+            _unsupported("selecting batch rows (batch_select_indices)",
+                         "a fork of packkv sequences")
 
     def offload(self):
         _unsupported("cache offloading", "moving a packkv cache between devices")
