@@ -92,9 +92,31 @@ void dense_decode(const float* k, const float* v, size_t n, int hkv, int d, cons
 int main(int argc, char** argv) {
   size_t tokens = 8192;
   int reps = 5;
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (!std::strcmp(argv[i], "--tokens")) tokens = (size_t)std::atol(argv[++i]);
-    if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[++i]);
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+      std::printf(
+          "usage: %s [--tokens N] [--reps R]\n"
+          "CPU backend benchmark, one thread: encode throughput (GB/s of fp16 input, every token\n"
+          "compressed) and decode attention on the compressed cache vs a dense fp32 baseline over\n"
+          "the same data, for two head shapes and the three repacking modes.\n"
+          "  --tokens N  tokens per sequence (default 8192)\n"
+          "  --reps R    timed repetitions, the median is reported (default 5)\n",
+          argv[0]);
+      return 0;
+    }
+    const bool has_value = i + 1 < argc;
+    if (!std::strcmp(argv[i], "--tokens") && has_value) {
+      tokens = (size_t)std::atol(argv[++i]);
+    } else if (!std::strcmp(argv[i], "--reps") && has_value) {
+      reps = std::atoi(argv[++i]);
+    } else {
+      std::fprintf(stderr, "%s: unknown or incomplete argument '%s' (try --help)\n", argv[0], argv[i]);
+      return 2;
+    }
+  }
+  if (tokens < 1 || reps < 1) {
+    std::fprintf(stderr, "%s: --tokens and --reps must be positive\n", argv[0]);
+    return 2;
   }
   std::printf("%s\n", packkv_build_info());
   std::printf("%-22s %-8s %10s %12s %10s %12s %12s %8s\n", "shape", "repack", "tokens", "encode GB/s", "ratio",

@@ -337,6 +337,23 @@ int main(int argc, char** argv) {
     else if (a == "--headline") o.headline_only = true;
     else if (a == "--one") o.headline_only = o.one = true;
     else if (a == "--g" && i + 1 < argc) o.only_g = std::atoi(argv[++i]);
+    else if (a == "--help" || a == "-h") {
+      std::printf(
+          "usage: %s [--data FILE] [--sdpa FILE] [--reps R] [--max-gb X] [--headline | --one]\n"
+          "          [--g G] [--shape BH,T,D,g]\n"
+          "GPU benchmark of the CUDA backend (encode, scores, apply, decode attention against\n"
+          "copy bandwidth and, with --sdpa, torch SDPA timings); see bench/gpu_run.sh and\n"
+          "bench/RESULTS.md.\n"
+          "  --data FILE     KV dump for the real-data rows\n"
+          "  --sdpa FILE     SDPA timings (bench/sdpa_baseline.py output) to compare against\n"
+          "  --reps R        timed repetitions (default 20)\n"
+          "  --max-gb X      skip shapes whose fp16 K+V exceed X GB (default 9)\n"
+          "  --headline      the headline shapes only; --one: only the headline shape on real data\n"
+          "  --g G           only shapes with GQA group G\n"
+          "  --shape BH,T,D,g  only this shape on real data (profiling)\n",
+          argv[0]);
+      return 0;
+    }
     else if (a == "--shape" && i + 1 < argc) {
       if (std::sscanf(argv[++i], "%d,%d,%d,%d", &o.shape[0], &o.shape[1], &o.shape[2], &o.shape[3]) != 4 ||
           o.shape[0] <= 0 || o.shape[1] <= 0 || o.shape[2] <= 0 || o.shape[3] <= 0) {
@@ -344,6 +361,9 @@ int main(int argc, char** argv) {
         return 2;
       }
       o.headline_only = o.one = true;
+    } else {
+      std::fprintf(stderr, "%s: unknown or incomplete argument '%s' (try --help)\n", argv[0], a.c_str());
+      return 2;
     }
   }
   cudaDeviceProp prop;

@@ -8,6 +8,7 @@
 #   .devdeps/            doctest's CMake package and .devdeps/swig/numpy.i
 # Logs go to $OUT (or ./gpu-bindings-out).
 set -u
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; echo "Usage: bash bench/gpu_bindings_run.sh   (on the GPU machine)"; exit 0 ;; esac
 OUT=${OUT:-$PWD/gpu-bindings-out}
 mkdir -p "$OUT"
 SCRATCH=${TMPDIR:-/tmp}

@@ -5,6 +5,7 @@
 # (device machine):
 #   bench/gpu_err_margin.sh path/to/packkv_tests_gpu
 set -u
+case "${1:-}" in -h|--help|"") awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; [ -n "${1:-}" ]; exit $? ;; esac
 "$1" -s 2>&1 | awk '
   /TEST CASE:/ { sub(/.*TEST CASE: */, ""); tc = $0 }
   /values: CHECK\( [0-9.e+-]+ <= 1e-05 \)/ {

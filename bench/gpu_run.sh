@@ -13,6 +13,7 @@
 # Environment: OUT (logs), BUILD (build dir, default $TMPDIR/packkv-build), SDPA_MAX_GB (SDPA
 # shapes), NCU_KERNELS.
 set -u
+case "${1:-}" in -h|--help|help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 MODE=${1:-all}; shift || true
 if [ "$MODE" = prepare ]; then
   mkdir -p .devdeps/include .devdeps/lib/cmake && cp -r /usr/include/doctest .devdeps/include/ &&

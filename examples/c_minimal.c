@@ -13,6 +13,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 #include <packkv/packkv.h>
@@ -25,8 +26,16 @@ static int report(const char* what, packkv_status_t st) {
   return 1;
 }
 
-int main(void) {
+int main(int argc, char** argv) {
   enum { N_KV_HEADS = 2, HEAD_DIM = 64, N_Q_HEADS = 4, N_TOKENS = 512 };
+  if (argc > 1) {  /* --help, or anything else: this program takes no arguments */
+    const int help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0;
+    fprintf(help ? stdout : stderr,
+            "usage: %s\nThe README's C example: creates a CPU cache (2 KV heads of 64 channels), "
+            "appends %d tokens and runs one decode step; takes no arguments.\n",
+            argv[0], N_TOKENS);
+    return help ? 0 : 2;
+  }
   printf("libpackkv %s (%s)\n", packkv_version_string(), packkv_build_info());
 
   packkv_cache_params_t params;

@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,16 @@ int fail(const PackkvApi& api, const char* what, packkv_status_t st) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 2 || (argc == 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")))) {
+    std::fprintf(argc > 2 ? stderr : stdout,
+                 "usage: %s [PATH]\n"
+                 "Loads libpackkv with dlopen like an inference engine: checks the major version, then\n"
+                 "creates a CPU cache, appends tokens and runs decode attention through the resolved\n"
+                 "symbols. PATH: the library file (e.g. build/libpackkv.so.0); without it the system\n"
+                 "loader looks up libpackkv.so.%d (LD_LIBRARY_PATH or an installed copy).\n",
+                 argv[0], PACKKV_VERSION_MAJOR);
+    return argc > 2 ? 2 : 0;
+  }
   const std::string path =
       argc > 1 ? argv[1] : "libpackkv.so." PACKKV_STR(PACKKV_VERSION_MAJOR);
   void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);

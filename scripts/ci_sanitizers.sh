@@ -15,7 +15,7 @@
 # Usage: bash scripts/ci_sanitizers.sh        (after bash scripts/setup.sh)
 set -euo pipefail
 case "${1:-}" in
-  -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 esac
 cd "$(dirname "$0")/.."
 . scripts/lib/env.sh

@@ -10,12 +10,14 @@
 # Options (API-CONVENTIONS R13):
 #   allowlist packkv_* functions and types and PACKKV_* constants; packkv_x_* (experimental)
 #   excluded; C enums stay integer constants (never Rust enums: unknown values would be UB);
-#   size_t -> usize; core::ffi types (no std needed); layout tests kept (struct drift);
+#   size_t -> usize; C types from packkv-sys's `ctypes` module (no std needed; core::ffi::c_char
+#   needs Rust 1.64, Debian 12 ships 1.63); layout tests kept (struct drift);
 #   no doc comments (the safe crate documents the API; header comment edits are not drift).
 # Post-processing: bindgen types the constants of the header's anonymous enums as
 # `_bindgen_ty_N = u32`; they are rewritten to i32, the type of packkv_status_t, packkv_dtype_t,
 # ... (int32_t in the header), and the `_bindgen_ty_N` aliases are dropped.
 set -euo pipefail
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${1:-$ROOT/bindings/rust/packkv-sys/src/bindings.rs}

@@ -6,7 +6,13 @@
 # Environment: PACKKV_JOBS  parallel build jobs (default: nproc).
 set -euo pipefail
 case "${1:-}" in
-  -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; echo "Usage: bash scripts/run-eval.sh [packkv-eval options]"; echo ;;
+  -h|--help)
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+    echo "Usage: bash scripts/run-eval.sh [packkv-eval options]"
+    eval_bin="$(dirname "$0")/../build/examples/eval/packkv-eval"
+    if [ -x "$eval_bin" ]; then echo; exec "$eval_bin" --help; fi
+    echo "(packkv-eval lists its options with --help once built: ./build/examples/eval/packkv-eval --help)"
+    exit 0 ;;
 esac
 cd "$(dirname "$0")/.."
 . scripts/lib/env.sh

@@ -9,7 +9,7 @@
 set -euo pipefail
 case "${1:-}" in
   -h|--help)
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     echo "Usage: bash scripts/test.sh [ctest arguments]      (after bash scripts/setup.sh)"
     exit 0 ;;
 esac

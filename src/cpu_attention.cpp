@@ -1,6 +1,7 @@
 #include "cpu_attention.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <type_traits>
@@ -9,6 +10,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "block_codec.h"
 #include "tile_format.h"
 
 namespace packkv {
@@ -103,20 +105,77 @@ inline void axpy16(const float* __restrict q, int d, int n_q, const float* __res
 
 }  // namespace
 
-void block_scores(const Config& c, const uint8_t* blob, int head, const float* q, int n_q,
-                  float* out, size_t ld, AttnScratch* scratch) {
+// Inputs whose largest magnitude exceeds this are rescaled by a power of two (exact) before
+// the fp32 inner loops: a sum of up to 256 products with 8-bit offsets stays far inside the
+// fp32 range (256 * 255 * 2^100 < 2^117), and at or below it nothing changes.
+constexpr double kRescaleAbove = 0x1p100;
+
+// 2^-ilogb(mx) if mx > kRescaleAbove, else 1.
+inline double rescale_factor(double mx) {
+  return mx > kRescaleAbove ? std::ldexp(1.0, -std::ilogb(mx)) : 1.0;
+}
+
+// True if some grid point (q + z) * s, 0 <= q <= 2^bits - 1, of the block's groups for this
+// head lies beyond the fp32 range: fmt::dequantize clamps such values to +-FLT_MAX (values
+// within s / 2 of FLT_MAX), which the folded arithmetic cannot do; such blocks (only with
+// data near the fp32 limit) take the direct path below.
+bool grid_beyond_fp32(const BlockView& v, int n, int bits) {
+  const double kMax = 3.4028234663852886e38, qmax = (double)((1u << bits) - 1u);
+  for (int slot = 0; slot < n; ++slot) {
+    const fmt::Affine a = affine_at(v, slot);
+    const double z = (double)a.zero, s = std::fabs((double)a.scale);
+    if (std::fabs(z) * s > kMax || std::fabs(z + qmax) * s > kMax) return true;
+  }
+  return false;
+}
+
+// The block's K or V of one head as decompress reconstructs it (clamped), [n][d] in
+// original token order, in scratch->f.
+const float* decoded_head(const Config& c, const uint8_t* blob, int head, bool is_k, AttnScratch* scratch) {
+  const size_t row = (size_t)c.n_kv_heads * c.head_dim, n = (size_t)c.block_tokens;
+  scratch->f.resize(n * row + n * (size_t)c.head_dim);
+  float* all = scratch->f.data();
+  decode_block(c, blob, is_k ? all : nullptr, is_k ? nullptr : all);
+  float* h = all + n * row;
+  for (size_t t = 0; t < n; ++t)
+    std::memcpy(h + t * c.head_dim, all + t * row + (size_t)head * c.head_dim, sizeof(float) * c.head_dim);
+  return h;
+}
+
+template <typename Out>
+void block_scores(const Config& c, const uint8_t* blob, int head, const float* q_in, int n_q,
+                  Out* out, size_t ld, AttnScratch* scratch) {
   const int n = c.block_tokens, d = c.head_dim, bits = c.bits_k, e = fmt::len_bits(bits);
   const size_t mb = fmt::mins_bytes(d, bits), lb = fmt::lens_bytes(d, bits);
   const BlockView v = view(c, blob, head, true);
-  scratch->f.resize((size_t)n_q * P);
-  scratch->d.resize(2 * (size_t)n_q);
+  if (grid_beyond_fp32(v, n, bits)) {
+    const float* k = decoded_head(c, blob, head, true, scratch);
+    for (int j = 0; j < n_q; ++j)
+      for (int t = 0; t < n; ++t) {
+        double dot = 0;
+        for (int ch = 0; ch < d; ++ch) dot += (double)q_in[(size_t)j * d + ch] * (double)k[(size_t)t * d + ch];
+        out[(size_t)j * ld + t] = (Out)dot;
+      }
+    return;
+  }
+  scratch->f.resize((size_t)n_q * P + (size_t)n_q * d);
+  scratch->d.resize(3 * (size_t)n_q);
   float* acc = scratch->f.data();
+  float* q = acc + (size_t)n_q * P;  // q_j * 2^-e_j for the fp32 integer-domain products
   double* sum_q = scratch->d.data();
   double* min_term = sum_q + n_q;
+  double* q_unscale = min_term + n_q;  // 2^e_j
   for (int j = 0; j < n_q; ++j) {
-    double s = 0;
-    for (int ch = 0; ch < d; ++ch) s += q[(size_t)j * d + ch];
+    double s = 0, mx = 0;
+    for (int ch = 0; ch < d; ++ch) {
+      const double x = q_in[(size_t)j * d + ch];
+      s += x;
+      mx = std::max(mx, std::fabs(x));
+    }
     sum_q[j] = s;
+    const double f = rescale_factor(mx);
+    q_unscale[j] = 1.0 / f;
+    for (int ch = 0; ch < d; ++ch) q[(size_t)j * d + ch] = (float)(q_in[(size_t)j * d + ch] * f);
   }
   const uint8_t* p = v.tile;
   float off[P];
@@ -127,7 +186,7 @@ void block_scores(const Config& c, const uint8_t* blob, int head, const float* q
     for (int ch = 0; ch < d; ++ch) {
       const float mn = (float)fmt::read_field(p, (size_t)ch, bits);
       const int L = (int)fmt::read_field(p + mb, (size_t)ch, e);
-      for (int j = 0; j < n_q; ++j) min_term[j] += q[(size_t)j * d + ch] * mn;  // exact in double
+      for (int j = 0; j < n_q; ++j) min_term[j] += (double)q_in[(size_t)j * d + ch] * mn;  // exact in double
       if (L == 0) continue;
       unpack16(payload, L, off);
       payload += 2 * L;
@@ -138,19 +197,34 @@ void block_scores(const Config& c, const uint8_t* blob, int head, const float* q
       const fmt::Affine a = affine_at(v, slot);
       const int t = original(v, slot);
       for (int j = 0; j < n_q; ++j) {
-        const double u = (double)acc[(size_t)j * P + i] + min_term[j] + (double)a.zero * sum_q[j];
-        out[(size_t)j * ld + t] = (float)(u * (double)a.scale);
+        const double u =
+            (double)acc[(size_t)j * P + i] * q_unscale[j] + min_term[j] + (double)a.zero * sum_q[j];
+        out[(size_t)j * ld + t] = (Out)(u * (double)a.scale);
       }
     }
     p = payload;
   }
 }
 
+template void block_scores<float>(const Config&, const uint8_t*, int, const float*, int, float*, size_t,
+                                  AttnScratch*);
+template void block_scores<double>(const Config&, const uint8_t*, int, const float*, int, double*, size_t,
+                                   AttnScratch*);
+
 void block_apply(const Config& c, const uint8_t* blob, int head, const float* probs, int n_q,
                  size_t ld, double* out, AttnScratch* scratch) {
   const int n = c.block_tokens, d = c.head_dim, bits = c.bits_v, e = fmt::len_bits(bits);
   const size_t mb = fmt::mins_bytes(d, bits), lb = fmt::lens_bytes(d, bits);
   const BlockView v = view(c, blob, head, false);
+  if (grid_beyond_fp32(v, n, bits)) {
+    const float* val = decoded_head(c, blob, head, false, scratch);
+    for (int j = 0; j < n_q; ++j)
+      for (int t = 0; t < n; ++t) {
+        const double pt = probs[(size_t)j * ld + t];
+        for (int ch = 0; ch < d; ++ch) out[(size_t)j * d + ch] += pt * (double)val[(size_t)t * d + ch];
+      }
+    return;
+  }
   // w = p * s in stored order; per round sum of w (for the pack minimums); beta = sum w z.
   const int rounds = n / P;
   scratch->f.resize((size_t)n_q * n + (size_t)n_q * d + (size_t)P * d);
@@ -162,14 +236,24 @@ void block_apply(const Config& c, const uint8_t* blob, int head, const float* pr
   double* wsum = beta + n_q;  // [n_q][rounds]
   std::fill(beta, beta + (size_t)n_q * (1 + rounds), 0.0);
   std::fill(part, part + (size_t)n_q * d, 0.0f);
+  // w = p * s can exceed FLT_MAX, and so can sum w * offset while sum w * (offset + z) does
+  // not: above kRescaleAbove the fp32 weights are w * 2^-e (exact), undone in double below.
+  double wmax = 0;
+  for (int slot = 0; slot < n; ++slot) {
+    const double s_abs = std::fabs((double)affine_at(v, slot).scale);
+    const int t = original(v, slot);
+    for (int j = 0; j < n_q; ++j) wmax = std::max(wmax, std::fabs((double)probs[(size_t)j * ld + t]) * s_abs);
+  }
+  const double wf = rescale_factor(wmax), w_unscale = 1.0 / wf;
   for (int slot = 0; slot < n; ++slot) {
     const fmt::Affine a = affine_at(v, slot);
     const int t = original(v, slot);
     for (int j = 0; j < n_q; ++j) {
-      const float ws = (float)((double)probs[(size_t)j * ld + t] * (double)a.scale);
+      const float ws = (float)((double)probs[(size_t)j * ld + t] * (double)a.scale * wf);
       w[(size_t)j * n + slot] = ws;
-      beta[j] += (double)ws * (double)a.zero;
-      wsum[(size_t)j * rounds + slot / P] += (double)ws;
+      const double w_true = (double)ws * w_unscale;
+      beta[j] += w_true * (double)a.zero;
+      wsum[(size_t)j * rounds + slot / P] += w_true;
     }
   }
   const uint8_t* p = v.tile;
@@ -201,7 +285,7 @@ void block_apply(const Config& c, const uint8_t* blob, int head, const float* pr
     p = payload;
   }
   for (int j = 0; j < n_q; ++j)
-    for (int ch = 0; ch < d; ++ch) out[(size_t)j * d + ch] += (double)part[(size_t)j * d + ch] + beta[j];
+    for (int ch = 0; ch < d; ++ch) out[(size_t)j * d + ch] += (double)part[(size_t)j * d + ch] * w_unscale + beta[j];
 }
 
 }  // namespace packkv

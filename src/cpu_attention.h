@@ -2,7 +2,9 @@
 // and multiplied in the integer domain; zero point and scale are folded in afterwards
 // (PACKKV.md section 6.3): score = s * (q . k_int + z * sum(q)), and
 // out += sum_t p_t s_t k_int_t + sum_t p_t s_t z_t. Accumulation is fp32 inside a
-// round of 16 tokens and fp64 across rounds and blocks.
+// round of 16 tokens and fp64 across rounds and blocks (apply: fp32 across the rounds of a
+// block). The folded terms are combined in fp64, so that an fp32 overflow of one of them
+// (s * k_int beyond FLT_MAX while s * (k_int + z) is not) cannot reach the result.
 #ifndef PACKKV_CPU_ATTENTION_H
 #define PACKKV_CPU_ATTENTION_H
 
@@ -23,12 +25,18 @@ struct AttnScratch {
 
 // Scores of the n_q query heads q ([n_q][head_dim] float) that read KV head `head`,
 // for the block_tokens tokens of one blob: out[j * ld + t] = q_j . K^_t with t the
-// token's original index inside the block.
+// token's original index inside the block. Out is float (the scores call: a score beyond
+// the fp32 range is +-inf) or double (decode, whose softmax is finite for any finite
+// score). Queries above 2^100 in magnitude are scaled by a power of two for the fp32
+// products (exact), so no intermediate overflows.
+template <typename Out>
 void block_scores(const Config& c, const uint8_t* blob, int head, const float* q, int n_q,
-                  float* out, size_t ld, AttnScratch* scratch);
+                  Out* out, size_t ld, AttnScratch* scratch);
 
 // Adds sum_t probs[j * ld + t] * V^_t[head] to out[j][0..head_dim) (double) for the
-// n_q query heads, t the original index inside the block.
+// n_q query heads, t the original index inside the block. Weights p * s above 2^100 in
+// magnitude are scaled by a power of two for the fp32 products (exact), so that neither
+// p * s * offset nor its sum overflows when the result itself is finite.
 void block_apply(const Config& c, const uint8_t* blob, int head, const float* probs, int n_q,
                  size_t ld, double* out, AttnScratch* scratch);
 

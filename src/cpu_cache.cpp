@@ -221,15 +221,18 @@ class CpuCache final : public CacheImpl {
         continue;
       }
       load_q(a, i, q.data());
+      // Scores in double: q . k may exceed FLT_MAX while softmax(scale * q . K) V is finite.
+      std::vector<double> sc((size_t)a.n_q_heads * len);
       std::vector<float> p((size_t)a.n_q_heads * len);
-      seq_scores(s, q.data(), group, p.data(), (size_t)len);
+      seq_scores(s, q.data(), group, sc.data(), (size_t)len);
       for (int j = 0; j < a.n_q_heads; ++j) {
+        const double* srow = &sc[(size_t)j * len];
         float* row = &p[(size_t)j * len];
         double mx = -std::numeric_limits<double>::infinity();
-        for (int64_t t = 0; t < len; ++t) mx = std::max(mx, (double)scale * row[t]);
+        for (int64_t t = 0; t < len; ++t) mx = std::max(mx, (double)scale * srow[t]);
         double sum = 0.0;
-        for (int64_t t = 0; t < len; ++t) sum += std::exp((double)scale * row[t] - mx);
-        for (int64_t t = 0; t < len; ++t) row[t] = (float)(std::exp((double)scale * row[t] - mx) / sum);
+        for (int64_t t = 0; t < len; ++t) sum += std::exp((double)scale * srow[t] - mx);
+        for (int64_t t = 0; t < len; ++t) row[t] = (float)(std::exp((double)scale * srow[t] - mx) / sum);
         if (lse) lse[(size_t)i * a.n_q_heads + j] = (float)(mx + std::log(sum));
       }
       seq_apply(s, p.data(), (size_t)len, group, acc.data());
@@ -318,8 +321,10 @@ class CpuCache final : public CacheImpl {
     for (size_t x = 0; x < n; ++x) q[x] = load_as_float(a.q, a.q_dtype, first + x);
   }
 
-  // Scores of all query heads over one sequence: out[j * ld + t].
-  void seq_scores(const Seq& s, const float* q, int group, float* out, size_t ld) const {
+  // Scores of all query heads over one sequence: out[j * ld + t] (Out: float or double,
+  // see block_scores).
+  template <typename Out>
+  void seq_scores(const Seq& s, const float* q, int group, Out* out, size_t ld) const {
     const Config& c = config();
     const int d = c.head_dim;
     AttnScratch scratch;
@@ -327,7 +332,7 @@ class CpuCache final : public CacheImpl {
     to_float(s.res_k.data(), c.kv_dtype, res.size(), res.data());
     for (int hk = 0; hk < c.n_kv_heads; ++hk) {
       const float* qh = q + (size_t)hk * group * d;
-      float* oh = out + (size_t)hk * group * ld;
+      Out* oh = out + (size_t)hk * group * ld;
       for (int64_t b = 0; b < s.n_blocks(); ++b)
         block_scores(c, blob_at(s, b), hk, qh, group, oh + b * c.block_tokens, ld, &scratch);
       const int64_t base = s.n_blocks() * c.block_tokens;
@@ -337,7 +342,7 @@ class CpuCache final : public CacheImpl {
           const float* qj = qh + (size_t)j * d;
           double dot = 0.0;
           for (int x = 0; x < d; ++x) dot += (double)qj[x] * (double)kr[x];
-          oh[(size_t)j * ld + base + t] = (float)dot;
+          oh[(size_t)j * ld + base + t] = (Out)dot;
         }
       }
     }

@@ -575,6 +575,108 @@ TEST_SUITE("gpu") {
   }
 }
 
+// Issue 18 item 3, the CUDA side of tests/host/test_numeric_edges.cpp's "attention over K and
+// V near +-3e38": an fp32 CUDA cache holding values near the fp32 limit. apply and decode
+// must be finite and equal float64 arithmetic on the decompressed values (scores where the
+// exact score fits fp32). The CPU backend passes this; see the report of issue 18 for the
+// CUDA overflow sites (fp32 folds s * (q . k_int + z sum q), w = p * s times codes, the
+// split partials sum exp * v before dividing by l, grid points beyond FLT_MAX).
+TEST_SUITE("gpu") {
+  TEST_CASE("attention over K and V near +-3e38 stays finite (fp32 cache, both granularities)") {
+    constexpr int kH = 4, kD = 64, kN = 300, kHq = 8;
+    constexpr size_t kR = (size_t)kH * kD;
+    std::mt19937 rng(18);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<float> x(kN * kR);
+    for (float& e : x) e = u(rng) * 3e38f;
+    DBuf dx(x.size() * 4);
+    to_dev(dx, x);
+    for (packkv_scale_granularity_t gran : {PACKKV_SCALE_PER_TOKEN, PACKKV_SCALE_PER_TOKEN_HEAD}) {
+      CAPTURE(gran);
+      packkv_cache_params_t p = pkt::params(kH, kD);
+      p.device = 0;
+      p.kv_dtype = PACKKV_DTYPE_F32;
+      p.scale_granularity = gran;
+      Cache c(p);
+      int32_t id = 0, n = kN;
+      REQUIRE(packkv_cache_append(c, 1, &id, &n, dx.p, dx.p, PACKKV_DTYPE_F32, nullptr) == PACKKV_OK);
+      REQUIRE(packkv_cache_sync(c) == PACKKV_OK);
+      DBuf dk(kN * kR * 4), dv(kN * kR * 4);
+      REQUIRE(packkv_cache_decompress(c, 0, dk.as<float>(), dv.as<float>(), kN, nullptr) == PACKKV_OK);
+      const std::vector<float> hk = from_dev<float>(dk, kN * kR), hv = from_dev<float>(dv, kN * kR);
+      double vmax = 0;
+      for (float e : hv) {
+        REQUIRE(std::isfinite(e));
+        vmax = std::max(vmax, (double)std::fabs(e));
+      }
+      size_t ws_bytes = 0;
+      REQUIRE(packkv_attn_workspace_size(c, 1, kHq, &ws_bytes) == PACKKV_OK);
+      DBuf ws(ws_bytes), dprobs((size_t)kHq * kN * 4), dout((size_t)kHq * kD * 4), dq((size_t)kHq * kD * 4),
+          dlse(kHq * 4), dsc((size_t)kHq * kN * 4);
+
+      std::vector<float> probs((size_t)kHq * kN, 0.0f);
+      for (int j = 0; j < kHq; ++j) probs[(size_t)j * kN + 3] = 1.0f;  // the issue's reproducer
+      to_dev(dprobs, probs);
+      REQUIRE(packkv_attn_apply(c, 1, &id, kHq, dprobs.as<float>(), kN, dout.as<float>(), ws.p, ws_bytes, nullptr) ==
+              PACKKV_OK);
+      std::vector<float> out = from_dev<float>(dout, (size_t)kHq * kD);
+      for (int j = 0; j < kHq; ++j)
+        for (int ch = 0; ch < kD; ++ch) {
+          const float want = hv[3 * kR + (size_t)(j / (kHq / kH)) * kD + ch], got = out[(size_t)j * kD + ch];
+          REQUIRE(std::isfinite(got));
+          CHECK(std::fabs((double)got - want) <= 1e-6 * vmax);
+        }
+      std::vector<double> pd(probs.size());
+      for (int j = 0; j < kHq; ++j) {
+        double sum = 0;
+        for (int t = 0; t < kN; ++t) sum += pd[(size_t)j * kN + t] = 0.5 + 0.5 * u(rng);
+        for (int t = 0; t < kN; ++t) probs[(size_t)j * kN + t] = (float)(pd[(size_t)j * kN + t] / sum);
+        for (int t = 0; t < kN; ++t) pd[(size_t)j * kN + t] = probs[(size_t)j * kN + t];
+      }
+      to_dev(dprobs, probs);
+      REQUIRE(packkv_attn_apply(c, 1, &id, kHq, dprobs.as<float>(), kN, dout.as<float>(), ws.p, ws_bytes, nullptr) ==
+              PACKKV_OK);
+      out = from_dev<float>(dout, (size_t)kHq * kD);
+      std::vector<double> oref = pkt::ref_apply(hv, kN, kH, kD, pd, kHq);
+      for (size_t i = 0; i < oref.size(); ++i) {
+        REQUIRE(std::isfinite(out[i]));
+        CHECK(std::fabs(out[i] - oref[i]) <= 1e-5 * vmax);
+      }
+      for (float qmag : {1.0f, 1e-37f}) {
+        CAPTURE(qmag);
+        std::vector<float> q((size_t)kHq * kD);
+        for (float& e : q) e = u(rng) * qmag;
+        to_dev(dq, q);
+        const float scale = 0.125f;
+        REQUIRE(packkv_attn_decode(c, 1, &id, kHq, dq.p, PACKKV_DTYPE_F32, scale, dout.as<float>(), dlse.as<float>(),
+                                   ws.p, ws_bytes, nullptr) == PACKKV_OK);
+        out = from_dev<float>(dout, (size_t)kHq * kD);
+        const std::vector<float> lse = from_dev<float>(dlse, kHq);
+        const std::vector<double> sref = pkt::ref_scores(hk, kN, kH, kD, q, kHq);
+        std::vector<double> lref;
+        oref = pkt::ref_apply(hv, kN, kH, kD, pkt::ref_softmax(sref, kN, kHq, scale, &lref), kHq);
+        for (size_t i = 0; i < oref.size(); ++i) {
+          REQUIRE(std::isfinite(out[i]));
+          CHECK(std::fabs(out[i] - oref[i]) <= 1e-4 * vmax);
+        }
+        for (int j = 0; j < kHq; ++j) {
+          if (lref[j] > 3.4028234663852886e38)
+            CHECK(lse[j] == INFINITY);
+          else
+            CHECK(std::fabs(lse[j] - lref[j]) <= 1e-5 * std::fabs(lref[j]) + 1e-5);
+        }
+        REQUIRE(packkv_attn_scores(c, 1, &id, kHq, dq.p, PACKKV_DTYPE_F32, dsc.as<float>(), kN, ws.p, ws_bytes,
+                                   nullptr) == PACKKV_OK);
+        const std::vector<float> sc = from_dev<float>(dsc, (size_t)kHq * kN);
+        for (size_t i = 0; i < sc.size(); ++i)
+          if (std::fabs(sref[i]) < 1e38) {
+            REQUIRE(std::isfinite(sc[i]));
+          }
+      }
+    }
+  }
+}
+
 int main(int argc, char** argv) {
   bool listing = false;
   for (int i = 1; i < argc; ++i) {

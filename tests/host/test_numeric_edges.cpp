@@ -263,3 +263,126 @@ TEST_CASE("numeric edges: every read call on a sequence whose residual window is
     CHECK(d.k.size() == 64 * kRow);
   }
 }
+
+// Issue 18 item 3: an fp32 cache holding K and V near +-3e38 (inside the fp32 range, so
+// accepted by append). The folded arithmetic splits V^ = (o + z) * s into o * s and z * s,
+// each of which can exceed FLT_MAX while their sum does not, and q . k can exceed FLT_MAX
+// (the raw score is then legitimately +-inf) while softmax(scale * q . K) V cannot. apply
+// and decode must stay finite and match float64 arithmetic on the decompressed values;
+// scores must be finite wherever the exact score is inside the fp32 range.
+TEST_CASE("numeric edges: attention over K and V near +-3e38 stays finite (fp32 cache, both granularities)") {
+  constexpr int kH = 4, kD = 64, kN = 300, kHq = 8;
+  constexpr size_t kR = (size_t)kH * kD;
+  std::mt19937 rng(18);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> x(kN * kR);
+  for (float& e : x) e = u(rng) * 3e38f;
+  for (packkv_scale_granularity_t gran : {PACKKV_SCALE_PER_TOKEN, PACKKV_SCALE_PER_TOKEN_HEAD})
+    for (packkv_repack_t repack : {PACKKV_REPACK_NONE, PACKKV_REPACK_MEDIAN}) {
+      CAPTURE(gran);
+      CAPTURE(repack);
+      packkv_cache_params_t p = pkt::params(kH, kD);
+      p.kv_dtype = PACKKV_DTYPE_F32;
+      p.scale_granularity = gran;
+      p.repack = repack;
+      pkt::Cache c(p);
+      pkt::append1(c, 0, x, x, 0, kN, kR);
+      REQUIRE(pkt::stats(c).n_compressed_tokens > 0);
+      const pkt::Decompressed d = pkt::decompress(c, 0, kR);
+      for (float e : d.v) REQUIRE(std::isfinite(e));
+      double vmax = 0;
+      for (float e : d.v) vmax = std::max(vmax, (double)std::fabs(e));
+      int32_t id = 0;
+
+      // apply, one-hot on token 3 (the issue's reproducer): V^ of token 3 itself
+      std::vector<float> probs((size_t)kHq * kN, 0.0f), out((size_t)kHq * kD, NAN);
+      for (int j = 0; j < kHq; ++j) probs[(size_t)j * kN + 3] = 1.0f;
+      REQUIRE(packkv_attn_apply(c, 1, &id, kHq, probs.data(), kN, out.data(), nullptr, 0, nullptr) == PACKKV_OK);
+      for (int j = 0; j < kHq; ++j)
+        for (int ch = 0; ch < kD; ++ch) {
+          const float want = d.v[3 * kR + (size_t)(j / (kHq / kH)) * kD + ch];
+          const float got = out[(size_t)j * kD + ch];
+          REQUIRE(std::isfinite(got));
+          CHECK(std::fabs((double)got - want) <= 1e-6 * vmax);
+        }
+      // apply, random probabilities summing to 1
+      std::vector<double> pd(probs.size());
+      for (int j = 0; j < kHq; ++j) {
+        double sum = 0;
+        for (int t = 0; t < kN; ++t) sum += pd[(size_t)j * kN + t] = 0.5 + 0.5 * u(rng);
+        for (int t = 0; t < kN; ++t) probs[(size_t)j * kN + t] = (float)(pd[(size_t)j * kN + t] /= sum);
+        for (int t = 0; t < kN; ++t) pd[(size_t)j * kN + t] = probs[(size_t)j * kN + t];
+      }
+      REQUIRE(packkv_attn_apply(c, 1, &id, kHq, probs.data(), kN, out.data(), nullptr, 0, nullptr) == PACKKV_OK);
+      std::vector<double> oref = pkt::ref_apply(d.v, kN, kH, kD, pd, kHq);
+      for (size_t i = 0; i < oref.size(); ++i) {
+        REQUIRE(std::isfinite(out[i]));
+        CHECK(std::fabs(out[i] - oref[i]) <= 1e-5 * vmax);
+      }
+
+      // decode: q of magnitude 1 (scores ~1e39 overflow fp32; softmax is one-hot) and of
+      // magnitude 1e-37 (scores ~10: a spread-out softmax)
+      for (float qmag : {1.0f, 1e-37f}) {
+        CAPTURE(qmag);
+        std::vector<float> q((size_t)kHq * kD);
+        for (float& e : q) e = u(rng) * qmag;
+        const std::vector<double> sref = pkt::ref_scores(d.k, kN, kH, kD, q, kHq);
+        std::vector<float> lse(kHq, NAN);
+        const float scale = 0.125f;
+        REQUIRE(packkv_attn_decode(c, 1, &id, kHq, q.data(), PACKKV_DTYPE_F32, scale, out.data(), lse.data(),
+                                   nullptr, 0, nullptr) == PACKKV_OK);
+        std::vector<double> lref;
+        const std::vector<double> pr = pkt::ref_softmax(sref, kN, kHq, scale, &lref);
+        oref = pkt::ref_apply(d.v, kN, kH, kD, pr, kHq);
+        double err = 0;
+        for (size_t i = 0; i < oref.size(); ++i) {
+          REQUIRE(std::isfinite(out[i]));
+          err = std::max(err, std::fabs(out[i] - oref[i]));
+        }
+        CAPTURE(err / vmax);
+        CHECK(err <= 1e-4 * vmax);
+        for (int j = 0; j < kHq; ++j) {  // lse beyond the fp32 range is +inf (fp32 result)
+          if (lref[j] > 3.4028234663852886e38)
+            CHECK(lse[j] == INFINITY);
+          else
+            CHECK(std::fabs(lse[j] - lref[j]) <= 1e-5 * std::fabs(lref[j]) + 1e-5);
+        }
+        // scores: finite and accurate where the exact score fits fp32
+        std::vector<float> sc((size_t)kHq * kN, NAN);
+        REQUIRE(packkv_attn_scores(c, 1, &id, kHq, q.data(), PACKKV_DTYPE_F32, sc.data(), kN, nullptr, 0,
+                                   nullptr) == PACKKV_OK);
+        for (size_t i = 0; i < sc.size(); ++i)
+          if (std::fabs(sref[i]) < 1e38) {
+            REQUIRE(std::isfinite(sc[i]));
+          }
+      }
+    }
+}
+
+// Queries near the fp32 limit against small K: q . k_int in fp32 overflowed before the scale
+// brought the score back into range.
+TEST_CASE("numeric edges: queries near +-3e38 give finite scores when q . k fits fp32") {
+  constexpr int kD = 64, kN = 64;
+  packkv_cache_params_t p = pkt::params(1, kD);
+  p.kv_dtype = PACKKV_DTYPE_F32;
+  p.residual_tokens = 0;
+  pkt::Cache c(p);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> k((size_t)kN * kD);
+  for (float& e : k) e = u(rng) * 1e-3f;
+  pkt::append1(c, 0, k, k, 0, kN, kD);
+  REQUIRE(pkt::stats(c).n_compressed_tokens == kN);
+  const pkt::Decompressed d = pkt::decompress(c, 0, kD);
+  std::vector<float> q(kD);
+  for (float& e : q) e = u(rng) * 3e38f;
+  int32_t id = 0;
+  std::vector<float> sc(kN, NAN);
+  REQUIRE(packkv_attn_scores(c, 1, &id, 1, q.data(), PACKKV_DTYPE_F32, sc.data(), kN, nullptr, 0, nullptr) ==
+          PACKKV_OK);
+  const std::vector<double> sref = pkt::ref_scores(d.k, kN, 1, kD, q, 1);
+  for (int t = 0; t < kN; ++t) {
+    REQUIRE(std::isfinite(sc[t]));
+    CHECK(std::fabs(sc[t] - sref[t]) <= 1e-5 * 3e38 * 1e-3 * kD);
+  }
+}
