@@ -89,12 +89,16 @@ def register(name: str = ATTN_IMPLEMENTATION) -> str:
     return name
 
 
-def cache_argument(cache: Cache) -> dict:
-    """``{"cache": cache}`` for transformers >= 5.20 (where generate/forward renamed the
-    argument), else ``{"past_key_values": cache}``: ``model.generate(**cache_argument(c))``
-    works with every supported version without a deprecation warning."""
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return {"cache": cache} if (major, minor) >= (5, 20) else {"past_key_values": cache}
+def cache_argument(cache: Cache, model=None) -> dict:
+    """The keyword argument that passes `cache` to ``model.generate`` / ``model(...)``:
+    ``{"cache": cache}`` where the model's forward takes ``cache`` (transformers 5.25 renamed
+    it), else ``{"past_key_values": cache}`` (5.17). Decided from ``model.forward``'s
+    signature (LlamaForCausalLM's when model is None), so that no version emits a
+    deprecation warning: ``model.generate(**inputs, **cache_argument(c, model))``."""
+    import inspect
+    forward = model.forward if model is not None else transformers.LlamaForCausalLM.forward
+    params = inspect.signature(forward).parameters
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
 
 
 # ---------------------------------------------------------------------------------------------
