@@ -1,6 +1,7 @@
 """PackKVLayer's attention against an independent float64 reference of token-by-token
 decoding: the query at position p attends the tokens before p exactly as a packkv cache fed one
-token at a time holds them (its decompress() after p appends) and its own token exactly."""
+token at a time holds them (its decompress() after p appends) and its own token as that cache
+stores fresh tokens (rounded to kv_dtype: float16 by default for float32 K/V)."""
 
 import math
 
@@ -23,14 +24,17 @@ def data(seed, t, b=1):
     return q, k, v
 
 
-def reference(q, k, v, scale):
+def reference(q, k, v, scale, kv_dtype="float16"):
     """Token-by-token decoding of one sequence in float64. q [Hq, T, D], k/v [Hkv, T, D]."""
     out = np.zeros((q.shape[1], q.shape[0], D))
-    with packkv.Cache(n_kv_heads=HKV, head_dim=D, kv_dtype="float32", **PARAMS) as ref:
+    own = np.float16 if kv_dtype == "float16" else np.float32
+    with packkv.Cache(n_kv_heads=HKV, head_dim=D, kv_dtype=kv_dtype, **PARAMS) as ref:
         for p in range(q.shape[1]):
             kp, vp = ref.decompress()                          # [p, Hkv, D] float32
-            keys = np.concatenate([kp, k[:, p:p + 1].permute(1, 0, 2).numpy()]).astype(np.float64)
-            vals = np.concatenate([vp, v[:, p:p + 1].permute(1, 0, 2).numpy()]).astype(np.float64)
+            kn = k[:, p:p + 1].permute(1, 0, 2).numpy().astype(own)
+            vn = v[:, p:p + 1].permute(1, 0, 2).numpy().astype(own)
+            keys = np.concatenate([kp, kn.astype(np.float32)]).astype(np.float64)
+            vals = np.concatenate([vp, vn.astype(np.float32)]).astype(np.float64)
             for h in range(q.shape[0]):
                 s = keys[:, h // GROUP] @ q[h, p].double().numpy() * scale
                 w = np.exp(s - s.max())
@@ -52,13 +56,14 @@ def run_chunks(layer, q, k, v, sizes, scale, padding=None, counts=None):
     return torch.cat(outs, dim=1)                              # [b, T, Hq, D]
 
 
+@pytest.mark.parametrize("kv_dtype", ["float16", "float32"])
 @pytest.mark.parametrize("sizes", [[70], [1] * 70, [5, 20, 45], [16, 16, 38], [33, 1, 1, 35]])
-def test_attention_matches_token_by_token_reference(sizes):
+def test_attention_matches_token_by_token_reference(sizes, kv_dtype):
     q, k, v = data(1, sum(sizes))
     scale = 1 / math.sqrt(D)
-    layer = ph.PackKVLayer(**PARAMS)
+    layer = ph.PackKVLayer(**PARAMS, **({"kv_dtype": kv_dtype} if kv_dtype == "float32" else {}))
     out = run_chunks(layer, q, k, v, sizes, scale)
-    want = reference(q[0], k[0], v[0], scale)
+    want = reference(q[0], k[0], v[0], scale, kv_dtype)
     assert layer.packkv.stats().n_compressed_tokens == 48      # blocks were compressed
     np.testing.assert_allclose(out[0].numpy(), want, atol=2e-5, rtol=0)
     assert layer.get_seq_length() == sum(sizes)

@@ -22,8 +22,8 @@ How it plugs in
         ``packkv.Cache.decode(..., return_lse=True)``: all queries of the chunk in one call,
         sent as extra query heads of their KV head (query head j of the call reads KV head
         j // (n_q_heads / n_kv_heads)) until packkv has a multi-query call; and
-    (b) the chunk itself, causally, in float32 from the K/V as the cache stores them
-        (kv_dtype is the model's dtype by default, so they are exact),
+    (b) the chunk itself, causally, in float32 from the K/V rounded to kv_dtype, as the
+        cache stores them (kv_dtype: float16 for a float32 model, else the model's dtype),
 
     merges (a) and (b) exactly by log-sum-exp, then appends the chunk. The chunk is cut at
     the sequence's flush points (packkv.h, packkv_cache_append: a block is compressed when the
@@ -67,6 +67,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "packkv.hf needs torch and transformers >= 5.17 (pip install -r "
         f"scripts/requirements-hf.txt): {exc}") from exc
 
+from ._arrays import DTYPE_NAMES as _DTYPE_NAMES
 from .cache import Cache as PackKV
 
 __all__ = ["ATTN_IMPLEMENTATION", "register", "PackKVCache", "PackKVLayer", "packkv_attention",
@@ -230,11 +231,14 @@ class PackKVLayer(CacheLayerMixin):
         b, h, _, d = key_states.shape
         dev = key_states.device
         params = dict(self.params)
-        params.setdefault("kv_dtype", key_states.dtype)
+        params.setdefault("kv_dtype", torch.float16 if key_states.dtype == torch.float32
+                          else key_states.dtype)
         self.packkv = PackKV(n_kv_heads=h, head_dim=d, max_seqs=b,
                              device=dev.index if dev.type == "cuda" else -1, **params)
         self.batch_size_ = b
         self.device = dev
+        self.kv_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16,
+                         "float32": torch.float32}[_DTYPE_NAMES[self.packkv.params.kv_dtype]]
         self.is_initialized = True
 
     def update(self, key_states, value_states, *args, **kwargs):
@@ -319,7 +323,8 @@ class PackKVLayer(CacheLayerMixin):
             o_p, l_p = self.packkv.decode(stacked, seqs, scale=scale, return_lse=True)
             o_p = o_p.reshape(g_, hkv, m, grp, d).permute(0, 2, 1, 3, 4)     # [G, m, hkv, grp, d]
             l_p = l_p.reshape(g_, hkv, m, grp).permute(0, 2, 1, 3)            # [G, m, hkv, grp]
-            # (b) the piece itself, causally, float32.
+            # (b) the piece itself, causally, float32, from K/V as the cache stores them.
+            ks, vs = ks.to(self.kv_dtype), vs.to(self.kv_dtype)
             qf = qs.float().reshape(g_, m, hkv, grp, d)
             s = torch.einsum("gihjd,gkhd->gihjk", qf, ks.float()) * scale    # [G, m, hkv, grp, m]
             causal = torch.ones((m, m), dtype=torch.bool, device=q.device).triu(1)
@@ -417,8 +422,8 @@ class PackKVCache(Cache):
             the one :func:`register` registered (else ValueError).
         **params: packkv.Cache parameters for every full-attention layer: rel_scale_k,
             rel_scale_v, bits_k, bits_v, repack, scale_granularity, block_tokens,
-            residual_tokens, kv_dtype (default: the model's dtype, e.g. float32 on CPU),
-            max_tokens_per_seq. n_kv_heads, head_dim, max_seqs (the batch size) and device
+            residual_tokens, kv_dtype (of the residual window; default float16 for a
+            float32 model, else the model's dtype), max_tokens_per_seq. n_kv_heads, head_dim, max_seqs (the batch size) and device
             (that of the K/V tensors) come from the first forward.
 
     Sliding-window layers are transformers' DynamicSlidingWindowLayer. One cache serves one
@@ -462,8 +467,8 @@ def cache_memory(cache: Cache) -> dict:
     ``packkv_bytes``: all-in bytes of the packkv layers (compressed + residual window);
     ``packkv_fp16_bytes``: what those tokens take as fp16; ``tensor_bytes``: the K/V tensors
     of the other (transformers) layers, in their own dtype; ``total_bytes``: the sum of
-    packkv_bytes and tensor_bytes."""
-    packkv_bytes = fp16 = tensors = 0
+    packkv_bytes and tensor_bytes; ``fp16_bytes``: every token held, K and V, as fp16."""
+    packkv_bytes = fp16 = tensors = tensors_fp16 = 0
     for layer in getattr(cache, "layers", []):
         if isinstance(layer, PackKVLayer):
             st = layer.memory()
@@ -473,5 +478,7 @@ def cache_memory(cache: Cache) -> dict:
             for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
                 if isinstance(t, torch.Tensor):
                     tensors += t.numel() * t.element_size()
+                    tensors_fp16 += t.numel() * 2
     return {"packkv_bytes": packkv_bytes, "packkv_fp16_bytes": fp16,
-            "tensor_bytes": tensors, "total_bytes": packkv_bytes + tensors}
+            "tensor_bytes": tensors, "total_bytes": packkv_bytes + tensors,
+            "fp16_bytes": fp16 + tensors_fp16}
