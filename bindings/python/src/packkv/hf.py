@@ -21,7 +21,8 @@ How it plugs in
     (a) the tokens packkv holds (compressed blocks and residual window), with
         ``packkv.Cache.decode(..., return_lse=True)``: all queries of the chunk in one call,
         sent as extra query heads of their KV head (query head j of the call reads KV head
-        j // (n_q_heads / n_kv_heads)) until packkv has a multi-query call; and
+        j // (n_q_heads / n_kv_heads); the layout of packkv_attn_decode_multi, which the
+        Python binding does not wrap yet); and
     (b) the chunk itself, causally, in float32 from the K/V rounded to kv_dtype, as the
         cache stores them (kv_dtype: float16 for a float32 model, else the model's dtype),
 
@@ -316,13 +317,13 @@ class PackKVLayer(CacheLayerMixin):
         for m in pieces:
             qs, ks, vs = q[:, start:start + m], k[:, start:start + m], v[:, start:start + m]
             start += m
-            # (a) the past through packkv: the m queries of each head as extra query heads,
-            # ordered [kv head][token][group member].
-            stacked = qs.reshape(g_, m, hkv, grp, d).permute(0, 2, 1, 3, 4).reshape(
-                g_, hkv * m * grp, d).contiguous()
+            # (a) the past through packkv: the m queries of each head as extra query heads in
+            # head-major order (virtual head j * m + t reads KV head j // grp: the layout of
+            # packkv_attn_decode_multi, packkv_experimental.h), as torch holds them.
+            stacked = qs.transpose(1, 2).reshape(g_, hq * m, d).contiguous()
             o_p, l_p = self.packkv.decode(stacked, seqs, scale=scale, return_lse=True)
-            o_p = o_p.reshape(g_, hkv, m, grp, d).permute(0, 2, 1, 3, 4)     # [G, m, hkv, grp, d]
-            l_p = l_p.reshape(g_, hkv, m, grp).permute(0, 2, 1, 3)            # [G, m, hkv, grp]
+            o_p = o_p.reshape(g_, hkv, grp, m, d).permute(0, 3, 1, 2, 4)     # [G, m, hkv, grp, d]
+            l_p = l_p.reshape(g_, hkv, grp, m).permute(0, 3, 1, 2)            # [G, m, hkv, grp]
             # (b) the piece itself, causally, float32, from K/V as the cache stores them.
             ks, vs = ks.to(self.kv_dtype), vs.to(self.kv_dtype)
             qf = qs.float().reshape(g_, m, hkv, grp, d)
