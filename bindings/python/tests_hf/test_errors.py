@@ -1,0 +1,122 @@
+"""What packkv.hf refuses, and how: every unsupported operation raises with a message naming
+it, and a refused call leaves the cache as it was."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+import packkv.hf as ph
+from conftest import tiny_gemma3, tiny_llama
+
+
+def ids(n, b=1):
+    return torch.randint(3, 256, (b, n), generator=torch.Generator().manual_seed(7))
+
+
+def prefilled(model, n=20, b=1):
+    cache = ph.PackKVCache(model.config, residual_tokens=16, block_tokens=16)
+    model(input_ids=ids(n, b), use_cache=True, **ph.cache_argument(cache))
+    return cache
+
+
+def test_model_without_packkv_attention_is_refused():
+    model = tiny_llama(attn="sdpa")
+    with pytest.raises(ValueError, match="attn_implementation=packkv.hf.register"):
+        ph.PackKVCache(model.config)
+
+
+def test_switching_the_attention_away_is_caught_at_the_next_forward():
+    model = tiny_llama()
+    cache = ph.PackKVCache(model.config)
+    model.set_attn_implementation("sdpa")
+    model(input_ids=ids(5), use_cache=True, **ph.cache_argument(cache))
+    with pytest.raises(RuntimeError, match="never attended"):
+        model(input_ids=ids(1), use_cache=True, **ph.cache_argument(cache))
+
+
+def test_beam_search_needs_fork():
+    model = tiny_llama()
+    cache = ph.PackKVCache(model.config)
+    with pytest.raises(NotImplementedError, match="beam search"):
+        model.generate(ids(10), num_beams=2, max_new_tokens=3, do_sample=False,
+                       **ph.cache_argument(cache))
+
+
+def test_num_return_sequences_works_on_an_empty_cache():
+    """generate() expands the batch before the prefill: nothing to fork then."""
+    model = tiny_llama()
+    cache = ph.PackKVCache(model.config)
+    out = model.generate(ids(10), do_sample=True, num_return_sequences=2, max_new_tokens=3,
+                         **ph.cache_argument(cache))
+    assert out.shape == (2, 13)
+    assert cache.packkv_layers[0].packkv.seq_length(1) == 12
+
+
+def test_assisted_decoding_needs_truncate():
+    model = tiny_llama()
+    cache = prefilled(model)
+    before = cache.get_seq_length()
+    with pytest.raises(NotImplementedError, match="crop.*truncation"):
+        cache.crop(-2)
+    assert cache.get_seq_length() == before
+
+
+@pytest.mark.parametrize("op,arg", [("reorder_cache", torch.tensor([0])),
+                                    ("batch_select_indices", torch.tensor([0])),
+                                    ("batch_repeat_interleave", 2)])
+def test_batch_operations_need_fork(op, arg):
+    cache = prefilled(tiny_llama())
+    with pytest.raises(NotImplementedError, match="fork"):
+        getattr(cache, op)(arg)
+    assert cache.packkv_layers[0].packkv.seq_length(0) == 20
+
+
+def test_batch_size_change_is_refused():
+    model = tiny_llama()
+    cache = prefilled(model, b=2)
+    with pytest.raises(ValueError, match="batch size 1"):
+        model(input_ids=ids(1, b=1), use_cache=True, **ph.cache_argument(cache))
+
+
+def test_custom_4d_mask_is_refused():
+    model = tiny_llama()
+    cache = ph.PackKVCache(model.config)
+    mask = torch.ones(1, 1, 6, 6, dtype=torch.bool).tril()
+    with pytest.raises(NotImplementedError, match="custom attention masks"):
+        model(input_ids=ids(6), attention_mask=mask, use_cache=True, **ph.cache_argument(cache))
+
+
+def test_softcapping_is_refused():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+    cfg = Gemma2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                       attn_logit_softcapping=30.0, sliding_window=8)
+    model = Gemma2ForCausalLM(cfg).eval()
+    model.set_attn_implementation(ph.ATTN_IMPLEMENTATION)
+    cache = ph.PackKVCache(model.config)
+    with pytest.raises(NotImplementedError, match="softcapping"):
+        model(input_ids=ids(4), use_cache=True, **ph.cache_argument(cache))
+
+
+def test_dynamic_cache_memory_counts_sliding_layers():
+    model = tiny_gemma3()
+    cache = DynamicCache(config=model.config)
+    model(input_ids=ids(20), use_cache=True, **ph.cache_argument(cache))
+    mem = ph.cache_memory(cache)
+    full = 2 * 2 * 20 * 32 * 4
+    assert mem["packkv_bytes"] == 0 and mem["tensor_bytes"] > full
+
+
+def test_packkv_imports_without_transformers():
+    """`import packkv` never needs torch or transformers; packkv.hf says what is missing."""
+    code = ("import sys; sys.modules['transformers'] = None\n"
+            "import packkv\n"
+            "try:\n    import packkv.hf\nexcept ImportError as e:\n    print('ERR', e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "ERR packkv.hf needs torch and transformers" in r.stdout

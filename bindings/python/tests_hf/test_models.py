@@ -1,0 +1,65 @@
+"""packkv.hf on the real models of examples/python/hf_models.py (SmolLM2-135M-Instruct; Gemma 3
+270M: 15 sliding-window layers on transformers' cache, 3 global layers on packkv): with 8-bit
+settings (r = 1/254 for K and V, 16-token blocks and window, so that most of the prompt is
+compressed) greedy decoding gives DynamicCache's tokens; a left-padded batch gives every row
+exactly the tokens it gets alone (padding is never stored).
+
+(8-bit is not lossless: the logits move by up to ~1 (SmolLM2 ~0.4) on a scale of ~40, so a
+greedy step whose top-2 logits are closer than that can flip; the second prompt has such a
+step on Gemma 3 (margin 0.02), hence the batch test compares packkv with packkv.)"""
+
+import os
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+import hf_models
+import packkv.hf as ph
+from conftest import REPO
+
+FINE = dict(residual_tokens=16, block_tokens=16, rel_scale_k=1 / 254, rel_scale_v=1 / 254)
+NEW_TOKENS = 12
+
+
+@pytest.fixture(scope="module", params=hf_models.MODELS)
+def model_and_tokenizer(request):
+    return hf_models.load(request.param, attn_implementation=ph.register())
+
+
+def prompts():
+    with open(os.path.join(REPO, "data", "kjv_genesis.txt"), encoding="utf-8") as f:
+        text = f.read()
+    return [text[:700], text[2000:2400]]
+
+
+def greedy(model, enc, cache):
+    out = model.generate(**enc, max_new_tokens=NEW_TOKENS, do_sample=False,
+                         pad_token_id=model.generation_config.pad_token_id or 0,
+                         **ph.cache_argument(cache))
+    return out[:, enc["input_ids"].shape[1]:]
+
+
+def test_greedy_tokens_match_dynamic_cache(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    enc = tok(prompts()[0], return_tensors="pt")
+    assert enc["input_ids"].shape[1] > 100
+    want = greedy(model, enc, DynamicCache(config=model.config))
+    cache = ph.PackKVCache(model.config, **FINE)
+    got = greedy(model, enc, cache)
+    assert got.tolist() == want.tolist()
+    st = cache.packkv_layers[0].packkv.stats()
+    assert st.n_compressed_tokens >= enc["input_ids"].shape[1] - 32    # mostly compressed
+
+
+def test_padded_batch_rows_match_single_prompts(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    enc = tok(prompts(), return_tensors="pt", padding=True)
+    assert not enc["attention_mask"].all()
+    got = greedy(model, enc, ph.PackKVCache(model.config, **FINE))
+    for row, text in enumerate(prompts()):
+        alone = greedy(model, tok(text, return_tensors="pt"), ph.PackKVCache(model.config, **FINE))
+        assert got[row].tolist() == alone[0].tolist()
