@@ -264,7 +264,7 @@ TEST_CASE("packkv-eval on a tiny 0/1 dump: bytes by formula, exact and fp16-scal
   }
   // PackKV, r = 1 (b = 2, e = 2), no repacking: exact. 3 blocks of 64 tokens; per
   // block and head 4 rounds x (8 B mins + 8 B lens + 32 packs x 2 B, L = 1) = 320 B;
-  // one int32 zero + fp32 scale per token and tensor.
+  // one int16 zero + 16-bit scale per token and tensor (compact fields, the default).
   const json& pk = method(j, "packkv");
   CHECK(pk.at("params").at("bits_k") == 2);
   const json& cs = pk.at("layers")[0].at("cache_stats");
@@ -273,7 +273,7 @@ TEST_CASE("packkv-eval on a tiny 0/1 dump: bytes by formula, exact and fp16-scal
   CHECK(cs.at("n_blocks") == 3);
   CHECK(cs.at("k_tile_bytes") == 3 * 2 * 320);
   CHECK(cs.at("v_tile_bytes") == 3 * 2 * 320);
-  CHECK(cs.at("k_scale_bytes") == 192 * 8);
+  CHECK(cs.at("k_scale_bytes") == 192 * 4);  // compact: int16 zero + 16-bit scale
   CHECK(cs.at("perm_bytes") == 0);
   CHECK(cs.at("residual_bytes") == 2 * 128 * 64 * 2);
   CHECK(pk.at("layers")[0].at("k").at("bytes").at("payload") == 1920);
@@ -348,7 +348,7 @@ TEST_CASE("packkv-eval on pseudo-random data: error bounds, orderings, sweep") {
     CHECK(got <= bound);
     CHECK(got > bound / 4);  // uniform rounding error is ~bound/sqrt(3)
   }
-  CHECK(pk.at("k").at("bytes").at("metadata").get<int64_t>() >= nc * 8);  // int32 zero + fp32 scale per token
+  CHECK(pk.at("k").at("bytes").at("metadata").get<int64_t>() >= nc * 4);  // int16 zero + 16-bit scale per token
   // fp8 e4m3 keeps 3 mantissa bits: relative error <= 2^-4 per value.
   CHECK(method(j, "fp8-e4m3").at("total").at("k").at("k_err").get<double>() < 0.0625);
   CHECK(method(j, "kivi-4").at("total").at("k").at("k_err").get<double>() <

@@ -156,6 +156,20 @@ enum {
   PACKKV_SCALE_PER_TOKEN_HEAD = 1  /* one (z, s) per token and KV head (PACKKV.md section 8.3) */
 };
 
+/** Storage of the per-token zero points z and scales s of the compressed blocks
+ *  (PACKKV.md section 5.1). Either way every compressed value obeys
+ *  |x - x^| <= r * range / 2; the formats differ only in bytes. */
+typedef int32_t packkv_zs_format_t;
+enum {
+  PACKKV_ZS_COMPACT = 0, /* int16 z and a 16-bit scale (the fp32 scale rounded down to 8
+                            fraction bits): 4 bytes per token and scale group. A block with a
+                            group that cannot be stored so without breaking the error bound
+                            (far from zero against its range, or an fp32-subnormal scale)
+                            falls back to the wide fields for that block alone */
+  PACKKV_ZS_WIDE = 1     /* int32 z and fp32 s: 8 bytes per token and scale group (the
+                            format of version 1) */
+};
+
 /** CUDA stream; the same type as cudaStream_t. NULL is the legacy default stream.
  *  Ignored by a CPU cache. */
 typedef struct CUstream_st* packkv_stream_t;
@@ -189,10 +203,22 @@ typedef struct packkv_cache_params {
   packkv_scale_granularity_t scale_granularity; /* default PACKKV_SCALE_PER_TOKEN */
   int32_t block_tokens;        /* tokens compressed together: a multiple of 16 in [16, 256] (default 64) */
   int32_t residual_tokens;     /* tokens kept uncompressed after a flush, in [0, 2^20] (default 128) */
+  /* ---- version 2 (struct_size >= PACKKV_CACHE_PARAMS_SIZE_V2) ---- */
+  int32_t sink_tokens;         /* the first sink_tokens tokens of every sequence are never
+                                  compressed: they stay in kv_dtype, exact, and take part in
+                                  every attention call at their positions 0..sink_tokens-1
+                                  (attention sinks, StreamingLLM). Blocks start after them.
+                                  In [0, 2^16] (default 0) */
+  packkv_zs_format_t zs_format; /* storage of the per-token zero points and scales:
+                                  PACKKV_ZS_COMPACT (default) or PACKKV_ZS_WIDE */
 } packkv_cache_params_t;
 
-/** Size of version 1 of packkv_cache_params_t, the smallest struct_size accepted. */
+/** Size of version 1 of packkv_cache_params_t, the smallest struct_size accepted
+ *  (fields up to residual_tokens; a caller with this size gets the defaults of the
+ *  later fields). */
 #define PACKKV_CACHE_PARAMS_SIZE_V1 64
+/** Size of version 2 (adds sink_tokens and zs_format). */
+#define PACKKV_CACHE_PARAMS_SIZE_V2 72
 
 /** Fills *params with defaults and sets params->struct_size = struct_size.
  *  @param params      [host] struct to fill; only its first struct_size bytes are written.

@@ -21,8 +21,12 @@
 
 namespace packkv {
 
-// One sequence of the CPU cache.
+// One sequence of the CPU cache: its tokens are, in order, sink_len sink tokens, the
+// n_blocks() compressed blocks, and residual_len residual tokens (sink tokens fill first:
+// blocks and the residual window start once sink_len == sink_tokens).
 struct CpuSeq {
+  std::vector<uint8_t> sink_k, sink_v;  // sink tokens, [sink_len][H][D] in kv_dtype
+  int64_t sink_len = 0;                 // sink tokens held (<= Config::sink_tokens)
   std::vector<uint8_t> store;          // blobs, each kBlobAlign-aligned
   std::vector<uint64_t> block_offset;  // start of each blob in store
   std::vector<uint8_t> res_k, res_v;   // residual window, [residual_len][H][D] in kv_dtype
@@ -67,6 +71,12 @@ class CpuCache final : public CacheImpl {
   void load_q(const AttnArgs& a, int i, float* q) const;
   void seq_scores(const CpuSeq& s, const float* q, int gqa_group, float* out, size_t ld) const;
   void seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const;
+  // Scores / weighted V of n dense tokens in kv_dtype ([n][H][D], the sink tokens or the
+  // residual window) at positions base .. base+n-1, float64 products.
+  void dense_scores(const uint8_t* k, int64_t n, int64_t base, const float* q, int gqa_group, float* out,
+                    size_t ld) const;
+  void dense_apply(const uint8_t* v, int64_t n, int64_t base, const float* probs, size_t ld, int gqa_group,
+                   double* acc) const;
 
   std::vector<CpuSeq> seqs_;
   size_t row_ = 0;   // values per token (n_kv_heads * head_dim)
