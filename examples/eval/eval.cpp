@@ -234,6 +234,7 @@ class PackkvMethod : public Method {
     p.residual_tokens = k.residual_tokens;
     p.sink_tokens = spec_.sink_tokens;
     p.zs_format = k.zs_format;
+    p.k_transform = k.k_transform;
     check(packkv_cache_create(&p, &cache_), "packkv_cache_create");
     packkv_cache_params_t eff;
     eff.struct_size = sizeof eff;
@@ -494,13 +495,16 @@ std::vector<LeverResult> run_levers(const KvDump& dump, const PackkvConfig& base
                                     const RunOptions& options) {
   struct Lever {
     const char* name;
-    int zs_format, sinks;
+    int zs_format, sinks, k_transform;
   };
-  const Lever levers[] = {{"v1: wide z/s, no sinks", PACKKV_ZS_WIDE, 0},
-                          {"compact z/s", PACKKV_ZS_COMPACT, 0},
-                          {"compact z/s + 1 sink", PACKKV_ZS_COMPACT, 1},
-                          {"compact z/s + 4 sinks", PACKKV_ZS_COMPACT, 4},
-                          {"wide z/s + 4 sinks", PACKKV_ZS_WIDE, 4}};
+  const int kNone = PACKKV_K_TRANSFORM_NONE, kCenter = PACKKV_K_TRANSFORM_CENTER;
+  const Lever levers[] = {{"v1: wide z/s, no sinks", PACKKV_ZS_WIDE, 0, kNone},
+                          {"compact z/s", PACKKV_ZS_COMPACT, 0, kNone},
+                          {"compact z/s + 1 sink", PACKKV_ZS_COMPACT, 1, kNone},
+                          {"compact z/s + 4 sinks", PACKKV_ZS_COMPACT, 4, kNone},
+                          {"wide z/s + 4 sinks", PACKKV_ZS_WIDE, 4, kNone},
+                          {"compact + K centred", PACKKV_ZS_COMPACT, 0, kCenter},
+                          {"compact+4 sinks+K centred", PACKKV_ZS_COMPACT, 4, kCenter}};
   std::vector<LeverResult> out;
   for (const Lever& l : levers) {
     LeverResult r;
@@ -508,11 +512,13 @@ std::vector<LeverResult> run_levers(const KvDump& dump, const PackkvConfig& base
     r.spec.kind = MethodSpec::kPackkv;
     r.spec.packkv = base;
     r.spec.packkv.zs_format = l.zs_format;
+    r.spec.packkv.k_transform = l.k_transform;
     r.spec.sink_tokens = l.sinks;
     if (options.progress) options.progress(std::string("lever: ") + l.name);
     r.result = run_methods(dump, {r.spec}, options)[0];
     PackkvConfig b = base;
     b.zs_format = l.zs_format;
+    b.k_transform = l.k_transform;
     r.sweep = run_sweep(dump, b, l.sinks, r_grid, options);
     out.push_back(std::move(r));
   }

@@ -45,6 +45,7 @@ struct PackkvConfig {
   int block_tokens = 64;
   int residual_tokens = 128;
   int zs_format = 0;    // PACKKV_ZS_* (0: compact)
+  int k_transform = 0;  // PACKKV_K_TRANSFORM_*
 };
 
 /** One method to evaluate. */
@@ -114,7 +115,8 @@ struct LeverResult {
 };
 
 /** Runs the levers one after another from the version-1 format: wide z/s and no sink
- *  tokens; compact z/s; compact z/s with 1 and with 4 sink tokens. */
+ *  tokens; compact z/s; compact z/s with 1 and with 4 sink tokens; wide z/s with 4 sink
+ *  tokens; K centring with compact z/s, without and with 4 sink tokens. */
 std::vector<LeverResult> run_levers(const KvDump& dump, const PackkvConfig& base, const std::vector<float>& r_grid,
                                     const RunOptions& options);
 

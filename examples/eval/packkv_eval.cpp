@@ -43,6 +43,7 @@ void usage(std::FILE* out) {
                "  --sinks N            the first N tokens kept exact (fp16) by every method: PackKV's\n"
                "                       sink_tokens, and the baselines likewise (default 4)\n"
                "  --zs F               compact | wide: PackKV zero point and scale fields (default compact)\n"
+               "  --k-center           PackKV centres K per channel on each sequence's first block\n"
                "  --levers             also the levers table: PackKV from the version-1 format (wide z/s,\n"
                "                       no sinks) through compact z/s and 1 / 4 sink tokens, each with its\n"
                "                       bytes and errors at the given settings and its ratio over KIVI-b\n"
@@ -143,6 +144,8 @@ int main(int argc, char** argv) {
       if (z == "compact") cfg.zs_format = PACKKV_ZS_COMPACT;
       else if (z == "wide") cfg.zs_format = PACKKV_ZS_WIDE;
       else die("--zs expects compact or wide, got '" + z + "'");
+    } else if (a == "--k-center") {
+      cfg.k_transform = PACKKV_K_TRANSFORM_CENTER;
     } else if (a == "--levers") {
       levers = true;
     } else if (a == "--layers") {

@@ -102,7 +102,7 @@ void print_levers(std::FILE* out, const std::vector<LeverResult>& levers) {
   std::fprintf(out,
                "\nLevers (PackKV at the settings above; KIVI and fp8 keep the same sink tokens exact in the gain "
                "columns)\n");
-  std::fprintf(out, "%-24s | %9s %6s %8s | %9s %6s %8s | %8s | %-21s | %-21s\n", "lever", "K bytes", "ratio", "out(K)",
+  std::fprintf(out, "%-26s | %9s %6s %8s | %9s %6s %8s | %8s | %-21s | %-21s\n", "lever", "K bytes", "ratio", "out(K)",
                "V bytes", "ratio", "out(V)", "out(KV)", "K gain vs KIVI-2/4", "V gain vs KIVI-2/4");
   auto gain = [](const std::vector<EqualErrorMatch>& ms, const char* b) {
     for (const auto& m : ms)
@@ -111,7 +111,7 @@ void print_levers(std::FILE* out, const std::vector<LeverResult>& levers) {
   };
   for (const auto& l : levers) {
     const LayerResult& t = l.result.total;
-    std::fprintf(out, "%-24s | %9lld %6.3f %8.2e | %9lld %6.3f %8.2e | %8.2e | %9s / %9s | %9s / %9s\n",
+    std::fprintf(out, "%-26s | %9lld %6.3f %8.2e | %9lld %6.3f %8.2e | %8.2e | %9s / %9s | %9s / %9s\n",
                  l.name.c_str(), (long long)t.k.bytes.all_in(), t.k.bytes.ratio(), t.k.out_err.value(),
                  (long long)t.v.bytes.all_in(), t.v.bytes.ratio(), t.v.out_err.value(), t.out_err.value(),
                  gain(l.sweep.k_matches, "kivi-2").c_str(), gain(l.sweep.k_matches, "kivi-4").c_str(),
@@ -149,7 +149,8 @@ nlohmann::json method_json(const MethodResult& m) {
                    {"bits_k", m.bits_k},           {"bits_v", m.bits_v},
                    {"repack", repack_name(c.repack)}, {"granularity", granularity_name(c.granularity)},
                    {"block_tokens", c.block_tokens},  {"residual_tokens", c.residual_tokens},
-                   {"zs_format", c.zs_format == PACKKV_ZS_WIDE ? "wide" : "compact"}};
+                   {"zs_format", c.zs_format == PACKKV_ZS_WIDE ? "wide" : "compact"},
+                   {"k_transform", c.k_transform == PACKKV_K_TRANSFORM_CENTER ? "center" : "none"}};
   } else if (m.spec.kind == MethodSpec::kKivi) {
     j["params"] = {{"bits", m.spec.bits}, {"group", kKiviGroup}, {"residual_tokens", kKiviResidual}};
   } else {

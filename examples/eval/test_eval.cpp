@@ -306,7 +306,8 @@ TEST_CASE("packkv-eval with sink tokens: every method keeps them exact in fp16, 
   CHECK(cs.at("residual_bytes") == 2 * 192 * 64 * 2);
   // --levers: five rows, compact z/s halves the metadata of v1's wide fields
   json l = run_json("--data '" + path + "' --rk 1 --rv 1 --repack none --levers --sweep-r 0.5,1").at("levers");
-  REQUIRE(l.size() == 5);
+  REQUIRE(l.size() == 7);
+  CHECK(l[6].at("method").at("params").at("k_transform") == "center");
   CHECK(l[0].at("lever") == "v1: wide z/s, no sinks");
   CHECK(l[0].at("method").at("params").at("zs_format") == "wide");
   CHECK(l[3].at("method").at("params").at("sink_tokens") == 4);

@@ -170,6 +170,22 @@ enum {
                             format of version 1) */
 };
 
+/** A transform of K applied inside the library before quantization and undone by every
+ *  read, so that callers pass plain K and q and get plain scores, outputs, lse and
+ *  decompressed K back. */
+typedef int32_t packkv_k_transform_t;
+enum {
+  PACKKV_K_TRANSFORM_NONE = 0,  /* K quantized as given */
+  PACKKV_K_TRANSFORM_CENTER = 1 /* per (sequence, KV head, channel) mean mu of K over the
+                                   sequence's first compressed block (fp32, the float64 mean
+                                   rounded once), subtracted before quantization (k - mu in
+                                   fp32) and added back: scores get q . mu, decompress k^ + mu.
+                                   The error bound then holds for k - mu with the range of the
+                                   centred group. Sink and residual tokens are stored plain.
+                                   Needs kv_dtype F16 (NOT_SUPPORTED otherwise); CPU caches
+                                   only (a CUDA cache returns NOT_SUPPORTED) */
+};
+
 /** CUDA stream; the same type as cudaStream_t. NULL is the legacy default stream.
  *  Ignored by a CPU cache. */
 typedef struct CUstream_st* packkv_stream_t;
@@ -211,14 +227,15 @@ typedef struct packkv_cache_params {
                                   In [0, 2^16] (default 0) */
   packkv_zs_format_t zs_format; /* storage of the per-token zero points and scales:
                                   PACKKV_ZS_COMPACT (default) or PACKKV_ZS_WIDE */
+  packkv_k_transform_t k_transform; /* PACKKV_K_TRANSFORM_NONE (default) or _CENTER */
 } packkv_cache_params_t;
 
 /** Size of version 1 of packkv_cache_params_t, the smallest struct_size accepted
  *  (fields up to residual_tokens; a caller with this size gets the defaults of the
  *  later fields). */
 #define PACKKV_CACHE_PARAMS_SIZE_V1 64
-/** Size of version 2 (adds sink_tokens and zs_format). */
-#define PACKKV_CACHE_PARAMS_SIZE_V2 72
+/** Size of version 2 (adds sink_tokens, zs_format and k_transform). */
+#define PACKKV_CACHE_PARAMS_SIZE_V2 80
 
 /** Fills *params with defaults and sets params->struct_size = struct_size.
  *  @param params      [host] struct to fill; only its first struct_size bytes are written.

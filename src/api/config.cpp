@@ -76,6 +76,11 @@ Config Config::from_params(const packkv_cache_params_t* p) {
                 "PACKKV_ZS_COMPACT or PACKKV_ZS_WIDE", p->zs_format);
     zs = (fmt::ZsFormat)p->zs_format;
   }
+  if (p->struct_size >= offsetof(packkv_cache_params_t, k_transform) + sizeof p->k_transform) {
+    check_range(p->k_transform == PACKKV_K_TRANSFORM_NONE || p->k_transform == PACKKV_K_TRANSFORM_CENTER,
+                "k_transform", "PACKKV_K_TRANSFORM_NONE or _CENTER", p->k_transform);
+    c.k_transform = p->k_transform;
+  }
 
   check_range(c.device >= -1, "device", ">= -1", c.device);
   check_range(p->n_kv_heads >= 1 && p->n_kv_heads <= fmt::kMaxKvHeads, "n_kv_heads", "in [1, 4096]",
@@ -95,6 +100,9 @@ Config Config::from_params(const packkv_cache_params_t* p) {
               "block_tokens", "a multiple of 16 in [16, 256]", p->block_tokens);
   check_range(c.residual_tokens >= 0 && c.residual_tokens <= (1 << 20), "residual_tokens",
               "in [0, 2^20]", c.residual_tokens);
+  if (c.k_transform == PACKKV_K_TRANSFORM_CENTER && c.kv_dtype != PACKKV_DTYPE_F16)
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: params.k_transform = PACKKV_K_TRANSFORM_CENTER needs "
+                                   "kv_dtype = PACKKV_DTYPE_F16 (k - mu must stay finite in fp32)");
   check_range(c.sink_tokens >= 0 && c.sink_tokens <= (1 << 16), "sink_tokens", "in [0, 2^16]", c.sink_tokens);
   check_range(p->bits_k >= 0 && p->bits_k <= fmt::kMaxBits, "bits_k", "0 (derive) or 1..8", p->bits_k);
   check_range(p->bits_v >= 0 && p->bits_v <= fmt::kMaxBits, "bits_v", "0 (derive) or 1..8", p->bits_v);
@@ -134,6 +142,7 @@ void Config::to_params(packkv_cache_params_t* p) const {
   full.residual_tokens = residual_tokens;
   full.sink_tokens = sink_tokens;
   full.zs_format = (packkv_zs_format_t)shape.zs;
+  full.k_transform = k_transform;
   size_t n = p->struct_size < sizeof full ? p->struct_size : sizeof full;
   std::memcpy(p, &full, n);
   if (p->struct_size > sizeof full)

@@ -29,6 +29,7 @@ struct Plan {
   std::vector<uint64_t> offsets;
   int64_t to_sink = 0;  // new tokens that become sink tokens (the first ones)
   int64_t flushed = 0;  // blocks
+  std::vector<float> k_mean;  // K centering: the mean computed from this append's block 0
 };
 
 }  // namespace
@@ -58,7 +59,7 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     const size_t skip = (size_t)p.to_sink * token_bytes;  // the window's new tokens follow
     p.flushed = blocks_to_flush(s.residual_len + n - p.to_sink, c.residual_tokens, block_tokens);
     if (p.flushed > 0)
-      encode_flushed(s, p.k + skip, p.v + skip, p.flushed, s.store.size(), &p.blobs, &p.offsets);
+      encode_flushed(s, p.k + skip, p.v + skip, p.flushed, s.store.size(), &p.blobs, &p.offsets, &p.k_mean);
   }
   // 2. Reserve (may throw, changes no content): every buffer the commit needs.
   for (int i = 0; i < n_seqs; ++i) {
@@ -70,6 +71,7 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     grow(&s.sink_v, (size_t)(s.sink_len + p.to_sink) * token_bytes);
     grow(&s.store, s.store.size() + p.blobs.size());
     grow(&s.block_offset, s.block_offset.size() + p.offsets.size());
+    if (!p.k_mean.empty()) s.k_mean.reserve(p.k_mean.size());
     grow(&s.res_k, res_after);
     grow(&s.res_v, res_after);
   }
@@ -83,6 +85,7 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     s.sink_k.insert(s.sink_k.end(), p.k, p.k + sink_bytes);
     s.sink_v.insert(s.sink_v.end(), p.v, p.v + sink_bytes);
     s.sink_len += p.to_sink;
+    if (!p.k_mean.empty()) s.k_mean.assign(p.k_mean.begin(), p.k_mean.end());  // capacity reserved
     s.store.insert(s.store.end(), p.blobs.begin(), p.blobs.end());
     s.block_offset.insert(s.block_offset.end(), p.offsets.begin(), p.offsets.end());
     const int64_t drop = p.flushed * block_tokens;
@@ -100,7 +103,8 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
 }
 
 void CpuCache::encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks,
-                              size_t store_end, std::vector<uint8_t>* blobs, std::vector<uint64_t>* offsets) const {
+                              size_t store_end, std::vector<uint8_t>* blobs, std::vector<uint64_t>* offsets,
+                              std::vector<float>* k_mean) const {
   const Config& c = config();
   const size_t block_vals = (size_t)c.shape.block_tokens * row_;
   const size_t res_vals = (size_t)s.residual_len * row_;
@@ -116,6 +120,19 @@ void CpuCache::encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t*
       if (from_res) to_float(res.data() + first * elem_, c.kv_dtype, from_res, f);
       if (from_res < block_vals)
         to_float(nw + (first + from_res - res_vals) * elem_, c.kv_dtype, block_vals - from_res, f + from_res);
+    }
+    if (c.k_transform == PACKKV_K_TRANSFORM_CENTER) {
+      // mu = fp32(float64 mean over the block's tokens) of block 0, then k - mu in fp32
+      if (s.k_mean.empty() && k_mean->empty()) {
+        k_mean->assign(row_, 0.0f);
+        std::vector<double> sum(row_, 0.0);
+        for (int t = 0; t < c.shape.block_tokens; ++t)
+          for (size_t i = 0; i < row_; ++i) sum[i] += (double)fk[(size_t)t * row_ + i];
+        for (size_t i = 0; i < row_; ++i) (*k_mean)[i] = (float)(sum[i] / c.shape.block_tokens);
+      }
+      const float* mu = s.k_mean.empty() ? k_mean->data() : s.k_mean.data();
+      for (int t = 0; t < c.shape.block_tokens; ++t)
+        for (size_t i = 0; i < row_; ++i) fk[(size_t)t * row_ + i] -= mu[i];
     }
     const size_t pos = store_end + blobs->size();
     blobs->resize(blobs->size() + (align16(pos) - pos), 0);

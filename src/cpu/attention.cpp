@@ -76,11 +76,19 @@ void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, float*
   const int d = sh.head_dim;
   AttnScratch scratch;
   dense_scores(s.sink_k.data(), s.sink_len, 0, q, gqa_group, out, ld);
+  std::vector<double> bias(gqa_group);  // K centering: q . mu (float64)
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
     const float* qh = q + (size_t)hk * gqa_group * d;
     float* oh = out + (size_t)hk * gqa_group * ld + s.sink_len;
+    const bool centred = !s.k_mean.empty();
+    for (int j = 0; j < gqa_group && centred; ++j) {
+      double dot = 0.0;
+      for (int x = 0; x < d; ++x) dot += (double)qh[(size_t)j * d + x] * (double)s.k_mean[(size_t)hk * d + x];
+      bias[j] = dot;
+    }
     for (int64_t b = 0; b < s.n_blocks(); ++b)
-      block_scores(sh, s.blob(b), hk, qh, gqa_group, oh + b * sh.block_tokens, ld, &scratch);
+      block_scores(sh, s.blob(b), hk, qh, gqa_group, oh + b * sh.block_tokens, ld, &scratch,
+                   centred ? bias.data() : nullptr);
   }
   dense_scores(s.res_k.data(), s.residual_len, s.sink_len + s.n_blocks() * sh.block_tokens, q, gqa_group, out, ld);
 }

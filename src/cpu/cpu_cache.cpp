@@ -47,6 +47,7 @@ void CpuCache::stats(int seq, packkv_cache_stats_t* out) const {
     }
     out->compressed_bytes_reserved +=
         (int64_t)(s.store.capacity() + s.block_offset.capacity() * sizeof(uint64_t));
+    out->k_scale_bytes += (int64_t)(s.k_mean.size() * sizeof(float));  // K centering mean: K metadata
     out->residual_bytes += (int64_t)(s.sink_k.size() + s.sink_v.size() + s.res_k.size() + s.res_v.size());
   }
   stats_finish(out, (int64_t)row_);
@@ -59,9 +60,12 @@ void CpuCache::decompress(int seq, float* k_out, float* v_out, packkv_stream_t) 
   const size_t sink_vals = (size_t)s.sink_len * row_;
   if (k_out) to_float(s.sink_k.data(), c.kv_dtype, sink_vals, k_out);
   if (v_out) to_float(s.sink_v.data(), c.kv_dtype, sink_vals, v_out);
-  for (int64_t b = 0; b < s.n_blocks(); ++b)
-    decode_block(c.shape, s.blob(b), k_out ? k_out + sink_vals + b * block_vals : nullptr,
-                 v_out ? v_out + sink_vals + b * block_vals : nullptr);
+  for (int64_t b = 0; b < s.n_blocks(); ++b) {
+    float* kb = k_out ? k_out + sink_vals + b * block_vals : nullptr;
+    decode_block(c.shape, s.blob(b), kb, v_out ? v_out + sink_vals + b * block_vals : nullptr);
+    if (kb && !s.k_mean.empty())  // K centering: k^ = (k - mu)^ + mu
+      for (size_t i = 0; i < block_vals; ++i) kb[i] += s.k_mean[i % row_];
+  }
   const size_t done = sink_vals + (size_t)s.n_blocks() * block_vals;
   if (k_out) to_float(s.res_k.data(), c.kv_dtype, (size_t)s.residual_len * row_, k_out + done);
   if (v_out) to_float(s.res_v.data(), c.kv_dtype, (size_t)s.residual_len * row_, v_out + done);

@@ -31,6 +31,8 @@ struct CpuSeq {
   std::vector<uint64_t> block_offset;  // start of each blob in store
   std::vector<uint8_t> res_k, res_v;   // residual window, [residual_len][H][D] in kv_dtype
   int64_t residual_len = 0;            // tokens in the residual window
+  std::vector<float> k_mean;           // K_TRANSFORM_CENTER: [H][D] mean of K over block 0
+                                       // (empty until block 0 is compressed)
 
   int64_t n_blocks() const { return (int64_t)block_offset.size(); }
   // Blob b (kBlobAlign-aligned: std::vector storage is at least 16-aligned through
@@ -60,8 +62,10 @@ class CpuCache final : public CacheImpl {
  private:
   // append.cpp: encodes the first n_blocks blocks of the window (residual tokens of s,
   // then the new tokens nk / nv in kv_dtype) as blobs placed after `store_end` bytes.
+  // With K centering the sequence's K mean is s.k_mean, or (first block) computed into
+  // *k_mean from that block.
   void encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks, size_t store_end,
-                      std::vector<uint8_t>* blobs, std::vector<uint64_t>* offsets) const;
+                      std::vector<uint8_t>* blobs, std::vector<uint64_t>* offsets, std::vector<float>* k_mean) const;
   // input_check.cpp: n values of dtype as kv_dtype (src itself when dtype is kv_dtype,
   // else *conv), rejecting values that are not finite in kv_dtype (NaN, inf, or
   // overflow by the conversion) with an error naming sequence, token, head and channel.

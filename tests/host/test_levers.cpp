@@ -352,3 +352,88 @@ TEST_CASE("sink tokens: a failed append changes nothing, capacity counts sink to
   pkt::append1(c, 0, k, v, 3, 7, row);
   CHECK(pkt::seq_len(c, 0) == 10);
 }
+
+// ---- K centering ----
+
+TEST_CASE("K centering: mean of block 0, scores / decode / lse / decompress of plain K, any chunking") {
+  const int H = 2, D = 32, HQ = 4;
+  const size_t row = H * D;
+  const int T = 90;
+  std::vector<float> k = pkt::kv_data(T, H, D, 51, 6.0f), v = pkt::kv_data(T, H, D, 52);
+  for (float& x : k) x = half_to_float(float_to_half(x));  // the cache's fp16 values
+  for (float& x : v) x = half_to_float(float_to_half(x));
+  packkv_cache_params_t p = sink_params(1);
+  p.kv_dtype = PACKKV_DTYPE_F16;
+  p.k_transform = PACKKV_K_TRANSFORM_CENTER;
+  pkt::Cache all(p), one(p);
+  pkt::append1(all, 0, k, v, 0, T, row);
+  for (int t = 0; t < T; ++t) pkt::append1(one, 0, k, v, t, 1, row);
+  CHECK(blobs_of(all, 0) == blobs_of(one, 0));
+  // 1 sink, blocks of 16 while 8 + 16 remain: 89 -> 5 blocks (tokens 1..80), 9 residual
+  const packkv_cache_stats_t st = pkt::stats(all);
+  CHECK(st.n_blocks == 5);
+  CHECK(st.k_scale_bytes == 5 * 16 * 4 + (int64_t)row * 4);  // compact fields + the fp32 mean
+  // mu: float64 mean of tokens 1..16 (block 0), rounded to fp32
+  std::vector<float> mu(row);
+  for (size_t i = 0; i < row; ++i) {
+    double sum = 0;
+    for (int t = 1; t <= 16; ++t) sum += k[t * row + i];
+    mu[i] = (float)(sum / 16);
+  }
+  // decompress: plain K, within r * range(k - mu) / 2 of it (+ fp32 rounding of k - mu and of + mu)
+  const pkt::Decompressed d = pkt::decompress(all, 0, row);
+  for (int t = 1; t <= 80; ++t) {
+    std::vector<float> c(row);
+    for (size_t i = 0; i < row; ++i) c[i] = k[t * row + i] - mu[i];
+    double lo = 1e30, hi = -1e30;
+    for (float x : c) lo = std::min(lo, (double)x), hi = std::max(hi, (double)x);
+    for (size_t i = 0; i < row; ++i)
+      REQUIRE(std::fabs((double)d.k[t * row + i] - k[t * row + i]) <=
+              0.1 * (hi - lo) / 2 * (1 + 1e-6) + 4e-7 * (std::fabs(k[t * row + i]) + std::fabs(mu[i])));
+  }
+  for (size_t i = 0; i < row; ++i) CHECK(d.k[i] == k[i]);  // the sink
+  // the codes are those of the centred values: a plain cache fed k - mu has the same blocks
+  packkv_cache_params_t pp = sink_params(1);
+  pp.kv_dtype = PACKKV_DTYPE_F32;
+  pkt::Cache plain(pp);
+  std::vector<float> kc(k);
+  for (int t = 1; t < T; ++t)
+    for (size_t i = 0; i < row; ++i) kc[t * row + i] = k[t * row + i] - mu[i];
+  pkt::append1(plain, 0, kc, v, 0, T, row);
+  const auto bc = blobs_of(all, 0), bp = blobs_of(plain, 0);
+  REQUIRE(bc.size() == bp.size());
+  for (size_t b = 0; b < bc.size(); ++b) CHECK(bc[b] == bp[b]);
+  // scores of plain q against plain K: float64 on the decompressed K
+  std::vector<float> q = pkt::kv_data(1, HQ, D, 53, 0.5f);
+  const std::vector<double> s_ref = pkt::ref_scores(d.k, T, H, D, q, HQ);
+  std::vector<float> sc((size_t)HQ * T);
+  int32_t id = 0;
+  REQUIRE(packkv_attn_scores(all, 1, &id, HQ, q.data(), PACKKV_DTYPE_F32, sc.data(), T, nullptr, 0, nullptr) ==
+          PACKKV_OK);
+  CHECK(pkt::rel_l2(s_ref, sc) < 1e-6);
+  std::vector<double> lse_ref;
+  const double scale = 1.0 / std::sqrt((double)D);
+  const std::vector<double> pr = pkt::ref_softmax(s_ref, T, HQ, scale, &lse_ref);
+  const std::vector<double> o_ref = pkt::ref_apply(d.v, T, H, D, pr, HQ);
+  std::vector<float> out((size_t)HQ * D), lse(HQ);
+  REQUIRE(packkv_attn_decode(all, 1, &id, HQ, q.data(), PACKKV_DTYPE_F32, (float)scale, out.data(), lse.data(),
+                             nullptr, 0, nullptr) == PACKKV_OK);
+  CHECK(pkt::rel_l2(o_ref, out) < 1e-5);
+  for (int j = 0; j < HQ; ++j) CHECK(lse[j] == doctest::Approx(lse_ref[j]).epsilon(1e-5));
+}
+
+TEST_CASE("K centering: needs an fp16 cache on the CPU, bad values refused") {
+  packkv_cache_params_t p = pkt::params(1, 32);
+  packkv_cache_t* c = nullptr;
+  p.k_transform = PACKKV_K_TRANSFORM_CENTER;
+  p.kv_dtype = PACKKV_DTYPE_F32;
+  CHECK(packkv_cache_create(&p, &c) == PACKKV_ERR_NOT_SUPPORTED);
+  p.kv_dtype = PACKKV_DTYPE_F16;
+  p.device = 0;
+  CHECK(packkv_cache_create(&p, &c) == PACKKV_ERR_NOT_SUPPORTED);
+  p.device = -1;
+  p.k_transform = 2;
+  CHECK(packkv_cache_create(&p, &c) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(std::strstr(packkv_last_error_message(), "k_transform") != nullptr);
+  CHECK(c == nullptr);
+}
