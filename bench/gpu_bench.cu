@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "packkv/packkv.h"
+#include "safetensors.h"
 
 #define CK(x)                                                                            \
   do {                                                                                   \
@@ -123,29 +125,23 @@ __global__ void gen_probs(float* p, __half* ph, int64_t n, uint32_t seed) {
   }
 }
 
-// Loads layer.15.k/v ([2048][3][64] fp16) from a safetensors file into host memory.
+// Loads layer.15.k/v ([2048][3][64] fp16) from a safetensors file into host memory
+// (tools/safetensors: the project's one reader).
 bool load_real(const std::string& path, std::vector<__half>* out) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return false;
-  uint64_t n = 0;
-  f.read(reinterpret_cast<char*>(&n), 8);
-  std::string hdr(n, '\0');
-  f.read(&hdr[0], static_cast<std::streamsize>(n));
-  out->assign(2 * 2048 * 192, __half());
-  const char* names[2] = {"\"layer.15.k\"", "\"layer.15.v\""};
-  for (int w = 0; w < 2; ++w) {
-    size_t at = hdr.find(names[w]);
-    if (at == std::string::npos) return false;
-    at = hdr.find("data_offsets", at);
-    at = hdr.find('[', at);
-    unsigned long long b0 = 0, b1 = 0;
-    if (std::sscanf(hdr.c_str() + at, "[%llu,%llu]", &b0, &b1) != 2) return false;
-    if (b1 - b0 != 2048ull * 192 * 2) return false;
-    f.seekg(static_cast<std::streamoff>(8 + n + b0));
-    f.read(reinterpret_cast<char*>(out->data() + static_cast<size_t>(w) * 2048 * 192),
-           static_cast<std::streamsize>(b1 - b0));
+  constexpr size_t kValues = 2048 * 192;
+  try {
+    const packkv_eval::SafeTensors st = packkv_eval::read_safetensors(path);
+    out->assign(2 * kValues, __half());
+    const char* names[2] = {"layer.15.k", "layer.15.v"};
+    for (int w = 0; w < 2; ++w) {
+      const auto it = st.tensors.find(names[w]);
+      if (it == st.tensors.end() || it->second.dtype != "F16" || it->second.bytes.size() != kValues * 2) return false;
+      std::memcpy(out->data() + static_cast<size_t>(w) * kValues, it->second.bytes.data(), kValues * 2);
+    }
+    return true;
+  } catch (const std::exception&) {
+    return false;
   }
-  return static_cast<bool>(f);
 }
 
 template <typename F>

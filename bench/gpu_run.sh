@@ -3,9 +3,11 @@
 # compute-sanitizer memcheck/racecheck of it) and the GPU benchmark, in one go, on the
 # device machine. Logs go to $OUT (or ./gpu-run-out). Usage:
 #   bench/gpu_run.sh [all|test|bench|sanitize|profile|ab] [extra args for packkv_bench_gpu]
-#   ab: same-run A/B of a compile-time variant: builds a second tree with AB_FLAGS added to
-#       the CUDA flags (e.g. AB_FLAGS=-DPACKKV_ATTN_G4_MIN_CTAS=4) and runs the benchmark
-#       A, B, A, B with the extra args (logs bench_A1, bench_B1, ...).
+#   ab: same-run A/B: builds a second tree B, from this source with AB_FLAGS added to the
+#       CUDA flags (e.g. AB_FLAGS=-DPACKKV_ATTN_G4_MIN_CTAS=0; knobs: cuda/attention/tuning.h)
+#       and/or from another source tree AB_SRC (e.g. an older commit's snapshot, for a
+#       before/after comparison of a refactor), and runs the benchmark A, B, A, B with the
+#       extra args (logs bench_A1, bench_B1, ...). A is always this tree.
 #   bench/gpu_run.sh prepare   (run HERE, not on the device: copies the system doctest into
 #                               .devdeps/, a relocatable prefix; add "/.devdeps/" to
 #                               .git/info/exclude and pass carry [".devdeps"] to the device
@@ -32,9 +34,9 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "
 log "gpu: $(tail -1 "$OUT/gpu.txt")"
 log "commit: $(cat .git-commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
-# configure BUILD_DIR CUDA_FLAGS LOG: the sm_90 Release tree of every mode.
+# configure BUILD_DIR CUDA_FLAGS LOG [SOURCE_DIR]: the sm_90 Release tree of every mode.
 configure() {
-  cmake -S "$SRC" -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPACKKV_ENABLE_CUDA=ON \
+  cmake -S "${4:-$SRC}" -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPACKKV_ENABLE_CUDA=ON \
     "-DCMAKE_CUDA_FLAGS=$2" -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$PWD/.devdeps \
     -DPACKKV_BUILD_EXAMPLES=OFF -DPACKKV_BUILD_BINDINGS_TESTS=OFF > "$3" 2>&1
 }
@@ -49,7 +51,7 @@ if ! cmake --build "$BUILD" -j "$JOBS" > "$OUT/build.log" 2>&1; then
     || { log "build failed"; grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 fi
 log "build: $(( $(date +%s) - t0 )) s"
-for o in "$BUILD"/cuda/CMakeFiles/packkv_cuda_obj.dir/*.o; do cuobjdump --dump-resource-usage "$o"; done > "$OUT/resource-usage.txt" 2>&1
+find "$BUILD"/cuda/CMakeFiles/packkv_cuda_obj.dir -name "*.o" | sort | while read -r o; do cuobjdump --dump-resource-usage "$o"; done > "$OUT/resource-usage.txt" 2>&1
 
 if [ "$MODE" = all ] || [ "$MODE" = test ] || [ "$MODE" = sanitize ]; then
   if [ "$MODE" != sanitize ]; then
@@ -80,10 +82,10 @@ if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
 fi
 if [ "$MODE" = ab ]; then
   BUILD_B=$BUILD-ab
-  configure "$BUILD_B" "${AB_FLAGS:-}" "$OUT/configure_b.log" &&
+  configure "$BUILD_B" "${AB_FLAGS:-}" "$OUT/configure_b.log" "${AB_SRC:-$SRC}" &&
     cmake --build "$BUILD_B" -j "$JOBS" --target packkv_bench_gpu > "$OUT/build_b.log" 2>&1 \
     || { log "B build failed"; grep -E "error" "$OUT/build_b.log" | head -20; exit 1; }
-  log "ab: B = ${AB_FLAGS:-}, args $*"
+  log "ab: B = ${AB_SRC:-this tree} ${AB_FLAGS:-}, args $*"
   for rep in 1 2; do
     for v in A B; do
       b=$BUILD; [ $v = B ] && b=$BUILD_B

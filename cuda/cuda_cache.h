@@ -3,7 +3,7 @@
 // Storage per sequence:
 //   residual ring   [C = residual_tokens + block_tokens][H][D] in kv_dtype, K and V,
 //                   allocated (stream-ordered) at the sequence's first append;
-//   pool chunks     compressed block blobs (tile_format.h layout), bump-allocated on
+//   pool chunks     compressed block blobs (format/shape.h layout), bump-allocated on
 //                   the device; chunks grow geometrically, so device memory follows
 //                   the compressed size. The host keeps an upper bound of each
 //                   chunk's use (exact use, read back asynchronously, plus the worst
@@ -16,8 +16,8 @@
 // except that append allocates (stream-ordered, cudaMallocAsync) a sequence's ring at its
 // first tokens, a new pool chunk when the current one might overflow (geometric growth,
 // so rarely), and a larger flush scratch for a larger prefill than seen before.
-// Attention calls are graph-capturable in principle (no sync, no allocation); this was
-// not tested. Known limitations: greedy repacking is CPU-only (create fails with
+// Attention calls neither allocate nor synchronize, so they should be capturable in a CUDA
+// graph; capture has not been tested. Known limitations: greedy repacking is CPU-only (create fails with
 // NOT_SUPPORTED); remove_seq and reset synchronize with the cache's work and free
 // chunks with cudaFree. Errors
 // found inside kernels (non-finite K/V) are reported by sync(), naming sequence and
@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "api/cache_impl.h"
+#include "attention/attention.h"
 #include "kernels.h"
 
 namespace packkv {
@@ -68,7 +69,7 @@ class CudaCache final : public CacheImpl {
   };
   struct Seq {
     int64_t n_blocks = 0;
-    int res_len = 0;
+    int residual_len = 0;
     int ring_start = 0;
     void* ring_k = nullptr;
     void* ring_v = nullptr;
@@ -80,12 +81,39 @@ class CudaCache final : public CacheImpl {
     int snap_chunk = -1;        // chunk index the snapshot refers to
   };
 
-  void run_attention(const AttnArgs& a, cu::AttnCall call) const;
-  cu::AttnSeq attn_seq(int seq) const;
+  // ---- append, in its steps (cuda_cache_append.cu) ----
+  static constexpr size_t kChunkMin = 256 * 1024;         // first pool chunk of a sequence
+  static constexpr size_t kChunkMax = 64ull * 1024 * 1024;  // chunk growth stops doubling here
+  static constexpr size_t kChunkSlack = 64;                // over-read slack at the end of each chunk
+  static constexpr int kMaxBlocksPerFlushLaunch = 512;     // bounds the scratch size
+  struct AppendPlan {
+    std::vector<int> flush_blocks;  // [n_seqs] blocks each sequence flushes
+    std::vector<int64_t> in_row;    // [n_seqs] row of k_new/v_new of its first new token
+    int total_blocks = 0;
+  };
+  // Checks capacity and computes the flushes; no state change. Throws CAPACITY_EXCEEDED.
+  AppendPlan plan_append(int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens) const;
+  // Rings of new sequences, pool chunks that might overflow, a larger flush scratch.
+  void allocate_for_append(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens,
+                           cudaStream_t stream);
+  void enqueue_flushes(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const void* k_new,
+                       const void* v_new, packkv_dtype_t dtype, cudaStream_t stream) const;
+  void enqueue_residual_writes(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens,
+                               const void* k_new, const void* v_new, packkv_dtype_t dtype,
+                               cudaStream_t stream) const;
+  // Host state after the append (blocks, residual window, pool bounds).
+  void commit_append(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens);
+  // Enqueues an asynchronous read-back of the pool use, unless one is in flight.
+  void snapshot_pool_use(cudaStream_t stream);
   void poll_snapshot();
+  size_t worst_blob_alloc() const;
+
+  // One attention call of `variant` (out, ld, probs, scale, lse as in cu::AttnCall).
+  void run_attention(const AttnArgs& a, cu::AttnVariant variant, float* out, int64_t ld, const float* probs,
+                     float scale, float* lse) const;
+  cu::AttnSeq attn_seq(int seq) const;
   void free_seq_storage(Seq& s);
   void record_done(cudaStream_t stream) const;
-  size_t worst_blob_alloc() const;
 
   cu::KernelConfig kc_{};
   cu::CacheDevicePtrs dp_{};

@@ -1,9 +1,11 @@
-// Interface between the CUDA cache (host code, cuda_cache.cu) and the kernels
-// (encode.cu, attention.cu, decompress.cu): plain-old-data descriptors passed BY VALUE
-// as kernel parameters (so no host->device copy and no pinned staging is needed on the
-// hot path), and the host functions that enqueue the kernels on a stream. Every launch
-// function is asynchronous, allocates nothing, and throws Error(PACKKV_ERR_CUDA) if the
-// launch itself fails. Not thread-safe per cache (the cache serializes its calls).
+// Interface between the CUDA cache (host code, cuda_cache.cu) and the kernels: the
+// cache's configuration and device state as the kernels see them, and the descriptors
+// and launch functions of the encoder (encode/) and of decompression (decompress.cu);
+// attention has its own interface, attention/attention.h. Descriptors are plain data
+// passed BY VALUE as kernel parameters (so no host->device copy and no pinned staging is
+// needed on the hot path). Every launch function is asynchronous, allocates nothing, and
+// throws Error(PACKKV_ERR_CUDA) if the launch itself fails. Thread-safety: as the cache
+// (no internal lock; calls on one cache must not overlap, cache_impl.h).
 #ifndef PACKKV_CUDA_KERNELS_H
 #define PACKKV_CUDA_KERNELS_H
 
@@ -11,28 +13,54 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "format/shape.h"
+
 namespace packkv {
 namespace cu {
 
-// Shape and coding parameters of a cache, as the kernels need them.
+// A cache's configuration as the kernels need it: the block shape (format/shape.h: H, D,
+// N, scale groups, code widths, permutation flag and the block layout, computed once by
+// the cache's Config) and the coding and device parameters around it.
 struct KernelConfig {
-  int n_kv_heads;   // H
-  int head_dim;     // D, multiple of 16 in [32, 256]
-  int block_tokens; // N, multiple of 16 in [16, 256]
-  int ring_tokens;  // C = residual_tokens + block_tokens: residual ring capacity
-  int groups;       // scale groups per token: 1 or H
-  int has_perm;     // repacking on (a perm is stored)
-  int median;       // repack == MEDIAN
-  int bits_k, bits_v;
+  fmt::Shape shape;  // the compressed blocks (Config::shape)
+  int ring_tokens;   // C = residual_tokens + block_tokens: residual ring capacity
+  int median;        // repack == MEDIAN
   float rel_k, rel_v;
-  int kv_dtype;     // dtype of the residual ring
-  int max_blocks;   // block-table row length per sequence
-  size_t max_tile;  // fmt::max_tile_bytes(N, D, max(bits)) rounded up to 16
-  int num_sms;      // multiprocessors of the device (split heuristics)
-  int smem_optin;   // largest dynamic shared memory per CTA (bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin)
+  int kv_dtype;      // dtype of the residual ring
+  int max_blocks;    // block-table row length per sequence
+  size_t max_tile;   // shape.max_tile_bytes of the wider of K and V, rounded up to 16
+  int num_sms;       // multiprocessors of the device (split heuristics)
+  int smem_optin;    // largest dynamic shared memory per CTA (bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin)
 };
 
-// ---- append / flush (encode.cu) ----
+// A sequence as the attention and decompression kernels see it.
+struct AttnSeq {
+  int seq;
+  int n_blocks;
+  int residual_len;     // residual-window tokens
+  int ring_start;  // ring slot of residual token 0
+};
+
+// Device pointers shared by all calls of a cache.
+struct CacheDevicePtrs {
+  unsigned long long* block_table;  // [max_seqs][max_blocks] blob addresses
+  unsigned long long* ring_table;   // [max_seqs][2] residual ring addresses (K, V)
+  unsigned long long* used;         // [max_seqs] bytes used in the current pool chunk
+  fmt::BlobSizes* seq_stats;        // [max_seqs] bytes of the sequence's blobs, by part
+  unsigned long long* err_key;      // min over error_key(seq, position) of non-finite input; ~0 if none
+};
+
+// Key of the first non-finite input token: sequence in the high bits, position in the
+// low kErrKeyPosBits (kernels report the smallest key with atomicMin; the cache decodes it).
+constexpr int kErrKeyPosBits = 40;
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline unsigned long long error_key(int seq, int64_t pos) {
+  return (static_cast<unsigned long long>(seq) << kErrKeyPosBits) | static_cast<unsigned long long>(pos);
+}
+
+// ---- append: flush (encode/flush*.cu) ----
 
 // Descriptor arrays are sized so that every kernel's parameters stay under 4 KB: larger
 // parameter blocks made each launch cost ~25 us of host time on the H200 (measured).
@@ -42,13 +70,13 @@ constexpr int kMaxFlushSeqs = 56;
 // window tokens [win_base + b*N, win_base + (b+1)*N) of the sequence.
 struct FlushSeq {
   uint8_t* chunk;       // pool chunk the blobs go to (bytes used: CacheDevicePtrs::used[seq])
-  int64_t in_row;       // row of k_new/v_new holding window index res_len
+  int64_t in_row;       // row of k_new/v_new holding window index residual_len
   int64_t pos_base;     // absolute position of window index 0 (error messages)
   int64_t win_base;     // window index of this descriptor's first token
   int seq;              // sequence id
   int first_block;      // block index (in the sequence) of this descriptor's block 0
   int n_flush;          // blocks in this descriptor
-  int res_len;          // residual tokens before the append
+  int residual_len;          // residual tokens before the append
   int ring_start;       // ring slot of window index 0
   int block_start;      // flattened index of this descriptor's block 0 in the batch
 };
@@ -60,15 +88,8 @@ struct FlushBatch {
 
 // Scratch bytes needed per flushed block of a batch (stats + staged tiles).
 size_t flush_scratch_bytes_per_block(const KernelConfig& c);
-
-// Device pointers shared by all calls of a cache.
-struct CacheDevicePtrs {
-  unsigned long long* block_table;  // [max_seqs][max_blocks] blob addresses
-  unsigned long long* ring_table;   // [max_seqs][2] residual ring addresses (K, V)
-  unsigned long long* used;         // [max_seqs] bytes used in the current pool chunk
-  long long* seq_stats;             // [max_seqs][6]: k_tiles, v_tiles, k_scale, v_scale, header, perm
-  unsigned long long* err_key;      // min over (seq << 40 | position) of non-finite input
-};
+// Largest dynamic shared memory the flush kernels of this config need (checked at create).
+size_t flush_smem_bytes(const KernelConfig& c);
 
 // Quantizes, repacks and bit-packs the blocks of a batch and commits them to the pools
 // (PACKKV.md sections 3-5). k_new/v_new: [rows][H][D] in in_dtype (device). scratch:
@@ -77,12 +98,14 @@ void launch_flush(const KernelConfig& c, const FlushBatch& b, const CacheDeviceP
                   const void* k_new, const void* v_new, int in_dtype, uint8_t* scratch,
                   cudaStream_t stream);
 
+// ---- append: residual ring (encode/residual_ring.cu) ----
+
 constexpr int kMaxResidualSeqs = 80;
 struct ResidualSeq {
   int64_t in_row;    // row of k_new/v_new of the first new token
   int64_t pos_base;  // absolute position of window index 0
   int n_new;         // new tokens
-  int res_len;       // residual tokens before the append
+  int residual_len;       // residual tokens before the append
   int flushed;       // window tokens flushed by this append
   int ring_start;    // ring slot of window index 0 (before the append)
   int seq;           // sequence id (error messages)
@@ -98,53 +121,6 @@ void launch_residual_write(const KernelConfig& c, const ResidualBatch& b,
                            const CacheDevicePtrs& d, const void* k_new, const void* v_new,
                            int in_dtype, cudaStream_t stream);
 
-// ---- attention (attention.cu) ----
-
-constexpr int kMaxAttnSeqs = 200;
-constexpr int kMaxSplits = 32;            // compressed-token splits per (seq, head)
-#ifndef PACKKV_ATTN_MAX_RES_SPLITS
-#define PACKKV_ATTN_MAX_RES_SPLITS 8       // compile-time A/B knob (bench/gpu_run.sh ab)
-#endif
-constexpr int kMaxResSplits = PACKKV_ATTN_MAX_RES_SPLITS;  // residual-window splits per (seq, head)
-static_assert(kMaxResSplits >= 1, "the residual window needs at least one split");
-constexpr int kSplitsTotal = kMaxSplits + kMaxResSplits;
-struct AttnSeq {
-  int seq;
-  int n_blocks;
-  int res_len;
-  int ring_start;
-};
-struct AttnBatch {
-  int n;            // sequences in this launch
-  int first;        // index of the first one in the caller's arrays (q/out rows)
-  int max_blocks;   // max n_blocks over the batch
-  AttnSeq s[kMaxAttnSeqs];
-};
-
-enum AttnMode { kAttnDecode = 0, kAttnScores = 1, kAttnApply = 2 };
-
-struct AttnCall {
-  int mode;
-  int n_q_heads;
-  const void* q;         // [n_seqs][n_q_heads][D] (decode, scores)
-  int q_dtype;
-  float scale;           // decode
-  float* out;            // decode/apply: [n_seqs][n_q_heads][D]; scores: [..][ld]
-  float* lse;            // decode, optional
-  int64_t ld;            // scores / probs row stride
-  const float* probs;    // apply: [n_seqs][n_q_heads][ld]
-  float* partial;        // workspace
-};
-
-// Workspace bytes of an attention call on n_seqs sequences with n_q_heads query heads.
-size_t attn_workspace_bytes(const KernelConfig& c, int n_seqs, int n_q_heads);
-// CTA rows (grid y) of an attention launch: n_kv_heads * GQA-group chunks. CUDA allows
-// at most 65535.
-int attn_grid_rows(const KernelConfig& c, int n_q_heads);
-// Enqueues one attention call over a batch (at most kMaxAttnSeqs sequences).
-void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d,
-                      const AttnCall& a, cudaStream_t stream);
-
 // Records the residual ring addresses of a sequence in the device ring table
 // (stream-ordered, by a one-thread kernel: no host staging buffer).
 void launch_set_ring(const CacheDevicePtrs& d, int seq, void* ring_k, void* ring_v, cudaStream_t stream);
@@ -157,15 +133,6 @@ void launch_decompress(const KernelConfig& c, const CacheDevicePtrs& d, const At
 // Kernel parameter blocks stay under 4 KB (see kMaxFlushSeqs).
 static_assert(sizeof(KernelConfig) + sizeof(FlushBatch) + sizeof(CacheDevicePtrs) + 64 < 4096, "flush params");
 static_assert(sizeof(KernelConfig) + sizeof(ResidualBatch) + sizeof(CacheDevicePtrs) + 64 < 4096, "residual params");
-static_assert(sizeof(KernelConfig) + sizeof(AttnBatch) + sizeof(CacheDevicePtrs) + sizeof(AttnCall) + 64 < 4096,
-              "attention params");
-
-// Largest dynamic shared memory the kernels of this config need (checked at create).
-size_t flush_smem_bytes(const KernelConfig& c);
-// Dynamic shared memory the largest attention launch of this config needs with one warp
-// per CTA (4 query heads per CTA, decode): every launch fits when this does; checked at
-// create.
-size_t attn_min_smem_bytes(const KernelConfig& c);
 
 }  // namespace cu
 }  // namespace packkv

@@ -390,7 +390,7 @@ typedef struct packkv_cache_stats_s {
 
 /** Fills *stats for one sequence, or for all sequences when seq_id == -1. Sizes in
  *  bytes, token counts in tokens. The compressed layout is PACKKV.md section 5 as
- *  generalized in src/tile_format.h.
+ *  generalized in src/format/ (shape.h, round_tile.h).
  *  @param stats [host] its struct_size must be set by the caller (>= V1 size);
  *               only the first struct_size bytes are written.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad seq_id;

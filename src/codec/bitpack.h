@@ -1,6 +1,6 @@
 // Bit-packing of one tile: block_tokens tokens x head_dim channels of one KV head, in
 // rounds of 16 tokens; per pack a minimum (b bits), an encode length (e bits) and 2L
-// payload bytes (PACKKV.md section 5; layout in tile_format.h).
+// payload bytes (PACKKV.md section 5; layout in format/round_tile.h, walked with format/round_cursor.h).
 #ifndef PACKKV_BITPACK_H
 #define PACKKV_BITPACK_H
 

@@ -1,6 +1,7 @@
 // Rules that the CPU backend (src/cpu/) and the CUDA backend (cuda/) both follow, written
 // once for both (PACKKV_HD: host and device compile this header): the flush policy, the
-// alignment of blobs, the bytes of an element, and the cache statistics by name.
+// alignment of blobs, the bytes of an element, and the cache statistics by name. The
+// lowest layer: includes nothing of the library but hd.h and the public header.
 // Pure functions; thread-safe.
 #ifndef PACKKV_COMMON_RULES_H
 #define PACKKV_COMMON_RULES_H
@@ -9,7 +10,6 @@
 #include <stdint.h>
 
 #include "common/hd.h"
-#include "format/shape.h"
 #include "packkv/packkv.h"
 
 namespace packkv {
@@ -48,10 +48,24 @@ PACKKV_HD int64_t blocks_to_flush(int64_t window, int residual_tokens, int block
 
 // ---- statistics (packkv_cache_stats_t) ----
 
-// Adds one blob's byte split (fmt::BlobSizes: what the blob holds) to the stats. The
+// Byte split of one blob (the fields sum to its size; fmt::Shape::sizes computes it from
+// a blob). Six 8-byte counters in this order, so that a device array of BlobSizes (one
+// per sequence) can be summed field by field with atomics.
+struct BlobSizes {
+  long long k_tiles;
+  long long v_tiles;
+  long long k_scale;  // K zero points and scales (a compact wide fallback block: both encodings)
+  long long v_scale;
+  long long header;   // tile_end array and alignment padding
+  long long perm;
+  PACKKV_HD long long total() const { return k_tiles + v_tiles + k_scale + v_scale + header + perm; }
+};
+static_assert(sizeof(BlobSizes) == 6 * 8, "BlobSizes is six 8-byte counters");
+
+// Adds one blob's byte split (BlobSizes: what the blob holds) to the stats. The
 // blob's header (tile_end array and padding) counts as index bytes; a backend adds its
 // own index bytes (block table entries, store padding) itself. Host.
-inline void stats_add_blob(packkv_cache_stats_t* s, const fmt::BlobSizes& b) {
+inline void stats_add_blob(packkv_cache_stats_t* s, const BlobSizes& b) {
   s->k_tile_bytes += b.k_tiles;
   s->v_tile_bytes += b.v_tiles;
   s->k_scale_bytes += b.k_scale;

@@ -12,6 +12,17 @@
 
 namespace packkv {
 
+namespace {
+
+// `values` values of a residual window (kv_dtype bytes, [residual_len][H][D]) as float.
+std::vector<float> window_as_float(const std::vector<uint8_t>& window, packkv_dtype_t kv_dtype, size_t values) {
+  std::vector<float> f(values);
+  to_float(window.data(), kv_dtype, values, f.data());
+  return f;
+}
+
+}  // namespace
+
 void CpuCache::scores(const AttnArgs& a, float* scores, int64_t ld) const {
   const fmt::Shape& sh = config().shape;
   const int gqa_group = a.n_q_heads / sh.n_kv_heads;
@@ -74,9 +85,13 @@ void CpuCache::load_q(const AttnArgs& a, int i, float* q) const {
 void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, float* out, size_t ld) const {
   const fmt::Shape& sh = config().shape;
   const int d = sh.head_dim;
+  const std::vector<float> res = window_as_float(s.res_k, config().kv_dtype, (size_t)s.residual_len * row_);
   AttnScratch scratch;
+<<<<<<< HEAD
   dense_scores(s.sink_k.data(), s.sink_len, 0, q, gqa_group, out, ld);
   std::vector<double> bias(gqa_group);  // K centering: q . mu (float64)
+=======
+>>>>>>> i13cuda
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
     const float* qh = q + (size_t)hk * gqa_group * d;
     float* oh = out + (size_t)hk * gqa_group * ld + s.sink_len;
@@ -97,9 +112,13 @@ void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, float*
 void CpuCache::seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const {
   const fmt::Shape& sh = config().shape;
   const int d = sh.head_dim;
+  const std::vector<float> res = window_as_float(s.res_v, config().kv_dtype, (size_t)s.residual_len * row_);
   std::fill(acc, acc + (size_t)sh.n_kv_heads * gqa_group * d, 0.0);
   AttnScratch scratch;
+<<<<<<< HEAD
   dense_apply(s.sink_v.data(), s.sink_len, 0, probs, ld, gqa_group, acc);
+=======
+>>>>>>> i13cuda
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
     const float* ph = probs + (size_t)hk * gqa_group * ld + s.sink_len;
     double* ah = acc + (size_t)hk * gqa_group * d;

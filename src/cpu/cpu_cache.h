@@ -44,16 +44,19 @@ class CpuCache final : public CacheImpl {
  public:
   explicit CpuCache(const Config& c);
 
-  int64_t seq_length(int seq) const override;
-  void append(int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens, const void* k_new,
-              const void* v_new, packkv_dtype_t dtype, packkv_stream_t stream) override;
-  void remove_seq(int seq) override;
-  void reset() override;
-  void stats(int seq, packkv_cache_stats_t* out) const override;
-  void decompress(int seq, float* k_out, float* v_out, packkv_stream_t stream) const override;
-  void sync() const override {}
+  // cpu_cache.cpp: storage
   int64_t n_blocks(int seq) const override;
   std::vector<uint8_t> block_bytes(int seq, int64_t block) const override;
+  int64_t seq_length(int seq) const override;
+  void stats(int seq, packkv_cache_stats_t* out) const override;
+  void decompress(int seq, float* k_out, float* v_out, packkv_stream_t stream) const override;
+  void remove_seq(int seq) override;
+  void reset() override;
+  void sync() const override {}
+  // append.cpp
+  void append(int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens, const void* k_new,
+              const void* v_new, packkv_dtype_t dtype, packkv_stream_t stream) override;
+  // attention.cpp (no workspace: scratch is allocated per call)
   size_t workspace_size(int, int) const override { return 0; }
   void scores(const AttnArgs& a, float* scores, int64_t ld_scores) const override;
   void apply(const AttnArgs& a, const float* probs, int64_t ld_probs, float* out) const override;

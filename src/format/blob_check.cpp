@@ -72,11 +72,19 @@ std::string check_tile(const uint8_t* tile, size_t size, int n_tokens, int head_
   return std::string();
 }
 
+<<<<<<< HEAD
 // Checks the zero points and scales of K or V ([groups][n] zero points, then [groups][n]
 // scales, wide or compact encoding): every scale finite, and every code the tiles hold
 // for a token dequantizes to a finite value. range[g * n + slot] holds the code extremes
 // of group g, stored slot. (q + z) * s is monotonic in q, so the extremes decide.
 std::string check_affine(const uint8_t* zero, const uint8_t* scale, bool wide, int scale_groups, int n,
+=======
+// Checks the zero points and scales of K or V ([scale_groups][n] int32, then [scale_groups][n]
+// float): every scale finite, and every code the tiles hold for a token dequantizes to a
+// finite value. range[g * n + slot] holds the code extremes of group g, stored slot.
+// (q + z) * s is monotonic in q, so the extremes decide.
+std::string check_affine(const uint8_t* blob, size_t zero_at, size_t scale_at, int scale_groups, int n,
+>>>>>>> i13cuda
                          const CodeRange* range, const char* what) {
   for (size_t i = 0; i < (size_t)scale_groups * n; ++i) {
     const fmt::Affine a = fmt::load_affine(zero, scale, wide, i);
@@ -97,7 +105,7 @@ BlobCheck validate_blob(const fmt::Shape& sh, const uint8_t* blob, size_t size) 
   if (blob == nullptr) return bad("NULL pointer");
   if (reinterpret_cast<uintptr_t>(blob) % 4 != 0) return bad("not 4-byte aligned");
 
-  const int groups = sh.scale_groups;
+  const int scale_groups = sh.scale_groups;
   const fmt::BlockLayout& l = sh.layout;
   if (size < l.tiles_at)
     return bad(std::to_string(size) + " bytes, shorter than its fixed part (" + std::to_string(l.tiles_at) +
@@ -148,17 +156,18 @@ BlobCheck validate_blob(const fmt::Shape& sh, const uint8_t* blob, size_t size) 
 
   // tiles, collecting the code extremes of every (group, stored slot), then the zero
   // points and scales against them.
-  std::vector<CodeRange> range[2] = {std::vector<CodeRange>((size_t)groups * n),
-                                     std::vector<CodeRange>((size_t)groups * n)};
+  std::vector<CodeRange> range[2] = {std::vector<CodeRange>((size_t)scale_groups * n),
+                                     std::vector<CodeRange>((size_t)scale_groups * n)};
   for (int t = 0; t < 2 * h; ++t) {
     const uint32_t begin = t == 0 ? 0u : load_u32(blob, 4 * (size_t)(t - 1));
     const uint32_t end = load_u32(blob, 4 * (size_t)t);
     const bool is_k = t < h;
     const int head = is_k ? t : t - h;
     const std::string err = check_tile(blob + l.tiles_at + begin, end - begin, n, d, is_k ? sh.bits_k : sh.bits_v,
-                                       range[is_k ? 0 : 1].data() + (groups == 1 ? 0 : (size_t)head * n));
+                                       range[is_k ? 0 : 1].data() + (scale_groups == 1 ? 0 : (size_t)head * n));
     if (!err.empty()) return bad(std::string(is_k ? "K" : "V") + " tile of head " + std::to_string(head) + ": " + err);
   }
+<<<<<<< HEAD
   std::string err;
   for (int kv = 0; kv < 2 && err.empty(); ++kv) {
     const uint8_t *zero = nullptr, *scale = nullptr;
@@ -166,6 +175,10 @@ BlobCheck validate_blob(const fmt::Shape& sh, const uint8_t* blob, size_t size) 
     sh.zs_fields(blob, kv, 0, &zero, &scale, &wide);
     err = check_affine(zero, scale, wide, groups, n, range[kv].data(), kv == 0 ? "K" : "V");
   }
+=======
+  std::string err = check_affine(blob, l.k_zero_at, l.k_scale_at, scale_groups, n, range[0].data(), "K");
+  if (err.empty()) err = check_affine(blob, l.v_zero_at, l.v_scale_at, scale_groups, n, range[1].data(), "V");
+>>>>>>> i13cuda
   if (!err.empty()) return bad(err);
 
   BlobCheck ok;

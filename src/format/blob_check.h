@@ -1,6 +1,6 @@
 // Validation of block blobs that did not come from this library's encoder.
 //
-// Contract. The decoders of the blob format (decode_block, blob_sizes, decode_tile,
+// Contract. The decoders of the blob format (decode_block, Shape::sizes, decode_tile,
 // block_scores, block_apply and the CUDA kernels) trust their input: they are only
 // ever given blobs that the library's own encoders wrote into a cache, and they do no
 // bounds checks of their own (a check per pack would cost decode speed). Bytes from

@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "common/hd.h"
+#include "common/rules.h"
 #include "format/affine.h"
 #include "format/round_tile.h"
 
@@ -136,18 +137,9 @@ PACKKV_HD BlockLayout block_layout(int n_kv_heads, int block_tokens, int scale_g
   return l;
 }
 
-// Byte split of one blob (the fields sum to its size). Six 8-byte counters in this
-// order, so that a device array of BlobSizes can be summed field by field with atomics.
-struct BlobSizes {
-  long long k_tiles;
-  long long v_tiles;
-  long long k_scale;  // K zero points and scales (a wide fallback block: both encodings)
-  long long v_scale;
-  long long header;   // tile_end array and alignment padding
-  long long perm;
-  PACKKV_HD long long total() const { return k_tiles + v_tiles + k_scale + v_scale + header + perm; }
-};
-static_assert(sizeof(BlobSizes) == 6 * 8, "BlobSizes is six 8-byte counters");
+// Byte split of one blob: the stats counters by name (common/rules.h), filled by
+// Shape::sizes below.
+using packkv::BlobSizes;
 
 // Zero point and scale of entry i of a zero point array and a scale array of encoding
 // `wide` (true: int32 / fp32; false: int16 / 16-bit scale). THE reader of the fields.

@@ -1,13 +1,13 @@
-// libFuzzer harness: corrupted block blobs against validate_blob (src/blob_check.h) and
+// libFuzzer harness: corrupted block blobs against validate_blob (src/format/blob_check.h) and
 // every decoder of the blob format.
 //
-// Contract under test: the decoders (decode_block, blob_sizes, decode_tile,
+// Contract under test: the decoders (decode_block, Shape::sizes, decode_tile,
 // block_scores, block_apply) are only fed bytes the library wrote or bytes that
 // validate_blob accepted. So the harness feeds arbitrary / corrupted blobs to the
 // validator and decodes only what it accepts, from a heap buffer of exactly the
 // blob's size (ASan reports any read past it). Invariants (abort = finding):
 //   - a blob fresh from encode_block is accepted;
-//   - an accepted blob decodes to finite values, blob_sizes() sums to its size,
+//   - an accepted blob decodes to finite values, Shape::sizes() sums to its size,
 //     decode_tile() consumes exactly each tile's extent;
 //   - block_scores / block_apply agree with float64 arithmetic on decode_block's
 //     output within fp32 rounding.

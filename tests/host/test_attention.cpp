@@ -15,7 +15,7 @@ using namespace packkv;
 
 namespace {
 // A hand-built blob: one KV head, every K code = kcode, every V code = vcode, zero
-// points and scales as given (tiles made with encode_tile, header per tile_format.h).
+// points and scales as given (tiles made with encode_tile, header per format/shape.h).
 std::vector<uint8_t> handmade_blob(const Config& c, uint8_t kcode, uint8_t vcode, int32_t z, float s) {
   const int n = c.shape.block_tokens, d = c.shape.head_dim;
   const fmt::BlockLayout l = fmt::block_layout(1, n, 1, false);

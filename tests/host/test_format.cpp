@@ -153,7 +153,7 @@ TEST_CASE("tile size = rounds x (mins + lens) + sum of 2L (PACKKV.md T11 analogu
   CHECK(tile.size() == 2 * (d * 4 / 8 + d * 3 / 8) + payload);
 }
 
-TEST_CASE("encode_tile writes exactly the layout of tile_format.h (reference built field by field)") {
+TEST_CASE("encode_tile writes exactly the layout of format/round_tile.h (reference built field by field)") {
   std::mt19937 rng(5);
   for (int d : {32, 48, 128, 256})
     for (int b : {1, 3, 4, 8}) {
@@ -167,7 +167,7 @@ TEST_CASE("encode_tile writes exactly the layout of tile_format.h (reference bui
       }
       std::vector<uint8_t> tile;
       encode_tile(codes.data(), d, n, d, b, &tile);
-      // reference: MINS, LENS and packs of every round with the primitives of tile_format.h
+      // reference: MINS, LENS and packs of every round with the primitives of format/round_tile.h
       std::vector<uint8_t> ref;
       const int e = fmt::len_bits(b);
       for (int r = 0; r < n / 16; ++r) {

@@ -1,6 +1,9 @@
 // Minimal safetensors reader and writer (format: 8-byte little-endian header length,
 // a JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {str: str}},
 // then the raw little-endian tensor bytes). The JSON is parsed with nlohmann::json.
+// Built once as the internal static library packkv_safetensors (tools/CMakeLists.txt)
+// for packkv-eval, the GPU benchmark and tools/; the namespace is the eval tool's, where
+// it started.
 #ifndef PACKKV_EVAL_SAFETENSORS_H
 #define PACKKV_EVAL_SAFETENSORS_H
 

@@ -8,7 +8,8 @@
 // reports, for K and V: the histogram of encode lengths, the tile bytes as stored, and
 // the tile bytes if every L were rounded up to the next allowed width (payload 2 L bytes
 // per pack; MINS and LENS unchanged). The residual window is left out (it is not packed).
-// Host program; links the internal library for read access to the blobs.
+// Host program; links the internal library for read access to the blobs (a tool, not a
+// benchmark: it times nothing).
 //
 // Usage: packkv_pack_widths [--data FILE] [--layer N] [--rk R --rv R]
 //   (default: data/smollm2_kv_sample.safetensors, every layer in it, r pairs 0.1/0.2,

@@ -1,0 +1,202 @@
+// The CUDA-core kernel family: fused attention on the compressed tiles with every code
+// decoded and multiplied on the CUDA cores, in fp32 (PACKKV.md sections 6.1-6.3, 8.3).
+// One kernel template over (G query heads per CTA, variant V) computes, per (sequence,
+// KV head, token split), the scores, or the split's partial of apply or decode, decoding
+// the packs in registers (zero point and scale folded in, no dequantization pass) once
+// per GQA group (up to 4 query heads share each decoded tile). The last splits of the
+// grid handle the residual window (residual_window.cuh) in the same launch; the merge
+// kernel (merge_kernel.cu) combines the splits. Included by family_cudacore.cu only.
+//
+// Work split (chosen so that almost every instruction decodes a code): a warp owns whole
+// blocks, stages a block's tiles, zero points and scales into its part of shared memory
+// (cta_layout.cuh), walks each tile once (tile_walk.cuh walk_tile), then decodes it 4
+// rounds at a time, one per octet of 8 lanes (cudacore_rounds.cuh).
+#ifndef PACKKV_CUDA_ATTENTION_FAMILY_CUDACORE_CUH
+#define PACKKV_CUDA_ATTENTION_FAMILY_CUDACORE_CUH
+
+#include <cuda_pipeline_primitives.h>
+#include <math.h>
+
+#include "attention/attention.h"
+#include "attention/cta_layout.cuh"
+#include "attention/cudacore_rounds.cuh"
+#include "attention/online_softmax.cuh"
+#include "attention/residual_window.cuh"
+#include "attention/split_merge.cuh"
+#include "attention/tile_walk.cuh"
+#include "attention/tuning.h"
+#include "attention/variants.cuh"
+#include "device_util.cuh"
+#include "kernels.h"
+#include "format/shape.h"
+
+namespace packkv {
+namespace cu {
+
+// Device. Grid (n_splits + res_splits, H_kv * n_gchunks, b.n), nw*32 threads, dynamic
+// smem attn_smem<V>(c, G, nw).total. CTA (split, KV head and GQA-group chunk, sequence)
+// covers compressed blocks [split*bps, (split+1)*bps) of the sequence (splits n_splits ..
+// gridDim.x - 1: its residual window) for G query heads (heads qh0 .. qh0+n_valid-1).
+// Inputs: a.q [n_seqs][n_q_heads][D] in a.q_dtype (scores, decode), a.probs fp32
+// [..][ld] (apply). Outputs: scores fp32 [..][ld] at original token positions (scores),
+// or one partial per (sequence, head, split) in a.partial (split_merge.cuh). Reads only;
+// thread-safe across calls. Register targets: V::min_ctas (tuning.h).
+template <int G, typename V>
+__global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
+    cudacore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int gqa_group,
+                         int bps, int n_splits) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  const int nw = blockDim.x >> 5;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int octet = lane >> 3, octet_lane = lane & 7;
+  const AttnSeq& s = b.s[blockIdx.z];
+  const int row = b.first + blockIdx.z;
+  const int kvh = blockIdx.y / n_gchunks;
+  const int chunk = blockIdx.y - kvh * n_gchunks;
+  const int qh0 = kvh * gqa_group + chunk * G;
+  const int n_valid = min(G, gqa_group - chunk * G);
+  const int D = c.shape.head_dim, N = c.shape.block_tokens, R = N / 16;
+  const int split = blockIdx.x;
+
+  const AttnSmem L = attn_smem<V>(c, G, nw);
+  // This warp's V accumulator rows (acc_rows(G); the residual window uses row 0).
+  const int arw = acc_row_words(G, D);
+  constexpr int kAccRows = acc_rows(G), kVRows = v_rows(G);
+  float* qS = reinterpret_cast<float*>(smem + L.q);
+  float* qsum = reinterpret_cast<float*>(smem + L.qsum);
+  float* acc = reinterpret_cast<float*>(smem + L.acc) + static_cast<size_t>(warp) * kAccRows * arw;
+  float* ml = reinterpret_cast<float*>(smem + L.ml);
+  uint8_t* wb = smem + L.warp0 + static_cast<size_t>(warp) * L.stride;
+  uint8_t* kbuf = wb + L.kbuf;
+  uint8_t* vbuf = wb + L.vbuf;
+  float* sc = reinterpret_cast<float*>(wb + L.sc);   // [G][N] scores, then weights
+  float* Wr = reinterpret_cast<float*>(wb + L.wr);   // [G][16] per-round sum w
+  float* WZr = reinterpret_cast<float*>(wb + L.wzr); // [G][16] per-round sum w*z
+  int* round_start = reinterpret_cast<int*>(wb + L.round_start);
+  int* pre = reinterpret_cast<int*>(wb + L.pre);
+  const Cta<G> t{warp, lane, nw, row, kvh, qh0, n_valid, split, qS, qsum, acc, arw, ml, wb, sc, Wr, WZr, round_start, pre};
+
+  if (V::kUsesK) {
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+      const int g = i / D, ch = i - g * D;
+      qS[i] = g < n_valid ? load_elem(a.q, (static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * D + ch, a.q_dtype)
+                          : 0.f;
+    }
+    __syncthreads();
+    if (warp == 0) {
+      for (int g = 0; g < G; ++g) {
+        float x = 0.f;
+        for (int ch = lane; ch < D; ch += 32) x += qS[g * D + ch];
+        x = warp_sum(x);
+        if (lane == 0) qsum[g] = x;
+      }
+    }
+  }
+  if (V::kUsesV)
+    for (int i = lane; i < kAccRows * arw; i += 32) acc[i] = 0.f;
+  __syncthreads();
+
+  SoftmaxState<G> sm;
+
+  if (split < n_splits) {
+    const int blk_begin = split * bps;
+    const int blk_end = min(s.n_blocks, blk_begin + bps);
+    const fmt::Shape& SH = c.shape;
+    const int grp = SH.scale_group(kvh);
+    const int ek = fmt::len_bits(c.shape.bits_k), ev = fmt::len_bits(c.shape.bits_v);
+    const unsigned long long* table = d.block_table + static_cast<size_t>(s.seq) * c.max_blocks;
+    const uint32_t* KT = reinterpret_cast<const uint32_t*>(kbuf);
+    const uint32_t* VT = reinterpret_cast<const uint32_t*>(vbuf);
+    unsigned long long next_ptr = blk_begin + warp < blk_end ? table[blk_begin + warp] : 0ull;
+    for (int blk = blk_begin + warp; blk < blk_end; blk += nw) {
+      const uint8_t* blob = reinterpret_cast<const uint8_t*>(next_ptr);
+      if (blk + nw < blk_end) next_ptr = table[blk + nw];  // prefetch the next pointer
+      size_t koff, ksz, voff, vsz;
+      SH.tile_extent(blob, fmt::kK, kvh, &koff, &ksz);
+      SH.tile_extent(blob, fmt::kV, kvh, &voff, &vsz);
+      // Stage this block: K tile, V tile, their zero points and scales, the perm.
+      const size_t z_at = SH.zero_at(V::kUsesK ? fmt::kK : fmt::kV, grp);
+      const size_t s_at = SH.scale_at(V::kUsesK ? fmt::kK : fmt::kV, grp);
+      const uint32_t kt = V::kUsesK ? stage(kbuf, blob + koff, ksz) : 0u;
+      const uint32_t vt = V::kUsesV ? stage(vbuf, blob + voff, vsz) : 0u;
+      const int32_t* zst = reinterpret_cast<const int32_t*>(wb + L.zb + stage(wb + L.zb, blob + z_at, N * 4));
+      const float* sst = reinterpret_cast<const float*>(wb + L.sb + stage(wb + L.sb, blob + s_at, N * 4));
+      const uint8_t* perm = blob + SH.layout.perm_at;
+      if (V::kPositions && c.shape.has_perm) perm = wb + L.pb + stage(wb + L.pb, perm, N);
+      const int32_t* vzst = zst;
+      const float* vsst = sst;
+      if (V::kUsesK && V::kUsesV) {
+        vzst = reinterpret_cast<const int32_t*>(wb + L.vzb + stage(wb + L.vzb, blob + SH.zero_at(fmt::kV, grp), N * 4));
+        vsst = reinterpret_cast<const float*>(wb + L.vsb + stage(wb + L.vsb, blob + SH.scale_at(fmt::kV, grp), N * 4));
+      }
+      __pipeline_commit();
+      auto orig = [&](int slot) -> int64_t {
+        return static_cast<int64_t>(blk) * N + (c.shape.has_perm ? perm[slot] : slot);
+      };
+      __pipeline_wait_prior(0);
+      __syncwarp();
+
+      if (V::kUsesK) {
+        walk_tile(KT, kt, D, c.shape.bits_k, ek, R, round_start, pre);
+        for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
+          const int r = r0 + octet;
+          if (r < R) {
+            float part[16 * G];
+#pragma unroll
+            for (int i = 0; i < 16 * G; ++i) part[i] = 0.f;
+            const LanePos p = lane_pos(kt, round_start, pre, r, octet_lane, D, c.shape.bits_k, ek);
+            if (c.shape.bits_k <= 4) k_round<G, true>(KT, p, D, c.shape.bits_k, ek, octet_lane * (D >> 3), qS, part);
+            else k_round<G, false>(KT, p, D, c.shape.bits_k, ek, octet_lane * (D >> 3), qS, part);
+            const int base = octet_reduce<16 * G>(part);
+#pragma unroll
+            for (int i = 0; i < 2 * G; ++i) {
+              const int v = base + i, k = v / G, g = v - k * G;
+              const int slot = 16 * r + k;
+              const float score = sst[slot] * (part[i] + static_cast<float>(zst[slot]) * qsum[g]);
+              if (!V::kUsesV) {
+                if (g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = score;
+              } else {
+                sc[g * N + slot] = score;
+              }
+            }
+          }
+        }
+        __syncwarp();
+      }
+      if (V::kUsesV) {
+        sm.template weights<V>(t, a, D, N, N, vsst, vzst, orig);
+        walk_tile(VT, vt, D, c.shape.bits_v, ev, R, round_start, pre);
+        for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
+          const int r = r0 + octet;
+          const bool on = r < R;
+          if (kVRows && !on) continue;
+          // Without per-octet rows every octet runs (the shuffles of v_round need all 32
+          // lanes): an octet without a round decodes round r0 with zero weights.
+          float wk[G][16], wr[G], wz[G];
+#pragma unroll
+          for (int g = 0; g < G; ++g) {
+#pragma unroll
+            for (int i = 0; i < 16; ++i) wk[g][i] = on ? sc[g * N + 16 * r + i] : 0.f;
+            wr[g] = on ? Wr[g * 16 + r] : 0.f;
+            wz[g] = on ? WZr[g * 16 + r] : 0.f;
+          }
+          const LanePos p = lane_pos(vt, round_start, pre, on ? r : r0, octet_lane, D, c.shape.bits_v, ev);
+          float* row_acc = acc + static_cast<size_t>(kVRows ? octet : 0) * arw;
+          const bool lead = kVRows || octet == 0;
+          if (c.shape.bits_v <= 4) v_round<G, true>(VT, p, D, c.shape.bits_v, ev, octet_lane, wk, wr, wz, lead, row_acc);
+          else v_round<G, false>(VT, p, D, c.shape.bits_v, ev, octet_lane, wk, wr, wz, lead, row_acc);
+        }
+        __syncwarp();
+      }
+    }
+  } else {
+    residual_window<G, V>(c, d, s, a, t, sm, n_splits);
+  }
+  if (!V::kUsesV) return;
+  write_partial<G, V>(a, D, t, sm, reinterpret_cast<const float*>(smem + L.acc));
+}
+
+}  // namespace cu
+}  // namespace packkv
+
+#endif  // PACKKV_CUDA_ATTENTION_FAMILY_CUDACORE_CUH

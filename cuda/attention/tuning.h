@@ -1,0 +1,77 @@
+// Every tuning knob of the attention kernels, in one place, each with the measurement
+// that set it (bench/RESULTS.md, "GPU backend (issue 4): H200"; same-run A/B tables in
+// bench/results/h200-20261129-ab-*.txt). Changing a value changes performance only,
+// never results: every knob is a work split, a layout choice or a register target.
+//
+// A/B mechanism: the two knobs that are macros can be overridden at compile time, so that
+// bench/gpu_run.sh ab builds a second tree with e.g. AB_FLAGS=-DPACKKV_ATTN_G4_MIN_CTAS=0
+// and runs the benchmark A, B, A, B in one run. No other file defines a tuning macro.
+// Host and device (included by CUDA translation units only).
+#ifndef PACKKV_CUDA_ATTENTION_TUNING_H
+#define PACKKV_CUDA_ATTENTION_TUNING_H
+
+namespace packkv {
+namespace cu {
+
+// Warps per CTA (at most; fewer when shared memory does not fit, split_plan.cu).
+constexpr int kMaxWarps = 4;
+// Query heads per CTA: a GQA group larger than this uses several CTAs per KV head.
+constexpr int kMaxG = 4;
+
+// CTAs per SM that the compressed-token splits aim for: several waves of the 6-8 resident
+// CTAs, so that the last wave is a small part of the call. RESULTS.md "Second session",
+// row "`92150fe` + 32 CTAs/SM": 8 per SM left a partial second wave (K.q 458 us), 32 per
+// SM: 391 us.
+constexpr int kSplitCtasPerSm = 32;
+// SM count assumed when the device reports none.
+constexpr int kDefaultSms = 132;
+// Compressed-token splits per (sequence, KV head, query-head chunk): the upper bound of
+// the split heuristic and the partial rows reserved per (sequence, query head).
+constexpr int kMaxSplits = 32;
+
+// Residual-window splits per (sequence, KV head) (one 16-token chunk per warp where
+// possible). RESULTS.md "Third session", "Residual window (`43ebfa4`, `70557ff`)": 8 vs
+// 1, same run: p.V at T <= 4K 7-30% faster, decode within the spread
+// (results/h200-20261129-ab-residual-splits-5040d38.txt).
+#ifndef PACKKV_ATTN_MAX_RES_SPLITS
+#define PACKKV_ATTN_MAX_RES_SPLITS 8  // A/B knob (see above)
+#endif
+constexpr int kMaxResSplits = PACKKV_ATTN_MAX_RES_SPLITS;
+static_assert(kMaxResSplits >= 1, "the residual window needs at least one split");
+constexpr int kSplitsTotal = kMaxSplits + kMaxResSplits;
+
+// V accumulation: with G = 1 query head each octet (8 lanes decoding one round) adds into
+// its own accumulator row; with G >= 2 the 4 octets are summed by two shuffles into one row (less
+// shared memory, so more resident warps). RESULTS.md "Second session", same-run A/B "V
+// accumulation, per-group rows vs shuffles into one row": rows win at G = 1 (decode
+// 915-926 vs 1010-1025 us), shuffles at G = 4 (decode 2287-2310 vs 2639-2669, p.V 968-987
+// vs 1030).
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+constexpr bool v_rows(int G) { return G == 1; }
+
+// Register targets: the minimum resident CTAs per SM given to __launch_bounds__ (0: none,
+// ptxas chooses). Indexed by the variant's role (scores, apply, decode) and G.
+//  - apply, G = 1: 8 CTAs (64 registers), its count before the residual-window loads were
+//    batched; ptxas picks 64 without the target too since then (commit 5040d38). With
+//    nvcc 13.0 it spills 16 bytes on sm_90, 40 on sm_80 (tuned on the H200 only).
+//  - scores and apply, G = 4: 4 CTAs (128 registers, ptxas alone takes 156-161).
+//    RESULTS.md "Third session", "Register target for G = 4 (`d9d1c9d`)": K.q and p.V
+//    5-20% faster at every g = 4 shape, same run (results/h200-20261129-ab-g4-min-ctas-70557ff.txt).
+//  - decode, G = 4: none (spilled at 128 and was slower at head_dim 128, same entry).
+//  - decode, G = 1: none; 80 registers tried: RESULTS.md "Decode with G = 1 at 80 registers"
+//    (headline 1137-1140 vs 911-920 us; results/h200-20261129-ab-decode1-registers-9b2c926.txt).
+//  - targets for every variant (8/6/4/3 CTAs for G = 1/2/4): RESULTS.md "Second session",
+//    "ptxas register targets ... vs none": K.q 420-426 vs 401-403 us, decode 1150-1162 vs
+//    918-921. Dropped.
+#ifndef PACKKV_ATTN_G4_MIN_CTAS
+#define PACKKV_ATTN_G4_MIN_CTAS 4  // A/B knob (see above)
+#endif
+constexpr int kMinCtasApplyG1 = 8;
+constexpr int kMinCtasG4ScoresApply = PACKKV_ATTN_G4_MIN_CTAS;
+
+}  // namespace cu
+}  // namespace packkv
+
+#endif  // PACKKV_CUDA_ATTENTION_TUNING_H

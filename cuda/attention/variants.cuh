@@ -1,0 +1,60 @@
+// The three attention variants as types (the kernel families are templates over them):
+//   Scores  s_t * (q . k_int_t + z_t * sum(q))      (packkv_attn_scores)
+//   Apply   sum_t p_t s_t (v_int_t + z_t)            (packkv_attn_apply)
+//   Decode  online softmax over both                 (packkv_attn_decode)
+// A variant says what a kernel reads and writes through static constexpr flags, so that
+// every branch on it is resolved at compile time; tuning.h holds its register targets.
+// dispatch.cu maps the call's AttnVariant (attention.h) to one of these types.
+// Host and device; no state.
+#ifndef PACKKV_CUDA_ATTENTION_VARIANTS_CUH
+#define PACKKV_CUDA_ATTENTION_VARIANTS_CUH
+
+#include "attention/attention.h"
+#include "attention/tuning.h"
+
+namespace packkv {
+namespace cu {
+
+struct ScoresVariant {
+  static constexpr AttnVariant kId = AttnVariant::kScores;
+  static constexpr bool kUsesK = true;       // decodes K tiles against the queries
+  static constexpr bool kUsesV = false;      // decodes V tiles into accumulators; writes split partials
+  static constexpr bool kSoftmax = false;    // weights from an online softmax of the scores
+  static constexpr bool kPositions = true;   // reads or writes rows at original token positions
+  __host__ __device__ static constexpr int min_ctas(int G) { return G == 4 ? kMinCtasG4ScoresApply : 0; }
+};
+
+struct ApplyVariant {
+  static constexpr AttnVariant kId = AttnVariant::kApply;
+  static constexpr bool kUsesK = false;
+  static constexpr bool kUsesV = true;
+  static constexpr bool kSoftmax = false;    // weights are the caller's probabilities
+  static constexpr bool kPositions = true;
+  __host__ __device__ static constexpr int min_ctas(int G) {
+    return G == 1 ? kMinCtasApplyG1 : G == 4 ? kMinCtasG4ScoresApply : 0;
+  }
+};
+
+struct DecodeVariant {
+  static constexpr AttnVariant kId = AttnVariant::kDecode;
+  static constexpr bool kUsesK = true;
+  static constexpr bool kUsesV = true;
+  static constexpr bool kSoftmax = true;
+  static constexpr bool kPositions = false;  // scores stay in shared memory, in stored order
+  __host__ __device__ static constexpr int min_ctas(int) { return 0; }
+};
+
+// Calls fn(Variant{}) with the type of variant v.
+template <typename Fn>
+void with_variant(AttnVariant v, Fn&& fn) {
+  switch (v) {
+    case AttnVariant::kScores: fn(ScoresVariant{}); break;
+    case AttnVariant::kApply: fn(ApplyVariant{}); break;
+    default: fn(DecodeVariant{}); break;
+  }
+}
+
+}  // namespace cu
+}  // namespace packkv
+
+#endif  // PACKKV_CUDA_ATTENTION_VARIANTS_CUH
