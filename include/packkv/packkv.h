@@ -224,7 +224,10 @@ typedef struct packkv_cache_params {
                                   compressed: they stay in kv_dtype, exact, and take part in
                                   every attention call at their positions 0..sink_tokens-1
                                   (attention sinks, StreamingLLM). Blocks start after them.
-                                  In [0, 2^16] (default 0) */
+                                  Counted in the stats as uncompressed tokens: in
+                                  n_residual_tokens and residual_bytes. In [0, 2^16]
+                                  (default 0). CPU caches only for now (a CUDA cache
+                                  returns NOT_SUPPORTED for sink_tokens > 0) */
   packkv_zs_format_t zs_format; /* storage of the per-token zero points and scales:
                                   PACKKV_ZS_COMPACT (default) or PACKKV_ZS_WIDE */
   packkv_k_transform_t k_transform; /* PACKKV_K_TRANSFORM_NONE (default) or _CENTER */
@@ -371,7 +374,7 @@ typedef struct packkv_cache_stats_s {
   uint32_t reserved0;             /* zero */
   int64_t n_tokens;               /* tokens held (compressed + residual) */
   int64_t n_compressed_tokens;    /* tokens in compressed blocks */
-  int64_t n_residual_tokens;      /* tokens in residual windows */
+  int64_t n_residual_tokens;      /* uncompressed tokens: residual windows and sink tokens */
   int64_t n_blocks;               /* compressed blocks */
   int64_t k_tile_bytes;           /* K tiles: pack minimums, encode lengths, payload */
   int64_t v_tile_bytes;           /* V tiles */
@@ -381,7 +384,7 @@ typedef struct packkv_cache_stats_s {
   int64_t perm_bytes;             /* stored repacking permutations */
   int64_t compressed_bytes_used;  /* sum of the six fields above */
   int64_t compressed_bytes_reserved; /* bytes allocated for compressed data (>= used) */
-  int64_t residual_bytes;         /* K and V of residual-window tokens, in kv_dtype */
+  int64_t residual_bytes;         /* K and V of the uncompressed tokens (windows, sinks), in kv_dtype */
   int64_t fp16_bytes;             /* what K and V of all tokens would take in fp16 */
 } packkv_cache_stats_t;
 

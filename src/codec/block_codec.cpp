@@ -14,12 +14,8 @@ namespace packkv {
 
 namespace {
 
-<<<<<<< HEAD
-// Writes zero points and scales of [groups][n] affines in stored order, wide (int32,
+// Writes zero points and scales of [scale_groups][n] affines in stored order, wide (int32,
 // fp32) or compact (int16, scale16: the affines are exactly representable).
-=======
-// Writes zero points and scales of [scale_groups][n] affines in stored order.
->>>>>>> i13cuda
 void put_affine(uint8_t* zero_at, uint8_t* scale_at, const fmt::Affine* a, const uint8_t* perm,
                 int scale_groups, int n, bool wide) {
   for (int g = 0; g < scale_groups; ++g)
@@ -46,26 +42,28 @@ void encode_block(const Config& c, const float* k, const float* v, std::vector<u
   const size_t row = (size_t)h * d;
   // scratch without zero-initialization: every byte is written before it is read
   std::unique_ptr<uint8_t[]> qk(new uint8_t[n * row]), qv(new uint8_t[n * row]);
-<<<<<<< HEAD
-  std::vector<fmt::Affine> ak((size_t)groups * n), av((size_t)groups * n);
+  std::vector<fmt::Affine> ak((size_t)scale_groups * n), av((size_t)scale_groups * n);
   // Compact fields when every group of K and V has them, else wide (fallback block).
   const bool compact = sh.zs == fmt::ZsFormat::kCompact;
   bool wide = !compact;
-  if (compact && !(quantize_tokens(k, n, h, d, groups, c.rel_scale_k, sh.bits_k, true, qk.get(), ak.data()) &&
-                   quantize_tokens(v, n, h, d, groups, c.rel_scale_v, sh.bits_v, true, qv.get(), av.data())))
+  if (compact && !(quantize_tokens(k, n, h, d, scale_groups, c.rel_scale_k, sh.bits_k, true, qk.get(), ak.data()) &&
+                   quantize_tokens(v, n, h, d, scale_groups, c.rel_scale_v, sh.bits_v, true, qv.get(), av.data())))
     wide = true;
   if (wide) {
-    quantize_tokens(k, n, h, d, groups, c.rel_scale_k, sh.bits_k, false, qk.get(), ak.data());
-    quantize_tokens(v, n, h, d, groups, c.rel_scale_v, sh.bits_v, false, qv.get(), av.data());
+    quantize_tokens(k, n, h, d, scale_groups, c.rel_scale_k, sh.bits_k, false, qk.get(), ak.data());
+    quantize_tokens(v, n, h, d, scale_groups, c.rel_scale_v, sh.bits_v, false, qv.get(), av.data());
   }
-=======
-  std::vector<fmt::Affine> ak((size_t)scale_groups * n), av((size_t)scale_groups * n);
-  quantize_tokens(k, n, h, d, scale_groups, c.rel_scale_k, sh.bits_k, qk.get(), ak.data());
-  quantize_tokens(v, n, h, d, scale_groups, c.rel_scale_v, sh.bits_v, qv.get(), av.data());
->>>>>>> i13cuda
 
   uint8_t perm[fmt::kMaxBlockTokens];
-  if (c.repack == PACKKV_REPACK_MEDIAN) {
+  if (c.repack == PACKKV_REPACK_MEDIAN && !wide) {
+    // The median order is defined on the codes of the wide quantizer (group_affine)
+    // whatever the encoding of the fields: the CUDA encoder computes the medians before
+    // it knows whether a block falls back to wide fields (PACKKV.md section 4.2).
+    std::unique_ptr<uint8_t[]> qw(new uint8_t[n * row]);
+    std::vector<fmt::Affine> aw((size_t)scale_groups * n);
+    quantize_tokens(v, n, h, d, scale_groups, c.rel_scale_v, sh.bits_v, false, qw.get(), aw.data());
+    median_order(qw.get(), n, (int)row, perm);
+  } else if (c.repack == PACKKV_REPACK_MEDIAN) {
     median_order(qv.get(), n, (int)row, perm);
   } else if (c.repack == PACKKV_REPACK_GREEDY) {
     std::vector<uint8_t> rows(n * 2 * row);
@@ -87,28 +85,18 @@ void encode_block(const Config& c, const float* k, const float* v, std::vector<u
 
   const fmt::BlockLayout& l = sh.layout;
   const size_t base = out->size();
-<<<<<<< HEAD
-  const size_t need = base + sh.max_blob_bytes();
+  const size_t need = base + sh.max_blob_bytes() + 8;  // + encode_tile's slack
   if (out->capacity() < need) out->reserve(std::max(need, 2 * out->capacity()));  // geometric growth
   out->resize(base + l.tiles_at, 0);
   if (sh.has_perm) std::memcpy(out->data() + base + l.perm_at, perm, n);
   if (!compact || !wide) {
     for (int kv = 0; kv < 2; ++kv)
       put_affine(out->data() + base + sh.zero_at(kv, 0), out->data() + base + sh.scale_at(kv, 0),
-                 (kv == fmt::kK ? ak : av).data(), perm, groups, n, wide);
+                 (kv == fmt::kK ? ak : av).data(), perm, scale_groups, n, wide);
   } else {
     const uint16_t marker = fmt::kWideMarker;  // compact fields zero but this one
     std::memcpy(out->data() + base + l.k_scale_at, &marker, 2);
   }
-=======
-  const size_t need = base + sh.max_blob_bytes() + 8;  // + encode_tile's slack
-  if (out->capacity() < need) out->reserve(std::max(need, 2 * out->capacity()));  // geometric growth
-  out->resize(base + l.tiles_at, 0);
-  if (sh.has_perm) std::memcpy(out->data() + base + l.perm_at, perm, n);
-  for (int kv = 0; kv < 2; ++kv)
-    put_affine(out->data() + base + sh.zero_at(kv, 0), out->data() + base + sh.scale_at(kv, 0),
-               (kv == fmt::kK ? ak : av).data(), perm, scale_groups, n);
->>>>>>> i13cuda
 
   std::vector<uint32_t> ends(2 * h);
   for (int kv = 0; kv < 2; ++kv)
@@ -118,11 +106,11 @@ void encode_block(const Config& c, const float* k, const float* v, std::vector<u
     }
   std::memcpy(out->data() + base, ends.data(), ends.size() * 4);
   if (compact && wide) {  // wide fallback: the int32 / fp32 fields after the tiles
-    const size_t at = sh.wide_zs_at(out->data() + base), meta = (size_t)groups * n * 4;
+    const size_t at = sh.wide_zs_at(out->data() + base), meta = (size_t)scale_groups * n * 4;
     out->resize(base + at + 4 * meta, 0);
     for (int kv = 0; kv < 2; ++kv)
       put_affine(out->data() + base + at + 2 * meta * kv, out->data() + base + at + 2 * meta * kv + meta,
-                 (kv == fmt::kK ? ak : av).data(), perm, groups, n, true);
+                 (kv == fmt::kK ? ak : av).data(), perm, scale_groups, n, true);
   }
 }
 

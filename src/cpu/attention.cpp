@@ -1,6 +1,7 @@
 // CpuCache attention: scores, apply and decode over a sequence's sink tokens, its
 // compressed blocks (cpu/block_attention.h, integer-domain) and its residual window
-// (sink tokens and window: float64 dot products). gqa_group = n_q_heads / n_kv_heads query heads read each KV head.
+// (sink tokens and window: float64 dot products). gqa_group = n_q_heads / n_kv_heads query
+// heads read each KV head.
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -14,10 +15,11 @@ namespace packkv {
 
 namespace {
 
-// `values` values of a residual window (kv_dtype bytes, [residual_len][H][D]) as float.
-std::vector<float> window_as_float(const std::vector<uint8_t>& window, packkv_dtype_t kv_dtype, size_t values) {
+// `values` values of dense tokens (kv_dtype bytes, [n][H][D]: sink tokens or a residual
+// window) as float.
+std::vector<float> dense_as_float(const uint8_t* dense, packkv_dtype_t kv_dtype, size_t values) {
   std::vector<float> f(values);
-  to_float(window.data(), kv_dtype, values, f.data());
+  to_float(dense, kv_dtype, values, f.data());
   return f;
 }
 
@@ -85,13 +87,9 @@ void CpuCache::load_q(const AttnArgs& a, int i, float* q) const {
 void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, float* out, size_t ld) const {
   const fmt::Shape& sh = config().shape;
   const int d = sh.head_dim;
-  const std::vector<float> res = window_as_float(s.res_k, config().kv_dtype, (size_t)s.residual_len * row_);
   AttnScratch scratch;
-<<<<<<< HEAD
   dense_scores(s.sink_k.data(), s.sink_len, 0, q, gqa_group, out, ld);
   std::vector<double> bias(gqa_group);  // K centering: q . mu (float64)
-=======
->>>>>>> i13cuda
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
     const float* qh = q + (size_t)hk * gqa_group * d;
     float* oh = out + (size_t)hk * gqa_group * ld + s.sink_len;
@@ -112,13 +110,9 @@ void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, float*
 void CpuCache::seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const {
   const fmt::Shape& sh = config().shape;
   const int d = sh.head_dim;
-  const std::vector<float> res = window_as_float(s.res_v, config().kv_dtype, (size_t)s.residual_len * row_);
   std::fill(acc, acc + (size_t)sh.n_kv_heads * gqa_group * d, 0.0);
   AttnScratch scratch;
-<<<<<<< HEAD
   dense_apply(s.sink_v.data(), s.sink_len, 0, probs, ld, gqa_group, acc);
-=======
->>>>>>> i13cuda
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
     const float* ph = probs + (size_t)hk * gqa_group * ld + s.sink_len;
     double* ah = acc + (size_t)hk * gqa_group * d;
@@ -133,8 +127,7 @@ void CpuCache::dense_scores(const uint8_t* k, int64_t n, int64_t base, const flo
                             size_t ld) const {
   const Config& c = config();
   const int d = c.shape.head_dim;
-  std::vector<float> kf((size_t)n * row_);
-  to_float(k, c.kv_dtype, kf.size(), kf.data());
+  const std::vector<float> kf = dense_as_float(k, c.kv_dtype, (size_t)n * row_);
   for (int hk = 0; hk < c.shape.n_kv_heads; ++hk)
     for (int64_t t = 0; t < n; ++t) {
       const float* kr = kf.data() + (size_t)t * row_ + (size_t)hk * d;
@@ -152,8 +145,7 @@ void CpuCache::dense_apply(const uint8_t* v, int64_t n, int64_t base, const floa
                            double* acc) const {
   const Config& c = config();
   const int d = c.shape.head_dim;
-  std::vector<float> vf((size_t)n * row_);
-  to_float(v, c.kv_dtype, vf.size(), vf.data());
+  const std::vector<float> vf = dense_as_float(v, c.kv_dtype, (size_t)n * row_);
   for (int hk = 0; hk < c.shape.n_kv_heads; ++hk)
     for (int64_t t = 0; t < n; ++t) {
       const float* vr = vf.data() + (size_t)t * row_ + (size_t)hk * d;

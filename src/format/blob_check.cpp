@@ -72,19 +72,11 @@ std::string check_tile(const uint8_t* tile, size_t size, int n_tokens, int head_
   return std::string();
 }
 
-<<<<<<< HEAD
-// Checks the zero points and scales of K or V ([groups][n] zero points, then [groups][n]
+// Checks the zero points and scales of K or V ([scale_groups][n] zero points, then [scale_groups][n]
 // scales, wide or compact encoding): every scale finite, and every code the tiles hold
 // for a token dequantizes to a finite value. range[g * n + slot] holds the code extremes
 // of group g, stored slot. (q + z) * s is monotonic in q, so the extremes decide.
 std::string check_affine(const uint8_t* zero, const uint8_t* scale, bool wide, int scale_groups, int n,
-=======
-// Checks the zero points and scales of K or V ([scale_groups][n] int32, then [scale_groups][n]
-// float): every scale finite, and every code the tiles hold for a token dequantizes to a
-// finite value. range[g * n + slot] holds the code extremes of group g, stored slot.
-// (q + z) * s is monotonic in q, so the extremes decide.
-std::string check_affine(const uint8_t* blob, size_t zero_at, size_t scale_at, int scale_groups, int n,
->>>>>>> i13cuda
                          const CodeRange* range, const char* what) {
   for (size_t i = 0; i < (size_t)scale_groups * n; ++i) {
     const fmt::Affine a = fmt::load_affine(zero, scale, wide, i);
@@ -167,18 +159,13 @@ BlobCheck validate_blob(const fmt::Shape& sh, const uint8_t* blob, size_t size) 
                                        range[is_k ? 0 : 1].data() + (scale_groups == 1 ? 0 : (size_t)head * n));
     if (!err.empty()) return bad(std::string(is_k ? "K" : "V") + " tile of head " + std::to_string(head) + ": " + err);
   }
-<<<<<<< HEAD
   std::string err;
   for (int kv = 0; kv < 2 && err.empty(); ++kv) {
     const uint8_t *zero = nullptr, *scale = nullptr;
     bool wide = false;
     sh.zs_fields(blob, kv, 0, &zero, &scale, &wide);
-    err = check_affine(zero, scale, wide, groups, n, range[kv].data(), kv == 0 ? "K" : "V");
+    err = check_affine(zero, scale, wide, scale_groups, n, range[kv].data(), kv == 0 ? "K" : "V");
   }
-=======
-  std::string err = check_affine(blob, l.k_zero_at, l.k_scale_at, scale_groups, n, range[0].data(), "K");
-  if (err.empty()) err = check_affine(blob, l.v_zero_at, l.v_scale_at, scale_groups, n, range[1].data(), "V");
->>>>>>> i13cuda
   if (!err.empty()) return bad(err);
 
   BlobCheck ok;
