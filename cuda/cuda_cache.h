@@ -17,11 +17,11 @@
 // first tokens, a new pool chunk when the current one might overflow (geometric growth,
 // so rarely), and a larger flush scratch for a larger prefill than seen before.
 // Attention calls neither allocate nor synchronize, so they should be capturable in a CUDA
-// graph; capture has not been tested. Known limitations: greedy repacking is CPU-only (create fails with
-// NOT_SUPPORTED); remove_seq and reset synchronize with the cache's work and free
-// chunks with cudaFree. Errors
-// found inside kernels (non-finite K/V) are reported by sync(), naming sequence and
-// token. Thread-safety: as CacheImpl (no internal lock).
+// graph; capture has not been tested. Known limitations: greedy repacking is CPU-only
+// (create fails with NOT_SUPPORTED); remove_seq and reset synchronize with the cache's
+// work and free chunks with cudaFree. Errors found inside kernels (non-finite K/V) are
+// reported by sync(), naming sequence and token. Thread-safety: as CacheImpl (no internal
+// lock: calls on one cache must not overlap).
 #ifndef PACKKV_CUDA_CACHE_H
 #define PACKKV_CUDA_CACHE_H
 

@@ -75,6 +75,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
   float* WZr = reinterpret_cast<float*>(wb + L.wzr); // [G][16] per-round sum w*z
   int* round_start = reinterpret_cast<int*>(wb + L.round_start);
   int* pre = reinterpret_cast<int*>(wb + L.pre);
+  // The CTA view for the shared pieces, built from the locals above (filling the struct
+  // field by field first cost 2-3% more instructions in apply and decode, nvcc 13.0 sm_90).
   const Cta<G> t{warp, lane, nw, row, kvh, qh0, n_valid, split, qS, qsum, acc, arw, ml, wb, sc, Wr, WZr, round_start, pre};
 
   if (V::kUsesK) {

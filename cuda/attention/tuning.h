@@ -13,9 +13,12 @@
 namespace packkv {
 namespace cu {
 
-// Warps per CTA (at most; fewer when shared memory does not fit, split_plan.cu).
+// Warps per CTA (at most; fewer when shared memory does not fit, family_cudacore.cu).
+// Set by design with the first kernel, not by an A/B measurement.
 constexpr int kMaxWarps = 4;
-// Query heads per CTA: a GQA group larger than this uses several CTAs per KV head.
+// Query heads per CTA: a GQA group larger than this uses several CTAs per KV head. Set by
+// the register budget of the K and V rounds (16 x G partial sums or weights per lane);
+// not A/B-measured against 8.
 constexpr int kMaxG = 4;
 
 // CTAs per SM that the compressed-token splits aim for: several waves of the 6-8 resident

@@ -445,7 +445,8 @@ PACKKV_API packkv_status_t packkv_cache_sync(const packkv_cache_t* cache);
  *   Arithmetic and accumulation are fp32; results are fp32. Tokens are scored in
  *   original order whatever the repacking. Sequences with no tokens give empty
  *   scores, zero outputs and lse = -inf. No allocation and no host synchronization
- *   on a CUDA cache (graph-capturable). */
+ *   on a CUDA cache, so the calls can in principle be captured in a CUDA graph (not
+ *   tested yet). */
 
 /** Workspace bytes needed by an attention call on this cache with these sizes
  *  (0 for a CPU cache). The workspace must be 256-byte aligned (cudaMalloc memory is).

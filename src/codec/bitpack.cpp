@@ -99,7 +99,7 @@ void encode_tile(const uint8_t* codes, size_t token_stride, int n_tokens, int he
     const size_t head = out->size();
     // The round's bytes, written through a cursor at its start (8 bytes of slack for
     // write_pack_fast, dropped below).
-    const size_t round_bytes = fmt::RoundWriter(nullptr, head_dim, bits).header_bytes() + payload;
+    const size_t round_bytes = fmt::round_header_bytes(head_dim, bits) + payload;
     out->resize(head + round_bytes + 8, 0);
     fmt::RoundWriter w(out->data() + head, head_dim, bits);
     for (int c = 0; c < head_dim; ++c) {

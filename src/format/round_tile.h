@@ -56,6 +56,10 @@ PACKKV_HD size_t mins_bytes(int head_dim, int bits) { return (size_t)head_dim * 
 PACKKV_HD size_t lens_bytes(int head_dim, int bits) {
   return (size_t)head_dim * len_bits(bits) / 8;
 }
+// MINS + LENS: the bytes of every round before its payload.
+PACKKV_HD size_t round_header_bytes(int head_dim, int bits) {
+  return mins_bytes(head_dim, bits) + lens_bytes(head_dim, bits);
+}
 // Largest possible tile (all encode lengths = b).
 PACKKV_HD size_t max_tile_bytes(int block_tokens, int head_dim, int bits) {
   return (size_t)(block_tokens / kPackTokens) *
