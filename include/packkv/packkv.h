@@ -249,10 +249,12 @@ typedef struct packkv_cache_params {
 PACKKV_API packkv_status_t packkv_cache_params_init(packkv_cache_params_t* params,
                                                     size_t struct_size);
 
-/** The code width (bits) that a relative scale r implies: the smallest b with
- *  2^b - 1 >= floor((1/r) * (1 + 1e-6)) + 1, i.e. room for the largest code the
- *  quantizer can produce, q <= range/s + 1 (PACKKV.md section 3.1; r = 0.1 -> 4,
- *  r = 0.2 -> 3, r = 1/254 -> 8).
+/** The code width (bits) that a relative scale r implies for the default compact zero
+ *  points and scales: the smallest b with 2^b - 1 >= floor((1/r) / (1 - 2^-8) * (1 + 1e-6)) + 1,
+ *  i.e. room for the largest code the quantizer can produce, q <= range/s + 1, with s the
+ *  stored scale (rounded down by less than 2^-8 of itself; PACKKV.md sections 3.1, 8.4;
+ *  r = 0.1 -> 4, r = 0.2 -> 3, r = 1/254 -> 8). A PACKKV_ZS_WIDE cache derives its widths
+ *  without the 1 / (1 - 2^-8) factor (version 1), one bit less for 1/r just below 2^b - 1.
  *  @param rel_scale r, finite, in (0, 1].
  *  @param bits      [host] out: 1..8.
  *  @return PACKKV_ERR_INVALID_ARGUMENT if bits is NULL, r is out of range, or r
