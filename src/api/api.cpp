@@ -198,6 +198,12 @@ packkv_status_t packkv_cache_create(const packkv_cache_params_t* params, packkv_
   PACKKV_API_BEGIN
   require(out != nullptr, "packkv_cache_create: out is NULL");
   const packkv::Config config = packkv::Config::from_params(params);
+  if (config.device >= 0 && config.k_transform != PACKKV_K_TRANSFORM_NONE)
+    packkv::fail(PACKKV_ERR_NOT_SUPPORTED,
+                 "packkv_cache_create: params.k_transform = PACKKV_K_TRANSFORM_CENTER runs on the CPU backend only");
+  if (config.device >= 0 && config.sink_tokens != 0)
+    packkv::fail(PACKKV_ERR_NOT_SUPPORTED,
+                 "packkv_cache_create: params.sink_tokens > 0 runs on the CPU backend only (CUDA: not yet)");
   std::unique_ptr<packkv_cache> cache(new packkv_cache);
   cache->impl = config.device < 0 ? packkv::make_cpu_cache(config) : packkv::make_cuda_cache(config);
   *out = cache.release();

@@ -1,6 +1,7 @@
-// CpuCache attention: scores, apply and decode over a sequence's compressed blocks
-// (cpu/block_attention.h, integer-domain) and its residual window (float64 dot
-// products). gqa_group = n_q_heads / n_kv_heads query heads read each KV head.
+// CpuCache attention: scores, apply and decode over a sequence's sink tokens, its
+// compressed blocks (cpu/block_attention.h, integer-domain) and its residual window
+// (sink tokens and window: float64 dot products). gqa_group = n_q_heads / n_kv_heads query
+// heads read each KV head.
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -14,10 +15,11 @@ namespace packkv {
 
 namespace {
 
-// `values` values of a residual window (kv_dtype bytes, [residual_len][H][D]) as float.
-std::vector<float> window_as_float(const std::vector<uint8_t>& window, packkv_dtype_t kv_dtype, size_t values) {
+// `values` values of dense tokens (kv_dtype bytes, [n][H][D]: sink tokens or a residual
+// window) as float.
+std::vector<float> dense_as_float(const uint8_t* dense, packkv_dtype_t kv_dtype, size_t values) {
   std::vector<float> f(values);
-  to_float(window.data(), kv_dtype, values, f.data());
+  to_float(dense, kv_dtype, values, f.data());
   return f;
 }
 
@@ -80,51 +82,80 @@ void CpuCache::load_q(const AttnArgs& a, int i, float* q) const {
   for (size_t x = 0; x < n; ++x) q[x] = load_as_float(a.q, a.q_dtype, first + x);
 }
 
-// Scores of all query heads over one sequence: out[j * ld + t].
+// Scores of all query heads over one sequence: out[j * ld + t] (sink tokens, blocks,
+// residual window, in token order).
 void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, float* out, size_t ld) const {
   const fmt::Shape& sh = config().shape;
   const int d = sh.head_dim;
-  const std::vector<float> res = window_as_float(s.res_k, config().kv_dtype, (size_t)s.residual_len * row_);
   AttnScratch scratch;
+  dense_scores(s.sink_k.data(), s.sink_len, 0, q, gqa_group, out, ld);
+  std::vector<double> bias(gqa_group);  // K centering: q . mu (float64)
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
     const float* qh = q + (size_t)hk * gqa_group * d;
-    float* oh = out + (size_t)hk * gqa_group * ld;
-    for (int64_t b = 0; b < s.n_blocks(); ++b)
-      block_scores(sh, s.blob(b), hk, qh, gqa_group, oh + b * sh.block_tokens, ld, &scratch);
-    const int64_t base = s.n_blocks() * sh.block_tokens;
-    for (int64_t t = 0; t < s.residual_len; ++t) {
-      const float* kr = res.data() + (size_t)t * row_ + (size_t)hk * d;
-      for (int j = 0; j < gqa_group; ++j) {
-        const float* qj = qh + (size_t)j * d;
-        double dot = 0.0;
-        for (int x = 0; x < d; ++x) dot += (double)qj[x] * (double)kr[x];
-        oh[(size_t)j * ld + base + t] = (float)dot;
-      }
+    float* oh = out + (size_t)hk * gqa_group * ld + s.sink_len;
+    const bool centred = !s.k_mean.empty();
+    for (int j = 0; j < gqa_group && centred; ++j) {
+      double dot = 0.0;
+      for (int x = 0; x < d; ++x) dot += (double)qh[(size_t)j * d + x] * (double)s.k_mean[(size_t)hk * d + x];
+      bias[j] = dot;
     }
+    for (int64_t b = 0; b < s.n_blocks(); ++b)
+      block_scores(sh, s.blob(b), hk, qh, gqa_group, oh + b * sh.block_tokens, ld, &scratch,
+                   centred ? bias.data() : nullptr);
   }
+  dense_scores(s.res_k.data(), s.residual_len, s.sink_len + s.n_blocks() * sh.block_tokens, q, gqa_group, out, ld);
 }
 
 // acc[j][c] = sum_t probs[j * ld + t] V[t][kv_head(j)][c] over one sequence.
 void CpuCache::seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const {
   const fmt::Shape& sh = config().shape;
   const int d = sh.head_dim;
-  const std::vector<float> res = window_as_float(s.res_v, config().kv_dtype, (size_t)s.residual_len * row_);
   std::fill(acc, acc + (size_t)sh.n_kv_heads * gqa_group * d, 0.0);
   AttnScratch scratch;
+  dense_apply(s.sink_v.data(), s.sink_len, 0, probs, ld, gqa_group, acc);
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
-    const float* ph = probs + (size_t)hk * gqa_group * ld;
+    const float* ph = probs + (size_t)hk * gqa_group * ld + s.sink_len;
     double* ah = acc + (size_t)hk * gqa_group * d;
     for (int64_t b = 0; b < s.n_blocks(); ++b)
       block_apply(sh, s.blob(b), hk, ph + b * sh.block_tokens, gqa_group, ld, ah, &scratch);
-    const int64_t base = s.n_blocks() * sh.block_tokens;
-    for (int64_t t = 0; t < s.residual_len; ++t) {
-      const float* vr = res.data() + (size_t)t * row_ + (size_t)hk * d;
+  }
+  dense_apply(s.res_v.data(), s.residual_len, s.sink_len + s.n_blocks() * sh.block_tokens, probs, ld, gqa_group,
+              acc);
+}
+
+void CpuCache::dense_scores(const uint8_t* k, int64_t n, int64_t base, const float* q, int gqa_group, float* out,
+                            size_t ld) const {
+  const Config& c = config();
+  const int d = c.shape.head_dim;
+  const std::vector<float> kf = dense_as_float(k, c.kv_dtype, (size_t)n * row_);
+  for (int hk = 0; hk < c.shape.n_kv_heads; ++hk)
+    for (int64_t t = 0; t < n; ++t) {
+      const float* kr = kf.data() + (size_t)t * row_ + (size_t)hk * d;
       for (int j = 0; j < gqa_group; ++j) {
-        const double p = ph[(size_t)j * ld + base + t];
-        for (int x = 0; x < d; ++x) ah[(size_t)j * d + x] += p * vr[x];
+        const int jq = hk * gqa_group + j;
+        const float* qj = q + (size_t)jq * d;
+        double dot = 0.0;
+        for (int x = 0; x < d; ++x) dot += (double)qj[x] * (double)kr[x];
+        out[(size_t)jq * ld + base + t] = (float)dot;
       }
     }
-  }
+}
+
+void CpuCache::dense_apply(const uint8_t* v, int64_t n, int64_t base, const float* probs, size_t ld, int gqa_group,
+                           double* acc) const {
+  const Config& c = config();
+  const int d = c.shape.head_dim;
+  const std::vector<float> vf = dense_as_float(v, c.kv_dtype, (size_t)n * row_);
+  for (int hk = 0; hk < c.shape.n_kv_heads; ++hk)
+    for (int64_t t = 0; t < n; ++t) {
+      const float* vr = vf.data() + (size_t)t * row_ + (size_t)hk * d;
+      for (int j = 0; j < gqa_group; ++j) {
+        const int jq = hk * gqa_group + j;
+        const double p = probs[(size_t)jq * ld + base + t];
+        double* a = acc + (size_t)jq * d;
+        for (int x = 0; x < d; ++x) a[x] += p * vr[x];
+      }
+    }
 }
 
 }  // namespace packkv

@@ -75,7 +75,7 @@ inline void axpy16(const float* __restrict q, int d, int n_q, const float* __res
 }  // namespace
 
 void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const float* q, int n_q,
-                  float* out, size_t ld, AttnScratch* scratch) {
+                  float* out, size_t ld, AttnScratch* scratch, const double* bias) {
   const int n = sh.block_tokens, d = sh.head_dim;
   const fmt::HeadView v = sh.head(blob, fmt::kK, head);
   scratch->f.resize((size_t)n_q * P);
@@ -107,7 +107,7 @@ void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const flo
       const int t = v.original(slot);
       for (int j = 0; j < n_q; ++j) {
         const double u = (double)acc[(size_t)j * P + i] + min_term[j] + (double)a.zero * sum_q[j];
-        out[(size_t)j * ld + t] = (float)(u * (double)a.scale);
+        out[(size_t)j * ld + t] = (float)(u * (double)a.scale + (bias ? bias[j] : 0.0));
       }
     }
   }

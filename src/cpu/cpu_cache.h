@@ -21,12 +21,18 @@
 
 namespace packkv {
 
-// One sequence of the CPU cache.
+// One sequence of the CPU cache: its tokens are, in order, sink_len sink tokens, the
+// n_blocks() compressed blocks, and residual_len residual tokens (sink tokens fill first:
+// blocks and the residual window start once sink_len == sink_tokens).
 struct CpuSeq {
+  std::vector<uint8_t> sink_k, sink_v;  // sink tokens, [sink_len][H][D] in kv_dtype
+  int64_t sink_len = 0;                 // sink tokens held (<= Config::sink_tokens)
   std::vector<uint8_t> store;          // blobs, each kBlobAlign-aligned
   std::vector<uint64_t> block_offset;  // start of each blob in store
   std::vector<uint8_t> res_k, res_v;   // residual window, [residual_len][H][D] in kv_dtype
   int64_t residual_len = 0;            // tokens in the residual window
+  std::vector<float> k_mean;           // K_TRANSFORM_CENTER: [H][D] mean of K over block 0
+                                       // (empty until block 0 is compressed)
 
   int64_t n_blocks() const { return (int64_t)block_offset.size(); }
   // Blob b (kBlobAlign-aligned: std::vector storage is at least 16-aligned through
@@ -59,8 +65,10 @@ class CpuCache final : public CacheImpl {
  private:
   // append.cpp: encodes the first n_blocks blocks of the window (residual tokens of s,
   // then the new tokens nk / nv in kv_dtype) as blobs placed after `store_end` bytes.
+  // With K centering the sequence's K mean is s.k_mean, or (first block) computed into
+  // *k_mean from that block.
   void encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks, size_t store_end,
-                      std::vector<uint8_t>* blobs, std::vector<uint64_t>* offsets) const;
+                      std::vector<uint8_t>* blobs, std::vector<uint64_t>* offsets, std::vector<float>* k_mean) const;
   // input_check.cpp: n values of dtype as kv_dtype (src itself when dtype is kv_dtype,
   // else *conv), rejecting values that are not finite in kv_dtype (NaN, inf, or
   // overflow by the conversion) with an error naming sequence, token, head and channel.
@@ -70,6 +78,12 @@ class CpuCache final : public CacheImpl {
   void load_q(const AttnArgs& a, int i, float* q) const;
   void seq_scores(const CpuSeq& s, const float* q, int gqa_group, float* out, size_t ld) const;
   void seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const;
+  // Scores / weighted V of n dense tokens in kv_dtype ([n][H][D], the sink tokens or the
+  // residual window) at positions base .. base+n-1, float64 products.
+  void dense_scores(const uint8_t* k, int64_t n, int64_t base, const float* q, int gqa_group, float* out,
+                    size_t ld) const;
+  void dense_apply(const uint8_t* v, int64_t n, int64_t base, const float* probs, size_t ld, int gqa_group,
+                   double* acc) const;
 
   std::vector<CpuSeq> seqs_;
   size_t row_ = 0;   // values per token (n_kv_heads * head_dim)

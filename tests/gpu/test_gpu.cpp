@@ -21,6 +21,7 @@
 #include "../host/helpers.h"
 #include "api/cache_impl.h"
 #include "api/internal_access.h"
+#include "format/shape.h"
 #include "packkv/packkv.h"
 #define PACKKV_EXPERIMENTAL_API
 #include "packkv/packkv_experimental.h"
@@ -62,6 +63,7 @@ struct Shape {
   packkv_dtype_t kv_dtype = PACKKV_DTYPE_F16;
   packkv_dtype_t in_dtype = PACKKV_DTYPE_F32;
   packkv_dtype_t q_dtype = PACKKV_DTYPE_F32;
+  packkv_zs_format_t zs = PACKKV_ZS_COMPACT;
 };
 
 packkv_cache_params_t make_params(const Shape& s, int device) {
@@ -81,6 +83,7 @@ packkv_cache_params_t make_params(const Shape& s, int device) {
   p.kv_dtype = s.kv_dtype;
   p.block_tokens = s.block;
   p.residual_tokens = s.residual;
+  p.zs_format = s.zs;
   return p;
 }
 
@@ -580,6 +583,51 @@ TEST_SUITE("gpu") {
       for (int64_t b = 0; b < ci.n_blocks(0); ++b) CHECK(gi.block_bytes(0, b) == ci.block_bytes(0, b));
     }
     CUDA_OK(cudaSetDevice(0));
+  }
+  TEST_CASE("wide zero points and scales (the version-1 blob layout): identical bytes") {
+    Shape s;
+    s.zs = PACKKV_ZS_WIDE;
+    run_scenario(s, 21);
+    s.heads = 3; s.gran = PACKKV_SCALE_PER_TOKEN_HEAD; s.q_heads = 3;
+    run_scenario(s, 22, 20);
+  }
+  TEST_CASE("compact zero points and scales: wide fallback blocks (groups far from zero, fp32 constants)") {
+    for (packkv_scale_granularity_t gran : {PACKKV_SCALE_PER_TOKEN, PACKKV_SCALE_PER_TOKEN_HEAD}) {
+      Shape s;
+      s.heads = 2; s.dim = 64; s.q_heads = 4; s.seqs = 2; s.block = 32; s.residual = 16;
+      s.kv_dtype = PACKKV_DTYPE_F32; s.gran = gran;
+      Pair p(s);
+      std::mt19937 rng(23);
+      const size_t row = p.row;
+      const int T = 200;
+      std::vector<float> k = kv_data(2 * T, row, rng, 2.0f), v = kv_data(2 * T, row, rng, 0.5f);
+      for (int t : {5, 70, 71, 150, 260}) {  // |min / s| > 32767 at r = 0.1: the block falls back to wide fields
+        for (size_t i = 0; i < row; ++i) k[t * row + i] = 3000.0f + 0.25f * static_cast<float>(i % 3);
+      }
+      for (size_t i = 0; i < row; ++i) v[100 * row + i] = 0.3f;       // fp32 constant: no compact fields
+      for (size_t i = 0; i < row; ++i) v[300 * row + i] = 0.2998046875f;  // fp16 constant: compact, exact
+      p.append_data({0, 1}, {T, T}, k, v);
+      p.check_all(rng);
+      // some blocks are wide fallback blocks, some are not
+      const packkv::CacheImpl& impl = packkv::internal_impl(p.cpu.c);
+      const packkv::fmt::Shape& sh = impl.config().shape;
+      int wide = 0, all = 0;
+      for (int q = 0; q < 2; ++q)
+        for (int64_t b = 0; b < impl.n_blocks(q); ++b, ++all) wide += sh.zs_wide(impl.block_bytes(q, b).data());
+      CHECK(wide >= 3);
+      CHECK(wide < all);
+    }
+  }
+  TEST_CASE("sink tokens and K centring are refused on a CUDA cache (CPU only for now)") {
+    Shape s;
+    packkv_cache_params_t p = make_params(s, 0);
+    p.sink_tokens = 4;
+    packkv_cache_t* c = nullptr;
+    CHECK(packkv_cache_create(&p, &c) == PACKKV_ERR_NOT_SUPPORTED);
+    p.sink_tokens = 0;
+    p.k_transform = PACKKV_K_TRANSFORM_CENTER;
+    CHECK(packkv_cache_create(&p, &c) == PACKKV_ERR_NOT_SUPPORTED);
+    CHECK(c == nullptr);
   }
   TEST_CASE("greedy repacking is CPU-only") {
     Shape s;

@@ -180,7 +180,8 @@ class Cache:
         kv_dtype: dtype of the uncompressed residual window ("float16", "bfloat16",
             "float32", numpy or torch dtypes).
         max_tokens_per_seq, rel_scale_k, rel_scale_v, bits_k, bits_v, block_tokens,
-        residual_tokens: as in packkv_cache_params_t; None keeps the library default.
+        residual_tokens, sink_tokens, zs_format, k_transform: as in packkv_cache_params_t
+            (the C enum values for the last two); None keeps the library default.
         repack: "none", "median" or "greedy" (or the C enum value); None: default.
         scale_granularity: "per_token" or "per_token_head"; None: default.
 
@@ -204,7 +205,9 @@ class Cache:
                  rel_scale_k: float | None = None, rel_scale_v: float | None = None,
                  bits_k: int | None = None, bits_v: int | None = None,
                  repack: Any = None, scale_granularity: Any = None,
-                 block_tokens: int | None = None, residual_tokens: int | None = None):
+                 block_tokens: int | None = None, residual_tokens: int | None = None,
+                 sink_tokens: int | None = None, zs_format: int | None = None,
+                 k_transform: int | None = None):
         self._ptr = None
         self._lock = _RWLock()
         p = _raw.CacheParamsStruct()
@@ -212,7 +215,8 @@ class Cache:
         ints = {"device": device, "n_kv_heads": n_kv_heads, "head_dim": head_dim,
                 "max_seqs": max_seqs, "max_tokens_per_seq": max_tokens_per_seq,
                 "bits_k": bits_k, "bits_v": bits_v, "block_tokens": block_tokens,
-                "residual_tokens": residual_tokens,
+                "residual_tokens": residual_tokens, "sink_tokens": sink_tokens,
+                "zs_format": zs_format, "k_transform": k_transform,
                 "repack": _enum("repack", repack, REPACK),
                 "scale_granularity": _enum("scale_granularity", scale_granularity,
                                            SCALE_GRANULARITY)}
