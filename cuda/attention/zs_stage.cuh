@@ -27,9 +27,11 @@ struct ZsStaged {
 // made ptxas spill in the apply kernels; nvcc 13.0, sm_90). zero_at / scale_at: the header
 // fields of the group; wide_zero / wide_scale: the group's fields relative to a wide
 // fallback block's wide_zs_at.
-__device__ __noinline__ ZsStaged zs_stage_at(uint8_t* zbuf, uint8_t* sbuf, const uint8_t* blob, uint32_t zero_at,
-                                             uint32_t scale_at, uint32_t marker_at, uint32_t tiles_at, int last_tile,
-                                             uint32_t wide_zero, uint32_t wide_scale, int N, bool compact) {
+// static: one copy per translation unit (both attention families include this header).
+static __device__ __noinline__ ZsStaged zs_stage_at(uint8_t* zbuf, uint8_t* sbuf, const uint8_t* blob,
+                                                    uint32_t zero_at, uint32_t scale_at, uint32_t marker_at,
+                                                    uint32_t tiles_at, int last_tile, uint32_t wide_zero,
+                                                    uint32_t wide_scale, int N, bool compact) {
   const uint8_t* z = blob + zero_at;
   const uint8_t* s = blob + scale_at;
   bool wide = !compact;
@@ -65,8 +67,8 @@ __device__ inline ZsStaged zs_stage(uint8_t* zbuf, uint8_t* sbuf, const uint8_t*
 // The compact part of zs_widen: out of line, so that its few registers do not add to
 // the register pressure of the kernels' decode loops (inlined, it made ptxas spill in
 // decode with 4 query heads per CTA; nvcc 13.0, sm_90).
-__device__ __noinline__ void zs_widen_compact(uint8_t* zbuf, uint8_t* sbuf, uint32_t zero_off, uint32_t scale_off,
-                                              int N) {
+static __device__ __noinline__ void zs_widen_compact(uint8_t* zbuf, uint8_t* sbuf, uint32_t zero_off,
+                                                     uint32_t scale_off, int N) {
   const int lane = threadIdx.x & 31;
   for (int slot0 = 0; slot0 < N; slot0 += 32) {
     const int slot = slot0 + lane;
