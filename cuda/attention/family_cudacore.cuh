@@ -25,6 +25,7 @@
 #include "attention/residual_window.cuh"
 #include "attention/split_merge.cuh"
 #include "attention/tile_walk.cuh"
+#include "attention/zs_stage.cuh"
 #include "attention/tuning.h"
 #include "attention/variants.cuh"
 #include "device_util.cuh"
@@ -120,27 +121,30 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       size_t koff, ksz, voff, vsz;
       SH.tile_extent(blob, fmt::kK, kvh, &koff, &ksz);
       SH.tile_extent(blob, fmt::kV, kvh, &voff, &vsz);
-      // Stage this block: K tile, V tile, their zero points and scales, the perm.
-      const size_t z_at = SH.zero_at(V::kUsesK ? fmt::kK : fmt::kV, grp);
-      const size_t s_at = SH.scale_at(V::kUsesK ? fmt::kK : fmt::kV, grp);
+      // Stage this block: K tile, V tile, their zero points and scales (zs_stage.cuh:
+      // any encoding, widened to int32 / fp32 after the wait), the perm.
       const uint32_t kt = V::kUsesK ? stage(kbuf, blob + koff, ksz) : 0u;
       const uint32_t vt = V::kUsesV ? stage(vbuf, blob + voff, vsz) : 0u;
-      const int32_t* zst = reinterpret_cast<const int32_t*>(wb + L.zb + stage(wb + L.zb, blob + z_at, N * 4));
-      const float* sst = reinterpret_cast<const float*>(wb + L.sb + stage(wb + L.sb, blob + s_at, N * 4));
+      const ZsStaged zs1 = zs_stage(wb + L.zb, wb + L.sb, blob, SH, V::kUsesK ? fmt::kK : fmt::kV, grp);
       const uint8_t* perm = blob + SH.layout.perm_at;
       if (V::kPositions && c.shape.has_perm) perm = wb + L.pb + stage(wb + L.pb, perm, N);
-      const int32_t* vzst = zst;
-      float* vsst = const_cast<float*>(sst);  // this warp's staged copy (fit_block may rescale it)
-      if (V::kUsesK && V::kUsesV) {
-        vzst = reinterpret_cast<const int32_t*>(wb + L.vzb + stage(wb + L.vzb, blob + SH.zero_at(fmt::kV, grp), N * 4));
-        vsst = reinterpret_cast<float*>(wb + L.vsb + stage(wb + L.vsb, blob + SH.scale_at(fmt::kV, grp), N * 4));
-      }
+      ZsStaged zs2 = zs1;
+      if (V::kUsesK && V::kUsesV) zs2 = zs_stage(wb + L.vzb, wb + L.vsb, blob, SH, fmt::kV, grp);
       __pipeline_commit();
       auto orig = [&](int slot) -> int64_t {
         return static_cast<int64_t>(blk) * N + (c.shape.has_perm ? perm[slot] : slot);
       };
       __pipeline_wait_prior(0);
       __syncwarp();
+      const int32_t* zst;
+      const float* sst;
+      zs_widen(wb + L.zb, wb + L.sb, zs1, N, &zst, &sst);
+      const int32_t* vzst = zst;
+      const float* vsst_c = sst;
+      if (V::kUsesK && V::kUsesV) zs_widen(wb + L.vzb, wb + L.vsb, zs2, N, &vzst, &vsst_c);
+      // this warp's widened copy in shared memory (compact fields widened at the buffer
+      // start, wide ones where staged): writable, fit_block may rescale it
+      float* vsst = const_cast<float*>(vsst_c);
 
       // Rare: a K grid beyond FLT_MAX (clamped_block.cuh) takes the clamped path.
       const bool kclamp = V::kUsesK && grid_beyond_fp32(sst, zst, N, (1 << c.shape.bits_k) - 1, lane);

@@ -40,6 +40,7 @@
 #include "attention/tile_walk.cuh"
 #include "attention/tuning.h"
 #include "attention/variants.cuh"
+#include "attention/zs_stage.cuh"
 #include "common/rules.h"
 #include "device_util.cuh"
 #include "format/round_tile.h"
@@ -198,24 +199,25 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
     size_t koff, ksz, voff, vsz;
     SH.tile_extent(blob, fmt::kK, kvh, &koff, &ksz);
     SH.tile_extent(blob, fmt::kV, kvh, &voff, &vsz);
-    const size_t z_at = SH.zero_at(V::kUsesK ? fmt::kK : fmt::kV, grp);
-    const size_t s_at = SH.scale_at(V::kUsesK ? fmt::kK : fmt::kV, grp);
+    // Zero points and scales in any encoding (zs_stage.cuh: compact, wide or a compact cache's
+    // wide fallback block), widened to int32 / fp32 after the wait, read once per block.
     const uint32_t kt = V::kUsesK ? stage(wb + L.kbuf, blob + koff, ksz) : 0u;
     const uint32_t vt = V::kUsesV ? stage(wb + L.vbuf, blob + voff, vsz) : 0u;
-    const int32_t* zst = reinterpret_cast<const int32_t*>(wb + L.zb + stage(wb + L.zb, blob + z_at, N * 4));
-    const float* sst = reinterpret_cast<const float*>(wb + L.sb + stage(wb + L.sb, blob + s_at, N * 4));
+    const ZsStaged zs1 = zs_stage(wb + L.zb, wb + L.sb, blob, SH, V::kUsesK ? fmt::kK : fmt::kV, grp);
     const uint8_t* perm = nullptr;
     if (V::kPositions && SH.has_perm) perm = wb + L.pb + stage(wb + L.pb, blob + SH.layout.perm_at, N);
-    const int32_t* vzst = zst;
-    const float* vsst = sst;
-    if (V::kSoftmax) {
-      vzst = reinterpret_cast<const int32_t*>(wb + L.vzb + stage(wb + L.vzb, blob + SH.zero_at(fmt::kV, grp), N * 4));
-      vsst = reinterpret_cast<const float*>(wb + L.vsb + stage(wb + L.vsb, blob + SH.scale_at(fmt::kV, grp), N * 4));
-    }
+    ZsStaged zs2 = zs1;
+    if (V::kSoftmax) zs2 = zs_stage(wb + L.vzb, wb + L.vsb, blob, SH, fmt::kV, grp);
     __pipeline_commit();
     auto orig = [&](int slot) -> int64_t { return static_cast<int64_t>(blk) * N + (perm ? perm[slot] : slot); };
     __pipeline_wait_prior(0);
     __syncwarp();
+    const int32_t* zst;
+    const float* sst;
+    zs_widen(wb + L.zb, wb + L.sb, zs1, N, &zst, &sst);
+    const int32_t* vzst = zst;
+    const float* vsst = sst;
+    if (V::kSoftmax) zs_widen(wb + L.vzb, wb + L.vsb, zs2, N, &vzst, &vsst);
 
     if (V::kUsesK) {
       const uint4* qf = reinterpret_cast<const uint4*>(smem + L.qf);

@@ -18,9 +18,12 @@ namespace cu {
 
 constexpr int kThreads = 256;  // threads per CTA of the stats, tiles and residual kernels
 
-// Byte layout of the per-block scratch area.
+// Byte layout of the per-block scratch area. kz..vs: the wide affines (fmt::group_affine)
+// per [group][token]; kzc..vsc: the compact ones (fmt::group_affine_compact; only for a
+// ZsFormat::kCompact cache); no_compact[token]: 1 when a group of the token has none,
+// which makes the block a wide fallback block (format/shape.h).
 struct ScratchLayout {
-  size_t kz, ks, vz, vs, med, perm, sizes, tiles, tile_stride, total;
+  size_t kz, ks, vz, vs, kzc, ksc, vzc, vsc, no_compact, med, perm, sizes, tiles, tile_stride, total;
 };
 __host__ __device__ inline ScratchLayout scratch_layout(const KernelConfig& c) {
   ScratchLayout l;
@@ -30,6 +33,12 @@ __host__ __device__ inline ScratchLayout scratch_layout(const KernelConfig& c) {
   l.ks = at; at += gn;
   l.vz = at; at += gn;
   l.vs = at; at += gn;
+  const size_t gnc = c.shape.zs == fmt::ZsFormat::kCompact ? gn : 0;
+  l.kzc = at; at += gnc;
+  l.ksc = at; at += gnc;
+  l.vzc = at; at += gnc;
+  l.vsc = at; at += gnc;
+  l.no_compact = at; at = align16(at + c.shape.block_tokens);
   l.med = at; at += static_cast<size_t>(c.shape.block_tokens) * 4;
   l.perm = at; at = align16(at + c.shape.block_tokens);
   l.sizes = at; at = align16(at + static_cast<size_t>(2 * c.shape.n_kv_heads) * 4);
@@ -38,6 +47,16 @@ __host__ __device__ inline ScratchLayout scratch_layout(const KernelConfig& c) {
   at += l.tile_stride * 2 * c.shape.n_kv_heads;
   l.total = align16(at);
   return l;
+}
+
+// Whether flushed block `sc` (its scratch) is stored with wide zero points and scales:
+// always for a kWide cache; for a kCompact one when a token of it has no compact fields.
+// Every thread of the CTA calls it (it reads N flags; a block barrier inside).
+__device__ inline bool block_zs_wide(const KernelConfig& c, const ScratchLayout& L, const uint8_t* sc) {
+  if (c.shape.zs == fmt::ZsFormat::kWide) return true;
+  int any = 0;
+  for (int t = threadIdx.x; t < c.shape.block_tokens; t += blockDim.x) any |= sc[L.no_compact + t];
+  return __syncthreads_or(any) != 0;
 }
 
 // Finds the descriptor that owns flattened block fb (descriptors are sorted by

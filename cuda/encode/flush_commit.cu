@@ -11,7 +11,9 @@ namespace {
 
 // Device. Grid total_blocks, 1024 threads. Allocates the blob of block fb from its
 // sequence's pool chunk (atomicAdd on used[seq]; the host guarantees the worst case fits),
-// writes tile_end, perm, zero points and scales (stored token order) and the staged
+// writes tile_end, perm, zero points and scales (stored token order; for a compact cache
+// the int16 / 16-bit fields, or a wide fallback block's marker and wide fields after the
+// tiles, as codec/block_codec.cpp) and the staged
 // tiles, records the address in the block table and adds to the per-sequence stats.
 constexpr int kCommitThreads = 1024;  // the blob copy is latency-bound: many loads in flight
 __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
@@ -27,6 +29,10 @@ __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
   const fmt::BlockLayout& BL = c.shape.layout;
   const uint32_t* sizes = reinterpret_cast<const uint32_t*>(sc + SL.sizes);
   const bool small = 2 * H <= 512;
+  const bool compact = c.shape.zs == fmt::ZsFormat::kCompact;
+  const bool wide = block_zs_wide(c, SL, sc);  // for a compact cache: wide fallback block
+  const size_t meta = static_cast<size_t>(G) * N * 4;  // one wide [G][N] array
+  __shared__ size_t wide_at_s;  // wide fallback: where its wide fields start
   if (threadIdx.x == 0) {
     uint32_t run = 0, ktiles = 0;
     for (int t = 0; t < 2 * H; ++t) {
@@ -34,7 +40,9 @@ __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
       if (small) ends[t] = run;
       if (t == H - 1) ktiles = run;
     }
-    const size_t total = BL.tiles_at + run;
+    const size_t wide_at = (BL.tiles_at + run + 3) & ~static_cast<size_t>(3);
+    wide_at_s = wide_at;
+    const size_t total = compact && wide ? wide_at + 4 * meta : BL.tiles_at + run;
     const unsigned long long alloc = align16(total);
     const unsigned long long off = atomicAdd(d.used + s.seq, alloc);
     uint8_t* blob = s.chunk + off;
@@ -50,9 +58,10 @@ __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
     const unsigned long long perm_b = c.shape.has_perm ? static_cast<unsigned long long>(N) : 0ull;
     add(&st->k_tiles, ktiles);
     add(&st->v_tiles, run - ktiles);
-    add(&st->k_scale, BL.v_zero_at - BL.k_zero_at);
-    add(&st->v_scale, BL.tiles_at - BL.v_zero_at);
-    add(&st->header, BL.k_zero_at - perm_b);
+    const unsigned long long fb_meta = compact && wide ? 2 * meta : 0ull;  // wide fields after the tiles
+    add(&st->k_scale, BL.v_zero_at - BL.k_zero_at + fb_meta);
+    add(&st->v_scale, BL.tiles_at - BL.v_zero_at + fb_meta);
+    add(&st->header, BL.k_zero_at - perm_b + (compact && wide ? wide_at - (BL.tiles_at + run) : 0ull));
     add(&st->perm, perm_b);
   }
   __syncthreads();
@@ -67,16 +76,36 @@ __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
   // perm and padding up to the zero points.
   for (size_t i = BL.perm_at + threadIdx.x; i < BL.k_zero_at; i += blockDim.x)
     blob[i] = (c.shape.has_perm && i < BL.perm_at + N) ? sc[SL.perm + (i - BL.perm_at)] : 0;
-  // Zero points and scales in stored token order.
+  // Zero points and scales in stored token order: wide fields (a wide cache, or after
+  // the tiles of a wide fallback block), compact ones, or the fallback's marker.
   const uint8_t* perm = sc + SL.perm;
+  uint8_t* wide_fields = compact ? blob + wide_at_s : blob + BL.k_zero_at;
   for (int i = threadIdx.x; i < G * N; i += blockDim.x) {
     const int g = i / N, j = i - g * N;
     const int t = c.shape.has_perm ? perm[j] : j;
     const int src = g * N + t;
-    reinterpret_cast<int32_t*>(blob + BL.k_zero_at)[i] = reinterpret_cast<const int32_t*>(sc + SL.kz)[src];
-    reinterpret_cast<float*>(blob + BL.k_scale_at)[i] = reinterpret_cast<const float*>(sc + SL.ks)[src];
-    reinterpret_cast<int32_t*>(blob + BL.v_zero_at)[i] = reinterpret_cast<const int32_t*>(sc + SL.vz)[src];
-    reinterpret_cast<float*>(blob + BL.v_scale_at)[i] = reinterpret_cast<const float*>(sc + SL.vs)[src];
+    if (wide) {
+      reinterpret_cast<int32_t*>(wide_fields)[i] = reinterpret_cast<const int32_t*>(sc + SL.kz)[src];
+      reinterpret_cast<float*>(wide_fields + meta)[i] = reinterpret_cast<const float*>(sc + SL.ks)[src];
+      reinterpret_cast<int32_t*>(wide_fields + 2 * meta)[i] = reinterpret_cast<const int32_t*>(sc + SL.vz)[src];
+      reinterpret_cast<float*>(wide_fields + 3 * meta)[i] = reinterpret_cast<const float*>(sc + SL.vs)[src];
+    }
+    if (compact) {
+      int16_t kz = 0, vz = 0;
+      uint16_t ks = 0, vs = 0;
+      if (!wide) {
+        kz = static_cast<int16_t>(reinterpret_cast<const int32_t*>(sc + SL.kzc)[src]);
+        ks = fmt::scale16_encode(reinterpret_cast<const float*>(sc + SL.ksc)[src]);
+        vz = static_cast<int16_t>(reinterpret_cast<const int32_t*>(sc + SL.vzc)[src]);
+        vs = fmt::scale16_encode(reinterpret_cast<const float*>(sc + SL.vsc)[src]);
+      } else if (i == 0) {
+        ks = fmt::kWideMarker;
+      }
+      reinterpret_cast<int16_t*>(blob + BL.k_zero_at)[i] = kz;
+      reinterpret_cast<uint16_t*>(blob + BL.k_scale_at)[i] = ks;
+      reinterpret_cast<int16_t*>(blob + BL.v_zero_at)[i] = vz;
+      reinterpret_cast<uint16_t*>(blob + BL.v_scale_at)[i] = vs;
+    }
   }
   // Tiles: all threads copy 2-byte units (tile sizes and offsets are even); the
   // owning tile of a unit is found by binary search over the tile ends.
@@ -124,8 +153,11 @@ __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
     }
   }
   const size_t begin = total_tiles;
-  // Zero the alignment tail so that over-reads see defined bytes.
-  const size_t total = BL.tiles_at + begin;
+  // Zero the padding before a wide fallback's fields, and the alignment tail so that
+  // over-reads see defined bytes.
+  const size_t tiles_end = BL.tiles_at + begin;
+  const size_t total = compact && wide ? wide_at_s + 4 * meta : tiles_end;
+  for (size_t i = tiles_end + threadIdx.x; i < (compact && wide ? wide_at_s : tiles_end); i += blockDim.x) blob[i] = 0;
   for (size_t i = total + threadIdx.x; i < align16(total); i += blockDim.x) blob[i] = 0;
 }
 

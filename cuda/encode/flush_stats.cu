@@ -28,8 +28,10 @@ __device__ inline void block_minmax(float& mn, float& mx, float* red /*[2][32]*/
 
 // Device. Grid (N, total_blocks), 256 threads. For token t of flushed block fb: min/max of
 // K and V per scale group (values rounded to kv_dtype), affine (z, s) via
-// fmt::group_affine (PACKKV.md 3.1), the lower median of its V codes over all heads and
-// dims (median repacking, PACKKV.md 4.2, same definition as src/repack.cpp), and the
+// fmt::group_affine (PACKKV.md 3.1) and, for a compact cache, fmt::group_affine_compact,
+// the lower median of its V codes over all heads and dims (median repacking, PACKKV.md
+// 4.2, same definition as src/repack.cpp; the codes of the wide affine, as the CPU
+// encoder's median), and the
 // non-finite check of input tokens (reported through err_key). Writes scratch only.
 __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
     KernelConfig c, FlushBatch b, CacheDevicePtrs d, const void* k_new, const void* v_new,
@@ -49,7 +51,7 @@ __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
   if (threadIdx.x == 0) bad_s = 0;
   for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
   __syncthreads();
-  bool bad = false;
+  bool bad = false, no_compact = false;
   for (int g = 0; g < c.shape.scale_groups; ++g) {
     float kmn = INFINITY, kmx = -INFINITY, vmn = INFINITY, vmx = -INFINITY;
 #pragma unroll 4
@@ -73,6 +75,18 @@ __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
       reinterpret_cast<int32_t*>(sc + L.vz)[at] = va.zero;
       reinterpret_cast<float*>(sc + L.vs)[at] = va.scale;
     }
+    if (c.shape.zs == fmt::ZsFormat::kCompact) {  // the compact fields, if the group has them
+      fmt::Affine kc = ka, vc = va;
+      const bool ok = fmt::group_affine_compact(kmn, kmx, c.rel_k, &kc) && fmt::group_affine_compact(vmn, vmx, c.rel_v, &vc);
+      no_compact |= !ok;
+      if (threadIdx.x == 0) {
+        const int at = g * c.shape.block_tokens + t;
+        reinterpret_cast<int32_t*>(sc + L.kzc)[at] = kc.zero;
+        reinterpret_cast<float*>(sc + L.ksc)[at] = kc.scale;
+        reinterpret_cast<int32_t*>(sc + L.vzc)[at] = vc.zero;
+        reinterpret_cast<float*>(sc + L.vsc)[at] = vc.scale;
+      }
+    }
     if (c.median) {  // histogram of the token's V codes (all groups)
       const uint32_t qmax = (1u << c.shape.bits_v) - 1u;
       // Warp-aggregated: one shared atomic per distinct code per warp (V codes take few
@@ -92,6 +106,7 @@ __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
   if (bad) atomicOr(&bad_s, 1);
   __syncthreads();
   if (threadIdx.x == 0) {
+    sc[L.no_compact + t] = no_compact ? 1 : 0;  // uniform: every thread saw the same min/max
     if (bad_s && r.from_input) report_nonfinite(d.err_key, s.seq, r.pos);
     if (c.median) {
       // Lower median of the token's V codes over all heads and dims: sorted[(n-1)/2].

@@ -85,8 +85,12 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
   const int e = fmt::len_bits(bits);
   const uint32_t qmax = (1u << bits) - 1u;
   const int grp = c.shape.scale_group(h);
-  const int32_t* zs = reinterpret_cast<const int32_t*>(sc + (is_v ? SL.vz : SL.kz)) + grp * N;
-  const float* ss = reinterpret_cast<const float*>(sc + (is_v ? SL.vs : SL.ks)) + grp * N;
+  // quantize with the affines the blob will store: wide, or compact (rounded scales)
+  const bool wide = block_zs_wide(c, SL, sc);
+  const size_t z_at = wide ? (is_v ? SL.vz : SL.kz) : (is_v ? SL.vzc : SL.kzc);
+  const size_t s_at = wide ? (is_v ? SL.vs : SL.ks) : (is_v ? SL.vsc : SL.ksc);
+  const int32_t* zs = reinterpret_cast<const int32_t*>(sc + z_at) + grp * N;
+  const float* ss = reinterpret_cast<const float*>(sc + s_at) + grp * N;
 
   compute_perm(c, reinterpret_cast<const uint32_t*>(sc + SL.med), perm);
   __syncthreads();

@@ -1,5 +1,6 @@
 #include "eval.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -120,18 +121,28 @@ class SimulatedMethod : public Method {
       fp8_fake_quant(L.vd.data(), c.T, c.H, c.D, vhat_, scales);
     } else {
       // A token's quantized value never changes once its group is flushed, so the
-      // final state serves every step (tokens past flushed(n) read exact values).
-      const int64_t nq = flushed_tokens(c.T, kKiviGroup, kKiviResidual);
-      kivi_fake_quant_k(L.kd.data(), c.T, c.H, c.D, spec_.bits, nq, khat_);
-      kivi_fake_quant_v(L.vd.data(), c.T, c.H, c.D, spec_.bits, nq, vhat_);
+      // final state serves every step (tokens past flushed(n) read exact values). The
+      // groups start after the sink tokens.
+      const int sk = sinks(c);
+      const int64_t nq = flushed_tokens(c.T - sk, kKiviGroup, kKiviResidual);
+      kivi_fake_quant_k(L.kd.data() + (size_t)sk * c.row, c.T - sk, c.H, c.D, spec_.bits, nq, khat_);
+      kivi_fake_quant_v(L.vd.data() + (size_t)sk * c.row, c.T - sk, c.H, c.D, spec_.bits, nq, vhat_);
+      khat_.insert(khat_.begin(), L.kd.begin(), L.kd.begin() + (ptrdiff_t)((size_t)sk * c.row));
+      vhat_.insert(vhat_.begin(), L.vd.begin(), L.vd.begin() + (ptrdiff_t)((size_t)sk * c.row));
     }
+    if (spec_.kind == MethodSpec::kFp8)  // sink tokens exact
+      for (size_t i = 0; i < (size_t)sinks(c) * c.row; ++i) khat_[i] = L.kd[i], vhat_[i] = L.vd[i];
     s_.resize((size_t)c.T);
     p_.resize((size_t)c.T);
     out_.resize((size_t)c.D);
   }
 
+  int sinks(const Ctx& c) const { return std::min(spec_.sink_tokens, c.T); }
+
+  // Tokens [0, flushed(n)) read khat_ / vhat_ (which hold the sink tokens exact).
   int64_t flushed(int64_t n) const {
-    return spec_.kind == MethodSpec::kFp8 ? n : flushed_tokens(n, kKiviGroup, kKiviResidual);
+    const int64_t sk = std::min<int64_t>(spec_.sink_tokens, n);
+    return spec_.kind == MethodSpec::kFp8 ? n : sk + flushed_tokens(n - sk, kKiviGroup, kKiviResidual);
   }
 
   void step(const Ctx& c, int, const StepRef* r, bool joint, LayerResult& acc) override {
@@ -169,12 +180,17 @@ class SimulatedMethod : public Method {
       acc.k.x_err.add(L.kd[i], i < nf ? khat_[i] : L.kd[i]);
       acc.v.x_err.add(L.vd[i], i < nf ? vhat_[i] : L.vd[i]);
     }
+    const int sk = sinks(c);
     if (spec_.kind == MethodSpec::kFp8) {
-      acc.k.bytes = fp8_bytes(c.T, c.H, c.D);
-      acc.v.bytes = fp8_bytes(c.T, c.H, c.D);
+      acc.k.bytes = fp8_bytes(c.T - sk, c.H, c.D);
+      acc.v.bytes = fp8_bytes(c.T - sk, c.H, c.D);
     } else {
-      acc.k.bytes = kivi_bytes(c.T, c.H, c.D, spec_.bits, true);
-      acc.v.bytes = kivi_bytes(c.T, c.H, c.D, spec_.bits, false);
+      acc.k.bytes = kivi_bytes(c.T - sk, c.H, c.D, spec_.bits, true);
+      acc.v.bytes = kivi_bytes(c.T - sk, c.H, c.D, spec_.bits, false);
+    }
+    for (ByteCount* b : {&acc.k.bytes, &acc.v.bytes}) {  // sink tokens in fp16
+      b->fp16 += 2 * (int64_t)sk * c.row;
+      b->residual += 2 * (int64_t)sk * c.row;
     }
     khat_.clear();
     vhat_.clear();
@@ -216,6 +232,9 @@ class PackkvMethod : public Method {
     p.scale_granularity = k.granularity;
     p.block_tokens = k.block_tokens;
     p.residual_tokens = k.residual_tokens;
+    p.sink_tokens = spec_.sink_tokens;
+    p.zs_format = k.zs_format;
+    p.k_transform = k.k_transform;
     check(packkv_cache_create(&p, &cache_), "packkv_cache_create");
     packkv_cache_params_t eff;
     eff.struct_size = sizeof eff;
@@ -414,11 +433,12 @@ std::vector<MethodResult> run_methods(const KvDump& dump, const std::vector<Meth
   return results;
 }
 
-SweepResult run_sweep(const KvDump& dump, const PackkvConfig& base, const std::vector<float>& r_grid,
+SweepResult run_sweep(const KvDump& dump, const PackkvConfig& base, int sink_tokens, const std::vector<float>& r_grid,
                       const RunOptions& options) {
   std::vector<MethodSpec> specs;
   for (float r : r_grid) {
     MethodSpec s;
+    s.sink_tokens = sink_tokens;
     s.kind = MethodSpec::kPackkv;
     s.packkv = base;
     s.packkv.rel_scale_k = s.packkv.rel_scale_v = r;
@@ -426,11 +446,13 @@ SweepResult run_sweep(const KvDump& dump, const PackkvConfig& base, const std::v
   }
   for (int b = 1; b <= 8; ++b) {
     MethodSpec s;
+    s.sink_tokens = sink_tokens;
     s.kind = MethodSpec::kKivi;
     s.bits = b;
     specs.push_back(s);
   }
   MethodSpec f8;
+  f8.sink_tokens = sink_tokens;
   f8.kind = MethodSpec::kFp8;
   specs.push_back(f8);
 
@@ -467,6 +489,40 @@ SweepResult run_sweep(const KvDump& dump, const PackkvConfig& base, const std::v
     }
   }
   return sw;
+}
+
+std::vector<LeverResult> run_levers(const KvDump& dump, const PackkvConfig& base, const std::vector<float>& r_grid,
+                                    const RunOptions& options) {
+  struct Lever {
+    const char* name;
+    int zs_format, sinks, k_transform;
+  };
+  const int kNone = PACKKV_K_TRANSFORM_NONE, kCenter = PACKKV_K_TRANSFORM_CENTER;
+  const Lever levers[] = {{"v1: wide z/s, no sinks", PACKKV_ZS_WIDE, 0, kNone},
+                          {"compact z/s", PACKKV_ZS_COMPACT, 0, kNone},
+                          {"compact z/s + 1 sink", PACKKV_ZS_COMPACT, 1, kNone},
+                          {"compact z/s + 4 sinks", PACKKV_ZS_COMPACT, 4, kNone},
+                          {"wide z/s + 4 sinks", PACKKV_ZS_WIDE, 4, kNone},
+                          {"compact + K centred", PACKKV_ZS_COMPACT, 0, kCenter},
+                          {"compact+4 sinks+K centred", PACKKV_ZS_COMPACT, 4, kCenter}};
+  std::vector<LeverResult> out;
+  for (const Lever& l : levers) {
+    LeverResult r;
+    r.name = l.name;
+    r.spec.kind = MethodSpec::kPackkv;
+    r.spec.packkv = base;
+    r.spec.packkv.zs_format = l.zs_format;
+    r.spec.packkv.k_transform = l.k_transform;
+    r.spec.sink_tokens = l.sinks;
+    if (options.progress) options.progress(std::string("lever: ") + l.name);
+    r.result = run_methods(dump, {r.spec}, options)[0];
+    PackkvConfig b = base;
+    b.zs_format = l.zs_format;
+    b.k_transform = l.k_transform;
+    r.sweep = run_sweep(dump, b, l.sinks, r_grid, options);
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 }  // namespace packkv_eval

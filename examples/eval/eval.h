@@ -44,12 +44,15 @@ struct PackkvConfig {
   int granularity = 0;  // PACKKV_SCALE_*
   int block_tokens = 64;
   int residual_tokens = 128;
+  int zs_format = 0;    // PACKKV_ZS_* (0: compact)
+  int k_transform = 0;  // PACKKV_K_TRANSFORM_*
 };
 
 /** One method to evaluate. */
 struct MethodSpec {
   enum Kind { kPackkv, kFp8, kKivi } kind = kPackkv;
   int bits = 0;          // KIVI-b
+  int sink_tokens = 0;   // every method: the first tokens of the sequence kept exact (fp16)
   PackkvConfig packkv;   // PackKV
   /** "packkv", "fp8-e4m3", "kivi-2", ... */
   std::string name() const;
@@ -99,8 +102,23 @@ struct SweepResult {
 /** Runs the sweep: PackKV with the given base configuration at r_K = r_V = r for
  *  every r of r_grid, KIVI-b for b = 1..8, fp8. "K curve" = (all-in K ratio,
  *  attention-output error with only K compressed, V exact); "V curve" likewise. */
-SweepResult run_sweep(const KvDump& dump, const PackkvConfig& base, const std::vector<float>& r_grid,
+SweepResult run_sweep(const KvDump& dump, const PackkvConfig& base, int sink_tokens, const std::vector<float>& r_grid,
                       const RunOptions& options);
+
+/** One row of --levers: a PackKV configuration (a lever set on or off), its results at
+ *  the given settings, and its sweep against KIVI / fp8 with the same sink tokens. */
+struct LeverResult {
+  std::string name;     // "v1: wide z/s, no sinks", ...
+  MethodSpec spec;      // PackKV at the report's r_K, r_V
+  MethodResult result;  // at those settings
+  SweepResult sweep;    // equal-error comparison (baselines keep the same sink tokens exact)
+};
+
+/** Runs the levers one after another from the version-1 format: wide z/s and no sink
+ *  tokens; compact z/s; compact z/s with 1 and with 4 sink tokens; wide z/s with 4 sink
+ *  tokens; K centring with compact z/s, without and with 4 sink tokens. */
+std::vector<LeverResult> run_levers(const KvDump& dump, const PackkvConfig& base, const std::vector<float>& r_grid,
+                                    const RunOptions& options);
 
 }  // namespace packkv_eval
 

@@ -40,6 +40,14 @@ void usage(std::FILE* out) {
                "                       (default token)\n"
                "  --block N            tokens per compressed block, multiple of 16 in [16, 256] (default 64)\n"
                "  --residual N         tokens kept uncompressed after a flush (default 128)\n"
+               "  --sinks N            the first N tokens kept exact (fp16) by every method: PackKV's\n"
+               "                       sink_tokens, and the baselines likewise (default 4)\n"
+               "  --zs F               compact | wide: PackKV zero point and scale fields (default compact)\n"
+               "  --k-center           PackKV centres K per channel on each sequence's first block\n"
+               "  --levers             also the levers table: PackKV from the version-1 format (wide z/s,\n"
+               "                       no sinks) through compact z/s and 1 / 4 sink tokens, each with its\n"
+               "                       bytes and errors at the given settings and its ratio over KIVI-b\n"
+               "                       and fp8 (same sink tokens) at equal attention-output error\n"
                "  --layers L,L,...     only these layers of the dump (default all)\n"
                "  --stride N           evaluate attention at every N-th decode step (default 1: all)\n"
                "  --sweep              also the error-ratio curves: PackKV at r_K = r_V = r for every r of\n"
@@ -55,7 +63,7 @@ void usage(std::FILE* out) {
                "out_err_k_only}, v{bytes, v_err, out_err_v_only}, kv{bytes, out_err}}], total{...}}],\n"
                "sweep{r_grid, packkv[...], kivi[...], fp8, k_equal_error[{baseline, baseline_out_err,\n"
                "baseline_ratio, baseline_compressed_ratio, packkv_ratio, packkv_compressed_ratio, gain,\n"
-               "compressed_gain}], v_equal_error[...]}}\n",
+               "compressed_gain}], v_equal_error[...]}, levers[{lever, method{...}, sweep{...}}]}\n",
                kDefaultData);
 }
 
@@ -91,8 +99,8 @@ std::vector<std::string> split(const std::string& s) {
 int main(int argc, char** argv) {
   std::string data = kDefaultData;
   PackkvConfig cfg;
-  bool sweep = false, json = false, quiet = false;
-  int stride = 1;
+  bool sweep = false, json = false, quiet = false, levers = false;
+  int stride = 1, sinks = 4;
   std::vector<int> layers;
   std::vector<float> r_grid = {0.02f, 0.03f, 0.05f, 0.07f, 0.1f, 0.14f, 0.2f, 0.28f, 0.4f, 0.55f, 0.75f, 1.0f};
   std::string command = "packkv-eval";
@@ -128,6 +136,18 @@ int main(int argc, char** argv) {
       cfg.block_tokens = parse_int(a, value());
     } else if (a == "--residual") {
       cfg.residual_tokens = parse_int(a, value());
+    } else if (a == "--sinks") {
+      sinks = parse_int(a, value());
+      if (sinks < 0) die("--sinks must be >= 0");
+    } else if (a == "--zs") {
+      const std::string z = value();
+      if (z == "compact") cfg.zs_format = PACKKV_ZS_COMPACT;
+      else if (z == "wide") cfg.zs_format = PACKKV_ZS_WIDE;
+      else die("--zs expects compact or wide, got '" + z + "'");
+    } else if (a == "--k-center") {
+      cfg.k_transform = PACKKV_K_TRANSFORM_CENTER;
+    } else if (a == "--levers") {
+      levers = true;
     } else if (a == "--layers") {
       for (const auto& s : split(value())) layers.push_back(parse_int("--layers", s));
     } else if (a == "--stride") {
@@ -162,14 +182,17 @@ int main(int argc, char** argv) {
     specs[2].bits = 2;
     specs[3].kind = MethodSpec::kKivi;
     specs[3].bits = 4;
+    for (MethodSpec& s : specs) s.sink_tokens = sinks;
 
     Report rep;
     rep.dump = &dump;
     rep.command = command;
     rep.packkv = cfg;
+    rep.sink_tokens = sinks;
     rep.stride = stride;
     rep.table = run_methods(dump, specs, opt);
-    if (sweep) rep.sweep = run_sweep(dump, cfg, r_grid, opt);
+    if (sweep) rep.sweep = run_sweep(dump, cfg, sinks, r_grid, opt);
+    if (levers) rep.levers = run_levers(dump, cfg, r_grid, opt);
 
     if (json)
       std::printf("%s\n", to_json(rep).dump(1).c_str());

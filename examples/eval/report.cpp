@@ -96,6 +96,29 @@ void print_sweep(std::FILE* out, const SweepResult& sw) {
                    fmt_opt(m.packkv_cratio, "%.3f").c_str(), fmt_opt(m.cgain(), "%.3f").c_str());
 }
 
+// The --levers table: one row per lever at the report's settings, and its gains over
+// KIVI-2 / KIVI-4 at equal attention-output error (all-in), for K and for V.
+void print_levers(std::FILE* out, const std::vector<LeverResult>& levers) {
+  std::fprintf(out,
+               "\nLevers (PackKV at the settings above; KIVI and fp8 keep the same sink tokens exact in the gain "
+               "columns)\n");
+  std::fprintf(out, "%-26s | %9s %6s %8s | %9s %6s %8s | %8s | %-21s | %-21s\n", "lever", "K bytes", "ratio", "out(K)",
+               "V bytes", "ratio", "out(V)", "out(KV)", "K gain vs KIVI-2/4", "V gain vs KIVI-2/4");
+  auto gain = [](const std::vector<EqualErrorMatch>& ms, const char* b) {
+    for (const auto& m : ms)
+      if (m.baseline == b) return fmt_opt(m.gain(), "%.3f");
+    return std::string("n/a");
+  };
+  for (const auto& l : levers) {
+    const LayerResult& t = l.result.total;
+    std::fprintf(out, "%-26s | %9lld %6.3f %8.2e | %9lld %6.3f %8.2e | %8.2e | %9s / %9s | %9s / %9s\n",
+                 l.name.c_str(), (long long)t.k.bytes.all_in(), t.k.bytes.ratio(), t.k.out_err.value(),
+                 (long long)t.v.bytes.all_in(), t.v.bytes.ratio(), t.v.out_err.value(), t.out_err.value(),
+                 gain(l.sweep.k_matches, "kivi-2").c_str(), gain(l.sweep.k_matches, "kivi-4").c_str(),
+                 gain(l.sweep.v_matches, "kivi-2").c_str(), gain(l.sweep.v_matches, "kivi-4").c_str());
+  }
+}
+
 nlohmann::json bytes_json(const ByteCount& b) {
   return {{"fp16", b.fp16},         {"all_in", b.all_in()},           {"payload", b.payload},
           {"metadata", b.metadata}, {"residual", b.residual},         {"compressed_fp16", b.compressed_fp16},
@@ -125,16 +148,44 @@ nlohmann::json method_json(const MethodResult& m) {
     j["params"] = {{"rel_scale_k", c.rel_scale_k}, {"rel_scale_v", c.rel_scale_v},
                    {"bits_k", m.bits_k},           {"bits_v", m.bits_v},
                    {"repack", repack_name(c.repack)}, {"granularity", granularity_name(c.granularity)},
-                   {"block_tokens", c.block_tokens},  {"residual_tokens", c.residual_tokens}};
+                   {"block_tokens", c.block_tokens},  {"residual_tokens", c.residual_tokens},
+                   {"zs_format", c.zs_format == PACKKV_ZS_WIDE ? "wide" : "compact"},
+                   {"k_transform", c.k_transform == PACKKV_K_TRANSFORM_CENTER ? "center" : "none"}};
   } else if (m.spec.kind == MethodSpec::kKivi) {
     j["params"] = {{"bits", m.spec.bits}, {"group", kKiviGroup}, {"residual_tokens", kKiviResidual}};
   } else {
     j["params"] = {{"scale", "fp32 amax/448 per KV head"}};
   }
+  j["params"]["sink_tokens"] = m.spec.sink_tokens;
   j["layers"] = nlohmann::json::array();
   for (const auto& l : m.layers) j["layers"].push_back(layer_json(l));
   j["total"] = layer_json(m.total);
   return j;
+}
+
+nlohmann::json sweep_json(const SweepResult& sw) {
+  nlohmann::json s;
+  s["r_grid"] = sw.r_grid;
+  s["packkv"] = nlohmann::json::array();
+  for (const auto& m : sw.packkv) s["packkv"].push_back(method_json(m));
+  s["kivi"] = nlohmann::json::array();
+  for (const auto& m : sw.kivi) s["kivi"].push_back(method_json(m));
+  s["fp8"] = method_json(sw.fp8);
+  auto opt = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
+  for (int kv = 0; kv < 2; ++kv) {
+    nlohmann::json arr = nlohmann::json::array();
+    for (const auto& m : kv == 0 ? sw.k_matches : sw.v_matches)
+      arr.push_back({{"baseline", m.baseline},
+                     {"baseline_out_err", m.baseline_error},
+                     {"baseline_ratio", m.baseline_ratio},
+                     {"baseline_compressed_ratio", m.baseline_cratio},
+                     {"packkv_ratio", opt(m.packkv_ratio)},
+                     {"packkv_compressed_ratio", opt(m.packkv_cratio)},
+                     {"gain", opt(m.gain())},
+                     {"compressed_gain", opt(m.cgain())}});
+    s[kv == 0 ? "k_equal_error" : "v_equal_error"] = arr;
+  }
+  return s;
 }
 
 }  // namespace
@@ -151,9 +202,10 @@ void print_text(std::FILE* out, const Report& r) {
   std::fprintf(out, "  replay: prefill %d tokens, then %d decode steps (append, then attend; attention evaluated every %d step%s)\n",
                d.n_tokens - d.n_queries, d.n_queries, r.stride, r.stride == 1 ? "" : "s");
   const PackkvConfig& c = r.packkv;
-  std::fprintf(out, "  packkv: r_K=%g r_V=%g repack=%s granularity=%s block=%d residual=%d (CPU cache, kv_dtype f16)\n\n",
+  std::fprintf(out, "  packkv: r_K=%g r_V=%g repack=%s granularity=%s block=%d residual=%d z/s=%s (CPU cache, kv_dtype f16)\n",
                (double)c.rel_scale_k, (double)c.rel_scale_v, repack_name(c.repack), granularity_name(c.granularity),
-               c.block_tokens, c.residual_tokens);
+               c.block_tokens, c.residual_tokens, c.zs_format == PACKKV_ZS_WIDE ? "wide" : "compact");
+  std::fprintf(out, "  sink tokens: the first %d tokens kept exact (fp16) by every method\n\n", r.sink_tokens);
   std::fprintf(out, "%-17s %5s | %-55s | %-46s | %-15s\n", "", "", "K", "V", "K+V");
   std::fprintf(out, "%-17s %5s | %9s %8s %6s %8s %8s %8s | %9s %8s %6s %8s %8s | %6s %8s\n", "method", "layer",
                "fp16 B", "bytes", "ratio", "K err", "score", "out(K)", "fp16 B", "bytes", "ratio", "V err", "out(V)",
@@ -164,6 +216,7 @@ void print_text(std::FILE* out, const Report& r) {
   }
   std::fprintf(out, "\nbytes: %s\nerrors: %s\n", kByteSplit, kErrors);
   if (r.sweep) print_sweep(out, *r.sweep);
+  if (!r.levers.empty()) print_levers(out, r.levers);
 }
 
 nlohmann::json to_json(const Report& r) {
@@ -187,31 +240,12 @@ nlohmann::json to_json(const Report& r) {
   j["errors"] = kErrors;
   j["methods"] = nlohmann::json::array();
   for (const auto& m : r.table) j["methods"].push_back(method_json(m));
-  if (r.sweep) {
-    const SweepResult& sw = *r.sweep;
-    nlohmann::json s;
-    s["r_grid"] = sw.r_grid;
-    s["packkv"] = nlohmann::json::array();
-    for (const auto& m : sw.packkv) s["packkv"].push_back(method_json(m));
-    s["kivi"] = nlohmann::json::array();
-    for (const auto& m : sw.kivi) s["kivi"].push_back(method_json(m));
-    s["fp8"] = method_json(sw.fp8);
-    auto opt = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
-    for (int kv = 0; kv < 2; ++kv) {
-      nlohmann::json arr = nlohmann::json::array();
-      for (const auto& m : kv == 0 ? sw.k_matches : sw.v_matches)
-        arr.push_back({{"baseline", m.baseline},
-                       {"baseline_out_err", m.baseline_error},
-                       {"baseline_ratio", m.baseline_ratio},
-                       {"baseline_compressed_ratio", m.baseline_cratio},
-                       {"packkv_ratio", opt(m.packkv_ratio)},
-                       {"packkv_compressed_ratio", opt(m.packkv_cratio)},
-                       {"gain", opt(m.gain())},
-                       {"compressed_gain", opt(m.cgain())}});
-      s[kv == 0 ? "k_equal_error" : "v_equal_error"] = arr;
-    }
-    j["sweep"] = s;
+  if (!r.levers.empty()) {
+    j["levers"] = nlohmann::json::array();
+    for (const auto& l : r.levers)
+      j["levers"].push_back({{"lever", l.name}, {"method", method_json(l.result)}, {"sweep", sweep_json(l.sweep)}});
   }
+  if (r.sweep) j["sweep"] = sweep_json(*r.sweep);
   return j;
 }
 

@@ -18,9 +18,11 @@ struct Report {
   const KvDump* dump = nullptr;
   std::string command;           // the command line, for provenance
   PackkvConfig packkv;           // the table's PackKV configuration
+  int sink_tokens = 0;           // tokens kept exact by every method of the table
   int stride = 1;
   std::vector<MethodResult> table;         // packkv, fp8, kivi-2, kivi-4
   std::optional<SweepResult> sweep;
+  std::vector<LeverResult> levers;         // --levers
 };
 
 /** Prints the table (and the sweep, if any) as aligned text. */

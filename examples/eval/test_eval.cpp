@@ -222,7 +222,7 @@ TEST_CASE("safetensors round trip") {
 TEST_CASE("packkv-eval on a tiny 0/1 dump: bytes by formula, exact and fp16-scale errors") {
   TinyShape s;
   const std::string path = write_dump("bin.safetensors", s, bin_k, bin_v);
-  json j = run_json("--data '" + path + "' --rk 1 --rv 1 --repack none");
+  json j = run_json("--data '" + path + "' --sinks 0 --rk 1 --rv 1 --repack none");
   CHECK(j.at("data").at("n_tokens") == 320);
   CHECK(j.at("data").at("layers") == json::array({0, 3}));
   REQUIRE(j.at("methods").size() == 4);
@@ -264,7 +264,7 @@ TEST_CASE("packkv-eval on a tiny 0/1 dump: bytes by formula, exact and fp16-scal
   }
   // PackKV, r = 1 (b = 2, e = 2), no repacking: exact. 3 blocks of 64 tokens; per
   // block and head 4 rounds x (8 B mins + 8 B lens + 32 packs x 2 B, L = 1) = 320 B;
-  // one int32 zero + fp32 scale per token and tensor.
+  // one int16 zero + 16-bit scale per token and tensor (compact fields, the default).
   const json& pk = method(j, "packkv");
   CHECK(pk.at("params").at("bits_k") == 2);
   const json& cs = pk.at("layers")[0].at("cache_stats");
@@ -273,7 +273,7 @@ TEST_CASE("packkv-eval on a tiny 0/1 dump: bytes by formula, exact and fp16-scal
   CHECK(cs.at("n_blocks") == 3);
   CHECK(cs.at("k_tile_bytes") == 3 * 2 * 320);
   CHECK(cs.at("v_tile_bytes") == 3 * 2 * 320);
-  CHECK(cs.at("k_scale_bytes") == 192 * 8);
+  CHECK(cs.at("k_scale_bytes") == 192 * 4);  // compact: int16 zero + 16-bit scale
   CHECK(cs.at("perm_bytes") == 0);
   CHECK(cs.at("residual_bytes") == 2 * 128 * 64 * 2);
   CHECK(pk.at("layers")[0].at("k").at("bytes").at("payload") == 1920);
@@ -287,13 +287,44 @@ TEST_CASE("packkv-eval on a tiny 0/1 dump: bytes by formula, exact and fp16-scal
   CHECK(pk.at("total").at("kv").at("out_err").get<double>() < 1e-6);
 }
 
+TEST_CASE("packkv-eval with sink tokens: every method keeps them exact in fp16, blocks and groups after them") {
+  TinyShape s;
+  const std::string path = write_dump("bin.safetensors", s, bin_k, bin_v);
+  json j = run_json("--data '" + path + "' --rk 1 --rv 1 --repack none --sinks 4");
+  for (const auto& m : j.at("methods")) CHECK(m.at("params").at("sink_tokens") == 4);
+  // fp8: 316 tokens in fp8 + 2 fp32 scales, 4 tokens in fp16
+  CHECK(method(j, "fp8-e4m3").at("layers")[0].at("k").at("bytes").at("all_in") == 316 * 64 + 8 + 4 * 64 * 2);
+  // KIVI-2: groups of 32 after the 4 sinks: 32 * floor((316 - 128) / 32) = 160 quantized,
+  // 4 + 156 tokens in fp16
+  const json& kb = method(j, "kivi-2").at("layers")[0].at("k").at("bytes");
+  CHECK(kb.at("payload") == 160 * 64 * 2 / 8);
+  CHECK(kb.at("residual") == 160 * 64 * 2);
+  // PackKV: 4 sink tokens, then blocks of 64 while 128 + 64 remain: 2 blocks, 188 residual
+  const json& cs = method(j, "packkv").at("layers")[0].at("cache_stats");
+  CHECK(cs.at("n_compressed_tokens") == 128);
+  CHECK(cs.at("n_residual_tokens") == 4 + 188);
+  CHECK(cs.at("residual_bytes") == 2 * 192 * 64 * 2);
+  // --levers: five rows, compact z/s halves the metadata of v1's wide fields
+  json l = run_json("--data '" + path + "' --rk 1 --rv 1 --repack none --levers --sweep-r 0.5,1").at("levers");
+  REQUIRE(l.size() == 7);
+  CHECK(l[6].at("method").at("params").at("k_transform") == "center");
+  CHECK(l[0].at("lever") == "v1: wide z/s, no sinks");
+  CHECK(l[0].at("method").at("params").at("zs_format") == "wide");
+  CHECK(l[3].at("method").at("params").at("sink_tokens") == 4);
+  const json& k0 = l[0].at("method").at("layers")[0].at("cache_stats");
+  const json& k1 = l[1].at("method").at("layers")[0].at("cache_stats");
+  CHECK(k0.at("k_scale_bytes") == 192 * 8);
+  CHECK(k1.at("k_scale_bytes") == 192 * 4);
+  CHECK(l[3].at("sweep").at("k_equal_error").size() == 9);
+}
+
 TEST_CASE("packkv-eval on constant tokens: PackKV and KIVI's per-token V are exact") {
   TinyShape s;
   Gen c = [](int t, int, int) { return ((t % 7) - 3) * 0.25; };
   const std::string path = write_dump("const.safetensors", s, c, c);
   for (const char* gran : {"token", "token-head"}) {
     CAPTURE(gran);
-    json j = run_json("--data '" + path + "' --granularity " + gran);
+    json j = run_json("--data '" + path + "' --sinks 0 --granularity " + gran);
     const json& pk = method(j, "packkv").at("total");
     CHECK(pk.at("k").at("k_err") == 0.0);
     CHECK(pk.at("v").at("v_err") == 0.0);
@@ -319,7 +350,7 @@ TEST_CASE("packkv-eval on pseudo-random data: error bounds, orderings, sweep") {
   Gen v = [&](int t, int h, int d) { return lcg(t, h, d, 2) * 2 - 1; };
   const std::string path = write_dump("rand.safetensors", s, k, v);
   const double rk = 0.1, rv = 0.2;
-  json j = run_json("--data '" + path + "' --rk 0.1 --rv 0.2 --repack greedy --block 32 --residual 64");
+  json j = run_json("--data '" + path + "' --sinks 0 --rk 0.1 --rv 0.2 --repack greedy --block 32 --residual 64");
 
   // PackKV bound: |x - x^| <= r * range_t / 2 per value of a compressed token (per-token
   // scale over both heads), so K err <= sqrt(sum_t 64 (r range_t / 2)^2 / sum x^2).
@@ -348,13 +379,13 @@ TEST_CASE("packkv-eval on pseudo-random data: error bounds, orderings, sweep") {
     CHECK(got <= bound);
     CHECK(got > bound / 4);  // uniform rounding error is ~bound/sqrt(3)
   }
-  CHECK(pk.at("k").at("bytes").at("metadata").get<int64_t>() >= nc * 8);  // int32 zero + fp32 scale per token
+  CHECK(pk.at("k").at("bytes").at("metadata").get<int64_t>() >= nc * 4);  // int16 zero + 16-bit scale per token
   // fp8 e4m3 keeps 3 mantissa bits: relative error <= 2^-4 per value.
   CHECK(method(j, "fp8-e4m3").at("total").at("k").at("k_err").get<double>() < 0.0625);
   CHECK(method(j, "kivi-4").at("total").at("k").at("k_err").get<double>() <
         method(j, "kivi-2").at("total").at("k").at("k_err").get<double>());
 
-  json sw = run_json("--data '" + path + "' --sweep --sweep-r 0.02,0.1,0.3,1").at("sweep");
+  json sw = run_json("--data '" + path + "' --sinks 0 --sweep --sweep-r 0.02,0.1,0.3,1").at("sweep");
   CHECK(sw.at("packkv").size() == 4);
   REQUIRE(sw.at("kivi").size() == 8);
   CHECK(sw.at("kivi")[0].at("total").at("k").at("out_err_k_only").get<double>() >

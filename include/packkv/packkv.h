@@ -156,6 +156,36 @@ enum {
   PACKKV_SCALE_PER_TOKEN_HEAD = 1  /* one (z, s) per token and KV head (PACKKV.md section 8.3) */
 };
 
+/** Storage of the per-token zero points z and scales s of the compressed blocks
+ *  (PACKKV.md section 5.1). Either way every compressed value obeys
+ *  |x - x^| <= r * range / 2; the formats differ only in bytes. */
+typedef int32_t packkv_zs_format_t;
+enum {
+  PACKKV_ZS_COMPACT = 0, /* int16 z and a 16-bit scale (the fp32 scale rounded down to 8
+                            fraction bits): 4 bytes per token and scale group. A block with a
+                            group that cannot be stored so without breaking the error bound
+                            (far from zero against its range, or an fp32-subnormal scale)
+                            falls back to the wide fields for that block alone */
+  PACKKV_ZS_WIDE = 1     /* int32 z and fp32 s: 8 bytes per token and scale group (the
+                            format of version 1) */
+};
+
+/** A transform of K applied inside the library before quantization and undone by every
+ *  read, so that callers pass plain K and q and get plain scores, outputs, lse and
+ *  decompressed K back. */
+typedef int32_t packkv_k_transform_t;
+enum {
+  PACKKV_K_TRANSFORM_NONE = 0,  /* K quantized as given */
+  PACKKV_K_TRANSFORM_CENTER = 1 /* per (sequence, KV head, channel) mean mu of K over the
+                                   sequence's first compressed block (fp32, the float64 mean
+                                   rounded once), subtracted before quantization (k - mu in
+                                   fp32) and added back: scores get q . mu, decompress k^ + mu.
+                                   The error bound then holds for k - mu with the range of the
+                                   centred group. Sink and residual tokens are stored plain.
+                                   Needs kv_dtype F16 (NOT_SUPPORTED otherwise); CPU caches
+                                   only (a CUDA cache returns NOT_SUPPORTED) */
+};
+
 /** CUDA stream; the same type as cudaStream_t. NULL is the legacy default stream.
  *  Ignored by a CPU cache. */
 typedef struct CUstream_st* packkv_stream_t;
@@ -189,10 +219,26 @@ typedef struct packkv_cache_params {
   packkv_scale_granularity_t scale_granularity; /* default PACKKV_SCALE_PER_TOKEN */
   int32_t block_tokens;        /* tokens compressed together: a multiple of 16 in [16, 256] (default 64) */
   int32_t residual_tokens;     /* tokens kept uncompressed after a flush, in [0, 2^20] (default 128) */
+  /* ---- version 2 (struct_size >= PACKKV_CACHE_PARAMS_SIZE_V2) ---- */
+  int32_t sink_tokens;         /* the first sink_tokens tokens of every sequence are never
+                                  compressed: they stay in kv_dtype, exact, and take part in
+                                  every attention call at their positions 0..sink_tokens-1
+                                  (attention sinks, StreamingLLM). Blocks start after them.
+                                  Counted in the stats as uncompressed tokens: in
+                                  n_residual_tokens and residual_bytes. In [0, 2^16]
+                                  (default 0). CPU caches only for now (a CUDA cache
+                                  returns NOT_SUPPORTED for sink_tokens > 0) */
+  packkv_zs_format_t zs_format; /* storage of the per-token zero points and scales:
+                                  PACKKV_ZS_COMPACT (default) or PACKKV_ZS_WIDE */
+  packkv_k_transform_t k_transform; /* PACKKV_K_TRANSFORM_NONE (default) or _CENTER */
 } packkv_cache_params_t;
 
-/** Size of version 1 of packkv_cache_params_t, the smallest struct_size accepted. */
+/** Size of version 1 of packkv_cache_params_t, the smallest struct_size accepted
+ *  (fields up to residual_tokens; a caller with this size gets the defaults of the
+ *  later fields). */
 #define PACKKV_CACHE_PARAMS_SIZE_V1 64
+/** Size of version 2 (adds sink_tokens, zs_format and k_transform). */
+#define PACKKV_CACHE_PARAMS_SIZE_V2 80
 /** Largest struct_size accepted in a packkv_cache_params_t (by params_init, cache_create and
  *  cache_get_params): a newer caller's larger struct is accepted up to this size (bytes this
  *  library does not know must be zero for cache_create, and are zeroed by the others); a
@@ -210,10 +256,12 @@ typedef struct packkv_cache_params {
 PACKKV_API packkv_status_t packkv_cache_params_init(packkv_cache_params_t* params,
                                                     size_t struct_size);
 
-/** The code width (bits) that a relative scale r implies: the smallest b with
- *  2^b - 1 >= floor((1/r) * (1 + 1e-6)) + 1, i.e. room for the largest code the
- *  quantizer can produce, q <= range/s + 1 (PACKKV.md section 3.1; r = 0.1 -> 4,
- *  r = 0.2 -> 3, r = 1/254 -> 8).
+/** The code width (bits) that a relative scale r implies for the default compact zero
+ *  points and scales: the smallest b with 2^b - 1 >= floor((1/r) / (1 - 2^-8) * (1 + 1e-6)) + 1,
+ *  i.e. room for the largest code the quantizer can produce, q <= range/s + 1, with s the
+ *  stored scale (rounded down by less than 2^-8 of itself; PACKKV.md sections 3.1, 8.4;
+ *  r = 0.1 -> 4, r = 0.2 -> 3, r = 1/254 -> 8). A PACKKV_ZS_WIDE cache derives its widths
+ *  without the 1 / (1 - 2^-8) factor (version 1), one bit less for 1/r just below 2^b - 1.
  *  @param rel_scale r, finite, in (0, 1].
  *  @param bits      [host] out: 1..8.
  *  @return PACKKV_ERR_INVALID_ARGUMENT if bits is NULL, r is out of range, or r
@@ -343,7 +391,7 @@ typedef struct packkv_cache_stats_s {
   uint32_t reserved0;             /* zero */
   int64_t n_tokens;               /* tokens held (compressed + residual) */
   int64_t n_compressed_tokens;    /* tokens in compressed blocks */
-  int64_t n_residual_tokens;      /* tokens in residual windows */
+  int64_t n_residual_tokens;      /* uncompressed tokens: residual windows and sink tokens */
   int64_t n_blocks;               /* compressed blocks */
   int64_t k_tile_bytes;           /* K tiles: pack minimums, encode lengths, payload */
   int64_t v_tile_bytes;           /* V tiles */
@@ -353,7 +401,7 @@ typedef struct packkv_cache_stats_s {
   int64_t perm_bytes;             /* stored repacking permutations */
   int64_t compressed_bytes_used;  /* sum of the six fields above */
   int64_t compressed_bytes_reserved; /* bytes allocated for compressed data (>= used) */
-  int64_t residual_bytes;         /* K and V of residual-window tokens, in kv_dtype */
+  int64_t residual_bytes;         /* K and V of the uncompressed tokens (windows, sinks), in kv_dtype */
   int64_t fp16_bytes;             /* what K and V of all tokens would take in fp16 */
 } packkv_cache_stats_t;
 

@@ -219,7 +219,9 @@ PACKKV_API packkv_status_t packkv_x_pool_tokens_fit(const packkv_x_pool_t* pool,
  *                  nothing, 0 empties the sequence.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL, a bad seq_id, or n_tokens outside
  *          [window start, length]; PACKKV_ERR_OUT_OF_HOST_MEMORY; PACKKV_ERR_NOT_SUPPORTED on a CUDA
- *          cache (this version). On failure nothing changes.
+ *          cache (this version); PACKKV_ERR_NOT_SUPPORTED: not supported yet with sink tokens / K centring
+ *          for a cache with params.sink_tokens > 0 or k_transform != PACKKV_K_TRANSFORM_NONE
+ *          (checked before anything changes). On failure nothing changes.
  *  Thread-safety: mutating call (must not overlap any other call on the cache). */
 PACKKV_API packkv_status_t packkv_x_cache_truncate(packkv_cache_t* cache, int32_t seq_id, int64_t n_tokens);
 
@@ -235,6 +237,9 @@ PACKKV_API packkv_status_t packkv_x_cache_truncate(packkv_cache_t* cache, int32_
  *          PACKKV_ERR_INVALID_STATE if dst_seq holds tokens; PACKKV_ERR_OUT_OF_HOST_MEMORY;
  *          PACKKV_ERR_NOT_SUPPORTED on a CUDA cache (this version). On failure nothing
  *          changes. Needs no pool pages (never PACKKV_X_ERR_BUDGET_EXCEEDED).
+ *          PACKKV_ERR_NOT_SUPPORTED: not supported yet with sink tokens / K centring
+ *          for a cache with params.sink_tokens > 0 or k_transform != PACKKV_K_TRANSFORM_NONE
+ *          (checked before anything changes).
  *  Thread-safety: mutating call. */
 PACKKV_API packkv_status_t packkv_x_cache_fork(packkv_cache_t* cache, int32_t src_seq, int32_t dst_seq);
 
@@ -258,6 +263,9 @@ PACKKV_API packkv_status_t packkv_x_cache_fork(packkv_cache_t* cache, int32_t sr
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a negative window;
  *          PACKKV_ERR_INVALID_STATE if the cache holds any token (set it right after
  *          creation); PACKKV_ERR_NOT_SUPPORTED on a CUDA cache (this version).
+ *          PACKKV_ERR_NOT_SUPPORTED: not supported yet with sink tokens / K centring
+ *          for a cache with params.sink_tokens > 0 or k_transform != PACKKV_K_TRANSFORM_NONE
+ *          (checked before anything changes).
  *  Thread-safety: mutating call. */
 PACKKV_API packkv_status_t packkv_x_cache_set_window(packkv_cache_t* cache, int64_t window_tokens);
 
@@ -278,7 +286,7 @@ PACKKV_API packkv_status_t packkv_x_cache_window_start(const packkv_cache_t* cac
  *   header, 128 bytes: magic "PACKKVSQ"; u32 version; u32 header size (128); u64 total
  *     bytes; u64 checksum (64-bit FNV-1a of bytes [32, total)); u32 block format id,
  *     n_kv_heads, head_dim, block_tokens, bits_k, bits_v, scale_granularity, has_perm,
- *     kv_dtype, 0; u64 n_tokens, window_start, first_block (blocks freed by a sliding
+ *     kv_dtype, zs_format; u64 n_tokens, window_start, first_block (blocks freed by a sliding
  *     window), n_blocks, residual_len, 0, 0;
  *   payload: per stored block {u32 blob bytes B, u32 0, the B bytes of the block as the
  *     cache holds it, zero padding to a multiple of 8}; then the residual window's K and V,
@@ -292,7 +300,11 @@ PACKKV_API packkv_status_t packkv_x_cache_window_start(const packkv_cache_t* cac
 /** Bytes packkv_x_cache_export writes for a sequence now.
  *  @param bytes [host] out (>= 128).
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad seq_id; PACKKV_ERR_NOT_SUPPORTED
- *          on a CUDA cache (this version). Thread-safety: read-only call. */
+ *          on a CUDA cache (this version).
+ *          PACKKV_ERR_NOT_SUPPORTED: not supported yet with sink tokens / K centring
+ *          for a cache with params.sink_tokens > 0 or k_transform != PACKKV_K_TRANSFORM_NONE
+ *          (checked before anything changes).
+ *  Thread-safety: read-only call. */
 PACKKV_API packkv_status_t packkv_x_cache_export_size(const packkv_cache_t* cache, int32_t seq_id, size_t* bytes);
 
 /** Writes one sequence into a caller buffer in the format above.
@@ -301,6 +313,9 @@ PACKKV_API packkv_status_t packkv_x_cache_export_size(const packkv_cache_t* cach
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL pointers or a bad seq_id;
  *          PACKKV_ERR_CAPACITY_EXCEEDED if capacity is too small (nothing written);
  *          PACKKV_ERR_NOT_SUPPORTED on a CUDA cache. The cache is not changed.
+ *          PACKKV_ERR_NOT_SUPPORTED: not supported yet with sink tokens / K centring
+ *          for a cache with params.sink_tokens > 0 or k_transform != PACKKV_K_TRANSFORM_NONE
+ *          (checked before anything changes).
  *  Thread-safety: read-only call. */
 PACKKV_API packkv_status_t packkv_x_cache_export(const packkv_cache_t* cache, int32_t seq_id, void* h_buf,
                                                  size_t capacity, size_t* written);
@@ -309,7 +324,7 @@ PACKKV_API packkv_status_t packkv_x_cache_export(const packkv_cache_t* cache, in
  *  validating everything: the magic, the version, the sizes (truncation, trailing bytes),
  *  the checksum, the params that matter for reading (format id, n_kv_heads, head_dim,
  *  block_tokens, bits_k, bits_v, scale_granularity, whether blocks store a permutation,
- *  kv_dtype; rel_scale and residual_tokens may differ and govern later flushes), the
+ *  kv_dtype, zs_format; rel_scale and residual_tokens may differ and govern later flushes), the
  *  counts, every block (the blob validator: every length, offset and code in range, every
  *  value finite) and every residual value (finite). A cache with a sliding window applies
  *  it to the imported sequence at once.
@@ -321,7 +336,10 @@ PACKKV_API packkv_status_t packkv_x_cache_export(const packkv_cache_t* cache, in
  *          another format version; PACKKV_ERR_INVALID_STATE if seq_id holds tokens;
  *          PACKKV_ERR_CAPACITY_EXCEEDED for more tokens than max_tokens_per_seq;
  *          PACKKV_X_ERR_BUDGET_EXCEEDED when the pool cannot take its blocks;
- *          PACKKV_ERR_OUT_OF_HOST_MEMORY; PACKKV_ERR_NOT_SUPPORTED on a CUDA cache. On any
+ *          PACKKV_ERR_OUT_OF_HOST_MEMORY; PACKKV_ERR_NOT_SUPPORTED on a CUDA cache.
+ *          PACKKV_ERR_NOT_SUPPORTED: not supported yet with sink tokens / K centring
+ *          for a cache with params.sink_tokens > 0 or k_transform != PACKKV_K_TRANSFORM_NONE
+ *          (checked before anything changes). On any
  *          failure nothing is imported (cache and pool unchanged).
  *  Thread-safety: mutating call. */
 PACKKV_API packkv_status_t packkv_x_cache_import(packkv_cache_t* cache, int32_t seq_id, const void* h_buf,

@@ -21,6 +21,20 @@ void require_cache_seq(const packkv_cache_t* cache, int32_t seq, const char* fn)
                                      " is outside [0, max_seqs = " + std::to_string(max) + ")");
 }
 
+// Sequence operations of issue 16 (truncate, fork, sliding window, export / import) do not
+// handle sink tokens or K centring yet (issue 15): such a cache is refused before any
+// state change.
+void require_no_sinks_or_centring(const packkv_cache_t* cache, const char* fn) {
+  const packkv::Config& c = cache->impl->config();
+  if (c.sink_tokens > 0)
+    packkv::fail(PACKKV_ERR_NOT_SUPPORTED, std::string(fn) + ": not supported yet with sink tokens (the cache has "
+                                                             "params.sink_tokens = " + std::to_string(c.sink_tokens) + ")");
+  if (c.k_transform != PACKKV_K_TRANSFORM_NONE)
+    packkv::fail(PACKKV_ERR_NOT_SUPPORTED,
+                 std::string(fn) + ": not supported yet with K centring (the cache has params.k_transform = "
+                                   "PACKKV_K_TRANSFORM_CENTER)");
+}
+
 }  // namespace
 
 extern "C" {
@@ -150,6 +164,7 @@ packkv_status_t packkv_x_cache_truncate(packkv_cache_t* cache, int32_t seq_id, i
   PACKKV_API_BEGIN
   const char* fn = "packkv_x_cache_truncate";
   require_cache_seq(cache, seq_id, fn);
+  require_no_sinks_or_centring(cache, fn);
   const int64_t len = cache->impl->seq_length(seq_id);
   const int64_t expired = cache->impl->expired(seq_id);
   require(n_tokens >= expired || n_tokens == len,
@@ -169,6 +184,7 @@ packkv_status_t packkv_x_cache_fork(packkv_cache_t* cache, int32_t src_seq, int3
   const char* fn = "packkv_x_cache_fork";
   require_cache_seq(cache, src_seq, fn);
   require_cache_seq(cache, dst_seq, fn);
+  require_no_sinks_or_centring(cache, fn);
   require(src_seq != dst_seq, std::string(fn) + ": src_seq and dst_seq are both " + std::to_string(src_seq));
   const int64_t dst_len = cache->impl->seq_length(dst_seq);
   if (dst_len != 0)
@@ -183,6 +199,7 @@ packkv_status_t packkv_x_cache_set_window(packkv_cache_t* cache, int64_t window_
   PACKKV_API_BEGIN
   const char* fn = "packkv_x_cache_set_window";
   require(cache != nullptr, std::string(fn) + ": cache is NULL");
+  require_no_sinks_or_centring(cache, fn);
   require(window_tokens >= 0, std::string(fn) + ": window_tokens must be >= 0 (0: no window), got " +
                                   std::to_string(window_tokens));
   const int n = cache->impl->config().max_seqs;
@@ -207,6 +224,7 @@ packkv_status_t packkv_x_cache_export_size(const packkv_cache_t* cache, int32_t 
   PACKKV_API_BEGIN
   const char* fn = "packkv_x_cache_export_size";
   require_cache_seq(cache, seq_id, fn);
+  require_no_sinks_or_centring(cache, fn);
   require(bytes != nullptr, std::string(fn) + ": bytes is NULL");
   *bytes = cache->impl->export_size(seq_id);
   PACKKV_API_END("packkv_x_cache_export_size")
@@ -217,6 +235,7 @@ packkv_status_t packkv_x_cache_export(const packkv_cache_t* cache, int32_t seq_i
   PACKKV_API_BEGIN
   const char* fn = "packkv_x_cache_export";
   require_cache_seq(cache, seq_id, fn);
+  require_no_sinks_or_centring(cache, fn);
   require(written != nullptr, std::string(fn) + ": written is NULL");
   require(h_buf != nullptr, std::string(fn) + ": h_buf is NULL");
   const size_t need = cache->impl->export_size(seq_id);
@@ -234,6 +253,7 @@ packkv_status_t packkv_x_cache_import(packkv_cache_t* cache, int32_t seq_id, con
   PACKKV_API_BEGIN
   const char* fn = "packkv_x_cache_import";
   require_cache_seq(cache, seq_id, fn);
+  require_no_sinks_or_centring(cache, fn);
   require(h_buf != nullptr || size == 0, std::string(fn) + ": h_buf is NULL");
   const int64_t len = cache->impl->seq_length(seq_id);
   if (len != 0)

@@ -1,6 +1,7 @@
 #include "api/config.h"
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <string>
 
@@ -13,13 +14,18 @@ namespace packkv {
 
 static_assert((int)fmt::FormatId::kRoundMajor == PACKKV_FORMAT_ROUND_MAJOR,
               "packkv_experimental.h names the formats of format/shape.h");
+static_assert((int)fmt::ZsFormat::kCompact == PACKKV_ZS_COMPACT && (int)fmt::ZsFormat::kWide == PACKKV_ZS_WIDE,
+              "packkv.h names the zero point and scale encodings of format/shape.h");
+static_assert(sizeof(packkv_cache_params_t) == PACKKV_CACHE_PARAMS_SIZE_V2, "params version 2");
 
-int bits_for_rel_scale(float r) {
+int bits_for_rel_scale(float r, fmt::ZsFormat zs) {
   require(std::isfinite(r) && r > 0.0f && r <= 1.0f,
           "rel_scale must be finite and in (0, 1], got " + std::to_string(r));
   // Largest code: q <= range / s + 1 where range / s = 1/r up to the rounding of s
-  // (PACKKV.md section 3.1); 1e-6 covers that rounding with margin.
-  double max_q = std::floor((1.0 / (double)r) * (1.0 + 1e-6) + 1.0);
+  // (PACKKV.md section 3.1); 1e-6 covers that rounding with margin. A compact scale is
+  // s rounded down to 8 fraction bits, s16 > s (1 - 2^-8): range / s16 < (1/r) / (1 - 2^-8).
+  const double stored = zs == fmt::ZsFormat::kCompact ? 1.0 / (1.0 - 1.0 / 256.0) : 1.0;
+  double max_q = std::floor((1.0 / (double)r) * stored * (1.0 + 1e-6) + 1.0);
   int bits = 1;
   while (bits < 31 && (double)((1u << bits) - 1u) < max_q) ++bits;
   require(bits <= fmt::kMaxBits, "rel_scale " + std::to_string(r) +
@@ -67,6 +73,20 @@ Config Config::from_params(const packkv_cache_params_t* p) {
   c.repack = p->repack;
   c.granularity = p->scale_granularity;
   c.residual_tokens = p->residual_tokens;
+  // Version 2 fields, read only when the caller's struct has them (else defaults).
+  fmt::ZsFormat zs = fmt::ZsFormat::kCompact;
+  if (p->struct_size >= offsetof(packkv_cache_params_t, sink_tokens) + sizeof p->sink_tokens)
+    c.sink_tokens = p->sink_tokens;
+  if (p->struct_size >= offsetof(packkv_cache_params_t, zs_format) + sizeof p->zs_format) {
+    check_range(p->zs_format == PACKKV_ZS_COMPACT || p->zs_format == PACKKV_ZS_WIDE, "zs_format",
+                "PACKKV_ZS_COMPACT or PACKKV_ZS_WIDE", p->zs_format);
+    zs = (fmt::ZsFormat)p->zs_format;
+  }
+  if (p->struct_size >= offsetof(packkv_cache_params_t, k_transform) + sizeof p->k_transform) {
+    check_range(p->k_transform == PACKKV_K_TRANSFORM_NONE || p->k_transform == PACKKV_K_TRANSFORM_CENTER,
+                "k_transform", "PACKKV_K_TRANSFORM_NONE or _CENTER", p->k_transform);
+    c.k_transform = p->k_transform;
+  }
 
   check_range(c.device >= -1, "device", ">= -1", c.device);
   check_range(p->n_kv_heads >= 1 && p->n_kv_heads <= fmt::kMaxKvHeads, "n_kv_heads", "in [1, 4096]",
@@ -86,6 +106,10 @@ Config Config::from_params(const packkv_cache_params_t* p) {
               "block_tokens", "a multiple of 16 in [16, 256]", p->block_tokens);
   check_range(c.residual_tokens >= 0 && c.residual_tokens <= (1 << 20), "residual_tokens",
               "in [0, 2^20]", c.residual_tokens);
+  if (c.k_transform == PACKKV_K_TRANSFORM_CENTER && c.kv_dtype != PACKKV_DTYPE_F16)
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: params.k_transform = PACKKV_K_TRANSFORM_CENTER needs "
+                                   "kv_dtype = PACKKV_DTYPE_F16 (k - mu must stay finite in fp32)");
+  check_range(c.sink_tokens >= 0 && c.sink_tokens <= (1 << 16), "sink_tokens", "in [0, 2^16]", c.sink_tokens);
   check_range(p->bits_k >= 0 && p->bits_k <= fmt::kMaxBits, "bits_k", "0 (derive) or 1..8", p->bits_k);
   check_range(p->bits_v >= 0 && p->bits_v <= fmt::kMaxBits, "bits_v", "0 (derive) or 1..8", p->bits_v);
   int bits[2];
@@ -96,11 +120,11 @@ Config Config::from_params(const packkv_cache_params_t* p) {
     if (!(std::isfinite(r) && r >= 1.0f / 254.0f && r <= 1.0f))
       fail(PACKKV_ERR_INVALID_ARGUMENT, std::string("packkv_cache_create: params.") + name +
                                             " must be in [1/254, 1], got " + std::to_string(r));
-    bits[kv] = given != 0 ? given : bits_for_rel_scale(r);
+    bits[kv] = given != 0 ? given : bits_for_rel_scale(r, zs);
   }
   const int scale_groups = c.granularity == PACKKV_SCALE_PER_TOKEN ? 1 : p->n_kv_heads;
   c.shape = fmt::make_shape(p->n_kv_heads, p->head_dim, p->block_tokens, scale_groups, bits[0], bits[1],
-                            c.repack != PACKKV_REPACK_NONE);
+                            c.repack != PACKKV_REPACK_NONE, fmt::FormatId::kRoundMajor, zs);
   return c;
 }
 
@@ -122,6 +146,9 @@ void Config::to_params(packkv_cache_params_t* p) const {
   full.scale_granularity = granularity;
   full.block_tokens = shape.block_tokens;
   full.residual_tokens = residual_tokens;
+  full.sink_tokens = sink_tokens;
+  full.zs_format = (packkv_zs_format_t)shape.zs;
+  full.k_transform = k_transform;
   size_t n = p->struct_size < sizeof full ? p->struct_size : sizeof full;
   std::memcpy(p, &full, n);
   if (p->struct_size > sizeof full)

@@ -22,10 +22,12 @@ struct Config {
   packkv_repack_t repack = PACKKV_REPACK_MEDIAN;
   packkv_scale_granularity_t granularity = PACKKV_SCALE_PER_TOKEN;
   int residual_tokens = 128;
+  int sink_tokens = 0;  // first tokens of a sequence kept uncompressed (never in a block)
+  packkv_k_transform_t k_transform = PACKKV_K_TRANSFORM_NONE;
   // n_kv_heads, head_dim, block_tokens, bits_k / bits_v (always derived or validated:
   // 1..8), scale groups (from granularity), has_perm (from repack) and the block layout.
   // A caller that builds a Config by hand sets it with fmt::make_shape.
-  fmt::Shape shape = fmt::make_shape(8, 128, 64, 1, 4, 3, true);
+  fmt::Shape shape = fmt::make_shape(8, 128, 64, 1, 4, 3, true, fmt::FormatId::kRoundMajor, fmt::ZsFormat::kCompact);
 
   // Validates params (struct_size rules included) and derives bits; throws Error.
   static Config from_params(const packkv_cache_params_t* params);
@@ -33,8 +35,9 @@ struct Config {
   void to_params(packkv_cache_params_t* params) const;
 };
 
-// Bits implied by a relative scale (see packkv_bits_for_rel_scale); throws Error.
-int bits_for_rel_scale(float rel_scale);
+// Bits implied by a relative scale for zero points and scales of encoding zs (see
+// packkv_bits_for_rel_scale, which gives the kCompact value); throws Error.
+int bits_for_rel_scale(float rel_scale, fmt::ZsFormat zs = fmt::ZsFormat::kCompact);
 
 }  // namespace packkv
 

@@ -69,8 +69,8 @@ void quantize_fast(const float* x, int n, float s, float z, float qmax, uint8_t*
 
 }  // namespace
 
-void quantize_tokens(const float* x, int n_tokens, int n_heads, int head_dim, int scale_groups,
-                     float rel_scale, int bits, uint8_t* codes, fmt::Affine* affine) {
+bool quantize_tokens(const float* x, int n_tokens, int n_heads, int head_dim, int scale_groups,
+                     float rel_scale, int bits, bool compact, uint8_t* codes, fmt::Affine* affine) {
   const int row = n_heads * head_dim;
   const int group_len = row / scale_groups;  // values per scale group
   const uint32_t qmax = (1u << bits) - 1u;
@@ -80,7 +80,12 @@ void quantize_tokens(const float* x, int n_tokens, int n_heads, int head_dim, in
       uint8_t* qs = codes + (size_t)t * row + (size_t)g * group_len;
       float lo, hi;
       min_max(xs, group_len, &lo, &hi);
-      const fmt::Affine a = fmt::group_affine(lo, hi, rel_scale);
+      fmt::Affine a;
+      if (!compact) {
+        a = fmt::group_affine(lo, hi, rel_scale);
+      } else if (!fmt::group_affine_compact(lo, hi, rel_scale, &a)) {
+        return false;
+      }
       affine[(size_t)g * n_tokens + t] = a;
       const float amax = std::max(std::fabs(lo), std::fabs(hi));
       if (a.scale != 0.0f && amax / std::fabs(a.scale) < 4194304.0f) {
@@ -90,6 +95,7 @@ void quantize_tokens(const float* x, int n_tokens, int n_heads, int head_dim, in
       }
     }
   }
+  return true;
 }
 
 }  // namespace packkv

@@ -54,7 +54,7 @@ PACKKV_HD int64_t blocks_to_flush(int64_t window, int residual_tokens, int block
 struct BlobSizes {
   long long k_tiles;
   long long v_tiles;
-  long long k_scale;  // K zero points and scales
+  long long k_scale;  // K zero points and scales (a compact wide fallback block: both encodings)
   long long v_scale;
   long long header;   // tile_end array and alignment padding
   long long perm;

@@ -31,7 +31,9 @@ struct Plan {
   std::vector<size_t> sizes;   // their sizes
   Placement place;             // where they go (cpu/page_table.h)
   size_t first_page = 0;       // index of its first new page among all taken pages
+  int64_t to_sink = 0;         // new tokens that become sink tokens (the first ones)
   int64_t flushed = 0;         // blocks
+  std::vector<float> k_mean;   // K centering: the mean computed from this append's block 0
 };
 
 }  // namespace
@@ -58,9 +60,11 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     }
     at += vals;
     const CpuSeq& s = seqs_[ids[i]];
-    p.flushed = blocks_to_flush(s.residual_len + n, c.residual_tokens, block_tokens);
+    p.to_sink = std::min<int64_t>(n, c.sink_tokens - s.sink_len);
+    const size_t skip = (size_t)p.to_sink * token_bytes;  // the window's new tokens follow
+    p.flushed = blocks_to_flush(s.residual_len + n - p.to_sink, c.residual_tokens, block_tokens);
     if (p.flushed > 0) {
-      encode_flushed(s, p.k, p.v, p.flushed, &p.blobs, &p.sizes);
+      encode_flushed(s, p.k + skip, p.v + skip, p.flushed, &p.blobs, &p.sizes, &p.k_mean);
       p.place = s.table.plan(p.sizes, pool_->page_bytes());
       p.first_page = new_pages;
       new_pages += p.place.new_pages;
@@ -75,8 +79,12 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     for (int i = 0; i < n_seqs; ++i) {
       CpuSeq& s = seqs_[ids[i]];
       const Plan& p = plans[i];
-      const size_t res_after = (size_t)(s.residual_len + counts[i] - p.flushed * block_tokens) * token_bytes;
+      const size_t res_after =
+          (size_t)(s.residual_len + counts[i] - p.to_sink - p.flushed * block_tokens) * token_bytes;
       s.table.reserve(p.sizes.size());
+      grow(&s.sink_k, (size_t)(s.sink_len + p.to_sink) * token_bytes);
+      grow(&s.sink_v, (size_t)(s.sink_len + p.to_sink) * token_bytes);
+      if (!p.k_mean.empty()) s.k_mean.reserve(p.k_mean.size());
       grow(&s.res_k, res_after);
       grow(&s.res_v, res_after);
     }
@@ -84,12 +92,18 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     for (Page* pg : pages) pool_->release(pg);
     throw;
   }
-  // 4. Commit (no throw: capacity is reserved). The window loses its first `drop` tokens
-  // (compressed now): first from the old residual tokens, then from the new ones.
+  // 4. Commit (no throw: capacity is reserved). The first to_sink new tokens become sink
+  // tokens; the window then loses its first `drop` tokens (compressed now): first from
+  // the old residual tokens, then from the new ones.
   int64_t blob_bytes = 0, blob_tokens = 0;
   for (int i = 0; i < n_seqs; ++i) {
     CpuSeq& s = seqs_[ids[i]];
     Plan& p = plans[i];
+    const size_t sink_bytes = (size_t)p.to_sink * token_bytes;
+    s.sink_k.insert(s.sink_k.end(), p.k, p.k + sink_bytes);
+    s.sink_v.insert(s.sink_v.end(), p.v, p.v + sink_bytes);
+    s.sink_len += p.to_sink;
+    if (!p.k_mean.empty()) s.k_mean.assign(p.k_mean.begin(), p.k_mean.end());  // capacity reserved
     if (p.flushed > 0) {
       s.table.commit(p.place, p.blobs.data(), p.sizes, pages.data() + p.first_page, pool_.get());
       for (size_t z : p.sizes) blob_bytes += (int64_t)z;
@@ -97,7 +111,7 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     }
     const int64_t drop = p.flushed * block_tokens;
     const int64_t from_old = std::min(drop, s.residual_len);
-    const size_t skip_new = (size_t)(drop - from_old) * token_bytes;
+    const size_t skip_new = sink_bytes + (size_t)(drop - from_old) * token_bytes;
     const size_t new_bytes = (size_t)counts[i] * token_bytes;
     for (int kv = 0; kv < 2; ++kv) {
       std::vector<uint8_t>& res = kv == 0 ? s.res_k : s.res_v;
@@ -105,14 +119,15 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
       res.erase(res.begin(), res.begin() + (ptrdiff_t)((size_t)from_old * token_bytes));
       if (new_bytes > skip_new) res.insert(res.end(), src + skip_new, src + new_bytes);
     }
-    s.residual_len += counts[i] - drop;
+    s.residual_len += counts[i] - p.to_sink - drop;
     expire(s);
   }
   pool_->note_compressed(this, blob_bytes, blob_tokens);
 }
 
 void CpuCache::encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks,
-                              std::vector<uint8_t>* blobs, std::vector<size_t>* sizes) const {
+                              std::vector<uint8_t>* blobs, std::vector<size_t>* sizes,
+                              std::vector<float>* k_mean) const {
   const Config& c = config();
   const size_t block_vals = (size_t)c.shape.block_tokens * row_;
   const size_t res_vals = (size_t)s.residual_len * row_;
@@ -128,6 +143,19 @@ void CpuCache::encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t*
       if (from_res) to_float(res.data() + first * elem_, c.kv_dtype, from_res, f);
       if (from_res < block_vals)
         to_float(nw + (first + from_res - res_vals) * elem_, c.kv_dtype, block_vals - from_res, f + from_res);
+    }
+    if (c.k_transform == PACKKV_K_TRANSFORM_CENTER) {
+      // mu = fp32(float64 mean over the block's tokens) of block 0, then k - mu in fp32
+      if (s.k_mean.empty() && k_mean->empty()) {
+        k_mean->assign(row_, 0.0f);
+        std::vector<double> sum(row_, 0.0);
+        for (int t = 0; t < c.shape.block_tokens; ++t)
+          for (size_t i = 0; i < row_; ++i) sum[i] += (double)fk[(size_t)t * row_ + i];
+        for (size_t i = 0; i < row_; ++i) (*k_mean)[i] = (float)(sum[i] / c.shape.block_tokens);
+      }
+      const float* mu = s.k_mean.empty() ? k_mean->data() : s.k_mean.data();
+      for (int t = 0; t < c.shape.block_tokens; ++t)
+        for (size_t i = 0; i < row_; ++i) fk[(size_t)t * row_ + i] -= mu[i];
     }
     blobs->resize(align16(blobs->size()), 0);
     const size_t start = blobs->size();

@@ -1,6 +1,7 @@
-// CpuCache attention: scores, apply and decode over a sequence's compressed blocks
-// (cpu/block_attention.h, integer-domain) and its residual window (float64 dot
-// products). gqa_group = n_q_heads / n_kv_heads query heads read each KV head.
+// CpuCache attention: scores, apply and decode over a sequence's sink tokens, its
+// compressed blocks (cpu/block_attention.h, integer-domain) and its residual window
+// (sink tokens and window: float64 dot products). gqa_group = n_q_heads / n_kv_heads query
+// heads read each KV head.
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -14,10 +15,11 @@ namespace packkv {
 
 namespace {
 
-// `values` values of a residual window (kv_dtype bytes, [residual_len][H][D]) as float.
-std::vector<float> window_as_float(const std::vector<uint8_t>& window, packkv_dtype_t kv_dtype, size_t values) {
+// `values` values of dense tokens (kv_dtype bytes, [n][H][D]: sink tokens or a residual
+// window) as float.
+std::vector<float> dense_as_float(const uint8_t* dense, packkv_dtype_t kv_dtype, size_t values) {
   std::vector<float> f(values);
-  to_float(window.data(), kv_dtype, values, f.data());
+  to_float(dense, kv_dtype, values, f.data());
   return f;
 }
 
@@ -82,67 +84,101 @@ void CpuCache::load_q(const AttnArgs& a, int i, float* q) const {
   for (size_t x = 0; x < n; ++x) q[x] = load_as_float(a.q, a.q_dtype, first + x);
 }
 
-// Scores of all query heads over one sequence: out[j * ld + t] (Out: float or double, see
-// block_scores).
+// Scores of all query heads over one sequence: out[j * ld + t] (sink tokens, blocks,
+// residual window, in token order; Out: float or double, see block_scores).
 template <typename Out>
 void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, Out* out, size_t ld) const {
   const fmt::Shape& sh = config().shape;
   const int d = sh.head_dim;
-  const std::vector<float> res = window_as_float(s.res_k, config().kv_dtype, (size_t)s.residual_len * row_);
   AttnScratch scratch;
+  dense_scores(s.sink_k.data(), s.sink_len, 0, q, gqa_group, out, ld);
+  std::vector<double> bias(gqa_group);  // K centering: q . mu (float64)
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
     const float* qh = q + (size_t)hk * gqa_group * d;
-    Out* oh = out + (size_t)hk * gqa_group * ld;
-    for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b)
-      block_scores(sh, s.blob(b), hk, qh, gqa_group, oh + b * sh.block_tokens, ld, &scratch);
-    const int64_t base = s.n_blocks() * sh.block_tokens;
-    for (int64_t t = 0; t < s.residual_len; ++t) {
-      const float* kr = res.data() + (size_t)t * row_ + (size_t)hk * d;
-      for (int j = 0; j < gqa_group; ++j) {
-        const float* qj = qh + (size_t)j * d;
-        double dot = 0.0;
-        for (int x = 0; x < d; ++x) dot += (double)qj[x] * (double)kr[x];
-        oh[(size_t)j * ld + base + t] = (Out)dot;
-      }
+    Out* oh = out + (size_t)hk * gqa_group * ld + s.sink_len;
+    const bool centred = !s.k_mean.empty();
+    for (int j = 0; j < gqa_group && centred; ++j) {
+      double dot = 0.0;
+      for (int x = 0; x < d; ++x) dot += (double)qh[(size_t)j * d + x] * (double)s.k_mean[(size_t)hk * d + x];
+      bias[j] = dot;
     }
-    // sliding window: expired tokens (freed blocks, the expired part of a block -- block_scores
-    // wrote it in original order, undoing the stored permutation -- and of the window) score -inf
-    for (int j = 0; j < gqa_group; ++j)
-      std::fill(oh + (size_t)j * ld, oh + (size_t)j * ld + s.expired, -std::numeric_limits<float>::infinity());
+    for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b)
+      block_scores(sh, s.blob(b), hk, qh, gqa_group, oh + b * sh.block_tokens, ld, &scratch,
+                   centred ? bias.data() : nullptr);
   }
+  dense_scores(s.res_k.data(), s.residual_len, s.sink_len + s.n_blocks() * sh.block_tokens, q, gqa_group, out, ld);
+  // sliding window (never with sink tokens): expired tokens (freed blocks, the expired part
+  // of a block -- block_scores wrote it in original order, undoing the stored permutation --
+  // and of the window) score -inf
+  for (int j = 0; j < sh.n_kv_heads * gqa_group; ++j)
+    std::fill(out + (size_t)j * ld, out + (size_t)j * ld + s.expired, -std::numeric_limits<float>::infinity());
 }
 
 // acc[j][c] = sum_t probs[j * ld + t] V[t][kv_head(j)][c] over one sequence.
 void CpuCache::seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const {
   const fmt::Shape& sh = config().shape;
   const int d = sh.head_dim;
-  const std::vector<float> res = window_as_float(s.res_v, config().kv_dtype, (size_t)s.residual_len * row_);
   std::fill(acc, acc + (size_t)sh.n_kv_heads * gqa_group * d, 0.0);
   AttnScratch scratch;
   std::vector<float> masked;
+  dense_apply(s.sink_v.data(), s.sink_len, 0, probs, ld, gqa_group, acc);
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
-    const float* ph = probs + (size_t)hk * gqa_group * ld;
+    const float* ph = probs + (size_t)hk * gqa_group * ld + s.sink_len;
     double* ah = acc + (size_t)hk * gqa_group * d;
     const int64_t n = sh.block_tokens;
     for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b) {
-      if (b * n < s.expired) {  // partly expired block: its expired tokens weigh 0
+      if (s.sink_len + b * n < s.expired) {  // partly expired block: its expired tokens weigh 0
+        const int64_t first = s.expired - s.sink_len - b * n;
         masked.assign((size_t)gqa_group * n, 0.0f);
         for (int j = 0; j < gqa_group; ++j)
-          for (int64_t t = s.expired - b * n; t < n; ++t) masked[(size_t)j * n + t] = ph[(size_t)j * ld + b * n + t];
+          for (int64_t t = first; t < n; ++t) masked[(size_t)j * n + t] = ph[(size_t)j * ld + b * n + t];
         block_apply(sh, s.blob(b), hk, masked.data(), gqa_group, (size_t)n, ah, &scratch);
       } else {
         block_apply(sh, s.blob(b), hk, ph + b * n, gqa_group, ld, ah, &scratch);
       }
     }
-    const int64_t base = s.n_blocks() * sh.block_tokens;
-    for (int64_t t = std::max<int64_t>(0, s.expired - base); t < s.residual_len; ++t) {
-      const float* vr = res.data() + (size_t)t * row_ + (size_t)hk * d;
+  }
+  // the window's expired tokens weigh 0
+  const int64_t base = s.sink_len + s.n_blocks() * sh.block_tokens;
+  const int64_t skip = std::min(s.residual_len, std::max<int64_t>(0, s.expired - base));
+  dense_apply(s.res_v.data() + (size_t)skip * row_ * elem_, s.residual_len - skip, base + skip, probs, ld,
+              gqa_group, acc);
+}
+
+template <typename Out>
+void CpuCache::dense_scores(const uint8_t* k, int64_t n, int64_t base, const float* q, int gqa_group, Out* out,
+                            size_t ld) const {
+  const Config& c = config();
+  const int d = c.shape.head_dim;
+  const std::vector<float> kf = dense_as_float(k, c.kv_dtype, (size_t)n * row_);
+  for (int hk = 0; hk < c.shape.n_kv_heads; ++hk)
+    for (int64_t t = 0; t < n; ++t) {
+      const float* kr = kf.data() + (size_t)t * row_ + (size_t)hk * d;
       for (int j = 0; j < gqa_group; ++j) {
-        const double p = ph[(size_t)j * ld + base + t];
-        for (int x = 0; x < d; ++x) ah[(size_t)j * d + x] += p * vr[x];
+        const int jq = hk * gqa_group + j;
+        const float* qj = q + (size_t)jq * d;
+        double dot = 0.0;
+        for (int x = 0; x < d; ++x) dot += (double)qj[x] * (double)kr[x];
+        out[(size_t)jq * ld + base + t] = (Out)dot;
       }
     }
-  }
+}
+
+void CpuCache::dense_apply(const uint8_t* v, int64_t n, int64_t base, const float* probs, size_t ld, int gqa_group,
+                           double* acc) const {
+  const Config& c = config();
+  const int d = c.shape.head_dim;
+  const std::vector<float> vf = dense_as_float(v, c.kv_dtype, (size_t)n * row_);
+  for (int hk = 0; hk < c.shape.n_kv_heads; ++hk)
+    for (int64_t t = 0; t < n; ++t) {
+      const float* vr = vf.data() + (size_t)t * row_ + (size_t)hk * d;
+      for (int j = 0; j < gqa_group; ++j) {
+        const int jq = hk * gqa_group + j;
+        const double p = probs[(size_t)jq * ld + base + t];
+        double* a = acc + (size_t)jq * d;
+        for (int x = 0; x < d; ++x) a[x] += p * vr[x];
+      }
+    }
 }
 
 }  // namespace packkv

@@ -114,7 +114,7 @@ const float* decoded_head(const fmt::Shape& sh, const uint8_t* blob, int head, f
 
 template <typename Out>
 void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const float* q_in, int n_q,
-                  Out* out, size_t ld, AttnScratch* scratch) {
+                  Out* out, size_t ld, AttnScratch* scratch, const double* bias) {
   const int n = sh.block_tokens, d = sh.head_dim;
   const fmt::HeadView v = sh.head(blob, fmt::kK, head);
   if (grid_beyond_fp32(v, n, sh.bits_k)) {
@@ -123,7 +123,7 @@ void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const flo
       for (int t = 0; t < n; ++t) {
         double dot = 0;
         for (int ch = 0; ch < d; ++ch) dot += (double)q_in[(size_t)j * d + ch] * (double)k[(size_t)t * d + ch];
-        out[(size_t)j * ld + t] = (Out)dot;
+        out[(size_t)j * ld + t] = (Out)(dot + (bias ? bias[j] : 0.0));
       }
     return;
   }
@@ -166,16 +166,16 @@ void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const flo
       for (int j = 0; j < n_q; ++j) {
         const double u =
             (double)acc[(size_t)j * P + i] * q_unscale[j] + min_term[j] + (double)a.zero * sum_q[j];
-        out[(size_t)j * ld + t] = (Out)(u * (double)a.scale);
+        out[(size_t)j * ld + t] = (Out)(u * (double)a.scale + (bias ? bias[j] : 0.0));
       }
     }
   }
 }
 
 template void block_scores<float>(const fmt::Shape&, const uint8_t*, int, const float*, int, float*, size_t,
-                                  AttnScratch*);
+                                  AttnScratch*, const double*);
 template void block_scores<double>(const fmt::Shape&, const uint8_t*, int, const float*, int, double*, size_t,
-                                   AttnScratch*);
+                                   AttnScratch*, const double*);
 
 void block_apply(const fmt::Shape& sh, const uint8_t* blob, int head, const float* probs, int n_q,
                  size_t ld, double* out, AttnScratch* scratch) {

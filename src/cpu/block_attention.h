@@ -24,14 +24,15 @@ struct AttnScratch {
 };
 
 // Scores of the n_q query heads q ([n_q][head_dim] float) that read KV head `head`,
-// for the block_tokens tokens of one blob: out[j * ld + t] = q_j . K^_t with t the
-// token's original index inside the block. Out is float (the scores call: a score beyond
-// the fp32 range is +-inf) or double (decode, whose softmax is finite for any finite
-// score). Queries above 2^100 in magnitude are scaled by a power of two for the fp32
-// products (exact), so no intermediate overflows.
+// for the block_tokens tokens of one blob: out[j * ld + t] = q_j . K^_t + bias[j] with t
+// the token's original index inside the block (bias: [n_q] double, or null for none;
+// K centering passes q_j . mu). Out is float (the scores call: a score beyond the fp32
+// range is +-inf) or double (decode, whose softmax is finite for any finite score).
+// Queries above 2^100 in magnitude are scaled by a power of two for the fp32 products
+// (exact), so no intermediate overflows.
 template <typename Out>
 void block_scores(const fmt::Shape& shape, const uint8_t* blob, int head, const float* q, int n_q,
-                  Out* out, size_t ld, AttnScratch* scratch);
+                  Out* out, size_t ld, AttnScratch* scratch, const double* bias = nullptr);
 
 // Adds sum_t probs[j * ld + t] * V^_t[head] to out[j][0..head_dim) (double) for the
 // n_q query heads, t the original index inside the block. Weights p * s above 2^100 in

@@ -36,7 +36,7 @@ CpuCache::~CpuCache() {
 
 int64_t CpuCache::seq_length(int seq) const {
   const CpuSeq& s = seqs_[seq];
-  return s.n_blocks() * config().shape.block_tokens + s.residual_len;
+  return s.sink_len + s.n_blocks() * config().shape.block_tokens + s.residual_len;
 }
 
 void CpuCache::remove_seq(int seq) {
@@ -60,8 +60,10 @@ void CpuCache::stats(int seq, packkv_cache_stats_t* out) const {
     if (seq >= 0 && i != seq) continue;
     const CpuSeq& s = seqs_[i];
     const PageTable& t = s.table;
-    out->n_residual_tokens += s.residual_len;
-    out->residual_bytes += (int64_t)(s.res_k.size() + s.res_v.size());
+    // sink tokens are uncompressed tokens in kv_dtype: counted with the residual window
+    out->n_residual_tokens += s.sink_len + s.residual_len;
+    out->residual_bytes += (int64_t)(s.sink_k.size() + s.sink_v.size() + s.res_k.size() + s.res_v.size());
+    out->k_scale_bytes += (int64_t)(s.k_mean.size() * sizeof(float));  // K centering mean: K metadata
     out->compressed_bytes_reserved += (int64_t)t.table_capacity_bytes();
     // Without forks no page or block is shared: a sequence's pages are its open page
     // and the pages where its block table changes page (sets only after a fork).
@@ -95,17 +97,22 @@ void CpuCache::decompress(int seq, float* k_out, float* v_out, packkv_stream_t) 
   const Config& c = config();
   const CpuSeq& s = seqs_[seq];
   const size_t block_vals = (size_t)c.shape.block_tokens * row_;
+  const size_t sink_vals = (size_t)s.sink_len * row_;
+  if (k_out) to_float(s.sink_k.data(), c.kv_dtype, sink_vals, k_out);
+  if (v_out) to_float(s.sink_v.data(), c.kv_dtype, sink_vals, v_out);
   for (int64_t b = 0; b < s.n_blocks(); ++b) {
-    float* k = k_out ? k_out + b * block_vals : nullptr;
-    float* v = v_out ? v_out + b * block_vals : nullptr;
+    float* k = k_out ? k_out + sink_vals + b * block_vals : nullptr;
+    float* v = v_out ? v_out + sink_vals + b * block_vals : nullptr;
     if (s.blob(b)) {
       decode_block(c.shape, s.blob(b), k, v);
+      if (k && !s.k_mean.empty())  // K centering: k^ = (k - mu)^ + mu
+        for (size_t i = 0; i < block_vals; ++i) k[i] += s.k_mean[i % row_];
     } else {
       if (k) std::fill(k, k + block_vals, NAN);
       if (v) std::fill(v, v + block_vals, NAN);
     }
   }
-  const size_t done = (size_t)s.n_blocks() * block_vals;
+  const size_t done = sink_vals + (size_t)s.n_blocks() * block_vals;
   if (k_out) to_float(s.res_k.data(), c.kv_dtype, (size_t)s.residual_len * row_, k_out + done);
   if (v_out) to_float(s.res_v.data(), c.kv_dtype, (size_t)s.residual_len * row_, v_out + done);
   const size_t gone = (size_t)s.expired * row_;

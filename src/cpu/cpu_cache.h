@@ -24,14 +24,21 @@
 
 namespace packkv {
 
-// One sequence of the CPU cache. Its compressed blocks live in pages of the cache's pool
-// (pool/page_pool.h) through its block table (cpu/page_table.h).
+// One sequence of the CPU cache: its tokens are, in order, sink_len sink tokens, the
+// n_blocks() compressed blocks, and residual_len residual tokens (sink tokens fill first:
+// blocks and the residual window start once sink_len == sink_tokens). Its compressed
+// blocks live in pages of the cache's pool (pool/page_pool.h) through its block table
+// (cpu/page_table.h).
 struct CpuSeq {
+  std::vector<uint8_t> sink_k, sink_v;  // sink tokens, [sink_len][H][D] in kv_dtype
+  int64_t sink_len = 0;                 // sink tokens held (<= Config::sink_tokens)
   PageTable table;                     // where each compressed block's blob is
   std::vector<uint8_t> res_k, res_v;   // residual window, [residual_len][H][D] in kv_dtype
   int64_t residual_len = 0;            // tokens in the residual window
   int64_t expired = 0;                 // leading tokens out of the sliding window (excluded
                                        // from attention; whole blocks of them are freed)
+  std::vector<float> k_mean;           // K_TRANSFORM_CENTER: [H][D] mean of K over block 0
+                                       // (empty until block 0 is compressed)
 
   int64_t n_blocks() const { return table.n_blocks(); }
   const uint8_t* blob(int64_t b) const { return table.blob(b); }
@@ -73,9 +80,10 @@ class CpuCache final : public CacheImpl {
  private:
   // append.cpp: encodes the first n_blocks blocks of the window (residual tokens of s,
   // then the new tokens nk / nv in kv_dtype) as blobs, one after the other in *blobs
-  // (each starting kBlobAlign-aligned), their sizes in *sizes.
+  // (each starting kBlobAlign-aligned), their sizes in *sizes. With K centering the
+  // sequence's K mean is s.k_mean, or (first block) computed into *k_mean from that block.
   void encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks,
-                      std::vector<uint8_t>* blobs, std::vector<size_t>* sizes) const;
+                      std::vector<uint8_t>* blobs, std::vector<size_t>* sizes, std::vector<float>* k_mean) const;
   // input_check.cpp: n values of dtype as kv_dtype (src itself when dtype is kv_dtype,
   // else *conv), rejecting values that are not finite in kv_dtype (NaN, inf, or
   // overflow by the conversion) with an error naming sequence, token, head and channel.
@@ -86,6 +94,13 @@ class CpuCache final : public CacheImpl {
   template <typename Out>  // float (scores) or double (decode)
   void seq_scores(const CpuSeq& s, const float* q, int gqa_group, Out* out, size_t ld) const;
   void seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const;
+  // Scores / weighted V of n dense tokens in kv_dtype ([n][H][D], the sink tokens or the
+  // residual window) at positions base .. base+n-1, float64 products.
+  template <typename Out>  // float or double, as seq_scores
+  void dense_scores(const uint8_t* k, int64_t n, int64_t base, const float* q, int gqa_group, Out* out,
+                    size_t ld) const;
+  void dense_apply(const uint8_t* v, int64_t n, int64_t base, const float* probs, size_t ld, int gqa_group,
+                   double* acc) const;
 
   std::shared_ptr<PagePool> pool_;
   bool shared_ = false;

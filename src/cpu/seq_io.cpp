@@ -51,6 +51,7 @@ void CpuCache::export_seq(int seq, uint8_t* out, size_t size) const {
   put_u32(out + kSeqGranularity, (uint32_t)c.granularity);
   put_u32(out + kSeqHasPerm, c.shape.has_perm ? 1u : 0u);
   put_u32(out + kSeqKvDtype, (uint32_t)c.kv_dtype);
+  put_u32(out + kSeqZsFormat, (uint32_t)c.shape.zs);
   put_u64(out + kSeqTokens, (uint64_t)seq_length(seq));
   put_u64(out + kSeqWindowStart, (uint64_t)s.expired);
   put_u64(out + kSeqFirstBlock, (uint64_t)s.table.first_live());
@@ -89,7 +90,7 @@ void CpuCache::import_seq(int seq, const uint8_t* in, size_t size) {
     bad("size mismatch: the export is " + std::to_string(total) + " bytes, the buffer holds " + std::to_string(size));
   if (get_u64(in + kSeqChecksum) != fnv1a64(in + kSeqChecksumFrom, size - kSeqChecksumFrom))
     bad("checksum mismatch: the export is corrupt");
-  if (get_u32(in + kSeqZero0) != 0 || get_u64(in + kSeqZero1) != 0 || get_u64(in + kSeqZero1 + 8) != 0)
+  if (get_u64(in + kSeqZero1) != 0 || get_u64(in + kSeqZero1 + 8) != 0)
     bad("corrupt header: reserved fields are not zero");
   // 2. params that matter for reading
   const struct {
@@ -104,7 +105,8 @@ void CpuCache::import_seq(int seq, const uint8_t* in, size_t size) {
                 {"bits_v", kSeqBitsV, (uint32_t)sh.bits_v},
                 {"scale_granularity", kSeqGranularity, (uint32_t)c.granularity},
                 {"repack (permutation stored or not)", kSeqHasPerm, sh.has_perm ? 1u : 0u},
-                {"kv_dtype", kSeqKvDtype, (uint32_t)c.kv_dtype}};
+                {"kv_dtype", kSeqKvDtype, (uint32_t)c.kv_dtype},
+                {"zs_format", kSeqZsFormat, (uint32_t)c.shape.zs}};
   for (const auto& f : params)
     if (get_u32(in + f.at) != f.mine)
       bad("params mismatch: the export has " + std::string(f.name) + " = " + std::to_string(get_u32(in + f.at)) +

@@ -16,11 +16,13 @@
 // range is so small against its magnitude that |min/s| >= 2^30 (only possible for
 // fp32 data) gets s = max|x| / 2^29 instead, an error of at most max|x| * 2^-30; when
 // r * range underflows to zero, s is the smallest subnormal (exact for such data).
+// The compact encoding of (z, s) (16 + 16 bits) has its own rule: group_affine_compact.
 #ifndef PACKKV_FORMAT_AFFINE_H
 #define PACKKV_FORMAT_AFFINE_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "common/hd.h"
 
@@ -67,6 +69,78 @@ PACKKV_HD Affine group_affine(float xmin, float xmax, float rel_scale) {
   a.scale = s;
   a.zero = (int32_t)rint_f(div_rn(xmin, s));
   return a;
+}
+
+// ---- compact zero points and scales (ZsFormat::kCompact of format/shape.h) ----
+//
+// A 16-bit scale field holds bits 30..15 of the fp32 scale s >= 0: its 8 exponent bits
+// and its 8 leading fraction bits. Decoding shifts them back (the low 15 fraction bits
+// become zero), so the stored scale s16 is s rounded toward zero, s16 > s * (1 - 2^-8)
+// for a normal s, and both encoders and every decoder agree bit for bit.
+PACKKV_HD float bits_to_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+PACKKV_HD uint32_t float_to_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+#endif
+}
+PACKKV_HD uint16_t scale16_encode(float s) { return (uint16_t)((float_to_bits(s) >> 15) & 0xFFFFu); }
+PACKKV_HD float scale16_decode(uint16_t f) { return bits_to_float((uint32_t)f << 15); }
+
+// Zero point and scale of a group for the compact fields: an int16 zero point and a
+// scale that scale16_encode stores exactly. Returns false when the group has none that
+// keeps the guarantees of group_affine (the block is then stored with wide fields):
+//   - all-zero group: s = z = 0 (as group_affine);
+//   - constant group x != 0: s = 2^(e - 14) with e the binary exponent of x, so that
+//     z = x / s lies in [2^14, 2^15) in magnitude; exact when x has at most 15
+//     significant bits (every fp16 and bf16 value; an fp32 value or an fp32-subnormal
+//     one otherwise returns false);
+//   - otherwise s = group_affine's scale rounded down to its stored value (the same
+//     r * range before rounding), z = rint(min / s), so |x - x^| <= s/2 <= r * range / 2
+//     still holds; returns false when that s is not a normal fp32 number (r * range
+//     below 2^-126: only subnormal-range fp32 or bf16 data) or |z| > 32767 (a group
+//     far from zero against its range).
+// Codes then reach at most range / s + 1 < (1/r) / (1 - 2^-8) + 1: the code width
+// derived for a compact cache leaves room for that (api/config.cpp).
+PACKKV_HD bool group_affine_compact(float xmin, float xmax, float rel_scale, Affine* out) {
+  Affine a;
+  if (!(xmax > xmin)) {
+    if (xmin == 0.0f) {
+      a.scale = 0.0f;
+      a.zero = 0;
+      *out = a;
+      return true;
+    }
+    const uint32_t u = float_to_bits(xmin);
+    const int e = (int)((u >> 23) & 0xFFu);  // biased exponent
+    const uint32_t sig = (u & 0x7FFFFFu) | 0x800000u;
+    if (e < 1 + 14 || (sig & 0x1FFu) != 0) return false;  // s not normal, or > 15 significant bits
+    a.scale = bits_to_float((uint32_t)(e - 14) << 23);     // 2^(e - 127 - 14): 8 fraction bits zero
+    const int32_t m = (int32_t)(sig >> 9);                 // in [2^14, 2^15)
+    a.zero = (u >> 31) ? -m : m;
+    *out = a;
+    return true;
+  }
+  float s = (float)(((double)xmax - (double)xmin) * (double)rel_scale);
+  if (!(s >= 1.17549435e-38f)) return false;  // FLT_MIN: a subnormal s loses precision in 16 bits
+  s = scale16_decode(scale16_encode(s));
+  const float zf = rint_f(div_rn(xmin, s));
+  if (!(zf >= -32767.0f && zf <= 32767.0f)) return false;
+  a.scale = s;
+  a.zero = (int32_t)zf;
+  *out = a;
+  return true;
 }
 
 PACKKV_HD uint32_t quantize(float x, Affine a, uint32_t qmax) {

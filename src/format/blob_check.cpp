@@ -72,16 +72,14 @@ std::string check_tile(const uint8_t* tile, size_t size, int n_tokens, int head_
   return std::string();
 }
 
-// Checks the zero points and scales of K or V ([scale_groups][n] int32, then [scale_groups][n]
-// float): every scale finite, and every code the tiles hold for a token dequantizes to a
-// finite value. range[g * n + slot] holds the code extremes of group g, stored slot.
-// (q + z) * s is monotonic in q, so the extremes decide.
-std::string check_affine(const uint8_t* blob, size_t zero_at, size_t scale_at, int scale_groups, int n,
+// Checks the zero points and scales of K or V ([scale_groups][n] zero points, then [scale_groups][n]
+// scales, wide or compact encoding): every scale finite, and every code the tiles hold
+// for a token dequantizes to a finite value. range[g * n + slot] holds the code extremes
+// of group g, stored slot. (q + z) * s is monotonic in q, so the extremes decide.
+std::string check_affine(const uint8_t* zero, const uint8_t* scale, bool wide, int scale_groups, int n,
                          const CodeRange* range, const char* what) {
   for (size_t i = 0; i < (size_t)scale_groups * n; ++i) {
-    fmt::Affine a;
-    std::memcpy(&a.zero, blob + zero_at + 4 * i, 4);
-    std::memcpy(&a.scale, blob + scale_at + 4 * i, 4);
+    const fmt::Affine a = fmt::load_affine(zero, scale, wide, i);
     if (!std::isfinite(a.scale)) return std::string(what) + " scale " + std::to_string(i) + " is not finite";
     if (!std::isfinite(fmt::dequantize(range[i].lo, a)) || !std::isfinite(fmt::dequantize(range[i].hi, a)))
       return std::string(what) + " zero point " + std::to_string(a.zero) + " and scale " + std::to_string(a.scale) +
@@ -114,9 +112,24 @@ BlobCheck validate_blob(const fmt::Shape& sh, const uint8_t* blob, size_t size) 
                  std::to_string(t - 1) + "] = " + std::to_string(prev));
     prev = end;
   }
-  if ((uint64_t)l.tiles_at + prev != (uint64_t)size)
-    return bad("tiles end at byte " + std::to_string((uint64_t)l.tiles_at + prev) + " but the blob has " +
-               std::to_string(size) + " bytes");
+  // A compact block written wide fallback (marker in its first K scale field) has its
+  // compact fields zero but the marker, and its wide fields after the tiles.
+  const size_t meta_bytes = l.tiles_at - l.k_zero_at;
+  const bool fallback = sh.zs == fmt::ZsFormat::kCompact && sh.zs_wide(blob);
+  const uint64_t tiles_end = (uint64_t)l.tiles_at + prev;
+  const uint64_t expect = fallback ? ((tiles_end + 3) & ~(uint64_t)3) + sh.wide_zs_bytes() : tiles_end;
+  if (expect != (uint64_t)size)
+    return bad(std::string(fallback ? "a wide fallback block" : "tiles") + " end at byte " + std::to_string(expect) +
+               " but the blob has " + std::to_string(size) + " bytes");
+  if (fallback) {
+    for (size_t at = l.k_zero_at; at < l.k_zero_at + meta_bytes; ++at) {
+      const bool marker = at == l.k_scale_at || at == l.k_scale_at + 1;
+      if (blob[at] != (marker ? 0xFF : 0))
+        return bad("wide fallback block: compact field byte " + std::to_string(at) + " is neither zero nor the marker");
+    }
+    for (uint64_t i = tiles_end; i < sh.wide_zs_at(blob); ++i)
+      if (blob[i] != 0) return bad("padding byte " + std::to_string(i) + " is not zero");
+  }
 
   // perm and padding.
   const size_t perm_end = l.perm_at + (sh.has_perm ? (size_t)n : 0);
@@ -146,8 +159,13 @@ BlobCheck validate_blob(const fmt::Shape& sh, const uint8_t* blob, size_t size) 
                                        range[is_k ? 0 : 1].data() + (scale_groups == 1 ? 0 : (size_t)head * n));
     if (!err.empty()) return bad(std::string(is_k ? "K" : "V") + " tile of head " + std::to_string(head) + ": " + err);
   }
-  std::string err = check_affine(blob, l.k_zero_at, l.k_scale_at, scale_groups, n, range[0].data(), "K");
-  if (err.empty()) err = check_affine(blob, l.v_zero_at, l.v_scale_at, scale_groups, n, range[1].data(), "V");
+  std::string err;
+  for (int kv = 0; kv < 2 && err.empty(); ++kv) {
+    const uint8_t *zero = nullptr, *scale = nullptr;
+    bool wide = false;
+    sh.zs_fields(blob, kv, 0, &zero, &scale, &wide);
+    err = check_affine(zero, scale, wide, scale_groups, n, range[kv].data(), kv == 0 ? "K" : "V");
+  }
   if (!err.empty()) return bad(err);
 
   BlobCheck ok;

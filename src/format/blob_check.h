@@ -36,7 +36,9 @@ struct BlobCheck {
 //   - the shape itself describes a representable format (head_dim, block_tokens, bits, heads);
 //   - blob is 4-byte aligned (the decoders read the uint32 tile_end header in place);
 //   - size covers the fixed part (tile_end header, perm, zero points, scales) and
-//     equals tiles_at + tile_end[2H-1]; tile_end is non-decreasing;
+//     equals tiles_at + tile_end[2H-1] (a compact wide fallback block: that rounded up
+//     to 4, plus its wide fields, with zero padding and its compact fields zero but the
+//     marker); tile_end is non-decreasing;
 //   - the alignment padding after perm is zero; perm is a permutation of 0..N-1;
 //   - every scale is finite and every code the tiles hold dequantizes, (q + z) * s,
 //     to a finite value;

@@ -14,7 +14,7 @@
 //   56     4     scale_granularity (packkv_scale_granularity_t)
 //   60     4     has_perm (1: blocks store a repacking permutation)
 //   64     4     kv_dtype (packkv_dtype_t of the residual window)
-//   68     4     zero
+//   68     4     zs_format (packkv_zs_format_t: 0 compact, 1 wide zero points and scales)
 //   72     8     n_tokens: the sequence's length L
 //   80     8     window_start: tokens before it are out of the sliding window
 //   88     8     first_block: blocks before it were freed (sliding window)
@@ -46,7 +46,7 @@ constexpr size_t kSeqChecksumFrom = 32;
 enum SeqField : size_t {
   kSeqVersion = 8, kSeqHeaderSize = 12, kSeqTotal = 16, kSeqChecksum = 24, kSeqFormat = 32, kSeqHeads = 36,
   kSeqHeadDim = 40, kSeqBlockTokens = 44, kSeqBitsK = 48, kSeqBitsV = 52, kSeqGranularity = 56, kSeqHasPerm = 60,
-  kSeqKvDtype = 64, kSeqZero0 = 68, kSeqTokens = 72, kSeqWindowStart = 80, kSeqFirstBlock = 88, kSeqBlocks = 96,
+  kSeqKvDtype = 64, kSeqZsFormat = 68, kSeqTokens = 72, kSeqWindowStart = 80, kSeqFirstBlock = 88, kSeqBlocks = 96,
   kSeqResidual = 104, kSeqZero1 = 112
 };
 

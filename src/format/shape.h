@@ -11,11 +11,23 @@
 //     uint8   perm[N]            only when repacking is on: stored slot j holds the
 //                                block's original token perm[j]
 //     (zero padding to a multiple of 4 bytes)
-//     int32   k_zero[G][N]       zero points of K, stored token order
-//     float   k_scale[G][N]      scales of K
-//     int32   v_zero[G][N]
-//     float   v_scale[G][N]
+//     k_zero[G][N]               zero points of K, stored token order
+//     k_scale[G][N]              scales of K
+//     v_zero[G][N]
+//     v_scale[G][N]
 //     tiles_at: K tile of head 0 .. H-1, then V tile of head 0 .. H-1 (format/round_tile.h)
+//     [wide fallback only, see below: zero padding to a multiple of 4 bytes, then
+//      int32 k_zero[G][N], float k_scale[G][N], int32 v_zero[G][N], float v_scale[G][N]]
+// The zero point and scale fields come in two encodings (Shape::zs, ZsFormat):
+//   kWide     int32 zero points, fp32 scales (4 + 4 bytes per token and group).
+//   kCompact  int16 zero points, 16-bit scales (2 + 2 bytes): a scale field holds bits
+//             30..15 of the fp32 scale (its exponent and 8 leading fraction bits; scales
+//             are >= 0), i.e. the fp32 scale rounded down, and the codes are quantized
+//             with that stored scale (format/affine.h: group_affine_compact). A block
+//             holding a scale group that cannot be stored so without breaking the error
+//             bound is written *wide fallback*: its compact fields are all zero except
+//             the first K scale field, 0xFFFF (an exponent of 255, never a scale), and
+//             its zero points and scales follow the tiles in the kWide encoding.
 // All multi-byte fields are little-endian (the only byte order we build for).
 //
 // A second format (another tile layout) is one more FormatId, one more tile header
@@ -61,6 +73,30 @@ PACKKV_HD uint32_t tile_end(const uint8_t* blob, int t) {
 #endif
 }
 
+// A 2-byte field at p (2-byte aligned). Device: one aligned load; host: memcpy.
+template <typename T>
+PACKKV_HD T load2(const uint8_t* p) {
+  static_assert(sizeof(T) == 2, "2-byte fields only");
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const T*>(p);
+#else
+  T v;
+  memcpy(&v, p, 2);
+  return v;
+#endif
+}
+
+// Encoding of the zero points and scales (values = PACKKV_ZS_* of packkv.h).
+enum class ZsFormat : int {
+  kCompact = 0,  // int16 zero points, 16-bit scales (bits 30..15 of the fp32 scale)
+  kWide = 1,     // int32 zero points, fp32 scales
+};
+// The first K scale field of a kCompact block written wide fallback.
+constexpr uint16_t kWideMarker = 0xFFFF;
+
+// Bytes of one zero point field (and of one scale field).
+PACKKV_HD int zs_field_bytes(ZsFormat zs) { return zs == ZsFormat::kWide ? 4 : 2; }
+
 // Format identifier: which tile layout the blobs of a cache use.
 enum class FormatId : int {
   kRoundMajor = 1,  // round_tile.h: rounds of 16 tokens, per-channel packs (PACKKV.md section 5)
@@ -77,21 +113,22 @@ enum Kv : int { kK = 0, kV = 1 };
 // Byte offsets of the fixed part of a blob (see the layout above).
 struct BlockLayout {
   size_t perm_at;      // perm[N] (valid when has_perm)
-  size_t k_zero_at;    // int32[G][N]
-  size_t k_scale_at;   // float[G][N]
+  size_t k_zero_at;    // [G][N] zero points (int32 or int16, ZsFormat)
+  size_t k_scale_at;   // [G][N] scales (float or 16-bit)
   size_t v_zero_at;
   size_t v_scale_at;
   size_t tiles_at;     // first tile
 };
 
 // The fixed part's offsets for H heads, N tokens, G scale groups. Prefer Shape::layout.
-PACKKV_HD BlockLayout block_layout(int n_kv_heads, int block_tokens, int scale_groups, bool has_perm) {
+PACKKV_HD BlockLayout block_layout(int n_kv_heads, int block_tokens, int scale_groups, bool has_perm,
+                                   ZsFormat zs = ZsFormat::kWide) {
   BlockLayout l;
   size_t at = (size_t)2 * n_kv_heads * sizeof(uint32_t);
   l.perm_at = at;
   if (has_perm) at += (size_t)block_tokens;
   at = (at + 3) & ~(size_t)3;
-  const size_t meta = (size_t)scale_groups * block_tokens * 4;
+  const size_t meta = (size_t)scale_groups * block_tokens * zs_field_bytes(zs);
   l.k_zero_at = at;
   l.k_scale_at = at + meta;
   l.v_zero_at = at + 2 * meta;
@@ -104,24 +141,34 @@ PACKKV_HD BlockLayout block_layout(int n_kv_heads, int block_tokens, int scale_g
 // Shape::sizes below.
 using packkv::BlobSizes;
 
+// Zero point and scale of entry i of a zero point array and a scale array of encoding
+// `wide` (true: int32 / fp32; false: int16 / 16-bit scale). THE reader of the fields.
+PACKKV_HD Affine load_affine(const uint8_t* zero, const uint8_t* scale, bool wide, size_t i) {
+  Affine a;
+  if (wide) {
+    a.zero = load4<int32_t>(zero + 4 * i);
+    a.scale = load4<float>(scale + 4 * i);
+  } else {
+    a.zero = load2<int16_t>(zero + 2 * i);
+    a.scale = scale16_decode(load2<uint16_t>(scale + 2 * i));
+  }
+  return a;
+}
+
 // One head's part of a blob, for K or for V: its tile, and the zero points and scales
 // of its scale group, in stored token order.
 struct HeadView {
   const uint8_t* tile;
   size_t tile_bytes;
-  const uint8_t* zero;   // int32[N]
-  const uint8_t* scale;  // float[N]
+  const uint8_t* zero;   // [N] int32 (wide) or int16
+  const uint8_t* scale;  // [N] float (wide) or 16-bit scale16
   const uint8_t* perm;   // uint8[N], or null when the block is not permuted
+  bool wide;             // the fields are int32 / fp32 (kWide, or a wide fallback block)
 
   // Original token (0..N-1 inside the block) of stored slot `slot`.
   PACKKV_HD int original(int slot) const { return perm ? perm[slot] : slot; }
   // Zero point and scale of stored slot `slot`.
-  PACKKV_HD Affine affine(int slot) const {
-    Affine a;
-    a.zero = load4<int32_t>(zero + 4 * (size_t)slot);
-    a.scale = load4<float>(scale + 4 * (size_t)slot);
-    return a;
-  }
+  PACKKV_HD Affine affine(int slot) const { return load_affine(zero, scale, wide, (size_t)slot); }
 };
 
 // Shape of the blocks of one cache. Plain data, passed by value to kernels.
@@ -134,6 +181,7 @@ struct Shape {
   int bits_k;        // code widths, 1..8
   int bits_v;
   bool has_perm;     // blocks are repacked: a perm is stored
+  ZsFormat zs;       // encoding of the zero points and scales
   BlockLayout layout;  // computed by make_shape from the fields above
 
   PACKKV_HD int bits(int kv) const { return kv == kK ? bits_k : bits_v; }
@@ -144,12 +192,38 @@ struct Shape {
   PACKKV_HD int tile_index(int kv, int head) const { return kv * n_kv_heads + head; }
   // Scale group of a head.
   PACKKV_HD int scale_group(int head) const { return scale_groups == 1 ? 0 : head; }
-  // Byte offsets in a blob of the zero points / scales of scale group `group`.
+  // Byte offsets in a blob of the zero points / scales of scale group `group`, in the
+  // header (encoding zs; for a wide fallback block see wide_zs_at).
   PACKKV_HD size_t zero_at(int kv, int group) const {
-    return (kv == kK ? layout.k_zero_at : layout.v_zero_at) + (size_t)4 * group * block_tokens;
+    return (kv == kK ? layout.k_zero_at : layout.v_zero_at) + (size_t)zs_field_bytes(zs) * group * block_tokens;
   }
   PACKKV_HD size_t scale_at(int kv, int group) const {
-    return (kv == kK ? layout.k_scale_at : layout.v_scale_at) + (size_t)4 * group * block_tokens;
+    return (kv == kK ? layout.k_scale_at : layout.v_scale_at) + (size_t)zs_field_bytes(zs) * group * block_tokens;
+  }
+  // Whether a blob's zero points and scales are int32 / fp32: always for kWide; for
+  // kCompact when the blob is a wide fallback block (marker in its first K scale).
+  PACKKV_HD bool zs_wide(const uint8_t* blob) const {
+    return zs == ZsFormat::kWide || load2<uint16_t>(blob + layout.k_scale_at) == kWideMarker;
+  }
+  // Offset of the wide fields of a kCompact wide fallback block (after its tiles):
+  // int32 k_zero[G][N], float k_scale[G][N], int32 v_zero[G][N], float v_scale[G][N].
+  PACKKV_HD size_t wide_zs_at(const uint8_t* blob) const {
+    return (layout.tiles_at + tile_end(blob, 2 * n_kv_heads - 1) + 3) & ~(size_t)3;
+  }
+  // Zero points and scales of a blob in whatever encoding it uses: pointers to the
+  // [N] fields of scale group `group`, and whether they are wide.
+  PACKKV_HD void zs_fields(const uint8_t* blob, int kv, int group, const uint8_t** zero, const uint8_t** scale,
+                           bool* wide) const {
+    if (zs == ZsFormat::kCompact && zs_wide(blob)) {
+      const size_t meta = (size_t)scale_groups * block_tokens * 4, at = wide_zs_at(blob) + 2 * meta * kv;
+      *zero = blob + at + (size_t)4 * group * block_tokens;
+      *scale = blob + at + meta + (size_t)4 * group * block_tokens;
+      *wide = true;
+    } else {
+      *zero = blob + zero_at(kv, group);
+      *scale = blob + scale_at(kv, group);
+      *wide = zs == ZsFormat::kWide;
+    }
   }
   // Byte offset (from the blob start) and size of a tile, from the blob's tile_end header.
   PACKKV_HD void tile_extent(const uint8_t* blob, int kv, int head, size_t* offset, size_t* size) const {
@@ -166,8 +240,7 @@ struct Shape {
     tile_extent(blob, kv, head_index, &off, &size);
     v.tile = blob + off;
     v.tile_bytes = size;
-    v.zero = blob + zero_at(kv, scale_group(head_index));
-    v.scale = blob + scale_at(kv, scale_group(head_index));
+    zs_fields(blob, kv, scale_group(head_index), &v.zero, &v.scale, &v.wide);
     v.perm = has_perm ? blob + layout.perm_at : nullptr;
     return v;
   }
@@ -175,8 +248,11 @@ struct Shape {
   PACKKV_HD size_t max_tile_bytes(int kv) const {
     return fmt::max_tile_bytes(block_tokens, head_dim, bits(kv));  // kRoundMajor: the only format yet
   }
+  // Bytes of the wide fallback part of a kCompact block (fields only, before padding).
+  PACKKV_HD size_t wide_zs_bytes() const { return (size_t)16 * scale_groups * block_tokens; }
   PACKKV_HD size_t max_blob_bytes() const {
-    return layout.tiles_at + (size_t)n_kv_heads * (max_tile_bytes(kK) + max_tile_bytes(kV));
+    return layout.tiles_at + (size_t)n_kv_heads * (max_tile_bytes(kK) + max_tile_bytes(kV)) +
+           (zs == ZsFormat::kCompact ? 3 + wide_zs_bytes() : 0);
   }
   // Byte split of a blob of this shape (reads its tile_end header).
   PACKKV_HD BlobSizes sizes(const uint8_t* blob) const {
@@ -189,6 +265,12 @@ struct Shape {
     s.v_scale = (long long)(layout.tiles_at - layout.v_zero_at);
     s.k_tiles = k_end;
     s.v_tiles = (long long)v_end - k_end;
+    if (zs == ZsFormat::kCompact && zs_wide(blob)) {  // wide fallback fields after the tiles
+      const size_t at = wide_zs_at(blob), half = wide_zs_bytes() / 2;
+      s.header += (long long)(at - (layout.tiles_at + v_end));
+      s.k_scale += (long long)half;
+      s.v_scale += (long long)half;
+    }
     return s;
   }
 };
@@ -204,12 +286,14 @@ PACKKV_HD bool shape_valid(FormatId format, int n_kv_heads, int head_dim, int bl
          bits_v <= kMaxBits;
 }
 PACKKV_HD bool shape_valid(const Shape& s) {
-  return shape_valid(s.format, s.n_kv_heads, s.head_dim, s.block_tokens, s.scale_groups, s.bits_k, s.bits_v);
+  return shape_valid(s.format, s.n_kv_heads, s.head_dim, s.block_tokens, s.scale_groups, s.bits_k, s.bits_v) &&
+         (s.zs == ZsFormat::kCompact || s.zs == ZsFormat::kWide);
 }
 
 // A shape with its block layout. The caller has checked the fields (shape_valid).
 PACKKV_HD Shape make_shape(int n_kv_heads, int head_dim, int block_tokens, int scale_groups, int bits_k,
-                           int bits_v, bool has_perm, FormatId format = FormatId::kRoundMajor) {
+                           int bits_v, bool has_perm, FormatId format = FormatId::kRoundMajor,
+                           ZsFormat zs = ZsFormat::kWide) {
   Shape s;
   s.format = format;
   s.n_kv_heads = n_kv_heads;
@@ -219,7 +303,8 @@ PACKKV_HD Shape make_shape(int n_kv_heads, int head_dim, int block_tokens, int s
   s.bits_k = bits_k;
   s.bits_v = bits_v;
   s.has_perm = has_perm;
-  s.layout = block_layout(n_kv_heads, block_tokens, scale_groups, has_perm);
+  s.zs = zs;
+  s.layout = block_layout(n_kv_heads, block_tokens, scale_groups, has_perm, zs);
   return s;
 }
 

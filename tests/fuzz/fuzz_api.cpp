@@ -175,6 +175,9 @@ class Program {
     p.scale_granularity = r_.u8() % 3;
     p.block_tokens = r_.pick(blocks);
     p.residual_tokens = r_.pick(resid);
+    const int32_t sinks[] = {0, 0, 1, 4, 17, -1};
+    p.sink_tokens = r_.pick(sinks);
+    p.zs_format = r_.u8() % 3;  // compact, wide, invalid
     p.device = r_.pick(devices);
     packkv_cache_t* c = reinterpret_cast<packkv_cache_t*>(&p);  // must be overwritten
     const bool null_out = how % 32 == 30;

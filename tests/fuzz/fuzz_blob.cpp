@@ -15,6 +15,7 @@
 // Input: byte 0 = mode, then the configuration (7 bytes), then
 //   mode even: u32 data seed, u8 value class, then corruption ops (encode, corrupt);
 //   mode odd:  the raw blob bytes.
+//   mode bit 1 set: the zero points and scales are compact (ZsFormat::kCompact), else wide.
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,7 +40,7 @@ using packkv::Config;
 
 // Configuration from 7 input bytes; kept small so that one input runs in well under a
 // millisecond on average (n_kv_heads * head_dim * block_tokens <= 8192).
-Config config_from(pkfuzz::Reader& r) {
+Config config_from(pkfuzz::Reader& r, packkv::fmt::ZsFormat zs) {
   Config c;
   const int h = 1 + r.u8() % 3;
   const int d = 32 + 16 * (r.u8() % 15);
@@ -51,7 +52,7 @@ Config config_from(pkfuzz::Reader& r) {
   c.repack = m % 3;
   c.granularity = (m / 3) % 2;
   c.shape = packkv::fmt::make_shape(h, d, n, c.granularity == PACKKV_SCALE_PER_TOKEN ? 1 : h, bits_k, bits_v,
-                                    c.repack != PACKKV_REPACK_NONE);
+                                    c.repack != PACKKV_REPACK_NONE, packkv::fmt::FormatId::kRoundMajor, zs);
   const uint8_t rs = r.u8();
   // relative scales in [1/254, 1]; codes are clamped to the widths above
   c.rel_scale_k = 1.0f / (float)(1 + rs % 254);
@@ -77,7 +78,8 @@ void exercise(const Config& c, const uint8_t* blob, size_t size, uint32_t seed) 
   for (float x : v) PKFUZZ_CHECK(std::isfinite(x));
   PKFUZZ_CHECK((size_t)c.shape.sizes(blob).total() == size);
 
-  const packkv::fmt::BlockLayout l = packkv::fmt::block_layout(h, n, c.shape.scale_groups, c.shape.has_perm);
+  const packkv::fmt::BlockLayout l =
+      packkv::fmt::block_layout(h, n, c.shape.scale_groups, c.shape.has_perm, c.shape.zs);
   std::vector<uint8_t> codes((size_t)n * d);
   for (int t = 0; t < 2 * h; ++t) {
     size_t off, sz;
@@ -100,14 +102,47 @@ void exercise(const Config& c, const uint8_t* blob, size_t size, uint32_t seed) 
     packkv::block_scores(c.shape, blob, head, q.data(), n_q, scores.data(), (size_t)n, &scratch);
     std::fill(out.begin(), out.end(), 0.0);
     packkv::block_apply(c.shape, blob, head, probs.data(), n_q, (size_t)n, out.data(), &scratch);
+    // zero points and scales read independently of HeadView: the encoding, and for a
+    // compact wide fallback block the fields after the tiles
+    const uint8_t *kz = nullptr, *ks = nullptr, *vz = nullptr, *vs = nullptr;
+    bool wide = c.shape.zs == packkv::fmt::ZsFormat::kWide;
     const int g = c.shape.scale_groups == 1 ? 0 : head;
+    if (!wide && blob[l.k_scale_at] == 0xFF && blob[l.k_scale_at + 1] == 0xFF) {
+      wide = true;
+      const size_t end = l.tiles_at + c.shape.sizes(blob).k_tiles + c.shape.sizes(blob).v_tiles;
+      const size_t at = (end + 3) & ~(size_t)3, meta = (size_t)c.shape.scale_groups * n * 4;
+      kz = blob + at + 4 * (size_t)g * n;
+      ks = kz + meta;
+      vz = ks + meta;
+      vs = vz + meta;
+    } else {
+      const size_t f = wide ? 4 : 2;
+      kz = blob + l.k_zero_at + f * (size_t)g * n;
+      ks = blob + l.k_scale_at + f * (size_t)g * n;
+      vz = blob + l.v_zero_at + f * (size_t)g * n;
+      vs = blob + l.v_scale_at + f * (size_t)g * n;
+    }
+    auto field = [wide](const uint8_t* zp, const uint8_t* sp, int slot) {
+      packkv::fmt::Affine a;
+      if (wide) {
+        std::memcpy(&a.zero, zp + 4 * (size_t)slot, 4);
+        std::memcpy(&a.scale, sp + 4 * (size_t)slot, 4);
+      } else {
+        int16_t z;
+        uint16_t s16;
+        std::memcpy(&z, zp + 2 * (size_t)slot, 2);
+        std::memcpy(&s16, sp + 2 * (size_t)slot, 2);
+        const uint32_t u = (uint32_t)s16 << 15;
+        a.zero = z;
+        std::memcpy(&a.scale, &u, 4);
+      }
+      return a;
+    };
     for (int j = 0; j < n_q; ++j) {
       // scores
       for (int slot = 0; slot < n; ++slot) {
         const int t = perm ? perm[slot] : slot;
-        packkv::fmt::Affine a;
-        std::memcpy(&a.zero, blob + l.k_zero_at + 4 * ((size_t)g * n + slot), 4);
-        std::memcpy(&a.scale, blob + l.k_scale_at + 4 * ((size_t)g * n + slot), 4);
+        const packkv::fmt::Affine a = field(kz, ks, slot);
         double ref = 0, mag = 0;
         for (int ch = 0; ch < d; ++ch) {
           ref += (double)q[(size_t)j * d + ch] * (double)k[(size_t)t * row + (size_t)head * d + ch];
@@ -122,9 +157,7 @@ void exercise(const Config& c, const uint8_t* blob, size_t size, uint32_t seed) 
       double mag = 0;
       for (int slot = 0; slot < n; ++slot) {
         const int t = perm ? perm[slot] : slot;
-        packkv::fmt::Affine a;
-        std::memcpy(&a.zero, blob + l.v_zero_at + 4 * ((size_t)g * n + slot), 4);
-        std::memcpy(&a.scale, blob + l.v_scale_at + 4 * ((size_t)g * n + slot), 4);
+        const packkv::fmt::Affine a = field(vz, vs, slot);
         mag += (double)probs[(size_t)j * n + t] * (std::fabs((double)a.zero) + (double)((1u << c.shape.bits_v) - 1u)) *
                std::fabs((double)a.scale);
       }
@@ -171,7 +204,9 @@ void dump_raw_seed(const uint8_t* input, size_t input_size, const std::vector<ui
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   pkfuzz::Reader r(data, size);
   const uint8_t mode = r.u8();
-  const Config c = config_from(r);
+  // mode bit 1: compact zero points and scales (the corpus made before them has it clear)
+  const Config c =
+      config_from(r, (mode & 2) ? packkv::fmt::ZsFormat::kCompact : packkv::fmt::ZsFormat::kWide);
   if (mode % 2 == 1) {  // raw bytes
     size_t n = 0;
     const uint8_t* raw = r.rest(&n);

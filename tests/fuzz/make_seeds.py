@@ -90,6 +90,12 @@ def blob_seeds():
         s[f'enc-{i}-trunc'] = bytes([0, *cfg]) + struct.pack('<I', 7) + bytes([0, 2, 1, 0])
         s[f'enc-{i}-extend'] = bytes([0, *cfg]) + struct.pack('<I', 7) + bytes([0, 3, 4, 0])
         s[f'enc-{i}-lens'] = bytes([0, *cfg]) + struct.pack('<I', 7) + bytes([0, 4, 3, 0, 0xff])
+    # mode 2: the same with compact zero points and scales (every value class: class 5,
+    # huge values, makes wide fallback blocks); a corrupted compact field
+    for i, cfg in enumerate(configs):
+        for cls in range(8):
+            s[f'zs16-{i}-{cls}'] = bytes([2, *cfg]) + struct.pack('<I', 100 + i) + bytes([cls])
+        s[f'zs16-{i}-field'] = bytes([2, *cfg]) + struct.pack('<I', 7) + bytes([0, 1, 0, 0]) + struct.pack('<I', 0xffff)
     return s
 
 

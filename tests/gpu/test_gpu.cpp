@@ -21,6 +21,7 @@
 #include "../host/helpers.h"
 #include "api/cache_impl.h"
 #include "api/internal_access.h"
+#include "format/shape.h"
 #include "packkv/packkv.h"
 #define PACKKV_EXPERIMENTAL_API
 #include "packkv/packkv_experimental.h"
@@ -62,6 +63,7 @@ struct Shape {
   packkv_dtype_t kv_dtype = PACKKV_DTYPE_F16;
   packkv_dtype_t in_dtype = PACKKV_DTYPE_F32;
   packkv_dtype_t q_dtype = PACKKV_DTYPE_F32;
+  packkv_zs_format_t zs = PACKKV_ZS_COMPACT;
 };
 
 packkv_cache_params_t make_params(const Shape& s, int device) {
@@ -81,6 +83,7 @@ packkv_cache_params_t make_params(const Shape& s, int device) {
   p.kv_dtype = s.kv_dtype;
   p.block_tokens = s.block;
   p.residual_tokens = s.residual;
+  p.zs_format = s.zs;
   return p;
 }
 
@@ -316,6 +319,15 @@ struct Pair {
 };
 
 // Prefill of different lengths, then decode steps crossing several flushes.
+// Forces one attention kernel family (PACKKV_CUDA_ATTN_FAMILY, read on every call) for
+// its lifetime; unset again on destruction, also when a REQUIRE throws.
+struct ForceFamily {
+  explicit ForceFamily(const char* fam) { REQUIRE(setenv("PACKKV_CUDA_ATTN_FAMILY", fam, 1) == 0); }
+  ~ForceFamily() { unsetenv("PACKKV_CUDA_ATTN_FAMILY"); }
+  ForceFamily(const ForceFamily&) = delete;
+  ForceFamily& operator=(const ForceFamily&) = delete;
+};
+
 void run_scenario(const Shape& s, unsigned seed, int decode_steps = 70) {
   std::mt19937 rng(seed);
   Pair p(s);
@@ -580,6 +592,76 @@ TEST_SUITE("gpu") {
       for (int64_t b = 0; b < ci.n_blocks(0); ++b) CHECK(gi.block_bytes(0, b) == ci.block_bytes(0, b));
     }
     CUDA_OK(cudaSetDevice(0));
+  }
+  TEST_CASE("wide zero points and scales (the version-1 blob layout): identical bytes") {
+    Shape s;
+    s.zs = PACKKV_ZS_WIDE;
+    run_scenario(s, 21);
+    s.heads = 3; s.gran = PACKKV_SCALE_PER_TOKEN_HEAD; s.q_heads = 3;
+    run_scenario(s, 22, 20);
+    // Both families on wide blocks (the defaults above pick the CUDA-core family: GQA <= 2,
+    // short sequences): GQA 4 and GQA 8 (tensor-core by default), per token and per token-head.
+    for (const char* fam : {"cuda-core", "tensor-core"}) {
+      ForceFamily force(fam);
+      CAPTURE(fam);
+      Shape g;
+      g.zs = PACKKV_ZS_WIDE;
+      g.heads = 2; g.dim = 128; g.q_heads = 8; g.seqs = 2; g.q_dtype = PACKKV_DTYPE_F16;
+      run_scenario(g, 24, 20);
+      g.heads = 2; g.dim = 64; g.q_heads = 16; g.gran = PACKKV_SCALE_PER_TOKEN_HEAD; g.bits_k = 6; g.bits_v = 5;
+      run_scenario(g, 25, 20);
+    }
+  }
+  TEST_CASE("compact zero points and scales: wide fallback blocks (groups far from zero, fp32 constants)") {
+    // Each attention family reads compact, wide fallback and ordinary compact blocks of one
+    // sequence; GQA 2 (CUDA-core by default) and GQA 4 (tensor-core by default), each family
+    // also forced.
+    for (const char* fam : {"", "cuda-core", "tensor-core"}) {
+      std::unique_ptr<ForceFamily> force;
+      if (*fam) force.reset(new ForceFamily(fam));
+      CAPTURE(fam);
+      for (int q_heads : {4, 8}) {
+        for (packkv_scale_granularity_t gran : {PACKKV_SCALE_PER_TOKEN, PACKKV_SCALE_PER_TOKEN_HEAD}) {
+          const int granularity = static_cast<int>(gran);
+          CAPTURE(q_heads);
+          CAPTURE(granularity);
+          Shape s;
+          s.heads = 2; s.dim = 64; s.q_heads = q_heads; s.seqs = 2; s.block = 32; s.residual = 16;
+          s.kv_dtype = PACKKV_DTYPE_F32; s.gran = gran;
+          Pair p(s);
+          std::mt19937 rng(23);
+          const size_t row = p.row;
+          const int T = 200;
+          std::vector<float> k = kv_data(2 * T, row, rng, 2.0f), v = kv_data(2 * T, row, rng, 0.5f);
+          for (int t : {5, 70, 71, 150, 260}) {  // |min / s| > 32767 at r = 0.1: the block falls back to wide fields
+            for (size_t i = 0; i < row; ++i) k[t * row + i] = 3000.0f + 0.25f * static_cast<float>(i % 3);
+          }
+          for (size_t i = 0; i < row; ++i) v[100 * row + i] = 0.3f;       // fp32 constant: no compact fields
+          for (size_t i = 0; i < row; ++i) v[300 * row + i] = 0.2998046875f;  // fp16 constant: compact, exact
+          p.append_data({0, 1}, {T, T}, k, v);
+          p.check_all(rng);
+          // some blocks are wide fallback blocks, some are not
+          const packkv::CacheImpl& impl = packkv::internal_impl(p.cpu.c);
+          const packkv::fmt::Shape& sh = impl.config().shape;
+          int wide = 0, all = 0;
+          for (int q = 0; q < 2; ++q)
+            for (int64_t b = 0; b < impl.n_blocks(q); ++b, ++all) wide += sh.zs_wide(impl.block_bytes(q, b).data());
+          CHECK(wide >= 3);
+          CHECK(wide < all);
+        }
+      }
+    }
+  }
+  TEST_CASE("sink tokens and K centring are refused on a CUDA cache (CPU only for now)") {
+    Shape s;
+    packkv_cache_params_t p = make_params(s, 0);
+    p.sink_tokens = 4;
+    packkv_cache_t* c = nullptr;
+    CHECK(packkv_cache_create(&p, &c) == PACKKV_ERR_NOT_SUPPORTED);
+    p.sink_tokens = 0;
+    p.k_transform = PACKKV_K_TRANSFORM_CENTER;
+    CHECK(packkv_cache_create(&p, &c) == PACKKV_ERR_NOT_SUPPORTED);
+    CHECK(c == nullptr);
   }
   TEST_CASE("greedy repacking is CPU-only") {
     Shape s;

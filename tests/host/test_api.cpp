@@ -35,7 +35,9 @@ TEST_CASE("params_init: defaults, struct sizes") {
   std::memset(&p, 0xff, sizeof p);
   REQUIRE(packkv_cache_params_init(&p, sizeof p) == PACKKV_OK);
   CHECK(p.struct_size == sizeof p);
-  CHECK(sizeof p == PACKKV_CACHE_PARAMS_SIZE_V1);
+  CHECK(sizeof p == PACKKV_CACHE_PARAMS_SIZE_V2);
+  CHECK(p.sink_tokens == 0);
+  CHECK(p.zs_format == PACKKV_ZS_COMPACT);
   CHECK(p.device == -1);
   CHECK(p.n_kv_heads == 8);
   CHECK(p.head_dim == 128);

@@ -173,8 +173,8 @@ TEST_CASE("stats: every stored byte accounted, fp16 reference size, reserved >= 
   CHECK(s.n_blocks == 13);
   CHECK(s.fp16_bytes == 1000 * 192 * 2 * 2);
   CHECK(s.residual_bytes == 168 * 192 * 2 * 2);  // kv_dtype fp16, K and V
-  CHECK(s.k_scale_bytes == 13 * 64 * 8);          // int32 zero + fp32 scale per token
-  CHECK(s.v_scale_bytes == 13 * 64 * 8);
+  CHECK(s.k_scale_bytes == 13 * 64 * 4);          // int16 zero + 16-bit scale per token (compact)
+  CHECK(s.v_scale_bytes == 13 * 64 * 4);
   CHECK(s.perm_bytes == 13 * 64);                 // median repacking by default
   CHECK(s.compressed_bytes_used ==
         s.k_tile_bytes + s.v_tile_bytes + s.k_scale_bytes + s.v_scale_bytes + s.index_bytes + s.perm_bytes);

@@ -203,7 +203,7 @@ TEST_CASE("export: every bad input fails clearly and imports nothing") {
       {packkv::fmt::kSeqBlockTokens, "block_tokens"}, {packkv::fmt::kSeqBitsK, "bits_k"},
       {packkv::fmt::kSeqBitsV, "bits_v"},       {packkv::fmt::kSeqGranularity, "scale_granularity"},
       {packkv::fmt::kSeqHasPerm, "repack"},     {packkv::fmt::kSeqKvDtype, "kv_dtype"},
-      {packkv::fmt::kSeqFormat, "format id"}};
+      {packkv::fmt::kSeqFormat, "format id"},   {packkv::fmt::kSeqZsFormat, "zs_format"}};
   for (const auto& f : fields) {
     std::vector<uint8_t> e = good;
     packkv::fmt::put_u32(e.data() + f.first, packkv::fmt::get_u32(e.data() + f.first) ^ 1);
@@ -218,6 +218,17 @@ TEST_CASE("export: every bad input fails clearly and imports nothing") {
     CHECK(st == PACKKV_ERR_INVALID_ARGUMENT);
     CHECK(std::string(packkv_last_error_message()).find("params mismatch: the export has bits_k = 4, this cache 5") !=
           std::string::npos);
+  }
+  {
+    packkv_cache_params_t other = p;  // a real cache whose blocks store wide zero points / scales
+    REQUIRE(p.zs_format == PACKKV_ZS_COMPACT);
+    other.zs_format = PACKKV_ZS_WIDE;
+    pkt::Cache o(other);
+    const packkv_status_t st = packkv_x_cache_import(o, 0, good.data(), good.size());
+    CHECK(st == PACKKV_ERR_INVALID_ARGUMENT);
+    CHECK(std::string(packkv_last_error_message()).find("params mismatch: the export has zs_format = 0, this cache 1") !=
+          std::string::npos);
+    CHECK(pkt::seq_len(o, 0) == 0);
   }
   // targets: non-empty sequence, too short max_tokens_per_seq, full pool, NULL
   {

@@ -11,6 +11,8 @@
 #include "helpers.h"
 #include "codec/quantize.h"
 #include "format/affine.h"
+#include "api/config.h"
+#include "format/shape.h"
 
 using namespace packkv;
 
@@ -18,7 +20,7 @@ TEST_CASE("T6: x = [-1, 0, 1, 3], r = 0.25") {
   const float x[4] = {-1, 0, 1, 3};
   uint8_t q[4];
   fmt::Affine a;
-  quantize_tokens(x, 1, 1, 4, 1, 0.25f, 3, q, &a);
+  quantize_tokens(x, 1, 1, 4, 1, 0.25f, 3, false, q, &a);
   CHECK(a.scale == 1.0f);
   CHECK(a.zero == -1);
   CHECK(std::vector<int>(q, q + 4) == std::vector<int>{0, 1, 2, 4});
@@ -29,7 +31,7 @@ TEST_CASE("T6: x = [0, 0.26, 0.5, 1], r = 0.25") {
   const float x[4] = {0, 0.26f, 0.5f, 1};
   uint8_t q[4];
   fmt::Affine a;
-  quantize_tokens(x, 1, 1, 4, 1, 0.25f, 3, q, &a);
+  quantize_tokens(x, 1, 1, 4, 1, 0.25f, 3, false, q, &a);
   CHECK(a.scale == 0.25f);
   CHECK(a.zero == 0);
   CHECK(std::vector<int>(q, q + 4) == std::vector<int>{0, 1, 2, 4});
@@ -48,7 +50,7 @@ TEST_CASE("T6: constant tokens are exact and never NaN") {
     std::vector<float> x(64, c);
     std::vector<uint8_t> q(64);
     fmt::Affine a;
-    quantize_tokens(x.data(), 1, 1, 64, 1, 0.1f, 4, q.data(), &a);
+    quantize_tokens(x.data(), 1, 1, 64, 1, 0.1f, 4, false, q.data(), &a);
     for (int i = 0; i < 64; ++i) {
       const float back = fmt::dequantize(q[i], a);
       CHECK(!std::isnan(back));
@@ -81,26 +83,42 @@ TEST_CASE("bits derived from the relative scale") {
 }
 
 TEST_CASE("every possible code fits the derived width (exhaustive over grid offsets)") {
-  for (float r : {1.0f, 0.5f, 1.0f / 3.0f, 0.25f, 0.2f, 0.1f, 1.0f / 15.0f, 0.05f, 0.01f}) {
-    int32_t bits = 0;
-    REQUIRE(packkv_bits_for_rel_scale(r, &bits) == PACKKV_OK);
-    for (int k = 0; k < 2000; ++k) {
-      const float lo = -3.0f + 0.00173f * (float)k, hi = lo + 1.0f + 0.0007f * (float)(k % 13);
-      fmt::Affine a = fmt::group_affine(lo, hi, r);
-      for (float x : {lo, hi, 0.5f * (lo + hi)}) {
-        const double q = std::rint((double)x / a.scale) - a.zero;  // unclamped
-        CHECK(q <= (double)((1 << bits) - 1));
-        CHECK(q >= 0.0);
+  // r values whose 1/r sits just below a code-width limit (15, 31, 63, 127, 255 codes)
+  // stress the compact scale, which is rounded down by up to 2^-8 of itself.
+  for (float r : {1.0f, 0.5f, 1.0f / 3.0f, 0.25f, 0.2f, 0.1f, 1.0f / 15.0f, 0.05f, 0.01f, 1.0f / 14.99f,
+                  1.0f / 13.95f, 1.0f / 29.9f, 1.0f / 253.9f, 1.0f / 254.0f}) {
+    for (fmt::ZsFormat zs : {fmt::ZsFormat::kWide, fmt::ZsFormat::kCompact}) {
+      const int bits = packkv::bits_for_rel_scale(r, zs);
+      CAPTURE(r);
+      CAPTURE((int)zs);
+      for (int k = 0; k < 2000; ++k) {
+        const float lo = -3.0f + 0.00173f * (float)k, hi = lo + 1.0f + 0.0007f * (float)(k % 13);
+        fmt::Affine a;
+        if (zs == fmt::ZsFormat::kWide) a = fmt::group_affine(lo, hi, r);
+        else REQUIRE(fmt::group_affine_compact(lo, hi, r, &a));
+        for (float x : {lo, hi, 0.5f * (lo + hi)}) {
+          const double q = std::rint((double)(x / a.scale)) - a.zero;  // unclamped
+          CHECK(q <= (double)((1 << bits) - 1));
+          CHECK(q >= 0.0);
+        }
       }
     }
   }
+  int32_t b = 0;  // the public function gives the compact width
+  REQUIRE(packkv_bits_for_rel_scale(1.0f / 14.99f, &b) == PACKKV_OK);
+  CHECK(b == packkv::bits_for_rel_scale(1.0f / 14.99f, fmt::ZsFormat::kCompact));
+  CHECK(b == 5);
+  CHECK(packkv::bits_for_rel_scale(1.0f / 14.99f, fmt::ZsFormat::kWide) == 4);
 }
 
 namespace {
 // Appends data through a cache and checks the bound on every compressed value.
-void check_bound(int heads, int dim, float rk, float rv, packkv_dtype_t dtype, packkv_scale_granularity_t gran,
-                 const std::vector<float>& k_in, const std::vector<float>& v_in, size_t tokens) {
+void check_bound_zs(int heads, int dim, float rk, float rv, packkv_dtype_t dtype, packkv_scale_granularity_t gran,
+                    const std::vector<float>& k_in, const std::vector<float>& v_in, size_t tokens,
+                    packkv_zs_format_t zs) {
+  CAPTURE(zs);
   packkv_cache_params_t p = pkt::params(heads, dim);
+  p.zs_format = zs;
   p.rel_scale_k = rk;
   p.rel_scale_v = rv;
   p.residual_tokens = 0;
@@ -144,6 +162,12 @@ void check_bound(int heads, int dim, float rk, float rv, packkv_dtype_t dtype, p
         }
       }
   }
+}
+// Both encodings of the zero points and scales.
+void check_bound(int heads, int dim, float rk, float rv, packkv_dtype_t dtype, packkv_scale_granularity_t gran,
+                 const std::vector<float>& k_in, const std::vector<float>& v_in, size_t tokens) {
+  for (packkv_zs_format_t zs : {PACKKV_ZS_COMPACT, PACKKV_ZS_WIDE})
+    check_bound_zs(heads, dim, rk, rv, dtype, gran, k_in, v_in, tokens, zs);
 }
 }  // namespace
 

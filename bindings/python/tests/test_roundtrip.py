@@ -142,3 +142,20 @@ def test_lifecycle_close_is_idempotent(rng):
     # Dropping an open cache frees it through __del__ (no exception, no leak report).
     c3 = packkv.Cache(3, 64)
     del c3
+
+
+def test_sink_tokens_and_zs_format(rng):
+    """sink_tokens: the first tokens come back exact; blocks start after them (issue 15)."""
+    T = 64 * 3 + 128 + 5
+    k, v = kv_data(rng, T, 3, 64, np.float16), kv_data(rng, T, 3, 64, np.float16)
+    with packkv.Cache(3, 64, kv_dtype=np.float16, sink_tokens=4, zs_format=1) as c:
+        c.append(k, v)
+        assert (c.params.sink_tokens, c.params.zs_format) == (4, 1)
+        st = c.stats(0)
+        # 4 sinks, 320 window tokens -> 3 blocks of 64 while 128 + 64 remain; sinks count as uncompressed
+        assert st.n_compressed_tokens == 192 and st.n_residual_tokens == 4 + 128 + 1
+        kh, vh = c.decompress(0)
+        np.testing.assert_array_equal(kh[:4], k[:4].astype(np.float32))
+        p = c.params
+        assert bound_ok(k[4:196], kh[4:196], p.rel_scale_k)
+        assert bound_ok(v[4:196], vh[4:196], p.rel_scale_v)

@@ -180,7 +180,7 @@ def _enum(name: str, value: Any, names: dict):
 def _params_struct(n_kv_heads: int, head_dim: int, *, device: int = -1, max_seqs=None, kv_dtype=None,
                    max_tokens_per_seq=None, rel_scale_k=None, rel_scale_v=None, bits_k=None,
                    bits_v=None, repack=None, scale_granularity=None, block_tokens=None,
-                   residual_tokens=None):
+                   residual_tokens=None, sink_tokens=None, zs_format=None, k_transform=None):
     """A packkv_cache_params_t from the keyword arguments of Cache (checked, not yet
     validated by the library)."""
     p = _raw.CacheParamsStruct()
@@ -188,7 +188,8 @@ def _params_struct(n_kv_heads: int, head_dim: int, *, device: int = -1, max_seqs
     ints = {"device": device, "n_kv_heads": n_kv_heads, "head_dim": head_dim,
             "max_seqs": max_seqs, "max_tokens_per_seq": max_tokens_per_seq,
             "bits_k": bits_k, "bits_v": bits_v, "block_tokens": block_tokens,
-            "residual_tokens": residual_tokens,
+            "residual_tokens": residual_tokens, "sink_tokens": sink_tokens,
+            "zs_format": zs_format, "k_transform": k_transform,
             "repack": _enum("repack", repack, REPACK),
             "scale_granularity": _enum("scale_granularity", scale_granularity,
                                        SCALE_GRANULARITY)}
@@ -222,9 +223,12 @@ class Cache:
         kv_dtype: dtype of the uncompressed residual window ("float16", "bfloat16",
             "float32", numpy or torch dtypes).
         max_tokens_per_seq, rel_scale_k, rel_scale_v, bits_k, bits_v, block_tokens,
-        residual_tokens: as in packkv_cache_params_t; None keeps the library default.
+        residual_tokens, sink_tokens, zs_format, k_transform: as in packkv_cache_params_t
+            (the C enum values for the last two); None keeps the library default.
         pool: a :class:`packkv.Pool` (experimental) to hold the compressed blocks, shared with
-            other caches and under its budget; None (default): a private pool.
+            other caches and under its budget; None (default): a private pool. (The
+            experimental sequence operations -- truncate, fork, window, export / import --
+            raise NotSupported on a cache with sink_tokens > 0 or k_transform != NONE.)
         repack: "none", "median" or "greedy" (or the C enum value); None: default.
         scale_granularity: "per_token" or "per_token_head"; None: default.
 
@@ -249,7 +253,8 @@ class Cache:
                  bits_k: int | None = None, bits_v: int | None = None,
                  repack: Any = None, scale_granularity: Any = None,
                  block_tokens: int | None = None, residual_tokens: int | None = None,
-                 pool: Any = None):
+                 sink_tokens: int | None = None, zs_format: int | None = None,
+                 k_transform: int | None = None, pool: Any = None):
         self._ptr = None
         self._lock = _RWLock()
         self._pool = pool
@@ -257,7 +262,8 @@ class Cache:
                            max_tokens_per_seq=max_tokens_per_seq, rel_scale_k=rel_scale_k,
                            rel_scale_v=rel_scale_v, bits_k=bits_k, bits_v=bits_v, repack=repack,
                            scale_granularity=scale_granularity, block_tokens=block_tokens,
-                           residual_tokens=residual_tokens)
+                           residual_tokens=residual_tokens, sink_tokens=sink_tokens,
+                           zs_format=zs_format, k_transform=k_transform)
         if pool is None:
             self._ptr = _raw.cache_create(p)
         else:

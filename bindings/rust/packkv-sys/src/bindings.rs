@@ -7,6 +7,7 @@ pub const PACKKV_VERSION_MINOR: u32 = 1;
 pub const PACKKV_VERSION_PATCH: u32 = 0;
 pub const PACKKV_VERSION_NUMBER: u32 = 100;
 pub const PACKKV_CACHE_PARAMS_SIZE_V1: u32 = 64;
+pub const PACKKV_CACHE_PARAMS_SIZE_V2: u32 = 80;
 pub const PACKKV_CACHE_PARAMS_SIZE_MAX: u32 = 1024;
 pub const PACKKV_CACHE_STATS_SIZE_V1: u32 = 120;
 pub const PACKKV_CACHE_STATS_SIZE_MAX: u32 = 1024;
@@ -54,6 +55,12 @@ pub const PACKKV_REPACK_GREEDY: i32 = 2;
 pub type packkv_scale_granularity_t = i32;
 pub const PACKKV_SCALE_PER_TOKEN: i32 = 0;
 pub const PACKKV_SCALE_PER_TOKEN_HEAD: i32 = 1;
+pub type packkv_zs_format_t = i32;
+pub const PACKKV_ZS_COMPACT: i32 = 0;
+pub const PACKKV_ZS_WIDE: i32 = 1;
+pub type packkv_k_transform_t = i32;
+pub const PACKKV_K_TRANSFORM_NONE: i32 = 0;
+pub const PACKKV_K_TRANSFORM_CENTER: i32 = 1;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct CUstream_st {
@@ -77,12 +84,15 @@ pub struct packkv_cache_params {
     pub scale_granularity: packkv_scale_granularity_t,
     pub block_tokens: i32,
     pub residual_tokens: i32,
+    pub sink_tokens: i32,
+    pub zs_format: packkv_zs_format_t,
+    pub k_transform: packkv_k_transform_t,
 }
 #[test]
 fn bindgen_test_layout_packkv_cache_params() {
     assert_eq!(
         ::core::mem::size_of::<packkv_cache_params>(),
-        64usize,
+        80usize,
         concat!("Size of: ", stringify!(packkv_cache_params))
     );
     assert_eq!(
@@ -345,6 +355,57 @@ fn bindgen_test_layout_packkv_cache_params() {
         );
     }
     test_field_residual_tokens();
+    fn test_field_sink_tokens() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::core::mem::MaybeUninit::<packkv_cache_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::core::ptr::addr_of!((*ptr).sink_tokens) as usize - ptr as usize
+            },
+            64usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(packkv_cache_params),
+                "::",
+                stringify!(sink_tokens)
+            )
+        );
+    }
+    test_field_sink_tokens();
+    fn test_field_zs_format() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::core::mem::MaybeUninit::<packkv_cache_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::core::ptr::addr_of!((*ptr).zs_format) as usize - ptr as usize
+            },
+            68usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(packkv_cache_params),
+                "::",
+                stringify!(zs_format)
+            )
+        );
+    }
+    test_field_zs_format();
+    fn test_field_k_transform() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::core::mem::MaybeUninit::<packkv_cache_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::core::ptr::addr_of!((*ptr).k_transform) as usize - ptr as usize
+            },
+            72usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(packkv_cache_params),
+                "::",
+                stringify!(k_transform)
+            )
+        );
+    }
+    test_field_k_transform();
 }
 pub type packkv_cache_params_t = packkv_cache_params;
 extern "C" {
