@@ -42,7 +42,7 @@ def bits_breakdown(res: dict) -> dict:
     per-round headers), lens + mins (per-round headers: for every 16 compressed tokens and
     channel, a b-bit min and a ceil(log2(b+1))-bit length, the round-major format's
     constant), z/s (zero points and scales), perm, index, residual window, sinks (emulated
-    sinks, or a library stats field named *sink*), other (compressed_bytes_used not in the
+    by the harness, or the library's, which its stats count in residual_bytes), other (compressed_bytes_used not in the
     named parts: alignment). Sums to bytes_per_element x 8."""
     st, e = res["stats"], res["elements"]
     per_head_values = st["n_compressed_tokens"]          # summed over layers and windows
@@ -55,18 +55,21 @@ def bits_breakdown(res: dict) -> dict:
     for kv, b in (("k", res["bits_k"]), ("v", res["bits_v"])):
         hdr[kv] = (per_head_values // PACK_TOKENS) * (kv_heads_dim or 0) * (b + len_bits(b)) / 8
     tiles = st["k_tile_bytes"] + st["v_tile_bytes"]
-    sink_lib = sum(v for k, v in st.items() if "sink" in k and k != "sink_bytes"
-                   and k.endswith("bytes"))
+    # Library sink tokens are stored (and counted) with the residual window: 2 bytes per
+    # element for sink / tokens of every sequence's elements.
+    sink_lib = 0
+    if res.get("sink") and res.get("sink_mode") == "library":
+        sink_lib = 2 * e * res["sink"] / res["tokens_per_window"]
     parts = {
         "codes": tiles - hdr["k"] - hdr["v"],
         "lens+mins": hdr["k"] + hdr["v"],
         "z/s": st["k_scale_bytes"] + st["v_scale_bytes"],
         "perm": st["perm_bytes"],
         "index": st["index_bytes"],
-        "residual window": st["residual_bytes"],
+        "residual window": st["residual_bytes"] - sink_lib,
         "sinks": st.get("sink_bytes", 0) + sink_lib,
     }
-    named = tiles + parts["z/s"] + parts["perm"] + parts["index"] + sink_lib
+    named = tiles + parts["z/s"] + parts["perm"] + parts["index"]
     parts["other (alignment)"] = st["compressed_bytes_used"] - named
     out = {k: 8.0 * v / e for k, v in parts.items()}
     out["total"] = 8.0 * res["all_in"] / e

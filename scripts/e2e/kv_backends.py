@@ -456,9 +456,30 @@ class PackKVBackend(KVBackend):
         kw = dict(self.cache_kwargs)
         kw.update(over)
         c = self.cfg
-        return self._packkv.Cache(n_kv_heads=c.n_kv_heads, head_dim=c.head_dim, device=-1,
-                                  kv_dtype="float16", max_tokens_per_seq=self.max_tokens,
-                                  **kw)
+        raw = kw.pop("raw_fields", None)
+        if not raw:
+            return self._packkv.Cache(n_kv_heads=c.n_kv_heads, head_dim=c.head_dim,
+                                      device=-1, kv_dtype="float16",
+                                      max_tokens_per_seq=self.max_tokens, **kw)
+        # Fields of packkv_cache_params_t that the binding's Cache() does not take as
+        # keywords yet (the library's v2 fields before the binding exposes them): set on the
+        # raw struct right after packkv_cache_params_init, inside Cache.__init__.
+        import packkv.cache as pc
+        init = pc._raw.cache_params_init
+
+        def init_with_fields(p, size):
+            st = init(p, size)
+            for name, value in raw.items():
+                setattr(p, name, value)
+            return st
+
+        pc._raw.cache_params_init = init_with_fields
+        try:
+            return self._packkv.Cache(n_kv_heads=c.n_kv_heads, head_dim=c.head_dim,
+                                      device=-1, kv_dtype="float16",
+                                      max_tokens_per_seq=self.max_tokens, **kw)
+        finally:
+            pc._raw.cache_params_init = init
 
     def reset(self, cfg, max_tokens):
         self.close()

@@ -67,14 +67,14 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # before numpy: small GEMMs, shared cores
 
 import argparse
+import hashlib
 import inspect
 import json
 import math
 import multiprocessing as mp
-import shutil
+import re
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -107,8 +107,8 @@ def default_rows() -> list[str]:
 
 PACKKV_KEYS = {"rk", "rv", "gran", "res", "repack", "attn", "block", "sink", "sinkmode",
                "center"}
-# center=1 -> the library's K centering transform: (keyword, value) of packkv.Cache.
-CENTER_KWARG = ("k_transform", "center")
+# center=1 -> the library's K centering transform: (field, name of its value in packkv.raw).
+CENTER_KWARG = ("k_transform", "K_TRANSFORM_CENTER")
 
 
 def _value(text: str):
@@ -149,7 +149,25 @@ def parse_row(spec: str, attention: str) -> dict:
 
 def cache_kwargs_supported() -> set:
     import packkv
-    return set(inspect.signature(packkv.Cache.__init__).parameters)
+    return set(inspect.signature(packkv.Cache.__init__).parameters) - {"self"}
+
+
+def raw_fields_supported() -> set:
+    """Fields of the binding's raw packkv_cache_params_t (SWIG struct)."""
+    import packkv.raw as raw
+    return {n for n, a in vars(raw.CacheParamsStruct).items() if isinstance(a, property)}
+
+
+def _lever(kw: dict, raw: dict, name: str, value, spec: str) -> None:
+    """Pass a packkv.Cache parameter as a keyword if the binding takes it, else as a raw
+    struct field if the library has it, else fail: the library is too old."""
+    if name in cache_kwargs_supported():
+        kw[name] = value
+    elif name in raw_fields_supported():
+        raw[name] = value
+    else:
+        raise SystemExit(f"{spec}: the installed packkv has no parameter {name!r} "
+                         "(library too old for this lever)")
 
 
 def make_backend(row: dict, calib: dict | None):
@@ -168,27 +186,23 @@ def make_backend(row: dict, calib: dict | None):
     shadows = [r for r in ("median", "greedy", "none") if r != row["repack"]]
     kw = dict(rel_scale_k=row["rk"], rel_scale_v=row["rv"], scale_granularity=gran,
               residual_tokens=row["res"], block_tokens=row["block"], repack=row["repack"])
-    have = cache_kwargs_supported()
+    have = cache_kwargs_supported() | raw_fields_supported()
+    raw: dict = {}
     emulated = 0
     if row["sink"]:
         mode = row["sinkmode"] or ("lib" if "sink_tokens" in have else "emu")
         if mode == "lib":
-            if "sink_tokens" not in have:
-                raise SystemExit(f"{row['spec']}: this packkv binding has no sink_tokens "
-                                 "(library too old); use sinkmode=emu")
-            kw["sink_tokens"] = row["sink"]
+            _lever(kw, raw, "sink_tokens", row["sink"], row["spec"])
         else:
             emulated = row["sink"]
         row["sink_mode"] = {"lib": "library", "emu": "emulated"}[mode]
     if row["center"]:
-        if CENTER_KWARG[0] not in have:
-            raise SystemExit(f"{row['spec']}: this packkv binding has no {CENTER_KWARG[0]} "
-                             "(library too old for K centering)")
-        kw[CENTER_KWARG[0]] = CENTER_KWARG[1]
+        import packkv.raw as praw
+        _lever(kw, raw, CENTER_KWARG[0], getattr(praw, CENTER_KWARG[1], 1), row["spec"])
     for k, v in row["lib"].items():
-        if k not in have:
-            raise SystemExit(f"{row['spec']}: packkv.Cache has no keyword {k!r}")
-        kw[k] = v
+        _lever(kw, raw, k, v, row["spec"])
+    if raw:
+        kw["raw_fields"] = raw
     return kb.PackKVBackend(attention=row["attn"], shadow_repacks=shadows, name=row["spec"],
                             emulated_sinks=emulated, **kw)
 
@@ -343,6 +357,7 @@ def combine(row: dict, parts: list[dict], windows: list[dict]) -> dict:
                ppl=float(np.exp(nll.mean())), nll_mean=float(nll.mean()),
                all_in=all_in, elements=elements, bytes_per_element=all_in / elements,
                n_scored=int(len(nll)), time_s=float(sum(p["time_s"] for p in parts)),
+               tokens_per_window=int(len(parts[0]["nll"])),
                nll=nll, kl=kl)
     per_text: dict = {}
     for p in parts:
@@ -385,9 +400,63 @@ def library_info() -> dict:
     try:
         import packkv
         return {"path": os.path.dirname(packkv.__file__),
-                "cache_kwargs": sorted(cache_kwargs_supported() - {"self"})}
+                "cache_kwargs": sorted(cache_kwargs_supported()),
+                "raw_fields": sorted(raw_fields_supported()),
+                "commit": os.environ.get("PACKKV_LIBRARY_COMMIT", git_commit())}
     except Exception as e:
         return {"error": str(e)}
+
+
+def _slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", spec)
+
+
+class Store:
+    """Directory of finished (row, window) results, so that runs add to each other: the fp16
+    reference log-probabilities (fp16_logp_<w>.npy, the KL reference), and one part per row
+    and window (<row>_w<w>.npz: per-token nll and kl; <row>_w<w>.json: bytes, stats).
+    windows.json pins the window definition (texts, token ids); a different one is an
+    error (use another --store)."""
+
+    def __init__(self, path: str, windows: list[dict]):
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+        desc = [{"text": w["text"], "start_token": w["start_token"],
+                 "ids_sha": hashlib.sha256(np.asarray(w["ids"], np.int64).tobytes()).hexdigest()}
+                for w in windows]
+        f = os.path.join(path, "windows.json")
+        if os.path.exists(f):
+            with open(f) as fh:
+                if json.load(fh) != desc:
+                    raise SystemExit(f"{path} holds other windows: use another --store")
+        else:
+            with open(f, "w") as fh:
+                json.dump(desc, fh, indent=1)
+
+    def logp(self, wi: int) -> str:
+        return os.path.join(self.path, f"fp16_logp_{wi}.npy")
+
+    def _base(self, spec, wi):
+        return os.path.join(self.path, f"{_slug(spec)}_w{wi}")
+
+    def has(self, spec, wi) -> bool:
+        return os.path.exists(self._base(spec, wi) + ".json")
+
+    def save(self, part: dict) -> None:
+        base = self._base(part["spec"], part["window"])
+        np.savez(base + ".npz", nll=part["nll"], kl=part["kl"])
+        with open(base + ".json.tmp", "w") as f:
+            json.dump({k: v for k, v in part.items() if k not in ("nll", "kl")}, f,
+                      default=float)
+        os.replace(base + ".json.tmp", base + ".json")      # the part exists once complete
+
+    def load(self, spec, wi) -> dict:
+        base = self._base(spec, wi)
+        with open(base + ".json") as f:
+            part = json.load(f)
+        z = np.load(base + ".npz")
+        part["nll"], part["kl"] = z["nll"], z["kl"]
+        return part
 
 
 def main(argv=None) -> int:
@@ -397,15 +466,20 @@ def main(argv=None) -> int:
                     help="comma-separated text files (default: KJV Genesis and Go strings)")
     ap.add_argument("--windows", type=int, default=2, help="windows per text (default 2)")
     ap.add_argument("--tokens", type=int, default=4096, help="tokens per window (default 4096)")
+    ap.add_argument("--window-ids", default=None,
+                    help="comma-separated window numbers to run and report (default all)")
+    ap.add_argument("--store", default=None, help="results store (default "
+                    "build/e2e_store/<model>_<tokens>); finished (row, window) parts there "
+                    "are reused, not re-run")
     ap.add_argument("--chunk", type=int, default=64, help="max chunk (default 64)")
     ap.add_argument("--rows", default=None,
                     help="comma-separated row specs (default: the sweep in default_rows)")
+    ap.add_argument("--report-rows", default=None, help="rows of the report (default: the "
+                    "--rows plus every other row complete in the store)")
     ap.add_argument("--attention", choices=["library", "decompress"], default="decompress",
                     help="PackKV attention path for rows without attn= (default decompress)")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--json", default=None, help="write results here")
-    ap.add_argument("--merge", default=None, help="JSON of an earlier run (same model, texts "
-                    "and windows) whose rows are kept unless re-run; fp16 is always re-run")
     ap.add_argument("--plot", default=None, help="write the PNG plot here")
     ap.add_argument("--markdown", default=None, help="write the markdown table here")
     ap.add_argument("--from-json", default=None,
@@ -425,55 +499,66 @@ def main(argv=None) -> int:
     specs = args.rows.split(",") if args.rows else default_rows()
     if "fp16" not in specs:
         specs = ["fp16"] + specs
-    rows = [parse_row(s, args.attention) for s in specs]
-    old = {}
-    if args.merge:
-        with open(args.merge) as f:
-            old = {r["spec"]: r for r in json.load(f)["results"]}
     t0 = time.time()
-    tmpdir = tempfile.mkdtemp(prefix="packkv_e2e_")
     model = load_model(args.model)
     texts = [os.path.join(REPO, t) if not os.path.isabs(t) else t for t in args.texts.split(",")]
     windows = make_windows(model, texts, args.windows, args.tokens)
     for i, w in enumerate(windows):
         w["wi"] = i
+    wids = ([int(x) for x in args.window_ids.split(",")] if args.window_ids
+            else list(range(len(windows))))
+    store = Store(args.store or os.path.join(REPO, "build", "e2e_store",
+                                             f"{args.model}_{args.tokens}"), windows)
     _G.update(model=model, windows=windows, args=args,
-              logp=[os.path.join(tmpdir, f"fp16_logp_{i}.npy") for i in range(len(windows))])
-    print(f"[{args.model}: {len(windows)} windows x {args.tokens} tokens from "
-          f"{len(texts)} texts; model loaded in {time.time() - t0:.1f}s]", flush=True)
-    byrow = {r["spec"]: r for r in rows}
-    parts: dict = {r["spec"]: [] for r in rows}
+              logp=[store.logp(i) for i in range(len(windows))])
+    print(f"[{args.model}: windows {wids} of {len(windows)} x {args.tokens} tokens from "
+          f"{len(texts)} texts; store {store.path}; model loaded in {time.time() - t0:.1f}s]",
+          flush=True)
+    rows = [parse_row(s, args.attention) for s in specs]
+
+    # fp16 first (the KL reference and fp8's calibration), then the rest; one job per
+    # (row, window) not yet in the store.
+    for batch in ([r for r in rows if r["spec"] == "fp16"],
+                  [r for r in rows if r["spec"] != "fp16"]):
+        calib = {}
+        for wi in wids:
+            if store.has("fp16", wi):
+                calib[wi] = store.load("fp16", wi).get("calib")
+        jobs = [(r, wi, calib.get(wi)) for r in batch for wi in wids
+                if not store.has(r["spec"], wi)]
+        left = {r["spec"]: sum(1 for j in jobs if j[0] is r) for r in batch}
+        for p in run_jobs(jobs, args.jobs):
+            if "error" in p:
+                print(f"{p['spec']} window {p['window']}: ERROR {p['error']}", flush=True)
+                continue
+            store.save(p)
+            left[p["spec"]] -= 1
+            print(f"  {p['spec']} window {p['window']}: KL {p['kl'].mean():.5f}, "
+                  f"{8 * p['all_in'] / p['elements']:.3f} bits/elem, {p['time_s']:.0f}s"
+                  + ("" if left[p["spec"]] else "  (row done)"), flush=True)
+
+    found = set()
+    for f in os.listdir(store.path):
+        if f.endswith(".json") and f != "windows.json":
+            with open(os.path.join(store.path, f)) as fh:
+                found.add(json.load(fh)["spec"])
+    report_specs = (args.report_rows.split(",") if args.report_rows
+                    else specs + sorted(found - set(specs)))
     results = []
-
-    def finish(spec):
-        res = combine(byrow[spec], parts[spec], windows)
-        results.append(res)
-        rep.progress(res, results[0] if results else None, len(results), len(rows))
-
-    # fp16 first (the KL reference and fp8's calibration), one job per window.
-    fp16 = byrow["fp16"]
-    for p in run_jobs([(fp16, w["wi"], None) for w in windows], args.jobs):
-        parts["fp16"].append(p)
-    finish("fp16")
-    if "error" in results[0]:
-        raise SystemExit(f"fp16 failed: {results[0]['error']}")
-    calib = {p["window"]: p["calib"] for p in parts["fp16"]}
-    todo = [r for r in rows if r["spec"] != "fp16"]
-    jobs = [(r, w["wi"], calib[w["wi"]]) for r in todo for w in windows]
-    left = {r["spec"]: len(windows) for r in todo}
-    for p in run_jobs(jobs, args.jobs):
-        parts[p["spec"]].append(p)
-        left[p["spec"]] -= 1
-        if left[p["spec"]] == 0:
-            finish(p["spec"])
-    done = {r["spec"] for r in results}
-    results += [r for s, r in old.items() if s not in done]
-    meta = {"model": getattr(model, "MODEL_NAME", None) or sys.modules[type(model).__module__].MODEL_NAME,
-            "model_key": args.model,
+    for spec in report_specs:
+        if not all(store.has(spec, wi) for wi in wids):
+            print(f"{spec}: incomplete in the store for windows {wids}, not reported", flush=True)
+            continue
+        results.append(combine(parse_row(spec, args.attention),
+                               [store.load(spec, wi) for wi in wids], windows))
+    results.sort(key=lambda r: r["spec"] != "fp16")
+    sel = [windows[i] for i in wids]
+    meta = {"model": sys.modules[type(model).__module__].MODEL_NAME, "model_key": args.model,
             "kv_layers": getattr(model, "kv_layer_ids", list(range(model.cfg.n_layers))),
-            "texts": [os.path.relpath(t, REPO) for t in texts], "windows_per_text": args.windows,
-            "tokens": args.tokens, "scored_tokens": args.tokens * len(windows),
-            "windows": [{k: w[k] for k in ("text", "index", "start_token")} for w in windows],
+            "texts": sorted({w["text"] for w in sel}, key=lambda t: [w["text"] for w in sel].index(t)),
+            "windows_per_text": len(sel) / len({w["text"] for w in sel}),
+            "tokens": args.tokens, "scored_tokens": args.tokens * len(sel),
+            "windows": [{k: w[k] for k in ("text", "index", "start_token")} for w in sel],
             "chunk": args.chunk, "attention": args.attention, "ref_ppl": results[0]["ppl"],
             "commit": git_commit(), "library": library_info(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -490,7 +575,6 @@ def main(argv=None) -> int:
             json.dump(slim, f, indent=1)
     rc = rep.emit(report, args)
     print(f"[total {time.time() - t0:.0f}s]")
-    shutil.rmtree(tmpdir, ignore_errors=True)
     return rc
 
 
