@@ -76,6 +76,31 @@ def bits_breakdown(res: dict) -> dict:
     return out
 
 
+def phase_avg_bytes(res: dict, kivi_group: int = 32, kivi_residual: int = 128):
+    """All-in bytes per element with the fp16 window at its AVERAGE occupancy instead of the
+    final state's. A flush cache's window holds R .. R + N - 1 tokens (N = block or KIVI
+    group) depending on where the sequence length falls; at one fixed length (4096) the
+    final-state bytes carry that phase as noise (e.g. 4 sink tokens shift a PackKV window
+    from 128 to 188 tokens: +0.23 bit per element). Here: sinks s at 2 bytes, the window at
+    R + (N - 1) / 2 tokens at 2 bytes, every other token at the row's measured compressed
+    cost per element (PackKV: compressed_bytes_used / compressed elements; KIVI: b/8 + 1/8
+    for the fp16 (z, s) of 32 values). None for rows without a window."""
+    t, sink = res.get("tokens_per_window"), res.get("sink", 0) or 0
+    if not t:
+        return None
+    if res["method"] == "packkv":
+        st = res["stats"]
+        per_tok = st["fp16_bytes"] / st["n_tokens"] / 2          # elements per token-layer
+        c = st["compressed_bytes_used"] / (st["n_compressed_tokens"] * per_tok)
+        w = res["res"] + (res["block"] - 1) / 2
+    elif res["method"] == "kivi":
+        c = res["bits"] / 8 + 4 / 32
+        w = kivi_residual + (kivi_group - 1) / 2
+    else:
+        return None
+    return (2 * sink + 2 * w + (t - sink - w) * c) / t
+
+
 # --------------------------------------------------------------------------------------------
 # Curves
 # --------------------------------------------------------------------------------------------
@@ -167,6 +192,9 @@ def analyse(results: list[dict]) -> dict:
             d = np.asarray(r["nll"]) - np.asarray(ref["nll"])
             r["delta_se_pct"] = (100.0 * float(d.std(ddof=1) / math.sqrt(len(d)))
                                  * r["ppl"] / ref["ppl"])
+    for r in results:
+        if "error" not in r and r.get("stats") is not None or r.get("method") == "kivi":
+            r["bpe_phase_avg"] = phase_avg_bytes(r)
     cv = curves(results, "kld")
     per_curve = {}
     for name, pts in cv.items():
@@ -250,8 +278,8 @@ def markdown(report: dict) -> str:
         "",
         "| row | sinks | bits K/V | KL | " + " | ".join(f"KL {os.path.basename(t).split('.')[0]}"
                                                   for t in texts)
-        + " | ppl | Δppl | B/elem | greedy | none | × fp16 |",
-        "|---|---|---|---|" + "---|" * len(texts) + "---|---|---|---|---|---|",
+        + " | ppl | Δppl | B/elem | greedy | none | × fp16 | B/elem phase-avg |",
+        "|---|---|---|---|" + "---|" * len(texts) + "---|---|---|---|---|---|---|",
     ]
     ok = [r for r in res if "error" not in r]
     for r in sorted(ok, key=lambda r: (KIND_ORDER.get(r["method"], 9), family_of(r),
@@ -270,7 +298,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| {_row_label(r)} | {_sinks(r)} | {bits} | {r['kld']:.5f} ± "
                      f"{r.get('kld_se', 0):.5f} | {kl_t} | {r['ppl']:.4f} | {dp} | "
                      f"{r['bytes_per_element']:.4f} | {gb} | {nb} | "
-                     f"{2.0 / r['bytes_per_element']:.2f} |")
+                     f"{2.0 / r['bytes_per_element']:.2f} | "
+                     + (f"{r['bpe_phase_avg']:.4f} |" if r.get("bpe_phase_avg") else " |"))
     for r in res:
         if "error" in r:
             lines.append(f"| {r['spec']} | error: {r['error']} |")
@@ -357,10 +386,16 @@ def plot(report: dict, path: str) -> None:
             f = isotonic_fit(pts)
             ax.plot([p[0] for p in f], [p[1] for p in f], color=st["color"], lw=1.4,
                     label=name.replace(" median", ""))
-            if name.startswith("kivi"):
-                for b, y, spec in pts:
-                    ax.annotate(spec.split(":")[0].replace("kivi-", "b"), (b, y), fontsize=7,
-                                textcoords="offset points", xytext=(3, 3), color=st["color"])
+            for b, y, spec in pts:
+                if name.startswith("kivi"):
+                    lab = spec.split(":")[0].replace("kivi-", "b")
+                elif name.startswith("packkv"):
+                    kv = dict(o.split("=", 1) for o in spec.split(":")[1:])
+                    lab = f"{kv.get('rk')}/{kv.get('rv')}"
+                else:
+                    continue
+                ax.annotate(lab, (b, y), fontsize=6, textcoords="offset points",
+                            xytext=(3, 3), color=st["color"])
         ax.set_xscale("log")
         ax.axvline(0.4, color="tab:green", ls="-.", lw=0.8)
         ax.text(0.4, 0.98, " 5x smaller than fp16", fontsize=7, color="tab:green",

@@ -88,16 +88,22 @@ REPO = os.path.dirname(os.path.dirname(_HERE))
 DEFAULT_TEXTS = [os.path.join(REPO, "data", "kjv_genesis.txt"),
                  os.path.join(REPO, "data", "go_strings.txt")]
 
-# The default sweep: (r_K, r_V) pairs, without and with 4 sink tokens.
-PACKKV_PAIRS = [(0.01, 0.02), (0.02, 0.04), (0.035, 0.07), (0.05, 0.1)]
+# The default sweep (the study of bench/RESULTS.md, "End-to-end KL divergence", plus the rows the
+# shared machine had no time for): fp16, fp8, KIVI-2..8 without and (3..5) with 4 sink tokens;
+# PackKV with 4 sink tokens over an (r_K, r_V) grid at residual windows 128 and 64, without
+# sinks, and with K centring. About 55 s per row and 4096-token window on an idle core
+# (4 windows per row), several times that on a loaded machine.
+PACKKV_PAIRS = [(0.025, 0.05), (0.035, 0.07), (0.04, 0.08), (0.05, 0.1)]
 
 
 def default_rows() -> list[str]:
     rows = ["fp16", "fp8"] + [f"kivi-{b}" for b in range(2, 9)]
     rows += [f"kivi-{b}:sink=4" for b in (3, 4, 5)]
-    for sink in (0, 4):
-        rows += [f"packkv:rk={rk}:rv={rv}" + (f":sink={sink}" if sink else "")
+    for res in (128, 64):
+        rows += [f"packkv:rk={rk}:rv={rv}:sink=4" + (f":res={res}" if res != 128 else "")
                  for rk, rv in PACKKV_PAIRS]
+    rows += ["packkv:rk=0.035:rv=0.07", "packkv:rk=0.05:rv=0.1",
+             "packkv:rk=0.035:rv=0.07:sink=4:center=1", "packkv:rk=0.05:rv=0.1:sink=4:center=1"]
     return rows
 
 
@@ -556,7 +562,7 @@ def main(argv=None) -> int:
     meta = {"model": sys.modules[type(model).__module__].MODEL_NAME, "model_key": args.model,
             "kv_layers": getattr(model, "kv_layer_ids", list(range(model.cfg.n_layers))),
             "texts": sorted({w["text"] for w in sel}, key=lambda t: [w["text"] for w in sel].index(t)),
-            "windows_per_text": len(sel) / len({w["text"] for w in sel}),
+            "windows_per_text": len(sel) // len({w["text"] for w in sel}),
             "tokens": args.tokens, "scored_tokens": args.tokens * len(sel),
             "windows": [{k: w[k] for k in ("text", "index", "start_token")} for w in sel],
             "chunk": args.chunk, "attention": args.attention, "ref_ppl": results[0]["ppl"],
