@@ -50,7 +50,7 @@ Exactness and speed (2 CPU cores)
 Usage::
 
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=build-cpu/bindings/python/pkg python3 scripts/e2e/ppl_eval.py \\
-        --jobs 2 --json bench/e2e_ppl.json --plot bench/e2e_ppl.png --markdown build/e2e_ppl.md
+        --jobs 2 --json build/e2e_ppl.json --plot build/e2e_ppl.png --markdown build/e2e_ppl.md
     python3 scripts/e2e/ppl_eval.py --check            # consistency checks (a few minutes)
     python3 scripts/e2e/ppl_eval.py --rows fp16,kivi-4:sink=4,packkv:rk=0.05:rv=0.1:sink=4
     python3 scripts/e2e/ppl_eval.py --model gemma3 --tokens 2048 --windows 1 ...
