@@ -405,7 +405,11 @@ def git_commit() -> str:
 def library_info() -> dict:
     try:
         import packkv
-        return {"path": os.path.dirname(packkv.__file__),
+        path = os.path.dirname(os.path.abspath(packkv.__file__))
+        root = os.path.dirname(os.path.dirname(_HERE))
+        # repo-relative when built in this checkout; a machine path says nothing elsewhere
+        where = os.path.relpath(path, root) if path.startswith(root + os.sep) else "outside this checkout"
+        return {"path": where,
                 "cache_kwargs": sorted(cache_kwargs_supported()),
                 "raw_fields": sorted(raw_fields_supported()),
                 "commit": os.environ.get("PACKKV_LIBRARY_COMMIT", git_commit())}
