@@ -20,17 +20,13 @@
 #include "api/cache_impl.h"
 #include "api/internal_access.h"
 #include "common/rules.h"
+#include "bench_util.h"
 #include "packkv/packkv.h"
 #include "safetensors.h"
 
-namespace {
+using packkv_bench::check;
 
-void check(packkv_status_t st, const char* what) {
-  if (st != PACKKV_OK) {
-    std::fprintf(stderr, "%s failed: %s\n", what, packkv_last_error_message());
-    std::exit(1);
-  }
-}
+namespace {
 
 // Blob sizes of tokens [T][H][D] (fp16) compressed by a cache with residual 0, and the
 // worst-case blob of that shape.
