@@ -97,6 +97,13 @@ void simulate(const char* name, const std::vector<size_t>& sizes, size_t worst) 
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::printf("usage: %s [KV_DUMP.safetensors]  (default data/smollm2_kv_sample.safetensors)\n"
+                "Page-end waste and pages per sequence of the pool's placement rule for several page\n"
+                "sizes, on blocks encoded from real K/V (the measurement behind the default page size).\n",
+                argv[0]);
+    return 0;
+  }
   const std::string path = argc > 1 ? argv[1] : "data/smollm2_kv_sample.safetensors";
   const packkv_eval::SafeTensors st = packkv_eval::read_safetensors(path);
   const int layers[3] = {0, 15, 29};
