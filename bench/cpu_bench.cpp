@@ -14,7 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "packkv/packkv.h"
+
+using packkv_bench::check;
+using packkv_bench::to_half;
 
 namespace {
 
@@ -23,22 +27,6 @@ using Clock = std::chrono::steady_clock;
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
-}
-
-void check(packkv_status_t st, const char* what) {
-  if (st != PACKKV_OK) {
-    std::fprintf(stderr, "%s failed: %s\n", what, packkv_last_error_message());
-    std::exit(1);
-  }
-}
-
-uint16_t to_half(float f) {  // round to nearest even, normal range only (bench data)
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
-  if (a < 0x38800000u) return (uint16_t)sign;
-  const uint32_t r = a + 0xfffu + ((a >> 13) & 1u);
-  return (uint16_t)(sign | (((r >> 23) - 112u) << 10) | ((r >> 13) & 0x3ffu));
 }
 
 // K-like data: per-channel offsets (outlier channels) plus a smooth per-token drift.

@@ -32,30 +32,18 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "packkv/packkv.h"
 #define PACKKV_EXPERIMENTAL_API
 #include "packkv/packkv_experimental.h"
+
+using packkv_bench::check;
+using packkv_bench::to_half;
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 const int H = 8, D = 128, kRow = H * D, kPoolTokens = 4096;
-
-void check(packkv_status_t st, const char* what) {
-  if (st != PACKKV_OK) {
-    std::fprintf(stderr, "%s failed: %s\n", what, packkv_last_error_message());
-    std::exit(1);
-  }
-}
-
-uint16_t to_half(float f) {  // round to nearest even, normal range only (bench data)
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
-  if (a < 0x38800000u) return (uint16_t)sign;
-  const uint32_t r = a + 0xfffu + ((a >> 13) & 1u);
-  return (uint16_t)(sign | (((r >> 23) - 112u) << 10) | ((r >> 13) & 0x3ffu));
-}
 
 std::vector<uint16_t> make_kv(unsigned seed) {
   std::mt19937 rng(seed);
@@ -257,8 +245,14 @@ void memory(const Args& a, bool budget) {
 
 int main(int argc, char** argv) {
   Args a;
+  if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::printf("usage: %s latency|memory|budget [options]\n"
+                "Memory held vs used and append latency of the CPU cache; modes and options in the\n"
+                "header of bench/memory_bench.cpp.\n", argv[0]);
+    return 0;
+  }
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s latency|memory|budget [options]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s latency|memory|budget [options] (--help)\n", argv[0]);
     return 2;
   }
   a.mode = argv[1];

@@ -20,17 +20,13 @@
 #include "api/cache_impl.h"
 #include "api/internal_access.h"
 #include "common/rules.h"
+#include "bench_util.h"
 #include "packkv/packkv.h"
 #include "safetensors.h"
 
-namespace {
+using packkv_bench::check;
 
-void check(packkv_status_t st, const char* what) {
-  if (st != PACKKV_OK) {
-    std::fprintf(stderr, "%s failed: %s\n", what, packkv_last_error_message());
-    std::exit(1);
-  }
-}
+namespace {
 
 // Blob sizes of tokens [T][H][D] (fp16) compressed by a cache with residual 0, and the
 // worst-case blob of that shape.
@@ -101,6 +97,13 @@ void simulate(const char* name, const std::vector<size_t>& sizes, size_t worst) 
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::printf("usage: %s [KV_DUMP.safetensors]  (default data/smollm2_kv_sample.safetensors)\n"
+                "Page-end waste and pages per sequence of the pool's placement rule for several page\n"
+                "sizes, on blocks encoded from real K/V (the measurement behind the default page size).\n",
+                argv[0]);
+    return 0;
+  }
   const std::string path = argc > 1 ? argv[1] : "data/smollm2_kv_sample.safetensors";
   const packkv_eval::SafeTensors st = packkv_eval::read_safetensors(path);
   const int layers[3] = {0, 15, 29};

@@ -3,7 +3,7 @@
 // byte offsets, L 0..8 and random minimums, decoded by a2_pack on the host (the same
 // function the kernel uses, host fallbacks for the intrinsics), compared value by value
 // with min + code of the token the documented order names. Build and run (no GPU):
-//   nvcc -O2 -I src -o /tmp/check_decode bench/layout_study/check_decode.cu && /tmp/check_decode
+//   nvcc -O2 -I src -o build/check_decode bench/layout_study/check_decode.cu && build/check_decode
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>

@@ -5,10 +5,10 @@
 # tools/packkv_pack_widths (any preset). Usage, from the repository root:
 #   bash bench/layout_study/run.sh [BUILD_DIR]     (default build-cpu)
 # Prints the SASS counts per kernel and the study table; keeps the files in $OUT
-# (default /tmp/layout-study).
+# (default $TMPDIR/layout-study).
 set -eu
 BUILD=${1:-build-cpu}
-OUT=${OUT:-/tmp/layout-study}
+OUT=${OUT:-${TMPDIR:-/tmp}/layout-study}
 HERE=$(dirname "$0")
 mkdir -p "$OUT"
 nvcc -arch=sm_90 -cubin -O3 -o "$OUT/decode_step.cubin" "$HERE/decode_step.cu"

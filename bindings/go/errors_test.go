@@ -180,3 +180,11 @@ func TestCloseNilCache(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A nil *Pool closes like a closed one, as a nil *Cache does.
+func TestCloseNilPool(t *testing.T) {
+	var p *packkv.Pool
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -71,6 +71,9 @@ func NewPool(o PoolOptions) (*Pool, error) {
 
 // Close drops the handle (packkv_x_pool_destroy). Idempotent.
 func (p *Pool) Close() error {
+	if p == nil {
+		return nil
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.p != nil {

@@ -3,7 +3,7 @@
 // then w = p * s per token and the per-round sums that fold the zero points in. Device
 // only.
 //
-// Finite for every finite cache (issue 18 item 3; /work/notes/overflow-cuda.md): a warp's
+// Finite for every finite cache (issue 18 item 3; split_merge.cuh and clamped_block.cuh have the rest): a warp's
 // V accumulators hold sum_t w_t v_t * 2^-e, e = SoftmaxState::e (an exact power of two,
 // 0 unless the data need it). A compressed block whose grid magnitude |s| (|z| + 255)
 // exceeds 2^100 (fit_block: a per-block vote on the staged metadata, never per code)

@@ -462,6 +462,11 @@ PACKKV_API packkv_status_t packkv_cache_sync(const packkv_cache_t* cache);
  *   pass over them); non-finite inputs give non-finite outputs.
  *   Row strides (ld_scores, ld_probs) must be >= the longest requested sequence and
  *   small enough that n_seqs * n_q_heads * ld elements are addressable.
+ *   Range: outputs stay finite for every finite K, V and q on the CPU backend (double where
+ *   fp32 would overflow). Known gap of the CUDA backend: with K or V within a factor of about
+ *   4 of FLT_MAX and |q| ~ 1, scores below FLT_MAX may come back as inf and decode may be off
+ *   (apply, and queries whose scores stay well inside the fp32 range, are exact as usual;
+ *   tests/gpu "known gap" case).
  *   Arithmetic and accumulation are fp32; results are fp32. Tokens are scored in
  *   original order whatever the repacking. Sequences with no tokens give empty
  *   scores, zero outputs and lse = -inf. No allocation and no host synchronization

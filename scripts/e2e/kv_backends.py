@@ -373,22 +373,28 @@ class Fp8Backend(KVBackend):
 
 class KiviBackend(KVBackend):
     """KIVI-b: fp16 window; whenever it holds >= 128 + 32 tokens its oldest 32 tokens are
-    quantized (K per channel over the 32 tokens, V per token over 32-channel groups)."""
+    quantized (K per channel over the 32 tokens, V per token over 32-channel groups).
 
-    def __init__(self, bits: int):
+    sink_tokens = k > 0 keeps the first k tokens of the sequence in fp16 for good (attention
+    sinks, as StreamingLLM / IntactKV / KVQuant keep them): KIVI then runs on the token
+    stream from position k on (its groups and window start there), and the k tokens cost
+    2 bytes per element."""
+
+    def __init__(self, bits: int, sink_tokens: int = 0):
         super().__init__()
         self.bits = int(bits)
-        self.name = f"kivi-{self.bits}"
+        self.sink = int(sink_tokens)
+        self.name = f"kivi-{self.bits}" + (f":sink={self.sink}" if self.sink else "")
 
     def flush_points(self, n_tokens):
-        return list(range(KIVI_RESIDUAL + KIVI_GROUP, n_tokens + 1, KIVI_GROUP))
+        return list(range(self.sink + KIVI_RESIDUAL + KIVI_GROUP, n_tokens + 1, KIVI_GROUP))
 
     def reset(self, cfg, max_tokens):
         super().reset(cfg, max_tokens)
-        self.n_quantized = [0] * cfg.n_layers
+        self.n_quantized = [self.sink] * cfg.n_layers
 
     def after_append(self, layer, n_total):
-        nq = flushed_tokens(n_total, KIVI_GROUP, KIVI_RESIDUAL)
+        nq = self.sink + flushed_tokens(max(0, n_total - self.sink), KIVI_GROUP, KIVI_RESIDUAL)
         a = self.n_quantized[layer]
         if nq > a:
             self.k[layer][a:nq] = kivi_quant_k(self.k[layer][a:nq], self.bits)
@@ -399,17 +405,20 @@ class KiviBackend(KVBackend):
         c = self.cfg
         tot = 0
         for n in self.length:
-            tot += kivi_bytes(n, c.n_kv_heads, c.head_dim, self.bits, True)["all_in"]
-            tot += kivi_bytes(n, c.n_kv_heads, c.head_dim, self.bits, False)["all_in"]
+            s = min(n, self.sink)
+            tot += 2 * 2 * s * c.n_kv_heads * c.head_dim          # sink K and V in fp16
+            tot += kivi_bytes(n - s, c.n_kv_heads, c.head_dim, self.bits, True)["all_in"]
+            tot += kivi_bytes(n - s, c.n_kv_heads, c.head_dim, self.bits, False)["all_in"]
         return ByteReport(tot, self._elements())
 
 
 class PackKVBackend(KVBackend):
-    """One ``packkv.Cache`` per layer (CPU, n_kv_heads 3, head_dim 64, kv_dtype F16).
+    """One ``packkv.Cache`` per layer (CPU, kv_dtype F16).
 
     Args:
         cache_kwargs: keyword arguments of ``packkv.Cache`` (rel_scale_k, rel_scale_v,
-            repack, scale_granularity, residual_tokens, block_tokens, bits_k, bits_v).
+            repack, scale_granularity, residual_tokens, block_tokens, bits_k, bits_v, and
+            whatever newer levers the installed binding accepts, e.g. sink_tokens).
         attention: "library" (packkv_attn_decode over the compressed cache, merged with the
             chunk's own causal attention by lse) or "decompress" (dense numpy attention on
             packkv_cache_decompress's reconstruction); see the module docstring.
@@ -417,15 +426,24 @@ class PackKVBackend(KVBackend):
             stream by shadow caches (repacking permutes tokens inside a block and never
             changes a reconstructed value, so one forward pass serves every mode; the
             shadows' reconstructions are checked identical at the end).
+        emulated_sinks: k > 0 keeps the first k tokens of the sequence in fp16 OUTSIDE the
+            library (the harness's emulation of attention-sink tokens, for a library that
+            has no ``sink_tokens`` yet): the caches see the stream from position k on, the
+            dense attention reads the k tokens as fp16 (exact merge: they are simply part
+            of the attended keys), and they are counted as 2 bytes per element
+            (``stats["sink_bytes"]``). Needs attention="decompress".
     """
 
     def __init__(self, attention: str = "decompress", shadow_repacks=(), name=None,
-                 **cache_kwargs):
+                 emulated_sinks: int = 0, **cache_kwargs):
         super().__init__()
         import packkv  # the SWIG binding (bindings/python)
         self._packkv = packkv
         if attention not in ("library", "decompress"):
             raise ValueError("attention must be 'library' or 'decompress'")
+        self.sink = int(emulated_sinks)
+        if self.sink and attention != "decompress":
+            raise ValueError("emulated sink tokens need attention='decompress'")
         self.attention = attention
         self.cache_kwargs = dict(cache_kwargs)
         self.shadow_repacks = [r for r in shadow_repacks
@@ -438,9 +456,30 @@ class PackKVBackend(KVBackend):
         kw = dict(self.cache_kwargs)
         kw.update(over)
         c = self.cfg
-        return self._packkv.Cache(n_kv_heads=c.n_kv_heads, head_dim=c.head_dim, device=-1,
-                                  kv_dtype="float16", max_tokens_per_seq=self.max_tokens,
-                                  **kw)
+        raw = kw.pop("raw_fields", None)
+        if not raw:
+            return self._packkv.Cache(n_kv_heads=c.n_kv_heads, head_dim=c.head_dim,
+                                      device=-1, kv_dtype="float16",
+                                      max_tokens_per_seq=self.max_tokens, **kw)
+        # Fields of packkv_cache_params_t that the binding's Cache() does not take as
+        # keywords yet (the library's v2 fields before the binding exposes them): set on the
+        # raw struct right after packkv_cache_params_init, inside Cache.__init__.
+        import packkv.cache as pc
+        init = pc._raw.cache_params_init
+
+        def init_with_fields(p, size):
+            st = init(p, size)
+            for name, value in raw.items():
+                setattr(p, name, value)
+            return st
+
+        pc._raw.cache_params_init = init_with_fields
+        try:
+            return self._packkv.Cache(n_kv_heads=c.n_kv_heads, head_dim=c.head_dim,
+                                      device=-1, kv_dtype="float16",
+                                      max_tokens_per_seq=self.max_tokens, **kw)
+        finally:
+            pc._raw.cache_params_init = init
 
     def reset(self, cfg, max_tokens):
         self.close()
@@ -451,6 +490,7 @@ class PackKVBackend(KVBackend):
         p = self.caches[0].params
         self.block, self.residual = int(p.block_tokens), int(p.residual_tokens)
         self.n_compressed = [0] * cfg.n_layers
+        self._flush = None
 
     @property
     def params(self):
@@ -458,7 +498,25 @@ class PackKVBackend(KVBackend):
         return self.caches[0].params
 
     def flush_points(self, n_tokens):
-        return list(range(self.residual + self.block, n_tokens + 1, self.block))
+        """Measured, not assumed: a probe cache with the same parameters is fed random
+        tokens one at a time (after the emulated sinks) and every position after which
+        n_compressed_tokens changed is a flush point. This covers any flush rule of the
+        library (sink tokens of a newer library included)."""
+        if self._flush is None or self._flush[0] < n_tokens:
+            c = self.cfg
+            probe = self._new_cache(repack="none")
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal((n_tokens, c.n_kv_heads, c.head_dim)).astype(np.float16)
+            pts, last = [], 0
+            for p in range(self.sink, n_tokens):
+                probe.append(x[p:p + 1], x[p:p + 1])
+                nc = int(probe.stats().n_compressed_tokens)
+                if nc != last:
+                    pts.append(p + 1)
+                    last = nc
+            probe.close()
+            self._flush = (n_tokens, pts)
+        return [p for p in self._flush[1] if p <= n_tokens]
 
     def attend(self, layer, p0, q, k, v):
         if p0 != self.length[layer]:
@@ -485,26 +543,33 @@ class PackKVBackend(KVBackend):
             self.v[layer][p0:p0 + n] = v16
             out, _ = causal_attention_lse(q, self.k[layer][:p0 + n], self.v[layer][:p0 + n],
                                           p0, scale)
-        cache.append(k16, v16)
-        for caches in self.shadows.values():
-            caches[layer].append(k16, v16)
+        s = max(0, min(n, self.sink - p0))        # this chunk's emulated sink tokens
+        if s < n:
+            cache.append(k16[s:], v16[s:])
+            for caches in self.shadows.values():
+                caches[layer].append(k16[s:], v16[s:])
         self.length[layer] = p0 + n
         if self.attention == "decompress":
             nc = int(cache.stats().n_compressed_tokens)
             if nc > self.n_compressed[layer]:
                 kd, vd = cache.decompress()
-                self.k[layer][:p0 + n] = kd
-                self.v[layer][:p0 + n] = vd
+                self.k[layer][self.sink:p0 + n] = kd
+                self.v[layer][self.sink:p0 + n] = vd
                 self.n_compressed[layer] = nc
         return out
 
     def stats_sum(self, caches=None) -> dict:
-        """packkv_cache_stats summed over layers (all sequences)."""
+        """packkv_cache_stats summed over layers (all sequences), plus the emulated sink
+        tokens' fp16 bytes (sink_bytes) and all_in = compressed_bytes_used + residual_bytes
+        + sink_bytes."""
         tot: dict = {}
         for c in (caches or self.caches):
             for key, val in c.stats().as_dict().items():
                 tot[key] = tot.get(key, 0) + int(val)
-        tot["all_in"] = tot["compressed_bytes_used"] + tot["residual_bytes"]
+        c = self.cfg
+        tot["sink_bytes"] = sum(2 * 2 * min(n, self.sink) * c.n_kv_heads * c.head_dim
+                                for n in self.length)
+        tot["all_in"] = tot["compressed_bytes_used"] + tot["residual_bytes"] + tot["sink_bytes"]
         return tot
 
     def bytes(self):
@@ -541,7 +606,10 @@ def forward_chunk(model: "smollm2.SmolLM2", tokens, p0: int, backend: KVBackend,
                   want_logits: bool = True):
     """SmolLM2.forward for one chunk at positions p0 .., with every layer's attention served
     by `backend` (which appends the chunk's K/V). Same arithmetic as smollm2.SmolLM2.forward
-    (functions imported from it); returns logits [n, vocab] or None."""
+    (functions imported from it); returns logits [n, vocab] or None. A model with its own
+    ``forward_backend`` (scripts/kv_dump/gemma3.py) runs that instead."""
+    if hasattr(model, "forward_backend"):
+        return model.forward_backend(tokens, p0, backend, want_logits)
     cfg, w = model.cfg, model.w.t
     tokens = np.asarray(tokens, dtype=np.int64)
     n = tokens.shape[0]

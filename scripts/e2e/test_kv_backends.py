@@ -135,3 +135,68 @@ def test_packkv_backend_library_equals_decompress():
         assert be.bytes().detail["repack"].keys() == {"median", "greedy"}
         be.close()
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+
+
+def _feed(be, cfg, q, k, v, chunk=64):
+    n = q.shape[0]
+    be.reset(cfg, n)
+    bounds = kb.chunk_bounds(n, chunk, be.flush_points(n))
+    return np.concatenate([be.attend(0, a, q[a:b], k[a:b], v[a:b])
+                           for a, b in zip(bounds[:-1], bounds[1:])])
+
+
+def test_kivi_sinks_keep_first_tokens_and_count_them():
+    from types import SimpleNamespace
+    cfg = SimpleNamespace(n_layers=1, n_kv_heads=3, head_dim=64)
+    rng = np.random.default_rng(4)
+    n, sink = 300, 4
+    q = rng.standard_normal((n, 9, 64)).astype(np.float32)
+    k = rng.standard_normal((n, 3, 64)).astype(np.float32)
+    v = rng.standard_normal((n, 3, 64)).astype(np.float32)
+    be = kb.KiviBackend(3, sink_tokens=sink)
+    _feed(be, cfg, q, k, v)
+    np.testing.assert_array_equal(be.k[0][:sink], kb.round_fp16(k[:sink]))   # exact
+    np.testing.assert_array_equal(be.v[0][:sink], kb.round_fp16(v[:sink]))
+    nq = kb.flushed_tokens(n - sink, 32, 128)                                # 160
+    assert be.n_quantized[0] == sink + nq
+    k16 = kb.round_fp16(k).astype(np.float64)
+    np.testing.assert_array_equal(be.k[0][sink:sink + 32],
+                                  kb.kivi_quant_k(k16[sink:sink + 32], 3).astype(np.float32))
+    np.testing.assert_array_equal(be.k[0][sink + nq:], kb.round_fp16(k[sink + nq:]))
+    want = 2 * 2 * sink * 192 + sum(kb.kivi_bytes(n - sink, 3, 64, 3, is_k)["all_in"]
+                                    for is_k in (True, False))
+    assert be.bytes().all_in == want
+
+
+def test_packkv_emulated_sinks_exact_and_counted():
+    pytest.importorskip("packkv")
+    from types import SimpleNamespace
+    cfg = SimpleNamespace(n_layers=1, n_kv_heads=3, head_dim=64)
+    rng = np.random.default_rng(5)
+    n, sink = 400, 4
+    q = rng.standard_normal((n, 9, 64)).astype(np.float32)
+    k = (rng.standard_normal((n, 3, 64)) * 2).astype(np.float32)
+    v = rng.standard_normal((n, 3, 64)).astype(np.float32)
+    be = kb.PackKVBackend(residual_tokens=64, rel_scale_k=0.1, rel_scale_v=0.2,
+                          emulated_sinks=sink)
+    out = _feed(be, cfg, q, k, v)
+    np.testing.assert_array_equal(be.k[0][:sink], kb.round_fp16(k[:sink]))
+    st = be.stats_sum()
+    assert st["n_tokens"] == n - sink and st["sink_bytes"] == 2 * 2 * sink * 192
+    # flush points measured by the probe: after the sinks, every 64 tokens past 64 + 64
+    assert be.flush_points(n) == list(range(sink + 128, n + 1, 64))
+    # the same stream without the sink tokens through a plain cache reconstructs the same
+    kd, vd = be.caches[0].decompress()
+    plain = kb.PackKVBackend(residual_tokens=64, rel_scale_k=0.1, rel_scale_v=0.2)
+    plain.reset(SimpleNamespace(n_layers=1, n_kv_heads=3, head_dim=64), n - sink)
+    plain.caches[0].append(k[sink:].astype(np.float16), v[sink:].astype(np.float16))
+    kp, vp = plain.caches[0].decompress()
+    np.testing.assert_array_equal(kd, kp)
+    np.testing.assert_array_equal(vd, vp)
+    # attention = dense attention over [fp16 sinks, reconstruction] (the last query sees all)
+    kk = np.concatenate([kb.round_fp16(k[:sink]), kd])
+    vv = np.concatenate([kb.round_fp16(v[:sink]), vd])
+    ref, _ = kb.causal_attention_lse(q[-1:], kk, vv, n - 1, 1 / 8)
+    np.testing.assert_allclose(out[-1:], ref, rtol=1e-5, atol=1e-6)
+    be.close()
+    plain.close()

@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
-"""Regenerate data/kjv_genesis.txt: the Book of Genesis, King James Version.
+"""Regenerate the source texts in data/: KJV Genesis (prose) and Go's package strings (code).
 
 What
-    Extracts the full Book of Genesis (50 chapters, ~208 KB) from the Debian
+    ``--source kjv`` (default) extracts the full Book of Genesis (50 chapters, ~208 KB) from the Debian
     package ``bible-kjv-text`` (read through its ``bible`` program from package
     ``bible-kjv``) and writes it as plain prose: a title, ``CHAPTER n``
     headings, and one verse per line without verse numbers.
+
+    ``--source go`` concatenates the non-test source files of Go 1.19's package ``strings``
+    (Debian 12 package ``golang-1.19-src``, /usr/lib/go-1.19/src/strings, BSD-style "Go"
+    licence, text in data/LICENSE.go) in file-name order, each preceded by a
+    ``// ==== src/strings/<file> ====`` line: about 58 KB of real code, a second text whose
+    statistics differ from prose (used by scripts/e2e/ppl_eval.py).
 
 Why
     The KV dumps need a long, real, freely licensed English text, and the
@@ -19,11 +25,15 @@ Usage::
 
     apt-get install -y bible-kjv bible-kjv-text
     python3 scripts/kv_dump/make_text.py --out data/kjv_genesis.txt
+    apt-get install -y golang-1.19-src
+    python3 scripts/kv_dump/make_text.py --source go --out data/go_strings.txt
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import re
 import subprocess
 
@@ -51,11 +61,30 @@ def genesis_text() -> str:
     return "\n".join(out).replace("\n\n\n", "\n\n") + "\n"
 
 
+GO_SRC = "/usr/lib/go-1.19/src"
+GO_PACKAGE = "strings"
+
+
+def go_text(src: str = GO_SRC, package: str = GO_PACKAGE) -> str:
+    files = sorted(f for f in glob.glob(os.path.join(src, package, "*.go"))
+                   if not f.endswith("_test.go"))
+    if not files:
+        raise SystemExit(f"no Go files in {src}/{package}: apt-get install golang-1.19-src")
+    parts = []
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            parts.append(f"// ==== src/{package}/{os.path.basename(f)} ====\n" + fh.read())
+    return "\n".join(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="data/kjv_genesis.txt")
+    ap.add_argument("--source", choices=["kjv", "go"], default="kjv")
+    ap.add_argument("--out", default=None,
+                    help="default data/kjv_genesis.txt or data/go_strings.txt")
     args = ap.parse_args()
-    text = genesis_text()
+    args.out = args.out or {"kjv": "data/kjv_genesis.txt", "go": "data/go_strings.txt"}[args.source]
+    text = genesis_text() if args.source == "kjv" else go_text()
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(text)
     print(f"wrote {args.out}: {len(text)} chars")

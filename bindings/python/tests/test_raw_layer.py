@@ -83,3 +83,28 @@ def test_outputs_must_hold_what_the_call_writes(cache, rng):
     out = np.zeros((9, 64), np.float32)
     raw.attn_decode(cache._ptr, [0], 9, q9, raw.DTYPE_F32, 0.125, out, None, None, 0)
     np.testing.assert_array_equal(out, cache.decode(q9[0], scale=0.125))
+
+
+def test_struct_size_larger_than_the_struct_object(cache):
+    # A SWIG struct object holds exactly sizeof(struct) bytes; a larger struct_size made the C
+    # calls read and write past it (heap corruption, found by a fresh-user check).
+    p = raw.CacheParamsStruct()
+    with pytest.raises(packkv.InvalidArgument, match="holds 64 bytes"):
+        raw.cache_params_init(p, 1024)
+    raw.cache_params_init(p, raw.CACHE_PARAMS_STRUCT_SIZE)
+    assert p.struct_size == raw.CACHE_PARAMS_STRUCT_SIZE
+    p.struct_size = 1000
+    with pytest.raises(packkv.InvalidArgument, match="struct_size field is 1000"):
+        raw.cache_create(p)
+    with pytest.raises(packkv.InvalidArgument, match="struct_size field is 1024"):
+        q = raw.CacheParamsStruct()
+        q.struct_size = 1024
+        raw.cache_get_params(cache._ptr, q)
+    s = raw.CacheStatsStruct()
+    s.struct_size = 1024
+    with pytest.raises(packkv.InvalidArgument, match="CacheStatsStruct"):
+        raw.cache_stats(cache._ptr, -1, s)
+    with pytest.raises(packkv.InvalidArgument, match="PoolParamsStruct"):
+        raw.x_pool_params_init(raw.PoolParamsStruct(), 1024)
+    for _ in range(200):  # the heap is intact: allocations still work
+        raw.CacheParamsStruct()
