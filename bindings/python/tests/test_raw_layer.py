@@ -89,7 +89,7 @@ def test_struct_size_larger_than_the_struct_object(cache):
     # A SWIG struct object holds exactly sizeof(struct) bytes; a larger struct_size made the C
     # calls read and write past it (heap corruption, found by a fresh-user check).
     p = raw.CacheParamsStruct()
-    with pytest.raises(packkv.InvalidArgument, match="holds 64 bytes"):
+    with pytest.raises(packkv.InvalidArgument, match=f"holds {raw.CACHE_PARAMS_STRUCT_SIZE} bytes"):
         raw.cache_params_init(p, 1024)
     raw.cache_params_init(p, raw.CACHE_PARAMS_STRUCT_SIZE)
     assert p.struct_size == raw.CACHE_PARAMS_STRUCT_SIZE
