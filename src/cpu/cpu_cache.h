@@ -4,7 +4,8 @@
 //     cpu_cache.cpp    storage: creation, lengths, removal, stats, decompress, blob access
 //     append.cpp       append: plan (convert, check, encode the flushed blocks), commit
 //     input_check.cpp  conversion of new tokens to kv_dtype and the finiteness check
-//     attention.cpp    scores / apply / decode over the blocks and the residual window
+//     attention.cpp    scores / apply / decode over the blocks and the residual window,
+//                      in parallel work items (cpu/parallel.h)
 //     softmax.h        the float64 softmax of decode
 // Every method either completes or throws Error leaving the cache unchanged (the
 // CacheImpl contract, api/cache_impl.h). No lock: the caller serializes mutating calls
@@ -19,7 +20,9 @@
 #include <vector>
 
 #include "api/cache_impl.h"
+#include "cpu/block_attention.h"
 #include "cpu/page_table.h"
+#include "cpu/parallel.h"
 #include "pool/page_pool.h"
 
 namespace packkv {
@@ -76,6 +79,8 @@ class CpuCache final : public CacheImpl {
   void apply(const AttnArgs& a, const float* probs, int64_t ld_probs, float* out) const override;
   void decode(const AttnArgs& a, float scale, float* out, float* lse) const override;
   size_t workspace_size(int, int) const override { return 0; }  // scratch is allocated per call
+  void set_parallel(packkv_x_parallel_fn fn, void* user, int n_tasks) override;
+  int64_t sink_len(int seq) const { return seqs_[seq].sink_len; }
 
  private:
   // append.cpp: encodes the first n_blocks blocks of the window (residual tokens of s,
@@ -89,19 +94,22 @@ class CpuCache final : public CacheImpl {
   // overflow by the conversion) with an error naming sequence, token, head and channel.
   const uint8_t* convert_checked(const uint8_t* src, packkv_dtype_t dtype, size_t n, std::vector<uint8_t>* conv,
                                  int seq, const char* what) const;
-  // attention.cpp
-  void load_q(const AttnArgs& a, int i, float* q) const;
+  // attention.cpp (the spans and work items: there)
+  std::vector<float> load_q(const AttnArgs& a) const;  // every query as float
   template <typename Out>  // float (scores) or double (decode)
-  void seq_scores(const CpuSeq& s, const float* q, int gqa_group, Out* out, size_t ld) const;
-  void seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const;
-  // Scores / weighted V of n dense tokens in kv_dtype ([n][H][D], the sink tokens or the
-  // residual window) at positions base .. base+n-1, float64 products.
-  template <typename Out>  // float or double, as seq_scores
-  void dense_scores(const uint8_t* k, int64_t n, int64_t base, const float* q, int gqa_group, Out* out,
+  void span_scores(const CpuSeq& s, int64_t begin, int64_t end, int hk, const float* q, int g, Out* out, size_t ld,
+                   AttnScratch* scratch) const;
+  void span_apply(const CpuSeq& s, int64_t begin, int64_t end, int hk, const float* probs, size_t ld, int g,
+                  double* acc, AttnScratch* scratch) const;
+  // Scores / weighted V of KV head hk of n dense tokens in kv_dtype ([..][H][D], the sink
+  // tokens or the residual window), rows first .. first+n-1, float64 products.
+  template <typename Out>  // float or double, as span_scores
+  void dense_scores(const uint8_t* k, int64_t first, int64_t n, int hk, const float* q, int g, Out* out,
                     size_t ld) const;
-  void dense_apply(const uint8_t* v, int64_t n, int64_t base, const float* probs, size_t ld, int gqa_group,
+  void dense_apply(const uint8_t* v, int64_t first, int64_t n, int hk, const float* probs, size_t ld, int g,
                    double* acc) const;
 
+  Parallel par_;  // where parallel work runs (cpu/parallel.h)
   std::shared_ptr<PagePool> pool_;
   bool shared_ = false;
   int64_t window_ = 0;  // sliding window in tokens; 0: none
