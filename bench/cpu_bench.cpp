@@ -29,6 +29,9 @@
 #include <vector>
 
 #include "bench_util.h"
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 #include "packkv/packkv.h"
 
 using packkv_bench::check;
@@ -128,21 +131,34 @@ using Half = _Float16;  // what a user of GCC >= 12 on x86 writes for fp16 data
 using Half = float;  // no fp16 type: the fp16 rows then measure fp32 again (printed)
 #endif
 
-inline float as_float(float x) { return x; }
-inline float as_float(Half x) { return (float)x; }
+// A row of d values as float: fp32 rows are used in place; fp16 rows are converted into buf
+// first (F16C when compiled for it, 8 values an instruction, as llama.cpp's fp16 rows do).
+inline const float* row_f32(const float* x, int, float*) { return x; }
+#if defined(__FLT16_MAX__)
+inline const float* row_f32(const Half* x, int d, float* buf) {
+#if defined(__F16C__)
+  for (int c = 0; c < d; c += 8)
+    _mm256_storeu_ps(buf + c, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + c))));
+#else
+  for (int c = 0; c < d; ++c) buf[c] = (float)x[c];
+#endif
+  return buf;
+}
+#endif
 
 // Dense decode attention of the g query heads of KV head h, T tokens, K/V [T][H][d] of
 // element type E: scores, softmax, weighted V. p: scratch of g * T floats.
 template <typename E>
 void dense_head(const E* k, const E* v, size_t T, int H, int d, int h, const float* q, int g, float scale, float* out,
                 float* p) {
+  float buf[1024];
   for (size_t t = 0; t < T; ++t) {
-    const E* kt = k + (t * H + h) * d;
+    const float* kt = row_f32(k + (t * H + h) * d, d, buf);
     for (int j = 0; j < g; ++j) {
       const float* qj = q + (size_t)j * d;
       float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-      for (int c = 0; c < d; ++c) s += qj[c] * as_float(kt[c]);
+      for (int c = 0; c < d; ++c) s += qj[c] * kt[c];
       p[(size_t)j * T + t] = s * scale;
     }
   }
@@ -156,12 +172,12 @@ void dense_head(const E* k, const E* v, size_t T, int H, int d, int h, const flo
     std::fill(out + (size_t)j * d, out + (size_t)(j + 1) * d, 0.0f);
   }
   for (size_t t = 0; t < T; ++t) {
-    const E* vt = v + (t * H + h) * d;
+    const float* vt = row_f32(v + (t * H + h) * d, d, buf);
     for (int j = 0; j < g; ++j) {
       const float w = p[(size_t)j * T + t];
       float* o = out + (size_t)j * d;
 #pragma omp simd
-      for (int c = 0; c < d; ++c) o[c] += w * as_float(vt[c]);
+      for (int c = 0; c < d; ++c) o[c] += w * vt[c];
     }
   }
 }
@@ -254,7 +270,7 @@ int main(int argc, char** argv) {
     for (int t = 1; t < cpus; t *= 2) threads.push_back(t);
     threads.push_back(cpus);
   }
-  if (reps < 1 || H < 1 || d < 1 || g < 1 || tokens.empty() || threads.empty()) {
+  if (reps < 1 || H < 1 || d < 8 || d > 1024 || d % 8 != 0 || g < 1 || tokens.empty() || threads.empty()) {
     std::fprintf(stderr, "%s: bad arguments\n", argv[0]);
     return 2;
   }

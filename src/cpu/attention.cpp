@@ -144,7 +144,7 @@ void CpuCache::decode(const AttnArgs& a, float scale, float* out, float* lse) co
     std::vector<float> pr((size_t)g * n, 0.0f);
     span_scores(s, it.begin, it.end, it.hk, q.data() + row0 * d, g, sc.data(), (size_t)n, &scratch);
     for (int j = 0; j < g; ++j) {
-      const double* row = &sc[(size_t)j * n];
+      double* row = &sc[(size_t)j * n];
       // a span wholly out of the sliding window: weight 0 in the merge, nothing to apply
       if (*std::max_element(row, row + n) == kNegInf) continue;
       part_lse[(size_t)x * g + j] = softmax_row(row, n, scale, &pr[(size_t)j * n]);

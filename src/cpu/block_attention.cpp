@@ -72,12 +72,11 @@ void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const flo
     return;
   }
   const RoundKernels& kern = round_kernels(cpu_isa());
-  scratch->f.resize((size_t)n_q * P + (size_t)n_q * d + (size_t)d + (size_t)P * d);
+  scratch->f.resize((size_t)n_q * P + (size_t)n_q * d + (size_t)P * d);
   scratch->d.resize(3 * (size_t)n_q);
   float* acc = scratch->f.data();
   float* q = acc + (size_t)n_q * P;  // q_j * 2^-e_j for the fp32 integer-domain products
-  float* mins = q + (size_t)n_q * d;  // the round's pack minimums
-  float* kern_scratch = mins + d;
+  float* kern_scratch = q + (size_t)n_q * d;
   double* sum_q = scratch->d.data();
   double* min_term = sum_q + n_q;
   double* q_unscale = min_term + n_q;  // 2^e_j
@@ -96,12 +95,7 @@ void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const flo
   fmt::RoundCursor cur(v.tile, d, sh.bits_k);
   const uint8_t* tile_end = v.tile + v.tile_bytes;
   for (int r = 0; r < n / P; ++r, cur.next_round()) {
-    kern.score_round(&cur, d, q, n_q, acc, mins, tile_end, kern_scratch);
-    for (int j = 0; j < n_q; ++j) {
-      double mt = 0.0;
-      for (int ch = 0; ch < d; ++ch) mt += (double)q_in[(size_t)j * d + ch] * (double)mins[ch];  // exact products
-      min_term[j] = mt;
-    }
+    kern.score_round(&cur, d, q, q_in, n_q, acc, min_term, tile_end, kern_scratch);
     for (int i = 0; i < P; ++i) {
       const int slot = r * P + i;
       const fmt::Affine a = v.affine(slot);
@@ -136,12 +130,11 @@ void block_apply(const fmt::Shape& sh, const uint8_t* blob, int head, const floa
   // w = p * s in stored order; per round sum of w (for the pack minimums); beta = sum w z.
   const int rounds = n / P;
   const RoundKernels& kern = round_kernels(cpu_isa());
-  scratch->f.resize((size_t)n_q * n + (size_t)n_q * d + (size_t)P * d + (size_t)d);
+  scratch->f.resize((size_t)n_q * n + (size_t)n_q * d + (size_t)P * d);
   scratch->d.resize((size_t)n_q * (1 + rounds));
   float* w = scratch->f.data();
   float* part = w + (size_t)n_q * n;  // [n_q][d] sum of w * offset
   float* offs = part + (size_t)n_q * d;  // the kernels' scratch (one round decoded)
-  float* mins = offs + (size_t)P * d;  // the round's pack minimums
   double* beta = scratch->d.data();
   double* wsum = beta + n_q;  // [n_q][rounds]
   std::fill(beta, beta + (size_t)n_q * (1 + rounds), 0.0);
@@ -169,11 +162,7 @@ void block_apply(const fmt::Shape& sh, const uint8_t* blob, int head, const floa
   fmt::RoundCursor cur(v.tile, d, sh.bits_v);
   const uint8_t* tile_end = v.tile + v.tile_bytes;
   for (int r = 0; r < rounds; ++r, cur.next_round()) {
-    kern.apply_round(&cur, d, w + (size_t)r * P, (size_t)n, n_q, part, mins, tile_end, offs);
-    for (int j = 0; j < n_q; ++j) {
-      const double ws = wsum[(size_t)j * rounds + r];
-      for (int ch = 0; ch < d; ++ch) out[(size_t)j * d + ch] += (double)mins[ch] * ws;
-    }
+    kern.apply_round(&cur, d, w + (size_t)r * P, (size_t)n, n_q, part, out, wsum + r, (size_t)rounds, tile_end, offs);
   }
   for (int j = 0; j < n_q; ++j)
     for (int ch = 0; ch < d; ++ch) out[(size_t)j * d + ch] += (double)part[(size_t)j * d + ch] * w_unscale + beta[j];

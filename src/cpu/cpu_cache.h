@@ -83,12 +83,17 @@ class CpuCache final : public CacheImpl {
   int64_t sink_len(int seq) const { return seqs_[seq].sink_len; }
 
  private:
-  // append.cpp: encodes the first n_blocks blocks of the window (residual tokens of s,
-  // then the new tokens nk / nv in kv_dtype) as blobs, one after the other in *blobs
-  // (each starting kBlobAlign-aligned), their sizes in *sizes. With K centering the
-  // sequence's K mean is s.k_mean, or (first block) computed into *k_mean from that block.
-  void encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks,
-                      std::vector<uint8_t>* blobs, std::vector<size_t>* sizes, std::vector<float>* k_mean) const;
+  // append.cpp. The window of an append: the residual tokens of s, then the new tokens
+  // nk / nv in kv_dtype. Block b of it as float (fk, fv: N * row values; either may be
+  // null); the K mean of its block 0 (K centering, a sequence without blocks); block b
+  // encoded as one blob into *blob (k_mean: the sequence's K mean with K centering, else
+  // unused). Const and independent of each other: the blocks of an append are encoded in
+  // parallel.
+  void window_block_floats(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t b, float* fk,
+                           float* fv) const;
+  std::vector<float> block0_k_mean(const CpuSeq& s, const uint8_t* nk) const;
+  void encode_window_block(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t b, const float* k_mean,
+                           std::vector<uint8_t>* blob) const;
   // input_check.cpp: n values of dtype as kv_dtype (src itself when dtype is kv_dtype,
   // else *conv), rejecting values that are not finite in kv_dtype (NaN, inf, or
   // overflow by the conversion) with an error naming sequence, token, head and channel.

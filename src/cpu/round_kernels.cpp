@@ -3,6 +3,8 @@
 // compiled with wider flags, so nothing shared can pick up instructions the CPU lacks).
 #include "cpu/round_kernels.h"
 
+#include "format/shape.h"
+
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
@@ -74,13 +76,15 @@ inline void axpy16(const float* __restrict q, int d, int n_q, const float* __res
 #endif
 }
 
-void score_round_portable(fmt::RoundCursor* cur, int d, const float* q, int n_q, float* acc, float* mins,
-                          const uint8_t*, float*) {
+void score_round_portable(fmt::RoundCursor* cur, int d, const float* q, const float* q_in, int n_q, float* acc,
+                          double* min_term, const uint8_t*, float*) {
   std::fill(acc, acc + (size_t)n_q * P, 0.0f);
+  std::fill(min_term, min_term + n_q, 0.0);
   float off[P];
   for (int ch = 0; ch < d; ++ch) {
     const fmt::Pack pk = cur->next_pack(ch);
-    mins[ch] = (float)pk.min;
+    const float mn = (float)pk.min;
+    for (int j = 0; j < n_q; ++j) min_term[j] += (double)q_in[(size_t)j * d + ch] * mn;  // exact in double
     if (pk.length == 0) continue;
     unpack16(pk.bytes, pk.length, off);
     axpy16(q + ch, d, n_q, off, acc);
@@ -88,11 +92,12 @@ void score_round_portable(fmt::RoundCursor* cur, int d, const float* q, int n_q,
 }
 
 void apply_round_portable(fmt::RoundCursor* cur, int d, const float* w, size_t w_ld, int n_q, float* part,
-                          float* mins, const uint8_t*, float* offs) {
+                          double* out, const double* wsum, size_t wsum_ld, const uint8_t*, float* offs) {
   float off[P];
   for (int ch = 0; ch < d; ++ch) {  // offs: [token][channel]
     const fmt::Pack pk = cur->next_pack(ch);
-    mins[ch] = (float)pk.min;
+    const double mn = (double)pk.min;
+    for (int j = 0; j < n_q; ++j) out[(size_t)j * d + ch] += mn * wsum[(size_t)j * wsum_ld];
     if (pk.length == 0) {
       for (int i = 0; i < P; ++i) offs[(size_t)i * d + ch] = 0.0f;
       continue;
@@ -196,9 +201,22 @@ PACKKV_AVX2 PACKKV_ALWAYS_INLINE void fma_heads_avx2(const float* offs, int d, c
   }
 }
 
-PACKKV_AVX2 void score_round_avx2(fmt::RoundCursor* cur, int d, const float* q, int n_q, float* acc, float* mins,
-                                  const uint8_t* end, float* offs) {
+// sum_ch a[ch] * b[ch] (float64; a float, b float; d a multiple of 16).
+PACKKV_AVX2 PACKKV_ALWAYS_INLINE double dot_f64_avx2(const float* a, const float* b, int d) {
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  for (int ch = 0; ch < d; ch += 8) {
+    s0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + ch)), _mm256_cvtps_pd(_mm_loadu_ps(b + ch)), s0);
+    s1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + ch + 4)), _mm256_cvtps_pd(_mm_loadu_ps(b + ch + 4)), s1);
+  }
+  const __m256d s = _mm256_add_pd(s0, s1);
+  const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+
+PACKKV_AVX2 void score_round_avx2(fmt::RoundCursor* cur, int d, const float* q, const float* q_in, int n_q,
+                                  float* acc, double* min_term, const uint8_t* end, float* offs) {
   const UnpackTables& t = tables();
+  alignas(32) float mins[fmt::kMaxHeadDim];
   for (int ch = 0; ch < d; ++ch) {  // offs: [channel][token]
     const fmt::Pack pk = cur->next_pack(ch);
     mins[ch] = (float)pk.min;
@@ -207,6 +225,7 @@ PACKKV_AVX2 void score_round_avx2(fmt::RoundCursor* cur, int d, const float* q, 
     _mm256_storeu_ps(offs + (size_t)ch * P, lo);
     _mm256_storeu_ps(offs + (size_t)ch * P + 8, hi);
   }
+  for (int j = 0; j < n_q; ++j) min_term[j] = dot_f64_avx2(q_in + (size_t)j * d, mins, d);
   for (int j0 = 0; j0 < n_q; j0 += 4) {
     const float* qj = q + (size_t)j0 * d;
     float* aj = acc + (size_t)j0 * P;
@@ -239,18 +258,20 @@ PACKKV_AVX2 PACKKV_ALWAYS_INLINE void transpose8(__m256* r) {
 }
 
 PACKKV_AVX2 void apply_round_avx2(fmt::RoundCursor* cur, int d, const float* w, size_t w_ld, int n_q, float* part,
-                                  float* mins, const uint8_t* end, float*) {
+                                  double* out, const double* wsum, size_t wsum_ld, const uint8_t* end, float*) {
   const UnpackTables& t = tables();
   for (int c0 = 0; c0 < d; c0 += 8) {
     __m256 lo[8], hi[8];  // per channel; after the transposes: per token (lo: 0..7, hi: 8..15)
+    alignas(32) float mins[8];
     for (int c = 0; c < 8; ++c) {
       const fmt::Pack pk = cur->next_pack(c0 + c);
-      mins[c0 + c] = (float)pk.min;
+      mins[c] = (float)pk.min;
       lo[c] = hi[c] = _mm256_setzero_ps();
       if (pk.length != 0) unpack_avx2(pk.bytes, pk.length, end, t, &lo[c], &hi[c]);
     }
     transpose8(lo);
     transpose8(hi);
+    const __m256d m0 = _mm256_cvtps_pd(_mm_load_ps(mins)), m1 = _mm256_cvtps_pd(_mm_load_ps(mins + 4));
     for (int j = 0; j < n_q; ++j) {
       const float* wj = w + (size_t)j * w_ld;
       float* pj = part + (size_t)j * d + c0;
@@ -258,6 +279,10 @@ PACKKV_AVX2 void apply_round_avx2(fmt::RoundCursor* cur, int d, const float* w, 
       for (int i = 0; i < 8; ++i) a = _mm256_fmadd_ps(_mm256_broadcast_ss(wj + i), lo[i], a);
       for (int i = 0; i < 8; ++i) a = _mm256_fmadd_ps(_mm256_broadcast_ss(wj + 8 + i), hi[i], a);
       _mm256_storeu_ps(pj, a);
+      const __m256d ws = _mm256_set1_pd(wsum[(size_t)j * wsum_ld]);
+      double* oj = out + (size_t)j * d + c0;
+      _mm256_storeu_pd(oj, _mm256_fmadd_pd(m0, ws, _mm256_loadu_pd(oj)));
+      _mm256_storeu_pd(oj + 4, _mm256_fmadd_pd(m1, ws, _mm256_loadu_pd(oj + 4)));
     }
   }
 }
@@ -284,15 +309,27 @@ PACKKV_AVX512 PACKKV_ALWAYS_INLINE void fma_heads_avx512(const float* offs, int 
   for (int j = 0; j < NJ; ++j) _mm512_storeu_ps(acc + (size_t)j * P, a[j]);
 }
 
-PACKKV_AVX512 void score_round_avx512(fmt::RoundCursor* cur, int d, const float* q, int n_q, float* acc, float* mins,
-                                      const uint8_t* end, float* offs) {
+PACKKV_AVX512 PACKKV_ALWAYS_INLINE double dot_f64_avx512(const float* a, const float* b, int d) {
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  for (int ch = 0; ch < d; ch += 16) {
+    s0 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + ch)), _mm512_cvtps_pd(_mm256_loadu_ps(b + ch)), s0);
+    s1 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + ch + 8)), _mm512_cvtps_pd(_mm256_loadu_ps(b + ch + 8)),
+                         s1);
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+}
+
+PACKKV_AVX512 void score_round_avx512(fmt::RoundCursor* cur, int d, const float* q, const float* q_in, int n_q,
+                                      float* acc, double* min_term, const uint8_t* end, float* offs) {
   const UnpackTables& t = tables();
+  alignas(64) float mins[fmt::kMaxHeadDim];
   for (int ch = 0; ch < d; ++ch) {  // offs: [channel][token]
     const fmt::Pack pk = cur->next_pack(ch);
     mins[ch] = (float)pk.min;
     _mm512_storeu_ps(offs + (size_t)ch * P,
                      pk.length != 0 ? unpack_avx512(pk.bytes, pk.length, end, t) : _mm512_setzero_ps());
   }
+  for (int j = 0; j < n_q; ++j) min_term[j] = dot_f64_avx512(q_in + (size_t)j * d, mins, d);
   for (int j0 = 0; j0 < n_q; j0 += 8) {
     const float* qj = q + (size_t)j0 * d;
     float* aj = acc + (size_t)j0 * P;
@@ -339,22 +376,28 @@ PACKKV_AVX512 PACKKV_ALWAYS_INLINE void transpose16(__m512* r) {
 }
 
 PACKKV_AVX512 void apply_round_avx512(fmt::RoundCursor* cur, int d, const float* w, size_t w_ld, int n_q, float* part,
-                                      float* mins, const uint8_t* end, float*) {
+                                      double* out, const double* wsum, size_t wsum_ld, const uint8_t* end, float*) {
   const UnpackTables& t = tables();
   for (int c0 = 0; c0 < d; c0 += P) {
     __m512 r[P];  // per channel; after the transpose: per token
+    alignas(64) float mins[P];
     for (int c = 0; c < P; ++c) {
       const fmt::Pack pk = cur->next_pack(c0 + c);
-      mins[c0 + c] = (float)pk.min;
+      mins[c] = (float)pk.min;
       r[c] = pk.length != 0 ? unpack_avx512(pk.bytes, pk.length, end, t) : _mm512_setzero_ps();
     }
     transpose16(r);
+    const __m512d m0 = _mm512_cvtps_pd(_mm256_load_ps(mins)), m1 = _mm512_cvtps_pd(_mm256_load_ps(mins + 8));
     for (int j = 0; j < n_q; ++j) {
       const float* wj = w + (size_t)j * w_ld;
       float* pj = part + (size_t)j * d + c0;
       __m512 a = _mm512_loadu_ps(pj);
       for (int i = 0; i < P; ++i) a = _mm512_fmadd_ps(_mm512_set1_ps(wj[i]), r[i], a);
       _mm512_storeu_ps(pj, a);
+      const __m512d ws = _mm512_set1_pd(wsum[(size_t)j * wsum_ld]);
+      double* oj = out + (size_t)j * d + c0;
+      _mm512_storeu_pd(oj, _mm512_fmadd_pd(m0, ws, _mm512_loadu_pd(oj)));
+      _mm512_storeu_pd(oj + 8, _mm512_fmadd_pd(m1, ws, _mm512_loadu_pd(oj + 8)));
     }
   }
 }

@@ -85,15 +85,16 @@ float half_to_float(uint16_t h) {  // test-side conversion (normal and subnormal
 
 struct Results {
   std::vector<float> scores, apply, decode, lse, multi, multi_lse;
+  std::vector<uint8_t> kv;  // every sequence decompressed, and its stats (the blocks encoded in parallel)
   bool operator==(const Results& o) const {
     return scores == o.scores && apply == o.apply && decode == o.decode && lse == o.lse && multi == o.multi &&
-           multi_lse == o.multi_lse;
+           multi_lse == o.multi_lse && kv == o.kv;
   }
 };
 
 struct Call {
   std::vector<int32_t> ids;
-  int hq = 0, d = 0;
+  int hq = 0, d = 0, hkv = 0;
   std::vector<float> q;      // [n_seqs][hq][d]
   std::vector<float> q2;     // decode_multi: [n_seqs][hq][2][d]
   std::vector<float> probs;  // [n_seqs][hq][ld]
@@ -118,6 +119,16 @@ Results run(const packkv_cache_t* c, const Call& a) {
                              r.lse.data(), nullptr, 0, nullptr) == PACKKV_OK);
   REQUIRE(packkv_attn_decode_multi(c, n, a.ids.data(), a.hq, 2, a.q2.data(), PACKKV_DTYPE_F32, scale,
                                    r.multi.data(), r.multi_lse.data(), nullptr, 0, nullptr) == PACKKV_OK);
+  for (int32_t id : a.ids) {
+    const pkt::Decompressed dq = pkt::decompress(c, id, (size_t)a.hkv * a.d);
+    const packkv_cache_stats_t st = pkt::stats(c, id);
+    for (const std::vector<float>* x : {&dq.k, &dq.v}) {
+      const uint8_t* b = reinterpret_cast<const uint8_t*>(x->data());
+      r.kv.insert(r.kv.end(), b, b + x->size() * sizeof(float));  // NaN (expired) compares bytewise
+    }
+    const uint8_t* b = reinterpret_cast<const uint8_t*>(&st);
+    r.kv.insert(r.kv.end(), b, b + sizeof st);
+  }
   return r;
 }
 
@@ -150,7 +161,8 @@ void check_cache(const packkv_cache_params_t& base, const std::vector<int32_t>& 
     if (threads == -1) REQUIRE(packkv_x_cache_set_parallel(c, threads_runner, &runs, 5) == PACKKV_OK);
     if (threads == -2) REQUIRE(packkv_x_cache_set_parallel(c, serial_runner, &runs, 3) == PACKKV_OK);
     fill(c);
-    const Call a = make_call(c, ids, hq, d, 11);
+    Call a = make_call(c, ids, hq, d, 11);
+    a.hkv = hkv;
     all.push_back(run(c, a));
     INFO("n_threads " << threads);
     CHECK(all.back() == all.front());
@@ -257,6 +269,18 @@ TEST_CASE("parallel attention: odd shapes give the same bits on any thread count
         if (lens[s]) append_n(c, s, lens[s], 2, 32, 10 + s, s % 2 ? 1 + lens[s] / 7 : 0);
     });
   }
+  SUBCASE("one append of many sequences: their blocks are encoded in parallel") {
+    packkv_cache_params_t p = pkt::params(2, 64, 4);
+    p.sink_tokens = 3;
+    p.k_transform = PACKKV_K_TRANSFORM_CENTER;
+    check_cache(p, {3, 2, 1, 0}, 4, [](packkv_cache_t* c) {
+      const int32_t ids[4] = {2, 0, 3, 1}, counts[4] = {1000, 70, 0, 2600};
+      const size_t total = 1000 + 70 + 2600;
+      const std::vector<float> k = pkt::kv_data(total, 2, 64, 21), v = pkt::kv_data(total, 2, 64, 22);
+      REQUIRE(packkv_cache_append(c, 4, ids, counts, k.data(), v.data(), PACKKV_DTYPE_F32, nullptr) == PACKKV_OK);
+      REQUIRE(packkv_cache_append(c, 4, ids, counts, v.data(), k.data(), PACKKV_DTYPE_F32, nullptr) == PACKKV_OK);
+    });
+  }
   SUBCASE("sink tokens and K centring") {
     packkv_cache_params_t p = pkt::params(2, 64, 2);
     p.sink_tokens = 4;
@@ -310,7 +334,8 @@ TEST_CASE("n_threads and set_parallel: arguments") {
   // the runner is used for long calls
   REQUIRE(packkv_x_cache_set_parallel(a, threads_runner, &runs, 4) == PACKKV_OK);
   append_n(a, 0, 4000, 2, 64, 3);
-  const Call call = make_call(a, {0}, 2, 64, 5);
+  Call call = make_call(a, {0}, 2, 64, 5);
+  call.hkv = 2;
   run(a, call);
   CHECK(runs.load() >= 3);  // scores, apply, decode, decode_multi over 4000 tokens: enough work to split
 }

@@ -64,29 +64,41 @@ TEST_CASE("round kernels: exact unpacking of every encode length on every instru
       for (CpuIsa isa : supported_isas()) {
         INFO("isa " << packkv::cpu_isa_name(isa) << ", bits " << bits << ", d " << d);
         const packkv::RoundKernels& k = packkv::round_kernels(isa);
-        std::vector<float> scratch((size_t)16 * d), fmins(d, -1.0f);
-        // scores with one-hot queries q_j = e_j: acc[j][i] = offset of channel j, token i
-        std::vector<float> q((size_t)d * d, 0.0f), acc((size_t)d * 16, -1.0f);
-        for (int j = 0; j < d; ++j) q[(size_t)j * d + j] = 1.0f;
+        std::vector<float> scratch((size_t)16 * d);
+        // scores with one-hot queries q_j = e_j: acc[j][i] = offset of channel j, token i,
+        // min_term[j] = min of channel j (q_in = 3 q: the minimums use q_in, the offsets q)
+        std::vector<float> q((size_t)d * d, 0.0f), q_in((size_t)d * d, 0.0f), acc((size_t)d * 16, -1.0f);
+        for (int j = 0; j < d; ++j) {
+          q[(size_t)j * d + j] = 1.0f;
+          q_in[(size_t)j * d + j] = 3.0f;
+        }
+        std::vector<double> min_term(d, -1.0);
         packkv::fmt::RoundCursor cur(tile.data(), d, bits);
-        k.score_round(&cur, d, q.data(), d, acc.data(), fmins.data(), end, scratch.data());
+        k.score_round(&cur, d, q.data(), q_in.data(), d, acc.data(), min_term.data(), end, scratch.data());
         CHECK(cur.pack() == end);  // the cursor walked every pack
         bool ok = true;
         for (int ch = 0; ch < d; ++ch) {
-          ok = ok && fmins[ch] == (float)mins[ch];
+          ok = ok && min_term[ch] == 3.0 * mins[ch];
           for (int i = 0; i < 16; ++i) ok = ok && acc[(size_t)ch * 16 + i] == (float)offs[(size_t)ch * 16 + i];
         }
         CHECK(ok);
-        // apply with one-hot weights w_j = e_j (j < 16): part[j][ch] = offset of channel ch, token j;
-        // part starts at 1 to check that the kernels add to it
+        // apply with one-hot weights w_j = e_j (j < 16): part[j][ch] = offset of channel ch,
+        // token j, out[j][ch] = min_ch * wsum_j; part and out start at 1 (the kernels add)
         std::vector<float> w(16 * 16, 0.0f), part((size_t)16 * d, 1.0f);
-        for (int j = 0; j < 16; ++j) w[(size_t)j * 16 + j] = 1.0f;
+        std::vector<double> out((size_t)16 * d, 1.0), wsum(16 * 2);
+        for (int j = 0; j < 16; ++j) {
+          w[(size_t)j * 16 + j] = 1.0f;
+          wsum[(size_t)j * 2] = 0.5 + j;  // stride 2: the second column is not read
+          wsum[(size_t)j * 2 + 1] = 1e9;
+        }
         packkv::fmt::RoundCursor cur2(tile.data(), d, bits);
-        k.apply_round(&cur2, d, w.data(), 16, 16, part.data(), fmins.data(), end, scratch.data());
+        k.apply_round(&cur2, d, w.data(), 16, 16, part.data(), out.data(), wsum.data(), 2, end, scratch.data());
         CHECK(cur2.pack() == end);
         ok = true;
         for (int j = 0; j < 16; ++j)
-          for (int ch = 0; ch < d; ++ch) ok = ok && part[(size_t)j * d + ch] == 1.0f + (float)offs[(size_t)ch * 16 + j];
+          for (int ch = 0; ch < d; ++ch)
+            ok = ok && part[(size_t)j * d + ch] == 1.0f + (float)offs[(size_t)ch * 16 + j] &&
+                 out[(size_t)j * d + ch] == 1.0 + (double)mins[ch] * (0.5 + j);
         CHECK(ok);
       }
     }
