@@ -26,6 +26,7 @@ type Params struct {
 	ScaleGranularity ScaleGranularity // granularity of the zero point and scale
 	BlockTokens      int32            // tokens compressed together: multiple of 16 in [16, 256]
 	ResidualTokens   int32            // tokens kept uncompressed after a flush
+	NThreads         int32            // CPU: threads per call incl. the caller's; 0: all CPUs (<= 64); 1: caller only
 }
 
 // Stats is the memory accounting of a cache or one sequence (packkv_cache_stats_t).
@@ -66,6 +67,7 @@ func paramsFromC(p *C.packkv_cache_params_t) Params {
 		BitsK: int32(p.bits_k), BitsV: int32(p.bits_v), Repack: Repack(p.repack),
 		ScaleGranularity: ScaleGranularity(p.scale_granularity),
 		BlockTokens:      int32(p.block_tokens), ResidualTokens: int32(p.residual_tokens),
+		NThreads:         int32(p.n_threads),
 	}
 }
 
@@ -83,6 +85,7 @@ func (p Params) toC(c *C.packkv_cache_params_t) error {
 	c.bits_k, c.bits_v = C.int32_t(p.BitsK), C.int32_t(p.BitsV)
 	c.repack, c.scale_granularity = C.packkv_repack_t(p.Repack), C.packkv_scale_granularity_t(p.ScaleGranularity)
 	c.block_tokens, c.residual_tokens = C.int32_t(p.BlockTokens), C.int32_t(p.ResidualTokens)
+	c.n_threads = C.int32_t(p.NThreads)
 	return nil
 }
 

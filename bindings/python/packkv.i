@@ -4,7 +4,8 @@
  *
  * It wraps every function of include/packkv/packkv.h one to one (names without the
  * `packkv_` prefix), and those of include/packkv/packkv_experimental.h (names `x_*`:
- * pools, truncate, fork, window, export/import; not frozen, they change with the library).
+ * pools, truncate, fork, window, export/import, set_parallel; not frozen, they change with the
+ * library).
  * The Pythonic API (packkv.Cache, packkv.Pool, exceptions, numpy/torch handling) is written
  * on top of it in src/packkv/*.py.
  *
@@ -473,6 +474,25 @@ static long long packkv_py_mul(long long a, long long b) {
 }
 %typemap(default) packkv_stream_t stream {
   $1 = NULL;
+}
+
+/* ---- the caller's task runner (packkv_x_cache_set_parallel): C function and context as int
+ * addresses (e.g. from ctypes, or from an engine's C extension) or None ---------------------- */
+%typemap(in) packkv_x_parallel_fn fn {
+  void* p = NULL;
+  if ($input != Py_None) {
+    p = PyLong_AsVoidPtr($input);
+    if (!p && PyErr_Occurred()) SWIG_fail;
+  }
+  $1 = (packkv_x_parallel_fn)p;
+}
+%typemap(in) void* user {
+  void* p = NULL;
+  if ($input != Py_None) {
+    p = PyLong_AsVoidPtr($input);
+    if (!p && PyErr_Occurred()) SWIG_fail;
+  }
+  $1 = p;
 }
 
 /* ---- the API ----------------------------------------------------------------------------------- */

@@ -42,6 +42,9 @@ pub struct Params {
     pub block_tokens: i32,
     /// Tokens kept uncompressed after a flush.
     pub residual_tokens: i32,
+    /// CPU cache: threads one call may use, the calling thread included (0: the CPUs this
+    /// process may run on, at most 64; 1: the calling thread only). Results do not depend on it.
+    pub n_threads: i32,
 }
 
 impl Params {
@@ -72,6 +75,7 @@ impl Params {
             scale_granularity: ScaleGranularity(p.scale_granularity),
             block_tokens: p.block_tokens,
             residual_tokens: p.residual_tokens,
+            n_threads: p.n_threads,
         }
     }
 
@@ -99,6 +103,7 @@ impl Params {
         p.scale_granularity = self.scale_granularity.0;
         p.block_tokens = self.block_tokens;
         p.residual_tokens = self.residual_tokens;
+        p.n_threads = self.n_threads;
         Ok(p)
     }
 }
