@@ -94,7 +94,7 @@ void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const flo
   }
   fmt::RoundCursor cur(v.tile, d, sh.bits_k);
   const uint8_t* tile_end = v.tile + v.tile_bytes;
-  for (int r = 0; r < n / P; ++r, cur.next_round()) {
+  for (int r = 0; r < n / P; ++r) {  // the kernel moves the cursor to the next round
     kern.score_round(&cur, d, q, q_in, n_q, acc, min_term, tile_end, kern_scratch);
     for (int i = 0; i < P; ++i) {
       const int slot = r * P + i;
@@ -161,9 +161,8 @@ void block_apply(const fmt::Shape& sh, const uint8_t* blob, int head, const floa
   }
   fmt::RoundCursor cur(v.tile, d, sh.bits_v);
   const uint8_t* tile_end = v.tile + v.tile_bytes;
-  for (int r = 0; r < rounds; ++r, cur.next_round()) {
+  for (int r = 0; r < rounds; ++r)  // the kernel moves the cursor to the next round
     kern.apply_round(&cur, d, w + (size_t)r * P, (size_t)n, n_q, part, out, wsum + r, (size_t)rounds, tile_end, offs);
-  }
   for (int j = 0; j < n_q; ++j)
     for (int ch = 0; ch < d; ++ch) out[(size_t)j * d + ch] += (double)part[(size_t)j * d + ch] * w_unscale + beta[j];
 }

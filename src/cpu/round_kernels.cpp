@@ -89,6 +89,7 @@ void score_round_portable(fmt::RoundCursor* cur, int d, const float* q, const fl
     unpack16(pk.bytes, pk.length, off);
     axpy16(q + ch, d, n_q, off, acc);
   }
+  cur->next_round();
 }
 
 void apply_round_portable(fmt::RoundCursor* cur, int d, const float* w, size_t w_ld, int n_q, float* part,
@@ -105,6 +106,7 @@ void apply_round_portable(fmt::RoundCursor* cur, int d, const float* w, size_t w
     unpack16(pk.bytes, pk.length, off);
     for (int i = 0; i < P; ++i) offs[(size_t)i * d + ch] = off[i];
   }
+  cur->next_round();
   // part[j][:] += sum_i w[j][i] * offs[i][:], vectorized over channels
   for (int j = 0; j < n_q; ++j) {
     const float* wr = w + (size_t)j * w_ld;
@@ -217,14 +219,20 @@ PACKKV_AVX2 void score_round_avx2(fmt::RoundCursor* cur, int d, const float* q, 
                                   float* acc, double* min_term, const uint8_t* end, float* offs) {
   const UnpackTables& t = tables();
   alignas(32) float mins[fmt::kMaxHeadDim];
+  uint8_t min8[fmt::kMaxHeadDim], lens[fmt::kMaxHeadDim];
+  cur->read_round_fields(d, min8, lens);
+  const uint8_t* pay = cur->payload();
+  size_t at = 0;
   for (int ch = 0; ch < d; ++ch) {  // offs: [channel][token]
-    const fmt::Pack pk = cur->next_pack(ch);
-    mins[ch] = (float)pk.min;
+    const int L = lens[ch];
+    mins[ch] = (float)min8[ch];
     __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
-    if (pk.length != 0) unpack_avx2(pk.bytes, pk.length, end, t, &lo, &hi);
+    if (L != 0) unpack_avx2(pay + at, L, end, t, &lo, &hi);
+    at += 2 * (size_t)L;
     _mm256_storeu_ps(offs + (size_t)ch * P, lo);
     _mm256_storeu_ps(offs + (size_t)ch * P + 8, hi);
   }
+  cur->next_round_after(at);
   for (int j = 0; j < n_q; ++j) min_term[j] = dot_f64_avx2(q_in + (size_t)j * d, mins, d);
   for (int j0 = 0; j0 < n_q; j0 += 4) {
     const float* qj = q + (size_t)j0 * d;
@@ -260,14 +268,19 @@ PACKKV_AVX2 PACKKV_ALWAYS_INLINE void transpose8(__m256* r) {
 PACKKV_AVX2 void apply_round_avx2(fmt::RoundCursor* cur, int d, const float* w, size_t w_ld, int n_q, float* part,
                                   double* out, const double* wsum, size_t wsum_ld, const uint8_t* end, float*) {
   const UnpackTables& t = tables();
+  uint8_t min8[fmt::kMaxHeadDim], lens[fmt::kMaxHeadDim];
+  cur->read_round_fields(d, min8, lens);
+  const uint8_t* pay = cur->payload();
+  size_t at = 0;
   for (int c0 = 0; c0 < d; c0 += 8) {
     __m256 lo[8], hi[8];  // per channel; after the transposes: per token (lo: 0..7, hi: 8..15)
     alignas(32) float mins[8];
     for (int c = 0; c < 8; ++c) {
-      const fmt::Pack pk = cur->next_pack(c0 + c);
-      mins[c] = (float)pk.min;
+      const int L = lens[c0 + c];
+      mins[c] = (float)min8[c0 + c];
       lo[c] = hi[c] = _mm256_setzero_ps();
-      if (pk.length != 0) unpack_avx2(pk.bytes, pk.length, end, t, &lo[c], &hi[c]);
+      if (L != 0) unpack_avx2(pay + at, L, end, t, &lo[c], &hi[c]);
+      at += 2 * (size_t)L;
     }
     transpose8(lo);
     transpose8(hi);
@@ -285,6 +298,7 @@ PACKKV_AVX2 void apply_round_avx2(fmt::RoundCursor* cur, int d, const float* w, 
       _mm256_storeu_pd(oj + 4, _mm256_fmadd_pd(m1, ws, _mm256_loadu_pd(oj + 4)));
     }
   }
+  cur->next_round_after(at);
 }
 
 // ---- AVX-512: a pack is one 16-lane vector ----
@@ -323,12 +337,17 @@ PACKKV_AVX512 void score_round_avx512(fmt::RoundCursor* cur, int d, const float*
                                       float* acc, double* min_term, const uint8_t* end, float* offs) {
   const UnpackTables& t = tables();
   alignas(64) float mins[fmt::kMaxHeadDim];
+  uint8_t min8[fmt::kMaxHeadDim], lens[fmt::kMaxHeadDim];
+  cur->read_round_fields(d, min8, lens);
+  const uint8_t* pay = cur->payload();
+  size_t at = 0;
   for (int ch = 0; ch < d; ++ch) {  // offs: [channel][token]
-    const fmt::Pack pk = cur->next_pack(ch);
-    mins[ch] = (float)pk.min;
-    _mm512_storeu_ps(offs + (size_t)ch * P,
-                     pk.length != 0 ? unpack_avx512(pk.bytes, pk.length, end, t) : _mm512_setzero_ps());
+    const int L = lens[ch];
+    mins[ch] = (float)min8[ch];
+    _mm512_storeu_ps(offs + (size_t)ch * P, L != 0 ? unpack_avx512(pay + at, L, end, t) : _mm512_setzero_ps());
+    at += 2 * (size_t)L;
   }
+  cur->next_round_after(at);
   for (int j = 0; j < n_q; ++j) min_term[j] = dot_f64_avx512(q_in + (size_t)j * d, mins, d);
   for (int j0 = 0; j0 < n_q; j0 += 8) {
     const float* qj = q + (size_t)j0 * d;
@@ -378,13 +397,18 @@ PACKKV_AVX512 PACKKV_ALWAYS_INLINE void transpose16(__m512* r) {
 PACKKV_AVX512 void apply_round_avx512(fmt::RoundCursor* cur, int d, const float* w, size_t w_ld, int n_q, float* part,
                                       double* out, const double* wsum, size_t wsum_ld, const uint8_t* end, float*) {
   const UnpackTables& t = tables();
+  uint8_t min8[fmt::kMaxHeadDim], lens[fmt::kMaxHeadDim];
+  cur->read_round_fields(d, min8, lens);
+  const uint8_t* pay = cur->payload();
+  size_t at = 0;
   for (int c0 = 0; c0 < d; c0 += P) {
     __m512 r[P];  // per channel; after the transpose: per token
     alignas(64) float mins[P];
     for (int c = 0; c < P; ++c) {
-      const fmt::Pack pk = cur->next_pack(c0 + c);
-      mins[c] = (float)pk.min;
-      r[c] = pk.length != 0 ? unpack_avx512(pk.bytes, pk.length, end, t) : _mm512_setzero_ps();
+      const int L = lens[c0 + c];
+      mins[c] = (float)min8[c0 + c];
+      r[c] = L != 0 ? unpack_avx512(pay + at, L, end, t) : _mm512_setzero_ps();
+      at += 2 * (size_t)L;
     }
     transpose16(r);
     const __m512d m0 = _mm512_cvtps_pd(_mm256_load_ps(mins)), m1 = _mm512_cvtps_pd(_mm256_load_ps(mins + 8));
@@ -400,6 +424,7 @@ PACKKV_AVX512 void apply_round_avx512(fmt::RoundCursor* cur, int d, const float*
       _mm512_storeu_pd(oj + 8, _mm512_fmadd_pd(m1, ws, _mm512_loadu_pd(oj + 8)));
     }
   }
+  cur->next_round_after(at);
 }
 
 #endif  // PACKKV_X86_SIMD

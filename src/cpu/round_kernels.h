@@ -19,8 +19,8 @@ struct RoundKernels {
   // Scores: acc[j][i] = sum_ch q[j * d + ch] * offset_ch[i] (fp32, channels in order) for
   // the n_q query heads and the round's 16 tokens (stored order), and
   // min_term[j] = sum_ch q_in[j * d + ch] * min_ch (float64; the products are exact). q is
-  // q_in scaled by a power of two (cpu/block_attention.cpp). Moves the cursor past the
-  // round's packs (not to the next round). tile_end: end of the tile (no byte at or after it
+  // q_in scaled by a power of two (cpu/block_attention.cpp). Moves the cursor to the
+  // next round. tile_end: end of the tile (no byte at or after it
   // is read). scratch: 16 * d floats.
   void (*score_round)(fmt::RoundCursor* cur, int d, const float* q, const float* q_in, int n_q, float* acc,
                       double* min_term, const uint8_t* tile_end, float* scratch);
