@@ -31,7 +31,8 @@
  *   - `stream` takes an int (cudaStream_t as integer, e.g.
  *     torch.cuda.current_stream().cuda_stream) or None; it defaults to NULL.
  *   - The GIL is released around every C call (-threads); the library never calls back
- *     into Python.
+ *     into Python (except through a task runner the caller gives x_cache_set_parallel, e.g. a
+ *     ctypes callback, which ctypes runs holding the GIL).
  */
 %module(package="packkv._raw") swig
 
