@@ -215,8 +215,10 @@ void CpuCache::span_scores(const CpuSeq& s, int64_t begin, int64_t end, int hk, 
         bias[j] = dot;
       }
     }
+    ScoreQuery sq;  // prepared once for the span's blocks
+    prepare_score_query(q, g, d, &sq);
     for (int64_t b = std::max(b0, s.table.first_live()); b < b1; ++b)
-      block_scores(sh, s.blob(b), hk, q, g, out + (sink + b * n - begin), ld, scratch,
+      block_scores(sh, s.blob(b), hk, sq, out + (sink + b * n - begin), ld, scratch,
                    bias.empty() ? nullptr : bias.data());
   }
   if (end > res0) {

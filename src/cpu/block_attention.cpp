@@ -56,10 +56,39 @@ const float* decoded_head(const fmt::Shape& sh, const uint8_t* blob, int head, f
 
 }  // namespace
 
+void prepare_score_query(const float* q_in, int n_q, int d, ScoreQuery* sq) {
+  sq->q_in = q_in;
+  sq->n_q = n_q;
+  sq->q.resize((size_t)n_q * d);
+  sq->sum_q.resize(n_q);
+  sq->unscale.resize(n_q);
+  for (int j = 0; j < n_q; ++j) {
+    double s = 0, mx = 0;
+    for (int ch = 0; ch < d; ++ch) {
+      const double x = q_in[(size_t)j * d + ch];
+      s += x;
+      mx = std::max(mx, std::fabs(x));
+    }
+    sq->sum_q[j] = s;
+    const double f = rescale_factor(mx);
+    sq->unscale[j] = 1.0 / f;
+    for (int ch = 0; ch < d; ++ch) sq->q[(size_t)j * d + ch] = (float)(q_in[(size_t)j * d + ch] * f);
+  }
+}
+
 template <typename Out>
-void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const float* q_in, int n_q,
-                  Out* out, size_t ld, AttnScratch* scratch, const double* bias) {
-  const int n = sh.block_tokens, d = sh.head_dim;
+void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const float* q_in, int n_q, Out* out,
+                  size_t ld, AttnScratch* scratch, const double* bias) {
+  ScoreQuery sq;
+  prepare_score_query(q_in, n_q, sh.head_dim, &sq);
+  block_scores(sh, blob, head, sq, out, ld, scratch, bias);
+}
+
+template <typename Out>
+void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const ScoreQuery& sq, Out* out, size_t ld,
+                  AttnScratch* scratch, const double* bias) {
+  const int n = sh.block_tokens, d = sh.head_dim, n_q = sq.n_q;
+  const float* q_in = sq.q_in;
   const fmt::HeadView v = sh.head(blob, fmt::kK, head);
   if (grid_beyond_fp32(v, n, sh.bits_k)) {
     const float* k = decoded_head(sh, blob, head, fmt::kK, scratch);
@@ -72,26 +101,14 @@ void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const flo
     return;
   }
   const RoundKernels& kern = round_kernels(cpu_isa());
-  scratch->f.resize((size_t)n_q * P + (size_t)n_q * d + (size_t)P * d);
-  scratch->d.resize(3 * (size_t)n_q);
+  scratch->f.resize((size_t)n_q * P + (size_t)P * d);
+  scratch->d.resize((size_t)n_q);
   float* acc = scratch->f.data();
-  float* q = acc + (size_t)n_q * P;  // q_j * 2^-e_j for the fp32 integer-domain products
-  float* kern_scratch = q + (size_t)n_q * d;
-  double* sum_q = scratch->d.data();
-  double* min_term = sum_q + n_q;
-  double* q_unscale = min_term + n_q;  // 2^e_j
-  for (int j = 0; j < n_q; ++j) {
-    double s = 0, mx = 0;
-    for (int ch = 0; ch < d; ++ch) {
-      const double x = q_in[(size_t)j * d + ch];
-      s += x;
-      mx = std::max(mx, std::fabs(x));
-    }
-    sum_q[j] = s;
-    const double f = rescale_factor(mx);
-    q_unscale[j] = 1.0 / f;
-    for (int ch = 0; ch < d; ++ch) q[(size_t)j * d + ch] = (float)(q_in[(size_t)j * d + ch] * f);
-  }
+  float* kern_scratch = acc + (size_t)n_q * P;
+  double* min_term = scratch->d.data();
+  const float* q = sq.q.data();  // q_j * 2^-e_j for the fp32 integer-domain products
+  const double* sum_q = sq.sum_q.data();
+  const double* q_unscale = sq.unscale.data();  // 2^e_j
   fmt::RoundCursor cur(v.tile, d, sh.bits_k);
   const uint8_t* tile_end = v.tile + v.tile_bytes;
   for (int r = 0; r < n / P; ++r) {  // the kernel moves the cursor to the next round
@@ -112,6 +129,10 @@ void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const flo
 template void block_scores<float>(const fmt::Shape&, const uint8_t*, int, const float*, int, float*, size_t,
                                   AttnScratch*, const double*);
 template void block_scores<double>(const fmt::Shape&, const uint8_t*, int, const float*, int, double*, size_t,
+                                   AttnScratch*, const double*);
+template void block_scores<float>(const fmt::Shape&, const uint8_t*, int, const ScoreQuery&, float*, size_t,
+                                  AttnScratch*, const double*);
+template void block_scores<double>(const fmt::Shape&, const uint8_t*, int, const ScoreQuery&, double*, size_t,
                                    AttnScratch*, const double*);
 
 void block_apply(const fmt::Shape& sh, const uint8_t* blob, int head, const float* probs, int n_q,
@@ -141,16 +162,38 @@ void block_apply(const fmt::Shape& sh, const uint8_t* blob, int head, const floa
   std::fill(part, part + (size_t)n_q * d, 0.0f);
   // w = p * s can exceed FLT_MAX, and so can sum w * offset while sum w * (offset + z) does
   // not: above kRescaleAbove the fp32 weights are w * 2^-e (exact), undone in double below.
-  double wmax = 0;
+  // max |p| * max |s| bounds max |p s|: when the bound is <= kRescaleAbove so is the maximum
+  // (no rescaling, as the exact maximum would say); else the exact maximum decides.
+  scratch->a.resize(n);
+  scratch->t.resize(n);
+  fmt::Affine* aff = scratch->a.data();
+  int* orig = scratch->t.data();
+  double s_max = 0;
   for (int slot = 0; slot < n; ++slot) {
-    const double s_abs = std::fabs((double)v.affine(slot).scale);
-    const int t = v.original(slot);
-    for (int j = 0; j < n_q; ++j) wmax = std::max(wmax, std::fabs((double)probs[(size_t)j * ld + t]) * s_abs);
+    aff[slot] = v.affine(slot);
+    orig[slot] = v.original(slot);
+    s_max = std::max(s_max, std::fabs((double)aff[slot].scale));
+  }
+  uint32_t p_bits = 0;  // bits of max |p|: non-negative floats order like their bit patterns
+  for (int j = 0; j < n_q; ++j)
+    for (int t = 0; t < n; ++t) {
+      uint32_t b;
+      std::memcpy(&b, probs + (size_t)j * ld + t, 4);
+      p_bits = std::max(p_bits, b & 0x7fffffffu);
+    }
+  float p_max;
+  std::memcpy(&p_max, &p_bits, 4);
+  double wmax = (double)p_max * s_max;
+  if (!(wmax <= kRescaleAbove)) {
+    wmax = 0;
+    for (int slot = 0; slot < n; ++slot)
+      for (int j = 0; j < n_q; ++j)
+        wmax = std::max(wmax, std::fabs((double)probs[(size_t)j * ld + orig[slot]]) * std::fabs((double)aff[slot].scale));
   }
   const double wf = rescale_factor(wmax), w_unscale = 1.0 / wf;
   for (int slot = 0; slot < n; ++slot) {
-    const fmt::Affine a = v.affine(slot);
-    const int t = v.original(slot);
+    const fmt::Affine a = aff[slot];
+    const int t = orig[slot];
     for (int j = 0; j < n_q; ++j) {
       const float ws = (float)((double)probs[(size_t)j * ld + t] * (double)a.scale * wf);
       w[(size_t)j * n + slot] = ws;
