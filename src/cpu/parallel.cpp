@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
+
 #if defined(__linux__)
 #include <sched.h>
 #endif
@@ -50,7 +52,11 @@ struct Job {
   }
 };
 
-// The library's workers: one set per process, grown on demand, joined at exit.
+// The library's workers: one set per process, grown on demand, joined at exit. After
+// fork() the child has none of the parent's threads, and the parent's mutex and condition
+// variables may be in any state (a worker between two steps, waiters that do not exist in
+// the child): the child's fork handler leaks the old state (its thread handles are neither
+// joined nor destroyed) and starts from a new one; workers start again on demand.
 class Workers {
  public:
   static Workers& instance() {
@@ -61,30 +67,33 @@ class Workers {
   // Runs job->drain() on the calling thread and on up to `helpers` free workers; returns
   // when every participant has returned.
   void run(Job* job, int helpers) {
+    State* st = state_;  // a fork() child changes state_ only while no call is in progress
     Slot slot{job, helpers, 0, 0};
     {
-      std::lock_guard<std::mutex> lock(m_);
-      while ((int)threads_.size() < helpers) threads_.emplace_back([this] { loop(); });
-      queue_.push_back(&slot);
+      std::lock_guard<std::mutex> lock(st->m);
+      while ((int)st->threads.size() < helpers) st->threads.emplace_back([st] { loop(st); });
+      st->queue.push_back(&slot);
     }
     if (helpers == 1)
-      cv_.notify_one();
+      st->cv.notify_one();
     else
-      cv_.notify_all();
+      st->cv.notify_all();
     job->drain();
-    std::unique_lock<std::mutex> lock(m_);
+    std::unique_lock<std::mutex> lock(st->m);
     // Every item is claimed: no worker may join any more.
-    queue_.erase(std::find(queue_.begin(), queue_.end(), &slot));
-    done_cv_.wait(lock, [&] { return slot.finished == slot.joined; });
+    st->queue.erase(std::find(st->queue.begin(), st->queue.end(), &slot));
+    st->done_cv.wait(lock, [&] { return slot.finished == slot.joined; });
   }
 
   ~Workers() {
+    State* st = state_;
     {
-      std::lock_guard<std::mutex> lock(m_);
-      stop_ = true;
+      std::lock_guard<std::mutex> lock(st->m);
+      st->stop = true;
     }
-    cv_.notify_all();
-    for (std::thread& t : threads_) t.join();
+    st->cv.notify_all();
+    for (std::thread& t : st->threads) t.join();
+    delete st;
   }
 
  private:
@@ -94,35 +103,41 @@ class Workers {
     int joined;    // workers that did
     int finished;  // of those, the ones that returned
   };
+  struct State {
+    std::mutex m;
+    std::condition_variable cv, done_cv;
+    std::deque<Slot*> queue;
+    std::vector<std::thread> threads;
+    bool stop = false;
+  };
 
-  void loop() {
-    std::unique_lock<std::mutex> lock(m_);
+  Workers() : state_(new State) { pthread_atfork(nullptr, nullptr, &Workers::after_fork_in_child); }
+  static void after_fork_in_child() { instance().state_ = new State; }  // the old one is leaked
+
+  static void loop(State* st) {
+    std::unique_lock<std::mutex> lock(st->m);
     for (;;) {
       Slot* s = nullptr;
-      cv_.wait(lock, [&] {
-        if (stop_) return true;
-        for (Slot* q : queue_)
+      st->cv.wait(lock, [&] {
+        if (st->stop) return true;
+        for (Slot* q : st->queue)
           if (q->joined < q->wanted) {
             s = q;
             return true;
           }
         return false;
       });
-      if (!s) return;  // stop_
+      if (!s) return;  // stop
       ++s->joined;
       lock.unlock();
       s->job->drain();
       lock.lock();
       ++s->finished;
-      done_cv_.notify_all();
+      st->done_cv.notify_all();
     }
   }
 
-  std::mutex m_;
-  std::condition_variable cv_, done_cv_;
-  std::deque<Slot*> queue_;
-  std::vector<std::thread> threads_;
-  bool stop_ = false;
+  State* state_;
 };
 
 // Arguments of the caller's task function.

@@ -17,6 +17,9 @@
 #include <thread>
 #include <vector>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "cpu/parallel.h"
 #include "helpers.h"
 #define PACKKV_EXPERIMENTAL_API
@@ -374,3 +377,34 @@ TEST_CASE("parallel_for: every item once, errors rethrown, nested and concurrent
   CHECK(total.load() == 4 * 20 * (49 * 50 / 2));
   CHECK(packkv::default_threads() >= 1);
 }
+
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define PACKKV_TEST_NO_FORK 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define PACKKV_TEST_NO_FORK 1
+#endif
+
+#if !defined(PACKKV_TEST_NO_FORK)  // sanitizers do not support threads after a multi-threaded fork
+TEST_CASE("parallel_for in a child of fork(): new workers, a clean exit") {
+  packkv::Parallel how;
+  how.n_threads = 3;
+  std::atomic<int64_t> sum{0};
+  packkv::parallel_for(how, 100, 1 << 30, [&](int64_t i) { sum.fetch_add(i); });  // workers exist now
+  REQUIRE(sum.load() == 4950);
+  std::fflush(nullptr);
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    std::atomic<int64_t> s2{0};
+    packkv::parallel_for(how, 100, 1 << 30, [&](int64_t i) { s2.fetch_add(i); });
+    std::exit(s2.load() == 4950 ? 0 : 1);  // runs the static destructors: nothing of the parent to join
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+#endif
