@@ -226,9 +226,7 @@ class Cache:
         residual_tokens, sink_tokens, zs_format, k_transform: as in packkv_cache_params_t
             (the C enum values for the last two); None keeps the library default.
         pool: a :class:`packkv.Pool` (experimental) to hold the compressed blocks, shared with
-            other caches and under its budget; None (default): a private pool. (The
-            experimental sequence operations -- truncate, fork, window, export / import --
-            raise NotSupported on a cache with sink_tokens > 0 or k_transform != NONE.)
+            other caches and under its budget; None (default): a private pool.
         repack: "none", "median" or "greedy" (or the C enum value); None: default.
         scale_granularity: "per_token" or "per_token_head"; None: default.
 
