@@ -461,9 +461,14 @@ PACKKV_API packkv_status_t packkv_cache_sync(const packkv_cache_t* cache);
  *   Queries and probabilities are not checked for NaN or infinity (that would cost a
  *   pass over them); non-finite inputs give non-finite outputs.
  *   Row strides (ld_scores, ld_probs) must be >= the longest requested sequence and
- *   small enough that n_seqs * n_q_heads * ld elements are addressable.
- *   Range: outputs stay finite for every finite K, V and q on the CPU backend (double where
- *   fp32 would overflow). Known gap of the CUDA backend: with K or V within a factor of about
+ *   small enough that n_seqs * n_q_heads * ld elements are addressable; when every
+ *   requested sequence is empty, 0 is allowed and scores / probs may be NULL (nothing is
+ *   read or written through them).
+ *   Range on the CPU backend (float64 where fp32 would overflow): for every finite K, V
+ *   and q, apply's and decode's out stay finite and accurate; a value that is itself
+ *   beyond the fp32 range comes back as +-inf -- a raw score q . k above FLT_MAX in
+ *   magnitude (packkv_attn_scores; e.g. K and q near 1e20 each) and a decode lse above
+ *   FLT_MAX (tests/host/test_numeric_edges.cpp). Known gap of the CUDA backend: with K or V within a factor of about
  *   4 of FLT_MAX and |q| ~ 1, scores below FLT_MAX may come back as inf and decode may be off
  *   (apply, and queries whose scores stay well inside the fp32 range, are exact as usual;
  *   tests/gpu "known gap" case).

@@ -192,10 +192,15 @@ PACKKV_API packkv_status_t packkv_x_pool_stats(const packkv_x_pool_t* pool, pack
 
 /** How many more tokens fit in the pool's free bytes if every token is appended to
  *  every cache of the pool (one token of a model = one token in each layer's cache): 
- *  floor(free_bytes / sum over caches of bytes per compressed token), each cache's rate
- *  being the blob bytes it has written per token compressed so far (before its first
- *  block: its largest block / block_tokens). An estimate: the page-end waste (at most one
- *  block per page) and the residual windows (outside the pool) are not counted.
+ *  floor(free pages / sum over caches of pages per token). A cache's pages per token is
+ *  1 / (block_tokens * m), m being the blocks of its mean size b so far (before its first
+ *  block: its largest block) that one page holds as blocks are placed (each starting
+ *  16-aligned, never split across pages): m = floor((page_bytes - b) / align16(b)) + 1,
+ *  or 1 when b >= page_bytes -- so page-end waste is counted. What it assumes: every
+ *  later block has the mean size; free pages are the budget's pages not in use (the room
+ *  left in the pages sequences are filling is not counted, so with few pages the estimate
+ *  errs low); residual windows live outside the pool and are not counted. Measured
+ *  against appending until PACKKV_X_ERR_BUDGET_EXCEEDED: within 10% (tests/host/test_pool.cpp).
  *  @param tokens [host] out: -1 without a budget; 0 when no cache is attached.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL. Thread-safe. */
 PACKKV_API packkv_status_t packkv_x_pool_tokens_fit(const packkv_x_pool_t* pool, int64_t* tokens);

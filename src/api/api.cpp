@@ -359,8 +359,9 @@ packkv_status_t packkv_attn_scores(const packkv_cache_t* cache, int32_t n_seqs, 
   const char* fn = "packkv_attn_scores";
   packkv::AttnArgs a{n_seqs, h_seq_ids, n_q_heads, q, q_dtype, workspace, workspace_bytes, stream};
   const int64_t longest = check_attn(cache, a, true, fn);
-  require(scores != nullptr, "packkv_attn_scores: scores is NULL");
-  require(ld_scores >= longest && ld_scores >= 1,
+  // every requested sequence empty: nothing is written, ld_scores 0 and NULL scores allowed
+  require(scores != nullptr || longest == 0, "packkv_attn_scores: scores is NULL");
+  require(ld_scores >= longest && ld_scores >= 0,
           "packkv_attn_scores: ld_scores " + std::to_string(ld_scores) +
               " is smaller than the longest requested sequence (" + std::to_string(longest) + " tokens)");
   require_stride_fits(ld_scores, a, "packkv_attn_scores: ld_scores");
@@ -375,9 +376,10 @@ packkv_status_t packkv_attn_apply(const packkv_cache_t* cache, int32_t n_seqs, c
   const char* fn = "packkv_attn_apply";
   packkv::AttnArgs a{n_seqs, h_seq_ids, n_q_heads, nullptr, PACKKV_DTYPE_F32, workspace, workspace_bytes, stream};
   const int64_t longest = check_attn(cache, a, false, fn);
-  require(probs != nullptr, "packkv_attn_apply: probs is NULL");
+  // every requested sequence empty: nothing is read, ld_probs 0 and NULL probs allowed
+  require(probs != nullptr || longest == 0, "packkv_attn_apply: probs is NULL");
   require(out != nullptr, "packkv_attn_apply: out is NULL");
-  require(ld_probs >= longest && ld_probs >= 1,
+  require(ld_probs >= longest && ld_probs >= 0,
           "packkv_attn_apply: ld_probs " + std::to_string(ld_probs) +
               " is smaller than the longest requested sequence (" + std::to_string(longest) + " tokens)");
   require_stride_fits(ld_probs, a, "packkv_attn_apply: ld_probs");

@@ -183,3 +183,12 @@ def test_writer_excludes_readers(rng):
         stop.set()
         t.join()
         assert not errors and c.seq_length(0) == 64 * 20
+
+
+def test_scores_and_apply_on_an_empty_sequence():
+    """An empty sequence takes probs of row length 0 (ld 0): apply writes zeros, as documented."""
+    with packkv.Cache(2, 32, max_seqs=2) as c:
+        out = c.apply(np.zeros((4, 0), np.float32), seq_ids=1)
+        assert out.shape == (4, 32) and not out.any()
+        s = c.scores(np.ones((4, 32), np.float32), seq_ids=1)
+        assert s.shape[-1] == 0

@@ -120,6 +120,10 @@ def test_truncate_and_fork_failures_change_nothing():
         for bad in (-1, 501, 2**70):
             with pytest.raises(packkv.InvalidArgument):
                 c.truncate(0, bad)
+        with pytest.raises(packkv.InvalidArgument, match="n_tokens must be >= 0"):
+            c.truncate(0, -1)
+        with pytest.raises(packkv.InvalidArgument, match="more than sequence 0 holds"):
+            c.truncate(0, 501)
         with pytest.raises(packkv.InvalidArgument):
             c.truncate(0, 3.5)
         with pytest.raises(packkv.InvalidArgument):
@@ -220,8 +224,57 @@ def test_export_import_roundtrip_and_bad_bytes():
             b.import_seq(0, bytes(bad_version))
         with pytest.raises(packkv.InvalidArgument):
             b.import_seq(0, "not bytes")
+        # a strided view: the library's error with a message, not a bare BufferError
+        doubled = np.frombuffer(bytes(2 * len(data)), dtype=np.uint8)
+        with pytest.raises(packkv.InvalidArgument, match="C-contiguous"):
+            b.import_seq(0, memoryview(doubled)[::2])
         assert snapshot(b, 2) == before
     with packkv.Cache(H, D, rel_scale_k=0.05) as other:
         with pytest.raises(packkv.InvalidArgument, match="params mismatch"):
             other.import_seq(0, data)
         assert other.seq_length(0) == 0
+
+
+def test_levers_truncate_fork_export():
+    """Sink tokens and K centring through truncate, fork and export / import (issue 15 x 16):
+    each result equals a fresh cache fed the same tokens."""
+    k, v = kv(300, 11)
+    q = np.random.default_rng(12).normal(size=(4, D)).astype(np.float32)
+    opts = dict(max_seqs=3, kv_dtype=np.float16, sink_tokens=4, k_transform=1, block_tokens=16,
+                residual_tokens=16)
+    with packkv.Cache(H, D, **opts) as c, packkv.Cache(H, D, **opts) as ref:
+        c.append(k[:150], v[:150])
+        c.fork(0, 1)
+        c.truncate(0, 2)            # inside the sink tokens: every block goes
+        c.append(k[2:120], v[2:120])
+        c.append(k[150:200], v[150:200], seq_ids=1)
+        ref.append(k[:120], v[:120])
+        ref.append(k[:150], v[:150], seq_ids=1)
+        ref.append(k[150:200], v[150:200], seq_ids=1)
+        for s in (0, 1):
+            for x, y in zip(c.decompress(s), ref.decompress(s)):
+                np.testing.assert_array_equal(x, y)
+            np.testing.assert_array_equal(c.decode(q, seq_ids=s), ref.decode(q, seq_ids=s))
+        data = c.export_seq(1)
+        c.import_seq(2, data)
+        for x, y in zip(c.decompress(2), ref.decompress(1)):
+            np.testing.assert_array_equal(x, y)
+    with packkv.Cache(H, D, kv_dtype=np.float16, block_tokens=16, residual_tokens=16) as plain:
+        with pytest.raises(packkv.InvalidArgument, match="sink_tokens"):
+            plain.import_seq(0, data)
+
+
+def test_tokens_fit_close_to_what_fits():
+    """tokens_fit counts whole blocks per page: with ~1 block per 64 KiB page it was 29% high."""
+    rng = np.random.default_rng(0)
+    k = rng.standard_normal((512, 8, 128)).astype(np.float16)
+    with packkv.Pool(page_bytes=65536, budget_bytes=32 * 65536) as pool:
+        with packkv.Cache(8, 128, pool=pool, rel_scale_k=0.1, rel_scale_v=0.2, sink_tokens=0,
+                          residual_tokens=128, block_tokens=64) as c:
+            c.append(k, k)
+            est, added = pool.tokens_fit(), 0
+            with pytest.raises(packkv.BudgetExceeded):
+                while added < 10000:
+                    c.append(k[:16], k[:16])
+                    added += 16
+            assert abs(est - added) <= 0.1 * added

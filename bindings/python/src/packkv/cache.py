@@ -477,9 +477,13 @@ class Cache:
         BudgetExceeded) nothing is imported."""
         seq_id = _integer("seq_id", seq_id)
         try:
-            memoryview(data)
+            view = memoryview(data)
         except TypeError:
             raise InvalidArgument(1, f"data must be a bytes-like object, got {type(data).__name__}") from None
+        if not view.c_contiguous:
+            raise InvalidArgument(1, "data must be C-contiguous bytes (got a strided view of shape "
+                                  f"{view.shape}, strides {view.strides}); pass bytes(data) or a "
+                                  "contiguous copy")
         with self._lock.write():
             _raw.x_cache_import(self._handle(), seq_id, data)
 
