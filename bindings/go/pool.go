@@ -103,9 +103,10 @@ func (p *Pool) Stats() (PoolStats, error) {
 		BytesInUse: int64(s.bytes_in_use), FreeBytes: int64(s.free_bytes), NCaches: int64(s.n_caches)}, nil
 }
 
-// TokensFit estimates how many more tokens fit in the free bytes when each token goes to
-// every cache of the pool (one per layer), at each cache's compressed bytes per token so
-// far (packkv_x_pool_tokens_fit): -1 without a budget, 0 with no cache.
+// TokensFit estimates how many more tokens fit in the free pages when each token goes to
+// every cache of the pool (one per layer), each cache's blocks of its mean size so far
+// packed whole into pages, page-end waste counted (packkv_x_pool_tokens_fit): -1 without
+// a budget, 0 with no cache.
 func (p *Pool) TokensFit() (int64, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
