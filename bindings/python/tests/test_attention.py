@@ -192,3 +192,28 @@ def test_scores_and_apply_on_an_empty_sequence():
         assert out.shape == (4, 32) and not out.any()
         s = c.scores(np.ones((4, 32), np.float32), seq_ids=1)
         assert s.shape[-1] == 0
+
+
+def test_decode_multi_matches_reference_and_decode(filled, rng):
+    """decode_multi (packkv_attn_decode_multi): q_len queries per head, float64 reference on
+    decompress(); equal bit for bit to decode() with the queries as extra query heads."""
+    c, lengths = filled
+    ids = [1, 2]
+    q = rng.standard_normal((2, 6, 5, 64)).astype(np.float32)   # [n_seqs, n_q_heads, q_len, D]
+    out, lse = c.decode_multi(q, seq_ids=ids, scale=0.11, return_lse=True)
+    assert out.shape == (2, 6, 5, 64) and lse.shape == (2, 6, 5)
+    flat = q.reshape(2, 30, 64)
+    ref = reference(c, ids, flat)
+    for i, (s, _, vv) in enumerate(ref):
+        s = s * 0.11
+        m = s.max(axis=1, keepdims=True)
+        w = np.exp(s - m)
+        want = np.einsum("ht,htd->hd", w / w.sum(axis=1, keepdims=True), vv)
+        assert rel_err(out[i].reshape(30, 64), want) <= RTOL
+        np.testing.assert_allclose(lse[i].reshape(30), (m[:, 0] + np.log(w.sum(axis=1))), rtol=1e-5)
+    o2, l2 = c.decode(flat, seq_ids=ids, scale=0.11, return_lse=True)
+    assert np.array_equal(out.reshape(2, 30, 64), o2) and np.array_equal(lse.reshape(2, 30), l2)
+    one = c.decode_multi(q[0], seq_ids=1, scale=0.11)                # one sequence: no n_seqs axis
+    assert np.array_equal(one, out[0])
+    with pytest.raises(packkv.InvalidArgument, match="q_len"):
+        c.decode_multi(flat, seq_ids=ids)

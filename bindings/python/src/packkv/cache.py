@@ -619,3 +619,46 @@ class Cache:
             out = out[0]
             lse = lse[0] if lse is not None else None
         return (out, lse) if return_lse else out
+
+    def decode_multi(self, q: Any, seq_ids: Any = 0, *, scale: float | None = None,
+                     return_lse: bool = False, workspace: Any = None, stream: Any = None):
+        """Decode attention of q_len queries per sequence and head over every cached token
+        (experimental: packkv_attn_decode_multi): chunked prefill over a cached prefix, the
+        verification step of speculative decoding. No mask: every query sees every cached
+        token and none of its own chunk (merge that part with the lse).
+
+        Args:
+            q: [n_seqs, n_q_heads, q_len, head_dim] (or [n_q_heads, q_len, head_dim] for one
+                sequence): torch's [batch, heads, tokens, head_dim] attention layout.
+            scale: softmax scale, default 1/sqrt(head_dim).
+            return_lse: also return the log-sum-exp [n_seqs, n_q_heads, q_len].
+        Returns: out float32 [n_seqs, n_q_heads, q_len, head_dim] (or without n_seqs), and
+            lse when return_lse. q_len = 1 is :meth:`decode` bit for bit; so is decode() with
+            the q_len queries of a head sent as q_len extra query heads of its KV head.
+        """
+        qa = A.as_input(q, "q")
+        single = len(qa.shape) == 3
+        ids = _ids(seq_ids)
+        shape = (1,) + qa.shape if single else qa.shape
+        if len(shape) != 4 or shape[0] != ids.size or shape[3] != self._params.head_dim:
+            raise InvalidArgument(1, f"q: shape {qa.shape}, expected [n_seqs={ids.size}, n_q_heads, "
+                                  f"q_len, head_dim={self._params.head_dim}] (or [n_q_heads, "
+                                  "q_len, head_dim] for one sequence)")
+        A.check_device(qa, "q", self._device)
+        n_q_heads, q_len = shape[1], shape[2]
+        if scale is None:
+            scale = 1.0 / math.sqrt(self._params.head_dim)
+        with self._lock.read():
+            ptr = self._handle()
+            out, oa = A.empty_f32((ids.size, n_q_heads, q_len, self._params.head_dim),
+                                  self._device, qa.torch)
+            lse, la = (A.empty_f32((ids.size, n_q_heads, q_len), self._device, qa.torch)
+                       if return_lse else (None, None))
+            ws, nbytes = self._ws(workspace, ids.size, n_q_heads * q_len)
+            _raw.attn_decode_multi(ptr, ids, n_q_heads, q_len, qa.arg, qa.dtype, float(scale),
+                                   oa.arg, la.arg if la is not None else None, A.ws_arg(ws),
+                                   nbytes, A.stream_arg(stream, self._device))
+        if single:
+            out = out[0]
+            lse = lse[0] if lse is not None else None
+        return (out, lse) if return_lse else out
