@@ -150,6 +150,36 @@ func TestParams(t *testing.T) {
 	}
 }
 
+func TestVersion2Params(t *testing.T) {
+	c := newCache(t, 1, func(p *packkv.Params) {
+		p.SinkTokens, p.ZsFormat, p.KTransform = 3, packkv.ZsWide, packkv.KTransformCenter
+		p.ResidualTokens, p.BlockTokens = 0, 16
+	})
+	eff := c.Params()
+	if eff.SinkTokens != 3 || eff.ZsFormat != packkv.ZsWide || eff.KTransform != packkv.KTransformCenter {
+		t.Fatalf("effective %+v", eff)
+	}
+	r := rng(5)
+	n := 3 + 16 + 5
+	k, v := kv(&r, n), kv(&r, n)
+	if err := c.Append([]int32{0}, []int32{int32(n)}, packkv.F32(k), packkv.F32(v)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Stats(0)
+	if err != nil || st.NCompressedTokens != 16 || st.NResidualTokens != 8 {
+		t.Fatalf("stats %+v %v", st, err) // 3 sink tokens + 5 residual, one block of 16
+	}
+	kh := make([]float32, len(k))
+	if _, err := c.Decompress(0, kh, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3*nKV*headDim; i++ { // sink tokens: exact in f16
+		if f16to32(f16(k[i])) != kh[i] {
+			t.Fatalf("sink value %d: %v vs %v", i, kh[i], k[i])
+		}
+	}
+}
+
 func TestRoundTripErrorBound(t *testing.T) {
 	r := rng(1)
 	n := 64*4 + 128 + 9

@@ -282,7 +282,7 @@ func TestExportImport(t *testing.T) {
 		t.Fatalf("truncated: %v", err)
 	}
 	bad := append([]byte(nil), data...)
-	bad[8] = 2
+	bad[8] = 9
 	if err := b.ImportSeq(0, bad); !errors.Is(err, packkv.ErrVersionMismatch) {
 		t.Fatalf("version: %v", err)
 	}

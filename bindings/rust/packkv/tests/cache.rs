@@ -2,7 +2,7 @@
 mod common;
 
 use common::{kv, rel_err, Rng};
-use packkv::{Bf16, Cache, DType, Params, Repack, ScaleGranularity, F16};
+use packkv::{Bf16, Cache, DType, KTransform, Params, Repack, ScaleGranularity, ZsFormat, F16};
 
 const H: usize = 3;
 const D: usize = 64;
@@ -43,6 +43,33 @@ fn params_defaults_and_effective_values() {
     assert_eq!(cache.get_params().unwrap(), *eff);
     assert_eq!(cache.device(), -1);
     assert_eq!(cache.get_device().unwrap(), -1);
+}
+
+#[test]
+fn version_2_fields_sink_tokens_zs_format_k_transform() {
+    let mut p = params(1);
+    p.sink_tokens = 3;
+    p.zs_format = ZsFormat::WIDE;
+    p.k_transform = KTransform::CENTER;
+    p.residual_tokens = 0;
+    p.block_tokens = 16;
+    let mut c = Cache::new(&p).unwrap();
+    let eff = c.params();
+    assert_eq!((eff.sink_tokens, eff.zs_format, eff.k_transform), (3, ZsFormat::WIDE, KTransform::CENTER));
+    let mut rng = Rng::new(9);
+    let t = 3 + 16 + 5;
+    let k = kv(&mut rng, t, H, D);
+    let v = kv(&mut rng, t, H, D);
+    c.append(&[0], &[t as i32], &k, &v).unwrap();
+    // 3 sink tokens (exact), one block of 16, 5 tokens in the residual window
+    let s = c.stats(Some(0)).unwrap();
+    assert_eq!((s.n_compressed_tokens, s.n_residual_tokens), (16, 8));
+    let mut kd = vec![0f32; t * H * D];
+    let mut vd = vec![0f32; t * H * D];
+    c.decompress(0, Some(&mut kd), Some(&mut vd)).unwrap();
+    for i in 0..3 * H * D {
+        assert_eq!(kd[i], F16::from_f32(k[i]).to_f32());
+    }
 }
 
 #[test]

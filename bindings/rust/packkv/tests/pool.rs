@@ -195,7 +195,7 @@ fn export_import_roundtrip_and_bad_bytes() {
     flipped[300] ^= 4;
     assert!(b.import_seq(0, &flipped).unwrap_err().message.contains("checksum"));
     let mut version = data.clone();
-    version[8] = 2;
+    version[8] = 9;
     assert_eq!(b.import_seq(0, &version).unwrap_err().kind(), StatusKind::VersionMismatch);
     assert_eq!(b.import_seq(1, &data).unwrap_err().kind(), StatusKind::InvalidState);
     assert_eq!(b.import_seq(0, &[]).unwrap_err().kind(), StatusKind::InvalidArgument);
