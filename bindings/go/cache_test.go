@@ -74,12 +74,20 @@ func f16to32(h uint16) float32 {
 	return math.Float32frombits(sign | (exp+112)<<23 | man<<13)
 }
 
+// refParams sets the tests' reference configuration, so that no test depends on the
+// library's defaults (which follow measurements and change): r_K 0.1, r_V 0.2 (4- and
+// 3-bit codes), residual window 128, no sink tokens.
+func refParams(p *packkv.Params) {
+	p.RelScaleK, p.RelScaleV, p.ResidualTokens, p.SinkTokens = 0.1, 0.2, 128, 0
+}
+
 func newCache(t *testing.T, maxSeqs int32, edit func(*packkv.Params)) *packkv.Cache {
 	t.Helper()
 	p, err := packkv.DefaultParams()
 	if err != nil {
 		t.Fatal(err)
 	}
+	refParams(&p)
 	p.NKVHeads, p.HeadDim, p.MaxSeqs = nKV, headDim, maxSeqs
 	if edit != nil {
 		edit(&p)

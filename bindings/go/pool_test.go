@@ -15,12 +15,15 @@ import (
 
 // Pools, truncate and fork (experimental API).
 
+// defaultParams: the library's defaults with the tests' reference configuration stated
+// (refParams) and this file's shape.
 func defaultParams(t *testing.T, maxSeqs int32) packkv.Params {
 	t.Helper()
 	p, err := packkv.DefaultParams()
 	if err != nil {
 		t.Fatal(err)
 	}
+	refParams(&p)
 	p.NKVHeads, p.HeadDim, p.MaxSeqs = nKV, headDim, maxSeqs
 	return p
 }

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import packkv
-from conftest import kv_data
+from conftest import kv_data, ref_cache
 
 RTOL = 1e-5  # DESIGN.md: fp32 accumulation vs fp64 reference of the dequantized cache
 
@@ -38,7 +38,7 @@ def reference(cache, ids, q):
 def filled(rng):
     """A cache with 3 sequences of different lengths (compressed blocks + residual)."""
     lengths = [1000, 129, 450]
-    c = packkv.Cache(3, 64, max_seqs=3)
+    c = ref_cache(3, 64, max_seqs=3)
     ks = [kv_data(rng, n, 3, 64) for n in lengths]
     vs = [kv_data(rng, n, 3, 64) for n in lengths]
     c.append(np.concatenate(ks), np.concatenate(vs), seq_ids=[0, 1, 2], n_tokens=lengths)
@@ -108,7 +108,7 @@ def test_single_sequence_2d_forms(filled, rng):
 def test_mha_and_mqa_shapes(rng):
     T = 300
     for n_kv, n_q in [(3, 3), (1, 8)]:
-        with packkv.Cache(n_kv, 32) as c:
+        with ref_cache(n_kv, 32) as c:
             c.append(kv_data(rng, T, n_kv, 32), kv_data(rng, T, n_kv, 32))
             q = rng.standard_normal((n_q, 32)).astype(np.float32)
             out = c.decode(q)
@@ -160,7 +160,7 @@ def test_concurrent_readers(filled, rng):
 
 def test_writer_excludes_readers(rng):
     """append (exclusive) interleaved with decode (shared) from other threads stays consistent."""
-    with packkv.Cache(3, 64) as c:
+    with ref_cache(3, 64) as c:
         k, v = kv_data(rng, 64, 3, 64), kv_data(rng, 64, 3, 64)
         q = rng.standard_normal((9, 64)).astype(np.float32)
         stop = threading.Event()
@@ -187,7 +187,7 @@ def test_writer_excludes_readers(rng):
 
 def test_scores_and_apply_on_an_empty_sequence():
     """An empty sequence takes probs of row length 0 (ld 0): apply writes zeros, as documented."""
-    with packkv.Cache(2, 32, max_seqs=2) as c:
+    with ref_cache(2, 32, max_seqs=2) as c:
         out = c.apply(np.zeros((4, 0), np.float32), seq_ids=1)
         assert out.shape == (4, 32) and not out.any()
         s = c.scores(np.ones((4, 32), np.float32), seq_ids=1)

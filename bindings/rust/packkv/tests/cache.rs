@@ -9,6 +9,12 @@ const D: usize = 64;
 
 fn params(max_seqs: i32) -> Params {
     let mut p = Params::default();
+    // the tests' reference configuration (no test depends on the library's defaults):
+    // r_K 0.1, r_V 0.2 (4- and 3-bit codes), residual window 128, no sink tokens
+    p.rel_scale_k = 0.1;
+    p.rel_scale_v = 0.2;
+    p.residual_tokens = 128;
+    p.sink_tokens = 0;
     p.n_kv_heads = H as i32;
     p.head_dim = D as i32;
     p.max_seqs = max_seqs;
