@@ -163,7 +163,8 @@ func NewInPool(p Params, pool *Pool) (*Cache, error) {
 // Truncate keeps the first nTokens tokens of a sequence (packkv_x_cache_truncate).
 // Residual-window tokens go at no cost; when the cut falls inside a compressed block, its
 // first tokens return to the window from their stored (dequantized) values and keep the
-// compression error. Errors: ErrInvalidArgument for nTokens outside [0, SeqLength];
+// compression error; a cut inside the sink tokens keeps the first nTokens of them and drops
+// every block. Errors: ErrInvalidArgument for nTokens outside [WindowStart, SeqLength];
 // ErrNotSupported on a CUDA cache. On error nothing changes.
 func (c *Cache) Truncate(seqID int32, nTokens int64) error {
 	p, err := c.write()
@@ -176,7 +177,8 @@ func (c *Cache) Truncate(seqID int32, nTokens int64) error {
 }
 
 // Fork makes the empty sequence dst a copy of src that shares its compressed blocks
-// (reference counted) and copies its residual window (packkv_x_cache_fork). Stats(seq)
+// (reference counted) and copies its residual window, sink tokens and K mean
+// (packkv_x_cache_fork). Stats(seq)
 // counts shared blocks in each sequence, Stats(-1) once. Errors: ErrInvalidState if dst
 // holds tokens, ErrInvalidArgument for bad or equal ids. On error nothing changes.
 func (c *Cache) Fork(src, dst int32) error {

@@ -423,8 +423,9 @@ class Cache:
         """Keeps the first n_tokens tokens of a sequence (experimental:
         packkv_x_cache_truncate). Residual-window tokens are dropped at no cost; when the cut
         falls inside a compressed block, that block's first tokens return to the window from
-        their stored (dequantized) values and keep the compression error. Raises
-        InvalidArgument for n_tokens outside [0, seq_length]."""
+        their stored (dequantized) values and keep the compression error; a cut inside the
+        sink tokens keeps the first n_tokens of them and drops every block. Raises
+        InvalidArgument for n_tokens outside [window_start, seq_length]."""
         seq_id, n_tokens = _integer("seq_id", seq_id), _integer("n_tokens", n_tokens)
         if not -2**63 <= n_tokens < 2**63:
             raise InvalidArgument(1, f"n_tokens = {n_tokens} does not fit int64")
@@ -433,8 +434,8 @@ class Cache:
 
     def fork(self, src_seq: int, dst_seq: int) -> None:
         """Makes the empty sequence dst_seq a copy of src_seq that shares its compressed
-        blocks (no copy, reference counted) and copies its residual window (experimental:
-        packkv_x_cache_fork). stats(seq) counts shared blocks in each sequence, stats()
+        blocks (no copy, reference counted) and copies its residual window, sink tokens and
+        K mean (experimental: packkv_x_cache_fork). stats(seq) counts shared blocks in each sequence, stats()
         once. Raises InvalidState if dst_seq holds tokens."""
         src_seq, dst_seq = _integer("src_seq", src_seq), _integer("dst_seq", dst_seq)
         with self._lock.write():
