@@ -260,8 +260,16 @@ std::vector<uint8_t> CudaCache::block_bytes(int seq, int64_t block) const {
   const uint8_t* blob = reinterpret_cast<const uint8_t*>(addr);
   std::vector<uint32_t> ends(2 * static_cast<size_t>(c.shape.n_kv_heads));
   check(cudaMemcpy(ends.data(), blob, ends.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  // Header and tiles first; a compact cache's wide fallback block has its wide fields
+  // after the tiles: its size is then known from those bytes (Shape::sizes, as the CPU).
   std::vector<uint8_t> out(c.shape.layout.tiles_at + ends.back());
   check(cudaMemcpy(out.data(), blob, out.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  const size_t total = static_cast<size_t>(c.shape.sizes(out.data()).total());
+  if (total > out.size()) {
+    const size_t have = out.size();
+    out.resize(total);
+    check(cudaMemcpy(out.data() + have, blob + have, total - have, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  }
   return out;
 }
 
