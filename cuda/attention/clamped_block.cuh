@@ -12,23 +12,24 @@
 #include <stdint.h>
 
 #include "attention/cta_layout.cuh"
+#include "attention/zs_stage.cuh"
 #include "format/round_cursor.h"
 #include "format/round_tile.h"
 
 namespace packkv {
 namespace cu {
 
-// True if some grid point (z or z + qmax) * s of the block's N slots (staged scales s,
-// zero points z) lies beyond FLT_MAX. Such a grid needs |s| > 2^97 (|z| s is within s/2 of
+// True if some grid point (z or z + qmax) * s of the block's N slots (staged zero points
+// and scales zs, any encoding) lies beyond FLT_MAX. Such a grid needs |s| > 2^97 (|z| s is within s/2 of
 // a value, and |x| / s < 2^30, format/affine.h), so normal data cost one max and one vote
 // per block. Whole warp.
-__device__ __forceinline__ bool grid_beyond_fp32(const float* s, const int32_t* z, int N, int qmax, int lane) {
+__device__ __forceinline__ bool grid_beyond_fp32(const ZsView& zs, int N, int qmax, int lane) {
   float smax = 0.f;
-  for (int i = lane; i < N; i += 32) smax = fmaxf(smax, fabsf(s[i]));
+  for (int i = lane; i < N; i += 32) smax = fmaxf(smax, fabsf(zs.s(i)));
   if (!__any_sync(0xffffffffu, smax > 0x1p96f)) return false;
   bool beyond = false;
   for (int i = lane; i < N; i += 32) {
-    const double sd = fabs(static_cast<double>(s[i])), zd = static_cast<double>(z[i]);
+    const double sd = fabs(static_cast<double>(zs.s(i))), zd = static_cast<double>(zs.z(i));
     beyond |= fabs(zd) * sd > 3.4028234663852886e38 || fabs(zd + qmax) * sd > 3.4028234663852886e38;
   }
   return __any_sync(0xffffffffu, beyond);

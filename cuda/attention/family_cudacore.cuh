@@ -121,35 +121,32 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       size_t koff, ksz, voff, vsz;
       SH.tile_extent(blob, fmt::kK, kvh, &koff, &ksz);
       SH.tile_extent(blob, fmt::kV, kvh, &voff, &vsz);
-      // Stage this block: K tile, V tile, their zero points and scales (zs_stage.cuh:
-      // any encoding, widened to int32 / fp32 after the wait), the perm.
+      // Stage this block: K tile, V tile, their zero points and scales (zs_stage.cuh: in
+      // the block's encoding, read as such), the perm.
+      const ZsHeader zh = zs_header(blob, SH);
+      const ZsSrc zsrc1 = zs_locate(blob, SH, zh, V::kUsesK ? fmt::kK : fmt::kV, grp);
+      const ZsSrc zsrc2 = V::kUsesK && V::kUsesV ? zs_locate(blob, SH, zh, fmt::kV, grp) : zsrc1;
       const uint32_t kt = V::kUsesK ? stage(kbuf, blob + koff, ksz) : 0u;
       const uint32_t vt = V::kUsesV ? stage(vbuf, blob + voff, vsz) : 0u;
-      const ZsStaged zs1 = zs_stage(wb + L.zb, wb + L.sb, blob, SH, V::kUsesK ? fmt::kK : fmt::kV, grp);
+      ZsView zs1 = zs_stage(wb + L.zb, wb + L.sb, zsrc1, N);  // K (V in apply)
       const uint8_t* perm = blob + SH.layout.perm_at;
       if (V::kPositions && c.shape.has_perm) perm = wb + L.pb + stage(wb + L.pb, perm, N);
-      ZsStaged zs2 = zs1;
-      if (V::kUsesK && V::kUsesV) zs2 = zs_stage(wb + L.vzb, wb + L.vsb, blob, SH, fmt::kV, grp);
+      ZsView zv = zs1;  // V
+      if (V::kUsesK && V::kUsesV) zv = zs_stage(wb + L.vzb, wb + L.vsb, zsrc2, N);
+      uint8_t* const vzbuf = wb + (V::kUsesK ? L.vzb : L.zb);
+      uint8_t* const vsbuf = wb + (V::kUsesK ? L.vsb : L.sb);
       __pipeline_commit();
       auto orig = [&](int slot) -> int64_t {
         return static_cast<int64_t>(blk) * N + (c.shape.has_perm ? perm[slot] : slot);
       };
       __pipeline_wait_prior(0);
       __syncwarp();
-      const int32_t* zst;
-      const float* sst;
-      zs_widen(wb + L.zb, wb + L.sb, zs1, N, &zst, &sst);
-      const int32_t* vzst = zst;
-      const float* vsst_c = sst;
-      if (V::kUsesK && V::kUsesV) zs_widen(wb + L.vzb, wb + L.vsb, zs2, N, &vzst, &vsst_c);
-      // this warp's widened copy in shared memory (compact fields widened at the buffer
-      // start, wide ones where staged): writable, fit_block may rescale it
-      float* vsst = const_cast<float*>(vsst_c);
 
       // Rare: a K grid beyond FLT_MAX (clamped_block.cuh) takes the clamped path.
-      const bool kclamp = V::kUsesK && grid_beyond_fp32(sst, zst, N, (1 << c.shape.bits_k) - 1, lane);
+      const bool kclamp = V::kUsesK && grid_beyond_fp32(zs1, N, (1 << c.shape.bits_k) - 1, lane);
       if (kclamp) {
-        k_block_clamped<G>(t, blob + koff, D, N, c.shape.bits_k, sst, zst, [&](int g, int slot, float score) {
+        zs_widen(zs1, wb + L.zb, wb + L.sb, N);
+        k_block_clamped<G>(t, blob + koff, D, N, c.shape.bits_k, zs1.scales(), zs1.zeros(), [&](int g, int slot, float score) {
           if (!V::kUsesV) {
             if (g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = score;
           } else {
@@ -173,10 +170,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
             for (int i = 0; i < 2 * G; ++i) {
               const int v = base + i, k = v / G, g = v - k * G;
               const int slot = 16 * r + k;
-              float score = sst[slot] * (part[i] + static_cast<float>(zst[slot]) * qsum[g]);
+              const float s_slot = zs1.s(slot);
+              const int32_t z_slot = zs1.z(slot);
+              float score = s_slot * (part[i] + static_cast<float>(z_slot) * qsum[g]);
               if (!isfinite(score))  // fp32 fold overflow (scales near the fp32 limit): redo it in double
-                score = static_cast<float>(static_cast<double>(sst[slot]) *
-                                           (static_cast<double>(part[i]) + static_cast<double>(zst[slot]) * qsum[g]));
+                score = static_cast<float>(static_cast<double>(s_slot) *
+                                           (static_cast<double>(part[i]) + static_cast<double>(z_slot) * qsum[g]));
               if (!V::kUsesV) {
                 if (g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = score;
               } else {
@@ -188,10 +187,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         __syncwarp();
       }
       if (V::kUsesV) {
-        const bool clamp = sm.fit_block(t, vsst, vzst, N, (1 << c.shape.bits_v) - 1);
-        sm.template weights<V>(t, a, D, N, N, vsst, vzst, orig);
-        if (clamp) {  // rare: grid beyond FLT_MAX (clamped_block.cuh)
-          v_block_clamped<G>(blob + voff, D, N, c.shape.bits_v, vsst, vzst, sm.e, sc, acc, lane);
+        const bool clamp = sm.fit_block(t, zv, vzbuf, vsbuf, N, (1 << c.shape.bits_v) - 1);
+        sm.template weights<V>(t, a, D, N, N, &zv, orig);
+        if (clamp) {  // rare: grid beyond FLT_MAX (clamped_block.cuh; fit_block widened zv)
+          v_block_clamped<G>(blob + voff, D, N, c.shape.bits_v, zv.scales(), zv.zeros(), sm.e, sc, acc, lane);
           continue;
         }
         walk_tile(VT, vt, D, c.shape.bits_v, ev, R, round_start, pre);

@@ -199,25 +199,22 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
     size_t koff, ksz, voff, vsz;
     SH.tile_extent(blob, fmt::kK, kvh, &koff, &ksz);
     SH.tile_extent(blob, fmt::kV, kvh, &voff, &vsz);
-    // Zero points and scales in any encoding (zs_stage.cuh: compact, wide or a compact cache's
-    // wide fallback block), widened to int32 / fp32 after the wait, read once per block.
+    // Zero points and scales in the block's encoding (zs_stage.cuh: compact, wide or a
+    // compact cache's wide fallback block), read as such where they are used.
+    const ZsHeader zh = zs_header(blob, SH);
+    const ZsSrc zsrc1 = zs_locate(blob, SH, zh, V::kUsesK ? fmt::kK : fmt::kV, grp);
+    const ZsSrc zsrc2 = V::kSoftmax ? zs_locate(blob, SH, zh, fmt::kV, grp) : zsrc1;
     const uint32_t kt = V::kUsesK ? stage(wb + L.kbuf, blob + koff, ksz) : 0u;
     const uint32_t vt = V::kUsesV ? stage(wb + L.vbuf, blob + voff, vsz) : 0u;
-    const ZsStaged zs1 = zs_stage(wb + L.zb, wb + L.sb, blob, SH, V::kUsesK ? fmt::kK : fmt::kV, grp);
+    const ZsView zs1 = zs_stage(wb + L.zb, wb + L.sb, zsrc1, N);  // K (V in apply)
     const uint8_t* perm = nullptr;
     if (V::kPositions && SH.has_perm) perm = wb + L.pb + stage(wb + L.pb, blob + SH.layout.perm_at, N);
-    ZsStaged zs2 = zs1;
-    if (V::kSoftmax) zs2 = zs_stage(wb + L.vzb, wb + L.vsb, blob, SH, fmt::kV, grp);
+    ZsView zv = zs1;  // V
+    if (V::kSoftmax) zv = zs_stage(wb + L.vzb, wb + L.vsb, zsrc2, N);
     __pipeline_commit();
     auto orig = [&](int slot) -> int64_t { return static_cast<int64_t>(blk) * N + (perm ? perm[slot] : slot); };
     __pipeline_wait_prior(0);
     __syncwarp();
-    const int32_t* zst;
-    const float* sst;
-    zs_widen(wb + L.zb, wb + L.sb, zs1, N, &zst, &sst);
-    const int32_t* vzst = zst;
-    const float* vsst = sst;
-    if (V::kSoftmax) zs_widen(wb + L.vzb, wb + L.vsb, zs2, N, &vzst, &vsst);
 
     if (V::kUsesK) {
       const uint4* qf = reinterpret_cast<const uint4*>(smem + L.qf);
@@ -264,8 +261,8 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
         for (int i = 0; i < 4; ++i) f[i] += fl[i];
         // Rows gid and gid + 8 of the tile: tokens pos_token(gid), pos_token(gid) + 4.
         const int slot0 = 16 * r + tensorcore::pos_token(gid);
-        const float s_t[2] = {sst[slot0], sst[slot0 + 4]};
-        const float z_t[2] = {static_cast<float>(zst[slot0]), static_cast<float>(zst[slot0 + 4])};
+        const float s_t[2] = {zs1.s(slot0), zs1.s(slot0 + 4)};
+        const float z_t[2] = {static_cast<float>(zs1.z(slot0)), static_cast<float>(zs1.z(slot0 + 4))};
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int slot = slot0 + 4 * (i >> 1);
@@ -313,9 +310,9 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
         for (int k = 0; k < 8; ++k) {
           const int t = t0 + k * lph;
           if (t < N) {
-            const float w = p[k] * vsst[t];
+            const float w = p[k] * zv.s(t);
             psum += p[k];
-            wz = fmaf(w, static_cast<float>(vzst[t]), wz);
+            wz = fmaf(w, static_cast<float>(zv.z(t)), wz);
             wmax = fmaxf(wmax, fabsf(w));
             row_w[t] = w;
           }

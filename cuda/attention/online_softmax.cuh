@@ -20,6 +20,7 @@
 
 #include "attention/attention.h"
 #include "attention/cta_layout.cuh"
+#include "attention/zs_stage.cuh"
 #include "device_util.cuh"
 
 namespace packkv {
@@ -55,18 +56,20 @@ struct SoftmaxState {
     }
   }
 
-  // Before weights() of a compressed block: the staged V scales vs[0..N) and zero points
-  // vz of this warp's block (codes up to qmax). If some grid magnitude |s| (|z| + 255)
-  // exceeds kFitAbove, or the warp already runs at e > 0, raises e to that magnitude's
-  // exponent (rescaling the accumulator rows of t exactly) and multiplies vs by 2^-e in
-  // place. Returns true if a grid point (z or z + qmax) * s lies beyond FLT_MAX: the block
-  // then needs clamped values (clamped_block.cuh). Normal data: one vote, nothing else.
-  // Whole warp.
-  __device__ __forceinline__ bool fit_block(const Cta<G>& t, float* vs, const int32_t* vz, int N, int qmax) {
+  // Before weights() of a compressed block: the staged V zero points and scales zv of this
+  // warp's block (zs_stage.cuh; staged into zbuf / sbuf; codes up to qmax). If some grid
+  // magnitude |s| (|z| + 255) exceeds kFitAbove, or the warp already runs at e > 0, widens
+  // zv (zs_widen), raises e to that magnitude's exponent (rescaling the accumulator rows of
+  // t exactly) and multiplies its scales by 2^-e in place. Returns true if a grid point
+  // (z or z + qmax) * s lies beyond FLT_MAX: the block then needs clamped values
+  // (clamped_block.cuh; zv is then wide). Normal data: one vote, nothing else. Whole warp.
+  __device__ __forceinline__ bool fit_block(const Cta<G>& t, ZsView& zv, uint8_t* zbuf, uint8_t* sbuf, int N,
+                                            int qmax) {
     float big = 0.f;
-    for (int i = t.lane; i < N; i += 32) big = fmaxf(big, fabsf(vs[i]) * (fabsf(static_cast<float>(vz[i])) + 255.f));
+    for (int i = t.lane; i < N; i += 32) big = fmaxf(big, fabsf(zv.s(i)) * (fabsf(static_cast<float>(zv.z(i))) + 255.f));
     if (!__any_sync(0xffffffffu, big > kFitAbove) && e == 0) return false;
-    return fit_block_slow(t, vs, vz, N, qmax);
+    zs_widen(zv, zbuf, sbuf, N);
+    return fit_block_slow(t, zv.scales(), zv.zeros(), N, qmax);
   }
 
   // The rare part of fit_block (the product above may be inf: exponents are added instead).
@@ -97,12 +100,13 @@ struct SoftmaxState {
 
   // Weights of n slots (of N per block; head_dim D) of this warp: from the scaled scores
   // x in t.sc (decode: p = exp(x - m), rescaling l and the warp's accumulators when m
-  // grows) or from a.probs (apply). Writes w = p * vs[slot] over the scores in t.sc, and
-  // per round r: Wr = sum w, WZr = sum w * vz. vs/vz null: residual tokens (s = 2^-e,
-  // z = 0). orig(slot): original token position. Whole warp.
+  // grows) or from a.probs (apply). Writes w = p * s(slot) over the scores in t.sc, and
+  // per round r: Wr = sum w, WZr = sum w * z(slot), with the block's staged V fields zv.
+  // zv null: residual tokens (s = 2^-e, z = 0). orig(slot): original token position.
+  // Whole warp.
   template <typename V, typename Orig>
-  __device__ __forceinline__ void weights(const Cta<G>& t, const AttnCall& a, int D, int N, int n, const float* vs,
-                                          const int32_t* vz, Orig&& orig) {
+  __device__ __forceinline__ void weights(const Cta<G>& t, const AttnCall& a, int D, int N, int n, const ZsView* zv,
+                                          Orig&& orig) {
     constexpr int kAccRows = acc_rows(G);
     const int lane = t.lane;
     float* sc = t.sc;
@@ -130,8 +134,8 @@ struct SoftmaxState {
             p = (g < t.n_valid) ? a.probs[(static_cast<size_t>(t.row) * a.n_q_heads + t.qh0 + g) * a.ld + orig(i)] : 0.f;
           }
           psum += p;
-          w = vs ? p * vs[i] : p * res_unit;
-          wz = vz ? w * static_cast<float>(vz[i]) : 0.f;
+          w = zv ? p * zv->s(i) : p * res_unit;
+          wz = zv ? w * static_cast<float>(zv->z(i)) : 0.f;
           sc[g * N + i] = w;
         }
 #pragma unroll

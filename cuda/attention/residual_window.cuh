@@ -101,7 +101,7 @@ __device__ __forceinline__ void residual_window(const KernelConfig& c, const Cac
       __syncwarp();
     }
     if (V::kUsesV) {
-      sm.template weights<V>(t, a, D, N, n, nullptr, nullptr, orig);
+      sm.template weights<V>(t, a, D, N, n, nullptr, orig);
       // Lane = channel pair (2 cp, 2 cp + 1): 8 tokens' values are loaded first (one 4-
       // or 8-byte load each; 8, not 16, to keep the kernel's register count), then added
       // for all G heads.
