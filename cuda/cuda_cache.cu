@@ -41,6 +41,7 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
   cu::DeviceGuard guard(c.device);
   kc_.shape = c.shape;
   kc_.ring_tokens = c.residual_tokens + c.shape.block_tokens;
+  kc_.sink_tokens = c.sink_tokens;
   kc_.median = c.repack == PACKKV_REPACK_MEDIAN ? 1 : 0;
   kc_.rel_k = c.rel_scale_k;
   kc_.rel_v = c.rel_scale_v;
@@ -116,7 +117,7 @@ CudaCache::~CudaCache() {
 
 int64_t CudaCache::seq_length(int seq) const {
   const Seq& s = seqs_[seq];
-  return s.n_blocks * config().shape.block_tokens + s.residual_len;
+  return s.sink_len + s.n_blocks * config().shape.block_tokens + s.residual_len;
 }
 
 void CudaCache::record_done(cudaStream_t stream) const {
@@ -129,6 +130,7 @@ void CudaCache::free_seq_storage(Seq& s) {
   s.cap = s.bound = s.pending_total = s.snap_pending = 0;
   s.snap_chunk = -1;
   s.n_blocks = 0;
+  s.sink_len = 0;
   s.residual_len = 0;
   s.ring_start = 0;
 }
@@ -162,13 +164,14 @@ void CudaCache::stats(int seq, packkv_cache_stats_t* out) const {
     const Seq& s = seqs_[i];
     const int64_t nc = s.n_blocks * c.shape.block_tokens;
     r.n_compressed_tokens += nc;
-    r.n_residual_tokens += s.residual_len;
+    r.n_residual_tokens += s.sink_len + s.residual_len;  // sink tokens: uncompressed, counted with the window
     r.n_blocks += s.n_blocks;
     stats_add_blob(&r, st[i]);     // blob bytes (headers count as index bytes)
     r.index_bytes += 8 * s.n_blocks;  // block-table entries
     for (const Chunk& ch : s.chunks) r.compressed_bytes_reserved += static_cast<int64_t>(ch.bytes);
     r.compressed_bytes_reserved += 8 * s.n_blocks;
-    r.residual_bytes += static_cast<int64_t>(s.residual_len) * c.shape.token_values() * 2 * static_cast<int64_t>(kv_elem_);
+    r.residual_bytes += static_cast<int64_t>(s.sink_len + s.residual_len) * c.shape.token_values() * 2 *
+                        static_cast<int64_t>(kv_elem_);
   }
   stats_finish(&r, c.shape.token_values());
   *out = r;
@@ -181,6 +184,7 @@ cu::AttnSeq CudaCache::attn_seq(int seq) const {
   a.n_blocks = static_cast<int>(s.n_blocks);
   a.residual_len = s.residual_len;
   a.ring_start = s.ring_start;
+  a.sink_len = s.sink_len;
   return a;
 }
 

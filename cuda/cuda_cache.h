@@ -2,7 +2,9 @@
 //
 // Storage per sequence:
 //   residual ring   [C = residual_tokens + block_tokens][H][D] in kv_dtype, K and V,
-//                   allocated (stream-ordered) at the sequence's first append;
+//                   followed by [sink_tokens][H][D] for the sink tokens (the first
+//                   tokens of the sequence, never compressed), allocated
+//                   (stream-ordered) at the sequence's first append;
 //   pool chunks     compressed block blobs (format/shape.h layout), bump-allocated on
 //                   the device; chunks grow geometrically, so device memory follows
 //                   the compressed size. The host keeps an upper bound of each
@@ -69,6 +71,7 @@ class CudaCache final : public CacheImpl {
   };
   struct Seq {
     int64_t n_blocks = 0;
+    int sink_len = 0;  // sink tokens held (the first tokens; blocks and window follow)
     int residual_len = 0;
     int ring_start = 0;
     void* ring_k = nullptr;
@@ -89,6 +92,7 @@ class CudaCache final : public CacheImpl {
   struct AppendPlan {
     std::vector<int> flush_blocks;  // [n_seqs] blocks each sequence flushes
     std::vector<int64_t> in_row;    // [n_seqs] row of k_new/v_new of its first new token
+    std::vector<int> to_sink;       // [n_seqs] its first new tokens that become sink tokens
     int total_blocks = 0;
   };
   // Checks capacity and computes the flushes; no state change. Throws CAPACITY_EXCEEDED.

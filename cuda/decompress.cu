@@ -1,7 +1,7 @@
 // Reconstruction of one sequence's K and V as fp32 in original token order
 // (packkv_cache_decompress): x^ = (q + z) * s for compressed blocks (format/affine.h
 // dequantize, the same expression as the CPU decoder, so results are bit-identical),
-// then the residual window converted to fp32. Not performance-critical: one CTA per
+// and the sink tokens and the residual window converted to fp32. Not performance-critical: one CTA per
 // (block, tile), rounds walked in order with a serial per-round offset scan.
 #include <cuda_runtime.h>
 
@@ -59,7 +59,8 @@ __global__ void decompress_blocks_kernel(KernelConfig c, CacheDevicePtrs d, Attn
       for (int i = 0; i < fmt::kPackTokens; ++i) {
         const int slot = fmt::kPackTokens * r + i;
         const uint32_t q = mn + fmt::pack_offset(lo, hi, L, i);
-        out[(static_cast<size_t>(blk) * N + hv.original(slot)) * H * D + static_cast<size_t>(h) * D + ch] =
+        out[(static_cast<size_t>(s.sink_len) + static_cast<size_t>(blk) * N + hv.original(slot)) * H * D +
+            static_cast<size_t>(h) * D + ch] =
             fmt::dequantize(q, hv.affine(slot));
       }
     }
@@ -68,15 +69,18 @@ __global__ void decompress_blocks_kernel(KernelConfig c, CacheDevicePtrs d, Attn
   }
 }
 
-// Device. Grid residual_len, 256 threads: residual token i -> row n_blocks*N + i (fp32).
+// Device. Grid sink_len + residual_len, 256 threads: dense token i -> fp32 row i (sink
+// token i, ring row ring_tokens + i) or row n_blocks*N + i (residual token i - sink_len).
 __global__ void decompress_residual_kernel(KernelConfig c, CacheDevicePtrs d, AttnSeq s, float* k_out,
                                            float* v_out) {
   const void* ring_k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);
   const void* ring_v = reinterpret_cast<const void*>(d.ring_table[2 * s.seq + 1]);
   const size_t row = static_cast<size_t>(c.shape.n_kv_heads) * c.shape.head_dim;
   const int i = blockIdx.x;
-  const size_t dst = (static_cast<size_t>(s.n_blocks) * c.shape.block_tokens + i) * row;
-  const size_t src = static_cast<size_t>((s.ring_start + i) % c.ring_tokens) * row;
+  const bool sink = i < s.sink_len;
+  const size_t dst = (sink ? static_cast<size_t>(i) : static_cast<size_t>(s.n_blocks) * c.shape.block_tokens + i) * row;
+  const size_t src =
+      static_cast<size_t>(sink ? c.ring_tokens + i : (s.ring_start + i - s.sink_len) % c.ring_tokens) * row;
   for (size_t j = threadIdx.x; j < row; j += blockDim.x) {
     if (k_out) k_out[dst + j] = load_elem(ring_k, src + j, c.kv_dtype);
     if (v_out) v_out[dst + j] = load_elem(ring_v, src + j, c.kv_dtype);
@@ -92,8 +96,8 @@ void launch_decompress(const KernelConfig& c, const CacheDevicePtrs& d, const At
     decompress_blocks_kernel<<<g, kMaxHeadDimForDecompress, 0, stream>>>(c, d, s, k_out, v_out);
     check_launch("decompress_blocks_kernel");
   }
-  if (s.residual_len > 0) {
-    decompress_residual_kernel<<<s.residual_len, 256, 0, stream>>>(c, d, s, k_out, v_out);
+  if (s.sink_len + s.residual_len > 0) {
+    decompress_residual_kernel<<<s.sink_len + s.residual_len, 256, 0, stream>>>(c, d, s, k_out, v_out);
     check_launch("decompress_residual_kernel");
   }
 }

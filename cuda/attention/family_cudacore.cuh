@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       uint8_t* const vsbuf = wb + (V::kUsesK ? L.vsb : L.sb);
       __pipeline_commit();
       auto orig = [&](int slot) -> int64_t {
-        return static_cast<int64_t>(blk) * N + (c.shape.has_perm ? perm[slot] : slot);
+        return s.sink_len + static_cast<int64_t>(blk) * N + (c.shape.has_perm ? perm[slot] : slot);
       };
       __pipeline_wait_prior(0);
       __syncwarp();

@@ -212,7 +212,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
     ZsView zv = zs1;  // V
     if (V::kSoftmax) zv = zs_stage(wb + L.vzb, wb + L.vsb, zsrc2, N);
     __pipeline_commit();
-    auto orig = [&](int slot) -> int64_t { return static_cast<int64_t>(blk) * N + (perm ? perm[slot] : slot); };
+    auto orig = [&](int slot) -> int64_t { return s.sink_len + static_cast<int64_t>(blk) * N + (perm ? perm[slot] : slot); };
     __pipeline_wait_prior(0);
     __syncwarp();
 
