@@ -42,6 +42,7 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
   kc_.shape = c.shape;
   kc_.ring_tokens = c.residual_tokens + c.shape.block_tokens;
   kc_.sink_tokens = c.sink_tokens;
+  kc_.k_center = c.k_transform == PACKKV_K_TRANSFORM_CENTER ? 1 : 0;
   kc_.median = c.repack == PACKKV_REPACK_MEDIAN ? 1 : 0;
   kc_.rel_k = c.rel_scale_k;
   kc_.rel_v = c.rel_scale_v;
@@ -71,13 +72,15 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
 
   const size_t ms = static_cast<size_t>(c.max_seqs);
   const size_t bt = ms * kc_.max_blocks * 8, st = ms * sizeof(fmt::BlobSizes), us = ms * 8, rt = ms * 16;
-  check(cudaMalloc(&d_meta_, bt + st + us + 8 + rt), "cudaMalloc(block table)");
+  const size_t km = kc_.k_center ? ms * static_cast<size_t>(c.shape.token_values()) * 4 : 0;  // K means
+  check(cudaMalloc(&d_meta_, bt + st + us + 8 + rt + km), "cudaMalloc(block table)");
   uint8_t* m = static_cast<uint8_t*>(d_meta_);
   dp_.block_table = reinterpret_cast<unsigned long long*>(m);
   dp_.seq_stats = reinterpret_cast<fmt::BlobSizes*>(m + bt);
   d_used_ = reinterpret_cast<unsigned long long*>(m + bt + st);
   dp_.err_key = reinterpret_cast<unsigned long long*>(m + bt + st + us);
   dp_.ring_table = reinterpret_cast<unsigned long long*>(m + bt + st + us + 8);
+  dp_.k_mean = kc_.k_center ? reinterpret_cast<float*>(m + bt + st + us + 8 + rt) : nullptr;
   dp_.used = d_used_;
   try {
     check(cudaMemset(m, 0, bt + st + us + 8 + rt), "cudaMemset");
@@ -168,6 +171,7 @@ void CudaCache::stats(int seq, packkv_cache_stats_t* out) const {
     r.n_blocks += s.n_blocks;
     stats_add_blob(&r, st[i]);     // blob bytes (headers count as index bytes)
     r.index_bytes += 8 * s.n_blocks;  // block-table entries
+    if (kc_.k_center && s.n_blocks > 0) r.k_scale_bytes += c.shape.token_values() * 4;  // K mean: K metadata
     for (const Chunk& ch : s.chunks) r.compressed_bytes_reserved += static_cast<int64_t>(ch.bytes);
     r.compressed_bytes_reserved += 8 * s.n_blocks;
     r.residual_bytes += static_cast<int64_t>(s.sink_len + s.residual_len) * c.shape.token_values() * 2 *

@@ -12,7 +12,9 @@
 //                   case of flushes enqueued since) and opens a new chunk only when a
 //                   flush might not fit: no host synchronization on append;
 //   block table     one 8-byte blob address per block (max_tokens_per_seq/block_tokens
-//                   entries per sequence, allocated at create).
+//                   entries per sequence, allocated at create);
+//   K means         K centring only: [max_seqs][H][D] fp32, a sequence's mean of K over
+//                   its block 0 (written by the flush of that block; kernels.h k_mean).
 // Every call sets and restores the device; every enqueuing call takes a stream.
 // append and the attention calls allocate nothing and never synchronize the host,
 // except that append allocates (stream-ordered, cudaMallocAsync) a sequence's ring at its

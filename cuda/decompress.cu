@@ -36,6 +36,10 @@ __global__ void decompress_blocks_kernel(KernelConfig c, CacheDevicePtrs d, Attn
   const uint8_t* blob =
       reinterpret_cast<const uint8_t*>(d.block_table[static_cast<size_t>(s.seq) * c.max_blocks + blk]);
   const fmt::HeadView hv = SH.head(blob, kv, h);
+  // K centring: blocks hold K - mu; k^ = (K - mu)^ + mu in fp32, as the CPU backend
+  const float* mu = kv == fmt::kK && c.k_center
+                        ? d.k_mean + static_cast<size_t>(s.seq) * H * D + static_cast<size_t>(h) * D
+                        : nullptr;
   fmt::RoundCursor cur(hv.tile, D, SH.bits(kv));
   const int ch = threadIdx.x;
   for (int r = 0; r < SH.rounds(); ++r) {
@@ -54,6 +58,7 @@ __global__ void decompress_blocks_kernel(KernelConfig c, CacheDevicePtrs d, Attn
     }
     __syncthreads();
     if (ch < D) {
+      const float add = mu ? mu[ch] : 0.f;
       uint64_t lo = 0, hi = 0;
       fmt::read_pack_halves(cur.payload() + off[ch], L, &lo, &hi);
       for (int i = 0; i < fmt::kPackTokens; ++i) {
@@ -61,7 +66,7 @@ __global__ void decompress_blocks_kernel(KernelConfig c, CacheDevicePtrs d, Attn
         const uint32_t q = mn + fmt::pack_offset(lo, hi, L, i);
         out[(static_cast<size_t>(s.sink_len) + static_cast<size_t>(blk) * N + hv.original(slot)) * H * D +
             static_cast<size_t>(h) * D + ch] =
-            fmt::dequantize(q, hv.affine(slot));
+            mu ? fmt::dequantize(q, hv.affine(slot)) + add : fmt::dequantize(q, hv.affine(slot));
       }
     }
     cur.next_round_after(off[D]);

@@ -25,6 +25,7 @@ struct KernelConfig {
   fmt::Shape shape;  // the compressed blocks (Config::shape)
   int ring_tokens;   // C = residual_tokens + block_tokens: residual ring capacity
   int sink_tokens;   // S = Config::sink_tokens: sink rows after the ring's C slots (row C + j = sink token j)
+  int k_center;      // 1: K centring (PACKKV_K_TRANSFORM_CENTER): blocks store K - mu, see CacheDevicePtrs::k_mean
   int median;        // repack == MEDIAN
   float rel_k, rel_v;
   int kv_dtype;      // dtype of the residual ring
@@ -53,6 +54,11 @@ struct CacheDevicePtrs {
   unsigned long long* used;         // [max_seqs] bytes used in the current pool chunk
   fmt::BlobSizes* seq_stats;        // [max_seqs] bytes of the sequence's blobs, by part
   unsigned long long* err_key;      // min over error_key(seq, position) of non-finite input; ~0 if none
+  // K centring (KernelConfig::k_center, else null): [max_seqs][H][D] fp32 mean mu of K over
+  // a sequence's block 0 (fp32 of the float64 mean in token order, as the CPU backend),
+  // written by the flush of that block; valid while the sequence has blocks. Its blocks
+  // store K - mu (fp32); attention adds q . mu to their scores, decompression adds mu.
+  float* k_mean;
 };
 
 // Key of the first non-finite input token: sequence in the high bits, position in the

@@ -66,6 +66,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
   constexpr int kAccRows = acc_rows(G), kVRows = v_rows(G);
   float* qS = reinterpret_cast<float*>(smem + L.q);
   float* qsum = reinterpret_cast<float*>(smem + L.qsum);
+  // K centring: blocks hold K - mu; their scores get q . mu (qmu: per query head, times the
+  // softmax scale for decode). Scores: added to each block score; decode: to the split's
+  // running max m at write_partial (a constant shift of every score of a block split).
+  float* qmu = qsum + G;
+  const bool centred = c.k_center != 0;
   float* acc = reinterpret_cast<float*>(smem + L.acc) + static_cast<size_t>(warp) * kAccRows * arw;
   float* ml = reinterpret_cast<float*>(smem + L.ml);
   uint8_t* wb = smem + L.warp0 + static_cast<size_t>(warp) * L.stride;
@@ -96,6 +101,13 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         for (int ch = lane; ch < D; ch += 32) x += qS[g * D + ch];
         x = warp_sum(x);
         if (lane == 0) qsum[g] = x;
+        if (centred && s.n_blocks > 0) {  // K centring: blocks hold K - mu, their scores get q . mu
+          const float* mu = d.k_mean + (static_cast<size_t>(s.seq) * c.shape.n_kv_heads + kvh) * D;
+          double m = 0.0;
+          for (int ch = lane; ch < D; ch += 32) m += static_cast<double>(qS[g * D + ch]) * static_cast<double>(mu[ch]);
+          m = warp_sum_f64(m);
+          if (lane == 0) qmu[g] = static_cast<float>(m);
+        }
       }
     }
   }
@@ -148,7 +160,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         zs_widen(zs1, wb + L.zb, wb + L.sb, N);
         k_block_clamped<G>(t, blob + koff, D, N, c.shape.bits_k, zs1.scales(), zs1.zeros(), [&](int g, int slot, float score) {
           if (!V::kUsesV) {
-            if (g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = score;
+            if (g < n_valid)
+              a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = centred ? score + qmu[g] : score;
           } else {
             sc[g * N + slot] = score;
           }
@@ -177,7 +190,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
                 score = static_cast<float>(static_cast<double>(s_slot) *
                                            (static_cast<double>(part[i]) + static_cast<double>(z_slot) * qsum[g]));
               if (!V::kUsesV) {
-                if (g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = score;
+                if (g < n_valid)
+                  a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = centred ? score + qmu[g] : score;
               } else {
                 sc[g * N + slot] = score;
               }
@@ -221,7 +235,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
     residual_window<G, V>(c, d, s, a, t, sm, n_splits, split0 + static_cast<int>(gridDim.x) - n_splits);
   }
   if (!V::kUsesV) return;
-  write_partial<G, V>(a, D, t, sm, reinterpret_cast<const float*>(smem + L.acc));
+  write_partial<G, V>(a, D, t, sm, reinterpret_cast<const float*>(smem + L.acc), centred && split < n_splits ? qmu : nullptr);
 }
 
 }  // namespace cu

@@ -65,7 +65,7 @@ __host__ __device__ inline TensorcoreSmem tensorcore_smem(const KernelConfig& c,
   const size_t D = static_cast<size_t>(c.shape.head_dim), N = static_cast<size_t>(c.shape.block_tokens);
   size_t at = 0;
   s.qf = at;  at += !V::kUsesK ? 0 : D * 32;  // [D/16][32 lanes] uint4 {hi b0, hi b1, lo b0, lo b1}
-  s.qi = at;  at += align16(2 * kTensorcoreHeads * 4);            // sum(q) [8], 2^-e_q [8]
+  s.qi = at;  at += align16(3 * kTensorcoreHeads * 4);            // sum(q) [8], 2^-e_q [8], q . mu [8]
   s.hw = at;  at += align16(static_cast<size_t>(nw) * kTensorcoreHeads * 4 * 4);  // per warp, head: m, l, sum w z, E
   s.warp0 = at;
   const size_t tb = align16(c.max_tile + 48), zs = align16(N * 4 + 32);
@@ -112,7 +112,10 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
   const int split = blockIdx.x;
   const TensorcoreSmem L = tensorcore_smem<V>(c, nw);
   uint8_t* wb = smem + L.warp0 + static_cast<size_t>(warp) * L.stride;
-  float* qi = reinterpret_cast<float*>(smem + L.qi);  // [0, 8): sum q; [8, 16): 2^-e_q
+  float* qi = reinterpret_cast<float*>(smem + L.qi);  // [0, 8): sum q; [8, 16): 2^-e_q; [16, 24): q . mu
+  // K centring: blocks hold K - mu; their scores get q . mu (qi[16 + head]): added to each
+  // score (scores), or to the split's m (decode: a constant shift of all its scores).
+  const bool centred = c.k_center != 0;
   float* hw = reinterpret_cast<float*>(smem + L.hw) + static_cast<size_t>(warp) * kTensorcoreHeads * 4;
   float* sc = reinterpret_cast<float*>(wb + L.sc);   // [8][N]: scores, then weights (hi, lo)
   float* fac = reinterpret_cast<float*>(wb + L.fac); // [8]: V accumulator rescale of the block
@@ -142,6 +145,13 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
       }
       mx = warp_max(mx);
       sm = warp_sum(sm);
+      if (centred && s.n_blocks > 0) {
+        const float* mu = d.k_mean + (static_cast<size_t>(s.seq) * c.shape.n_kv_heads + kvh) * D;
+        double m = 0.0;
+        for (int ch = lane; ch < D; ch += 32) m += static_cast<double>(qS[g * D + ch]) * static_cast<double>(mu[ch]);
+        m = warp_sum_f64(m);
+        if (lane == 0) qi[2 * kTensorcoreHeads + g] = static_cast<float>(m);
+      }
       if (lane == 0) {
         qi[g] = sm;
         qi[kTensorcoreHeads + g] = static_cast<float>(tensorcore::split_exp(mx));  // e_q, made 2^-e_q below
@@ -267,9 +277,11 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
         for (int i = 0; i < 4; ++i) {
           const int slot = slot0 + 4 * (i >> 1);
           const int h = h0 + (i & 1);
-          const float score = s_t[i >> 1] * (f[i] * ((i & 1) ? qv1 : qv0) + z_t[i >> 1] * ((i & 1) ? qs1 : qs0));
+          float score = s_t[i >> 1] * (f[i] * ((i & 1) ? qv1 : qv0) + z_t[i >> 1] * ((i & 1) ? qs1 : qs0));
           if (!V::kUsesV) {
-            if (h < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + h) * a.ld + orig(slot)] = score;
+            if (h < n_valid)
+              a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + h) * a.ld + orig(slot)] =
+                  centred ? score + qi[2 * kTensorcoreHeads + h] : score;
           } else {
             sc[h * N + slot] = score;
           }
@@ -420,7 +432,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
         if (mw != -INFINITY) Lt += hw0[(w * kTensorcoreHeads + g) * 4 + 1] * __expf(mw - M);
       }
       if (k == 0) {
-        v = M;
+        v = centred && M != -INFINITY ? M + qi[2 * kTensorcoreHeads + g] * a.scale : M;  // m is scaled
       } else if (k == 1) {
         v = Lt;
       } else if (Lt > 0.f) {

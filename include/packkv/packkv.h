@@ -182,8 +182,8 @@ enum {
                                    fp32) and added back: scores get q . mu, decompress k^ + mu.
                                    The error bound then holds for k - mu with the range of the
                                    centred group. Sink and residual tokens are stored plain.
-                                   Needs kv_dtype F16 (NOT_SUPPORTED otherwise); CPU caches
-                                   only (a CUDA cache returns NOT_SUPPORTED) */
+                                   Needs kv_dtype F16 (NOT_SUPPORTED otherwise). CPU and CUDA
+                                   caches (byte-identical blocks) */
 };
 
 /** CUDA stream; the same type as cudaStream_t. NULL is the legacy default stream.

@@ -65,6 +65,7 @@ struct Shape {
   packkv_dtype_t q_dtype = PACKKV_DTYPE_F32;
   packkv_zs_format_t zs = PACKKV_ZS_COMPACT;
   int sinks = 0;  // sink_tokens
+  bool center = false;  // k_transform = PACKKV_K_TRANSFORM_CENTER
 };
 
 packkv_cache_params_t make_params(const Shape& s, int device) {
@@ -86,6 +87,7 @@ packkv_cache_params_t make_params(const Shape& s, int device) {
   p.residual_tokens = s.residual;
   p.zs_format = s.zs;
   p.sink_tokens = s.sinks;
+  p.k_transform = s.center ? PACKKV_K_TRANSFORM_CENTER : PACKKV_K_TRANSFORM_NONE;
   return p;
 }
 
@@ -686,13 +688,31 @@ TEST_SUITE("gpu") {
       }
     }
   }
-  TEST_CASE("K centring is refused on a CUDA cache (CPU only for now)") {
-    Shape s;
-    packkv_cache_params_t p = make_params(s, 0);
-    p.k_transform = PACKKV_K_TRANSFORM_CENTER;
-    packkv_cache_t* c = nullptr;
-    CHECK(packkv_cache_create(&p, &c) == PACKKV_ERR_NOT_SUPPORTED);
-    CHECK(c == nullptr);
+  TEST_CASE("K centring: identical blocks (K - mu of block 0), stats, decompression and attention, both families") {
+    // The mean comes from each sequence's block 0 (computed by the flush that writes it,
+    // float64 in token order as the CPU backend); blocks store K - mu, scores add q . mu,
+    // decompression adds mu back (kv_dtype F16, which centring needs). With and without sink
+    // tokens (block 0 then starts after them), per token and per token-head scales, prefill
+    // and token-by-token appends.
+    for (int sinks : {0, 4}) {
+      for (const char* fam : {"", "cuda-core", "tensor-core"}) {
+        std::unique_ptr<ForceFamily> force;
+        if (*fam) force.reset(new ForceFamily(fam));
+        CAPTURE(sinks);
+        CAPTURE(fam);
+        Shape s;
+        s.center = true; s.sinks = sinks; s.heads = 2; s.dim = 64; s.q_heads = 8; s.seqs = 2; s.block = 32;
+        s.residual = 16;
+        run_scenario(s, 70 + sinks, 20);
+        Pair p(s);
+        std::mt19937 rng(80 + sinks);
+        for (int step = 0; step < 60; ++step) p.append({0, 1}, {1, 2}, rng);  // block 0 from single tokens
+        p.check_all(rng);
+        Shape h = s;
+        h.gran = PACKKV_SCALE_PER_TOKEN_HEAD; h.q_heads = 2; h.q_dtype = PACKKV_DTYPE_F16; h.dim = 128;
+        run_scenario(h, 90 + sinks, 10);
+      }
+    }
   }
   TEST_CASE("greedy repacking is CPU-only") {
     Shape s;
