@@ -145,8 +145,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       if (V::kPositions && c.shape.has_perm) perm = wb + L.pb + stage(wb + L.pb, perm, N);
       ZsView zv = zs1;  // V
       if (V::kUsesK && V::kUsesV) zv = zs_stage(wb + L.vzb, wb + L.vsb, zsrc2, N);
-      uint8_t* const vzbuf = wb + (V::kUsesK ? L.vzb : L.zb);
-      uint8_t* const vsbuf = wb + (V::kUsesK ? L.vsb : L.sb);
       __pipeline_commit();
       auto orig = [&](int slot) -> int64_t {
         return s.sink_len + static_cast<int64_t>(blk) * N + (c.shape.has_perm ? perm[slot] : slot);
@@ -154,18 +152,28 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       __pipeline_wait_prior(0);
       __syncwarp();
 
-      // Rare: a K grid beyond FLT_MAX (clamped_block.cuh) takes the clamped path.
-      const bool kclamp = V::kUsesK && grid_beyond_fp32(zs1, N, (1 << c.shape.bits_k) - 1, lane);
-      if (kclamp) {
-        zs_widen(zs1, wb + L.zb, wb + L.sb, N);
-        k_block_clamped<G>(t, blob + koff, D, N, c.shape.bits_k, zs1.scales(), zs1.zeros(), [&](int g, int slot, float score) {
-          if (!V::kUsesV) {
-            if (g < n_valid)
-              a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = centred ? score + qmu[g] : score;
-          } else {
-            sc[g * N + slot] = score;
+      // Blocks near the fp32 limit (issue 18 item 3, clamped_block.cuh): one vote per
+      // block on the staged metadata; normal data take none of the rare paths, which work
+      // on widened copies of the fields (zs_widen).
+      bool kclamp = false, vclamp = false;
+      if (sm.e != 0 || near_fp32_limit<V::kUsesK, V::kUsesV>(zs1, zv, N, lane)) {
+        if (V::kUsesK) {
+          zs_widen(zs1, wb + L.zb, wb + L.sb, N);
+          kclamp = grid_beyond_fp32(zs1.scales(), zs1.zeros(), N, (1 << c.shape.bits_k) - 1, lane);
+        }
+        if (V::kUsesV) {
+          zs_widen(zv, wb + (V::kUsesK ? L.vzb : L.zb), wb + (V::kUsesK ? L.vsb : L.sb), N);
+          vclamp = sm.fit_block(t, zv.scales(), zv.zeros(), N, (1 << c.shape.bits_v) - 1);
+        }
+      }
+      if (kclamp) {  // a K grid point beyond FLT_MAX
+        k_block_clamped<G>(KT, kt, D, N, c.shape.bits_k, qS, zs1.scales(), zs1.zeros(), round_start, pre, sc);
+        if (!V::kUsesV)
+          for (int i = lane; i < n_valid * N; i += 32) {
+            const int g = i / N, slot = i - g * N;
+            a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = centred ? sc[i] + qmu[g] : sc[i];
           }
-        });
+        __syncwarp();
       }
       if (V::kUsesK && !kclamp) {
         walk_tile(KT, kt, D, c.shape.bits_k, ek, R, round_start, pre);
@@ -201,10 +209,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         __syncwarp();
       }
       if (V::kUsesV) {
-        const bool clamp = sm.fit_block(t, zv, vzbuf, vsbuf, N, (1 << c.shape.bits_v) - 1);
         sm.template weights<V>(t, a, D, N, N, &zv, orig);
-        if (clamp) {  // rare: grid beyond FLT_MAX (clamped_block.cuh; fit_block widened zv)
-          v_block_clamped<G>(blob + voff, D, N, c.shape.bits_v, zv.scales(), zv.zeros(), sm.e, sc, acc, lane);
+        if (vclamp) {  // a V grid point beyond FLT_MAX (zv widened above)
+          v_block_clamped<G>(VT, vt, D, N, c.shape.bits_v, zv.scales(), zv.zeros(), sm.e, sc, acc, round_start, pre);
           continue;
         }
         walk_tile(VT, vt, D, c.shape.bits_v, ev, R, round_start, pre);

@@ -56,25 +56,15 @@ struct SoftmaxState {
     }
   }
 
-  // Before weights() of a compressed block: the staged V zero points and scales zv of this
-  // warp's block (zs_stage.cuh; staged into zbuf / sbuf; codes up to qmax). If some grid
-  // magnitude |s| (|z| + 255) exceeds kFitAbove, or the warp already runs at e > 0, widens
-  // zv (zs_widen), raises e to that magnitude's exponent (rescaling the accumulator rows of
-  // t exactly) and multiplies its scales by 2^-e in place. Returns true if a grid point
-  // (z or z + qmax) * s lies beyond FLT_MAX: the block then needs clamped values
-  // (clamped_block.cuh; zv is then wide). Normal data: one vote, nothing else. Whole warp.
-  __device__ __forceinline__ bool fit_block(const Cta<G>& t, ZsView& zv, uint8_t* zbuf, uint8_t* sbuf, int N,
-                                            int qmax) {
-    float big = 0.f;
-    for (int i = t.lane; i < N; i += 32) big = fmaxf(big, fabsf(zv.s(i)) * (fabsf(static_cast<float>(zv.z(i))) + 255.f));
-    if (!__any_sync(0xffffffffu, big > kFitAbove) && e == 0) return false;
-    zs_widen(zv, zbuf, sbuf, N);
-    return fit_block_slow(t, zv.scales(), zv.zeros(), N, qmax);
-  }
-
-  // The rare part of fit_block (the product above may be inf: exponents are added instead).
-  __device__ __forceinline__ bool fit_block_slow(const Cta<G>& t, float* vs, const int32_t* vz, int N, int qmax) {
-    int e_blk = 0;  // >= log2 |s| (|z| + 255) where that exceeds kFitAbove
+  // Before weights() of a compressed block near the fp32 limit (near_fp32_limit voted
+  // yes) or of any block once e > 0: the staged V scales vs[0..N) and zero points vz of
+  // this warp's block, widened (zs_stage.cuh zs_widen; codes up to qmax). Raises e to the
+  // exponent of the largest grid magnitude |s| (|z| + 255) above kFitAbove (rescaling the
+  // accumulator rows of t exactly) and multiplies vs by 2^-e in place. Returns true if a
+  // grid point (z or z + qmax) * s lies beyond FLT_MAX: the block then needs clamped
+  // values (clamped_block.cuh). Whole warp.
+  __device__ __forceinline__ bool fit_block(const Cta<G>& t, float* vs, const int32_t* vz, int N, int qmax) {
+    int e_blk = 0;  // >= log2 |s| (|z| + 255) where that exceeds kFitAbove (exponents added: the product may be inf)
     for (int i = t.lane; i < N; i += 32) {
       const float s = fabsf(vs[i]), zq = fabsf(static_cast<float>(vz[i])) + 255.f;
       if (s * zq > kFitAbove) e_blk = max(e_blk, ilogbf(s) + ilogbf(zq) + 2);
