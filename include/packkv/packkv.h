@@ -182,8 +182,8 @@ enum {
                                    fp32) and added back: scores get q . mu, decompress k^ + mu.
                                    The error bound then holds for k - mu with the range of the
                                    centred group. Sink and residual tokens are stored plain.
-                                   Needs kv_dtype F16 (NOT_SUPPORTED otherwise); CPU caches
-                                   only (a CUDA cache returns NOT_SUPPORTED) */
+                                   Needs kv_dtype F16 (NOT_SUPPORTED otherwise). CPU and CUDA
+                                   caches (byte-identical blocks) */
 };
 
 /** CUDA stream; the same type as cudaStream_t. NULL is the legacy default stream.
@@ -226,8 +226,7 @@ typedef struct packkv_cache_params {
                                   (attention sinks, StreamingLLM). Blocks start after them.
                                   Counted in the stats as uncompressed tokens: in
                                   n_residual_tokens and residual_bytes. In [0, 2^16]
-                                  (default 0). CPU caches only for now (a CUDA cache
-                                  returns NOT_SUPPORTED for sink_tokens > 0) */
+                                  (default 0). CPU and CUDA caches */
   packkv_zs_format_t zs_format; /* storage of the per-token zero points and scales:
                                   PACKKV_ZS_COMPACT (default) or PACKKV_ZS_WIDE */
   packkv_k_transform_t k_transform; /* PACKKV_K_TRANSFORM_NONE (default) or _CENTER */

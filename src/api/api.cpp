@@ -178,12 +178,6 @@ packkv_status_t packkv_cache_create(const packkv_cache_params_t* params, packkv_
   PACKKV_API_BEGIN
   require(out != nullptr, "packkv_cache_create: out is NULL");
   const packkv::Config config = packkv::Config::from_params(params);
-  if (config.device >= 0 && config.k_transform != PACKKV_K_TRANSFORM_NONE)
-    packkv::fail(PACKKV_ERR_NOT_SUPPORTED,
-                 "packkv_cache_create: params.k_transform = PACKKV_K_TRANSFORM_CENTER runs on the CPU backend only");
-  if (config.device >= 0 && config.sink_tokens != 0)
-    packkv::fail(PACKKV_ERR_NOT_SUPPORTED,
-                 "packkv_cache_create: params.sink_tokens > 0 runs on the CPU backend only (CUDA: not yet)");
   *out = packkv::new_cache_handle(config, nullptr);
   PACKKV_API_END("packkv_cache_create")
 }
