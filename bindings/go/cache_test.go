@@ -142,7 +142,8 @@ func TestParams(t *testing.T) {
 		t.Fatal(err)
 	}
 	if p.Device != -1 || p.KVDType != packkv.DTypeF16 || p.Repack != packkv.RepackMedian ||
-		p.ScaleGranularity != packkv.ScalePerToken {
+		p.ScaleGranularity != packkv.ScalePerToken || p.RelScaleK != 0.035 || p.RelScaleV != 0.07 ||
+		p.ResidualTokens != 64 || p.SinkTokens != 4 || p.KTransform != packkv.KTransformNone {
 		t.Fatalf("defaults %+v", p)
 	}
 	c := newCache(t, 2, func(p *packkv.Params) { p.RelScaleK = 0.05 })

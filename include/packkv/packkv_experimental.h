@@ -126,9 +126,11 @@ typedef struct packkv_x_pool_params {
 /** Largest-possible blocks per page of packkv_x_pool_page_bytes_for. */
 #define PACKKV_X_BLOCKS_PER_PAGE 16
 
-/** Default page size: 1 MiB = packkv_x_pool_page_bytes_for() of the default cache shape (8 KV
- *  heads x 128, blocks of 64 tokens, 4/3-bit codes): 16 largest-possible blocks, about 36
- *  blocks of real K/V (29 KB each); page-end waste 1.2% (bench/RESULTS.md, "Page size"). */
+/** Default page size: 1 MiB = packkv_x_pool_page_bytes_for() of 8 KV heads x 128, blocks of 64
+ *  tokens, 4/3-bit codes: 16 largest-possible blocks, about 36 blocks of real K/V (29 KB each);
+ *  page-end waste 1.2% (bench/RESULTS.md, "Page size"). With the default 5/4-bit codes of that
+ *  shape a 1 MiB page holds 12 largest-possible blocks, inside the measured knee (8-16);
+ *  packkv_x_pool_page_bytes_for() gives 1.3125 MiB (16 of them). */
 #define PACKKV_X_POOL_DEFAULT_PAGE_BYTES 1048576
 
 /** Fills *params with defaults (device -1, PACKKV_X_POOL_DEFAULT_PAGE_BYTES, no budget,

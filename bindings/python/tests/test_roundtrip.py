@@ -160,3 +160,12 @@ def test_sink_tokens_and_zs_format(rng):
         assert bound_ok(k[4:196], kh[4:196], p.rel_scale_k)
         assert bound_ok(v[4:196], vh[4:196], p.rel_scale_v)
 
+
+def test_library_defaults():
+    """packkv.Cache() without arguments takes the library's defaults (packkv.h; chosen in
+    bench/RESULTS.md, end-to-end KL study): r 0.035 / 0.07, 4 sink tokens, window 64."""
+    with packkv.Cache(3, 64) as c:
+        p = c.params
+        assert (p.rel_scale_k, p.rel_scale_v) == (np.float32(0.035), np.float32(0.07))
+        assert (p.sink_tokens, p.residual_tokens, p.block_tokens) == (4, 64, 64)
+        assert (p.bits_k, p.bits_v, p.k_transform, p.zs_format) == (5, 4, 0, 0)

@@ -4,7 +4,7 @@ Quick start::
 
     import packkv.hf
     model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=packkv.hf.register())
-    cache = packkv.hf.PackKVCache(model.config, rel_scale_k=0.1, rel_scale_v=0.2)
+    cache = packkv.hf.PackKVCache(model.config)   # the library's defaults (packkv.h)
     out = model.generate(**inputs, **packkv.hf.cache_argument(cache), max_new_tokens=32)
     print(packkv.hf.cache_memory(cache))
 

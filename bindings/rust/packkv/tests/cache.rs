@@ -42,6 +42,8 @@ fn params_defaults_and_effective_values() {
     assert_eq!(p.kv_dtype, DType::F16);
     assert_eq!(p.repack, Repack::MEDIAN);
     assert_eq!(p.scale_granularity, ScaleGranularity::PER_TOKEN);
+    assert_eq!((p.rel_scale_k, p.rel_scale_v), (0.035, 0.07));
+    assert_eq!((p.residual_tokens, p.sink_tokens, p.k_transform), (64, 4, KTransform::NONE));
     let cache = Cache::new(&params(2)).unwrap();
     let eff = cache.params();
     assert_eq!((eff.n_kv_heads, eff.head_dim, eff.max_seqs), (3, 64, 2));
