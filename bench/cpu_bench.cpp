@@ -214,6 +214,9 @@ packkv_cache_t* make_cache(int H, int d, size_t T, int n_threads, const std::vec
   p.n_kv_heads = H;
   p.head_dim = d;
   p.residual_tokens = 0;
+  p.rel_scale_k = 0.1f;  // the recorded results' rates (not the library's defaults)
+  p.rel_scale_v = 0.2f;
+  p.sink_tokens = 0;
   p.max_tokens_per_seq = (int64_t)T;
   p.n_threads = n_threads;
   packkv_cache_t* c = nullptr;

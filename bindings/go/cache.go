@@ -26,6 +26,9 @@ type Params struct {
 	ScaleGranularity ScaleGranularity // granularity of the zero point and scale
 	BlockTokens      int32            // tokens compressed together: multiple of 16 in [16, 256]
 	ResidualTokens   int32            // tokens kept uncompressed after a flush
+	SinkTokens       int32            // first tokens of every sequence, kept exact in KVDType
+	ZsFormat         ZsFormat         // storage of the per-token zero points and scales
+	KTransform       KTransform       // transform of K inside the library (callers pass plain K, q)
 	NThreads         int32            // CPU: threads per call incl. the caller's; 0: all CPUs (<= 64); 1: caller only
 }
 
@@ -67,7 +70,9 @@ func paramsFromC(p *C.packkv_cache_params_t) Params {
 		BitsK: int32(p.bits_k), BitsV: int32(p.bits_v), Repack: Repack(p.repack),
 		ScaleGranularity: ScaleGranularity(p.scale_granularity),
 		BlockTokens:      int32(p.block_tokens), ResidualTokens: int32(p.residual_tokens),
-		NThreads:         int32(p.n_threads),
+		SinkTokens: int32(p.sink_tokens), ZsFormat: ZsFormat(p.zs_format),
+		KTransform: KTransform(p.k_transform),
+		NThreads:   int32(p.n_threads),
 	}
 }
 
@@ -85,6 +90,8 @@ func (p Params) toC(c *C.packkv_cache_params_t) error {
 	c.bits_k, c.bits_v = C.int32_t(p.BitsK), C.int32_t(p.BitsV)
 	c.repack, c.scale_granularity = C.packkv_repack_t(p.Repack), C.packkv_scale_granularity_t(p.ScaleGranularity)
 	c.block_tokens, c.residual_tokens = C.int32_t(p.BlockTokens), C.int32_t(p.ResidualTokens)
+	c.sink_tokens = C.int32_t(p.SinkTokens)
+	c.zs_format, c.k_transform = C.packkv_zs_format_t(p.ZsFormat), C.packkv_k_transform_t(p.KTransform)
 	c.n_threads = C.int32_t(p.NThreads)
 	return nil
 }

@@ -225,8 +225,8 @@ void CpuCache::span_scores(const CpuSeq& s, int64_t begin, int64_t end, int hk, 
     const int64_t from = std::max(begin, res0);
     dense_scores(s.res_k.data(), from - res0, end - from, hk, q, g, out + (from - begin), ld);
   }
-  // sliding window (never with sink tokens): expired tokens (freed blocks, the expired part
-  // of a block -- block_scores wrote it in original order, undoing the stored permutation --
+  // sliding window: expired tokens (sink tokens included, freed blocks, the expired part of
+  // a block -- block_scores wrote it in original order, undoing the stored permutation --
   // and of the window) score -inf
   const int64_t gone = std::min(end, s.expired) - begin;
   for (int j = 0; j < g && gone > 0; ++j)
@@ -234,12 +234,15 @@ void CpuCache::span_scores(const CpuSeq& s, int64_t begin, int64_t end, int hk, 
 }
 
 // acc[j][c] += sum_t probs[j * ld + (t - begin)] V[t][hk][c] over positions [begin, end) of
-// one sequence; tokens out of the sliding window weigh 0.
+// one sequence; tokens out of the sliding window (sink tokens included) weigh 0.
 void CpuCache::span_apply(const CpuSeq& s, int64_t begin, int64_t end, int hk, const float* probs, size_t ld, int g,
                           double* acc, AttnScratch* scratch) const {
   const fmt::Shape& sh = config().shape;
   const int64_t n = sh.block_tokens, sink = s.sink_len, res0 = sink + s.n_blocks() * n;
-  if (begin < sink) dense_apply(s.sink_v.data(), begin, std::min(end, sink) - begin, hk, probs, ld, g, acc);
+  const int64_t sink_from = std::max(begin, s.expired);  // sink tokens out of the sliding window weigh 0
+  if (sink_from < std::min(end, sink))
+    dense_apply(s.sink_v.data(), sink_from, std::min(end, sink) - sink_from, hk, probs + (sink_from - begin), ld, g,
+                acc);
   const int64_t b0 = (std::max(begin, sink) - sink) / n, b1 = (std::min(end, res0) - sink + n - 1) / n;
   std::vector<float> masked;
   for (int64_t b = std::max(b0, s.table.first_live()); b < b1; ++b) {
