@@ -19,8 +19,8 @@
 //     acc[16 channels x 8 heads] += mma(A = x tile, B = w hi) + mma(A, w lo).
 // The warps of a CTA are merged in shared memory and the CTA writes one partial
 // [m, l, acc[D]] per (sequence, query head, split) in split_merge.cuh's layout, so the
-// merge kernel and the residual window (the cudacore kernel over the residual splits,
-// AttnPlan::first_split, dispatch.cu) are shared with the CUDA-core family. Its own
+// merge kernel and the residual window (the last splits of the same launch,
+// tensorcore_residual.cuh) are shared with the CUDA-core family. Its own
 // online softmax and warp merge differ from online_softmax.cuh / write_partial because
 // its accumulators are mma fragments in registers scaled by 2^-E (see 3. above).
 // Exactness: the x tile is exact; q and w carry 22 bits (relative 2.4e-7); accumulation
@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "attention/attention.h"
+#include "attention/tensorcore_residual.cuh"
 #include "attention/tensorcore_tile.cuh"
 #include "attention/tile_walk.cuh"
 #include "attention/tuning.h"
@@ -86,14 +87,25 @@ __host__ __device__ inline TensorcoreSmem tensorcore_smem(const KernelConfig& c,
   return s;
 }
 
-// The kernel. Grid (n_splits, H_kv * n_gchunks, b.n), nw * 32 threads, dynamic shared
-// memory tensorcore_smem<V>(c, nw).total. DT: the head_dim D when it is 32, 64, 128 or 256
-// (loops over channels unrolled, q fragments in registers up to 128), 0 for any other D
-// (multiple of 16, <= 256). Inputs and outputs as cudacore_attn_kernel's
-// (family_cudacore.cuh), compressed splits only. Reads only; thread-safe across calls.
+// Dynamic shared memory of a launch with nw warps per CTA: the larger of the compressed
+// splits' layout and the residual splits' (tensorcore_residual.cuh).
+template <typename V>
+__host__ __device__ inline size_t tensorcore_launch_smem(const KernelConfig& c, int nw) {
+  const size_t t = tensorcore_smem<V>(c, nw).total, r = tc_residual_smem<kTcResHeads, V>(c, nw).total;
+  return t > r ? t : r;
+}
+
+// The kernel. Grid (n_splits + res_splits, H_kv * n_gchunks, b.n), nw * 32 threads,
+// dynamic shared memory tensorcore_launch_smem<V>(c, nw). Splits [0, n_splits): the
+// compressed blocks (bps per split); splits n_splits ..: the residual window
+// (tensorcore_residual.cuh). DT: the head_dim D when it is 32, 64, 128 or 256 (loops over
+// channels unrolled, q fragments in registers up to 128), 0 for any other D (multiple of
+// 16, <= 256). Inputs and outputs as cudacore_attn_kernel's (family_cudacore.cuh). Reads
+// only; thread-safe across calls.
 template <typename V, int DT>
 __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
-    tensorcore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int group, int bps) {
+    tensorcore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int group, int bps,
+                           int n_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int MT = DT ? DT / 16 : 16;                    // V accumulator tiles (>= D/16)
   constexpr int NF = DT ? DT / 32 : 0;                     // channels per lane (0: varies)
@@ -110,6 +122,11 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
   const int n_valid = min(kTensorcoreHeads, group - chunk * kTensorcoreHeads);
   const int D = c.shape.head_dim, N = c.shape.block_tokens, R = N / 16, KS = D / 16;
   const int split = blockIdx.x;
+  if (split >= n_splits) {  // a residual split (whole CTA)
+    const int res_splits = static_cast<int>(gridDim.x) - n_splits;
+    tc_residual_split<V>(c, d, s, a, smem, row, kvh, qh0, n_valid, split, n_splits, res_splits);
+    return;
+  }
   const TensorcoreSmem L = tensorcore_smem<V>(c, nw);
   uint8_t* wb = smem + L.warp0 + static_cast<size_t>(warp) * L.stride;
   float* qi = reinterpret_cast<float*>(smem + L.qi);  // [0, 8): sum q; [8, 16): 2^-e_q
