@@ -103,7 +103,7 @@ __host__ __device__ inline size_t tensorcore_launch_smem(const KernelConfig& c, 
 // 16, <= 256). Inputs and outputs as cudacore_attn_kernel's (family_cudacore.cuh). Reads
 // only; thread-safe across calls.
 template <typename V, int DT>
-__global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(DT))
+__global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
     tensorcore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int group, int bps,
                            int n_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -135,13 +135,6 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   float* fac = reinterpret_cast<float*>(wb + L.fac); // [8]: V accumulator rescale of the block
   uint8_t* x = wb + L.x;
   const uint32_t x_s = static_cast<uint32_t>(__cvta_generic_to_shared(x));
-
-  // This warp's first block address, loaded before the queries are prepared (its memory
-  // latency overlaps theirs).
-  const int blk_begin = split * bps;
-  const int blk_end = min(s.n_blocks, blk_begin + bps);
-  const unsigned long long* table = d.block_table + static_cast<size_t>(s.seq) * c.max_blocks;
-  unsigned long long next_ptr = blk_begin + warp < blk_end ? table[blk_begin + warp] : 0ull;
 
   // Softmax lanes: lph = 32 / gp lanes per head (gp = n_valid rounded up to a power of 2).
   int lg = 5;
@@ -207,12 +200,16 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   float m_run = -INFINITY, l_run = 0.f, bz_run = 0.f;  // this lane's softmax head hs
   int e_run = 110;
 
+  const int blk_begin = split * bps;
+  const int blk_end = min(s.n_blocks, blk_begin + bps);
   const fmt::Shape& SH = c.shape;
   const int grp = SH.scale_group(kvh);
   const tensorcore::RoundCtx rk = tensorcore::round_ctx(D, c.shape.bits_k, fmt::len_bits(c.shape.bits_k));
   const tensorcore::RoundCtx rv = tensorcore::round_ctx(D, c.shape.bits_v, fmt::len_bits(c.shape.bits_v));
+  const unsigned long long* table = d.block_table + static_cast<size_t>(s.seq) * c.max_blocks;
   const uint32_t* KT = reinterpret_cast<const uint32_t*>(wb + L.kbuf);
   const uint32_t* VT = reinterpret_cast<const uint32_t*>(wb + L.vbuf);
+  unsigned long long next_ptr = blk_begin + warp < blk_end ? table[blk_begin + warp] : 0ull;
   for (int blk = blk_begin + warp; blk < blk_end; blk += nw) {
     const uint8_t* blob = reinterpret_cast<const uint8_t*>(next_ptr);
     if (blk + nw < blk_end) next_ptr = table[blk + nw];

@@ -3,7 +3,7 @@
 // bench/results/h200-20261129-ab-*.txt). Changing a value changes performance only,
 // never results: every knob is a work split, a layout choice or a register target.
 //
-// A/B mechanism: the knobs that are macros can be overridden at compile time, so that
+// A/B mechanism: the two knobs that are macros can be overridden at compile time, so that
 // bench/gpu_run.sh ab builds a second tree with e.g. AB_FLAGS=-DPACKKV_ATTN_G4_MIN_CTAS=0
 // and runs the benchmark A, B, A, B in one run. No other file defines a tuning macro.
 // Host and device (included by CUDA translation units only).
@@ -66,17 +66,6 @@ constexpr int kTensorcoreMaxWarps = 4;
 constexpr int kTensorcoreMinGroup = 4;
 constexpr int kTensorcoreMinGroupLong = 2;
 constexpr int kTensorcoreLongTokens = 8192;
-// Register target of the tensor-core kernel for head_dim 32 and 64 (DT): the minimum
-// resident CTAs given to __launch_bounds__ (0: none, ptxas chooses; decode then takes 128
-// registers, 4 CTAs of 4 warps, while shared memory would allow 5). A/B knob, not yet
-// measured: PACKKV_TC_MIN_CTAS_SMALL_D=5 asks ptxas for <= 102 registers.
-#ifndef PACKKV_TC_MIN_CTAS_SMALL_D
-#define PACKKV_TC_MIN_CTAS_SMALL_D 0  // A/B knob (see above)
-#endif
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-constexpr int tensorcore_min_ctas(int DT) { return DT == 32 || DT == 64 ? PACKKV_TC_MIN_CTAS_SMALL_D : 0; }
 
 // Register targets: the minimum resident CTAs per SM given to __launch_bounds__ (0: none,
 // ptxas chooses). Indexed by the variant's role (scores, apply, decode) and G.
