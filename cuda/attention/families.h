@@ -9,7 +9,9 @@
 //               CUDA cores; all variants, G = 1, 2, 4.
 //   tensorcore  family_tensorcore.cuh / .cu, tensorcore_tile.cuh: each round decoded once
 //               into an fp16 tile, K.q and p.V with mma.sync m16n8k16 (query heads on N, 8 per CTA);
-//               the residual splits in the same launch (tensorcore_residual.cuh); sm_80+.
+//               the residual splits in the same launch when its grid fits in one wave
+//               (tensorcore_residual.cuh), else on the cudacore kernel
+//               (AttnPlan::first_split); sm_80+.
 // Host only.
 #ifndef PACKKV_CUDA_ATTENTION_FAMILIES_H
 #define PACKKV_CUDA_ATTENTION_FAMILIES_H
@@ -40,10 +42,13 @@ void cudacore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevic
 // the rule for benchmarks and tests; the family is taken only where it can run (sm_80+,
 // its shared memory fits).
 bool tensorcore_selected(const KernelConfig& c, AttnVariant v, int gqa_group, int max_blocks);
-// Enqueues the tensorcore kernel over every split of plan p, compressed [0, p.n_splits)
-// and residual [p.n_splits, p.n_splits + p.res_splits) (its own query heads per CTA: 8,
-// and warps per CTA): decode/apply partials at those split indices, scores to a.out.
-void tensorcore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
+// Enqueues the tensorcore kernel over the compressed splits [0, p.n_splits) of plan p
+// and, where the whole grid fits in one wave of resident CTAs (tuning.h,
+// kTensorcoreFuseWaves), the residual splits [p.n_splits, p.n_splits + p.res_splits)
+// too (its own query heads per CTA: 8, and warps per CTA): decode/apply partials at those
+// split indices, scores to a.out. Returns whether it took the residual splits (if not,
+// the caller runs them on the cudacore kernel, AttnPlan::first_split).
+bool tensorcore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
                        const AttnPlan& p, cudaStream_t stream);
 
 }  // namespace cu

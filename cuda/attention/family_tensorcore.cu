@@ -9,52 +9,91 @@
 
 #include "attention/families.h"
 #include "attention/family_tensorcore.cuh"
+#include "attention/tuning.h"
 #include "cuda_check.h"
 
 namespace packkv {
 namespace cu {
 namespace {
 
-template <typename V>
-int tensorcore_warps(const KernelConfig& c) {
-  int nw = kTensorcoreMaxWarps;
-  while (nw > 1 && tensorcore_launch_smem<V>(c, nw) > static_cast<size_t>(c.smem_optin)) nw /= 2;
-  return nw;
-}
+// Per kernel instantiation and device, what the host learned once: how far its dynamic
+// shared-memory limit was raised, and its resident CTAs per SM for each warp count (1,
+// 2, 4) keyed by the shared memory asked (a cudaFuncSetAttribute or occupancy query per
+// call costs host time on the critical path of short calls). Thread-safe: the attribute
+// call is idempotent and the records are atomics (zero-initialized as statics).
+constexpr int kKnownDevices = 64;
+struct KernelRecord {
+  std::atomic<size_t> raised[kKnownDevices];
+  std::atomic<unsigned long long> resident[kKnownDevices][3];  // (smem << 8) | CTAs per SM
+};
 
-// Raises kern's dynamic shared-memory limit to smem on the current device unless
-// raised[device] (the caller's per-kernel record) says it was already raised that far: a
-// cudaFuncSetAttribute per call costs host time on the critical path of short calls.
-// Thread-safe (the attribute call is idempotent).
-constexpr int kRaisedDevices = 64;
 template <typename K>
-void raise_smem_limit(K kern, size_t smem, std::atomic<size_t>* raised) {
-  int dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  const bool known = dev >= 0 && dev < kRaisedDevices;
-  if (known && raised[dev].load(std::memory_order_relaxed) >= smem) return;
+void raise_smem_limit(K kern, size_t smem, int dev, KernelRecord& rec) {
+  const bool known = dev >= 0 && dev < kKnownDevices;
+  if (known && rec.raised[dev].load(std::memory_order_relaxed) >= smem) return;
   check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
         "cudaFuncSetAttribute(tensorcore_attn_kernel)");
   if (known) {
-    size_t cur = raised[dev].load(std::memory_order_relaxed);
-    while (cur < smem && !raised[dev].compare_exchange_weak(cur, smem, std::memory_order_relaxed)) {
+    size_t cur = rec.raised[dev].load(std::memory_order_relaxed);
+    while (cur < smem && !rec.raised[dev].compare_exchange_weak(cur, smem, std::memory_order_relaxed)) {
     }
   }
 }
 
+// Resident CTAs per SM of kern with nw warps and smem bytes (limit already raised).
+template <typename K>
+int resident_ctas(K kern, int nw, size_t smem, int dev, KernelRecord& rec) {
+  const int slot = nw >= 4 ? 2 : nw - 1;
+  const bool known = dev >= 0 && dev < kKnownDevices;
+  const unsigned long long key = static_cast<unsigned long long>(smem) << 8;
+  if (known) {
+    const unsigned long long v = rec.resident[dev][slot].load(std::memory_order_relaxed);
+    if (v != 0 && (v & ~255ull) == key) return static_cast<int>(v & 255ull);
+  }
+  int n = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kern, nw * 32, smem),
+        "cudaOccupancyMaxActiveBlocksPerMultiprocessor(tensorcore_attn_kernel)");
+  n = n < 0 ? 0 : (n > 255 ? 255 : n);
+  if (known) rec.resident[dev][slot].store(key | static_cast<unsigned long long>(n), std::memory_order_relaxed);
+  return n;
+}
+
 template <typename V, int DT>
-void launch_dt(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
+bool launch_dt(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
                const AttnPlan& p, cudaStream_t stream) {
-  const int nw = tensorcore_warps<V>(c);
+  auto kern = tensorcore_attn_kernel<V, DT>;
+  static KernelRecord rec;
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  // Warps per CTA: of 4, 2 and 1 (whose shared memory fits), the count with the most
+  // resident warps per SM (ties: more warps per CTA). At head_dim 256 a 4-warp CTA needs
+  // so much shared memory that one fits per SM (4 warps); 2-warp CTAs fit 3 (6 warps).
+  int nw = 0, res = 0;
+  for (int w = kTensorcoreMaxWarps; w >= 1; w /= 2) {
+    const size_t sm = tensorcore_launch_smem<V>(c, w);
+    if (sm > static_cast<size_t>(c.smem_optin)) continue;
+    if (sm > 48 * 1024) raise_smem_limit(kern, sm, dev, rec);
+    const int r = resident_ctas(kern, w, sm, dev, rec);
+    if (nw == 0 || w * r > nw * res) {
+      nw = w;
+      res = r;
+    }
+  }
   const size_t smem = tensorcore_launch_smem<V>(c, nw);
   const int n_gchunks = (p.gqa_group + kTensorcoreHeads - 1) / kTensorcoreHeads;
-  auto kern = tensorcore_attn_kernel<V, DT>;
-  static std::atomic<size_t> raised[kRaisedDevices];  // zero-initialized (static storage)
-  if (smem > 48 * 1024) raise_smem_limit(kern, smem, raised);
-  // Compressed splits, then the residual splits, in one launch.
-  dim3 grid(p.n_splits + p.res_splits, c.shape.n_kv_heads * n_gchunks, b.n);
-  kern<<<grid, nw * 32, smem, stream>>>(c, b, d, a, n_gchunks, p.gqa_group, p.bps, p.n_splits);
-  check_launch("tensorcore_attn_kernel");
+  // The residual splits join this launch when the whole grid fits in kTensorcoreFuseWaves
+  // waves (tuning.h); otherwise they are left to the CUDA-core kernel.
+  const int rows = c.shape.n_kv_heads * n_gchunks;
+  const long long fused_ctas = static_cast<long long>(p.n_splits + p.res_splits) * rows * b.n;
+  const long long wave = static_cast<long long>(res) * (c.num_sms > 0 ? c.num_sms : kDefaultSms);
+  const bool fuse = fused_ctas <= kTensorcoreFuseWaves * wave;
+  const int grid_x = fuse ? p.n_splits + p.res_splits : p.n_splits;
+  if (grid_x > 0) {
+    dim3 grid(grid_x, rows, b.n);
+    kern<<<grid, nw * 32, smem, stream>>>(c, b, d, a, n_gchunks, p.gqa_group, p.bps, p.n_splits);
+    check_launch("tensorcore_attn_kernel");
+  }
+  return fuse;
 }
 
 }  // namespace
@@ -76,19 +115,21 @@ bool tensorcore_selected(const KernelConfig& c, AttnVariant v, int gqa_group, in
           static_cast<int64_t>(max_blocks) * c.shape.block_tokens >= kTensorcoreLongTokens);
 }
 
-void tensorcore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
+bool tensorcore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
                        const AttnPlan& p, cudaStream_t stream) {
-  if (b.n == 0) return;
+  if (b.n == 0) return true;
+  bool fused = false;
   with_variant(a.variant, [&](auto var) {
     using V = decltype(var);
     switch (c.shape.head_dim) {
-      case 32: launch_dt<V, 32>(c, b, d, a, p, stream); break;
-      case 64: launch_dt<V, 64>(c, b, d, a, p, stream); break;
-      case 128: launch_dt<V, 128>(c, b, d, a, p, stream); break;
-      case 256: launch_dt<V, 256>(c, b, d, a, p, stream); break;
-      default: launch_dt<V, 0>(c, b, d, a, p, stream); break;
+      case 32: fused = launch_dt<V, 32>(c, b, d, a, p, stream); break;
+      case 64: fused = launch_dt<V, 64>(c, b, d, a, p, stream); break;
+      case 128: fused = launch_dt<V, 128>(c, b, d, a, p, stream); break;
+      case 256: fused = launch_dt<V, 256>(c, b, d, a, p, stream); break;
+      default: fused = launch_dt<V, 0>(c, b, d, a, p, stream); break;
     }
   });
+  return fused;
 }
 
 }  // namespace cu

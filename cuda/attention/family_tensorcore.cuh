@@ -103,7 +103,7 @@ __host__ __device__ inline size_t tensorcore_launch_smem(const KernelConfig& c, 
 // 16, <= 256). Inputs and outputs as cudacore_attn_kernel's (family_cudacore.cuh). Reads
 // only; thread-safe across calls.
 template <typename V, int DT>
-__global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
+__global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(DT))
     tensorcore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int group, int bps,
                            int n_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800

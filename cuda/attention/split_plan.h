@@ -20,8 +20,7 @@ struct AttnPlan {
   int n_splits;    // compressed-token splits (grid x 0 .. n_splits - 1)
   int res_splits;  // residual-window splits (grid x n_splits .. n_splits + res_splits - 1)
   int first_split; // the first split a family launch computes (grid x = n_splits + res_splits -
-                   // first_split): 0 from plan_splits (the dispatcher runs every split in one
-                   // family launch); n_splits would launch the residual splits alone
+                   // first_split): 0, or n_splits when another family took the compressed splits
 };
 
 // Query heads per CTA for a GQA group: the power of two >= gqa_group, at most kMaxG.

@@ -3,7 +3,7 @@
 // bench/results/h200-20261129-ab-*.txt). Changing a value changes performance only,
 // never results: every knob is a work split, a layout choice or a register target.
 //
-// A/B mechanism: the two knobs that are macros can be overridden at compile time, so that
+// A/B mechanism: the knobs that are macros can be overridden at compile time, so that
 // bench/gpu_run.sh ab builds a second tree with e.g. AB_FLAGS=-DPACKKV_ATTN_G4_MIN_CTAS=0
 // and runs the benchmark A, B, A, B in one run. No other file defines a tuning macro.
 // Host and device (included by CUDA translation units only).
@@ -66,6 +66,28 @@ constexpr int kTensorcoreMaxWarps = 4;
 constexpr int kTensorcoreMinGroup = 4;
 constexpr int kTensorcoreMinGroupLong = 2;
 constexpr int kTensorcoreLongTokens = 8192;
+// Register target of the tensor-core kernel at head_dim 32 and 64 (DT): the minimum
+// resident CTAs given to __launch_bounds__ (0: none, ptxas chooses). Without it decode
+// takes 128 registers at head_dim 64 (4 CTAs of 4 warps) while shared memory allows 5;
+// with 5 it takes 96 (68 bytes of spills, nvcc 13.0 sm_90). RESULTS.md "Issue 14 on the
+// H100: residual splits in the tensor-core launch": same run, BH 1024, T 1K, D 64, decode
+// g 4 292-294 vs 322-338 us, g 8 414-433 vs 444-447 us (5 vs none).
+#ifndef PACKKV_TC_MIN_CTAS_SMALL_D
+#define PACKKV_TC_MIN_CTAS_SMALL_D 5  // A/B knob (see above)
+#endif
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+constexpr int tensorcore_min_ctas(int DT) { return DT == 32 || DT == 64 ? PACKKV_TC_MIN_CTAS_SMALL_D : 0; }
+// The tensor-core launch runs the residual splits itself when its whole grid (compressed
+// and residual splits) fits in one wave of resident CTAs (small batches: the launch of a
+// second kernel is then a large part of the call); otherwise the residual splits run on
+// the CUDA-core kernel, whose CTAs need less shared memory (the tensor-core CTA's layout
+// is sized for the staged tiles: at head_dim 256 one CTA per SM). Same-run H100
+// measurements in RESULTS.md "Issue 14 on the H100: residual splits in the tensor-core
+// launch" (fused always: batch 1 0.66-0.89x the time, batch >= 32 at T = 1K up to 1.49x
+// at head_dim 256).
+constexpr int kTensorcoreFuseWaves = 1;
 
 // Register targets: the minimum resident CTAs per SM given to __launch_bounds__ (0: none,
 // ptxas chooses). Indexed by the variant's role (scores, apply, decode) and G.
