@@ -86,7 +86,7 @@ bool launch_dt(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs&
   const int rows = c.shape.n_kv_heads * n_gchunks;
   const long long fused_ctas = static_cast<long long>(p.n_splits + p.res_splits) * rows * b.n;
   const long long wave = static_cast<long long>(res) * (c.num_sms > 0 ? c.num_sms : kDefaultSms);
-  const bool fuse = fused_ctas <= kTensorcoreFuseWaves * wave;
+  const bool fuse = kTensorcoreFuseWaves > 0 && fused_ctas <= kTensorcoreFuseWaves * wave;
   const int grid_x = fuse ? p.n_splits + p.res_splits : p.n_splits;
   if (grid_x > 0) {
     dim3 grid(grid_x, rows, b.n);

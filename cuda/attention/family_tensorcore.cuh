@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   const int n_valid = min(kTensorcoreHeads, group - chunk * kTensorcoreHeads);
   const int D = c.shape.head_dim, N = c.shape.block_tokens, R = N / 16, KS = D / 16;
   const int split = blockIdx.x;
-  if (split >= n_splits) {  // a residual split (whole CTA)
+  if (kTensorcoreFuseWaves > 0 && split >= n_splits) {  // a residual split (whole CTA)
     const int res_splits = static_cast<int>(gridDim.x) - n_splits;
     tc_residual_split<V>(c, d, s, a, smem, row, kvh, qh0, n_valid, split, n_splits, res_splits);
     return;

@@ -87,7 +87,12 @@ constexpr int tensorcore_min_ctas(int DT) { return DT == 32 || DT == 64 ? PACKKV
 // measurements in RESULTS.md "Issue 14 on the H100: residual splits in the tensor-core
 // launch" (fused always: batch 1 0.66-0.89x the time, batch >= 32 at T = 1K up to 1.49x
 // at head_dim 256).
-constexpr int kTensorcoreFuseWaves = 1;
+// A/B knob: 0 never fuses (the kernel is then compiled without the residual path), a
+// large value always fuses.
+#ifndef PACKKV_TC_FUSE_WAVES
+#define PACKKV_TC_FUSE_WAVES 1  // A/B knob (see above)
+#endif
+constexpr int kTensorcoreFuseWaves = PACKKV_TC_FUSE_WAVES;
 
 // Register targets: the minimum resident CTAs per SM given to __launch_bounds__ (0: none,
 // ptxas chooses). Indexed by the variant's role (scores, apply, decode) and G.
