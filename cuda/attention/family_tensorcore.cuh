@@ -114,14 +114,33 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   const int nw = blockDim.x >> 5;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int gid = lane >> 2, tig = lane & 3;
-  const AttnSeq& s = b.s[blockIdx.z];
-  const int row = b.first + blockIdx.z;
-  const int kvh = blockIdx.y / n_gchunks;
-  const int chunk = blockIdx.y - kvh * n_gchunks;
+  // The CTA's split, row (KV head and head chunk) and sequence: blockIdx, except that with
+  // residual splits in the launch the linear CTA index takes the residual CTAs first (CTAs
+  // are dispatched about in linear order: the residual CTAs, a longer latency chain each,
+  // start first and the compressed ones fill in behind them instead of trailing).
+  int split = blockIdx.x, cy = blockIdx.y, cz = blockIdx.z;
+  if (kTensorcoreFuseWaves > 0 && static_cast<int>(gridDim.x) > n_splits) {
+    const int res_splits = static_cast<int>(gridDim.x) - n_splits;
+    const int lin = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    const int n_res = res_splits * gridDim.y * gridDim.z;
+    int yz;
+    if (lin < n_res) {
+      split = n_splits + lin % res_splits;
+      yz = lin / res_splits;
+    } else {
+      split = (lin - n_res) % n_splits;
+      yz = (lin - n_res) / n_splits;
+    }
+    cy = yz % gridDim.y;
+    cz = yz / gridDim.y;
+  }
+  const AttnSeq& s = b.s[cz];
+  const int row = b.first + cz;
+  const int kvh = cy / n_gchunks;
+  const int chunk = cy - kvh * n_gchunks;
   const int qh0 = kvh * group + chunk * kTensorcoreHeads;
   const int n_valid = min(kTensorcoreHeads, group - chunk * kTensorcoreHeads);
   const int D = c.shape.head_dim, N = c.shape.block_tokens, R = N / 16, KS = D / 16;
-  const int split = blockIdx.x;
   if (kTensorcoreFuseWaves > 0 && split >= n_splits) {  // a residual split (whole CTA)
     const int res_splits = static_cast<int>(gridDim.x) - n_splits;
     tc_residual_split<V>(c, d, s, a, smem, row, kvh, qh0, n_valid, split, n_splits, res_splits);
