@@ -9,8 +9,8 @@
 //               CUDA cores; all variants, G = 1, 2, 4.
 //   tensorcore  family_tensorcore.cuh / .cu, tensorcore_tile.cuh: each round decoded once
 //               into an fp16 tile, K.q and p.V with mma.sync m16n8k16 (query heads on N, 8 per CTA);
-//               the residual splits in the same launch when its grid fits in one wave
-//               (tensorcore_residual.cuh), else on the cudacore kernel
+//               the residual splits in the same launch (tensorcore_residual.cuh), or on
+//               the cudacore kernel when its CTAs have fewer warps than the plan
 //               (AttnPlan::first_split); sm_80+.
 // Host only.
 #ifndef PACKKV_CUDA_ATTENTION_FAMILIES_H
@@ -43,11 +43,11 @@ void cudacore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevic
 // its shared memory fits).
 bool tensorcore_selected(const KernelConfig& c, AttnVariant v, int gqa_group, int max_blocks);
 // Enqueues the tensorcore kernel over the compressed splits [0, p.n_splits) of plan p
-// and, where the whole grid fits in one wave of resident CTAs (tuning.h,
-// kTensorcoreFuseWaves), the residual splits [p.n_splits, p.n_splits + p.res_splits)
-// too (its own query heads per CTA: 8, and warps per CTA): decode/apply partials at those
-// split indices, scores to a.out. Returns whether it took the residual splits (if not,
-// the caller runs them on the cudacore kernel, AttnPlan::first_split).
+// and, where its CTAs have at least p.nw warps (tuning.h, kTensorcoreFuseResidual), the
+// residual splits [p.n_splits, p.n_splits + p.res_splits) too (its own query heads per
+// CTA: 8; warps per CTA chosen per call): decode/apply partials at those split indices,
+// scores to a.out. Returns whether it took the residual splits (if not, the caller runs
+// them on the cudacore kernel, AttnPlan::first_split).
 bool tensorcore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
                        const AttnPlan& p, cudaStream_t stream);
 

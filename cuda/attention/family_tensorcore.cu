@@ -66,27 +66,31 @@ bool launch_dt(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs&
   int dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
   // Warps per CTA: of 4, 2 and 1 (whose shared memory fits), the count with the most
-  // resident warps per SM (ties: more warps per CTA). At head_dim 256 a 4-warp CTA needs
-  // so much shared memory that one fits per SM (4 warps); 2-warp CTAs fit 3 (6 warps).
-  int nw = 0, res = 0;
+  // warps at work, min(warps of the grid, resident warps of the device); ties: more warps
+  // per CTA. At head_dim 256 a 4-warp CTA needs so much shared memory that one fits per
+  // SM (4 warps), 2-warp CTAs fit 3 (6 warps): large grids take 2 warps, small ones
+  // (batch 1: fewer CTAs than SMs) keep 4.
+  const int n_gchunks = (p.gqa_group + kTensorcoreHeads - 1) / kTensorcoreHeads;
+  const int rows = c.shape.n_kv_heads * n_gchunks;
+  const long long grid_ctas = static_cast<long long>(p.n_splits) * rows * b.n;
+  const long long sms = c.num_sms > 0 ? c.num_sms : kDefaultSms;
+  int nw = 0;
+  long long best = -1;
   for (int w = kTensorcoreMaxWarps; w >= 1; w /= 2) {
     const size_t sm = tensorcore_launch_smem<V>(c, w);
     if (sm > static_cast<size_t>(c.smem_optin)) continue;
     if (sm > 48 * 1024) raise_smem_limit(kern, sm, dev, rec);
-    const int r = resident_ctas(kern, w, sm, dev, rec);
-    if (nw == 0 || w * r > nw * res) {
+    const long long resident = w * sms * resident_ctas(kern, w, sm, dev, rec);
+    const long long at_work = w * grid_ctas < resident ? w * grid_ctas : resident;
+    if (at_work > best) {
       nw = w;
-      res = r;
+      best = at_work;
     }
   }
   const size_t smem = tensorcore_launch_smem<V>(c, nw);
-  const int n_gchunks = (p.gqa_group + kTensorcoreHeads - 1) / kTensorcoreHeads;
-  // The residual splits join this launch when the whole grid fits in kTensorcoreFuseWaves
-  // waves (tuning.h); otherwise they are left to the CUDA-core kernel.
-  const int rows = c.shape.n_kv_heads * n_gchunks;
-  const long long fused_ctas = static_cast<long long>(p.n_splits + p.res_splits) * rows * b.n;
-  const long long wave = static_cast<long long>(res) * (c.num_sms > 0 ? c.num_sms : kDefaultSms);
-  const bool fuse = kTensorcoreFuseWaves > 0 && fused_ctas <= kTensorcoreFuseWaves * wave;
+  // The residual splits join this launch when its CTAs have at least the plan's warps
+  // (tuning.h, kTensorcoreFuseResidual); otherwise they are left to the CUDA-core kernel.
+  const bool fuse = kTensorcoreFuseResidual && nw >= p.nw;
   const int grid_x = fuse ? p.n_splits + p.res_splits : p.n_splits;
   if (grid_x > 0) {
     dim3 grid(grid_x, rows, b.n);

@@ -103,7 +103,7 @@ __host__ __device__ inline size_t tensorcore_launch_smem(const KernelConfig& c, 
 // 16, <= 256). Inputs and outputs as cudacore_attn_kernel's (family_cudacore.cuh). Reads
 // only; thread-safe across calls.
 template <typename V, int DT>
-__global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(DT))
+__global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(V::kSoftmax, DT))
     tensorcore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int group, int bps,
                            int n_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   // are dispatched about in linear order: the residual CTAs, a longer latency chain each,
   // start first and the compressed ones fill in behind them instead of trailing).
   int split = blockIdx.x, cy = blockIdx.y, cz = blockIdx.z;
-  if (kTensorcoreFuseWaves > 0 && static_cast<int>(gridDim.x) > n_splits) {
+  if (kTensorcoreFuseResidual && static_cast<int>(gridDim.x) > n_splits) {
     const int res_splits = static_cast<int>(gridDim.x) - n_splits;
     const int lin = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
     const int n_res = res_splits * gridDim.y * gridDim.z;
@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   const int qh0 = kvh * group + chunk * kTensorcoreHeads;
   const int n_valid = min(kTensorcoreHeads, group - chunk * kTensorcoreHeads);
   const int D = c.shape.head_dim, N = c.shape.block_tokens, R = N / 16, KS = D / 16;
-  if (kTensorcoreFuseWaves > 0 && split >= n_splits) {  // a residual split (whole CTA)
+  if (kTensorcoreFuseResidual && split >= n_splits) {  // a residual split (whole CTA)
     const int res_splits = static_cast<int>(gridDim.x) - n_splits;
     tc_residual_split<V>(c, d, s, a, smem, row, kvh, qh0, n_valid, split, n_splits, res_splits);
     return;
