@@ -1,70 +1,67 @@
 // Reconstruction of one sequence's K and V as fp32 in original token order
 // (packkv_cache_decompress): x^ = (q + z) * s for compressed blocks (format/affine.h
 // dequantize, the same expression as the CPU decoder, so results are bit-identical),
-// then the residual window converted to fp32. Not performance-critical: one CTA per
-// (block, tile), rounds walked in order with a serial per-round offset scan.
+// then the residual window converted to fp32. Not performance-critical: one warp per
+// (block, tile), which stages the tile and decodes it with the device tile walk of the
+// attention kernels (attention/tile_walk.cuh), so every kernel reads tiles one way.
+#include <cuda_pipeline_primitives.h>
 #include <cuda_runtime.h>
 
+#include "attention/tile_walk.cuh"
+#include "common/rules.h"
 #include "cuda_check.h"
 #include "device_util.cuh"
 #include "kernels.h"
 #include "format/affine.h"
-#include "format/round_cursor.h"
 #include "format/shape.h"
 
 namespace packkv {
 namespace cu {
 namespace {
 
-constexpr int kMaxHeadDimForDecompress = fmt::kMaxHeadDim;
+// Shared memory of decompress_blocks_kernel: the round table, then the staged tile (a
+// copy starts up to 15 bytes before the tile and bits_at reads a word past its end).
+constexpr size_t kDecompressTables = ((kMaxRounds + 1 + 8 * kMaxRounds) * sizeof(int) + 15) & ~static_cast<size_t>(15);
+size_t decompress_smem(const KernelConfig& c) { return kDecompressTables + align16(c.max_tile + 48); }
 
-// Device. Grid (n_blocks, 2H), kMaxHeadDim threads (one per channel). Decodes tile
+// Device. Grid (n_blocks, 2H), one warp, dynamic smem decompress_smem(c). Decodes tile
 // blockIdx.y (K heads, then V heads) of block blockIdx.x into k_out/v_out float [T][H][D]
-// at original positions, walking its rounds with the round cursor (format/round_cursor.h):
-// each thread reads its channel's minimum and encode length, one thread prefix-sums the
-// pack sizes, each thread decodes its pack.
-__global__ void decompress_blocks_kernel(KernelConfig c, CacheDevicePtrs d, AttnSeq s,
-                                         float* k_out, float* v_out) {
-  __shared__ uint32_t off[kMaxHeadDimForDecompress + 1];
+// at original positions: stages it, walks its rounds (walk_tile), then octet i of the
+// warp decodes rounds i, i + 4, ... (lane_pos, for_channels, for_codes), as in attention.
+__global__ void decompress_blocks_kernel(KernelConfig c, CacheDevicePtrs d, AttnSeq s, float* k_out, float* v_out) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  int* round_start = reinterpret_cast<int*>(smem);
+  int* pre = round_start + kMaxRounds + 1;
+  uint8_t* buf = smem + kDecompressTables;
   const fmt::Shape& SH = c.shape;
-  const int blk = blockIdx.x, tile = blockIdx.y;
+  const int blk = blockIdx.x, tile_index = blockIdx.y;
   const int H = SH.n_kv_heads, D = SH.head_dim, N = SH.block_tokens;
-  const int kv = tile >= H ? fmt::kV : fmt::kK;
+  const int kv = tile_index >= H ? fmt::kV : fmt::kK;
   float* out = kv == fmt::kV ? v_out : k_out;
   if (!out) return;
-  const int h = tile - kv * H;
+  const int h = tile_index - kv * H;
   const uint8_t* blob =
       reinterpret_cast<const uint8_t*>(d.block_table[static_cast<size_t>(s.seq) * c.max_blocks + blk]);
   const fmt::HeadView hv = SH.head(blob, kv, h);
-  fmt::RoundCursor cur(hv.tile, D, SH.bits(kv));
-  const int ch = threadIdx.x;
-  for (int r = 0; r < SH.rounds(); ++r) {
-    int L = 0;
-    uint32_t mn = 0;
-    if (ch < D) {
-      mn = cur.channel_min(ch);
-      L = cur.channel_length(ch);
-      off[ch] = 2u * L;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      uint32_t run = 0;
-      for (int i = 0; i < D; ++i) { uint32_t v = off[i]; off[i] = run; run += v; }
-      off[D] = run;
-    }
-    __syncthreads();
-    if (ch < D) {
-      uint64_t lo = 0, hi = 0;
-      fmt::read_pack_halves(cur.payload() + off[ch], L, &lo, &hi);
-      for (int i = 0; i < fmt::kPackTokens; ++i) {
+  const int bits = SH.bits(kv), e = fmt::len_bits(bits), R = SH.rounds();
+  const uint32_t tile = stage(buf, hv.tile, hv.tile_bytes);
+  __pipeline_commit();
+  __pipeline_wait_prior(0);
+  __syncwarp();
+  const uint32_t* T = reinterpret_cast<const uint32_t*>(buf);
+  walk_tile(T, tile, D, bits, e, R, round_start, pre);
+  const int lane = threadIdx.x & 31, octet = lane >> 3, octet_lane = lane & 7;
+  for (int r = octet; r < R; r += kRoundBatch) {
+    const LanePos p = lane_pos(tile, round_start, pre, r, octet_lane, D, bits, e);
+    for_channels(T, p, D, bits, e, [&](int j, uint32_t mn, uint32_t L, uint32_t pbit) {
+      const int ch = octet_lane * (D >> 3) + j;
+      for_codes<false>(T, pbit, L, [&](int i, float code) {
         const int slot = fmt::kPackTokens * r + i;
-        const uint32_t q = mn + fmt::pack_offset(lo, hi, L, i);
+        const uint32_t q = mn + static_cast<uint32_t>(code);
         out[(static_cast<size_t>(blk) * N + hv.original(slot)) * H * D + static_cast<size_t>(h) * D + ch] =
             fmt::dequantize(q, hv.affine(slot));
-      }
-    }
-    cur.next_round_after(off[D]);
-    __syncthreads();
+      });
+    });
   }
 }
 
@@ -89,7 +86,12 @@ void launch_decompress(const KernelConfig& c, const CacheDevicePtrs& d, const At
                        float* k_out, float* v_out, cudaStream_t stream) {
   if (s.n_blocks > 0) {
     dim3 g(s.n_blocks, 2 * c.shape.n_kv_heads);
-    decompress_blocks_kernel<<<g, kMaxHeadDimForDecompress, 0, stream>>>(c, d, s, k_out, v_out);
+    const size_t smem = decompress_smem(c);
+    if (smem > 48 * 1024)
+      check(cudaFuncSetAttribute(decompress_blocks_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 static_cast<int>(smem)),
+            "cudaFuncSetAttribute(decompress_blocks_kernel)");
+    decompress_blocks_kernel<<<g, 32, smem, stream>>>(c, d, s, k_out, v_out);
     check_launch("decompress_blocks_kernel");
   }
   if (s.residual_len > 0) {

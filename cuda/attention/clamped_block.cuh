@@ -1,27 +1,48 @@
-// The V pass of a compressed block whose quantization grid reaches beyond FLT_MAX (data
-// within s/2 of the fp32 limit, issue 18 item 3): decompress clamps such values to
-// +-FLT_MAX (fmt::dequantize), which the folded arithmetic of v_round cannot do, so this
-// rare path dequantizes every value itself, clamps it, and adds p_t * v_t to the warp's
-// accumulator row 0 (in the warp's units 2^-e, online_softmax.cuh). It walks the tile in
-// global memory with the host's reader (fmt::RoundCursor). Any kernel family with the
-// cta_layout.cuh accumulators can call it. Device only; slow by design (taken only for
-// blocks that fit_block flags).
+// The K and V passes of a compressed block whose quantization grid reaches beyond FLT_MAX
+// (data within s/2 of the fp32 limit, issue 18 item 3): decompress clamps such values to
+// +-FLT_MAX (fmt::dequantize), which the folded arithmetic of k_round / v_round cannot do,
+// so this rare path dequantizes every value itself, clamps it and sums in double. It reads
+// the warp's staged tile with the device tile walk (tile_walk.cuh), like the hot path.
+// Normal data pay one vote per block (near_fp32_limit). The passes are inlined behind
+// that per-block branch and keep G doubles per lane, one round at a time, so that they
+// leave the kernels' register allocation alone (nvcc 13.0, sm_90: as __noinline__ calls
+// they raised decode with one query head from 116 to 160 registers, and the earlier
+// inlined versions, which walked the tile in global memory with the host cursor, made
+// apply with one query head spill 108 bytes). Any kernel family with the cta_layout.cuh
+// accumulators can call them. Device only; slow by design.
 #ifndef PACKKV_CUDA_ATTENTION_CLAMPED_BLOCK_CUH
 #define PACKKV_CUDA_ATTENTION_CLAMPED_BLOCK_CUH
 
 #include <stdint.h>
 
 #include "attention/cta_layout.cuh"
-#include "format/round_cursor.h"
+#include "attention/online_softmax.cuh"
+#include "attention/tile_walk.cuh"
+#include "attention/tuning.h"
 #include "format/round_tile.h"
 
 namespace packkv {
 namespace cu {
 
+constexpr double kFltMaxD = 3.4028234663852886e38;  // FLT_MAX
+
+// The one per-block vote of the kernels on normal data: true if a K scale of ks reaches
+// 2^96 (below it grid_beyond_fp32 cannot hold) or a V grid magnitude |vs| (|vz| + 255)
+// exceeds kFitAbove (SoftmaxState::fit_block has work), over the block's N staged slots;
+// K / V: whether the variant has that pass. Then the rare checks run. Whole warp.
+template <bool K, bool V>
+__device__ __forceinline__ bool near_fp32_limit(const float* ks, const float* vs, const int32_t* vz, int N, int lane) {
+  float big = 0.f;
+  for (int i = lane; i < N; i += 32) {
+    if (K) big = fmaxf(big, fabsf(ks[i]) * 0x1p4f);  // > 2^100 iff |s| > 2^96
+    if (V) big = fmaxf(big, fabsf(vs[i]) * (fabsf(static_cast<float>(vz[i])) + 255.f));
+  }
+  return __any_sync(0xffffffffu, big > kFitAbove);
+}
+
 // True if some grid point (z or z + qmax) * s of the block's N slots (staged scales s,
 // zero points z) lies beyond FLT_MAX. Such a grid needs |s| > 2^97 (|z| s is within s/2 of
-// a value, and |x| / s < 2^30, format/affine.h), so normal data cost one max and one vote
-// per block. Whole warp.
+// a value, and |x| / s < 2^30, format/affine.h). Whole warp.
 __device__ __forceinline__ bool grid_beyond_fp32(const float* s, const int32_t* z, int N, int qmax, int lane) {
   float smax = 0.f;
   for (int i = lane; i < N; i += 32) smax = fmaxf(smax, fabsf(s[i]));
@@ -29,77 +50,91 @@ __device__ __forceinline__ bool grid_beyond_fp32(const float* s, const int32_t* 
   bool beyond = false;
   for (int i = lane; i < N; i += 32) {
     const double sd = fabs(static_cast<double>(s[i])), zd = static_cast<double>(z[i]);
-    beyond |= fabs(zd) * sd > 3.4028234663852886e38 || fabs(zd + qmax) * sd > 3.4028234663852886e38;
+    beyond |= fabs(zd) * sd > kFltMaxD || fabs(zd + qmax) * sd > kFltMaxD;
   }
   return __any_sync(0xffffffffu, beyond);
 }
 
-// The K pass of such a block: put(g, slot, score) for every query head g < G and slot,
-// score = sum_c q[g][c] * clamp((code + z) s, +-FLT_MAX) in double (q: t.qS, already
-// times the softmax scale for decode). tile: the block's K tile of this head (global).
-// Whole warp (lane i < 16 takes slot i of each round). Inlined behind a rare branch (a
-// call raised the kernel's register count, nvcc 13.0 sm_90).
-template <int G, typename Put>
-__device__ __forceinline__ void k_block_clamped(const Cta<G>& t, const uint8_t* tile, int D, int N, int bits,
-                                                const float* ks, const int32_t* kz, Put put) {
-  fmt::RoundCursor cur(tile, D, bits);
-  const int i = t.lane;
-  for (int r = 0; r < N / fmt::kPackTokens; ++r) {
-    const int slot = fmt::kPackTokens * r + (i & 15);
+// (code + z) * s in double, clamped to +-lim (fmt::dequantize's expression; code = the
+// pack minimum plus the offset that for_codes hands over as an exact float).
+__device__ __forceinline__ double clamped_value(uint32_t code, int32_t z, float s, double lim) {
+  const double v = static_cast<double>(static_cast<int64_t>(code) + z) * static_cast<double>(s);
+  return v > lim ? lim : (v < -lim ? -lim : v);
+}
+
+// The K pass: sc[g * N + slot] = sum_c qS[g][c] * clamp((code + z) s, +-FLT_MAX), summed in
+// double, for every query head g < G and slot < N (qS: [G][D] queries in shared memory,
+// already times the softmax scale for decode). T, tile: the staged K tile (stage(), as
+// for walk_tile); ks / kz: the staged scales and zero points; round_start / pre: the
+// warp's round tables (overwritten). Whole warp, one round at a time: lane = token i
+// (lane & 15) x half of the channels (lane >> 4: octet lanes 4 (lane >> 4) .. + 3 of
+// lane_pos).
+template <int G>
+__device__ __forceinline__ void k_block_clamped(const uint32_t* T, uint32_t tile, int D, int N, int bits,
+                                                    const float* qS, const float* ks, const int32_t* kz,
+                                                    int* round_start, int* pre, float* sc) {
+  const int lane = threadIdx.x & 31, i = lane & 15, hh = lane >> 4;
+  const int e = fmt::len_bits(bits), R = N / fmt::kPackTokens, cpl = D >> 3;
+  walk_tile(T, tile, D, bits, e, R, round_start, pre);
+  for (int r = 0; r < R; ++r) {
+    const int slot = 16 * r + i;
+    const int32_t z = kz[slot];
+    const float s = ks[slot];
     double dot[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) dot[g] = 0.0;
-    for (int ch = 0; ch < D; ++ch) {
-      const fmt::Pack pk = cur.next_pack(ch);
-      if (i >= fmt::kPackTokens) continue;
-      const int64_t q = static_cast<int64_t>(pk.min + pk.offset(i)) + kz[slot];
-      double v = static_cast<double>(q) * static_cast<double>(ks[slot]);
-      v = v > 3.4028234663852886e38 ? 3.4028234663852886e38 : (v < -3.4028234663852886e38 ? -3.4028234663852886e38 : v);
+    for (int ol = 4 * hh; ol < 4 * hh + 4; ++ol) {
+      const LanePos p = lane_pos(tile, round_start, pre, r, ol, D, bits, e);
+      for_channels(T, p, D, bits, e, [&](int j, uint32_t mn, uint32_t L, uint32_t pbit) {
+        const double v = clamped_value(mn + code_at(T, pbit, L, i), z, s, kFltMaxD);
 #pragma unroll
-      for (int g = 0; g < G; ++g) dot[g] += static_cast<double>(t.qS[g * D + ch]) * v;
+        for (int g = 0; g < G; ++g) dot[g] += static_cast<double>(qS[g * D + ol * cpl + j]) * v;
+      });
     }
-    if (i < fmt::kPackTokens)
 #pragma unroll
-      for (int g = 0; g < G; ++g) put(g, slot, static_cast<float>(dot[g]));
-    cur.next_round();
+    for (int g = 0; g < G; ++g) {
+      dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], 16);
+      if (hh == 0) sc[g * N + slot] = static_cast<float>(dot[g]);
+    }
   }
   __syncwarp();
 }
 
-// The V pass of such a block. tile: the block's V tile of this head (global); N tokens,
-// D channels, `bits`-bit codes; vs/vz: the staged scales (already times 2^-e) and zero
-// points; sc[g * N + slot] = w = p * vs[slot] (weights()). Adds sum_slot p * clamp((code +
-// z) vs, +-FLT_MAX 2^-e) to accumulator row `acc` (layout acc_word) of every query head
-// g < G. Whole warp (lanes own channels). Inlined (see k_block_clamped; fp32 sums here
-// cost the G = 2 decode kernel 31 more registers, nvcc 13.0 sm_90).
+// The V pass: adds sum_slot p_slot * clamp((code + z) vs, +-FLT_MAX 2^-e) to accumulator
+// row 0 (layout acc_word) of every query head g < G (any row serves: the kernels sum the
+// rows of a warp). T, tile: the staged V tile; vs / vz: the staged scales (already times
+// 2^-e) and zero points; sc[g * N + slot] = w = p * vs[slot] (SoftmaxState::weights);
+// round_start / pre as for k_block_clamped. Whole warp, one round at a time: lane = octet
+// lane ol (lane & 7, its D/8 channels of lane_pos) x tokens 4 (lane >> 3) .. + 3.
 template <int G>
-__device__ __forceinline__ void v_block_clamped(const uint8_t* tile, int D, int N, int bits, const float* vs,
-                                             const int32_t* vz, int e, const float* sc, float* acc, int lane) {
-  const double lim = 3.4028234663852886e38 * static_cast<double>(__int_as_float((127 - e / 2) << 23)) *
-                     static_cast<double>(__int_as_float((127 - (e - e / 2)) << 23));  // FLT_MAX * 2^-e
-  fmt::RoundCursor cur(tile, D, bits);
-  for (int r = 0; r < N / fmt::kPackTokens; ++r) {
-    for (int ch = 0; ch < D; ++ch) {
-      const fmt::Pack pk = cur.next_pack(ch);
-      if ((ch & 31) != lane) continue;
-      uint64_t lo = 0, hi = 0;
-      fmt::read_pack_halves(pk.bytes, pk.length, &lo, &hi);
+__device__ __forceinline__ void v_block_clamped(const uint32_t* T, uint32_t tile, int D, int N, int bits,
+                                                    const float* vs, const int32_t* vz, int e_acc, const float* sc,
+                                                    float* acc, int* round_start, int* pre) {
+  const int lane = threadIdx.x & 31, ol = lane & 7, i0 = 4 * (lane >> 3);
+  const int e = fmt::len_bits(bits), R = N / fmt::kPackTokens;
+  const double lim = kFltMaxD * static_cast<double>(__int_as_float((127 - e_acc / 2) << 23)) *
+                     static_cast<double>(__int_as_float((127 - (e_acc - e_acc / 2)) << 23));  // FLT_MAX 2^-e
+  walk_tile(T, tile, D, bits, e, R, round_start, pre);
+  for (int r = 0; r < R; ++r) {
+    const LanePos p = lane_pos(tile, round_start, pre, r, ol, D, bits, e);
+    for_channels(T, p, D, bits, e, [&](int j, uint32_t mn, uint32_t L, uint32_t pbit) {
       double add[G];
 #pragma unroll
       for (int g = 0; g < G; ++g) add[g] = 0.0;
-      for (int i = 0; i < fmt::kPackTokens; ++i) {
-        const int slot = fmt::kPackTokens * r + i;
+      for (int i = i0; i < i0 + 4; ++i) {
+        const int slot = 16 * r + i;
         if (vs[slot] == 0.f) continue;  // all-zero group: v = 0
-        const int64_t q = static_cast<int64_t>(pk.min + fmt::pack_offset(lo, hi, pk.length, i)) + vz[slot];
-        double v = static_cast<double>(q) * static_cast<double>(vs[slot]);
-        v = v > lim ? lim : (v < -lim ? -lim : v);
+        const double v = clamped_value(mn + code_at(T, pbit, L, i), vz[slot], vs[slot], lim);
 #pragma unroll
         for (int g = 0; g < G; ++g) add[g] += static_cast<double>(sc[g * N + slot]) / vs[slot] * v;
       }
 #pragma unroll
-      for (int g = 0; g < G; ++g) acc[acc_word(g, ch, D)] += static_cast<float>(add[g]);
-    }
-    cur.next_round();
+      for (int g = 0; g < G; ++g) {
+        add[g] += __shfl_xor_sync(0xffffffffu, add[g], 8);
+        add[g] += __shfl_xor_sync(0xffffffffu, add[g], 16);
+        if (i0 == 0) acc[g * D + j * 8 + ol] += static_cast<float>(add[g]);  // acc_word(g, ol * D/8 + j, D)
+      }
+    });
   }
   __syncwarp();
 }

@@ -146,16 +146,21 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       // start, wide ones where staged): writable, fit_block may rescale it
       float* vsst = const_cast<float*>(vsst_c);
 
-      // Rare: a K grid beyond FLT_MAX (clamped_block.cuh) takes the clamped path.
-      const bool kclamp = V::kUsesK && grid_beyond_fp32(sst, zst, N, (1 << c.shape.bits_k) - 1, lane);
-      if (kclamp) {
-        k_block_clamped<G>(t, blob + koff, D, N, c.shape.bits_k, sst, zst, [&](int g, int slot, float score) {
-          if (!V::kUsesV) {
-            if (g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = score;
-          } else {
-            sc[g * N + slot] = score;
+      // Blocks near the fp32 limit (issue 18 item 3, clamped_block.cuh): one vote per
+      // block on the staged metadata; normal data take none of the rare paths.
+      bool kclamp = false, vclamp = false;
+      if (sm.e != 0 || near_fp32_limit<V::kUsesK, V::kUsesV>(sst, vsst, vzst, N, lane)) {
+        if (V::kUsesK) kclamp = grid_beyond_fp32(sst, zst, N, (1 << c.shape.bits_k) - 1, lane);
+        if (V::kUsesV) vclamp = sm.fit_block(t, vsst, vzst, N, (1 << c.shape.bits_v) - 1);
+      }
+      if (kclamp) {  // a K grid point beyond FLT_MAX
+        k_block_clamped<G>(KT, kt, D, N, c.shape.bits_k, qS, sst, zst, round_start, pre, sc);
+        if (!V::kUsesV)
+          for (int i = lane; i < n_valid * N; i += 32) {
+            const int g = i / N, slot = i - g * N;
+            a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = sc[i];
           }
-        });
+        __syncwarp();
       }
       if (V::kUsesK && !kclamp) {
         walk_tile(KT, kt, D, c.shape.bits_k, ek, R, round_start, pre);
@@ -188,10 +193,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         __syncwarp();
       }
       if (V::kUsesV) {
-        const bool clamp = sm.fit_block(t, vsst, vzst, N, (1 << c.shape.bits_v) - 1);
         sm.template weights<V>(t, a, D, N, N, vsst, vzst, orig);
-        if (clamp) {  // rare: grid beyond FLT_MAX (clamped_block.cuh)
-          v_block_clamped<G>(blob + voff, D, N, c.shape.bits_v, vsst, vzst, sm.e, sc, acc, lane);
+        if (vclamp) {  // a V grid point beyond FLT_MAX
+          v_block_clamped<G>(VT, vt, D, N, c.shape.bits_v, vsst, vzst, sm.e, sc, acc, round_start, pre);
           continue;
         }
         walk_tile(VT, vt, D, c.shape.bits_v, ev, R, round_start, pre);

@@ -55,23 +55,15 @@ struct SoftmaxState {
     }
   }
 
-  // Before weights() of a compressed block: the staged V scales vs[0..N) and zero points
-  // vz of this warp's block (codes up to qmax). If some grid magnitude |s| (|z| + 255)
-  // exceeds kFitAbove, or the warp already runs at e > 0, raises e to that magnitude's
-  // exponent (rescaling the accumulator rows of t exactly) and multiplies vs by 2^-e in
-  // place. Returns true if a grid point (z or z + qmax) * s lies beyond FLT_MAX: the block
-  // then needs clamped values (clamped_block.cuh). Normal data: one vote, nothing else.
-  // Whole warp.
+  // Before weights() of a compressed block near the fp32 limit (near_fp32_limit voted
+  // yes) or of any block once e > 0: the staged V scales vs[0..N) and zero points vz of
+  // this warp's block (codes up to qmax). Raises e to the exponent of the largest grid
+  // magnitude |s| (|z| + 255) above kFitAbove (rescaling the accumulator rows of t
+  // exactly) and multiplies vs by 2^-e in place. Returns true if a grid point (z or z +
+  // qmax) * s lies beyond FLT_MAX: the block then needs clamped values
+  // (clamped_block.cuh). Whole warp.
   __device__ __forceinline__ bool fit_block(const Cta<G>& t, float* vs, const int32_t* vz, int N, int qmax) {
-    float big = 0.f;
-    for (int i = t.lane; i < N; i += 32) big = fmaxf(big, fabsf(vs[i]) * (fabsf(static_cast<float>(vz[i])) + 255.f));
-    if (!__any_sync(0xffffffffu, big > kFitAbove) && e == 0) return false;
-    return fit_block_slow(t, vs, vz, N, qmax);
-  }
-
-  // The rare part of fit_block (the product above may be inf: exponents are added instead).
-  __device__ __forceinline__ bool fit_block_slow(const Cta<G>& t, float* vs, const int32_t* vz, int N, int qmax) {
-    int e_blk = 0;  // >= log2 |s| (|z| + 255) where that exceeds kFitAbove
+    int e_blk = 0;  // >= log2 |s| (|z| + 255) where that exceeds kFitAbove (exponents added: the product may be inf)
     for (int i = t.lane; i < N; i += 32) {
       const float s = fabsf(vs[i]), zq = fabsf(static_cast<float>(vz[i])) + 255.f;
       if (s * zq > kFitAbove) e_blk = max(e_blk, ilogbf(s) + ilogbf(zq) + 2);

@@ -2,10 +2,13 @@
 // is src/format/round_tile.h): staging a tile into shared memory, the warp-parallel walk
 // that finds where each round starts (walk_tile), where one lane's channels of a round
 // sit (lane_pos), and the per-channel and per-code iteration over a round (for_channels,
-// for_codes). Every kernel family decodes tiles through these. Device only.
+// for_codes, code_at). Device only.
 //
-// Relation to the round cursor (format/round_cursor.h, the reader every host decoder and
-// the decompression kernel use): a round is MINS (D*b bits, fmt::mins_bytes), LENS (D*e
+// THE device tile walk: the kernels that read tiles use it (the CUDA-core attention
+// family, the clamped blocks of clamped_block.cuh, the decompression kernel; the
+// tensor-core family reads its staged tiles with stage and bits_at, but
+// tensorcore_tile.cuh's decode_round still derives round and pack positions itself, with
+// the same arithmetic as walk_tile); the host has its own, format/round_cursor.h. A round is MINS (D*b bits, fmt::mins_bytes), LENS (D*e
 // bits, fmt::lens_bytes), then the packs, 2L bytes each; walk_tile is the cursor's
 // next_round_after() done by a warp, in 32-bit bit offsets into the staged copy. It does
 // not construct a cursor: doing so (64-bit pointers, or the header sizes in bytes) made
@@ -26,6 +29,7 @@
 
 #include "device_util.cuh"
 #include "format/round_tile.h"
+#include "format/shape.h"  // kMaxBlockTokens
 
 namespace packkv {
 namespace cu {
@@ -109,6 +113,12 @@ __device__ __forceinline__ void for_codes(const uint32_t* T, uint32_t pbit, uint
       w >>= L;
     }
   }
+}
+
+// The code of token t (0..15) of the pack at bit pbit (encode length L) alone: the
+// field for_codes reads at shift (15 - t) * L, for the rare paths that want one token.
+__device__ __forceinline__ uint32_t code_at(const uint32_t* T, uint32_t pbit, uint32_t L, int t) {
+  return bits_at(T, pbit + static_cast<uint32_t>(15 - t) * L) & ((1u << L) - 1u);
 }
 
 // Walks this lane's D/8 channels of one round (LanePos p from lane_pos): reads the MINS

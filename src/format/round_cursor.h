@@ -1,8 +1,10 @@
 // The one reader (and writer) of a FormatId::kRoundMajor tile (layout in round_tile.h):
 // a cursor over its rounds that knows where a round's MINS, LENS and payload sit and
-// where the next pack starts. Every decoder walks tiles with it (CPU: codec/bitpack.cpp,
-// cpu/block_attention.cpp, format/blob_check.cpp; CUDA: the kernels compile this same
-// header), so the walk is written once.
+// where the next pack starts. Every host decoder walks tiles with it (codec/bitpack.cpp,
+// cpu/block_attention.cpp, format/blob_check.cpp), so the host walk is written once. The
+// device has its own, also written once: cuda/attention/tile_walk.cuh (32-bit bit offsets
+// into a tile staged in shared memory, a warp per tile; this cursor's 64-bit pointers
+// made ptxas spill in the attention kernels), used by every kernel.
 //
 // Two ways to walk the packs of a round:
 //   - in channel order (one thread): next_pack(ch) for ch = 0 .. D-1, then next_round();
@@ -20,7 +22,8 @@
 //         ... token i of the pack: p.min + p.offset(i)
 //       }
 //
-// Host and device (PACKKV_HD); a cursor is a few registers, copy it freely.
+// PACKKV_HD (compiles for both; the kernels use tile_walk.cuh); a cursor is a few
+// registers, copy it freely.
 #ifndef PACKKV_FORMAT_ROUND_CURSOR_H
 #define PACKKV_FORMAT_ROUND_CURSOR_H
 
