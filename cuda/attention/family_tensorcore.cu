@@ -25,7 +25,22 @@ constexpr int kKnownDevices = 64;
 struct KernelRecord {
   std::atomic<size_t> raised[kKnownDevices];
   std::atomic<unsigned long long> resident[kKnownDevices][3];  // (smem << 8) | CTAs per SM
+  std::atomic<int> ptx[kKnownDevices];                         // PTX version + 1 (0: not asked yet)
 };
+
+// The PTX version (major * 10 + minor) of the code kern runs on the current device.
+template <typename K>
+int ptx_version(K kern, int dev, KernelRecord& rec) {
+  const bool known = dev >= 0 && dev < kKnownDevices;
+  if (known) {
+    const int v = rec.ptx[dev].load(std::memory_order_relaxed);
+    if (v != 0) return v - 1;
+  }
+  cudaFuncAttributes fa;
+  check(cudaFuncGetAttributes(&fa, kern), "cudaFuncGetAttributes(tensorcore_attn_kernel)");
+  if (known) rec.ptx[dev].store(fa.ptxVersion + 1, std::memory_order_relaxed);
+  return fa.ptxVersion;
+}
 
 template <typename K>
 void raise_smem_limit(K kern, size_t smem, int dev, KernelRecord& rec) {
@@ -89,8 +104,9 @@ bool launch_dt(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs&
   }
   const size_t smem = tensorcore_launch_smem<V>(c, nw);
   // The residual splits join this launch when its CTAs have at least the plan's warps
-  // (tuning.h, kTensorcoreFuseResidual); otherwise they are left to the CUDA-core kernel.
-  const bool fuse = kTensorcoreFuseResidual && nw >= p.nw;
+  // (tuning.h, kTensorcoreFuseResidual) and its code has the residual path (PTX 9.0+,
+  // family_tensorcore.cuh); otherwise they are left to the CUDA-core kernel.
+  const bool fuse = kTensorcoreFuseResidual && nw >= p.nw && ptx_version(kern, dev, rec) >= 90;
   const int grid_x = fuse ? p.n_splits + p.res_splits : p.n_splits;
   if (grid_x > 0) {
     dim3 grid(grid_x, rows, b.n);

@@ -101,7 +101,7 @@ __host__ __device__ inline size_t tensorcore_launch_smem(const KernelConfig& c, 
 // (tensorcore_residual.cuh). DT: the head_dim D when it is 32, 64, 128 or 256 (loops over
 // channels unrolled, q fragments in registers up to 128), 0 for any other D (multiple of
 // 16, <= 256). Inputs and outputs as cudacore_attn_kernel's (family_cudacore.cuh). Reads
-// only; thread-safe across calls.
+// only; thread-safe across calls. Residual splits only where compiled for PTX 9.0+.
 template <typename V, int DT>
 __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(V::kSoftmax, DT))
     tensorcore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int group, int bps,
@@ -118,8 +118,16 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   // residual splits in the launch the linear CTA index takes the residual CTAs first (CTAs
   // are dispatched about in linear order: the residual CTAs, a longer latency chain each,
   // start first and the compressed ones fill in behind them instead of trailing).
+  // Compiled for sm_90 only (PTX 9.0+): at sm_80 the residual path made ptxas spill in
+  // the hot loop of the generic head_dim kernel, and no sm_80 GPU measured it; the host
+  // fuses only kernels whose PTX is 9.0+ (family_tensorcore.cu).
+#if __CUDA_ARCH__ >= 900
+  constexpr bool kFuse = kTensorcoreFuseResidual;
+#else
+  constexpr bool kFuse = false;
+#endif
   int split = blockIdx.x, cy = blockIdx.y, cz = blockIdx.z;
-  if (kTensorcoreFuseResidual && static_cast<int>(gridDim.x) > n_splits) {
+  if (kFuse && static_cast<int>(gridDim.x) > n_splits) {
     const int res_splits = static_cast<int>(gridDim.x) - n_splits;
     const int lin = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
     const int n_res = res_splits * gridDim.y * gridDim.z;
@@ -141,7 +149,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   const int qh0 = kvh * group + chunk * kTensorcoreHeads;
   const int n_valid = min(kTensorcoreHeads, group - chunk * kTensorcoreHeads);
   const int D = c.shape.head_dim, N = c.shape.block_tokens, R = N / 16, KS = D / 16;
-  if (kTensorcoreFuseResidual && split >= n_splits) {  // a residual split (whole CTA)
+  if (kFuse && split >= n_splits) {  // a residual split (whole CTA)
     const int res_splits = static_cast<int>(gridDim.x) - n_splits;
     tc_residual_split<V>(c, d, s, a, smem, row, kvh, qh0, n_valid, split, n_splits, res_splits);
     return;
