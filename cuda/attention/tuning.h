@@ -94,8 +94,9 @@ constexpr int tensorcore_min_ctas(bool softmax, int DT) {
 // H100: one launch for short calls, warps per CTA by grid", same run, decode fused /
 // second launch: BH 256 T 1K D 128 g 4 131-132 vs 153-154 us, BH 1024 T 1K D 64 g 4
 // 255-272 vs 333-350, Llama-3-8B batch 1 T 1K 35.2 vs 54.6, batch 32 126.5 vs 149.4; T >=
-// 32K within 2%. A/B knob: 0 never fuses (the kernel is compiled without the residual
-// path).
+// 32K within 2%. sm_90 code only (family_tensorcore.cuh: at sm_80 the residual path made
+// ptxas spill, and no sm_80 GPU measured it). A/B knob: 0 never fuses (the kernel is then
+// compiled without the residual path).
 #ifndef PACKKV_TC_FUSE_RESIDUAL
 #define PACKKV_TC_FUSE_RESIDUAL 1  // A/B knob (see above)
 #endif
