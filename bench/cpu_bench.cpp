@@ -126,6 +126,9 @@ int main(int argc, char** argv) {
       p.head_dim = sh.dim;
       p.repack = repack;
       p.residual_tokens = 0;
+      p.rel_scale_k = 0.1f;  // the recorded results' rates (not the library's defaults)
+      p.rel_scale_v = 0.2f;
+      p.sink_tokens = 0;
       p.max_tokens_per_seq = (int64_t)tokens;
       std::vector<double> enc;
       packkv_cache_t* cache = nullptr;

@@ -94,6 +94,11 @@ packkv_cache_params_t params(int max_seqs) {
   p.head_dim = D;
   p.max_seqs = max_seqs;
   p.max_tokens_per_seq = 1 << 20;
+  // the recorded results' configuration (not the library's defaults)
+  p.rel_scale_k = 0.1f;
+  p.rel_scale_v = 0.2f;
+  p.residual_tokens = 128;
+  p.sink_tokens = 0;
   return p;
 }
 

@@ -37,6 +37,9 @@ std::vector<size_t> blob_sizes(const std::vector<uint16_t>& k, const std::vector
   p.n_kv_heads = heads;
   p.head_dim = dim;
   p.residual_tokens = 0;
+  p.rel_scale_k = 0.1f;  // the recorded results' rates (not the library's defaults)
+  p.rel_scale_v = 0.2f;
+  p.sink_tokens = 0;
   packkv_cache_t* c = nullptr;
   check(packkv_cache_create(&p, &c), "create");
   int32_t id = 0, n = (int32_t)tokens;

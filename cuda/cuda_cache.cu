@@ -41,6 +41,8 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
   cu::DeviceGuard guard(c.device);
   kc_.shape = c.shape;
   kc_.ring_tokens = c.residual_tokens + c.shape.block_tokens;
+  kc_.sink_tokens = c.sink_tokens;
+  kc_.k_center = c.k_transform == PACKKV_K_TRANSFORM_CENTER ? 1 : 0;
   kc_.median = c.repack == PACKKV_REPACK_MEDIAN ? 1 : 0;
   kc_.rel_k = c.rel_scale_k;
   kc_.rel_v = c.rel_scale_v;
@@ -70,13 +72,15 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
 
   const size_t ms = static_cast<size_t>(c.max_seqs);
   const size_t bt = ms * kc_.max_blocks * 8, st = ms * sizeof(fmt::BlobSizes), us = ms * 8, rt = ms * 16;
-  check(cudaMalloc(&d_meta_, bt + st + us + 8 + rt), "cudaMalloc(block table)");
+  const size_t km = kc_.k_center ? ms * static_cast<size_t>(c.shape.token_values()) * 4 : 0;  // K means
+  check(cudaMalloc(&d_meta_, bt + st + us + 8 + rt + km), "cudaMalloc(block table)");
   uint8_t* m = static_cast<uint8_t*>(d_meta_);
   dp_.block_table = reinterpret_cast<unsigned long long*>(m);
   dp_.seq_stats = reinterpret_cast<fmt::BlobSizes*>(m + bt);
   d_used_ = reinterpret_cast<unsigned long long*>(m + bt + st);
   dp_.err_key = reinterpret_cast<unsigned long long*>(m + bt + st + us);
   dp_.ring_table = reinterpret_cast<unsigned long long*>(m + bt + st + us + 8);
+  dp_.k_mean = kc_.k_center ? reinterpret_cast<float*>(m + bt + st + us + 8 + rt) : nullptr;
   dp_.used = d_used_;
   try {
     check(cudaMemset(m, 0, bt + st + us + 8 + rt), "cudaMemset");
@@ -116,7 +120,7 @@ CudaCache::~CudaCache() {
 
 int64_t CudaCache::seq_length(int seq) const {
   const Seq& s = seqs_[seq];
-  return s.n_blocks * config().shape.block_tokens + s.residual_len;
+  return s.sink_len + s.n_blocks * config().shape.block_tokens + s.residual_len;
 }
 
 void CudaCache::record_done(cudaStream_t stream) const {
@@ -129,6 +133,7 @@ void CudaCache::free_seq_storage(Seq& s) {
   s.cap = s.bound = s.pending_total = s.snap_pending = 0;
   s.snap_chunk = -1;
   s.n_blocks = 0;
+  s.sink_len = 0;
   s.residual_len = 0;
   s.ring_start = 0;
 }
@@ -162,13 +167,15 @@ void CudaCache::stats(int seq, packkv_cache_stats_t* out) const {
     const Seq& s = seqs_[i];
     const int64_t nc = s.n_blocks * c.shape.block_tokens;
     r.n_compressed_tokens += nc;
-    r.n_residual_tokens += s.residual_len;
+    r.n_residual_tokens += s.sink_len + s.residual_len;  // sink tokens: uncompressed, counted with the window
     r.n_blocks += s.n_blocks;
     stats_add_blob(&r, st[i]);     // blob bytes (headers count as index bytes)
     r.index_bytes += 8 * s.n_blocks;  // block-table entries
+    if (kc_.k_center && s.n_blocks > 0) r.k_scale_bytes += c.shape.token_values() * 4;  // K mean: K metadata
     for (const Chunk& ch : s.chunks) r.compressed_bytes_reserved += static_cast<int64_t>(ch.bytes);
     r.compressed_bytes_reserved += 8 * s.n_blocks;
-    r.residual_bytes += static_cast<int64_t>(s.residual_len) * c.shape.token_values() * 2 * static_cast<int64_t>(kv_elem_);
+    r.residual_bytes += static_cast<int64_t>(s.sink_len + s.residual_len) * c.shape.token_values() * 2 *
+                        static_cast<int64_t>(kv_elem_);
   }
   stats_finish(&r, c.shape.token_values());
   *out = r;
@@ -181,6 +188,7 @@ cu::AttnSeq CudaCache::attn_seq(int seq) const {
   a.n_blocks = static_cast<int>(s.n_blocks);
   a.residual_len = s.residual_len;
   a.ring_start = s.ring_start;
+  a.sink_len = s.sink_len;
   return a;
 }
 
@@ -260,8 +268,16 @@ std::vector<uint8_t> CudaCache::block_bytes(int seq, int64_t block) const {
   const uint8_t* blob = reinterpret_cast<const uint8_t*>(addr);
   std::vector<uint32_t> ends(2 * static_cast<size_t>(c.shape.n_kv_heads));
   check(cudaMemcpy(ends.data(), blob, ends.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  // Header and tiles first; a compact cache's wide fallback block has its wide fields
+  // after the tiles: its size is then known from those bytes (Shape::sizes, as the CPU).
   std::vector<uint8_t> out(c.shape.layout.tiles_at + ends.back());
   check(cudaMemcpy(out.data(), blob, out.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  const size_t total = static_cast<size_t>(c.shape.sizes(out.data()).total());
+  if (total > out.size()) {
+    const size_t have = out.size();
+    out.resize(total);
+    check(cudaMemcpy(out.data() + have, blob + have, total - have, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  }
   return out;
 }
 

@@ -2,7 +2,9 @@
 //
 // Storage per sequence:
 //   residual ring   [C = residual_tokens + block_tokens][H][D] in kv_dtype, K and V,
-//                   allocated (stream-ordered) at the sequence's first append;
+//                   followed by [sink_tokens][H][D] for the sink tokens (the first
+//                   tokens of the sequence, never compressed), allocated
+//                   (stream-ordered) at the sequence's first append;
 //   pool chunks     compressed block blobs (format/shape.h layout), bump-allocated on
 //                   the device; chunks grow geometrically, so device memory follows
 //                   the compressed size. The host keeps an upper bound of each
@@ -10,7 +12,9 @@
 //                   case of flushes enqueued since) and opens a new chunk only when a
 //                   flush might not fit: no host synchronization on append;
 //   block table     one 8-byte blob address per block (max_tokens_per_seq/block_tokens
-//                   entries per sequence, allocated at create).
+//                   entries per sequence, allocated at create);
+//   K means         K centring only: [max_seqs][H][D] fp32, a sequence's mean of K over
+//                   its block 0 (written by the flush of that block; kernels.h k_mean).
 // Every call sets and restores the device; every enqueuing call takes a stream.
 // append and the attention calls allocate nothing and never synchronize the host,
 // except that append allocates (stream-ordered, cudaMallocAsync) a sequence's ring at its
@@ -69,6 +73,7 @@ class CudaCache final : public CacheImpl {
   };
   struct Seq {
     int64_t n_blocks = 0;
+    int sink_len = 0;  // sink tokens held (the first tokens; blocks and window follow)
     int residual_len = 0;
     int ring_start = 0;
     void* ring_k = nullptr;
@@ -89,6 +94,7 @@ class CudaCache final : public CacheImpl {
   struct AppendPlan {
     std::vector<int> flush_blocks;  // [n_seqs] blocks each sequence flushes
     std::vector<int64_t> in_row;    // [n_seqs] row of k_new/v_new of its first new token
+    std::vector<int> to_sink;       // [n_seqs] its first new tokens that become sink tokens
     int total_blocks = 0;
   };
   // Checks capacity and computes the flushes; no state change. Throws CAPACITY_EXCEEDED.

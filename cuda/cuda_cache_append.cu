@@ -38,10 +38,13 @@ CudaCache::AppendPlan CudaCache::plan_append(int n_seqs, const int32_t* seq_ids,
   AppendPlan p;
   p.flush_blocks.resize(n_seqs);
   p.in_row.resize(n_seqs);
+  p.to_sink.resize(n_seqs);
   int64_t row = 0;
   for (int i = 0; i < n_seqs; ++i) {
     const Seq& s = seqs_[seq_ids[i]];
-    const int64_t window = static_cast<int64_t>(s.residual_len) + n_tokens[i];
+    // The first new tokens fill the sink tokens; the window and the flush policy see the rest.
+    p.to_sink[i] = std::min(n_tokens[i], c.sink_tokens - s.sink_len);
+    const int64_t window = static_cast<int64_t>(s.residual_len) + n_tokens[i] - p.to_sink[i];
     p.flush_blocks[i] = static_cast<int>(blocks_to_flush(window, c.residual_tokens, c.shape.block_tokens));
     if (s.n_blocks + p.flush_blocks[i] > kc_.max_blocks)
       fail(PACKKV_ERR_CAPACITY_EXCEEDED, "packkv_cache_append: sequence " + std::to_string(seq_ids[i]) +
@@ -57,7 +60,7 @@ void CudaCache::allocate_for_append(const AppendPlan& p, int n_seqs, const int32
                                     cudaStream_t stream) {
   const Config& c = config();
   const size_t worst = worst_blob_alloc();
-  const size_t ring_bytes = static_cast<size_t>(kc_.ring_tokens) * c.shape.token_values() * kv_elem_;
+  const size_t ring_bytes = static_cast<size_t>(kc_.ring_tokens + kc_.sink_tokens) * c.shape.token_values() * kv_elem_;
   for (int i = 0; i < n_seqs; ++i) {
     Seq& s = seqs_[seq_ids[i]];
     if (n_tokens[i] > 0 && !s.ring_k) {
@@ -115,8 +118,8 @@ void CudaCache::enqueue_flushes(const AppendPlan& p, int n_seqs, const int32_t* 
       const int take = std::min(p.flush_blocks[i] - done, kMaxBlocksPerFlushLaunch - fb.total_blocks);
       cu::FlushSeq& d = fb.s[fb.n++];
       d.chunk = s.chunks.back().ptr;
-      d.in_row = p.in_row[i];
-      d.pos_base = s.n_blocks * N;
+      d.in_row = p.in_row[i] + p.to_sink[i];  // window tokens follow the new sink tokens
+      d.pos_base = s.sink_len + p.to_sink[i] + s.n_blocks * N;
       d.win_base = static_cast<int64_t>(done) * N;
       d.seq = seq_ids[i];
       d.first_block = static_cast<int>(s.n_blocks) + done;
@@ -142,18 +145,33 @@ void CudaCache::enqueue_residual_writes(const AppendPlan& p, int n_seqs, const i
     std::memset(&rb, 0, sizeof(rb));
   };
   for (int i = 0; i < n_seqs; ++i) {
-    if (n_tokens[i] == 0) continue;
-    if (rb.n == cu::kMaxResidualSeqs) launch();
     const Seq& s = seqs_[seq_ids[i]];
+    const int to_sink = p.to_sink[i], n_window = n_tokens[i] - to_sink;
+    if (to_sink > 0) {  // the new sink tokens: rows ring_tokens + sink_len ..
+      if (rb.n == cu::kMaxResidualSeqs) launch();
+      cu::ResidualSeq& d = rb.s[rb.n++];
+      d.in_row = p.in_row[i];
+      d.pos_base = 0;
+      d.n_new = to_sink;
+      d.residual_len = s.sink_len;
+      d.flushed = 0;
+      d.ring_start = 0;
+      d.seq = seq_ids[i];
+      d.sink = 1;
+      rb.max_new = std::max(rb.max_new, to_sink);
+    }
+    if (n_window == 0) continue;
+    if (rb.n == cu::kMaxResidualSeqs) launch();
     cu::ResidualSeq& d = rb.s[rb.n++];
-    d.in_row = p.in_row[i];
-    d.pos_base = s.n_blocks * N;
-    d.n_new = n_tokens[i];
+    d.in_row = p.in_row[i] + to_sink;
+    d.pos_base = s.sink_len + to_sink + s.n_blocks * N;
+    d.n_new = n_window;
     d.residual_len = s.residual_len;
     d.flushed = p.flush_blocks[i] * N;
     d.ring_start = s.ring_start;
     d.seq = seq_ids[i];
-    rb.max_new = std::max(rb.max_new, n_tokens[i]);
+    d.sink = 0;
+    rb.max_new = std::max(rb.max_new, n_window);
   }
   launch();
 }
@@ -164,7 +182,8 @@ void CudaCache::commit_append(const AppendPlan& p, int n_seqs, const int32_t* se
   for (int i = 0; i < n_seqs; ++i) {
     Seq& s = seqs_[seq_ids[i]];
     const int F = p.flush_blocks[i] * N;
-    const int64_t total = static_cast<int64_t>(s.residual_len) + n_tokens[i];
+    const int64_t total = static_cast<int64_t>(s.residual_len) + n_tokens[i] - p.to_sink[i];
+    s.sink_len += p.to_sink[i];
     s.n_blocks += p.flush_blocks[i];
     s.residual_len = static_cast<int>(total - F);
     s.ring_start = (s.ring_start + F) % kc_.ring_tokens;

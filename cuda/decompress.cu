@@ -1,9 +1,10 @@
 // Reconstruction of one sequence's K and V as fp32 in original token order
 // (packkv_cache_decompress): x^ = (q + z) * s for compressed blocks (format/affine.h
 // dequantize, the same expression as the CPU decoder, so results are bit-identical),
-// then the residual window converted to fp32. Not performance-critical: one warp per
-// (block, tile), which stages the tile and decodes it with the device tile walk of the
-// attention kernels (attention/tile_walk.cuh), so every kernel reads tiles one way.
+// then the sink tokens and the residual window converted to fp32 (K centring: mu added
+// back to the blocks' K). Not performance-critical: one warp per (block, tile), which
+// stages the tile and decodes it with the device tile walk of the attention kernels
+// (attention/tile_walk.cuh), so every kernel reads tiles one way.
 #include <cuda_pipeline_primitives.h>
 #include <cuda_runtime.h>
 
@@ -43,6 +44,10 @@ __global__ void decompress_blocks_kernel(KernelConfig c, CacheDevicePtrs d, Attn
   const uint8_t* blob =
       reinterpret_cast<const uint8_t*>(d.block_table[static_cast<size_t>(s.seq) * c.max_blocks + blk]);
   const fmt::HeadView hv = SH.head(blob, kv, h);
+  // K centring: blocks hold K - mu; k^ = (K - mu)^ + mu in fp32, as the CPU backend
+  const float* mu = kv == fmt::kK && c.k_center
+                        ? d.k_mean + static_cast<size_t>(s.seq) * H * D + static_cast<size_t>(h) * D
+                        : nullptr;
   const int bits = SH.bits(kv), e = fmt::len_bits(bits), R = SH.rounds();
   const uint32_t tile = stage(buf, hv.tile, hv.tile_bytes);
   __pipeline_commit();
@@ -58,22 +63,26 @@ __global__ void decompress_blocks_kernel(KernelConfig c, CacheDevicePtrs d, Attn
       for_codes<false>(T, pbit, L, [&](int i, float code) {
         const int slot = fmt::kPackTokens * r + i;
         const uint32_t q = mn + static_cast<uint32_t>(code);
-        out[(static_cast<size_t>(blk) * N + hv.original(slot)) * H * D + static_cast<size_t>(h) * D + ch] =
-            fmt::dequantize(q, hv.affine(slot));
+        const float x = fmt::dequantize(q, hv.affine(slot));
+        out[(static_cast<size_t>(s.sink_len) + static_cast<size_t>(blk) * N + hv.original(slot)) * H * D +
+            static_cast<size_t>(h) * D + ch] = mu ? x + mu[ch] : x;
       });
     });
   }
 }
 
-// Device. Grid residual_len, 256 threads: residual token i -> row n_blocks*N + i (fp32).
+// Device. Grid sink_len + residual_len, 256 threads: dense token i -> fp32 row i (sink
+// token i, ring row ring_tokens + i) or row n_blocks*N + i (residual token i - sink_len).
 __global__ void decompress_residual_kernel(KernelConfig c, CacheDevicePtrs d, AttnSeq s, float* k_out,
                                            float* v_out) {
   const void* ring_k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);
   const void* ring_v = reinterpret_cast<const void*>(d.ring_table[2 * s.seq + 1]);
   const size_t row = static_cast<size_t>(c.shape.n_kv_heads) * c.shape.head_dim;
   const int i = blockIdx.x;
-  const size_t dst = (static_cast<size_t>(s.n_blocks) * c.shape.block_tokens + i) * row;
-  const size_t src = static_cast<size_t>((s.ring_start + i) % c.ring_tokens) * row;
+  const bool sink = i < s.sink_len;
+  const size_t dst = (sink ? static_cast<size_t>(i) : static_cast<size_t>(s.n_blocks) * c.shape.block_tokens + i) * row;
+  const size_t src =
+      static_cast<size_t>(sink ? c.ring_tokens + i : (s.ring_start + i - s.sink_len) % c.ring_tokens) * row;
   for (size_t j = threadIdx.x; j < row; j += blockDim.x) {
     if (k_out) k_out[dst + j] = load_elem(ring_k, src + j, c.kv_dtype);
     if (v_out) v_out[dst + j] = load_elem(ring_v, src + j, c.kv_dtype);
@@ -94,8 +103,8 @@ void launch_decompress(const KernelConfig& c, const CacheDevicePtrs& d, const At
     decompress_blocks_kernel<<<g, 32, smem, stream>>>(c, d, s, k_out, v_out);
     check_launch("decompress_blocks_kernel");
   }
-  if (s.residual_len > 0) {
-    decompress_residual_kernel<<<s.residual_len, 256, 0, stream>>>(c, d, s, k_out, v_out);
+  if (s.sink_len + s.residual_len > 0) {
+    decompress_residual_kernel<<<s.sink_len + s.residual_len, 256, 0, stream>>>(c, d, s, k_out, v_out);
     check_launch("decompress_residual_kernel");
   }
 }

@@ -24,6 +24,8 @@ namespace cu {
 struct KernelConfig {
   fmt::Shape shape;  // the compressed blocks (Config::shape)
   int ring_tokens;   // C = residual_tokens + block_tokens: residual ring capacity
+  int sink_tokens;   // S = Config::sink_tokens: sink rows after the ring's C slots (row C + j = sink token j)
+  int k_center;      // 1: K centring (PACKKV_K_TRANSFORM_CENTER): blocks store K - mu, see CacheDevicePtrs::k_mean
   int median;        // repack == MEDIAN
   float rel_k, rel_v;
   int kv_dtype;      // dtype of the residual ring
@@ -35,11 +37,14 @@ struct KernelConfig {
 };
 
 // A sequence as the attention and decompression kernels see it.
+// Its tokens are, in order: sink_len sink tokens (rows ring_tokens + j of its ring
+// buffers), n_blocks compressed blocks, residual_len residual tokens (ring slots).
 struct AttnSeq {
   int seq;
   int n_blocks;
   int residual_len;     // residual-window tokens
   int ring_start;  // ring slot of residual token 0
+  int sink_len;    // sink tokens (Config::sink_tokens once the sequence has that many)
 };
 
 // Device pointers shared by all calls of a cache.
@@ -49,6 +54,11 @@ struct CacheDevicePtrs {
   unsigned long long* used;         // [max_seqs] bytes used in the current pool chunk
   fmt::BlobSizes* seq_stats;        // [max_seqs] bytes of the sequence's blobs, by part
   unsigned long long* err_key;      // min over error_key(seq, position) of non-finite input; ~0 if none
+  // K centring (KernelConfig::k_center, else null): [max_seqs][H][D] fp32 mean mu of K over
+  // a sequence's block 0 (fp32 of the float64 mean in token order, as the CPU backend),
+  // written by the flush of that block; valid while the sequence has blocks. Its blocks
+  // store K - mu (fp32); attention adds q . mu to their scores, decompression adds mu.
+  float* k_mean;
 };
 
 // Key of the first non-finite input token: sequence in the high bits, position in the
@@ -102,6 +112,9 @@ void launch_flush(const KernelConfig& c, const FlushBatch& b, const CacheDeviceP
 // ---- append: residual ring (encode/residual_ring.cu) ----
 
 constexpr int kMaxResidualSeqs = 80;
+// One sequence's new window tokens, or (sink = 1) its new sink tokens: then window index
+// i means sink token i, stored in row ring_tokens + i (residual_len: sink tokens before the
+// append, flushed = ring_start = pos_base = 0).
 struct ResidualSeq {
   int64_t in_row;    // row of k_new/v_new of the first new token
   int64_t pos_base;  // absolute position of window index 0
@@ -110,14 +123,16 @@ struct ResidualSeq {
   int flushed;       // window tokens flushed by this append
   int ring_start;    // ring slot of window index 0 (before the append)
   int seq;           // sequence id (error messages)
+  int sink;          // 1: these are sink tokens (see above)
 };
 struct ResidualBatch {
   int n;
   int max_new;
   ResidualSeq s[kMaxResidualSeqs];
 };
-// Copies the new tokens that stay in the residual window into the rings (converted to
-// kv_dtype) and checks every new token that was not flushed for non-finite values.
+// Copies the new tokens that stay in the residual window (or become sink tokens) into the
+// rings (converted to kv_dtype) and checks every new token that was not flushed for
+// non-finite values.
 void launch_residual_write(const KernelConfig& c, const ResidualBatch& b,
                            const CacheDevicePtrs& d, const void* k_new, const void* v_new,
                            int in_dtype, cudaStream_t stream);
@@ -127,7 +142,8 @@ void launch_residual_write(const KernelConfig& c, const ResidualBatch& b,
 void launch_set_ring(const CacheDevicePtrs& d, int seq, void* ring_k, void* ring_v, cudaStream_t stream);
 
 // ---- decompress (decompress.cu) ----
-// Writes K and V (either may be null) of one sequence as float [T][H][D].
+// Writes K and V (either may be null) of one sequence as float [T][H][D]: sink tokens,
+// blocks, residual window.
 void launch_decompress(const KernelConfig& c, const CacheDevicePtrs& d, const AttnSeq& s,
                        float* k_out, float* v_out, cudaStream_t stream);
 

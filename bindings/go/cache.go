@@ -26,6 +26,9 @@ type Params struct {
 	ScaleGranularity ScaleGranularity // granularity of the zero point and scale
 	BlockTokens      int32            // tokens compressed together: multiple of 16 in [16, 256]
 	ResidualTokens   int32            // tokens kept uncompressed after a flush
+	SinkTokens       int32            // first tokens of every sequence, kept exact in KVDType
+	ZsFormat         ZsFormat         // storage of the per-token zero points and scales
+	KTransform       KTransform       // transform of K inside the library (callers pass plain K, q)
 }
 
 // Stats is the memory accounting of a cache or one sequence (packkv_cache_stats_t).
@@ -66,6 +69,8 @@ func paramsFromC(p *C.packkv_cache_params_t) Params {
 		BitsK: int32(p.bits_k), BitsV: int32(p.bits_v), Repack: Repack(p.repack),
 		ScaleGranularity: ScaleGranularity(p.scale_granularity),
 		BlockTokens:      int32(p.block_tokens), ResidualTokens: int32(p.residual_tokens),
+		SinkTokens: int32(p.sink_tokens), ZsFormat: ZsFormat(p.zs_format),
+		KTransform: KTransform(p.k_transform),
 	}
 }
 
@@ -83,6 +88,8 @@ func (p Params) toC(c *C.packkv_cache_params_t) error {
 	c.bits_k, c.bits_v = C.int32_t(p.BitsK), C.int32_t(p.BitsV)
 	c.repack, c.scale_granularity = C.packkv_repack_t(p.Repack), C.packkv_scale_granularity_t(p.ScaleGranularity)
 	c.block_tokens, c.residual_tokens = C.int32_t(p.BlockTokens), C.int32_t(p.ResidualTokens)
+	c.sink_tokens = C.int32_t(p.SinkTokens)
+	c.zs_format, c.k_transform = C.packkv_zs_format_t(p.ZsFormat), C.packkv_k_transform_t(p.KTransform)
 	return nil
 }
 

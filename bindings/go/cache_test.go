@@ -74,12 +74,20 @@ func f16to32(h uint16) float32 {
 	return math.Float32frombits(sign | (exp+112)<<23 | man<<13)
 }
 
+// refParams sets the tests' reference configuration, so that no test depends on the
+// library's defaults (which follow measurements and change): r_K 0.1, r_V 0.2 (4- and
+// 3-bit codes), residual window 128, no sink tokens.
+func refParams(p *packkv.Params) {
+	p.RelScaleK, p.RelScaleV, p.ResidualTokens, p.SinkTokens = 0.1, 0.2, 128, 0
+}
+
 func newCache(t *testing.T, maxSeqs int32, edit func(*packkv.Params)) *packkv.Cache {
 	t.Helper()
 	p, err := packkv.DefaultParams()
 	if err != nil {
 		t.Fatal(err)
 	}
+	refParams(&p)
 	p.NKVHeads, p.HeadDim, p.MaxSeqs = nKV, headDim, maxSeqs
 	if edit != nil {
 		edit(&p)
@@ -134,7 +142,8 @@ func TestParams(t *testing.T) {
 		t.Fatal(err)
 	}
 	if p.Device != -1 || p.KVDType != packkv.DTypeF16 || p.Repack != packkv.RepackMedian ||
-		p.ScaleGranularity != packkv.ScalePerToken {
+		p.ScaleGranularity != packkv.ScalePerToken || p.RelScaleK != 0.035 || p.RelScaleV != 0.07 ||
+		p.ResidualTokens != 64 || p.SinkTokens != 4 || p.KTransform != packkv.KTransformNone {
 		t.Fatalf("defaults %+v", p)
 	}
 	c := newCache(t, 2, func(p *packkv.Params) { p.RelScaleK = 0.05 })
@@ -147,6 +156,36 @@ func TestParams(t *testing.T) {
 	}
 	if d, err := c.GetDevice(); err != nil || d != -1 {
 		t.Fatalf("GetDevice %d %v", d, err)
+	}
+}
+
+func TestVersion2Params(t *testing.T) {
+	c := newCache(t, 1, func(p *packkv.Params) {
+		p.SinkTokens, p.ZsFormat, p.KTransform = 3, packkv.ZsWide, packkv.KTransformCenter
+		p.ResidualTokens, p.BlockTokens = 0, 16
+	})
+	eff := c.Params()
+	if eff.SinkTokens != 3 || eff.ZsFormat != packkv.ZsWide || eff.KTransform != packkv.KTransformCenter {
+		t.Fatalf("effective %+v", eff)
+	}
+	r := rng(5)
+	n := 3 + 16 + 5
+	k, v := kv(&r, n), kv(&r, n)
+	if err := c.Append([]int32{0}, []int32{int32(n)}, packkv.F32(k), packkv.F32(v)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Stats(0)
+	if err != nil || st.NCompressedTokens != 16 || st.NResidualTokens != 8 {
+		t.Fatalf("stats %+v %v", st, err) // 3 sink tokens + 5 residual, one block of 16
+	}
+	kh := make([]float32, len(k))
+	if _, err := c.Decompress(0, kh, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3*nKV*headDim; i++ { // sink tokens: exact in f16
+		if f16to32(f16(k[i])) != kh[i] {
+			t.Fatalf("sink value %d: %v vs %v", i, kh[i], k[i])
+		}
 	}
 }
 

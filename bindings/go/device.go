@@ -38,6 +38,24 @@ const (
 	ScalePerTokenHead ScaleGranularity = 1 // one (z, s) per token and KV head
 )
 
+// ZsFormat is a packkv_zs_format_t: storage of the per-token zero points and scales.
+type ZsFormat int32
+
+// Zero point and scale encodings.
+const (
+	ZsCompact ZsFormat = 0 // int16 zero point, 16-bit scale (the default; the error bound holds)
+	ZsWide    ZsFormat = 1 // int32 zero point, fp32 scale
+)
+
+// KTransform is a packkv_k_transform_t: a transform of K applied inside the library.
+type KTransform int32
+
+// K transforms.
+const (
+	KTransformNone   KTransform = 0 // none (the default)
+	KTransformCenter KTransform = 1 // per-channel centring by the mean of each sequence's first block (F16 KVDType)
+)
+
 // Host is a slice in host memory with its element type: F32, F16 or BF16.
 type Host interface {
 	dtype() DType

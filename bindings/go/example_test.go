@@ -43,6 +43,6 @@ func Example() {
 	_, err = cache.SeqLength(7)
 	fmt.Println("invalid argument:", errors.Is(err, packkv.ErrInvalidArgument))
 	// Output:
-	// tokens: 500 compressed: 320 smaller than fp16: true
+	// tokens: 500 compressed: 384 smaller than fp16: true
 	// invalid argument: true
 }

@@ -103,9 +103,10 @@ func (p *Pool) Stats() (PoolStats, error) {
 		BytesInUse: int64(s.bytes_in_use), FreeBytes: int64(s.free_bytes), NCaches: int64(s.n_caches)}, nil
 }
 
-// TokensFit estimates how many more tokens fit in the free bytes when each token goes to
-// every cache of the pool (one per layer), at each cache's compressed bytes per token so
-// far (packkv_x_pool_tokens_fit): -1 without a budget, 0 with no cache.
+// TokensFit estimates how many more tokens fit in the free pages when each token goes to
+// every cache of the pool (one per layer), each cache's blocks of its mean size so far
+// packed whole into pages, page-end waste counted (packkv_x_pool_tokens_fit): -1 without
+// a budget, 0 with no cache.
 func (p *Pool) TokensFit() (int64, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -162,7 +163,8 @@ func NewInPool(p Params, pool *Pool) (*Cache, error) {
 // Truncate keeps the first nTokens tokens of a sequence (packkv_x_cache_truncate).
 // Residual-window tokens go at no cost; when the cut falls inside a compressed block, its
 // first tokens return to the window from their stored (dequantized) values and keep the
-// compression error. Errors: ErrInvalidArgument for nTokens outside [0, SeqLength];
+// compression error; a cut inside the sink tokens keeps the first nTokens of them and drops
+// every block. Errors: ErrInvalidArgument for nTokens outside [WindowStart, SeqLength];
 // ErrNotSupported on a CUDA cache. On error nothing changes.
 func (c *Cache) Truncate(seqID int32, nTokens int64) error {
 	p, err := c.write()
@@ -175,7 +177,8 @@ func (c *Cache) Truncate(seqID int32, nTokens int64) error {
 }
 
 // Fork makes the empty sequence dst a copy of src that shares its compressed blocks
-// (reference counted) and copies its residual window (packkv_x_cache_fork). Stats(seq)
+// (reference counted) and copies its residual window, sink tokens and K mean
+// (packkv_x_cache_fork). Stats(seq)
 // counts shared blocks in each sequence, Stats(-1) once. Errors: ErrInvalidState if dst
 // holds tokens, ErrInvalidArgument for bad or equal ids. On error nothing changes.
 func (c *Cache) Fork(src, dst int32) error {

@@ -15,12 +15,15 @@ import (
 
 // Pools, truncate and fork (experimental API).
 
+// defaultParams: the library's defaults with the tests' reference configuration stated
+// (refParams) and this file's shape.
 func defaultParams(t *testing.T, maxSeqs int32) packkv.Params {
 	t.Helper()
 	p, err := packkv.DefaultParams()
 	if err != nil {
 		t.Fatal(err)
 	}
+	refParams(&p)
 	p.NKVHeads, p.HeadDim, p.MaxSeqs = nKV, headDim, maxSeqs
 	return p
 }
@@ -282,7 +285,7 @@ func TestExportImport(t *testing.T) {
 		t.Fatalf("truncated: %v", err)
 	}
 	bad := append([]byte(nil), data...)
-	bad[8] = 2
+	bad[8] = 9
 	if err := b.ImportSeq(0, bad); !errors.Is(err, packkv.ErrVersionMismatch) {
 		t.Fatalf("version: %v", err)
 	}

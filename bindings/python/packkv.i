@@ -461,6 +461,24 @@ static long long packkv_py_mul(long long a, long long b) {
   }
   $action
 }
+%exception packkv_attn_decode_multi {
+  {
+    /* (cache 1, n_seqs 2, ids 3, n_q_heads 4, q_len 5, q 6, q_dtype 7, scale 8, out 9, lse 10,
+     *  workspace 11, workspace_bytes 12) */
+    packkv_cache_params_t p;
+    p.struct_size = (uint32_t)sizeof p;
+    if (arg1 && packkv_cache_get_params(arg1, &p) == PACKKV_OK) {
+      long long rows = packkv_py_mul(packkv_py_mul(arg2, arg4), arg5);
+      if (packkv_py_check_buf("q", info6, packkv_py_mul(rows, p.head_dim),
+                              packkv_py_dtype_size(arg7), arg7) < 0 ||
+          packkv_py_check_buf("out", info9, packkv_py_mul(rows, p.head_dim), 4, -1) < 0 ||
+          packkv_py_check_buf("lse", info10, rows, 4, -1) < 0 ||
+          packkv_py_check_buf("workspace", info11, (long long)arg12, 1, -1) < 0)
+        SWIG_fail;
+    }
+  }
+  $action
+}
 
 /* ---- CUDA streams ---------------------------------------------------------------------------- */
 %typemap(in) packkv_stream_t stream {

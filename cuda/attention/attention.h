@@ -15,7 +15,7 @@
 namespace packkv {
 namespace cu {
 
-constexpr int kMaxAttnSeqs = 200;  // sequences per launch (kernel parameters under 4 KB)
+constexpr int kMaxAttnSeqs = 160;  // sequences per launch (kernel parameters under 4 KB: 20-byte AttnSeq)
 struct AttnBatch {
   int n;            // sequences in this launch
   int first;        // index of the first one in the caller's arrays (q/out rows)

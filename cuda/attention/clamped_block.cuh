@@ -19,6 +19,7 @@
 #include "attention/online_softmax.cuh"
 #include "attention/tile_walk.cuh"
 #include "attention/tuning.h"
+#include "attention/zs_stage.cuh"
 #include "format/round_tile.h"
 
 namespace packkv {
@@ -26,16 +27,17 @@ namespace cu {
 
 constexpr double kFltMaxD = 3.4028234663852886e38;  // FLT_MAX
 
-// The one per-block vote of the kernels on normal data: true if a K scale of ks reaches
-// 2^96 (below it grid_beyond_fp32 cannot hold) or a V grid magnitude |vs| (|vz| + 255)
-// exceeds kFitAbove (SoftmaxState::fit_block has work), over the block's N staged slots;
-// K / V: whether the variant has that pass. Then the rare checks run. Whole warp.
+// The one per-block vote of the kernels on normal data: true if a K scale of kzs reaches
+// 2^96 (below it grid_beyond_fp32 cannot hold) or a V grid magnitude |s| (|z| + 255) of
+// vzs exceeds kFitAbove (SoftmaxState::fit_block has work), over the block's N staged
+// slots (zs_stage.cuh views, any encoding); K / V: whether the variant has that pass.
+// Then the rare checks run, on widened copies (zs_widen). Whole warp.
 template <bool K, bool V>
-__device__ __forceinline__ bool near_fp32_limit(const float* ks, const float* vs, const int32_t* vz, int N, int lane) {
+__device__ __forceinline__ bool near_fp32_limit(const ZsView& kzs, const ZsView& vzs, int N, int lane) {
   float big = 0.f;
   for (int i = lane; i < N; i += 32) {
-    if (K) big = fmaxf(big, fabsf(ks[i]) * 0x1p4f);  // > 2^100 iff |s| > 2^96
-    if (V) big = fmaxf(big, fabsf(vs[i]) * (fabsf(static_cast<float>(vz[i])) + 255.f));
+    if (K) big = fmaxf(big, fabsf(kzs.s(i)) * 0x1p4f);  // > 2^100 iff |s| > 2^96
+    if (V) big = fmaxf(big, fabsf(vzs.s(i)) * (fabsf(static_cast<float>(vzs.z(i))) + 255.f));
   }
   return __any_sync(0xffffffffu, big > kFitAbove);
 }

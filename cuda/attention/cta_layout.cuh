@@ -48,7 +48,7 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   const size_t D = static_cast<size_t>(c.shape.head_dim), N = static_cast<size_t>(c.shape.block_tokens);
   size_t at = 0;
   s.q = at;    at += align16(G * D * 4);
-  s.qsum = at; at += align16(G * 4);
+  s.qsum = at; at += align16(2 * G * 4);  // sum of each query [G], then q . mu [G] (K centring)
   s.acc = at;  at += !V::kUsesV ? 0 : align16(static_cast<size_t>(nw) * acc_rows(G) * acc_row_words(G, static_cast<int>(D)) * 4);
   s.ml = at;   at += align16(static_cast<size_t>(nw) * (G * 2 + 1) * 4);  // + each warp's exponent e
   s.warp0 = at;

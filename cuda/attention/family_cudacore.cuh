@@ -66,6 +66,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
   constexpr int kAccRows = acc_rows(G), kVRows = v_rows(G);
   float* qS = reinterpret_cast<float*>(smem + L.q);
   float* qsum = reinterpret_cast<float*>(smem + L.qsum);
+  // K centring: blocks hold K - mu; their scores get q . mu (qmu: per query head, times the
+  // softmax scale for decode). Scores: added to each block score; decode: to the split's
+  // running max m at write_partial (a constant shift of every score of a block split).
+  float* qmu = qsum + G;
+  const bool centred = c.k_center != 0;
   float* acc = reinterpret_cast<float*>(smem + L.acc) + static_cast<size_t>(warp) * kAccRows * arw;
   float* ml = reinterpret_cast<float*>(smem + L.ml);
   uint8_t* wb = smem + L.warp0 + static_cast<size_t>(warp) * L.stride;
@@ -96,6 +101,13 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         for (int ch = lane; ch < D; ch += 32) x += qS[g * D + ch];
         x = warp_sum(x);
         if (lane == 0) qsum[g] = x;
+        if (centred && s.n_blocks > 0) {  // K centring: blocks hold K - mu, their scores get q . mu
+          const float* mu = d.k_mean + (static_cast<size_t>(s.seq) * c.shape.n_kv_heads + kvh) * D;
+          double m = 0.0;
+          for (int ch = lane; ch < D; ch += 32) m += static_cast<double>(qS[g * D + ch]) * static_cast<double>(mu[ch]);
+          m = warp_sum_f64(m);
+          if (lane == 0) qmu[g] = static_cast<float>(m);
+        }
       }
     }
   }
@@ -121,44 +133,45 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       size_t koff, ksz, voff, vsz;
       SH.tile_extent(blob, fmt::kK, kvh, &koff, &ksz);
       SH.tile_extent(blob, fmt::kV, kvh, &voff, &vsz);
-      // Stage this block: K tile, V tile, their zero points and scales (zs_stage.cuh:
-      // any encoding, widened to int32 / fp32 after the wait), the perm.
+      // Stage this block: K tile, V tile, their zero points and scales (zs_stage.cuh: in
+      // the block's encoding, read as such), the perm.
+      const ZsHeader zh = zs_header(blob, SH);
+      const ZsSrc zsrc1 = zs_locate(blob, SH, zh, V::kUsesK ? fmt::kK : fmt::kV, grp);
+      const ZsSrc zsrc2 = V::kUsesK && V::kUsesV ? zs_locate(blob, SH, zh, fmt::kV, grp) : zsrc1;
       const uint32_t kt = V::kUsesK ? stage(kbuf, blob + koff, ksz) : 0u;
       const uint32_t vt = V::kUsesV ? stage(vbuf, blob + voff, vsz) : 0u;
-      const ZsStaged zs1 = zs_stage(wb + L.zb, wb + L.sb, blob, SH, V::kUsesK ? fmt::kK : fmt::kV, grp);
+      ZsView zs1 = zs_stage(wb + L.zb, wb + L.sb, zsrc1, N);  // K (V in apply)
       const uint8_t* perm = blob + SH.layout.perm_at;
       if (V::kPositions && c.shape.has_perm) perm = wb + L.pb + stage(wb + L.pb, perm, N);
-      ZsStaged zs2 = zs1;
-      if (V::kUsesK && V::kUsesV) zs2 = zs_stage(wb + L.vzb, wb + L.vsb, blob, SH, fmt::kV, grp);
+      ZsView zv = zs1;  // V
+      if (V::kUsesK && V::kUsesV) zv = zs_stage(wb + L.vzb, wb + L.vsb, zsrc2, N);
       __pipeline_commit();
       auto orig = [&](int slot) -> int64_t {
-        return static_cast<int64_t>(blk) * N + (c.shape.has_perm ? perm[slot] : slot);
+        return s.sink_len + static_cast<int64_t>(blk) * N + (c.shape.has_perm ? perm[slot] : slot);
       };
       __pipeline_wait_prior(0);
       __syncwarp();
-      const int32_t* zst;
-      const float* sst;
-      zs_widen(wb + L.zb, wb + L.sb, zs1, N, &zst, &sst);
-      const int32_t* vzst = zst;
-      const float* vsst_c = sst;
-      if (V::kUsesK && V::kUsesV) zs_widen(wb + L.vzb, wb + L.vsb, zs2, N, &vzst, &vsst_c);
-      // this warp's widened copy in shared memory (compact fields widened at the buffer
-      // start, wide ones where staged): writable, fit_block may rescale it
-      float* vsst = const_cast<float*>(vsst_c);
 
       // Blocks near the fp32 limit (issue 18 item 3, clamped_block.cuh): one vote per
-      // block on the staged metadata; normal data take none of the rare paths.
+      // block on the staged metadata; normal data take none of the rare paths, which work
+      // on widened copies of the fields (zs_widen).
       bool kclamp = false, vclamp = false;
-      if (sm.e != 0 || near_fp32_limit<V::kUsesK, V::kUsesV>(sst, vsst, vzst, N, lane)) {
-        if (V::kUsesK) kclamp = grid_beyond_fp32(sst, zst, N, (1 << c.shape.bits_k) - 1, lane);
-        if (V::kUsesV) vclamp = sm.fit_block(t, vsst, vzst, N, (1 << c.shape.bits_v) - 1);
+      if (sm.e != 0 || near_fp32_limit<V::kUsesK, V::kUsesV>(zs1, zv, N, lane)) {
+        if (V::kUsesK) {
+          zs_widen(zs1, wb + L.zb, wb + L.sb, N);
+          kclamp = grid_beyond_fp32(zs1.scales(), zs1.zeros(), N, (1 << c.shape.bits_k) - 1, lane);
+        }
+        if (V::kUsesV) {
+          zs_widen(zv, wb + (V::kUsesK ? L.vzb : L.zb), wb + (V::kUsesK ? L.vsb : L.sb), N);
+          vclamp = sm.fit_block(t, zv.scales(), zv.zeros(), N, (1 << c.shape.bits_v) - 1);
+        }
       }
       if (kclamp) {  // a K grid point beyond FLT_MAX
-        k_block_clamped<G>(KT, kt, D, N, c.shape.bits_k, qS, sst, zst, round_start, pre, sc);
+        k_block_clamped<G>(KT, kt, D, N, c.shape.bits_k, qS, zs1.scales(), zs1.zeros(), round_start, pre, sc);
         if (!V::kUsesV)
           for (int i = lane; i < n_valid * N; i += 32) {
             const int g = i / N, slot = i - g * N;
-            a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = sc[i];
+            a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = centred ? sc[i] + qmu[g] : sc[i];
           }
         __syncwarp();
       }
@@ -178,12 +191,15 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
             for (int i = 0; i < 2 * G; ++i) {
               const int v = base + i, k = v / G, g = v - k * G;
               const int slot = 16 * r + k;
-              float score = sst[slot] * (part[i] + static_cast<float>(zst[slot]) * qsum[g]);
+              const float s_slot = zs1.s(slot);
+              const int32_t z_slot = zs1.z(slot);
+              float score = s_slot * (part[i] + static_cast<float>(z_slot) * qsum[g]);
               if (!isfinite(score))  // fp32 fold overflow (scales near the fp32 limit): redo it in double
-                score = static_cast<float>(static_cast<double>(sst[slot]) *
-                                           (static_cast<double>(part[i]) + static_cast<double>(zst[slot]) * qsum[g]));
+                score = static_cast<float>(static_cast<double>(s_slot) *
+                                           (static_cast<double>(part[i]) + static_cast<double>(z_slot) * qsum[g]));
               if (!V::kUsesV) {
-                if (g < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = score;
+                if (g < n_valid)
+                  a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = centred ? score + qmu[g] : score;
               } else {
                 sc[g * N + slot] = score;
               }
@@ -193,9 +209,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         __syncwarp();
       }
       if (V::kUsesV) {
-        sm.template weights<V>(t, a, D, N, N, vsst, vzst, orig);
-        if (vclamp) {  // a V grid point beyond FLT_MAX
-          v_block_clamped<G>(VT, vt, D, N, c.shape.bits_v, vsst, vzst, sm.e, sc, acc, round_start, pre);
+        sm.template weights<V>(t, a, D, N, N, &zv, orig);
+        if (vclamp) {  // a V grid point beyond FLT_MAX (zv widened above)
+          v_block_clamped<G>(VT, vt, D, N, c.shape.bits_v, zv.scales(), zv.zeros(), sm.e, sc, acc, round_start, pre);
           continue;
         }
         walk_tile(VT, vt, D, c.shape.bits_v, ev, R, round_start, pre);
@@ -226,7 +242,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
     residual_window<G, V>(c, d, s, a, t, sm, n_splits, split0 + static_cast<int>(gridDim.x) - n_splits);
   }
   if (!V::kUsesV) return;
-  write_partial<G, V>(a, D, t, sm, reinterpret_cast<const float*>(smem + L.acc));
+  write_partial<G, V>(a, D, t, sm, reinterpret_cast<const float*>(smem + L.acc), centred && split < n_splits ? qmu : nullptr);
 }
 
 }  // namespace cu

@@ -66,7 +66,7 @@ __host__ __device__ inline TensorcoreSmem tensorcore_smem(const KernelConfig& c,
   const size_t D = static_cast<size_t>(c.shape.head_dim), N = static_cast<size_t>(c.shape.block_tokens);
   size_t at = 0;
   s.qf = at;  at += !V::kUsesK ? 0 : D * 32;  // [D/16][32 lanes] uint4 {hi b0, hi b1, lo b0, lo b1}
-  s.qi = at;  at += align16(2 * kTensorcoreHeads * 4);            // sum(q) [8], 2^-e_q [8]
+  s.qi = at;  at += align16(3 * kTensorcoreHeads * 4);            // sum(q) [8], 2^-e_q [8], q . mu [8]
   s.hw = at;  at += align16(static_cast<size_t>(nw) * kTensorcoreHeads * 4 * 4);  // per warp, head: m, l, sum w z, E
   s.warp0 = at;
   const size_t tb = align16(c.max_tile + 48), zs = align16(N * 4 + 32);
@@ -156,7 +156,10 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   }
   const TensorcoreSmem L = tensorcore_smem<V>(c, nw);
   uint8_t* wb = smem + L.warp0 + static_cast<size_t>(warp) * L.stride;
-  float* qi = reinterpret_cast<float*>(smem + L.qi);  // [0, 8): sum q; [8, 16): 2^-e_q
+  float* qi = reinterpret_cast<float*>(smem + L.qi);  // [0, 8): sum q; [8, 16): 2^-e_q; [16, 24): q . mu
+  // K centring: blocks hold K - mu; their scores get q . mu (qi[16 + head]): added to each
+  // score (scores), or to the split's m (decode: a constant shift of all its scores).
+  const bool centred = c.k_center != 0;
   float* hw = reinterpret_cast<float*>(smem + L.hw) + static_cast<size_t>(warp) * kTensorcoreHeads * 4;
   float* sc = reinterpret_cast<float*>(wb + L.sc);   // [8][N]: scores, then weights (hi, lo)
   float* fac = reinterpret_cast<float*>(wb + L.fac); // [8]: V accumulator rescale of the block
@@ -186,6 +189,13 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
       }
       mx = warp_max(mx);
       sm = warp_sum(sm);
+      if (centred && s.n_blocks > 0) {
+        const float* mu = d.k_mean + (static_cast<size_t>(s.seq) * c.shape.n_kv_heads + kvh) * D;
+        double m = 0.0;
+        for (int ch = lane; ch < D; ch += 32) m += static_cast<double>(qS[g * D + ch]) * static_cast<double>(mu[ch]);
+        m = warp_sum_f64(m);
+        if (lane == 0) qi[2 * kTensorcoreHeads + g] = static_cast<float>(m);
+      }
       if (lane == 0) {
         qi[g] = sm;
         qi[kTensorcoreHeads + g] = static_cast<float>(tensorcore::split_exp(mx));  // e_q, made 2^-e_q below
@@ -243,25 +253,22 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
     size_t koff, ksz, voff, vsz;
     SH.tile_extent(blob, fmt::kK, kvh, &koff, &ksz);
     SH.tile_extent(blob, fmt::kV, kvh, &voff, &vsz);
-    // Zero points and scales in any encoding (zs_stage.cuh: compact, wide or a compact cache's
-    // wide fallback block), widened to int32 / fp32 after the wait, read once per block.
+    // Zero points and scales in the block's encoding (zs_stage.cuh: compact, wide or a
+    // compact cache's wide fallback block), read as such where they are used.
+    const ZsHeader zh = zs_header(blob, SH);
+    const ZsSrc zsrc1 = zs_locate(blob, SH, zh, V::kUsesK ? fmt::kK : fmt::kV, grp);
+    const ZsSrc zsrc2 = V::kSoftmax ? zs_locate(blob, SH, zh, fmt::kV, grp) : zsrc1;
     const uint32_t kt = V::kUsesK ? stage(wb + L.kbuf, blob + koff, ksz) : 0u;
     const uint32_t vt = V::kUsesV ? stage(wb + L.vbuf, blob + voff, vsz) : 0u;
-    const ZsStaged zs1 = zs_stage(wb + L.zb, wb + L.sb, blob, SH, V::kUsesK ? fmt::kK : fmt::kV, grp);
+    const ZsView zs1 = zs_stage(wb + L.zb, wb + L.sb, zsrc1, N);  // K (V in apply)
     const uint8_t* perm = nullptr;
     if (V::kPositions && SH.has_perm) perm = wb + L.pb + stage(wb + L.pb, blob + SH.layout.perm_at, N);
-    ZsStaged zs2 = zs1;
-    if (V::kSoftmax) zs2 = zs_stage(wb + L.vzb, wb + L.vsb, blob, SH, fmt::kV, grp);
+    ZsView zv = zs1;  // V
+    if (V::kSoftmax) zv = zs_stage(wb + L.vzb, wb + L.vsb, zsrc2, N);
     __pipeline_commit();
-    auto orig = [&](int slot) -> int64_t { return static_cast<int64_t>(blk) * N + (perm ? perm[slot] : slot); };
+    auto orig = [&](int slot) -> int64_t { return s.sink_len + static_cast<int64_t>(blk) * N + (perm ? perm[slot] : slot); };
     __pipeline_wait_prior(0);
     __syncwarp();
-    const int32_t* zst;
-    const float* sst;
-    zs_widen(wb + L.zb, wb + L.sb, zs1, N, &zst, &sst);
-    const int32_t* vzst = zst;
-    const float* vsst = sst;
-    if (V::kSoftmax) zs_widen(wb + L.vzb, wb + L.vsb, zs2, N, &vzst, &vsst);
 
     if (V::kUsesK) {
       const uint4* qf = reinterpret_cast<const uint4*>(smem + L.qf);
@@ -308,15 +315,17 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
         for (int i = 0; i < 4; ++i) f[i] += fl[i];
         // Rows gid and gid + 8 of the tile: tokens pos_token(gid), pos_token(gid) + 4.
         const int slot0 = 16 * r + tensorcore::pos_token(gid);
-        const float s_t[2] = {sst[slot0], sst[slot0 + 4]};
-        const float z_t[2] = {static_cast<float>(zst[slot0]), static_cast<float>(zst[slot0 + 4])};
+        const float s_t[2] = {zs1.s(slot0), zs1.s(slot0 + 4)};
+        const float z_t[2] = {static_cast<float>(zs1.z(slot0)), static_cast<float>(zs1.z(slot0 + 4))};
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int slot = slot0 + 4 * (i >> 1);
           const int h = h0 + (i & 1);
-          const float score = s_t[i >> 1] * (f[i] * ((i & 1) ? qv1 : qv0) + z_t[i >> 1] * ((i & 1) ? qs1 : qs0));
+          float score = s_t[i >> 1] * (f[i] * ((i & 1) ? qv1 : qv0) + z_t[i >> 1] * ((i & 1) ? qs1 : qs0));
           if (!V::kUsesV) {
-            if (h < n_valid) a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + h) * a.ld + orig(slot)] = score;
+            if (h < n_valid)
+              a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + h) * a.ld + orig(slot)] =
+                  centred ? score + qi[2 * kTensorcoreHeads + h] : score;
           } else {
             sc[h * N + slot] = score;
           }
@@ -357,9 +366,9 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
         for (int k = 0; k < 8; ++k) {
           const int t = t0 + k * lph;
           if (t < N) {
-            const float w = p[k] * vsst[t];
+            const float w = p[k] * zv.s(t);
             psum += p[k];
-            wz = fmaf(w, static_cast<float>(vzst[t]), wz);
+            wz = fmaf(w, static_cast<float>(zv.z(t)), wz);
             wmax = fmaxf(wmax, fabsf(w));
             row_w[t] = w;
           }
@@ -467,7 +476,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
         if (mw != -INFINITY) Lt += hw0[(w * kTensorcoreHeads + g) * 4 + 1] * __expf(mw - M);
       }
       if (k == 0) {
-        v = M;
+        v = centred && M != -INFINITY ? M + qi[2 * kTensorcoreHeads + g] * a.scale : M;  // m is scaled
       } else if (k == 1) {
         v = Lt;
       } else if (Lt > 0.f) {

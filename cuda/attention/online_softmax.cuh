@@ -20,6 +20,7 @@
 
 #include "attention/attention.h"
 #include "attention/cta_layout.cuh"
+#include "attention/zs_stage.cuh"
 #include "device_util.cuh"
 
 namespace packkv {
@@ -57,11 +58,11 @@ struct SoftmaxState {
 
   // Before weights() of a compressed block near the fp32 limit (near_fp32_limit voted
   // yes) or of any block once e > 0: the staged V scales vs[0..N) and zero points vz of
-  // this warp's block (codes up to qmax). Raises e to the exponent of the largest grid
-  // magnitude |s| (|z| + 255) above kFitAbove (rescaling the accumulator rows of t
-  // exactly) and multiplies vs by 2^-e in place. Returns true if a grid point (z or z +
-  // qmax) * s lies beyond FLT_MAX: the block then needs clamped values
-  // (clamped_block.cuh). Whole warp.
+  // this warp's block, widened (zs_stage.cuh zs_widen; codes up to qmax). Raises e to the
+  // exponent of the largest grid magnitude |s| (|z| + 255) above kFitAbove (rescaling the
+  // accumulator rows of t exactly) and multiplies vs by 2^-e in place. Returns true if a
+  // grid point (z or z + qmax) * s lies beyond FLT_MAX: the block then needs clamped
+  // values (clamped_block.cuh). Whole warp.
   __device__ __forceinline__ bool fit_block(const Cta<G>& t, float* vs, const int32_t* vz, int N, int qmax) {
     int e_blk = 0;  // >= log2 |s| (|z| + 255) where that exceeds kFitAbove (exponents added: the product may be inf)
     for (int i = t.lane; i < N; i += 32) {
@@ -89,12 +90,13 @@ struct SoftmaxState {
 
   // Weights of n slots (of N per block; head_dim D) of this warp: from the scaled scores
   // x in t.sc (decode: p = exp(x - m), rescaling l and the warp's accumulators when m
-  // grows) or from a.probs (apply). Writes w = p * vs[slot] over the scores in t.sc, and
-  // per round r: Wr = sum w, WZr = sum w * vz. vs/vz null: residual tokens (s = 2^-e,
-  // z = 0). orig(slot): original token position. Whole warp.
+  // grows) or from a.probs (apply). Writes w = p * s(slot) over the scores in t.sc, and
+  // per round r: Wr = sum w, WZr = sum w * z(slot), with the block's staged V fields zv.
+  // zv null: residual tokens (s = 2^-e, z = 0). orig(slot): original token position.
+  // Whole warp.
   template <typename V, typename Orig>
-  __device__ __forceinline__ void weights(const Cta<G>& t, const AttnCall& a, int D, int N, int n, const float* vs,
-                                          const int32_t* vz, Orig&& orig) {
+  __device__ __forceinline__ void weights(const Cta<G>& t, const AttnCall& a, int D, int N, int n, const ZsView* zv,
+                                          Orig&& orig) {
     constexpr int kAccRows = acc_rows(G);
     const int lane = t.lane;
     float* sc = t.sc;
@@ -122,8 +124,8 @@ struct SoftmaxState {
             p = (g < t.n_valid) ? a.probs[(static_cast<size_t>(t.row) * a.n_q_heads + t.qh0 + g) * a.ld + orig(i)] : 0.f;
           }
           psum += p;
-          w = vs ? p * vs[i] : p * res_unit;
-          wz = vz ? w * static_cast<float>(vz[i]) : 0.f;
+          w = zv ? p * zv->s(i) : p * res_unit;
+          wz = zv ? w * static_cast<float>(zv->z(i)) : 0.f;
           sc[g * N + i] = w;
         }
 #pragma unroll

@@ -1,7 +1,9 @@
-// The residual window of one (sequence, KV head): its dense tokens, read from the ring in
-// kv_dtype, scored against the queries (scores, decode) and added to the accumulators
-// with their weights (apply, decode), in the last splits of an attention launch (splits
-// n_splits .. gridDim.x - 1; warp w of residual split r takes the 16-token chunks
+// The dense tokens of one (sequence, KV head): its sink tokens (positions 0 ..
+// sink_len - 1) and its residual window (after the blocks), read from the ring buffers in
+// kv_dtype (kernels.h AttnSeq), scored against the queries (scores, decode) and added to
+// the accumulators with their weights (apply, decode), in the last splits of an attention
+// launch (splits n_splits .. gridDim.x - 1; dense token j = sink token j for j < sink_len,
+// else residual token j - sink_len; warp w of residual split r takes the 16-token chunks
 // r*nw + w, stepping by nw * res_splits). Shared by the kernel families that use the
 // accumulator layout of cta_layout.cuh. Device only.
 #ifndef PACKKV_CUDA_ATTENTION_RESIDUAL_WINDOW_CUH
@@ -46,16 +48,23 @@ __device__ __forceinline__ void residual_window(const KernelConfig& c, const Cac
   const size_t head_off = static_cast<size_t>(t.kvh) * D;
   const void* ring_k = reinterpret_cast<const void*>(d.ring_table[2 * s.seq]);
   const void* ring_v = reinterpret_cast<const void*>(d.ring_table[2 * s.seq + 1]);
-  const int64_t pos0 = static_cast<int64_t>(s.n_blocks) * N;
+  const int64_t block_tokens = static_cast<int64_t>(s.n_blocks) * N;  // between the sinks and the window
+  const int n_dense = s.sink_len + s.residual_len;
   // V accumulators at 2^-kResidualExp for rings that can hold values near FLT_MAX
   // (online_softmax.cuh); this split holds no compressed block.
   sm.e = c.kv_dtype == PACKKV_DTYPE_F16 ? 0 : kResidualExp;
-  for (int c0 = 16 * ((t.split - n_splits) * t.nw + t.warp); c0 < s.residual_len; c0 += 16 * t.nw * res_splits) {
-    const int n = min(16, s.residual_len - c0);
-    // Ring slots of the n tokens (a slot is below ring_tokens, an int).
-    if (lane < n) ring_slot[lane] = (s.ring_start + c0 + lane) % c.ring_tokens;
+  for (int c0 = 16 * ((t.split - n_splits) * t.nw + t.warp); c0 < n_dense; c0 += 16 * t.nw * res_splits) {
+    const int n = min(16, n_dense - c0);
+    // Ring rows of the n tokens: sink rows after the ring's slots, then ring slots.
+    if (lane < n) {
+      const int j = c0 + lane;
+      ring_slot[lane] = j < s.sink_len ? c.ring_tokens + j : (s.ring_start + j - s.sink_len) % c.ring_tokens;
+    }
     __syncwarp();
-    auto orig = [&](int i) -> int64_t { return pos0 + c0 + i; };
+    auto orig = [&](int i) -> int64_t {
+      const int j = c0 + i;
+      return j < s.sink_len ? static_cast<int64_t>(j) : block_tokens + j;
+    };
     if (V::kUsesK) {
       // Lane = token i (lane & 15) x half hh (lane >> 4) of the channels: q . k_i over
       // channels [hh D/2, (hh+1) D/2) from 8-element loads, halves summed by a shuffle.
@@ -101,7 +110,7 @@ __device__ __forceinline__ void residual_window(const KernelConfig& c, const Cac
       __syncwarp();
     }
     if (V::kUsesV) {
-      sm.template weights<V>(t, a, D, N, n, nullptr, nullptr, orig);
+      sm.template weights<V>(t, a, D, N, n, nullptr, orig);
       // Lane = channel pair (2 cp, 2 cp + 1): 8 tokens' values are loaded first (one 4-
       // or 8-byte load each; 8, not 16, to keep the kernel's register count), then added
       // for all G heads.

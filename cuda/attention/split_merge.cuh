@@ -21,10 +21,12 @@ namespace cu {
 // Merges the warps of CTA t (their softmax states sm and accumulator rows, acc0: the
 // first warp's) and writes
 // this split's partial for each of its n_valid query heads to
-// a.partial[row][qh][split][D + 2]. Whole CTA (one __syncthreads).
+// a.partial[row][qh][split][D + 2]. m_shift (decode, or null): per query head, a constant
+// that every score of the split lacks (K centring's q . mu), added to m. Whole CTA (one
+// __syncthreads).
 template <int G, typename V>
 __device__ __forceinline__ void write_partial(const AttnCall& a, int D, const Cta<G>& t, const SoftmaxState<G>& sm,
-                                              const float* acc0) {
+                                              const float* acc0, const float* m_shift = nullptr) {
   constexpr int kAccRows = acc_rows(G);
   const int nw = t.nw, arw = t.arw;
   int* warp_e = reinterpret_cast<int*>(t.ml + nw * G * 2);  // each warp's accumulator exponent
@@ -59,7 +61,7 @@ __device__ __forceinline__ void write_partial(const AttnCall& a, int D, const Ct
         if (mw != -INFINITY) Ls += ml[(w * G + g) * 2 + 1] * __expf(mw - M);
       }
       if (k == 0) {
-        v = M;
+        v = m_shift && M != -INFINITY ? M + m_shift[g] : M;
       } else if (k == 1) {
         v = Ls;
       } else if (Ls > 0.f) {

@@ -32,7 +32,10 @@ AttnPlan plan_splits(const KernelConfig& c, const AttnBatch& b, int n_q_heads, i
   // Residual window: one 16-token chunk per warp where possible (a CTA that walks several
   // chunks waits one memory latency each, the critical path of short contexts).
   int max_res = 0;
-  for (int i = 0; i < b.n; ++i) max_res = b.s[i].residual_len > max_res ? b.s[i].residual_len : max_res;
+  for (int i = 0; i < b.n; ++i) {  // sink tokens and residual window: the dense tokens
+    const int dense = b.s[i].sink_len + b.s[i].residual_len;
+    max_res = dense > max_res ? dense : max_res;
+  }
   int res_splits = ((max_res + 15) / 16 + nw - 1) / nw;
   p.res_splits = res_splits < 1 ? 1 : (res_splits > kMaxResSplits ? kMaxResSplits : res_splits);
   p.first_split = 0;

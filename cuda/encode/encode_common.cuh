@@ -107,14 +107,23 @@ __device__ inline float row_value(const RowRef& r, const void* base, size_t i, i
   return r.from_input ? round_to(x, kv_dtype) : x;
 }
 
+// K centring: the mean of sequence `seq` ([H * D], CacheDevicePtrs::k_mean), or null when
+// the cache does not centre K.
+__device__ inline const float* seq_k_mean(const KernelConfig& c, const CacheDevicePtrs& d, int seq) {
+  return c.k_center ? d.k_mean + static_cast<size_t>(seq) * c.shape.n_kv_heads * c.shape.head_dim : nullptr;
+}
+
 // Reports a non-finite value (or kv_dtype overflow) in token pos of sequence seq; sync()
 // names the smallest reported (sequence, position).
 __device__ inline void report_nonfinite(unsigned long long* err_key, int seq, int64_t pos) {
   atomicMin(err_key, error_key(seq, pos));
 }
 
-// The three stages of a flush (flush.cu launch_flush runs them in this order on one
-// stream). Each throws Error(PACKKV_ERR_CUDA) if its launch fails.
+// The stages of a flush (flush.cu launch_flush runs them in this order on one stream):
+// the K mean of sequences whose block 0 is in the batch (K centring only), statistics,
+// tiles, commit. Each throws Error(PACKKV_ERR_CUDA) if its launch fails.
+void launch_flush_k_mean(const KernelConfig& c, const FlushBatch& b, const CacheDevicePtrs& d, const void* k_new,
+                         int in_dtype, cudaStream_t stream);
 void launch_flush_stats(const KernelConfig& c, const FlushBatch& b, const CacheDevicePtrs& d, const void* k_new,
                         const void* v_new, int in_dtype, uint8_t* scratch, cudaStream_t stream);
 void launch_flush_tiles(const KernelConfig& c, const FlushBatch& b, const CacheDevicePtrs& d, const void* k_new,

@@ -3,7 +3,9 @@
 // sections 2.3 (flush), 3 (quantization), 4.2 (median repacking), 5 (bit-packing,
 // generalized by src/format/round_tile.h).
 //
-// A flush batch runs three kernels on the caller's stream, no host synchronization:
+// A flush batch runs three kernels on the caller's stream, no host synchronization
+// (four with K centring: first flush_k_mean_kernel, flush_k_mean.cu, the mean of K over
+// block 0 of the sequences whose block 0 is in the batch; stages 1 and 2 read K - mu):
 //   1. flush_stats_kernel   (flush_stats.cu; N x blocks CTAs, one CTA per token):
 //      per-token min/max per scale group, affine (z, s), non-finite check, and the lower
 //      median of the token's V codes (median repacking).
@@ -28,6 +30,7 @@ void launch_flush(const KernelConfig& c, const FlushBatch& b, const CacheDeviceP
                   const void* k_new, const void* v_new, int in_dtype, uint8_t* scratch,
                   cudaStream_t stream) {
   if (b.total_blocks == 0) return;
+  launch_flush_k_mean(c, b, d, k_new, in_dtype, stream);
   launch_flush_stats(c, b, d, k_new, v_new, in_dtype, scratch, stream);
   launch_flush_tiles(c, b, d, k_new, v_new, in_dtype, scratch, stream);
   launch_flush_commit(c, b, d, scratch, stream);

@@ -27,7 +27,7 @@ __device__ inline void block_minmax(float& mn, float& mx, float* red /*[2][32]*/
 }
 
 // Device. Grid (N, total_blocks), 256 threads. For token t of flushed block fb: min/max of
-// K and V per scale group (values rounded to kv_dtype), affine (z, s) via
+// K and V per scale group (values rounded to kv_dtype; K centring: K - mu), affine (z, s) via
 // fmt::group_affine (PACKKV.md 3.1) and, for a compact cache, fmt::group_affine_compact,
 // the lower median of its V codes over all heads and dims (median repacking, PACKKV.md
 // 4.2, same definition as src/repack.cpp; the codes of the wide affine, as the CPU
@@ -48,6 +48,7 @@ __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
   const RowRef r = source_row(c, d, s, blk, t, k_new, v_new, in_dtype);
   const int hd = c.shape.n_kv_heads * c.shape.head_dim;
   const int gsize = hd / c.shape.scale_groups;
+  const float* mu = seq_k_mean(c, d, s.seq);  // K centring, else null
   if (threadIdx.x == 0) bad_s = 0;
   for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
   __syncthreads();
@@ -56,9 +57,10 @@ __global__ void __launch_bounds__(kThreads) flush_stats_kernel(
     float kmn = INFINITY, kmx = -INFINITY, vmn = INFINITY, vmx = -INFINITY;
 #pragma unroll 4
     for (int i = g * gsize + threadIdx.x; i < (g + 1) * gsize; i += blockDim.x) {
-      const float kx = row_value(r, r.k, i, c.kv_dtype);
+      float kx = row_value(r, r.k, i, c.kv_dtype);
       const float vx = row_value(r, r.v, i, c.kv_dtype);
       bad |= !isfinite(kx) || !isfinite(vx);
+      if (mu) kx -= mu[i];
       kmn = fminf(kmn, kx); kmx = fmaxf(kmx, kx);
       vmn = fminf(vmn, vx); vmx = fmaxf(vmx, vx);
     }

@@ -85,6 +85,7 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
   const int e = fmt::len_bits(bits);
   const uint32_t qmax = (1u << bits) - 1u;
   const int grp = c.shape.scale_group(h);
+  const float* mu = is_v ? nullptr : seq_k_mean(c, d, s.seq);  // K centring: quantize K - mu
   // quantize with the affines the blob will store: wide, or compact (rounded scales)
   const bool wide = block_zs_wide(c, SL, sc);
   const size_t z_at = wide ? (is_v ? SL.vz : SL.kz) : (is_v ? SL.vzc : SL.kzc);
@@ -118,6 +119,7 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
   {
     const int rows_per_pass = blockDim.x / D > 0 ? blockDim.x / D : 1;
     const int ch0 = threadIdx.x % D, j0 = threadIdx.x / D;
+    const float mu_ch = mu ? mu[static_cast<size_t>(h) * D + ch0] : 0.f;
     if (j0 < rows_per_pass) {
       constexpr int U = 8;  // rows in flight per thread
       for (int jb = j0; jb < N; jb += U * rows_per_pass) {
@@ -130,6 +132,7 @@ __global__ void __launch_bounds__(kThreads) flush_tiles_kernel(
             const int dt = row_dtype[j];
             x[u] = dt >= 0 ? round_to(load_elem(row_ptr[j], ch0, dt), c.kv_dtype)
                            : load_elem(row_ptr[j], ch0, -1 - dt);
+            if (mu) x[u] -= mu_ch;
           }
         }
 #pragma unroll

@@ -1,9 +1,10 @@
 // The residual ring of each sequence (DESIGN.md "Data flow"): the last tokens of a
 // sequence, uncompressed in kv_dtype, in a ring of C = residual_tokens + block_tokens
-// slots per sequence (window index i sits in slot (ring_start + i) % C). Append writes the
-// new tokens that stay in the window (launch_residual_write); the ring's addresses live
-// in a device table (launch_set_ring). The flush reads the ring (encode_common.cuh
-// source_row), attention and decompression read it too.
+// slots per sequence (window index i sits in slot (ring_start + i) % C), followed by
+// sink_tokens rows for its sink tokens (sink token j in row C + j). Append writes the new
+// tokens that stay in the window or become sink tokens (launch_residual_write); the
+// ring's addresses live in a device table (launch_set_ring). The flush reads the ring
+// (encode_common.cuh source_row), attention and decompression read it too.
 #include <cuda_runtime.h>
 
 #include "cuda_check.h"
@@ -14,8 +15,9 @@ namespace cu {
 namespace {
 
 // Device. Grid (ceil(max_new / 8), n), 256 threads (a warp per token). Writes the new
-// tokens that stay in the window into the sequence's ring (converted to kv_dtype) and
-// reports non-finite values (or kv_dtype overflow) of those tokens through err_key.
+// tokens that stay in the window (or become sink tokens) into the sequence's ring
+// (converted to kv_dtype) and reports non-finite values (or kv_dtype overflow) of those
+// tokens through err_key.
 __global__ void __launch_bounds__(kThreads) residual_write_kernel(
     KernelConfig c, ResidualBatch b, CacheDevicePtrs d, const void* k_new, const void* v_new,
     int in_dtype) {
@@ -27,7 +29,7 @@ __global__ void __launch_bounds__(kThreads) residual_write_kernel(
   if (idx < s.flushed) return;  // encoded straight from the input (and checked there)
   const size_t row = static_cast<size_t>(c.shape.n_kv_heads) * c.shape.head_dim;
   const size_t src = static_cast<size_t>(s.in_row + i) * row;
-  const int slot = static_cast<int>((s.ring_start + idx) % c.ring_tokens);
+  const int slot = s.sink ? c.ring_tokens + static_cast<int>(idx) : static_cast<int>((s.ring_start + idx) % c.ring_tokens);
   const size_t dst = static_cast<size_t>(slot) * row;
   void* ring_k = reinterpret_cast<void*>(d.ring_table[2 * s.seq]);
   void* ring_v = reinterpret_cast<void*>(d.ring_table[2 * s.seq + 1]);

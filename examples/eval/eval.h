@@ -38,12 +38,12 @@ struct LayerResult {
 
 /** The PackKV cache configuration (see packkv_cache_params_t). */
 struct PackkvConfig {
-  float rel_scale_k = 0.1f;
-  float rel_scale_v = 0.2f;
+  float rel_scale_k = 0.035f;  // the library's defaults (packkv.h)
+  float rel_scale_v = 0.07f;
   int repack = 1;       // PACKKV_REPACK_*
   int granularity = 0;  // PACKKV_SCALE_*
   int block_tokens = 64;
-  int residual_tokens = 128;
+  int residual_tokens = 64;
   int zs_format = 0;    // PACKKV_ZS_* (0: compact)
   int k_transform = 0;  // PACKKV_K_TRANSFORM_*
 };

@@ -89,8 +89,10 @@ std::pair<int, std::string> run_tool(const std::string& args) {
   return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
 }
 
+// packkv-eval's PackKV defaults follow the library's (packkv.h); the tests state theirs
+// first (r_K 0.1, r_V 0.2, residual window 128; a later flag overrides).
 json run_json(const std::string& args) {
-  auto [rc, out] = run_tool(args + " --json --quiet");
+  auto [rc, out] = run_tool("--rk 0.1 --rv 0.2 --residual 128 " + args + " --json --quiet");
   REQUIRE(rc == 0);
   return json::parse(out);  // throws (fails the test) if not JSON
 }

@@ -22,10 +22,10 @@ What it does
 Run (from the repository root, after bash scripts/setup.sh and a build)::
 
     PYTHONPATH=build/bindings/python/pkg .venv/bin/python3 examples/python/hf_generate.py
-    ... hf_generate.py --model smollm2 --rk 0.03 --rv 0.06 --max-new-tokens 64
+    ... hf_generate.py --model smollm2 --rk 0.05 --rv 0.1 --max-new-tokens 64
     ... hf_generate.py --prompt "What is the capital of France?" --residual 16
 
-Options: --model smollm2|gemma3|all, --rk/--rv (relative scales), --residual, --block,
+Options: --model smollm2|gemma3|all, --rk/--rv (relative scales), --residual, --sinks, --block,
 --repack none|median|greedy, --max-new-tokens, --context-tokens, --threads, --device
 cpu|cuda (cuda needs a CUDA build of libpackkv and a GPU).
 """
@@ -87,12 +87,12 @@ def run_model(name: str, args) -> None:
     enc = {k: v.to(args.device) for k, v in enc.items()}
     n_prompt = enc["input_ids"].shape[1]
     params = dict(rel_scale_k=args.rk, rel_scale_v=args.rv, residual_tokens=args.residual,
-                  block_tokens=args.block, repack=args.repack)
+                  block_tokens=args.block, repack=args.repack, sink_tokens=args.sinks)
     print(f"== {name}: {type(model).__name__}, {model.dtype}, {n_prompt} prompt tokens, "
           f"{args.max_new_tokens} new tokens, device {args.device}, "
           f"{torch.get_num_threads()} threads")
     print(f"   packkv: r_K {args.rk}, r_V {args.rv}, block {args.block}, residual "
-          f"{args.residual}, repack {args.repack}")
+          f"{args.residual}, sink tokens {args.sinks}, repack {args.repack}")
     rows = []
     with torch.no_grad():
         for label, make in (("DynamicCache", lambda: DynamicCache(config=model.config)),
@@ -125,9 +125,11 @@ def main() -> int:
     ap.add_argument("--prompt", help="chat prompt (default: KJV Genesis as plain text)")
     ap.add_argument("--context-tokens", type=int, default=512)
     ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--rk", type=float, default=0.03)
-    ap.add_argument("--rv", type=float, default=0.06)
-    ap.add_argument("--residual", type=int, default=128)
+    # defaults: the library's (packkv.h, README "Choosing the relative scales")
+    ap.add_argument("--rk", type=float, default=0.035)
+    ap.add_argument("--rv", type=float, default=0.07)
+    ap.add_argument("--residual", type=int, default=64)
+    ap.add_argument("--sinks", type=int, default=4, help="sink tokens kept exact")
     ap.add_argument("--block", type=int, default=64)
     ap.add_argument("--repack", default="median", choices=["none", "median", "greedy"])
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")

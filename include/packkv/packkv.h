@@ -146,7 +146,12 @@ typedef int32_t packkv_repack_t;
 enum {
   PACKKV_REPACK_NONE = 0,   /* tokens keep their order */
   PACKKV_REPACK_MEDIAN = 1, /* sort tokens by the median of their V integers, descending (section 4.2) */
-  PACKKV_REPACK_GREEDY = 2  /* greedy pack formation minimizing encode length (section 4.3) */
+  PACKKV_REPACK_GREEDY = 2  /* greedy pack formation minimizing encode length (section 4.3): about
+                               2% fewer bytes than MEDIAN (SmolLM2, bench/RESULTS.md), but its
+                               encoder is O(block_tokens^2 x values per token) per block: 0.026 GB/s
+                               of fp16 input on one CPU core, 50-70x slower than MEDIAN (1.3-1.4
+                               GB/s), so every flush of a decode step pays it. For offline packing
+                               (exports, prefix stores), not for serving. CPU backend only. */
 };
 
 /** Granularity of the zero point and scale of the per-token quantization. */
@@ -182,8 +187,8 @@ enum {
                                    fp32) and added back: scores get q . mu, decompress k^ + mu.
                                    The error bound then holds for k - mu with the range of the
                                    centred group. Sink and residual tokens are stored plain.
-                                   Needs kv_dtype F16 (NOT_SUPPORTED otherwise); CPU caches
-                                   only (a CUDA cache returns NOT_SUPPORTED) */
+                                   Needs kv_dtype F16 (NOT_SUPPORTED otherwise). CPU and CUDA
+                                   caches (byte-identical blocks) */
 };
 
 /** CUDA stream; the same type as cudaStream_t. NULL is the legacy default stream.
@@ -196,7 +201,20 @@ typedef struct CUstream_st* packkv_stream_t;
 
 /** Creation-time configuration. Always initialise with packkv_cache_params_init();
  *  new fields are only appended, and the library reads only the first struct_size
- *  bytes (fields beyond take their defaults). Fixed-width fields only. */
+ *  bytes (fields beyond take their defaults). Fixed-width fields only.
+ *
+ *  The defaults (r_K 0.035, r_V 0.07: 5- and 4-bit codes; 4 sink tokens; residual window
+ *  64; compact zero points and scales; no K transform; median repacking) were chosen
+ *  end to end on SmolLM2-135M (bench/RESULTS.md, "End-to-end KL divergence (issue 15)":
+ *  16,384 scored tokens of prose and code, mean KL divergence of the next-token
+ *  distribution from an fp16 cache's): mean KL 0.0077 nats/token, +0.48% perplexity, at
+ *  0.537 bytes per K/V element all-in (3.7x smaller than fp16, 1.24x smaller than KIVI-4,
+ *  the smallest KIVI setting within KL 0.01). residual_tokens 64 rather than 32: 32 is
+ *  4.4% smaller (0.514 B/element, 3.9x fp16, 1.30x KIVI-4) but sat on the bound (KL
+ *  0.0092 overall, 0.0101 on one of the four 4096-token windows); 64 keeps a 23% margin
+ *  under KL 0.01 on both texts. Set 32 when memory matters more than that margin. On
+ *  Gemma 3 270M no setting of the grid met KL 0.01 (RESULTS.md): the defaults are a
+ *  starting point, measure on your model. */
 typedef struct packkv_cache_params {
   uint32_t struct_size;        /* sizeof(packkv_cache_params_t) as the caller compiled it */
   int32_t device;              /* -1 (default): CPU backend; >= 0: CUDA device ordinal */
@@ -205,11 +223,11 @@ typedef struct packkv_cache_params {
   int32_t max_seqs;            /* sequence ids are 0 .. max_seqs-1, in [1, 2^20] (default 1) */
   packkv_dtype_t kv_dtype;     /* dtype of the uncompressed residual window (default F16) */
   int64_t max_tokens_per_seq;  /* capacity of one sequence in tokens, in [1, 2^40] (default 131072) */
-  float rel_scale_k;           /* relative scale r of K, in [1/254, 1] (default 0.1): every
+  float rel_scale_k;           /* relative scale r of K, in [1/254, 1] (default 0.035): every
                                   compressed value obeys |k - k^| <= r * range / 2 (up to fp32
                                   rounding), range = max - min of its scale group, k the value
                                   after conversion to kv_dtype. Smaller r: more accurate, larger */
-  float rel_scale_v;           /* relative scale r of V, in [1/254, 1] (default 0.2) */
+  float rel_scale_v;           /* relative scale r of V, in [1/254, 1] (default 0.07) */
   int32_t bits_k;              /* K code width 1..8; 0 (default) derives it from rel_scale_k. A
                                   smaller width clamps codes and voids the error bound; a larger
                                   one changes nothing but the minimum field width (accuracy is
@@ -218,7 +236,7 @@ typedef struct packkv_cache_params {
   packkv_repack_t repack;      /* default PACKKV_REPACK_MEDIAN */
   packkv_scale_granularity_t scale_granularity; /* default PACKKV_SCALE_PER_TOKEN */
   int32_t block_tokens;        /* tokens compressed together: a multiple of 16 in [16, 256] (default 64) */
-  int32_t residual_tokens;     /* tokens kept uncompressed after a flush, in [0, 2^20] (default 128) */
+  int32_t residual_tokens;     /* tokens kept uncompressed after a flush, in [0, 2^20] (default 64) */
   /* ---- version 2 (struct_size >= PACKKV_CACHE_PARAMS_SIZE_V2) ---- */
   int32_t sink_tokens;         /* the first sink_tokens tokens of every sequence are never
                                   compressed: they stay in kv_dtype, exact, and take part in
@@ -226,8 +244,7 @@ typedef struct packkv_cache_params {
                                   (attention sinks, StreamingLLM). Blocks start after them.
                                   Counted in the stats as uncompressed tokens: in
                                   n_residual_tokens and residual_bytes. In [0, 2^16]
-                                  (default 0). CPU caches only for now (a CUDA cache
-                                  returns NOT_SUPPORTED for sink_tokens > 0) */
+                                  (default 4). CPU and CUDA caches */
   packkv_zs_format_t zs_format; /* storage of the per-token zero points and scales:
                                   PACKKV_ZS_COMPACT (default) or PACKKV_ZS_WIDE */
   packkv_k_transform_t k_transform; /* PACKKV_K_TRANSFORM_NONE (default) or _CENTER */
@@ -461,9 +478,14 @@ PACKKV_API packkv_status_t packkv_cache_sync(const packkv_cache_t* cache);
  *   Queries and probabilities are not checked for NaN or infinity (that would cost a
  *   pass over them); non-finite inputs give non-finite outputs.
  *   Row strides (ld_scores, ld_probs) must be >= the longest requested sequence and
- *   small enough that n_seqs * n_q_heads * ld elements are addressable.
- *   Range: outputs stay finite for every finite K, V and q on the CPU backend (double where
- *   fp32 would overflow). Known gap of the CUDA backend: with K or V within a factor of about
+ *   small enough that n_seqs * n_q_heads * ld elements are addressable; when every
+ *   requested sequence is empty, 0 is allowed and scores / probs may be NULL (nothing is
+ *   read or written through them).
+ *   Range on the CPU backend (float64 where fp32 would overflow): for every finite K, V
+ *   and q, apply's and decode's out stay finite and accurate; a value that is itself
+ *   beyond the fp32 range comes back as +-inf -- a raw score q . k above FLT_MAX in
+ *   magnitude (packkv_attn_scores; e.g. K and q near 1e20 each) and a decode lse above
+ *   FLT_MAX (tests/host/test_numeric_edges.cpp). Known gap of the CUDA backend: with K or V within a factor of about
  *   4 of FLT_MAX and |q| ~ 1, scores below FLT_MAX may come back as inf and decode may be off
  *   (apply, and queries whose scores stay well inside the fp32 range, are exact as usual;
  *   tests/gpu "known gap" case).

@@ -48,7 +48,7 @@ extern "C" {
 #endif
 
 /** Version of this experimental header: raised whenever anything in it changes. */
-#define PACKKV_EXPERIMENTAL_VERSION 3
+#define PACKKV_EXPERIMENTAL_VERSION 4
 
 /** Identifier of a compressed block format (the layout of a block's bytes: header,
  *  permutation, zero points and scales, tiles). The values are those of the library's
@@ -126,9 +126,11 @@ typedef struct packkv_x_pool_params {
 /** Largest-possible blocks per page of packkv_x_pool_page_bytes_for. */
 #define PACKKV_X_BLOCKS_PER_PAGE 16
 
-/** Default page size: 1 MiB = packkv_x_pool_page_bytes_for() of the default cache shape (8 KV
- *  heads x 128, blocks of 64 tokens, 4/3-bit codes): 16 largest-possible blocks, about 36
- *  blocks of real K/V (29 KB each); page-end waste 1.2% (bench/RESULTS.md, "Page size"). */
+/** Default page size: 1 MiB = packkv_x_pool_page_bytes_for() of 8 KV heads x 128, blocks of 64
+ *  tokens, 4/3-bit codes: 16 largest-possible blocks, about 36 blocks of real K/V (29 KB each);
+ *  page-end waste 1.2% (bench/RESULTS.md, "Page size"). With the default 5/4-bit codes of that
+ *  shape a 1 MiB page holds 12 largest-possible blocks, inside the measured knee (8-16);
+ *  packkv_x_pool_page_bytes_for() gives 1.3125 MiB (16 of them). */
 #define PACKKV_X_POOL_DEFAULT_PAGE_BYTES 1048576
 
 /** Fills *params with defaults (device -1, PACKKV_X_POOL_DEFAULT_PAGE_BYTES, no budget,
@@ -192,10 +194,15 @@ PACKKV_API packkv_status_t packkv_x_pool_stats(const packkv_x_pool_t* pool, pack
 
 /** How many more tokens fit in the pool's free bytes if every token is appended to
  *  every cache of the pool (one token of a model = one token in each layer's cache): 
- *  floor(free_bytes / sum over caches of bytes per compressed token), each cache's rate
- *  being the blob bytes it has written per token compressed so far (before its first
- *  block: its largest block / block_tokens). An estimate: the page-end waste (at most one
- *  block per page) and the residual windows (outside the pool) are not counted.
+ *  floor(free pages / sum over caches of pages per token). A cache's pages per token is
+ *  1 / (block_tokens * m), m being the blocks of its mean size b so far (before its first
+ *  block: its largest block) that one page holds as blocks are placed (each starting
+ *  16-aligned, never split across pages): m = floor((page_bytes - b) / align16(b)) + 1,
+ *  or 1 when b >= page_bytes -- so page-end waste is counted. What it assumes: every
+ *  later block has the mean size; free pages are the budget's pages not in use (the room
+ *  left in the pages sequences are filling is not counted, so with few pages the estimate
+ *  errs low); residual windows live outside the pool and are not counted. Measured
+ *  against appending until PACKKV_X_ERR_BUDGET_EXCEEDED: within 10% (tests/host/test_pool.cpp).
  *  @param tokens [host] out: -1 without a budget; 0 when no cache is attached.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL. Thread-safe. */
 PACKKV_API packkv_status_t packkv_x_pool_tokens_fit(const packkv_x_pool_t* pool, int64_t* tokens);
@@ -213,21 +220,26 @@ PACKKV_API packkv_status_t packkv_x_pool_tokens_fit(const packkv_x_pool_t* pool,
  *  bound of packkv_cache_params_t) and are compressed again by later flushes. That block
  *  and all later ones are released (their pages return to the pool when nothing else
  *  uses them; a sequence's open page is rewound when no other sequence shares it).
+ *  Sink tokens (params.sink_tokens > 0): n_tokens inside them keeps the first n_tokens
+ *  sink tokens exactly and drops every block and the residual window; later appends
+ *  fill the sink tokens again first, as in a fresh sequence. K centring
+ *  (PACKKV_K_TRANSFORM_CENTER): tokens returned to the residual window get the K mean
+ *  added back (their stored K is (k - mean)^ + mean, as packkv_cache_decompress gives);
+ *  when block 0 goes, the K mean goes with it and the next block 0 computes it again.
+ *  In every case the sequence then equals a fresh one fed the kept tokens' stored values.
  *  @param seq_id   in [0, max_seqs).
  *  @param n_tokens in [window start, current length] (window start: 0 without a sliding
  *                  window, see packkv_x_cache_window_start): n_tokens == length changes
  *                  nothing, 0 empties the sequence.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL, a bad seq_id, or n_tokens outside
  *          [window start, length]; PACKKV_ERR_OUT_OF_HOST_MEMORY; PACKKV_ERR_NOT_SUPPORTED on a CUDA
- *          cache (this version); PACKKV_ERR_NOT_SUPPORTED: not supported yet with sink tokens / K centring
- *          for a cache with params.sink_tokens > 0 or k_transform != PACKKV_K_TRANSFORM_NONE
- *          (checked before anything changes). On failure nothing changes.
+ *          cache (this version). On failure nothing changes.
  *  Thread-safety: mutating call (must not overlap any other call on the cache). */
 PACKKV_API packkv_status_t packkv_x_cache_truncate(packkv_cache_t* cache, int32_t seq_id, int64_t n_tokens);
 
 /** Makes sequence dst_seq a copy of src_seq (prefix caching, parallel sampling, beam
  *  search) that shares src's compressed blocks (reference counted, no copy) and copies
- *  its residual window. The two then evolve independently: appends go to pages of
+ *  its residual window, its sink tokens, its K mean (K centring) and its window start. The two then evolve independently: appends go to pages of
  *  their own; truncate, remove_seq and reset release only their own references.
  *  Statistics: packkv_cache_stats for one sequence counts every block that sequence
  *  reads, shared or not; for the whole cache (seq_id -1) a shared block counts once,
@@ -237,9 +249,6 @@ PACKKV_API packkv_status_t packkv_x_cache_truncate(packkv_cache_t* cache, int32_
  *          PACKKV_ERR_INVALID_STATE if dst_seq holds tokens; PACKKV_ERR_OUT_OF_HOST_MEMORY;
  *          PACKKV_ERR_NOT_SUPPORTED on a CUDA cache (this version). On failure nothing
  *          changes. Needs no pool pages (never PACKKV_X_ERR_BUDGET_EXCEEDED).
- *          PACKKV_ERR_NOT_SUPPORTED: not supported yet with sink tokens / K centring
- *          for a cache with params.sink_tokens > 0 or k_transform != PACKKV_K_TRANSFORM_NONE
- *          (checked before anything changes).
  *  Thread-safety: mutating call. */
 PACKKV_API packkv_status_t packkv_x_cache_fork(packkv_cache_t* cache, int32_t src_seq, int32_t dst_seq);
 
@@ -259,13 +268,14 @@ PACKKV_API packkv_status_t packkv_x_cache_fork(packkv_cache_t* cache, int32_t sr
  *  (the block's stored permutation is undone before masking). Residual-window tokens
  *  expire the same way and leave with their block's flush. packkv_cache_stats counts the
  *  tokens and bytes held (freed blocks excluded), so its n_tokens may be less than L.
+ *  Sink tokens (params.sink_tokens > 0) follow the model, not StreamingLLM: a sink token
+ *  older than the window is excluded like any other (sliding-window layers of Mistral
+ *  and Gemma see no attention sink); it stays stored (sink_tokens tokens per sequence,
+ *  counted in the stats) and packkv_cache_decompress writes it as NaN.
  *  @param window_tokens >= 1, or 0 for no window (the default).
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a negative window;
  *          PACKKV_ERR_INVALID_STATE if the cache holds any token (set it right after
  *          creation); PACKKV_ERR_NOT_SUPPORTED on a CUDA cache (this version).
- *          PACKKV_ERR_NOT_SUPPORTED: not supported yet with sink tokens / K centring
- *          for a cache with params.sink_tokens > 0 or k_transform != PACKKV_K_TRANSFORM_NONE
- *          (checked before anything changes).
  *  Thread-safety: mutating call. */
 PACKKV_API packkv_status_t packkv_x_cache_set_window(packkv_cache_t* cache, int64_t window_tokens);
 
@@ -281,29 +291,31 @@ PACKKV_API packkv_status_t packkv_x_cache_window_start(const packkv_cache_t* cac
 /* Export / import of one sequence                                           */
 /* ------------------------------------------------------------------------- */
 /* For offloading a sequence to host memory or disk and moving a prefix between processes
- * (disaggregated prefill, prefix reuse). The bytes, version 1 (all little-endian; the
+ * (disaggregated prefill, prefix reuse). The bytes, version 2 (all little-endian; the
  * normative table is src/format/seq_export.h of the source repository):
  *   header, 128 bytes: magic "PACKKVSQ"; u32 version; u32 header size (128); u64 total
  *     bytes; u64 checksum (64-bit FNV-1a of bytes [32, total)); u32 block format id,
  *     n_kv_heads, head_dim, block_tokens, bits_k, bits_v, scale_granularity, has_perm,
  *     kv_dtype, zs_format; u64 n_tokens, window_start, first_block (blocks freed by a sliding
- *     window), n_blocks, residual_len, 0, 0;
+ *     window), n_blocks, residual_len; u32 sink_tokens, k_transform; u64 sink_len;
  *   payload: per stored block {u32 blob bytes B, u32 0, the B bytes of the block as the
  *     cache holds it, zero padding to a multiple of 8}; then the residual window's K and V,
- *     residual_len x n_kv_heads x head_dim values of kv_dtype each.
+ *     residual_len x n_kv_heads x head_dim values of kv_dtype each; then the sink tokens'
+ *     K and V, sink_len x n_kv_heads x head_dim values of kv_dtype each; then, with K
+ *     centring once block 0 exists, the K mean: n_kv_heads x head_dim float32.
+ * Version 1 (the format before sink tokens and K centring) is still read: it is
+ * version 2 with the last 16 header bytes zero (no sink tokens, no K centring).
  * Importing restores the sequence exactly: the same blocks (byte for byte), residual
- * window, length and window start; decompress and attention give identical results. */
+ * window, sink tokens, K mean, length and window start; decompress and attention give
+ * identical results. */
 
 /** Version of the export byte format this library writes and reads. */
-#define PACKKV_X_SEQ_EXPORT_VERSION 1
+#define PACKKV_X_SEQ_EXPORT_VERSION 2
 
 /** Bytes packkv_x_cache_export writes for a sequence now.
  *  @param bytes [host] out (>= 128).
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad seq_id; PACKKV_ERR_NOT_SUPPORTED
  *          on a CUDA cache (this version).
- *          PACKKV_ERR_NOT_SUPPORTED: not supported yet with sink tokens / K centring
- *          for a cache with params.sink_tokens > 0 or k_transform != PACKKV_K_TRANSFORM_NONE
- *          (checked before anything changes).
  *  Thread-safety: read-only call. */
 PACKKV_API packkv_status_t packkv_x_cache_export_size(const packkv_cache_t* cache, int32_t seq_id, size_t* bytes);
 
@@ -313,9 +325,6 @@ PACKKV_API packkv_status_t packkv_x_cache_export_size(const packkv_cache_t* cach
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL pointers or a bad seq_id;
  *          PACKKV_ERR_CAPACITY_EXCEEDED if capacity is too small (nothing written);
  *          PACKKV_ERR_NOT_SUPPORTED on a CUDA cache. The cache is not changed.
- *          PACKKV_ERR_NOT_SUPPORTED: not supported yet with sink tokens / K centring
- *          for a cache with params.sink_tokens > 0 or k_transform != PACKKV_K_TRANSFORM_NONE
- *          (checked before anything changes).
  *  Thread-safety: read-only call. */
 PACKKV_API packkv_status_t packkv_x_cache_export(const packkv_cache_t* cache, int32_t seq_id, void* h_buf,
                                                  size_t capacity, size_t* written);
@@ -324,22 +333,20 @@ PACKKV_API packkv_status_t packkv_x_cache_export(const packkv_cache_t* cache, in
  *  validating everything: the magic, the version, the sizes (truncation, trailing bytes),
  *  the checksum, the params that matter for reading (format id, n_kv_heads, head_dim,
  *  block_tokens, bits_k, bits_v, scale_granularity, whether blocks store a permutation,
- *  kv_dtype, zs_format; rel_scale and residual_tokens may differ and govern later flushes), the
- *  counts, every block (the blob validator: every length, offset and code in range, every
- *  value finite) and every residual value (finite). A cache with a sliding window applies
+ *  kv_dtype, zs_format, sink_tokens, k_transform; rel_scale and residual_tokens may differ
+ *  and govern later flushes), the counts, every block (the blob validator: every length,
+ *  offset and code in range, every value finite) and every residual value, sink value and
+ *  K mean value (finite). A cache with a sliding window applies
  *  it to the imported sequence at once.
  *  @param h_buf [host] size bytes, any alignment.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL, a bad seq_id, or a buffer that is not a
  *          valid export for this cache (message: which check failed -- bad magic,
  *          truncated, size mismatch, checksum mismatch, params mismatch naming the field,
  *          corrupt header / block / residual window); PACKKV_ERR_VERSION_MISMATCH for
- *          another format version; PACKKV_ERR_INVALID_STATE if seq_id holds tokens;
+ *          a format version other than 1 and 2; PACKKV_ERR_INVALID_STATE if seq_id holds tokens;
  *          PACKKV_ERR_CAPACITY_EXCEEDED for more tokens than max_tokens_per_seq;
  *          PACKKV_X_ERR_BUDGET_EXCEEDED when the pool cannot take its blocks;
- *          PACKKV_ERR_OUT_OF_HOST_MEMORY; PACKKV_ERR_NOT_SUPPORTED on a CUDA cache.
- *          PACKKV_ERR_NOT_SUPPORTED: not supported yet with sink tokens / K centring
- *          for a cache with params.sink_tokens > 0 or k_transform != PACKKV_K_TRANSFORM_NONE
- *          (checked before anything changes). On any
+ *          PACKKV_ERR_OUT_OF_HOST_MEMORY; PACKKV_ERR_NOT_SUPPORTED on a CUDA cache. On any
  *          failure nothing is imported (cache and pool unchanged).
  *  Thread-safety: mutating call. */
 PACKKV_API packkv_status_t packkv_x_cache_import(packkv_cache_t* cache, int32_t seq_id, const void* h_buf,

@@ -178,12 +178,6 @@ packkv_status_t packkv_cache_create(const packkv_cache_params_t* params, packkv_
   PACKKV_API_BEGIN
   require(out != nullptr, "packkv_cache_create: out is NULL");
   const packkv::Config config = packkv::Config::from_params(params);
-  if (config.device >= 0 && config.k_transform != PACKKV_K_TRANSFORM_NONE)
-    packkv::fail(PACKKV_ERR_NOT_SUPPORTED,
-                 "packkv_cache_create: params.k_transform = PACKKV_K_TRANSFORM_CENTER runs on the CPU backend only");
-  if (config.device >= 0 && config.sink_tokens != 0)
-    packkv::fail(PACKKV_ERR_NOT_SUPPORTED,
-                 "packkv_cache_create: params.sink_tokens > 0 runs on the CPU backend only (CUDA: not yet)");
   *out = packkv::new_cache_handle(config, nullptr);
   PACKKV_API_END("packkv_cache_create")
 }
@@ -359,8 +353,9 @@ packkv_status_t packkv_attn_scores(const packkv_cache_t* cache, int32_t n_seqs, 
   const char* fn = "packkv_attn_scores";
   packkv::AttnArgs a{n_seqs, h_seq_ids, n_q_heads, q, q_dtype, workspace, workspace_bytes, stream};
   const int64_t longest = check_attn(cache, a, true, fn);
-  require(scores != nullptr, "packkv_attn_scores: scores is NULL");
-  require(ld_scores >= longest && ld_scores >= 1,
+  // every requested sequence empty: nothing is written, ld_scores 0 and NULL scores allowed
+  require(scores != nullptr || longest == 0, "packkv_attn_scores: scores is NULL");
+  require(ld_scores >= longest && ld_scores >= 0,
           "packkv_attn_scores: ld_scores " + std::to_string(ld_scores) +
               " is smaller than the longest requested sequence (" + std::to_string(longest) + " tokens)");
   require_stride_fits(ld_scores, a, "packkv_attn_scores: ld_scores");
@@ -375,9 +370,10 @@ packkv_status_t packkv_attn_apply(const packkv_cache_t* cache, int32_t n_seqs, c
   const char* fn = "packkv_attn_apply";
   packkv::AttnArgs a{n_seqs, h_seq_ids, n_q_heads, nullptr, PACKKV_DTYPE_F32, workspace, workspace_bytes, stream};
   const int64_t longest = check_attn(cache, a, false, fn);
-  require(probs != nullptr, "packkv_attn_apply: probs is NULL");
+  // every requested sequence empty: nothing is read, ld_probs 0 and NULL probs allowed
+  require(probs != nullptr || longest == 0, "packkv_attn_apply: probs is NULL");
   require(out != nullptr, "packkv_attn_apply: out is NULL");
-  require(ld_probs >= longest && ld_probs >= 1,
+  require(ld_probs >= longest && ld_probs >= 0,
           "packkv_attn_apply: ld_probs " + std::to_string(ld_probs) +
               " is smaller than the longest requested sequence (" + std::to_string(longest) + " tokens)");
   require_stride_fits(ld_probs, a, "packkv_attn_apply: ld_probs");

@@ -21,20 +21,6 @@ void require_cache_seq(const packkv_cache_t* cache, int32_t seq, const char* fn)
                                      " is outside [0, max_seqs = " + std::to_string(max) + ")");
 }
 
-// Sequence operations of issue 16 (truncate, fork, sliding window, export / import) do not
-// handle sink tokens or K centring yet (issue 15): such a cache is refused before any
-// state change.
-void require_no_sinks_or_centring(const packkv_cache_t* cache, const char* fn) {
-  const packkv::Config& c = cache->impl->config();
-  if (c.sink_tokens > 0)
-    packkv::fail(PACKKV_ERR_NOT_SUPPORTED, std::string(fn) + ": not supported yet with sink tokens (the cache has "
-                                                             "params.sink_tokens = " + std::to_string(c.sink_tokens) + ")");
-  if (c.k_transform != PACKKV_K_TRANSFORM_NONE)
-    packkv::fail(PACKKV_ERR_NOT_SUPPORTED,
-                 std::string(fn) + ": not supported yet with K centring (the cache has params.k_transform = "
-                                   "PACKKV_K_TRANSFORM_CENTER)");
-}
-
 }  // namespace
 
 extern "C" {
@@ -164,16 +150,16 @@ packkv_status_t packkv_x_cache_truncate(packkv_cache_t* cache, int32_t seq_id, i
   PACKKV_API_BEGIN
   const char* fn = "packkv_x_cache_truncate";
   require_cache_seq(cache, seq_id, fn);
-  require_no_sinks_or_centring(cache, fn);
   const int64_t len = cache->impl->seq_length(seq_id);
   const int64_t expired = cache->impl->expired(seq_id);
+  require(n_tokens >= 0, std::string(fn) + ": n_tokens must be >= 0 (the number of tokens to keep), got " +
+                            std::to_string(n_tokens));
+  require(n_tokens <= len, std::string(fn) + ": n_tokens " + std::to_string(n_tokens) + " is more than sequence " +
+                               std::to_string(seq_id) + " holds (" + std::to_string(len) +
+                               " tokens); truncate only shortens");
   require(n_tokens >= expired || n_tokens == len,
           std::string(fn) + ": n_tokens " + std::to_string(n_tokens) + " is before the sliding window's start " +
               std::to_string(expired) + " (those tokens are gone)");
-  require(n_tokens >= 0 && n_tokens <= len, std::string(fn) + ": n_tokens " + std::to_string(n_tokens) +
-                                                " is outside [0, " + std::to_string(len) + "] (sequence " +
-                                                std::to_string(seq_id) + " holds " + std::to_string(len) +
-                                                " tokens)");
   if (n_tokens == len) return PACKKV_OK;
   cache->impl->truncate(seq_id, n_tokens);
   PACKKV_API_END("packkv_x_cache_truncate")
@@ -184,7 +170,6 @@ packkv_status_t packkv_x_cache_fork(packkv_cache_t* cache, int32_t src_seq, int3
   const char* fn = "packkv_x_cache_fork";
   require_cache_seq(cache, src_seq, fn);
   require_cache_seq(cache, dst_seq, fn);
-  require_no_sinks_or_centring(cache, fn);
   require(src_seq != dst_seq, std::string(fn) + ": src_seq and dst_seq are both " + std::to_string(src_seq));
   const int64_t dst_len = cache->impl->seq_length(dst_seq);
   if (dst_len != 0)
@@ -199,7 +184,6 @@ packkv_status_t packkv_x_cache_set_window(packkv_cache_t* cache, int64_t window_
   PACKKV_API_BEGIN
   const char* fn = "packkv_x_cache_set_window";
   require(cache != nullptr, std::string(fn) + ": cache is NULL");
-  require_no_sinks_or_centring(cache, fn);
   require(window_tokens >= 0, std::string(fn) + ": window_tokens must be >= 0 (0: no window), got " +
                                   std::to_string(window_tokens));
   const int n = cache->impl->config().max_seqs;
@@ -224,7 +208,6 @@ packkv_status_t packkv_x_cache_export_size(const packkv_cache_t* cache, int32_t 
   PACKKV_API_BEGIN
   const char* fn = "packkv_x_cache_export_size";
   require_cache_seq(cache, seq_id, fn);
-  require_no_sinks_or_centring(cache, fn);
   require(bytes != nullptr, std::string(fn) + ": bytes is NULL");
   *bytes = cache->impl->export_size(seq_id);
   PACKKV_API_END("packkv_x_cache_export_size")
@@ -235,7 +218,6 @@ packkv_status_t packkv_x_cache_export(const packkv_cache_t* cache, int32_t seq_i
   PACKKV_API_BEGIN
   const char* fn = "packkv_x_cache_export";
   require_cache_seq(cache, seq_id, fn);
-  require_no_sinks_or_centring(cache, fn);
   require(written != nullptr, std::string(fn) + ": written is NULL");
   require(h_buf != nullptr, std::string(fn) + ": h_buf is NULL");
   const size_t need = cache->impl->export_size(seq_id);
@@ -253,7 +235,6 @@ packkv_status_t packkv_x_cache_import(packkv_cache_t* cache, int32_t seq_id, con
   PACKKV_API_BEGIN
   const char* fn = "packkv_x_cache_import";
   require_cache_seq(cache, seq_id, fn);
-  require_no_sinks_or_centring(cache, fn);
   require(h_buf != nullptr || size == 0, std::string(fn) + ": h_buf is NULL");
   const int64_t len = cache->impl->seq_length(seq_id);
   if (len != 0)

@@ -17,12 +17,14 @@ struct Config {
   int max_seqs = 1;
   packkv_dtype_t kv_dtype = PACKKV_DTYPE_F16;
   int64_t max_tokens_per_seq = 131072;
-  float rel_scale_k = 0.1f;
-  float rel_scale_v = 0.2f;
+  // Defaults: packkv.h, packkv_cache_params_t (chosen in bench/RESULTS.md, "End-to-end KL
+  // divergence (issue 15)").
+  float rel_scale_k = 0.035f;
+  float rel_scale_v = 0.07f;
   packkv_repack_t repack = PACKKV_REPACK_MEDIAN;
   packkv_scale_granularity_t granularity = PACKKV_SCALE_PER_TOKEN;
-  int residual_tokens = 128;
-  int sink_tokens = 0;  // first tokens of a sequence kept uncompressed (never in a block)
+  int residual_tokens = 64;
+  int sink_tokens = 4;  // first tokens of a sequence kept uncompressed (never in a block)
   packkv_k_transform_t k_transform = PACKKV_K_TRANSFORM_NONE;
   // n_kv_heads, head_dim, block_tokens, bits_k / bits_v (always derived or validated:
   // 1..8), scale groups (from granularity), has_perm (from repack) and the block layout.

@@ -107,7 +107,7 @@ void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, Out* o
                    centred ? bias.data() : nullptr);
   }
   dense_scores(s.res_k.data(), s.residual_len, s.sink_len + s.n_blocks() * sh.block_tokens, q, gqa_group, out, ld);
-  // sliding window (never with sink tokens): expired tokens (freed blocks, the expired part
+  // sliding window: expired tokens (sink tokens included, freed blocks, the expired part
   // of a block -- block_scores wrote it in original order, undoing the stored permutation --
   // and of the window) score -inf
   for (int j = 0; j < sh.n_kv_heads * gqa_group; ++j)
@@ -121,7 +121,10 @@ void CpuCache::seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa
   std::fill(acc, acc + (size_t)sh.n_kv_heads * gqa_group * d, 0.0);
   AttnScratch scratch;
   std::vector<float> masked;
-  dense_apply(s.sink_v.data(), s.sink_len, 0, probs, ld, gqa_group, acc);
+  // sink tokens out of the sliding window weigh 0 (as the window's expired tokens below)
+  const int64_t sink_skip = std::min(s.sink_len, s.expired);
+  dense_apply(s.sink_v.data() + (size_t)sink_skip * row_ * elem_, s.sink_len - sink_skip, sink_skip, probs, ld,
+              gqa_group, acc);
   for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
     const float* ph = probs + (size_t)hk * gqa_group * ld + s.sink_len;
     double* ah = acc + (size_t)hk * gqa_group * d;

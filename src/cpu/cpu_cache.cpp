@@ -25,8 +25,8 @@ CpuCache::CpuCache(const Config& c, std::shared_ptr<PagePool> pool)
     fail(PACKKV_ERR_INVALID_ARGUMENT, "the pool's pages (" + std::to_string(pool_->page_bytes()) +
                                           " bytes) are smaller than the largest block of this cache (" +
                                           std::to_string(worst) + " bytes: packkv_x_pool_page_bytes_for)");
-  // before the first block: the size of a worst-case block per token
-  pool_->attach(this, (double)worst / c.shape.block_tokens);
+  // before the first block, tokens_fit takes the largest block
+  pool_->attach(this, worst, c.shape.block_tokens);
 }
 
 CpuCache::~CpuCache() {

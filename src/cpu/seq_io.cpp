@@ -1,6 +1,6 @@
 // CpuCache export and import of one sequence in the byte format of format/seq_export.h.
 // Import validates everything before it changes anything: header, checksum, params,
-// counts, every blob (format/blob_check.h) and the residual values.
+// counts, every blob (format/blob_check.h), the residual and sink values and the K mean.
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -31,7 +31,7 @@ size_t CpuCache::export_size(int seq) const {
   const CpuSeq& s = seqs_[seq];
   size_t n = kSeqHeaderBytes;
   for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b) n += seq_block_record(s.table.block(b).bytes);
-  return n + s.res_k.size() + s.res_v.size();
+  return n + s.res_k.size() + s.res_v.size() + s.sink_k.size() + s.sink_v.size() + s.k_mean.size() * 4;
 }
 
 void CpuCache::export_seq(int seq, uint8_t* out, size_t size) const {
@@ -57,6 +57,9 @@ void CpuCache::export_seq(int seq, uint8_t* out, size_t size) const {
   put_u64(out + kSeqFirstBlock, (uint64_t)s.table.first_live());
   put_u64(out + kSeqBlocks, (uint64_t)(s.n_blocks() - s.table.first_live()));
   put_u64(out + kSeqResidual, (uint64_t)s.residual_len);
+  put_u32(out + kSeqSinkTokens, (uint32_t)c.sink_tokens);
+  put_u32(out + kSeqKTransform, (uint32_t)c.k_transform);
+  put_u64(out + kSeqSinkLen, (uint64_t)s.sink_len);
   uint8_t* p = out + kSeqHeaderBytes;
   for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b) {
     const uint32_t z = s.table.block(b).bytes;
@@ -67,6 +70,17 @@ void CpuCache::export_seq(int seq, uint8_t* out, size_t size) const {
   if (!s.res_k.empty()) std::memcpy(p, s.res_k.data(), s.res_k.size());
   p += s.res_k.size();
   if (!s.res_v.empty()) std::memcpy(p, s.res_v.data(), s.res_v.size());
+  p += s.res_v.size();
+  if (!s.sink_k.empty()) std::memcpy(p, s.sink_k.data(), s.sink_k.size());
+  p += s.sink_k.size();
+  if (!s.sink_v.empty()) std::memcpy(p, s.sink_v.data(), s.sink_v.size());
+  p += s.sink_v.size();
+  for (float m : s.k_mean) {  // bit pattern, little-endian
+    uint32_t u;
+    std::memcpy(&u, &m, 4);
+    put_u32(p, u);
+    p += 4;
+  }
   put_u64(out + kSeqChecksum, fnv1a64(out + kSeqChecksumFrom, size - kSeqChecksumFrom));
 }
 
@@ -79,8 +93,9 @@ void CpuCache::import_seq(int seq, const uint8_t* in, size_t size) {
         "-byte header");
   if (std::memcmp(in, kSeqMagic, 8) != 0) bad("bad magic: not a libpackkv sequence export");
   const uint32_t version = get_u32(in + kSeqVersion);
-  if (version != kSeqExportVersion)
+  if (version < kSeqExportVersionOldest || version > kSeqExportVersion)
     fail(PACKKV_ERR_VERSION_MISMATCH, "export format version " + std::to_string(version) + ", this library reads " +
+                                          std::to_string(kSeqExportVersionOldest) + " to " +
                                           std::to_string(kSeqExportVersion) + "; nothing was imported");
   if (get_u32(in + kSeqHeaderSize) != kSeqHeaderBytes) bad("corrupt header: header size field");
   const uint64_t total = get_u64(in + kSeqTotal);
@@ -90,8 +105,9 @@ void CpuCache::import_seq(int seq, const uint8_t* in, size_t size) {
     bad("size mismatch: the export is " + std::to_string(total) + " bytes, the buffer holds " + std::to_string(size));
   if (get_u64(in + kSeqChecksum) != fnv1a64(in + kSeqChecksumFrom, size - kSeqChecksumFrom))
     bad("checksum mismatch: the export is corrupt");
-  if (get_u64(in + kSeqZero1) != 0 || get_u64(in + kSeqZero1 + 8) != 0)
-    bad("corrupt header: reserved fields are not zero");
+  // version 1: bytes 112..127 were reserved zero (no sink tokens, no K centring)
+  if (version == 1 && (get_u64(in + kSeqSinkTokens) != 0 || get_u64(in + kSeqSinkLen) != 0))
+    bad("corrupt header: reserved fields of a version 1 export are not zero");
   // 2. params that matter for reading
   const struct {
     const char* name;
@@ -106,7 +122,9 @@ void CpuCache::import_seq(int seq, const uint8_t* in, size_t size) {
                 {"scale_granularity", kSeqGranularity, (uint32_t)c.granularity},
                 {"repack (permutation stored or not)", kSeqHasPerm, sh.has_perm ? 1u : 0u},
                 {"kv_dtype", kSeqKvDtype, (uint32_t)c.kv_dtype},
-                {"zs_format", kSeqZsFormat, (uint32_t)c.shape.zs}};
+                {"zs_format", kSeqZsFormat, (uint32_t)c.shape.zs},
+                {"sink_tokens", kSeqSinkTokens, (uint32_t)c.sink_tokens},
+                {"k_transform", kSeqKTransform, (uint32_t)c.k_transform}};
   for (const auto& f : params)
     if (get_u32(in + f.at) != f.mine)
       bad("params mismatch: the export has " + std::string(f.name) + " = " + std::to_string(get_u32(in + f.at)) +
@@ -114,14 +132,16 @@ void CpuCache::import_seq(int seq, const uint8_t* in, size_t size) {
   // 3. counts (no overflow: each bounded before it is multiplied)
   const uint64_t n_tokens = get_u64(in + kSeqTokens), start = get_u64(in + kSeqWindowStart);
   const uint64_t first = get_u64(in + kSeqFirstBlock), n_blocks = get_u64(in + kSeqBlocks);
-  const uint64_t residual = get_u64(in + kSeqResidual);
+  const uint64_t residual = get_u64(in + kSeqResidual), sinks = get_u64(in + kSeqSinkLen);
   const uint64_t limit = (uint64_t)1 << 40;
   if (n_tokens > limit || first > limit || n_blocks > limit || residual > limit || start > n_tokens ||
-      (first + n_blocks) * (uint64_t)sh.block_tokens + residual != n_tokens ||
-      first * (uint64_t)sh.block_tokens > start)
+      sinks > (uint64_t)c.sink_tokens ||
+      sinks + (first + n_blocks) * (uint64_t)sh.block_tokens + residual != n_tokens ||
+      (sinks < (uint64_t)c.sink_tokens && sinks != n_tokens) ||
+      (first > 0 && sinks + first * (uint64_t)sh.block_tokens > start))
     bad("corrupt header: inconsistent counts (n_tokens " + std::to_string(n_tokens) + ", window_start " +
-        std::to_string(start) + ", first_block " + std::to_string(first) + ", n_blocks " + std::to_string(n_blocks) +
-        ", residual_len " + std::to_string(residual) + ")");
+        std::to_string(start) + ", sink_len " + std::to_string(sinks) + ", first_block " + std::to_string(first) +
+        ", n_blocks " + std::to_string(n_blocks) + ", residual_len " + std::to_string(residual) + ")");
   if ((int64_t)n_tokens > c.max_tokens_per_seq)
     fail(PACKKV_ERR_CAPACITY_EXCEEDED, "the export holds " + std::to_string(n_tokens) +
                                            " tokens, more than max_tokens_per_seq = " +
@@ -150,17 +170,34 @@ void CpuCache::import_seq(int seq, const uint8_t* in, size_t size) {
     if (!chk.ok) bad("corrupt block " + std::to_string(b) + ": " + chk.error);
     off = align16(off + sizes[b]);
   }
-  // 5. the residual window: exactly the rest, finite values
-  const size_t res_bytes = (size_t)residual * row_ * elem_;
-  if (size - at != 2 * res_bytes)
+  // 5. the residual window, the sink tokens and the K mean: exactly the rest, finite values
+  const size_t res_bytes = (size_t)residual * row_ * elem_, sink_bytes = (size_t)sinks * row_ * elem_;
+  const bool has_mean = c.k_transform == PACKKV_K_TRANSFORM_CENTER && first + n_blocks > 0;
+  const size_t mean_bytes = has_mean ? row_ * 4 : 0;
+  if (size - at != 2 * res_bytes + 2 * sink_bytes + mean_bytes)
     bad("size mismatch: " + std::to_string(size - at) + " bytes after the blocks, the residual window of " +
-        std::to_string(residual) + " tokens takes " + std::to_string(2 * res_bytes));
-  std::vector<uint8_t> rk(in + at, in + at + res_bytes), rv(in + at + res_bytes, in + size);
-  std::vector<float> f((size_t)residual * row_);
-  for (const std::vector<uint8_t>* r : {&rk, &rv}) {
-    to_float(r->data(), c.kv_dtype, f.size(), f.data());
+        std::to_string(residual) + " tokens, the " + std::to_string(sinks) + " sink tokens and the K mean take " +
+        std::to_string(2 * res_bytes + 2 * sink_bytes + mean_bytes));
+  std::vector<uint8_t> rk(in + at, in + at + res_bytes), rv(in + at + res_bytes, in + at + 2 * res_bytes);
+  at += 2 * res_bytes;
+  std::vector<uint8_t> sk(in + at, in + at + sink_bytes), sv(in + at + sink_bytes, in + at + 2 * sink_bytes);
+  at += 2 * sink_bytes;
+  const struct {
+    const std::vector<uint8_t>* bytes;
+    const char* what;
+  } dense[] = {{&rk, "residual window"}, {&rv, "residual window"}, {&sk, "sink tokens"}, {&sv, "sink tokens"}};
+  std::vector<float> f;
+  for (const auto& d : dense) {
+    f.resize(d.bytes->size() / elem_);
+    to_float(d.bytes->data(), c.kv_dtype, f.size(), f.data());
     for (size_t i = 0; i < f.size(); ++i)
-      if (!std::isfinite(f[i])) bad("corrupt residual window: value " + std::to_string(i) + " is not finite");
+      if (!std::isfinite(f[i])) bad("corrupt " + std::string(d.what) + ": value " + std::to_string(i) + " is not finite");
+  }
+  std::vector<float> mean(has_mean ? row_ : 0);
+  for (size_t i = 0; i < mean.size(); ++i) {
+    const uint32_t u = get_u32(in + at + 4 * i);
+    std::memcpy(&mean[i], &u, 4);
+    if (!std::isfinite(mean[i])) bad("corrupt K mean: value " + std::to_string(i) + " is not finite");
   }
   // 6. pages (budget), table room; then commit (no throw)
   CpuSeq& s = seqs_[seq];
@@ -178,6 +215,10 @@ void CpuCache::import_seq(int seq, const uint8_t* in, size_t size) {
   s.res_k.swap(rk);
   s.res_v.swap(rv);
   s.residual_len = (int64_t)residual;
+  s.sink_k.swap(sk);
+  s.sink_v.swap(sv);
+  s.sink_len = (int64_t)sinks;
+  s.k_mean.swap(mean);
   s.expired = (int64_t)start;
   expire(s);
   int64_t bytes = 0;

@@ -1,6 +1,7 @@
-// CpuCache::truncate and CpuCache::fork: the sequence operations of engines
-// (speculative-decoding rollback, parallel sampling, beam search, prefix reuse). Both
-// prepare everything that can fail first, then commit without a possible failure.
+// CpuCache::truncate, fork and the sliding window: the sequence operations of engines
+// (speculative-decoding rollback, parallel sampling, beam search, prefix reuse, sliding
+// layers). Truncate and fork prepare everything that can fail first, then commit without
+// a possible failure.
 #include <algorithm>
 #include <cfloat>
 #include <vector>
@@ -20,24 +21,42 @@ float dtype_max(packkv_dtype_t d) {
 
 }  // namespace
 
-// Tokens [n_tokens, length) go (n_tokens >= expired: api checks). Residual tokens are dropped by shrinking the window.
-// A block that holds token n_tokens - 1 and later ones is decoded, its first
-// n_tokens % N tokens (dequantized, rounded to kv_dtype, clamped to its finite range) become
-// the residual window, and it and the later blocks are released.
+// Tokens [n_tokens, length) go (n_tokens >= expired: api checks). The sequence is, in
+// order, sink tokens, blocks, residual window:
+//  - n_tokens at or after the blocks' end: the residual window shrinks;
+//  - n_tokens inside the sink tokens: the sink tokens shrink to n_tokens, every block and
+//    the residual window go;
+//  - otherwise the block holding token n_tokens - 1 and later ones is decoded (plus the K
+//    mean with K centring), its first tokens up to n_tokens (dequantized, rounded to
+//    kv_dtype, clamped to its finite range) become the residual window, and it and the
+//    later blocks are released.
+// K centring: the K mean belongs to block 0; when block 0 goes, so does the mean (the
+// next block 0 computes it again, as in a fresh sequence fed the same tokens).
 void CpuCache::truncate(int seq, int64_t n_tokens) {
   const Config& c = config();
   CpuSeq& s = seqs_[seq];
   const int64_t n_block = c.shape.block_tokens;
-  const int64_t compressed = s.n_blocks() * n_block;
+  const int64_t blocks_end = s.sink_len + s.n_blocks() * n_block;
   const size_t token_bytes = row_ * elem_;
-  if (n_tokens >= compressed) {
-    s.residual_len = n_tokens - compressed;
+  if (n_tokens >= blocks_end) {
+    s.residual_len = n_tokens - blocks_end;
     s.res_k.resize((size_t)s.residual_len * token_bytes);  // shrinking: no throw
     s.res_v.resize((size_t)s.residual_len * token_bytes);
     return;
   }
-  const int64_t keep_blocks = n_tokens / n_block;
-  const int64_t cut = n_tokens % n_block;
+  if (n_tokens < s.sink_len) {
+    s.table.drop_from(0, pool_.get());
+    s.res_k.clear();
+    s.res_v.clear();
+    s.residual_len = 0;
+    s.sink_len = n_tokens;
+    s.sink_k.resize((size_t)n_tokens * token_bytes);  // shrinking: no throw
+    s.sink_v.resize((size_t)n_tokens * token_bytes);
+    s.k_mean.clear();
+    return;
+  }
+  const int64_t keep_blocks = (n_tokens - s.sink_len) / n_block;
+  const int64_t cut = (n_tokens - s.sink_len) % n_block;
   std::vector<uint8_t> rk, rv;
   if (cut > 0) {  // may throw: nothing changed yet
     const size_t vals = (size_t)n_block * row_;
@@ -48,6 +67,7 @@ void CpuCache::truncate(int seq, int64_t n_tokens) {
     rk.resize(keep_vals * elem_);
     rv.resize(keep_vals * elem_);
     for (size_t i = 0; i < keep_vals; ++i) {
+      if (!s.k_mean.empty()) fk[i] += s.k_mean[i % row_];  // as decompress: (k - mu)^ + mu
       fk[i] = std::min(lim, std::max(-lim, fk[i]));
       fv[i] = std::min(lim, std::max(-lim, fv[i]));
     }
@@ -58,28 +78,39 @@ void CpuCache::truncate(int seq, int64_t n_tokens) {
   s.res_k.swap(rk);
   s.res_v.swap(rv);
   s.residual_len = cut;
+  if (keep_blocks == 0) s.k_mean.clear();
 }
 
+// dst (empty) gets src's sink tokens, K mean and residual window as copies and its blocks
+// as shared references.
 void CpuCache::fork(int src, int dst) {
   const CpuSeq& from = seqs_[src];
   CpuSeq& to = seqs_[dst];
-  std::vector<uint8_t> rk(from.res_k), rv(from.res_v);  // may throw: nothing changed yet
+  // may throw: nothing changed yet
+  std::vector<uint8_t> rk(from.res_k), rv(from.res_v), sk(from.sink_k), sv(from.sink_v);
+  std::vector<float> mean(from.k_mean);
   to.table.reserve((size_t)(from.n_blocks() - from.table.first_live()));
   to.table.share_from(from.table);
   to.res_k.swap(rk);
   to.res_v.swap(rv);
   to.residual_len = from.residual_len;
+  to.sink_k.swap(sk);
+  to.sink_v.swap(sv);
+  to.sink_len = from.sink_len;
+  to.k_mean.swap(mean);
   to.expired = from.expired;
   shared_ = true;
 }
 
 void CpuCache::set_window(int64_t window_tokens) { window_ = window_tokens; }
 
+// Sink tokens expire like any other token (the model's sliding window excludes them too):
+// they stay stored (sink_tokens tokens per sequence) but are no longer attended.
 void CpuCache::expire(CpuSeq& s) noexcept {
   if (window_ <= 0) return;
-  const int64_t len = s.n_blocks() * config().shape.block_tokens + s.residual_len;
+  const int64_t len = s.sink_len + s.n_blocks() * config().shape.block_tokens + s.residual_len;
   s.expired = std::max(s.expired, len - window_);
-  s.table.drop_front(s.expired / config().shape.block_tokens, pool_.get());
+  if (s.expired > s.sink_len) s.table.drop_front((s.expired - s.sink_len) / config().shape.block_tokens, pool_.get());
 }
 
 }  // namespace packkv

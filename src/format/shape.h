@@ -141,17 +141,20 @@ PACKKV_HD BlockLayout block_layout(int n_kv_heads, int block_tokens, int scale_g
 // Shape::sizes below.
 using packkv::BlobSizes;
 
-// Zero point and scale of entry i of a zero point array and a scale array of encoding
-// `wide` (true: int32 / fp32; false: int16 / 16-bit scale). THE reader of the fields.
+// Zero point (scale) of entry i of a zero point (scale) array of encoding `wide` (true:
+// int32 / fp32; false: int16 / 16-bit scale). THE readers of the fields (host decoders,
+// decompression and the attention kernels, which read staged copies through them).
+PACKKV_HD int32_t load_zero(const uint8_t* zero, bool wide, size_t i) {
+  return wide ? load4<int32_t>(zero + 4 * i) : (int32_t)load2<int16_t>(zero + 2 * i);
+}
+PACKKV_HD float load_scale(const uint8_t* scale, bool wide, size_t i) {
+  return wide ? load4<float>(scale + 4 * i) : scale16_decode(load2<uint16_t>(scale + 2 * i));
+}
+// Both of entry i.
 PACKKV_HD Affine load_affine(const uint8_t* zero, const uint8_t* scale, bool wide, size_t i) {
   Affine a;
-  if (wide) {
-    a.zero = load4<int32_t>(zero + 4 * i);
-    a.scale = load4<float>(scale + 4 * i);
-  } else {
-    a.zero = load2<int16_t>(zero + 2 * i);
-    a.scale = scale16_decode(load2<uint16_t>(scale + 2 * i));
-  }
+  a.zero = load_zero(zero, wide, i);
+  a.scale = load_scale(scale, wide, i);
   return a;
 }
 
@@ -205,25 +208,41 @@ struct Shape {
   PACKKV_HD bool zs_wide(const uint8_t* blob) const {
     return zs == ZsFormat::kWide || load2<uint16_t>(blob + layout.k_scale_at) == kWideMarker;
   }
+  // Whether a kCompact blob is a wide fallback block, from its first K scale field (the
+  // 2 bytes at layout.k_scale_at).
+  PACKKV_HD bool zs_fallback(uint16_t first_k_scale) const {
+    return zs == ZsFormat::kCompact && first_k_scale == kWideMarker;
+  }
   // Offset of the wide fields of a kCompact wide fallback block (after its tiles):
   // int32 k_zero[G][N], float k_scale[G][N], int32 v_zero[G][N], float v_scale[G][N].
-  PACKKV_HD size_t wide_zs_at(const uint8_t* blob) const {
-    return (layout.tiles_at + tile_end(blob, 2 * n_kv_heads - 1) + 3) & ~(size_t)3;
+  // tiles_end: the blob's last tile_end entry (tile_end(blob, 2H - 1)).
+  PACKKV_HD size_t wide_zs_at(uint32_t tiles_end) const { return (layout.tiles_at + tiles_end + 3) & ~(size_t)3; }
+  PACKKV_HD size_t wide_zs_at(const uint8_t* blob) const { return wide_zs_at(tile_end(blob, 2 * n_kv_heads - 1)); }
+  // Byte offsets of the [N] zero points and scales of scale group `group` (K or V) of a
+  // blob that is (`fallback`) or is not a wide fallback block, whose wide fields (if so)
+  // start at wide_at; *wide: whether they are 4-byte fields.
+  PACKKV_HD void zs_offsets(int kv, int group, bool fallback, size_t wide_at, size_t* zero, size_t* scale,
+                            bool* wide) const {
+    if (fallback) {
+      const size_t meta = (size_t)scale_groups * block_tokens * 4;
+      *zero = wide_at + 2 * meta * kv + (size_t)4 * group * block_tokens;
+      *scale = *zero + meta;
+      *wide = true;
+    } else {
+      *zero = zero_at(kv, group);
+      *scale = scale_at(kv, group);
+      *wide = zs == ZsFormat::kWide;
+    }
   }
   // Zero points and scales of a blob in whatever encoding it uses: pointers to the
   // [N] fields of scale group `group`, and whether they are wide.
   PACKKV_HD void zs_fields(const uint8_t* blob, int kv, int group, const uint8_t** zero, const uint8_t** scale,
                            bool* wide) const {
-    if (zs == ZsFormat::kCompact && zs_wide(blob)) {
-      const size_t meta = (size_t)scale_groups * block_tokens * 4, at = wide_zs_at(blob) + 2 * meta * kv;
-      *zero = blob + at + (size_t)4 * group * block_tokens;
-      *scale = blob + at + meta + (size_t)4 * group * block_tokens;
-      *wide = true;
-    } else {
-      *zero = blob + zero_at(kv, group);
-      *scale = blob + scale_at(kv, group);
-      *wide = zs == ZsFormat::kWide;
-    }
+    const bool fallback = zs == ZsFormat::kCompact && zs_wide(blob);
+    size_t z = 0, s = 0;
+    zs_offsets(kv, group, fallback, fallback ? wide_zs_at(blob) : 0, &z, &s, wide);
+    *zero = blob + z;
+    *scale = blob + s;
   }
   // Byte offset (from the blob start) and size of a tile, from the blob's tile_end header.
   PACKKV_HD void tile_extent(const uint8_t* blob, int kv, int head, size_t* offset, size_t* size) const {

@@ -154,9 +154,11 @@ int64_t PagePool::free_bytes() const {
   return budget_pages_ < 0 ? -1 : (budget_pages_ - in_use_) * (int64_t)page_bytes_;
 }
 
-void PagePool::attach(const void* cache, double guess) {
+void PagePool::attach(const void* cache, size_t worst_blob_bytes, int block_tokens) {
   std::lock_guard<std::mutex> lock(mu_);
-  caches_[cache].guess = guess;
+  CacheRate& r = caches_[cache];
+  r.worst = worst_blob_bytes;
+  r.block_tokens = block_tokens;
 }
 
 void PagePool::detach(const void* cache) noexcept {
@@ -175,14 +177,19 @@ void PagePool::note_compressed(const void* cache, int64_t bytes, int64_t tokens)
 int64_t PagePool::tokens_fit() const {
   std::lock_guard<std::mutex> lock(mu_);
   if (budget_pages_ < 0) return -1;
-  double per_token = 0.0;
+  // pages per token: blocks of the mean size b (rounded up to 16 bytes when another one
+  // follows in the page) fit floor((page - b) / align16(b)) + 1 to a page
+  double pages_per_token = 0.0;
   for (const auto& kv : caches_) {
     const CacheRate& r = kv.second;
-    per_token += r.tokens > 0 ? (double)r.bytes / (double)r.tokens : r.guess;
+    const int64_t blocks = r.tokens / r.block_tokens;
+    const double b = blocks > 0 ? std::ceil((double)r.bytes / (double)blocks) : (double)r.worst;
+    const double step = std::ceil(b / 16.0) * 16.0;
+    const double per_page = b >= (double)page_bytes_ ? 1.0 : std::floor(((double)page_bytes_ - b) / step) + 1.0;
+    pages_per_token += 1.0 / (per_page * r.block_tokens);
   }
-  const double free = (double)((budget_pages_ - in_use_) * (int64_t)page_bytes_);
-  if (per_token <= 0.0) return 0;
-  return (int64_t)std::floor(free / per_token);
+  if (pages_per_token <= 0.0) return 0;
+  return (int64_t)std::floor((double)(budget_pages_ - in_use_) / pages_per_token);
 }
 
 }  // namespace packkv

@@ -79,19 +79,22 @@ class PagePool {
   int64_t free_bytes() const;
 
   // Caches attached to the pool report the compressed bytes and tokens they have
-  // written so far (lifetime totals) for tokens_fit(). Never throw (attach may throw
-  // std::bad_alloc).
-  void attach(const void* cache, double bytes_per_token_guess);
+  // written so far (lifetime totals) for tokens_fit(); at attach, their largest block
+  // (bytes) and block_tokens. Never throw (attach may throw std::bad_alloc).
+  void attach(const void* cache, size_t worst_blob_bytes, int block_tokens);
   void detach(const void* cache) noexcept;
   void note_compressed(const void* cache, int64_t bytes, int64_t tokens) noexcept;
-  // Tokens that still fit in the free bytes when each token is appended to every
-  // attached cache (every layer of a model), at each cache's bytes per compressed token
-  // so far (before its first block: its guess); -1 without a budget.
+  // Tokens that still fit in the free pages when each token is appended to every
+  // attached cache (every layer of a model), each cache's blocks taking the size of its
+  // mean block so far (before its first block: its largest) and packed whole into pages
+  // as cpu/page_table.h places them (16-aligned, a block never split); -1 without a
+  // budget. Ignores the room left in pages already in use and the residual windows.
   int64_t tokens_fit() const;
 
  private:
   struct CacheRate {
-    double guess = 0.0;
+    size_t worst = 0;  // largest block, bytes
+    int block_tokens = 1;
     int64_t bytes = 0, tokens = 0;
   };
   uint8_t* map_page(bool populate);  // nullptr on failure

@@ -12,7 +12,8 @@
 //     finite outputs.
 // The import buffer is a heap copy of exactly its size (ASan catches any over-read).
 //
-// Input: byte 0 = mode, byte 1 = configuration, then
+// Input: byte 0 = mode (bit 0: below; bit 1: 4 sink tokens; bit 2: K centring, f16
+// configurations only), byte 1 = configuration, then
 //   mode even: u16 tokens, u8 truncate, u8 window, u32 seed, then corruption ops
 //              (u8 op, u32 position, u32 value) until the input ends; the last op byte's
 //              low bit set means "recompute the checksum" (structure errors behind a valid one);
@@ -42,7 +43,7 @@ struct Owned {
   }
 };
 
-packkv_cache_params_t params_from(uint8_t cfg) {
+packkv_cache_params_t params_from(uint8_t mode, uint8_t cfg) {
   packkv_cache_params_t p;
   packkv_cache_params_init(&p, sizeof p);
   p.n_kv_heads = 1 + cfg % 2;
@@ -53,6 +54,8 @@ packkv_cache_params_t params_from(uint8_t cfg) {
   p.repack = (cfg / 48) % 3;
   p.scale_granularity = (cfg / 144) % 2;
   p.max_tokens_per_seq = 4096;
+  p.sink_tokens = (mode >> 1) & 1 ? 4 : 0;
+  if ((mode >> 2) & 1 && p.kv_dtype == PACKKV_DTYPE_F16) p.k_transform = PACKKV_K_TRANSFORM_CENTER;
   return p;
 }
 
@@ -143,7 +146,7 @@ void check_accepted(const Owned& dst, const packkv_cache_params_t& p, const std:
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   pkfuzz::Reader r(data, size);
   const uint8_t mode = r.u8();
-  const packkv_cache_params_t p = params_from(r.u8());
+  const packkv_cache_params_t p = params_from(mode, r.u8());
   std::vector<uint8_t> buf;
   bool pristine = false;
   if (mode % 2 == 0) {

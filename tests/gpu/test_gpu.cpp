@@ -64,6 +64,8 @@ struct Shape {
   packkv_dtype_t in_dtype = PACKKV_DTYPE_F32;
   packkv_dtype_t q_dtype = PACKKV_DTYPE_F32;
   packkv_zs_format_t zs = PACKKV_ZS_COMPACT;
+  int sinks = 0;  // sink_tokens
+  bool center = false;  // k_transform = PACKKV_K_TRANSFORM_CENTER
 };
 
 packkv_cache_params_t make_params(const Shape& s, int device) {
@@ -84,6 +86,8 @@ packkv_cache_params_t make_params(const Shape& s, int device) {
   p.block_tokens = s.block;
   p.residual_tokens = s.residual;
   p.zs_format = s.zs;
+  p.sink_tokens = s.sinks;
+  p.k_transform = s.center ? PACKKV_K_TRANSFORM_CENTER : PACKKV_K_TRANSFORM_NONE;
   return p;
 }
 
@@ -652,16 +656,63 @@ TEST_SUITE("gpu") {
       }
     }
   }
-  TEST_CASE("sink tokens and K centring are refused on a CUDA cache (CPU only for now)") {
-    Shape s;
-    packkv_cache_params_t p = make_params(s, 0);
-    p.sink_tokens = 4;
-    packkv_cache_t* c = nullptr;
-    CHECK(packkv_cache_create(&p, &c) == PACKKV_ERR_NOT_SUPPORTED);
-    p.sink_tokens = 0;
-    p.k_transform = PACKKV_K_TRANSFORM_CENTER;
-    CHECK(packkv_cache_create(&p, &c) == PACKKV_ERR_NOT_SUPPORTED);
-    CHECK(c == nullptr);
+  TEST_CASE("sink tokens 1 and 4: identical blocks, stats, decompression and attention, both families") {
+    // Sinks are the first tokens of each sequence (positions 0..sinks-1), blocks start after
+    // them. Prefills and decode steps (run_scenario), then sequences whose sinks fill over
+    // several appends (1-3 tokens, then a prefill crossing the sink count, then decode steps
+    // crossing flushes): every step against the CPU cache.
+    for (int sinks : {1, 4}) {
+      for (const char* fam : {"", "cuda-core", "tensor-core"}) {
+        std::unique_ptr<ForceFamily> force;
+        if (*fam) force.reset(new ForceFamily(fam));
+        CAPTURE(sinks);
+        CAPTURE(fam);
+        Shape s;
+        s.sinks = sinks; s.heads = 2; s.dim = 64; s.q_heads = 8; s.seqs = 2; s.block = 32; s.residual = 16;
+        run_scenario(s, 40 + sinks, 20);
+        Pair p(s);
+        std::mt19937 rng(50 + sinks);
+        p.append({0, 1}, {1, 2}, rng);
+        p.check_all(rng);
+        p.append({0, 1}, {2, 1}, rng);
+        p.check_all(rng);
+        p.append({0, 1}, {90, 3}, rng);
+        p.check_all(rng);
+        for (int step = 0; step < 40; ++step) p.append({0, 1}, {1, 1}, rng);
+        p.check_all(rng);
+        CHECK(p.len(0) == 133);
+        // an fp32 kv_dtype (sinks and window), per-token-head scales, MHA
+        Shape f = s;
+        f.kv_dtype = PACKKV_DTYPE_F32; f.gran = PACKKV_SCALE_PER_TOKEN_HEAD; f.q_heads = 2;
+        run_scenario(f, 60 + sinks, 10);
+      }
+    }
+  }
+  TEST_CASE("K centring: identical blocks (K - mu of block 0), stats, decompression and attention, both families") {
+    // The mean comes from each sequence's block 0 (computed by the flush that writes it,
+    // float64 in token order as the CPU backend); blocks store K - mu, scores add q . mu,
+    // decompression adds mu back (kv_dtype F16, which centring needs). With and without sink
+    // tokens (block 0 then starts after them), per token and per token-head scales, prefill
+    // and token-by-token appends.
+    for (int sinks : {0, 4}) {
+      for (const char* fam : {"", "cuda-core", "tensor-core"}) {
+        std::unique_ptr<ForceFamily> force;
+        if (*fam) force.reset(new ForceFamily(fam));
+        CAPTURE(sinks);
+        CAPTURE(fam);
+        Shape s;
+        s.center = true; s.sinks = sinks; s.heads = 2; s.dim = 64; s.q_heads = 8; s.seqs = 2; s.block = 32;
+        s.residual = 16;
+        run_scenario(s, 70 + sinks, 20);
+        Pair p(s);
+        std::mt19937 rng(80 + sinks);
+        for (int step = 0; step < 60; ++step) p.append({0, 1}, {1, 2}, rng);  // block 0 from single tokens
+        p.check_all(rng);
+        Shape h = s;
+        h.gran = PACKKV_SCALE_PER_TOKEN_HEAD; h.q_heads = 2; h.q_dtype = PACKKV_DTYPE_F16; h.dim = 128;
+        run_scenario(h, 90 + sinks, 10);
+      }
+    }
   }
   TEST_CASE("greedy repacking is CPU-only") {
     Shape s;

@@ -14,6 +14,10 @@
 
 namespace pkt {
 
+// The tests' reference configuration, set field by field so that no test depends on the
+// library's defaults (which follow measurements and change): r_K 0.1, r_V 0.2 (4- and
+// 3-bit codes), block 64, residual window 128, no sink tokens, no K transform, median
+// repacking, per-token scales, compact z/s, f16 residual window.
 inline packkv_cache_params_t params(int heads, int dim, int max_seqs = 1) {
   packkv_cache_params_t p;
   REQUIRE(packkv_cache_params_init(&p, sizeof p) == PACKKV_OK);
@@ -21,6 +25,16 @@ inline packkv_cache_params_t params(int heads, int dim, int max_seqs = 1) {
   p.head_dim = dim;
   p.max_seqs = max_seqs;
   p.max_tokens_per_seq = 1 << 16;
+  p.rel_scale_k = 0.1f;
+  p.rel_scale_v = 0.2f;
+  p.block_tokens = 64;
+  p.residual_tokens = 128;
+  p.sink_tokens = 0;
+  p.k_transform = PACKKV_K_TRANSFORM_NONE;
+  p.repack = PACKKV_REPACK_MEDIAN;
+  p.scale_granularity = PACKKV_SCALE_PER_TOKEN;
+  p.zs_format = PACKKV_ZS_COMPACT;
+  p.kv_dtype = PACKKV_DTYPE_F16;
   return p;
 }
 

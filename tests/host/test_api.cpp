@@ -36,16 +36,18 @@ TEST_CASE("params_init: defaults, struct sizes") {
   REQUIRE(packkv_cache_params_init(&p, sizeof p) == PACKKV_OK);
   CHECK(p.struct_size == sizeof p);
   CHECK(sizeof p == PACKKV_CACHE_PARAMS_SIZE_V2);
-  CHECK(p.sink_tokens == 0);
+  CHECK(p.sink_tokens == 4);  // the defaults of bench/RESULTS.md's end-to-end study
+  CHECK(p.k_transform == PACKKV_K_TRANSFORM_NONE);
+  CHECK(p.repack == PACKKV_REPACK_MEDIAN);
   CHECK(p.zs_format == PACKKV_ZS_COMPACT);
   CHECK(p.device == -1);
   CHECK(p.n_kv_heads == 8);
   CHECK(p.head_dim == 128);
-  CHECK(p.rel_scale_k == 0.1f);
-  CHECK(p.rel_scale_v == 0.2f);
+  CHECK(p.rel_scale_k == 0.035f);
+  CHECK(p.rel_scale_v == 0.07f);
   CHECK(p.bits_k == 0);
   CHECK(p.block_tokens == 64);
-  CHECK(p.residual_tokens == 128);
+  CHECK(p.residual_tokens == 64);
   CHECK(p.kv_dtype == PACKKV_DTYPE_F16);
   CHECK(packkv_cache_params_init(nullptr, sizeof p) == PACKKV_ERR_INVALID_ARGUMENT);
   CHECK(packkv_cache_params_init(&p, 32) == PACKKV_ERR_VERSION_MISMATCH);

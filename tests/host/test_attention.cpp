@@ -196,6 +196,28 @@ TEST_CASE("decode on an empty sequence gives zeros and lse = -inf") {
   CHECK(lse < 0);
 }
 
+TEST_CASE("scores and apply on empty sequences take ld 0 (and NULL scores / probs): nothing written, zeros") {
+  pkt::Cache c(pkt::params(1, 32, 2));
+  std::vector<float> q(2 * 32, 1.0f), out(2 * 32, 5.0f), probs(2, 7.0f), scores(2, 9.0f);
+  const int32_t ids[2] = {1, 0};
+  REQUIRE(packkv_attn_apply(c, 2, ids, 1, probs.data(), 0, out.data(), nullptr, 0, nullptr) == PACKKV_OK);
+  for (float x : out) CHECK(x == 0.0f);
+  out.assign(out.size(), 5.0f);
+  REQUIRE(packkv_attn_apply(c, 2, ids, 1, nullptr, 0, out.data(), nullptr, 0, nullptr) == PACKKV_OK);
+  for (float x : out) CHECK(x == 0.0f);
+  REQUIRE(packkv_attn_scores(c, 2, ids, 1, q.data(), PACKKV_DTYPE_F32, scores.data(), 0, nullptr, 0, nullptr) ==
+          PACKKV_OK);
+  CHECK(scores == std::vector<float>(2, 9.0f));
+  REQUIRE(packkv_attn_scores(c, 2, ids, 1, q.data(), PACKKV_DTYPE_F32, nullptr, 0, nullptr, 0, nullptr) == PACKKV_OK);
+  // once a sequence holds a token, ld 0 and NULL are refused
+  auto k = pkt::kv_data(1, 1, 32, 1), v = pkt::kv_data(1, 1, 32, 2);
+  pkt::append1(c, 0, k, v, 0, 1, 32);
+  CHECK(packkv_attn_apply(c, 2, ids, 1, probs.data(), 0, out.data(), nullptr, 0, nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(packkv_attn_apply(c, 2, ids, 1, nullptr, 1, out.data(), nullptr, 0, nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(packkv_attn_scores(c, 2, ids, 1, q.data(), PACKKV_DTYPE_F32, nullptr, 1, nullptr, 0, nullptr) ==
+        PACKKV_ERR_INVALID_ARGUMENT);
+}
+
 TEST_CASE("compressed attention is close to attention on the original data") {
   // The end-to-end accuracy at the default r_K = 0.1, r_V = 0.2 on smooth data.
   const int H = 2, D = 64;

@@ -433,7 +433,7 @@ std::vector<Case> cases() {
       {"packkv_attn_scores", kSize, "n_seqs 0", INV, [](Fixture& f) { return scores_with(f, 0, f.ids, kHq, f.q.data(), PACKKV_DTYPE_F32, f.scores.data(), 300); }},
       {"packkv_attn_scores", kSize, "n_seqs -1", INV, [](Fixture& f) { return scores_with(f, -1, f.ids, kHq, f.q.data(), PACKKV_DTYPE_F32, f.scores.data(), 300); }},
       {"packkv_attn_scores", kSize, "n_q_heads 0", INV, [](Fixture& f) { return scores_with(f, 1, f.ids, 0, f.q.data(), PACKKV_DTYPE_F32, f.scores.data(), 300); }},
-      {"packkv_attn_scores", kSize, "ld_scores 0", INV, [](Fixture& f) { return scores_with(f, 1, f.ids + 2, kHq, f.q.data(), PACKKV_DTYPE_F32, f.scores.data(), 0); }},
+      {"packkv_attn_scores", kSize, "ld_scores 0 (sequence 0 holds 300 tokens)", INV, [](Fixture& f) { return scores_with(f, 1, f.ids, kHq, f.q.data(), PACKKV_DTYPE_F32, f.scores.data(), 0); }},
       {"packkv_attn_scores", kSize, "ld_scores -1", INV, [](Fixture& f) { return scores_with(f, 1, f.ids + 2, kHq, f.q.data(), PACKKV_DTYPE_F32, f.scores.data(), -1); }},
       {"packkv_attn_scores", kShape, "n_q_heads 3 (not a multiple of n_kv_heads)", INV, [](Fixture& f) { return scores_with(f, 1, f.ids, 3, f.q.data(), PACKKV_DTYPE_F32, f.scores.data(), 300); }},
       {"packkv_attn_scores", kShape, "a sequence id repeated", INV, [](Fixture& f) {
@@ -453,7 +453,7 @@ std::vector<Case> cases() {
       {"packkv_attn_apply", kNull, "out NULL", INV, [](Fixture& f) { return apply_with(f, 1, f.ids, kHq, f.probs.data(), 300, nullptr); }},
       {"packkv_attn_apply", kSize, "n_seqs 0", INV, [](Fixture& f) { return apply_with(f, 0, f.ids, kHq, f.probs.data(), 300, f.out.data()); }},
       {"packkv_attn_apply", kSize, "n_q_heads -4", INV, [](Fixture& f) { return apply_with(f, 1, f.ids, -4, f.probs.data(), 300, f.out.data()); }},
-      {"packkv_attn_apply", kSize, "ld_probs 0", INV, [](Fixture& f) { return apply_with(f, 1, f.ids + 2, kHq, f.probs.data(), 0, f.out.data()); }},
+      {"packkv_attn_apply", kSize, "ld_probs 0 (sequence 0 holds 300 tokens)", INV, [](Fixture& f) { return apply_with(f, 1, f.ids, kHq, f.probs.data(), 0, f.out.data()); }},
       {"packkv_attn_apply", kShape, "n_q_heads 5 (not a multiple of n_kv_heads)", INV, [](Fixture& f) { return apply_with(f, 1, f.ids, 5, f.probs.data(), 300, f.out.data()); }},
       {"packkv_attn_apply", kShape, "a sequence id repeated", INV, [](Fixture& f) {
          const int32_t ids[3] = {0, 2, 0};

@@ -157,7 +157,7 @@ TEST_CASE("export: every bad input fails clearly and imports nothing") {
   }
   {
     std::vector<uint8_t> e = good;
-    packkv::fmt::put_u32(e.data() + packkv::fmt::kSeqVersion, 2);
+    packkv::fmt::put_u32(e.data() + packkv::fmt::kSeqVersion, 3);
     expect(e, PACKKV_ERR_VERSION_MISMATCH, "version");
   }
   {
@@ -193,7 +193,8 @@ TEST_CASE("export: every bad input fails clearly and imports nothing") {
   }
   {
     std::vector<uint8_t> e = good;
-    packkv::fmt::put_u64(e.data() + packkv::fmt::kSeqZero1, 7);
+    packkv::fmt::put_u32(e.data() + packkv::fmt::kSeqVersion, 1);  // version 1: bytes 112..127 reserved
+    packkv::fmt::put_u64(e.data() + packkv::fmt::kSeqSinkLen, 7);
     reseal(&e);
     expect(e, PACKKV_ERR_INVALID_ARGUMENT, "reserved");
   }
@@ -203,7 +204,8 @@ TEST_CASE("export: every bad input fails clearly and imports nothing") {
       {packkv::fmt::kSeqBlockTokens, "block_tokens"}, {packkv::fmt::kSeqBitsK, "bits_k"},
       {packkv::fmt::kSeqBitsV, "bits_v"},       {packkv::fmt::kSeqGranularity, "scale_granularity"},
       {packkv::fmt::kSeqHasPerm, "repack"},     {packkv::fmt::kSeqKvDtype, "kv_dtype"},
-      {packkv::fmt::kSeqFormat, "format id"},   {packkv::fmt::kSeqZsFormat, "zs_format"}};
+      {packkv::fmt::kSeqFormat, "format id"},   {packkv::fmt::kSeqZsFormat, "zs_format"},
+      {packkv::fmt::kSeqSinkTokens, "sink_tokens"}, {packkv::fmt::kSeqKTransform, "k_transform"}};
   for (const auto& f : fields) {
     std::vector<uint8_t> e = good;
     packkv::fmt::put_u32(e.data() + f.first, packkv::fmt::get_u32(e.data() + f.first) ^ 1);

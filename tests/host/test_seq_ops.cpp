@@ -143,6 +143,13 @@ TEST_CASE("truncate: bad arguments change nothing") {
     CHECK(std::string(packkv_last_error_message()).find("packkv_x_cache_truncate") != std::string::npos);
     CHECK(pkt::state(c, 2, kRow) == before);
   }
+  // the messages say what is wrong with n_tokens (not "before the sliding window's start")
+  CHECK(packkv_x_cache_truncate(c, 0, -1) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(packkv_last_error_message()).find("n_tokens must be >= 0 (the number of tokens to keep), got -1") !=
+        std::string::npos);
+  CHECK(packkv_x_cache_truncate(c, 0, 701) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(packkv_last_error_message()).find("n_tokens 701 is more than sequence 0 holds (700 tokens)") !=
+        std::string::npos);
 }
 
 TEST_CASE("fork: shares blocks, copies the window, then both evolve like independent sequences") {

@@ -10,6 +10,16 @@ import pytest
 
 import packkv
 
+# The tests' reference configuration, stated so that no test depends on the library's
+# defaults (which follow measurements and change): r_K 0.1, r_V 0.2 (4- and 3-bit codes),
+# residual window 128, no sink tokens.
+REF = dict(rel_scale_k=0.1, rel_scale_v=0.2, residual_tokens=128, sink_tokens=0)
+
+
+def ref_cache(*args, **kw):
+    """packkv.Cache with REF, overridden by kw."""
+    return packkv.Cache(*args, **{**REF, **kw})
+
 
 def kv_data(rng, n_tokens, n_heads, head_dim, dtype=np.float16):
     """Synthetic K/V with per-token offsets and scales (like real post-RoPE K)."""
@@ -27,7 +37,7 @@ def rng():
 @pytest.fixture
 def cache():
     """A CPU cache: 3 KV heads, head_dim 64 (SmolLM2's shape), 4 sequences."""
-    with packkv.Cache(n_kv_heads=3, head_dim=64, max_seqs=4) as c:
+    with ref_cache(n_kv_heads=3, head_dim=64, max_seqs=4) as c:
         yield c
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import packkv
-from conftest import kv_data
+from conftest import kv_data, ref_cache
 
 RTOL = 1e-5  # DESIGN.md: fp32 accumulation vs fp64 reference of the dequantized cache
 
@@ -38,7 +38,7 @@ def reference(cache, ids, q):
 def filled(rng):
     """A cache with 3 sequences of different lengths (compressed blocks + residual)."""
     lengths = [1000, 129, 450]
-    c = packkv.Cache(3, 64, max_seqs=3)
+    c = ref_cache(3, 64, max_seqs=3)
     ks = [kv_data(rng, n, 3, 64) for n in lengths]
     vs = [kv_data(rng, n, 3, 64) for n in lengths]
     c.append(np.concatenate(ks), np.concatenate(vs), seq_ids=[0, 1, 2], n_tokens=lengths)
@@ -108,7 +108,7 @@ def test_single_sequence_2d_forms(filled, rng):
 def test_mha_and_mqa_shapes(rng):
     T = 300
     for n_kv, n_q in [(3, 3), (1, 8)]:
-        with packkv.Cache(n_kv, 32) as c:
+        with ref_cache(n_kv, 32) as c:
             c.append(kv_data(rng, T, n_kv, 32), kv_data(rng, T, n_kv, 32))
             q = rng.standard_normal((n_q, 32)).astype(np.float32)
             out = c.decode(q)
@@ -160,7 +160,7 @@ def test_concurrent_readers(filled, rng):
 
 def test_writer_excludes_readers(rng):
     """append (exclusive) interleaved with decode (shared) from other threads stays consistent."""
-    with packkv.Cache(3, 64) as c:
+    with ref_cache(3, 64) as c:
         k, v = kv_data(rng, 64, 3, 64), kv_data(rng, 64, 3, 64)
         q = rng.standard_normal((9, 64)).astype(np.float32)
         stop = threading.Event()
@@ -183,3 +183,37 @@ def test_writer_excludes_readers(rng):
         stop.set()
         t.join()
         assert not errors and c.seq_length(0) == 64 * 20
+
+
+def test_scores_and_apply_on_an_empty_sequence():
+    """An empty sequence takes probs of row length 0 (ld 0): apply writes zeros, as documented."""
+    with ref_cache(2, 32, max_seqs=2) as c:
+        out = c.apply(np.zeros((4, 0), np.float32), seq_ids=1)
+        assert out.shape == (4, 32) and not out.any()
+        s = c.scores(np.ones((4, 32), np.float32), seq_ids=1)
+        assert s.shape[-1] == 0
+
+
+def test_decode_multi_matches_reference_and_decode(filled, rng):
+    """decode_multi (packkv_attn_decode_multi): q_len queries per head, float64 reference on
+    decompress(); equal bit for bit to decode() with the queries as extra query heads."""
+    c, lengths = filled
+    ids = [1, 2]
+    q = rng.standard_normal((2, 6, 5, 64)).astype(np.float32)   # [n_seqs, n_q_heads, q_len, D]
+    out, lse = c.decode_multi(q, seq_ids=ids, scale=0.11, return_lse=True)
+    assert out.shape == (2, 6, 5, 64) and lse.shape == (2, 6, 5)
+    flat = q.reshape(2, 30, 64)
+    ref = reference(c, ids, flat)
+    for i, (s, _, vv) in enumerate(ref):
+        s = s * 0.11
+        m = s.max(axis=1, keepdims=True)
+        w = np.exp(s - m)
+        want = np.einsum("ht,htd->hd", w / w.sum(axis=1, keepdims=True), vv)
+        assert rel_err(out[i].reshape(30, 64), want) <= RTOL
+        np.testing.assert_allclose(lse[i].reshape(30), (m[:, 0] + np.log(w.sum(axis=1))), rtol=1e-5)
+    o2, l2 = c.decode(flat, seq_ids=ids, scale=0.11, return_lse=True)
+    assert np.array_equal(out.reshape(2, 30, 64), o2) and np.array_equal(lse.reshape(2, 30), l2)
+    one = c.decode_multi(q[0], seq_ids=1, scale=0.11)                # one sequence: no n_seqs axis
+    assert np.array_equal(one, out[0])
+    with pytest.raises(packkv.InvalidArgument, match="q_len"):
+        c.decode_multi(flat, seq_ids=ids)

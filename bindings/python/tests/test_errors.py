@@ -6,7 +6,7 @@ import pytest
 
 import packkv
 from packkv import _raw as raw
-from conftest import kv_data
+from conftest import kv_data, ref_cache
 
 ALL = [
     (1, packkv.InvalidArgument, ValueError),
@@ -58,7 +58,7 @@ def check(excinfo, cls, status, fragment):
 
 def test_c_invalid_argument_create():
     with pytest.raises(packkv.InvalidArgument) as ei:
-        packkv.Cache(3, 40)  # head_dim must be a multiple of 16
+        ref_cache(3, 40)  # head_dim must be a multiple of 16
     check(ei, packkv.InvalidArgument, 1, "head_dim")
     assert "packkv_cache_create" in ei.value.message
 
@@ -109,7 +109,7 @@ def test_c_invalid_argument_bits_for_rel_scale():
 
 
 def test_c_capacity_exceeded(rng):
-    with packkv.Cache(3, 64, max_tokens_per_seq=100) as c:
+    with ref_cache(3, 64, max_tokens_per_seq=100) as c:
         c.append(kv_data(rng, 60, 3, 64), kv_data(rng, 60, 3, 64))
         with pytest.raises(packkv.CapacityExceeded) as ei:
             c.append(kv_data(rng, 41, 3, 64), kv_data(rng, 41, 3, 64))
@@ -124,7 +124,7 @@ def test_c_capacity_exceeded(rng):
 @pytest.mark.skipif(packkv.has_cuda(), reason="a CUDA device is present")
 def test_c_not_supported_without_cuda():
     with pytest.raises(packkv.NotSupported) as ei:
-        packkv.Cache(3, 64, device=0)
+        ref_cache(3, 64, device=0)
     assert ei.value.status == 8 and "CUDA" in ei.value.message
 
 
@@ -188,7 +188,7 @@ def test_messages_are_per_thread(cache):
 # ---- errors raised by the Python layer before any C call ------------------------------------
 
 def test_closed_cache_is_invalid_state(rng):
-    c = packkv.Cache(3, 64)
+    c = ref_cache(3, 64)
     c.close()
     for call in (lambda: c.seq_length(0), lambda: c.stats(), c.reset, c.sync,
                  lambda: c.append(kv_data(rng, 1, 3, 64), kv_data(rng, 1, 3, 64)),
@@ -224,19 +224,19 @@ def test_python_side_argument_errors(cache, rng):
     with pytest.raises(packkv.InvalidArgument, match="dtype"):
         cache.apply(np.zeros((9, 10), np.float16))
     with pytest.raises(packkv.InvalidArgument, match="dtype"):
-        packkv.Cache(3, 64, kv_dtype="int8")
+        ref_cache(3, 64, kv_dtype="int8")
     with pytest.raises(packkv.InvalidArgument, match="repack must be one of"):
-        packkv.Cache(3, 64, repack="best")
+        ref_cache(3, 64, repack="best")
     with pytest.raises(packkv.InvalidArgument, match="scale_granularity"):
-        packkv.Cache(3, 64, scale_granularity="per_head")
+        ref_cache(3, 64, scale_granularity="per_head")
     with pytest.raises(packkv.InvalidArgument, match="n_kv_heads must be an integer"):
-        packkv.Cache(2.5, 64)
+        ref_cache(2.5, 64)
     with pytest.raises(packkv.InvalidArgument, match="head_dim must be an integer"):
-        packkv.Cache(3, "64")
+        ref_cache(3, "64")
     with pytest.raises(packkv.InvalidArgument, match="does not fit"):
-        packkv.Cache(3, 64, max_seqs=2**31)
+        ref_cache(3, 64, max_seqs=2**31)
     with pytest.raises(packkv.InvalidArgument, match="rel_scale_k must be a number"):
-        packkv.Cache(3, 64, rel_scale_k="0.1")
+        ref_cache(3, 64, rel_scale_k="0.1")
     assert cache.seq_length(0) == 0
 
 
@@ -279,7 +279,7 @@ def test_consistent_argument_checks(cache):
 
 
 def test_every_query_raises_after_close():
-    c = packkv.Cache(3, 64)
+    c = ref_cache(3, 64)
     c.close()
     for name in ("params", "device", "n_kv_heads", "head_dim"):
         with pytest.raises(packkv.InvalidState, match="closed"):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import packkv
+from conftest import ref_cache
 
 H, D = 2, 32
 
@@ -31,14 +32,14 @@ def snapshot(cache, n_seqs, pool=None):
 def test_pool_shared_by_two_caches_matches_private_caches():
     k, v = kv(2000, 1)
     with packkv.Pool(page_bytes=65536) as pool:
-        a = packkv.Cache(H, D, pool=pool)
-        b = packkv.Cache(H, D, pool=pool)
+        a = ref_cache(H, D, pool=pool)
+        b = ref_cache(H, D, pool=pool)
         assert a.pool is pool and pool.stats().n_caches == 2
         a.append(k, v)
         b.append(k[:1000], v[:1000])
     # closing the pool handle does not end the caches
     a.append(k[:10], v[:10])
-    with packkv.Cache(H, D) as ref:
+    with ref_cache(H, D) as ref:
         ref.append(k, v)
         ref.append(k[:10], v[:10])
         for x, y in zip(a.decompress(0), ref.decompress(0)):
@@ -49,7 +50,7 @@ def test_pool_shared_by_two_caches_matches_private_caches():
 
 def test_pool_stats_and_memory_given_back():
     k, v = kv(3000, 2)
-    with packkv.Pool(page_bytes=16384) as pool, packkv.Cache(H, D, pool=pool, max_seqs=2) as c:
+    with packkv.Pool(page_bytes=16384) as pool, ref_cache(H, D, pool=pool, max_seqs=2) as c:
         assert pool.stats().bytes_in_use == 0
         assert pool.tokens_fit() == -1
         c.append(k, v, seq_ids=[0, 1], n_tokens=[2000, 1000])
@@ -65,7 +66,7 @@ def test_budget_exceeded_appends_nothing_and_says_what_it_needed():
     k, v = kv(4000, 3)
     page = 8192
     with packkv.Pool(page_bytes=page, budget_bytes=3 * page) as pool, \
-            packkv.Cache(H, D, pool=pool) as c:
+            ref_cache(H, D, pool=pool) as c:
         fit = pool.tokens_fit()
         assert fit > 0
         with pytest.raises(packkv.BudgetExceeded) as e:
@@ -88,7 +89,7 @@ def test_truncate_and_fork_against_fresh_caches():
     k, v = kv(1500, 4)
     k2, v2 = kv(500, 5)
     q = np.random.default_rng(6).normal(size=(4, D)).astype(np.float32)
-    with packkv.Cache(H, D, max_seqs=3) as c, packkv.Cache(H, D, max_seqs=3) as ref:
+    with ref_cache(H, D, max_seqs=3) as c, ref_cache(H, D, max_seqs=3) as ref:
         c.append(k[:1000], v[:1000])
         c.truncate(0, 600)   # inside a compressed block: 600 = 9 * 64 + 24
         assert c.seq_length(0) == 600
@@ -113,13 +114,17 @@ def test_truncate_and_fork_against_fresh_caches():
 
 def test_truncate_and_fork_failures_change_nothing():
     k, v = kv(500, 7)
-    with packkv.Cache(H, D, max_seqs=2) as c:
+    with ref_cache(H, D, max_seqs=2) as c:
         c.append(k, v)
         c.append(k[:5], v[:5], seq_ids=1)
         before = snapshot(c, 2)
         for bad in (-1, 501, 2**70):
             with pytest.raises(packkv.InvalidArgument):
                 c.truncate(0, bad)
+        with pytest.raises(packkv.InvalidArgument, match="n_tokens must be >= 0"):
+            c.truncate(0, -1)
+        with pytest.raises(packkv.InvalidArgument, match="more than sequence 0 holds"):
+            c.truncate(0, 501)
         with pytest.raises(packkv.InvalidArgument):
             c.truncate(0, 3.5)
         with pytest.raises(packkv.InvalidArgument):
@@ -142,13 +147,14 @@ def test_pool_arguments():
         packkv.Pool(page_bytes="big")
     with pytest.raises(packkv.InvalidArgument):
         packkv.Pool(reserve=1)
-    need = packkv.page_bytes_for(n_kv_heads=8, head_dim=128)
+    # 16 largest blocks of 8 x 128 at 4/3-bit codes: the default page size (1 MiB)
+    need = packkv.page_bytes_for(n_kv_heads=8, head_dim=128, rel_scale_k=0.1, rel_scale_v=0.2)
     assert need == packkv.DEFAULT_PAGE_BYTES
     with packkv.Pool(page_bytes=16384) as small:
         with pytest.raises(packkv.InvalidArgument, match="page_bytes_for"):
-            packkv.Cache(8, 128, pool=small)
+            ref_cache(8, 128, pool=small)
     with pytest.raises(packkv.InvalidArgument):
-        packkv.Cache(H, D, pool="pool")
+        ref_cache(H, D, pool="pool")
     p = packkv.Pool(page_bytes=65536, budget_bytes=4 * 65536, reserve=True)
     assert p.stats().bytes_held == 4 * 65536
     p.close()
@@ -157,14 +163,14 @@ def test_pool_arguments():
     with pytest.raises(packkv.InvalidState):
         p.stats()
     with pytest.raises(packkv.InvalidState):
-        packkv.Cache(H, D, pool=p)
+        ref_cache(H, D, pool=p)
 
 
 def test_sliding_window():
     k, v = kv(2000, 8)
     q = np.random.default_rng(9).normal(size=(4, D)).astype(np.float32)
     W = 300
-    with packkv.Cache(H, D) as c, packkv.Cache(H, D) as ref:
+    with ref_cache(H, D) as c, ref_cache(H, D) as ref:
         c.set_window(W)
         for t in range(0, 2000, 50):
             c.append(k[t:t + 50], v[t:t + 50])
@@ -194,7 +200,7 @@ def test_sliding_window():
 
 def test_export_import_roundtrip_and_bad_bytes():
     k, v = kv(900, 10)
-    with packkv.Cache(H, D, max_seqs=2) as a, packkv.Cache(H, D, max_seqs=2, residual_tokens=64) as b:
+    with ref_cache(H, D, max_seqs=2) as a, ref_cache(H, D, max_seqs=2, residual_tokens=64) as b:
         a.append(k, v)
         data = a.export_seq(0)
         assert isinstance(data, bytes) and data[:8] == b"PACKKVSQ"
@@ -220,8 +226,57 @@ def test_export_import_roundtrip_and_bad_bytes():
             b.import_seq(0, bytes(bad_version))
         with pytest.raises(packkv.InvalidArgument):
             b.import_seq(0, "not bytes")
+        # a strided view: the library's error with a message, not a bare BufferError
+        doubled = np.frombuffer(bytes(2 * len(data)), dtype=np.uint8)
+        with pytest.raises(packkv.InvalidArgument, match="C-contiguous"):
+            b.import_seq(0, memoryview(doubled)[::2])
         assert snapshot(b, 2) == before
-    with packkv.Cache(H, D, rel_scale_k=0.05) as other:
+    with ref_cache(H, D, rel_scale_k=0.05) as other:
         with pytest.raises(packkv.InvalidArgument, match="params mismatch"):
             other.import_seq(0, data)
         assert other.seq_length(0) == 0
+
+
+def test_levers_truncate_fork_export():
+    """Sink tokens and K centring through truncate, fork and export / import (issue 15 x 16):
+    each result equals a fresh cache fed the same tokens."""
+    k, v = kv(300, 11)
+    q = np.random.default_rng(12).normal(size=(4, D)).astype(np.float32)
+    opts = dict(max_seqs=3, kv_dtype=np.float16, sink_tokens=4, k_transform=1, block_tokens=16,
+                residual_tokens=16)
+    with ref_cache(H, D, **opts) as c, ref_cache(H, D, **opts) as ref:
+        c.append(k[:150], v[:150])
+        c.fork(0, 1)
+        c.truncate(0, 2)            # inside the sink tokens: every block goes
+        c.append(k[2:120], v[2:120])
+        c.append(k[150:200], v[150:200], seq_ids=1)
+        ref.append(k[:120], v[:120])
+        ref.append(k[:150], v[:150], seq_ids=1)
+        ref.append(k[150:200], v[150:200], seq_ids=1)
+        for s in (0, 1):
+            for x, y in zip(c.decompress(s), ref.decompress(s)):
+                np.testing.assert_array_equal(x, y)
+            np.testing.assert_array_equal(c.decode(q, seq_ids=s), ref.decode(q, seq_ids=s))
+        data = c.export_seq(1)
+        c.import_seq(2, data)
+        for x, y in zip(c.decompress(2), ref.decompress(1)):
+            np.testing.assert_array_equal(x, y)
+    with ref_cache(H, D, kv_dtype=np.float16, block_tokens=16, residual_tokens=16) as plain:
+        with pytest.raises(packkv.InvalidArgument, match="sink_tokens"):
+            plain.import_seq(0, data)
+
+
+def test_tokens_fit_close_to_what_fits():
+    """tokens_fit counts whole blocks per page: with ~1 block per 64 KiB page it was 29% high."""
+    rng = np.random.default_rng(0)
+    k = rng.standard_normal((512, 8, 128)).astype(np.float16)
+    with packkv.Pool(page_bytes=65536, budget_bytes=32 * 65536) as pool:
+        with ref_cache(8, 128, pool=pool, rel_scale_k=0.1, rel_scale_v=0.2, sink_tokens=0,
+                          residual_tokens=128, block_tokens=64) as c:
+            c.append(k, k)
+            est, added = pool.tokens_fit(), 0
+            with pytest.raises(packkv.BudgetExceeded):
+                while added < 10000:
+                    c.append(k[:16], k[:16])
+                    added += 16
+            assert abs(est - added) <= 0.1 * added

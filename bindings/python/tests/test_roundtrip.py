@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import packkv
-from conftest import kv_data
+from conftest import kv_data, ref_cache
 
 
 def bound_ok(x, xhat, r, granularity="per_token"):
@@ -21,7 +21,7 @@ def bound_ok(x, xhat, r, granularity="per_token"):
 def test_roundtrip_error_bound(rng, dtype, repack):
     T = 64 * 5 + 128 + 17
     k, v = kv_data(rng, T, 3, 64, dtype), kv_data(rng, T, 3, 64, dtype)
-    with packkv.Cache(3, 64, repack=repack, kv_dtype=dtype) as c:
+    with ref_cache(3, 64, repack=repack, kv_dtype=dtype) as c:
         c.append(k, v)
         assert c.seq_length(0) == T
         kh, vh = c.decompress(0)
@@ -40,7 +40,7 @@ def test_roundtrip_error_bound(rng, dtype, repack):
 def test_roundtrip_per_token_head_and_explicit_bits(rng):
     T = 400
     k, v = kv_data(rng, T, 3, 64), kv_data(rng, T, 3, 64)
-    with packkv.Cache(3, 64, rel_scale_k=0.05, rel_scale_v=0.1,
+    with ref_cache(3, 64, rel_scale_k=0.05, rel_scale_v=0.1,
                       scale_granularity="per_token_head", residual_tokens=0) as c:
         c.append(k, v)
         p = c.params
@@ -55,7 +55,7 @@ def test_roundtrip_per_token_head_and_explicit_bits(rng):
 
 def test_stats_accounting_and_ratio(rng):
     T = 1000
-    with packkv.Cache(3, 64) as c:
+    with ref_cache(3, 64) as c:
         empty = c.stats()
         assert empty.n_tokens == 0 and empty.ratio == 0.0
         c.append(kv_data(rng, T, 3, 64), kv_data(rng, T, 3, 64))
@@ -79,7 +79,7 @@ def test_multi_sequence_append_remove_reset(rng, cache):
     cache.append(np.concatenate(ks), np.concatenate(vs), seq_ids=[0, 1, 2, 3], n_tokens=counts)
     assert [cache.seq_length(i) for i in range(4)] == counts
     # Sequences are independent: decompressing one equals appending it alone.
-    with packkv.Cache(3, 64) as alone:
+    with ref_cache(3, 64) as alone:
         alone.append(ks[2], vs[2])
         np.testing.assert_array_equal(alone.decompress()[0], cache.decompress(2)[0])
     total = cache.stats()
@@ -98,7 +98,7 @@ def test_multi_sequence_append_remove_reset(rng, cache):
 def test_incremental_append_equals_one_shot(rng):
     T = 333
     k, v = kv_data(rng, T, 3, 64), kv_data(rng, T, 3, 64)
-    with packkv.Cache(3, 64) as a, packkv.Cache(3, 64) as b:
+    with ref_cache(3, 64) as a, ref_cache(3, 64) as b:
         a.append(k, v)
         for s in range(0, T, 50):
             b.append(k[s:s + 50], v[s:s + 50])
@@ -107,14 +107,14 @@ def test_incremental_append_equals_one_shot(rng):
 
 
 def test_params_defaults_and_overrides():
-    with packkv.Cache(3, 64) as c:
+    with ref_cache(3, 64) as c:
         p = c.params
         assert (p.device, p.n_kv_heads, p.head_dim, p.max_seqs) == (-1, 3, 64, 1)
         assert p.kv_dtype == packkv.DTYPE_F16
         assert p.repack == packkv.REPACK["median"]
         assert p.bits_k >= 1 and p.bits_v >= 1
         assert c.device == -1 and not c.closed
-    with packkv.Cache(2, 32, max_seqs=3, kv_dtype="float32", max_tokens_per_seq=1000,
+    with ref_cache(2, 32, max_seqs=3, kv_dtype="float32", max_tokens_per_seq=1000,
                       block_tokens=32, residual_tokens=16, repack="none") as c:
         p = c.params
         assert (p.max_seqs, p.kv_dtype, p.max_tokens_per_seq) == (3, packkv.DTYPE_F32, 1000)
@@ -131,16 +131,16 @@ def test_version_and_build_info():
 
 
 def test_lifecycle_close_is_idempotent(rng):
-    c = packkv.Cache(3, 64)
+    c = ref_cache(3, 64)
     c.append(kv_data(rng, 10, 3, 64), kv_data(rng, 10, 3, 64))
     c.close()
     c.close()
     assert c.closed and "closed" in repr(c)
-    with packkv.Cache(3, 64) as c2:
+    with ref_cache(3, 64) as c2:
         pass
     assert c2.closed
     # Dropping an open cache frees it through __del__ (no exception, no leak report).
-    c3 = packkv.Cache(3, 64)
+    c3 = ref_cache(3, 64)
     del c3
 
 
@@ -148,7 +148,7 @@ def test_sink_tokens_and_zs_format(rng):
     """sink_tokens: the first tokens come back exact; blocks start after them (issue 15)."""
     T = 64 * 3 + 128 + 5
     k, v = kv_data(rng, T, 3, 64, np.float16), kv_data(rng, T, 3, 64, np.float16)
-    with packkv.Cache(3, 64, kv_dtype=np.float16, sink_tokens=4, zs_format=1) as c:
+    with ref_cache(3, 64, kv_dtype=np.float16, sink_tokens=4, zs_format=1) as c:
         c.append(k, v)
         assert (c.params.sink_tokens, c.params.zs_format) == (4, 1)
         st = c.stats(0)
@@ -159,3 +159,13 @@ def test_sink_tokens_and_zs_format(rng):
         p = c.params
         assert bound_ok(k[4:196], kh[4:196], p.rel_scale_k)
         assert bound_ok(v[4:196], vh[4:196], p.rel_scale_v)
+
+
+def test_library_defaults():
+    """packkv.Cache() without arguments takes the library's defaults (packkv.h; chosen in
+    bench/RESULTS.md, end-to-end KL study): r 0.035 / 0.07, 4 sink tokens, window 64."""
+    with packkv.Cache(3, 64) as c:
+        p = c.params
+        assert (p.rel_scale_k, p.rel_scale_v) == (np.float32(0.035), np.float32(0.07))
+        assert (p.sink_tokens, p.residual_tokens, p.block_tokens) == (4, 64, 64)
+        assert (p.bits_k, p.bits_v, p.k_transform, p.zs_format) == (5, 4, 0, 0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import packkv
-from conftest import cuda_available, kv_data
+from conftest import cuda_available, kv_data, ref_cache
 
 torch = pytest.importorskip("torch")
 
@@ -17,7 +17,7 @@ needs_cuda = pytest.mark.skipif(not cuda_available(), reason="no CUDA device for
 def test_cpu_tensors_match_numpy(rng):
     k, v = kv_data(rng, 500, 3, 64), kv_data(rng, 500, 3, 64)
     q = rng.standard_normal((9, 64)).astype(np.float32)
-    with packkv.Cache(3, 64) as a, packkv.Cache(3, 64) as b:
+    with ref_cache(3, 64) as a, ref_cache(3, 64) as b:
         a.append(k, v)
         b.append(torch.from_numpy(k), torch.from_numpy(v))
         out_t = b.decode(torch.from_numpy(q))
@@ -29,7 +29,7 @@ def test_cpu_tensors_match_numpy(rng):
 def test_cpu_bfloat16_tensors(rng):
     k = torch.from_numpy(kv_data(rng, 300, 3, 64, np.float32)).to(torch.bfloat16)
     v = torch.from_numpy(kv_data(rng, 300, 3, 64, np.float32)).to(torch.bfloat16)
-    with packkv.Cache(3, 64, kv_dtype=torch.bfloat16) as c:
+    with ref_cache(3, 64, kv_dtype=torch.bfloat16) as c:
         c.append(k, v)
         kh, _ = c.decompress()
         n = c.stats().n_compressed_tokens
@@ -50,8 +50,8 @@ def test_cuda_cache_matches_cpu_cache(rng):
     k, v = kv_data(rng, T, 3, 64), kv_data(rng, T, 3, 64)
     q = rng.standard_normal((2, 9, 64)).astype(np.float16)
     dev = torch.device("cuda", 0)
-    with packkv.Cache(3, 64, max_seqs=2) as cpu, \
-            packkv.Cache(3, 64, max_seqs=2, device=0) as gpu:
+    with ref_cache(3, 64, max_seqs=2) as cpu, \
+            ref_cache(3, 64, max_seqs=2, device=0) as gpu:
         assert gpu.device == 0
         for c, conv in ((cpu, lambda x: x), (gpu, lambda x: torch.from_numpy(x).to(dev))):
             c.append(conv(np.concatenate([k, k[:100]])), conv(np.concatenate([v, v[:100]])),
@@ -87,7 +87,7 @@ def test_cuda_explicit_stream_and_workspace(rng):
     dev = torch.device("cuda", 0)
     k = torch.from_numpy(kv_data(rng, 300, 3, 64)).to(dev)
     torch.cuda.synchronize()
-    with packkv.Cache(3, 64, device=0) as c:
+    with ref_cache(3, 64, device=0) as c:
         s = torch.cuda.Stream(device=dev)
         with torch.cuda.stream(s):
             c.append(k, k)  # torch's current stream is s
@@ -110,7 +110,7 @@ def test_cuda_explicit_stream_and_workspace(rng):
 @needs_cuda
 def test_cuda_errors(rng):
     dev = torch.device("cuda", 0)
-    with packkv.Cache(3, 64, device=0) as c:
+    with ref_cache(3, 64, device=0) as c:
         host = kv_data(rng, 10, 3, 64)
         with pytest.raises(packkv.InvalidArgument, match="CUDA device 0"):
             c.append(host, host)  # host memory on a CUDA cache
@@ -123,7 +123,7 @@ def test_cuda_errors(rng):
             c.sync()
         assert ei.value.message
     with pytest.raises(packkv.InvalidArgument):
-        packkv.Cache(3, 64, device=10_000)
-    with packkv.Cache(3, 64) as cpu:
+        ref_cache(3, 64, device=10_000)
+    with ref_cache(3, 64) as cpu:
         with pytest.raises(packkv.InvalidArgument, match="host memory"):
             cpu.decode(torch.zeros(9, 64, device=dev))

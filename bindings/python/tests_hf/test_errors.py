@@ -1,5 +1,6 @@
 """What packkv.hf refuses, and how: every unsupported operation raises with a message naming
-it, and a refused call leaves the cache as it was."""
+it, and a refused call leaves the cache as it was. (Beam search, crop and batch selection
+work: test_seq_ops.py.)"""
 
 import os
 import subprocess
@@ -38,14 +39,6 @@ def test_switching_the_attention_away_is_caught_at_the_next_forward():
         model(input_ids=ids(1), use_cache=True, **ph.cache_argument(cache))
 
 
-def test_beam_search_needs_fork():
-    model = tiny_llama()
-    cache = ph.PackKVCache(model.config)
-    with pytest.raises(NotImplementedError, match="beam search"):
-        model.generate(ids(10), num_beams=2, max_new_tokens=3, do_sample=False,
-                       **ph.cache_argument(cache))
-
-
 def test_num_return_sequences_works_on_an_empty_cache():
     """generate() expands the batch before the prefill: nothing to fork then."""
     model = tiny_llama()
@@ -56,23 +49,16 @@ def test_num_return_sequences_works_on_an_empty_cache():
     assert cache.packkv_layers[0].packkv.seq_length(1) == 12
 
 
-def test_assisted_decoding_needs_truncate():
-    model = tiny_llama()
-    cache = prefilled(model)
-    before = cache.get_seq_length()
-    with pytest.raises(NotImplementedError, match="crop.*truncation"):
-        cache.crop(-2)
-    assert cache.get_seq_length() == before
-
-
-@pytest.mark.parametrize("op,arg", [("reorder_cache", torch.tensor([0])),
-                                    ("batch_select_indices", torch.tensor([0])),
-                                    ("batch_repeat_interleave", 2)])
-def test_batch_operations_need_fork(op, arg):
-    cache = prefilled(tiny_llama())
-    with pytest.raises(NotImplementedError, match="fork"):
-        getattr(cache, op)(arg)
-    assert cache.packkv_layers[0].packkv.seq_length(0) == 20
+def test_bad_crop_and_batch_indices_change_nothing():
+    cache = prefilled(tiny_llama(), b=2)
+    layer = cache.packkv_layers[0]
+    before = (cache.get_seq_length(), layer.packkv.seq_length(0), layer.packkv.seq_length(1))
+    with pytest.raises(ValueError, match="removes 21 positions, the cache holds 20"):
+        cache.crop(-21)
+    for bad in ([0, 2], [-1], []):
+        with pytest.raises(ValueError, match="batch indices"):
+            cache.batch_select_indices(torch.tensor(bad, dtype=torch.long))
+    assert (cache.get_seq_length(), layer.packkv.seq_length(0), layer.packkv.seq_length(1)) == before
 
 
 def test_batch_size_change_is_refused():

@@ -13,7 +13,7 @@ import packkv
 import packkv.hf as ph
 
 HKV, GROUP, D = 2, 3, 32
-PARAMS = dict(residual_tokens=16, block_tokens=16, rel_scale_k=0.1, rel_scale_v=0.2)
+PARAMS = dict(residual_tokens=16, block_tokens=16, rel_scale_k=0.1, rel_scale_v=0.2, sink_tokens=0)
 
 
 def data(seed, t, b=1):
@@ -24,11 +24,11 @@ def data(seed, t, b=1):
     return q, k, v
 
 
-def reference(q, k, v, scale, kv_dtype="float16"):
+def reference(q, k, v, scale, kv_dtype="float16", params=PARAMS):
     """Token-by-token decoding of one sequence in float64. q [Hq, T, D], k/v [Hkv, T, D]."""
     out = np.zeros((q.shape[1], q.shape[0], D))
     own = np.float16 if kv_dtype == "float16" else np.float32
-    with packkv.Cache(n_kv_heads=HKV, head_dim=D, kv_dtype=kv_dtype, **PARAMS) as ref:
+    with packkv.Cache(n_kv_heads=HKV, head_dim=D, kv_dtype=kv_dtype, **params) as ref:
         for p in range(q.shape[1]):
             kp, vp = ref.decompress()                          # [p, Hkv, D] float32
             kn = k[:, p:p + 1].permute(1, 0, 2).numpy().astype(own)
@@ -57,13 +57,16 @@ def run_chunks(layer, q, k, v, sizes, scale, padding=None, counts=None):
 
 
 @pytest.mark.parametrize("kv_dtype", ["float16", "float32"])
-@pytest.mark.parametrize("sizes", [[70], [1] * 70, [5, 20, 45], [16, 16, 38], [33, 1, 1, 35]])
-def test_attention_matches_token_by_token_reference(sizes, kv_dtype):
+@pytest.mark.parametrize("sizes", [[70], [1] * 70, [5, 20, 45], [16, 16, 38], [33, 1, 1, 35], [2, 1, 67]])
+@pytest.mark.parametrize("sinks", [0, 4])
+def test_attention_matches_token_by_token_reference(sizes, kv_dtype, sinks):
+    """With sink tokens the flush points move by sink_tokens (the chunk is cut there)."""
     q, k, v = data(1, sum(sizes))
     scale = 1 / math.sqrt(D)
-    layer = ph.PackKVLayer(**PARAMS, **({"kv_dtype": kv_dtype} if kv_dtype == "float32" else {}))
+    params = dict(PARAMS, sink_tokens=sinks)
+    layer = ph.PackKVLayer(**params, **({"kv_dtype": kv_dtype} if kv_dtype == "float32" else {}))
     out = run_chunks(layer, q, k, v, sizes, scale)
-    want = reference(q[0], k[0], v[0], scale, kv_dtype)
+    want = reference(q[0], k[0], v[0], scale, kv_dtype, params)
     assert layer.packkv.stats().n_compressed_tokens == 48      # blocks were compressed
     np.testing.assert_allclose(out[0].numpy(), want, atol=2e-5, rtol=0)
     assert layer.get_seq_length() == sum(sizes)

@@ -63,3 +63,16 @@ def test_padded_batch_rows_match_single_prompts(model_and_tokenizer):
     for row, text in enumerate(prompts()):
         alone = greedy(model, tok(text, return_tensors="pt"), ph.PackKVCache(model.config, **FINE))
         assert got[row].tolist() == alone[0].tolist()
+
+
+def test_beam_search_matches_dynamic_cache(model_and_tokenizer):
+    """num_beams=2 (reorder_cache -> packkv fork every step) gives DynamicCache's tokens."""
+    model, tok = model_and_tokenizer
+    enc = tok(prompts()[0], return_tensors="pt")
+    kw = dict(max_new_tokens=8, num_beams=2, do_sample=False,
+              pad_token_id=model.generation_config.pad_token_id or 0)
+    want = model.generate(**enc, **kw, **ph.cache_argument(DynamicCache(config=model.config)))
+    cache = ph.PackKVCache(model.config, **FINE)
+    got = model.generate(**enc, **kw, **ph.cache_argument(cache))
+    assert got.tolist() == want.tolist()
+    assert cache.packkv_layers[0].batch_size_ == 2

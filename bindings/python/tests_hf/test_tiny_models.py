@@ -9,8 +9,9 @@ from transformers import DynamicCache
 import packkv.hf as ph
 from conftest import tiny_gemma3, tiny_llama
 
-LOSSY = dict(residual_tokens=16, block_tokens=16)                       # r_K 0.1, r_V 0.2
-FINE = dict(residual_tokens=16, block_tokens=16, rel_scale_k=1 / 254, rel_scale_v=1 / 254)
+LOSSY = dict(residual_tokens=16, block_tokens=16, rel_scale_k=0.1, rel_scale_v=0.2, sink_tokens=0)
+FINE = dict(residual_tokens=16, block_tokens=16, rel_scale_k=1 / 254, rel_scale_v=1 / 254,
+            sink_tokens=0)
 
 
 def ids(n, b=1, seed=0):

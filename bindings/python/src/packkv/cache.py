@@ -226,9 +226,7 @@ class Cache:
         residual_tokens, sink_tokens, zs_format, k_transform: as in packkv_cache_params_t
             (the C enum values for the last two); None keeps the library default.
         pool: a :class:`packkv.Pool` (experimental) to hold the compressed blocks, shared with
-            other caches and under its budget; None (default): a private pool. (The
-            experimental sequence operations -- truncate, fork, window, export / import --
-            raise NotSupported on a cache with sink_tokens > 0 or k_transform != NONE.)
+            other caches and under its budget; None (default): a private pool.
         repack: "none", "median" or "greedy" (or the C enum value); None: default.
         scale_granularity: "per_token" or "per_token_head"; None: default.
 
@@ -425,8 +423,9 @@ class Cache:
         """Keeps the first n_tokens tokens of a sequence (experimental:
         packkv_x_cache_truncate). Residual-window tokens are dropped at no cost; when the cut
         falls inside a compressed block, that block's first tokens return to the window from
-        their stored (dequantized) values and keep the compression error. Raises
-        InvalidArgument for n_tokens outside [0, seq_length]."""
+        their stored (dequantized) values and keep the compression error; a cut inside the
+        sink tokens keeps the first n_tokens of them and drops every block. Raises
+        InvalidArgument for n_tokens outside [window_start, seq_length]."""
         seq_id, n_tokens = _integer("seq_id", seq_id), _integer("n_tokens", n_tokens)
         if not -2**63 <= n_tokens < 2**63:
             raise InvalidArgument(1, f"n_tokens = {n_tokens} does not fit int64")
@@ -435,8 +434,8 @@ class Cache:
 
     def fork(self, src_seq: int, dst_seq: int) -> None:
         """Makes the empty sequence dst_seq a copy of src_seq that shares its compressed
-        blocks (no copy, reference counted) and copies its residual window (experimental:
-        packkv_x_cache_fork). stats(seq) counts shared blocks in each sequence, stats()
+        blocks (no copy, reference counted) and copies its residual window, sink tokens and
+        K mean (experimental: packkv_x_cache_fork). stats(seq) counts shared blocks in each sequence, stats()
         once. Raises InvalidState if dst_seq holds tokens."""
         src_seq, dst_seq = _integer("src_seq", src_seq), _integer("dst_seq", dst_seq)
         with self._lock.write():
@@ -479,9 +478,13 @@ class Cache:
         BudgetExceeded) nothing is imported."""
         seq_id = _integer("seq_id", seq_id)
         try:
-            memoryview(data)
+            view = memoryview(data)
         except TypeError:
             raise InvalidArgument(1, f"data must be a bytes-like object, got {type(data).__name__}") from None
+        if not view.c_contiguous:
+            raise InvalidArgument(1, "data must be C-contiguous bytes (got a strided view of shape "
+                                  f"{view.shape}, strides {view.strides}); pass bytes(data) or a "
+                                  "contiguous copy")
         with self._lock.write():
             _raw.x_cache_import(self._handle(), seq_id, data)
 
@@ -613,6 +616,49 @@ class Cache:
             _raw.attn_decode(ptr, ids, n_q_heads, qa.arg, qa.dtype, float(scale), oa.arg,
                              la.arg if la is not None else None, A.ws_arg(ws), nbytes,
                              A.stream_arg(stream, self._device))
+        if single:
+            out = out[0]
+            lse = lse[0] if lse is not None else None
+        return (out, lse) if return_lse else out
+
+    def decode_multi(self, q: Any, seq_ids: Any = 0, *, scale: float | None = None,
+                     return_lse: bool = False, workspace: Any = None, stream: Any = None):
+        """Decode attention of q_len queries per sequence and head over every cached token
+        (experimental: packkv_attn_decode_multi): chunked prefill over a cached prefix, the
+        verification step of speculative decoding. No mask: every query sees every cached
+        token and none of its own chunk (merge that part with the lse).
+
+        Args:
+            q: [n_seqs, n_q_heads, q_len, head_dim] (or [n_q_heads, q_len, head_dim] for one
+                sequence): torch's [batch, heads, tokens, head_dim] attention layout.
+            scale: softmax scale, default 1/sqrt(head_dim).
+            return_lse: also return the log-sum-exp [n_seqs, n_q_heads, q_len].
+        Returns: out float32 [n_seqs, n_q_heads, q_len, head_dim] (or without n_seqs), and
+            lse when return_lse. q_len = 1 is :meth:`decode` bit for bit; so is decode() with
+            the q_len queries of a head sent as q_len extra query heads of its KV head.
+        """
+        qa = A.as_input(q, "q")
+        single = len(qa.shape) == 3
+        ids = _ids(seq_ids)
+        shape = (1,) + qa.shape if single else qa.shape
+        if len(shape) != 4 or shape[0] != ids.size or shape[3] != self._params.head_dim:
+            raise InvalidArgument(1, f"q: shape {qa.shape}, expected [n_seqs={ids.size}, n_q_heads, "
+                                  f"q_len, head_dim={self._params.head_dim}] (or [n_q_heads, "
+                                  "q_len, head_dim] for one sequence)")
+        A.check_device(qa, "q", self._device)
+        n_q_heads, q_len = shape[1], shape[2]
+        if scale is None:
+            scale = 1.0 / math.sqrt(self._params.head_dim)
+        with self._lock.read():
+            ptr = self._handle()
+            out, oa = A.empty_f32((ids.size, n_q_heads, q_len, self._params.head_dim),
+                                  self._device, qa.torch)
+            lse, la = (A.empty_f32((ids.size, n_q_heads, q_len), self._device, qa.torch)
+                       if return_lse else (None, None))
+            ws, nbytes = self._ws(workspace, ids.size, n_q_heads * q_len)
+            _raw.attn_decode_multi(ptr, ids, n_q_heads, q_len, qa.arg, qa.dtype, float(scale),
+                                   oa.arg, la.arg if la is not None else None, A.ws_arg(ws),
+                                   nbytes, A.stream_arg(stream, self._device))
         if single:
             out = out[0]
             lse = lse[0] if lse is not None else None

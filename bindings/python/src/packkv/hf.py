@@ -4,7 +4,7 @@ Quick start::
 
     import packkv.hf
     model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=packkv.hf.register())
-    cache = packkv.hf.PackKVCache(model.config, rel_scale_k=0.1, rel_scale_v=0.2)
+    cache = packkv.hf.PackKVCache(model.config)   # the library's defaults (packkv.h)
     out = model.generate(**inputs, **packkv.hf.cache_argument(cache), max_new_tokens=32)
     print(packkv.hf.cache_memory(cache))
 
@@ -18,17 +18,17 @@ How it plugs in
     the layer. The attention function (:func:`packkv_attention`, registered by
     :func:`register`) then attends the chunk's queries over
 
-    (a) the tokens packkv holds (compressed blocks and residual window), with
-        ``packkv.Cache.decode(..., return_lse=True)``: all queries of the chunk in one call,
-        sent as extra query heads of their KV head (query head j of the call reads KV head
-        j // (n_q_heads / n_kv_heads); the layout of packkv_attn_decode_multi, which the
-        Python binding does not wrap yet); and
+    (a) the tokens packkv holds (sink tokens, compressed blocks and residual window), with
+        ``packkv.Cache.decode_multi(..., return_lse=True)`` (packkv_attn_decode_multi): all
+        queries of the chunk in one call, in torch's [batch, heads, tokens, head_dim] layout;
+        and
     (b) the chunk itself, causally, in float32 from the K/V rounded to kv_dtype, as the
         cache stores them (kv_dtype: float16 for a float32 model, else the model's dtype),
 
     merges (a) and (b) exactly by log-sum-exp, then appends the chunk. The chunk is cut at
-    the sequence's flush points (packkv.h, packkv_cache_append: a block is compressed when the
-    residual window reaches residual_tokens + block_tokens tokens), so every query sees the
+    the sequence's flush points (packkv.h, packkv_cache_append: the first sink_tokens tokens
+    become sink tokens, then a block is compressed when the residual window reaches
+    residual_tokens + block_tokens tokens), so every query sees the
     cache exactly as token-by-token decoding would: chunked and token-by-token prefill give
     the same outputs up to float32 summation order.
 
@@ -42,11 +42,15 @@ Devices: CPU tensors use a CPU packkv cache; CUDA tensors a CUDA cache on the te
 (needs a CUDA build of libpackkv), with all K/V and attention data staying on the device
 (the per-row token counts are read on the host once per forward).
 
-Unsupported (raise :class:`NotImplementedError` naming the missing operation): beam search
-(``reorder_cache``: needs packkv fork), assisted/speculative decoding (``crop``: needs packkv
-truncate), ``num_return_sequences > 1`` and contrastive search (``batch_repeat_interleave`` /
-``batch_select_indices``), cache offloading, attention dropout in training, logit softcapping,
-custom 4D attention masks, layer types other than full and sliding-window attention.
+Batch and rollback operations (CPU caches; a CUDA cache raises packkv.NotSupported, as
+libpackkv's sequence operations are CPU-only for now): beam search (``reorder_cache``) and
+``batch_select_indices`` / ``batch_repeat_interleave`` map batch rows to packkv sequences and
+copy a row with packkv's fork (compressed blocks shared, not copied); assisted/speculative
+decoding (``crop``) truncates every row by the real tokens of the cropped positions.
+
+Unsupported (raise :class:`NotImplementedError` naming the missing operation): cache
+offloading, attention dropout in training, logit softcapping, custom 4D attention masks, layer
+types other than full and sliding-window attention.
 
 Requires torch and transformers >= 5.17 (scripts/requirements-hf.txt); ``import packkv``
 itself never imports them.
@@ -209,15 +213,19 @@ def _unsupported(what: str, needs: str):
 
 class PackKVLayer(CacheLayerMixin):
     """One full-attention layer of a :class:`PackKVCache`: a ``packkv.Cache`` holding batch
-    row b as packkv sequence b (max_seqs = the batch size of the first update).
+    row b as packkv sequence ``rows[b]`` (max_seqs = the batch size of the first update;
+    beam search and batch selection remap rows, forking a row that is copied).
 
     ``update()`` returns the new chunk (tagged for :func:`packkv_attention`, which appends
     it after attending); ``get_seq_length()`` counts positions as transformers does
-    (padding included), while packkv stores only each row's real tokens."""
+    (padding included), while packkv stores only each row's real tokens. The layer keeps,
+    per forward, how many tokens of each row were real (and, for a forward with padding,
+    which), so that ``crop`` removes from each row exactly the real tokens of the cropped
+    positions."""
 
     is_sliding = False
     is_compileable = False
-    is_croppable = False
+    is_croppable = True
     supports_early_init = False
 
     def __init__(self, **params):
@@ -227,6 +235,11 @@ class PackKVLayer(CacheLayerMixin):
         self.batch_size_ = 0
         self.positions = 0       # positions seen, padding included (transformers' length)
         self._pending = False    # an update() whose chunk no attention call has consumed
+        self.rows: list = []     # packkv sequence id of each batch row
+        # per attended chunk: [q_len, real tokens per row (None: all real), host bool
+        # padding [rows, q_len] (None: no padding)]
+        self._chunks: list = []
+        self._create: dict = {}
 
     def lazy_initialization(self, key_states, value_states) -> None:
         b, h, _, d = key_states.shape
@@ -234,9 +247,12 @@ class PackKVLayer(CacheLayerMixin):
         params = dict(self.params)
         params.setdefault("kv_dtype", torch.float16 if key_states.dtype == torch.float32
                           else key_states.dtype)
-        self.packkv = PackKV(n_kv_heads=h, head_dim=d, max_seqs=b,
-                             device=dev.index if dev.type == "cuda" else -1, **params)
+        self._create = dict(params, n_kv_heads=h, head_dim=d,
+                            device=dev.index if dev.type == "cuda" else -1)
+        self.packkv = PackKV(max_seqs=b, **self._create)
         self.batch_size_ = b
+        self.rows = list(range(b))
+        self._chunks = []
         self.device = dev
         self.kv_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16,
                          "float32": torch.float32}[_DTYPE_NAMES[self.packkv.params.kv_dtype]]
@@ -260,14 +276,18 @@ class PackKVLayer(CacheLayerMixin):
         return k, value_states
 
     # -- the attention itself ----------------------------------------------------------------
-    def _pieces(self, n: int, seq: int) -> list:
-        """Cuts n new tokens of one sequence at its flush points: the first piece fills the
-        residual window to residual_tokens + block_tokens, then block_tokens each (packkv.h,
-        packkv_cache_append: a flush compresses exactly one block at those points)."""
+    def _pieces(self, n: int, row: int) -> list:
+        """Cuts n new tokens of one batch row at its flush points: the first piece fills the
+        sink tokens and then the residual window to residual_tokens + block_tokens, then
+        block_tokens each (packkv.h, packkv_cache_append: a flush compresses exactly one
+        block at those points; sink tokens are never compressed)."""
         if n <= 1:
             return [n]
         p = self.packkv.params
-        first = p.residual_tokens + p.block_tokens - self.packkv.stats(seq).n_residual_tokens
+        seq = self.rows[row]
+        sinks = min(self.packkv.seq_length(seq), p.sink_tokens)
+        window = self.packkv.stats(seq).n_residual_tokens - sinks   # the stat counts the sinks
+        first = (p.sink_tokens - sinks) + p.residual_tokens + p.block_tokens - window
         out = [min(n, first)]
         while sum(out) < n:
             out.append(min(p.block_tokens, n - sum(out)))
@@ -280,6 +300,8 @@ class PackKVLayer(CacheLayerMixin):
         head_dim] in query's dtype; padded positions are zero."""
         self._pending = False
         b, hq, t, d = query.shape
+        self._chunks.append([t, list(counts) if counts is not None else None,
+                             padding.cpu() if counts is not None else None])
         hkv = key.shape[1]
         qt, kt, vt = (x.transpose(1, 2) for x in (query, key, value))   # [b, t, heads, d]
         out = torch.zeros((b, t, hq, d), dtype=query.dtype, device=query.device)
@@ -309,19 +331,19 @@ class PackKVLayer(CacheLayerMixin):
         return out
 
     def _attend_rows(self, seqs, pieces, q, k, v, hkv: int, scale: float):
-        """q [G, n, hq, d], k/v [G, n, hkv, d] of G sequences with the same pieces."""
+        """q [G, n, hq, d], k/v [G, n, hkv, d] of G batch rows with the same pieces."""
         g_, n, hq, d = q.shape
+        seqs = [self.rows[r] for r in seqs]
         grp = hq // hkv
         outs = []
         start = 0
         for m in pieces:
             qs, ks, vs = q[:, start:start + m], k[:, start:start + m], v[:, start:start + m]
             start += m
-            # (a) the past through packkv: the m queries of each head as extra query heads in
-            # head-major order (virtual head j * m + t reads KV head j // grp: the layout of
-            # packkv_attn_decode_multi, packkv_experimental.h), as torch holds them.
-            stacked = qs.transpose(1, 2).reshape(g_, hq * m, d).contiguous()
-            o_p, l_p = self.packkv.decode(stacked, seqs, scale=scale, return_lse=True)
+            # (a) the past through packkv: the m queries of each head, [G, hq, m, d] as torch
+            # holds them (packkv_attn_decode_multi, packkv_experimental.h).
+            o_p, l_p = self.packkv.decode_multi(qs.transpose(1, 2).contiguous(), seqs,
+                                                scale=scale, return_lse=True)
             o_p = o_p.reshape(g_, hkv, grp, m, d).permute(0, 3, 1, 2, 4)     # [G, m, hkv, grp, d]
             l_p = l_p.reshape(g_, hkv, grp, m).permute(0, 3, 1, 2)            # [G, m, hkv, grp]
             # (b) the piece itself, causally, float32, from K/V as the cache stores them.
@@ -359,31 +381,114 @@ class PackKVLayer(CacheLayerMixin):
         self.batch_size_ = 0
         self.positions = 0
         self._pending = False
+        self.rows = []
+        self._chunks = []
 
     def memory(self) -> dict:
         """packkv's accounting of this layer (packkv.Stats as a dict), {} before the first
         update."""
         return self.packkv.stats().as_dict() if self.packkv is not None else {}
 
-    # Operations on a non-empty cache that need packkv operations it does not have yet; on an
-    # empty layer they have nothing to do (as in transformers' DynamicLayer).
+    # -- batch and rollback operations (packkv fork and truncate) ---------------------------
     def reorder_cache(self, beam_idx) -> None:
-        if self.positions:
-            _unsupported("beam search (reorder_cache)", "a fork of packkv sequences")
-
-    def crop(self, tokens_to_remove: int) -> None:
-        if self.positions and tokens_to_remove:
-            _unsupported("assisted/speculative decoding (crop)", "packkv sequence truncation")
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.positions:
-            _unsupported("expanding the batch (batch_repeat_interleave, e.g. "
-                         "num_return_sequences > 1 after a prefill)", "a fork of packkv sequences")
+        """Beam search: new batch row i continues old row beam_idx[i]."""
+        self._select_rows(beam_idx)
 
     def batch_select_indices(self, indices) -> None:
-        if self.positions:
-            _unsupported("selecting batch rows (batch_select_indices)",
-                         "a fork of packkv sequences")
+        """Keeps the batch rows `indices` (in that order; repeats allowed)."""
+        self._select_rows(indices)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Each batch row becomes `repeats` consecutive rows (e.g. num_return_sequences)."""
+        if self.is_initialized:
+            self._select_rows([r for r in range(self.batch_size_) for _ in range(int(repeats))])
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Removes the last -tokens_to_remove positions (transformers >= 5.2x: a negative
+        count; 0 does nothing); a positive value is the length to keep (earlier transformers'
+        crop(max_length)). Each row loses the real tokens of the cropped positions
+        (packkv_x_cache_truncate: tokens still in the residual window go at no cost, a
+        compressed block that is cut returns to the window from its stored values)."""
+        n = int(tokens_to_remove)
+        remove = -n if n < 0 else max(0, self.positions - n) if n > 0 else 0
+        if remove == 0 or not self.is_initialized:
+            return
+        if remove > self.positions:
+            raise ValueError(f"packkv.hf: crop({n}) removes {remove} positions, the cache holds "
+                             f"{self.positions}")
+        lost = [0] * self.batch_size_
+        left, chunks = remove, self._chunks
+        while left:
+            q_len, counts, pad = chunks[-1]
+            take = min(left, q_len)
+            for r in range(self.batch_size_):
+                lost[r] += (take if counts is None else counts[r] if take == q_len
+                            else int(pad[r, q_len - take:].sum()))
+            if take == q_len:
+                chunks.pop()
+            else:
+                keep = q_len - take
+                chunks[-1] = [keep, None if counts is None else [int(x) for x in pad[:, :keep].sum(1)],
+                              None if pad is None else pad[:, :keep]]
+            left -= take
+        for r, gone in enumerate(lost):
+            if gone:
+                seq = self.rows[r]
+                self.packkv.truncate(seq, self.packkv.seq_length(seq) - gone)
+        self.positions -= remove
+
+    def _select_rows(self, src) -> None:
+        """New batch row i becomes a copy of old row src[i]. Rows used once keep their packkv
+        sequence; rows no longer used are removed; a row used again is forked (blocks shared).
+        Needs a larger packkv cache (max_seqs) only when the batch grows: the rows then move
+        into a new cache by export / import (a copy) and forks."""
+        if not self.is_initialized:
+            return
+        if isinstance(src, torch.Tensor):
+            src = src.tolist()
+        src = [int(x) for x in src]
+        b = self.batch_size_
+        bad = [x for x in src if not 0 <= x < b]
+        if bad or not src:
+            raise ValueError(f"packkv.hf: batch indices {src} are not in [0, {b}) (or empty)")
+        if src == list(range(b)):
+            return
+        cap = self.packkv.params.max_seqs
+        if len(src) <= cap:
+            used = set(src)
+            for r in range(b):
+                if r not in used:
+                    self.packkv.remove_seq(self.rows[r])
+            free = sorted(set(range(cap)) - {self.rows[r] for r in used})
+            rows, seen = [], set()
+            for r in src:
+                if r in seen:
+                    rows.append(free.pop(0))
+                    self.packkv.fork(self.rows[r], rows[-1])
+                else:
+                    seen.add(r)
+                    rows.append(self.rows[r])
+            new = None
+        else:
+            new = PackKV(max_seqs=len(src), **self._create)
+            first: dict = {}
+            rows = list(range(len(src)))
+            for i, r in enumerate(src):
+                if r in first:
+                    new.fork(first[r], i)
+                else:
+                    new.import_seq(i, self.packkv.export_seq(self.rows[r]))
+                    first[r] = i
+        idx = torch.tensor(src)
+        for c in self._chunks:
+            if c[1] is not None:
+                c[1] = [c[1][r] for r in src]
+                c[2] = c[2].index_select(0, idx)
+        if new is not None:
+            self.packkv.close()
+            self.packkv = new
+        self.rows = rows
+        self.batch_size_ = len(src)
 
     def offload(self):
         _unsupported("cache offloading", "moving a packkv cache between devices")
@@ -423,7 +528,7 @@ class PackKVCache(Cache):
             the one :func:`register` registered (else ValueError).
         **params: packkv.Cache parameters for every full-attention layer: rel_scale_k,
             rel_scale_v, bits_k, bits_v, repack, scale_granularity, block_tokens,
-            residual_tokens, kv_dtype (of the residual window; default float16 for a
+            residual_tokens, sink_tokens, zs_format, k_transform, kv_dtype (of the residual window; default float16 for a
             float32 model, else the model's dtype), max_tokens_per_seq. n_kv_heads, head_dim, max_seqs (the batch size) and device
             (that of the K/V tensors) come from the first forward.
 

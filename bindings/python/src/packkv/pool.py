@@ -131,10 +131,11 @@ class Pool:
         return PoolStats(s)
 
     def tokens_fit(self) -> int:
-        """Tokens that still fit in the free bytes when each token goes to every cache of the
-        pool (one per layer), at each cache's compressed bytes per token so far; -1 without
-        a budget, 0 with no cache. An estimate (page-end waste and residual windows are not
-        counted)."""
+        """Tokens that still fit in the free pages when each token goes to every cache of the
+        pool (one per layer): each cache's blocks of its mean size so far, packed whole into
+        pages (page-end waste counted); -1 without a budget, 0 with no cache. An estimate:
+        it assumes later blocks have the mean size and ignores the room left in pages in use
+        and the residual windows (outside the pool). See packkv_x_pool_tokens_fit."""
         return int(_raw.x_pool_tokens_fit(self._handle()))
 
     def __repr__(self):

@@ -7,7 +7,7 @@ pub const PACKKV_X_POOL_PARAMS_SIZE_V1: u32 = 32;
 pub const PACKKV_X_BLOCKS_PER_PAGE: u32 = 16;
 pub const PACKKV_X_POOL_DEFAULT_PAGE_BYTES: u32 = 1048576;
 pub const PACKKV_X_POOL_STATS_SIZE_V1: u32 = 56;
-pub const PACKKV_X_SEQ_EXPORT_VERSION: u32 = 1;
+pub const PACKKV_X_SEQ_EXPORT_VERSION: u32 = 2;
 pub const PACKKV_X_ERR_BUDGET_EXCEEDED: i32 = 11;
 extern "C" {
     pub fn packkv_x_last_bytes_needed() -> i64;

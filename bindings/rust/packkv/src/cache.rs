@@ -253,8 +253,9 @@ impl Cache {
     /// Keeps the first `n_tokens` tokens of a sequence (experimental:
     /// `packkv_x_cache_truncate`). Residual-window tokens are dropped at no cost; when the
     /// cut falls inside a compressed block, its first tokens return to the window from their
-    /// stored (dequantized) values and keep the compression error.
-    /// Errors: `INVALID_ARGUMENT` for `n_tokens` outside `[0, seq_length]`; `NOT_SUPPORTED`
+    /// stored (dequantized) values and keep the compression error; a cut inside the sink
+    /// tokens keeps the first `n_tokens` of them and drops every block.
+    /// Errors: `INVALID_ARGUMENT` for `n_tokens` outside `[window_start, seq_length]`; `NOT_SUPPORTED`
     /// on a CUDA cache. On error nothing changes.
     pub fn truncate(&mut self, seq_id: i32, n_tokens: i64) -> Result<()> {
         // SAFETY: valid handle, exclusive access.
@@ -262,7 +263,7 @@ impl Cache {
     }
 
     /// Makes the empty sequence `dst_seq` a copy of `src_seq` sharing its compressed blocks
-    /// (reference counted) with the residual window copied (experimental:
+    /// (reference counted) with the residual window, sink tokens and K mean copied (experimental:
     /// `packkv_x_cache_fork`). `stats(Some(seq))` counts shared blocks in each sequence,
     /// `stats(None)` once. Errors: `INVALID_STATE` if `dst_seq` holds tokens,
     /// `INVALID_ARGUMENT` for bad or equal ids. On error nothing changes.

@@ -37,7 +37,7 @@ pub use cache::Cache;
 pub use error::{copy_last_error, last_error_message, Error, Result, Status, StatusKind};
 pub use params::{Params, Stats};
 pub use pool::{page_bytes_for, Pool, PoolOptions, PoolStats};
-pub use types::{Bf16, DType, DevicePtr, Element, Repack, ScaleGranularity, StreamRef, F16};
+pub use types::{Bf16, DType, DevicePtr, Element, KTransform, Repack, ScaleGranularity, StreamRef, ZsFormat, F16};
 
 /// The raw FFI crate, for calls this API does not cover.
 pub use packkv_sys as sys;

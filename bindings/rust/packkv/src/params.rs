@@ -4,7 +4,7 @@ use core::mem::{size_of, MaybeUninit};
 use packkv_sys as sys;
 
 use crate::error::{check, Result};
-use crate::types::{DType, Repack, ScaleGranularity};
+use crate::types::{DType, KTransform, Repack, ScaleGranularity, ZsFormat};
 
 /// Creation-time configuration of a [`Cache`](crate::Cache) (`packkv_cache_params_t`).
 ///
@@ -42,6 +42,12 @@ pub struct Params {
     pub block_tokens: i32,
     /// Tokens kept uncompressed after a flush.
     pub residual_tokens: i32,
+    /// The first tokens of every sequence, kept exact in kv_dtype (attention sinks).
+    pub sink_tokens: i32,
+    /// Storage of the per-token zero points and scales.
+    pub zs_format: ZsFormat,
+    /// Transform of K inside the library.
+    pub k_transform: KTransform,
 }
 
 impl Params {
@@ -72,6 +78,9 @@ impl Params {
             scale_granularity: ScaleGranularity(p.scale_granularity),
             block_tokens: p.block_tokens,
             residual_tokens: p.residual_tokens,
+            sink_tokens: p.sink_tokens,
+            zs_format: ZsFormat(p.zs_format),
+            k_transform: KTransform(p.k_transform),
         }
     }
 
@@ -99,6 +108,9 @@ impl Params {
         p.scale_granularity = self.scale_granularity.0;
         p.block_tokens = self.block_tokens;
         p.residual_tokens = self.residual_tokens;
+        p.sink_tokens = self.sink_tokens;
+        p.zs_format = self.zs_format.0;
+        p.k_transform = self.k_transform.0;
         Ok(p)
     }
 }

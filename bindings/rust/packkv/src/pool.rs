@@ -103,9 +103,10 @@ impl Pool {
         })
     }
 
-    /// Tokens that still fit in the free bytes when each token goes to every cache of the
-    /// pool, at each cache's compressed bytes per token so far (`packkv_x_pool_tokens_fit`);
-    /// `None` without a budget. An estimate (page-end waste, residual windows not counted).
+    /// Tokens that still fit in the free pages when each token goes to every cache of the
+    /// pool, each cache's blocks of its mean size so far packed whole into pages, page-end
+    /// waste counted (`packkv_x_pool_tokens_fit`); `None` without a budget. An estimate
+    /// (later blocks assumed of the mean size; residual windows not counted).
     pub fn tokens_fit(&self) -> Result<Option<i64>> {
         let mut n = 0i64;
         // SAFETY: valid handle and out-pointer.

@@ -43,6 +43,31 @@ impl ScaleGranularity {
     pub const PER_TOKEN_HEAD: ScaleGranularity = ScaleGranularity(sys::PACKKV_SCALE_PER_TOKEN_HEAD);
 }
 
+/// Storage of the per-token zero points and scales (`packkv_zs_format_t`).
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ZsFormat(pub i32);
+
+impl ZsFormat {
+    /// int16 zero point and 16-bit scale (the default; the error bound still holds).
+    pub const COMPACT: ZsFormat = ZsFormat(sys::PACKKV_ZS_COMPACT);
+    /// int32 zero point and fp32 scale.
+    pub const WIDE: ZsFormat = ZsFormat(sys::PACKKV_ZS_WIDE);
+}
+
+/// Transform of K applied inside the library (`packkv_k_transform_t`); callers pass plain K
+/// and q either way.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct KTransform(pub i32);
+
+impl KTransform {
+    /// None (the default).
+    pub const NONE: KTransform = KTransform(sys::PACKKV_K_TRANSFORM_NONE);
+    /// Per-channel centring by the mean of K over each sequence's first block (F16 kv_dtype).
+    pub const CENTER: KTransform = KTransform(sys::PACKKV_K_TRANSFORM_CENTER);
+}
+
 /// IEEE 754 binary16 value stored as its bits (Rust has no stable `f16`).
 #[repr(transparent)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]

@@ -2,13 +2,19 @@
 mod common;
 
 use common::{kv, rel_err, Rng};
-use packkv::{Bf16, Cache, DType, Params, Repack, ScaleGranularity, F16};
+use packkv::{Bf16, Cache, DType, KTransform, Params, Repack, ScaleGranularity, ZsFormat, F16};
 
 const H: usize = 3;
 const D: usize = 64;
 
 fn params(max_seqs: i32) -> Params {
     let mut p = Params::default();
+    // the tests' reference configuration (no test depends on the library's defaults):
+    // r_K 0.1, r_V 0.2 (4- and 3-bit codes), residual window 128, no sink tokens
+    p.rel_scale_k = 0.1;
+    p.rel_scale_v = 0.2;
+    p.residual_tokens = 128;
+    p.sink_tokens = 0;
     p.n_kv_heads = H as i32;
     p.head_dim = D as i32;
     p.max_seqs = max_seqs;
@@ -36,6 +42,8 @@ fn params_defaults_and_effective_values() {
     assert_eq!(p.kv_dtype, DType::F16);
     assert_eq!(p.repack, Repack::MEDIAN);
     assert_eq!(p.scale_granularity, ScaleGranularity::PER_TOKEN);
+    assert_eq!((p.rel_scale_k, p.rel_scale_v), (0.035, 0.07));
+    assert_eq!((p.residual_tokens, p.sink_tokens, p.k_transform), (64, 4, KTransform::NONE));
     let cache = Cache::new(&params(2)).unwrap();
     let eff = cache.params();
     assert_eq!((eff.n_kv_heads, eff.head_dim, eff.max_seqs), (3, 64, 2));
@@ -43,6 +51,33 @@ fn params_defaults_and_effective_values() {
     assert_eq!(cache.get_params().unwrap(), *eff);
     assert_eq!(cache.device(), -1);
     assert_eq!(cache.get_device().unwrap(), -1);
+}
+
+#[test]
+fn version_2_fields_sink_tokens_zs_format_k_transform() {
+    let mut p = params(1);
+    p.sink_tokens = 3;
+    p.zs_format = ZsFormat::WIDE;
+    p.k_transform = KTransform::CENTER;
+    p.residual_tokens = 0;
+    p.block_tokens = 16;
+    let mut c = Cache::new(&p).unwrap();
+    let eff = c.params();
+    assert_eq!((eff.sink_tokens, eff.zs_format, eff.k_transform), (3, ZsFormat::WIDE, KTransform::CENTER));
+    let mut rng = Rng::new(9);
+    let t = 3 + 16 + 5;
+    let k = kv(&mut rng, t, H, D);
+    let v = kv(&mut rng, t, H, D);
+    c.append(&[0], &[t as i32], &k, &v).unwrap();
+    // 3 sink tokens (exact), one block of 16, 5 tokens in the residual window
+    let s = c.stats(Some(0)).unwrap();
+    assert_eq!((s.n_compressed_tokens, s.n_residual_tokens), (16, 8));
+    let mut kd = vec![0f32; t * H * D];
+    let mut vd = vec![0f32; t * H * D];
+    c.decompress(0, Some(&mut kd), Some(&mut vd)).unwrap();
+    for i in 0..3 * H * D {
+        assert_eq!(kd[i], F16::from_f32(k[i]).to_f32());
+    }
 }
 
 #[test]

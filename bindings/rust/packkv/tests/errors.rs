@@ -7,6 +7,12 @@ use packkv::{Cache, Error, Params, Status, StatusKind};
 
 fn params() -> Params {
     let mut p = Params::default();
+    // the tests' reference configuration (no test depends on the library's defaults):
+    // r_K 0.1, r_V 0.2 (4- and 3-bit codes), residual window 128, no sink tokens
+    p.rel_scale_k = 0.1;
+    p.rel_scale_v = 0.2;
+    p.residual_tokens = 128;
+    p.sink_tokens = 0;
     p.n_kv_heads = 3;
     p.head_dim = 64;
     p

@@ -11,6 +11,12 @@ const ROW: usize = H * D;
 
 fn params(max_seqs: i32) -> Params {
     let mut p = Params::default();
+    // the tests' reference configuration (no test depends on the library's defaults):
+    // r_K 0.1, r_V 0.2 (4- and 3-bit codes), residual window 128, no sink tokens
+    p.rel_scale_k = 0.1;
+    p.rel_scale_v = 0.2;
+    p.residual_tokens = 128;
+    p.sink_tokens = 0;
     p.n_kv_heads = H as i32;
     p.head_dim = D as i32;
     p.max_seqs = max_seqs;
@@ -119,7 +125,7 @@ fn failures_change_nothing() {
     let reserve = Pool::new(&PoolOptions { reserve: true, ..Default::default() }).unwrap_err();
     assert_eq!(reserve.kind(), StatusKind::InvalidArgument);
     let small = Pool::new(&PoolOptions { page_bytes: 4096, ..Default::default() }).unwrap();
-    let mut big = Params::default();
+    let mut big = params(1);
     big.n_kv_heads = 8;
     big.head_dim = 128;
     assert_eq!(Cache::new_in_pool(&big, &small).unwrap_err().kind(), StatusKind::InvalidArgument);
@@ -195,7 +201,7 @@ fn export_import_roundtrip_and_bad_bytes() {
     flipped[300] ^= 4;
     assert!(b.import_seq(0, &flipped).unwrap_err().message.contains("checksum"));
     let mut version = data.clone();
-    version[8] = 2;
+    version[8] = 9;
     assert_eq!(b.import_seq(0, &version).unwrap_err().kind(), StatusKind::VersionMismatch);
     assert_eq!(b.import_seq(1, &data).unwrap_err().kind(), StatusKind::InvalidState);
     assert_eq!(b.import_seq(0, &[]).unwrap_err().kind(), StatusKind::InvalidArgument);
