@@ -105,8 +105,9 @@ bool launch_dt(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs&
   const size_t smem = tensorcore_launch_smem<V>(c, nw);
   // The residual splits join this launch when its CTAs have at least the plan's warps
   // (tuning.h, kTensorcoreFuseResidual) and its code has the residual path (PTX 9.0+,
-  // family_tensorcore.cuh); otherwise they are left to the CUDA-core kernel.
-  const bool fuse = kTensorcoreFuseResidual && nw >= p.nw && ptx_version(kern, dev, rec) >= 90;
+  // decode at head_dim 64/128/256: tensorcore_fuses); otherwise they are left to the
+  // CUDA-core kernel.
+  const bool fuse = tensorcore_fuses<V>(DT) && nw >= p.nw && ptx_version(kern, dev, rec) >= 90;
   const int grid_x = fuse ? p.n_splits + p.res_splits : p.n_splits;
   if (grid_x > 0) {
     dim3 grid(grid_x, rows, b.n);

@@ -95,6 +95,16 @@ __host__ __device__ inline size_t tensorcore_launch_smem(const KernelConfig& c, 
   return t > r ? t : r;
 }
 
+// Whether the kernel of variant V and head_dim class DT runs residual splits (with
+// kTensorcoreFuseResidual): decode at head_dim 64, 128 and 256 (the measured case). Not
+// the generic class (0) nor 32, nor scores and apply: with the residual path ptxas
+// spilled or took more registers there (sm_90, nvcc 13.0: decode 196 bytes at DT 0,
+// scores 48 bytes at DT 32, scores at DT 64 96 registers instead of 80), unmeasured.
+template <typename V>
+__host__ __device__ constexpr bool tensorcore_fuses(int DT) {
+  return kTensorcoreFuseResidual && V::kSoftmax && DT >= 64;
+}
+
 // The kernel. Grid (n_splits + res_splits, H_kv * n_gchunks, b.n), nw * 32 threads,
 // dynamic shared memory tensorcore_launch_smem<V>(c, nw). Splits [0, n_splits): the
 // compressed blocks (bps per split); splits n_splits ..: the residual window
@@ -120,9 +130,10 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   // start first and the compressed ones fill in behind them instead of trailing).
   // Compiled for sm_90 only (PTX 9.0+): at sm_80 the residual path made ptxas spill in
   // the hot loop of the generic head_dim kernel, and no sm_80 GPU measured it; the host
-  // fuses only kernels whose PTX is 9.0+ (family_tensorcore.cu).
+  // fuses only kernels whose PTX is 9.0+ (family_tensorcore.cu). Head_dim classes:
+  // tensorcore_fuses<V>(DT).
 #if __CUDA_ARCH__ >= 900
-  constexpr bool kFuse = kTensorcoreFuseResidual;
+  constexpr bool kFuse = tensorcore_fuses<V>(DT);
 #else
   constexpr bool kFuse = false;
 #endif

@@ -87,8 +87,9 @@ constexpr int tensorcore_min_ctas(bool softmax, int DT) {
   return softmax && (DT == 32 || DT == 64) ? PACKKV_TC_MIN_CTAS_SMALL_D : 0;
 #endif
 }
-// The tensor-core launch runs the residual splits itself (as extra CTAs, first in the
-// linear CTA order) when its CTAs have at least the CUDA-core plan's warps (so a residual
+// The tensor-core decode launch at head_dim 64/128/256 (family_tensorcore.cuh,
+// tensorcore_fuses) runs the residual splits itself (as extra CTAs, first in the linear
+// CTA order) when its CTAs have at least the CUDA-core plan's warps (so a residual
 // warp covers no more of the window than on the CUDA-core kernel); otherwise the residual
 // splits run on the CUDA-core kernel in a second launch. RESULTS.md "Issue 14 on the
 // H100: one launch for short calls, warps per CTA by grid", same run, decode fused /
