@@ -1,7 +1,7 @@
 // The attention dispatcher (attention.h): plans a launch (split_plan.h), picks the kernel
 // family (families.h: tensorcore for the compressed splits where tensorcore_selected
-// says so, cudacore for the rest), enqueues its splits and the
-// merge of the splits (decode, apply). Host only.
+// says so, and for the residual splits when its grid is small; cudacore for the rest),
+// enqueues its splits and the merge of the splits (decode, apply). Host only.
 #include "attention/attention.h"
 
 #include "attention/families.h"
@@ -29,13 +29,15 @@ void launch_attention(const KernelConfig& c, const AttnBatch& b, const CacheDevi
   if (b.n == 0) return;
   const int G = heads_per_cta(a.n_q_heads / c.shape.n_kv_heads);
   AttnPlan p = plan_splits(c, b, a.n_q_heads, cudacore_warps(c, G, a.variant));
-  // The tensorcore family takes the compressed splits where the rule picks it; the
-  // cudacore kernel then runs the residual splits alone.
+  // The tensorcore family takes the compressed splits where the rule picks it, and the
+  // residual splits too when its grid is small; otherwise the cudacore kernel runs the
+  // residual splits alone.
+  bool done = false;
   if (tensorcore_selected(c, a.variant, p.gqa_group, b.max_blocks)) {
-    tensorcore_launch(c, b, d, a, p, stream);
+    done = tensorcore_launch(c, b, d, a, p, stream);
     p.first_split = p.n_splits;
   }
-  cudacore_launch(c, b, d, a, p, stream);
+  if (!done) cudacore_launch(c, b, d, a, p, stream);
   if (a.variant == AttnVariant::kScores) return;
   launch_merge(a.variant == AttnVariant::kDecode, c.shape.head_dim, a.n_q_heads, b.first, b.n, p.n_splits + p.res_splits,
                a.partial, a.out, a.lse, stream);

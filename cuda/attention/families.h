@@ -9,8 +9,9 @@
 //               CUDA cores; all variants, G = 1, 2, 4.
 //   tensorcore  family_tensorcore.cuh / .cu, tensorcore_tile.cuh: each round decoded once
 //               into an fp16 tile, K.q and p.V with mma.sync m16n8k16 (query heads on N, 8 per CTA);
-//               compressed splits only (the residual splits run on the cudacore kernel,
-//               AttnPlan::first_split); sm_80+.
+//               the residual splits in the same launch (tensorcore_residual.cuh), or on
+//               the cudacore kernel when its CTAs have fewer warps than the plan
+//               (AttnPlan::first_split); sm_80+.
 // Host only.
 #ifndef PACKKV_CUDA_ATTENTION_FAMILIES_H
 #define PACKKV_CUDA_ATTENTION_FAMILIES_H
@@ -42,9 +43,13 @@ void cudacore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevic
 // its shared memory fits).
 bool tensorcore_selected(const KernelConfig& c, AttnVariant v, int gqa_group, int max_blocks);
 // Enqueues the tensorcore kernel over the compressed splits [0, p.n_splits) of plan p
-// (its own query heads per CTA: 8, and warps per CTA): decode/apply partials at split
-// indices 0 .. n_splits-1, scores to a.out.
-void tensorcore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
+// and, where its CTAs have at least p.nw warps (decode at head_dim 64/128/256 in sm_90
+// code: family_tensorcore.cuh tensorcore_fuses; tuning.h, kTensorcoreFuseResidual), the
+// residual splits [p.n_splits, p.n_splits + p.res_splits) too (its own query heads per
+// CTA: 8; warps per CTA chosen per call): decode/apply partials at those split indices,
+// scores to a.out. Returns whether it took the residual splits (if not, the caller runs
+// them on the cudacore kernel, AttnPlan::first_split).
+bool tensorcore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
                        const AttnPlan& p, cudaStream_t stream);
 
 }  // namespace cu

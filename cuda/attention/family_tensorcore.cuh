@@ -19,8 +19,8 @@
 //     acc[16 channels x 8 heads] += mma(A = x tile, B = w hi) + mma(A, w lo).
 // The warps of a CTA are merged in shared memory and the CTA writes one partial
 // [m, l, acc[D]] per (sequence, query head, split) in split_merge.cuh's layout, so the
-// merge kernel and the residual window (the cudacore kernel over the residual splits,
-// AttnPlan::first_split, dispatch.cu) are shared with the CUDA-core family. Its own
+// merge kernel and the residual window (the last splits of the same launch,
+// tensorcore_residual.cuh) are shared with the CUDA-core family. Its own
 // online softmax and warp merge differ from online_softmax.cuh / write_partial because
 // its accumulators are mma fragments in registers scaled by 2^-E (see 3. above).
 // Exactness: the x tile is exact; q and w carry 22 bits (relative 2.4e-7); accumulation
@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "attention/attention.h"
+#include "attention/tensorcore_residual.cuh"
 #include "attention/tensorcore_tile.cuh"
 #include "attention/tile_walk.cuh"
 #include "attention/tuning.h"
@@ -86,14 +87,35 @@ __host__ __device__ inline TensorcoreSmem tensorcore_smem(const KernelConfig& c,
   return s;
 }
 
-// The kernel. Grid (n_splits, H_kv * n_gchunks, b.n), nw * 32 threads, dynamic shared
-// memory tensorcore_smem<V>(c, nw).total. DT: the head_dim D when it is 32, 64, 128 or 256
-// (loops over channels unrolled, q fragments in registers up to 128), 0 for any other D
-// (multiple of 16, <= 256). Inputs and outputs as cudacore_attn_kernel's
-// (family_cudacore.cuh), compressed splits only. Reads only; thread-safe across calls.
+// Dynamic shared memory of a launch with nw warps per CTA: the larger of the compressed
+// splits' layout and the residual splits' (tensorcore_residual.cuh).
+template <typename V>
+__host__ __device__ inline size_t tensorcore_launch_smem(const KernelConfig& c, int nw) {
+  const size_t t = tensorcore_smem<V>(c, nw).total, r = tc_residual_smem<kTcResHeads, V>(c, nw).total;
+  return t > r ? t : r;
+}
+
+// Whether the kernel of variant V and head_dim class DT runs residual splits (with
+// kTensorcoreFuseResidual): decode at head_dim 64, 128 and 256 (the measured case). Not
+// the generic class (0) nor 32, nor scores and apply: with the residual path ptxas
+// spilled or took more registers there (sm_90, nvcc 13.0: decode 196 bytes at DT 0,
+// scores 48 bytes at DT 32, scores at DT 64 96 registers instead of 80), unmeasured.
+template <typename V>
+__host__ __device__ constexpr bool tensorcore_fuses(int DT) {
+  return kTensorcoreFuseResidual && V::kSoftmax && DT >= 64;
+}
+
+// The kernel. Grid (n_splits + res_splits, H_kv * n_gchunks, b.n), nw * 32 threads,
+// dynamic shared memory tensorcore_launch_smem<V>(c, nw). Splits [0, n_splits): the
+// compressed blocks (bps per split); splits n_splits ..: the residual window
+// (tensorcore_residual.cuh). DT: the head_dim D when it is 32, 64, 128 or 256 (loops over
+// channels unrolled, q fragments in registers up to 128), 0 for any other D (multiple of
+// 16, <= 256). Inputs and outputs as cudacore_attn_kernel's (family_cudacore.cuh). Reads
+// only; thread-safe across calls. Residual splits only where compiled for PTX 9.0+.
 template <typename V, int DT>
-__global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
-    tensorcore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int group, int bps) {
+__global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(V::kSoftmax, DT))
+    tensorcore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int group, int bps,
+                           int n_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int MT = DT ? DT / 16 : 16;                    // V accumulator tiles (>= D/16)
   constexpr int NF = DT ? DT / 32 : 0;                     // channels per lane (0: varies)
@@ -102,14 +124,47 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32)
   const int nw = blockDim.x >> 5;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int gid = lane >> 2, tig = lane & 3;
-  const AttnSeq& s = b.s[blockIdx.z];
-  const int row = b.first + blockIdx.z;
-  const int kvh = blockIdx.y / n_gchunks;
-  const int chunk = blockIdx.y - kvh * n_gchunks;
+  // The CTA's split, row (KV head and head chunk) and sequence: blockIdx, except that with
+  // residual splits in the launch the linear CTA index takes the residual CTAs first (CTAs
+  // are dispatched about in linear order: the residual CTAs, a longer latency chain each,
+  // start first and the compressed ones fill in behind them instead of trailing).
+  // Compiled for sm_90 only (PTX 9.0+): at sm_80 the residual path made ptxas spill in
+  // the hot loop of the generic head_dim kernel, and no sm_80 GPU measured it; the host
+  // fuses only kernels whose PTX is 9.0+ (family_tensorcore.cu). Head_dim classes:
+  // tensorcore_fuses<V>(DT).
+#if __CUDA_ARCH__ >= 900
+  constexpr bool kFuse = tensorcore_fuses<V>(DT);
+#else
+  constexpr bool kFuse = false;
+#endif
+  int split = blockIdx.x, cy = blockIdx.y, cz = blockIdx.z;
+  if (kFuse && static_cast<int>(gridDim.x) > n_splits) {
+    const int res_splits = static_cast<int>(gridDim.x) - n_splits;
+    const int lin = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    const int n_res = res_splits * gridDim.y * gridDim.z;
+    int yz;
+    if (lin < n_res) {
+      split = n_splits + lin % res_splits;
+      yz = lin / res_splits;
+    } else {
+      split = (lin - n_res) % n_splits;
+      yz = (lin - n_res) / n_splits;
+    }
+    cy = yz % gridDim.y;
+    cz = yz / gridDim.y;
+  }
+  const AttnSeq& s = b.s[cz];
+  const int row = b.first + cz;
+  const int kvh = cy / n_gchunks;
+  const int chunk = cy - kvh * n_gchunks;
   const int qh0 = kvh * group + chunk * kTensorcoreHeads;
   const int n_valid = min(kTensorcoreHeads, group - chunk * kTensorcoreHeads);
   const int D = c.shape.head_dim, N = c.shape.block_tokens, R = N / 16, KS = D / 16;
-  const int split = blockIdx.x;
+  if (kFuse && split >= n_splits) {  // a residual split (whole CTA)
+    const int res_splits = static_cast<int>(gridDim.x) - n_splits;
+    tc_residual_split<V>(c, d, s, a, smem, row, kvh, qh0, n_valid, split, n_splits, res_splits);
+    return;
+  }
   const TensorcoreSmem L = tensorcore_smem<V>(c, nw);
   uint8_t* wb = smem + L.warp0 + static_cast<size_t>(warp) * L.stride;
   float* qi = reinterpret_cast<float*>(smem + L.qi);  // [0, 8): sum q; [8, 16): 2^-e_q; [16, 24): q . mu

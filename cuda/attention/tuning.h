@@ -3,7 +3,7 @@
 // bench/results/h200-20261129-ab-*.txt). Changing a value changes performance only,
 // never results: every knob is a work split, a layout choice or a register target.
 //
-// A/B mechanism: the two knobs that are macros can be overridden at compile time, so that
+// A/B mechanism: the knobs that are macros can be overridden at compile time, so that
 // bench/gpu_run.sh ab builds a second tree with e.g. AB_FLAGS=-DPACKKV_ATTN_G4_MIN_CTAS=0
 // and runs the benchmark A, B, A, B in one run. No other file defines a tuning macro.
 // Host and device (included by CUDA translation units only).
@@ -66,6 +66,42 @@ constexpr int kTensorcoreMaxWarps = 4;
 constexpr int kTensorcoreMinGroup = 4;
 constexpr int kTensorcoreMinGroupLong = 2;
 constexpr int kTensorcoreLongTokens = 8192;
+// Register target of the tensor-core decode kernel at head_dim 32 and 64 (DT): the
+// minimum resident CTAs given to __launch_bounds__ (0: none, ptxas chooses). Without it
+// decode takes 123-128 registers at head_dim 64 (4 CTAs of 4 warps) while shared memory
+// allows 5; with 5 it takes 96 (68 bytes of spills, nvcc 13.0 sm_90). RESULTS.md "Issue
+// 14 on the H100: one launch for short calls, warps per CTA by grid": decode 5 vs none,
+// same run, BH 1024 D 64: T 1K g 4 292-294 vs 322-338 us, g 8 414-433 vs 444-447 (run 1,
+// residual fused); T 32K g 4 3142-3150 vs 3196-3257 (run 2, not fused). Scores and apply
+// keep no target: with it they were 8-12% slower at BH 1024, T 32K, D 64 (run 2).
+#ifndef PACKKV_TC_MIN_CTAS_SMALL_D
+#define PACKKV_TC_MIN_CTAS_SMALL_D 5  // A/B knob (see above)
+#endif
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+constexpr int tensorcore_min_ctas(bool softmax, int DT) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  return 0;  // sm_80: not measured (ptxas spills 20 bytes at head_dim 64 with the target)
+#else
+  return softmax && (DT == 32 || DT == 64) ? PACKKV_TC_MIN_CTAS_SMALL_D : 0;
+#endif
+}
+// The tensor-core decode launch at head_dim 64/128/256 (family_tensorcore.cuh,
+// tensorcore_fuses) runs the residual splits itself (as extra CTAs, first in the linear
+// CTA order) when its CTAs have at least the CUDA-core plan's warps (so a residual
+// warp covers no more of the window than on the CUDA-core kernel); otherwise the residual
+// splits run on the CUDA-core kernel in a second launch. RESULTS.md "Issue 14 on the
+// H100: one launch for short calls, warps per CTA by grid", same run, decode fused /
+// second launch: BH 256 T 1K D 128 g 4 131-132 vs 153-154 us, BH 1024 T 1K D 64 g 4
+// 255-272 vs 333-350, Llama-3-8B batch 1 T 1K 35.2 vs 54.6, batch 32 126.5 vs 149.4; T >=
+// 32K within 2%. sm_90 code only (family_tensorcore.cuh: at sm_80 the residual path made
+// ptxas spill, and no sm_80 GPU measured it). A/B knob: 0 never fuses (the kernel is then
+// compiled without the residual path).
+#ifndef PACKKV_TC_FUSE_RESIDUAL
+#define PACKKV_TC_FUSE_RESIDUAL 1  // A/B knob (see above)
+#endif
+constexpr bool kTensorcoreFuseResidual = PACKKV_TC_FUSE_RESIDUAL != 0;
 
 // Register targets: the minimum resident CTAs per SM given to __launch_bounds__ (0: none,
 // ptxas chooses). Indexed by the variant's role (scores, apply, decode) and G.
