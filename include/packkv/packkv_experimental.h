@@ -273,6 +273,8 @@ PACKKV_API packkv_status_t packkv_x_cache_fork(packkv_cache_t* cache, int32_t sr
  *  older than the window is excluded like any other (sliding-window layers of Mistral
  *  and Gemma see no attention sink); it stays stored (sink_tokens tokens per sequence,
  *  counted in the stats) and packkv_cache_decompress writes it as NaN.
+ *  A sequence whose window holds no token (packkv_x_cache_truncate to its window start)
+ *  attends like an empty sequence: scores all -inf, zero outputs, lse = -inf.
  *  @param window_tokens >= 1, or 0 for no window (the default).
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a negative window;
  *          PACKKV_ERR_INVALID_STATE if the cache holds any token (set it right after

@@ -159,18 +159,18 @@ void CpuCache::decode(const AttnArgs& a, float scale, float* out, float* lse) co
       for (int j = 0; j < g; ++j) {
         const size_t row = (size_t)i * a.n_q_heads + (size_t)hk * g + j;
         float* o = out + row * d;
-        if (x1 == x0) {  // empty sequence
-          std::fill(o, o + d, 0.0f);
-          if (lse) lse[row] = -std::numeric_limits<float>::infinity();
-          continue;
-        }
-        if (x1 - x0 == 1) {  // one span: its result as is
+        if (x1 - x0 == 1) {  // one span: its result as is (zeros and -inf if wholly out of the window)
           for (int c = 0; c < d; ++c) o[c] = (float)part[(size_t)x0 * head_vals + (size_t)j * d + c];
           if (lse) lse[row] = (float)part_lse[(size_t)x0 * g + j];
           continue;
         }
         double m = kNegInf;
         for (int64_t x = x0; x < x1; ++x) m = std::max(m, part_lse[(size_t)x * g + j]);
+        if (m == kNegInf) {  // empty sequence, or no token in the sliding window: as empty
+          std::fill(o, o + d, 0.0f);
+          if (lse) lse[row] = -std::numeric_limits<float>::infinity();
+          continue;
+        }
         double w_sum = 0.0;
         for (int64_t x = x0; x < x1; ++x) w_sum += std::exp(part_lse[(size_t)x * g + j] - m);
         std::vector<double> acc(d, 0.0);

@@ -4,6 +4,7 @@
 // return); failures change nothing.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -130,4 +131,85 @@ TEST_CASE("window: bad arguments and states change nothing") {
   REQUIRE(packkv_x_cache_window_start(c, 0, &start) == PACKKV_OK);
   CHECK(start == 500);
   REQUIRE(packkv_x_cache_truncate(c, 1, 500) == PACKKV_OK);
+}
+
+// A truncate to the window start is allowed and leaves no token inside the window: the
+// sequence then attends like an empty one (packkv.h: zero outputs, lse = -inf), never NaN
+// (a NaN lse would poison the caller's flash-attention merge), for decode and
+// decode_multi, alone and next to a sequence that still has tokens in its window; its
+// scores are all -inf and apply gives zeros. Lengths: 5 (truncated to 0), 100 (one span),
+// 650 (two spans of cpu/attention.cpp, both wholly expired: the merge gave NaN before
+// the fix; fresh-findings F10).
+TEST_CASE("window: truncate to the window start leaves an empty window: out 0, lse -inf") {
+  const float inf = std::numeric_limits<float>::infinity();
+  auto k = pkt::kv_data(700, H, D, 11), v = pkt::kv_data(700, H, D, 12);
+  const int qn = 3;  // queries per head for decode_multi
+  auto q = pkt::kv_data(qn, kHq, D, 13);
+  for (int sinks : {0, 4}) {
+    for (int centre : {0, 1}) {
+      for (size_t L : {(size_t)5, (size_t)100, (size_t)650}) {
+        CAPTURE(sinks);
+        CAPTURE(centre);
+        CAPTURE(L);
+        packkv_cache_params_t p = pkt::params(H, D, 2);
+        p.sink_tokens = sinks;
+        p.k_transform = centre ? PACKKV_K_TRANSFORM_CENTER : PACKKV_K_TRANSFORM_NONE;
+        pkt::Cache c(p);
+        REQUIRE(packkv_x_cache_set_window(c, 8) == PACKKV_OK);
+        feed(c, 0, k, v, 0, L, 37);
+        feed(c, 1, k, v, 0, 300, 300);
+        int64_t start = -1;
+        REQUIRE(packkv_x_cache_window_start(c, 0, &start) == PACKKV_OK);
+        CHECK(start == std::max<int64_t>(0, (int64_t)L - 8));
+        REQUIRE(packkv_x_cache_truncate(c, 0, start) == PACKKV_OK);
+        CHECK(pkt::seq_len(c, 0) == start);
+        // sequence 1 alone: its results must not change when sequence 0 joins the call
+        const int32_t one = 1, both[2] = {0, 1};
+        std::vector<float> out1(kHq * D), lse1(kHq);
+        REQUIRE(packkv_attn_decode(c, 1, &one, kHq, q.data(), PACKKV_DTYPE_F32, 0.2f, out1.data(), lse1.data(),
+                                   nullptr, 0, nullptr) == PACKKV_OK);
+        std::vector<float> qq((size_t)2 * kHq * D);
+        std::copy(q.begin(), q.begin() + kHq * D, qq.begin());
+        std::copy(q.begin(), q.begin() + kHq * D, qq.begin() + kHq * D);
+        std::vector<float> out(2 * kHq * D, 7.0f), lse(2 * kHq, 7.0f);
+        REQUIRE(packkv_attn_decode(c, 2, both, kHq, qq.data(), PACKKV_DTYPE_F32, 0.2f, out.data(), lse.data(),
+                                   nullptr, 0, nullptr) == PACKKV_OK);
+        bool ok = true;
+        for (int j = 0; j < kHq; ++j) {
+          ok = ok && lse[j] == -inf;
+          for (int d = 0; d < D; ++d) ok = ok && out[j * D + d] == 0.0f;
+        }
+        CHECK(ok);
+        CHECK(std::equal(out1.begin(), out1.end(), out.begin() + kHq * D));
+        CHECK(std::equal(lse1.begin(), lse1.end(), lse.begin() + kHq));
+        CHECK(std::isfinite(lse1[0]));
+        // decode_multi: q_len queries per head, same promise
+        std::vector<float> qm((size_t)2 * kHq * qn * D);
+        for (size_t i = 0; i < qm.size(); ++i) qm[i] = q[i % q.size()];
+        std::vector<float> om(qm.size(), 7.0f), lm((size_t)2 * kHq * qn, 7.0f);
+        REQUIRE(packkv_attn_decode_multi(c, 2, both, kHq, qn, qm.data(), PACKKV_DTYPE_F32, 0.2f, om.data(),
+                                         lm.data(), nullptr, 0, nullptr) == PACKKV_OK);
+        ok = true;
+        for (int i = 0; i < kHq * qn; ++i) {
+          ok = ok && lm[i] == -inf && std::isfinite(lm[kHq * qn + i]);
+          for (int d = 0; d < D; ++d) ok = ok && om[(size_t)i * D + d] == 0.0f;
+        }
+        CHECK(ok);
+        // scores: every position of sequence 0 is before the window start
+        const int32_t zero = 0;
+        std::vector<float> s(kHq * std::max<size_t>(1, (size_t)start), 7.0f);
+        REQUIRE(packkv_attn_scores(c, 1, &zero, kHq, q.data(), PACKKV_DTYPE_F32, s.data(), std::max<int64_t>(1, start),
+                                   nullptr, 0, nullptr) == PACKKV_OK);
+        ok = true;
+        for (int j = 0; j < kHq; ++j)
+          for (int64_t t = 0; t < start; ++t) ok = ok && s[(size_t)j * start + t] == -inf;
+        CHECK(ok);
+        // apply: weights of expired tokens are ignored whatever probs says
+        std::vector<float> pr(s.size(), 0.5f), ao(kHq * D, 7.0f);
+        REQUIRE(packkv_attn_apply(c, 1, &zero, kHq, pr.data(), std::max<int64_t>(1, start), ao.data(), nullptr, 0,
+                                  nullptr) == PACKKV_OK);
+        CHECK(std::all_of(ao.begin(), ao.end(), [](float x) { return x == 0.0f; }));
+      }
+    }
+  }
 }
