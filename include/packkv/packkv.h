@@ -260,6 +260,11 @@ typedef struct packkv_cache_params {
                                   many as the largest n_threads - 1 asked for, asleep between
                                   calls), so many caches never oversubscribe the machine; a
                                   call made from inside a library work item runs serially.
+                                  A call never uses more threads than the CPUs this process
+                                  may run on (sched_getaffinity, read once per process), so
+                                  an n_threads above that count works as that count and
+                                  never starts more than (CPUs - 1) library threads; it
+                                  changes only speed, never results (see below).
                                   Results do not depend on n_threads: the spans depend on the
                                   sequence length only, and partial results are merged in a
                                   fixed order, so every n_threads gives the same bits. Short

@@ -68,6 +68,10 @@ class Workers {
   // when every participant has returned.
   void run(Job* job, int helpers) {
     State* st = state_;  // a fork() child changes state_ only while no call is in progress
+    if (helpers <= 0) {
+      job->drain();
+      return;
+    }
     Slot slot{job, helpers, 0, 0};
     {
       std::lock_guard<std::mutex> lock(st->m);
@@ -83,6 +87,13 @@ class Workers {
     // Every item is claimed: no worker may join any more.
     st->queue.erase(std::find(st->queue.begin(), st->queue.end(), &slot));
     st->done_cv.wait(lock, [&] { return slot.finished == slot.joined; });
+  }
+
+  // Threads started so far.
+  int count() {
+    State* st = state_;
+    std::lock_guard<std::mutex> lock(st->m);
+    return (int)st->threads.size();
   }
 
   ~Workers() {
@@ -148,7 +159,7 @@ struct CallerTask {
 
 }  // namespace
 
-int default_threads() {
+int available_cpus() {
   static const int n = [] {
     int cpus = 0;
 #if defined(__linux__)
@@ -156,10 +167,14 @@ int default_threads() {
     if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = CPU_COUNT(&set);
 #endif
     if (cpus <= 0) cpus = (int)std::thread::hardware_concurrency();
-    return std::max(1, std::min(cpus, kMaxDefaultThreads));
+    return std::max(1, cpus);
   }();
   return n;
 }
+
+int default_threads() { return std::min(available_cpus(), kMaxDefaultThreads); }
+
+int library_workers() { return Workers::instance().count(); }
 
 void parallel_for(const Parallel& how, int64_t n_items, int64_t work, const std::function<void(int64_t)>& item) {
   if (n_items <= 0) return;
@@ -175,7 +190,8 @@ void parallel_for(const Parallel& how, int64_t n_items, int64_t work, const std:
     how.caller_fn(how.caller_user, (int32_t)want, &CallerTask::run, &task);
     job.drain();  // items a runner left unclaimed (it must run every task; this is a safety net)
   } else {
-    Workers::instance().run(&job, (int)want - 1);
+    // never more participants than CPUs: n_threads beyond them would only add idle threads
+    Workers::instance().run(&job, (int)std::min<int64_t>(want, available_cpus()) - 1);
   }
   if (job.error) std::rethrow_exception(job.error);
 }

@@ -8,11 +8,12 @@
 // number of threads.
 //
 // The participants come from one of two places:
-//   - the library's workers (default): the calling thread plus up to n_threads - 1
-//     threads of ONE process-wide set of workers shared by every cache. Workers are
-//     started on first use, as many as the largest n_threads - 1 asked for so far, and
-//     sleep between calls. Several caches therefore never hold more than
-//     max(n_threads) - 1 library threads in total, and concurrent calls on several user
+//   - the library's workers (default): the calling thread plus up to
+//     min(n_threads, available_cpus()) - 1 threads of ONE process-wide set of workers
+//     shared by every cache. Workers are started on first use, as many as the largest
+//     such count asked for so far, and sleep between calls. Several caches therefore
+//     never hold more than available_cpus() - 1 library threads in total (n_threads
+//     beyond the CPUs changes nothing), and concurrent calls on several user
 //     threads share them (each call gets those that are free plus its own thread).
 //     A call made from inside a work item (a nested call) runs on its own thread only.
 //   - the caller's threads (packkv_x_cache_set_parallel): the caller's function runs
@@ -38,10 +39,18 @@ struct Parallel {
   void* caller_user = nullptr;               // its first argument
 };
 
-// Participants used for 0 (the default of params.n_threads): the CPUs this process may
-// run on (sched_getaffinity), at most kMaxDefaultThreads.
+// The CPUs this process may run on (sched_getaffinity, else hardware_concurrency; >= 1),
+// read once, at the first call: the library's workers never give a call more participants.
+int available_cpus();
+
+// Participants used for 0 (the default of params.n_threads): available_cpus(), at most
+// kMaxDefaultThreads.
 constexpr int kMaxDefaultThreads = 64;
 int default_threads();
+
+// Library worker threads started so far in this process (tests: never more than
+// available_cpus() - 1).
+int library_workers();
 
 // Runs item(i) once for every i in [0, n_items). `work` estimates the total work in
 // units of about 0.1 microsecond (token-query-head products): no more than one participant

@@ -408,3 +408,36 @@ TEST_CASE("parallel_for in a child of fork(): new workers, a clean exit") {
   CHECK(WEXITSTATUS(status) == 0);
 }
 #endif
+
+// n_threads above the CPUs this process may run on (fresh-findings F7): never more library
+// threads than CPUs - 1 (the calling thread is the last participant), whatever n_threads
+// asked for, on direct parallel_for calls and on a cache with n_threads 1024; the results
+// stay those of n_threads 1 (the attention tests above compare every thread count).
+TEST_CASE("n_threads beyond the CPUs starts at most CPUs - 1 library workers") {
+  const int cpus = packkv::available_cpus();
+  REQUIRE(cpus >= 1);
+  CHECK(packkv::default_threads() == std::min(cpus, packkv::kMaxDefaultThreads));
+  packkv::Parallel how;
+  how.n_threads = 1024;
+  std::vector<std::atomic<int>> hits(5000);
+  packkv::parallel_for(how, 5000, 1 << 30, [&](int64_t i) { hits[(size_t)i].fetch_add(1); });
+  for (auto& h : hits) CHECK(h.load() == 1);
+  // workers start at once for a call that wants them: exactly CPUs - 1 now, whatever ran before
+  CHECK(packkv::library_workers() == cpus - 1);
+  packkv_cache_params_t p = pkt::params(2, 64);
+  p.n_threads = 1024;
+  pkt::Cache a(p);
+  append_n(a, 0, 4000, 2, 64, 3);
+  Call call = make_call(a, {0}, 2, 64, 5);
+  call.hkv = 2;
+  const Results got = run(a, call);
+  CHECK(packkv::library_workers() == cpus - 1);
+  // the same bits as one thread
+  p.n_threads = 1;
+  pkt::Cache b(p);
+  append_n(b, 0, 4000, 2, 64, 3);
+  Call ref = make_call(b, {0}, 2, 64, 5);
+  ref.hkv = 2;
+  CHECK(run(b, ref) == got);
+  CHECK(packkv::library_workers() == cpus - 1);
+}
