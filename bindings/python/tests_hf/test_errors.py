@@ -106,3 +106,60 @@ def test_packkv_imports_without_transformers():
                        env=dict(os.environ), timeout=120)
     assert r.returncode == 0, r.stderr
     assert "ERR packkv.hf needs torch and transformers" in r.stdout
+
+
+def test_parameters_are_checked_at_construction():
+    """fresh-findings F3: a bad parameter fails when the PackKVCache is created, with the
+    library's error, not deep inside the first forward."""
+    import packkv
+    model = tiny_llama()
+    with pytest.raises(TypeError, match="'no_such_param'"):
+        ph.PackKVCache(model.config, no_such_param=2)
+    for name in ("n_kv_heads", "head_dim", "max_seqs", "device"):
+        with pytest.raises(TypeError, match=f"'{name}' is not a parameter: it comes from the first forward"):
+            ph.PackKVCache(model.config, **{name: 1})
+    with pytest.raises(packkv.InvalidArgument, match="sink_tokens"):
+        ph.PackKVCache(model.config, sink_tokens=-1)
+    with pytest.raises(packkv.InvalidArgument, match="rel_scale_k"):
+        ph.PackKVCache(model.config, rel_scale_k=2.0)
+    with pytest.raises(packkv.InvalidArgument, match="n_threads"):
+        ph.PackKVCache(model.config, n_threads=-1)
+    with pytest.raises(packkv.InvalidArgument, match="repack"):
+        ph.PackKVCache(model.config, repack="sorted")
+    # K centring needs a float16 residual window: refused for an explicit bfloat16 one
+    with pytest.raises(packkv.NotSupported, match="PACKKV_DTYPE_F16"):
+        ph.PackKVCache(model.config, k_transform=1, kv_dtype="bfloat16")
+    # the model's own shape: head_dim 16 is not a packkv shape
+    from transformers import LlamaConfig
+    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    cfg._attn_implementation = ph.ATTN_IMPLEMENTATION
+    with pytest.raises(packkv.InvalidArgument, match="head_dim"):
+        ph.PackKVCache(cfg)
+    # good parameters (n_threads included) work as before
+    cache = ph.PackKVCache(model.config, n_threads=2, sink_tokens=0, k_transform=1)
+    model(input_ids=ids(10), use_cache=True, **ph.cache_argument(cache))
+    p = cache.packkv_layers[0].packkv.params
+    assert (p.n_threads, p.sink_tokens, p.k_transform) == (2, 0, 1)
+
+
+def test_all_sliding_window_model_warns_that_nothing_is_compressed():
+    """fresh-findings F6: a Mistral config with sliding_window set makes every layer a
+    sliding-window layer (transformers' own), so packkv would compress nothing: warned at
+    construction; the model still runs. A model with a full-attention layer does not warn."""
+    import warnings
+    from transformers import MistralConfig, MistralForCausalLM
+    cfg = MistralConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                        sliding_window=4096, pad_token_id=0)
+    model = MistralForCausalLM(cfg).eval()
+    model.set_attn_implementation(ph.ATTN_IMPLEMENTATION)
+    with pytest.warns(UserWarning, match="all 2 attention layers .* sliding-window .* compresses nothing"):
+        cache = ph.PackKVCache(model.config)
+    assert cache.packkv_layers == []
+    model(input_ids=ids(12), use_cache=True, **ph.cache_argument(cache))
+    assert ph.cache_memory(cache)["packkv_bytes"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ph.PackKVCache(tiny_gemma3().config)   # sliding and full layers
+        ph.PackKVCache(tiny_llama().config)

@@ -13,8 +13,13 @@ How it plugs in
     attention function registered under the model's ``attn_implementation``.
     :class:`PackKVCache` holds one :class:`PackKVLayer` per full-attention layer (one
     ``packkv.Cache`` each, one packkv sequence per batch row) and transformers' own
-    ``DynamicSlidingWindowLayer`` per sliding-window layer (packkv has no sliding window
-    yet). A PackKVLayer's ``update()`` stores nothing: it returns the new chunk, tagged with
+    ``DynamicSlidingWindowLayer`` per sliding-window layer. libpackkv has a sliding window
+    (``packkv.Cache.set_window``, CPU caches), but it masks by the sequence's length, the
+    window of its newest token, while each query of a prefill chunk needs its own window
+    (the W positions up to its own), which packkv's decode_multi cannot express; so the
+    sliding layers stay uncompressed. A model whose layers are all sliding-window layers
+    (e.g. a Mistral config with ``sliding_window`` set) therefore compresses nothing:
+    :class:`PackKVCache` warns when it is created for one. A PackKVLayer's ``update()`` stores nothing: it returns the new chunk, tagged with
     the layer. The attention function (:func:`packkv_attention`, registered by
     :func:`register`) then attends the chunk's queries over
 
@@ -58,6 +63,7 @@ itself never imports them.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 try:
@@ -520,6 +526,37 @@ def _layer_types(config) -> list:
     return list(types)
 
 
+#: The packkv.Cache keywords PackKVCache passes to every packkv layer.
+_LAYER_PARAMS = ("rel_scale_k", "rel_scale_v", "bits_k", "bits_v", "repack", "scale_granularity",
+                 "block_tokens", "residual_tokens", "sink_tokens", "zs_format", "k_transform",
+                 "n_threads", "kv_dtype", "max_tokens_per_seq")
+#: Those a PackKVLayer takes from the first forward.
+_FORWARD_PARAMS = ("n_kv_heads", "head_dim", "max_seqs", "device")
+
+
+def _check_params(text, params: dict) -> None:
+    """Raises TypeError for a keyword PackKVCache does not take, else the library's error for
+    a bad value: creates (and frees) a one-sequence CPU cache with the config's KV heads and
+    head_dim (default: 1 and 64 where the config does not say) and kv_dtype float16 unless
+    given."""
+    for name in params:
+        if name in _FORWARD_PARAMS:
+            raise TypeError(f"packkv.hf.PackKVCache: {name!r} is not a parameter: it comes from "
+                            "the first forward (the K/V tensors' shape and device)")
+        if name not in _LAYER_PARAMS:
+            raise TypeError(f"packkv.hf.PackKVCache got an unexpected keyword argument {name!r} "
+                            f"(packkv parameters: {', '.join(_LAYER_PARAMS)})")
+    heads = getattr(text, "num_attention_heads", None)
+    n_kv = getattr(text, "num_key_value_heads", None) or heads or 1
+    head_dim = getattr(text, "head_dim", None)
+    if head_dim is None:
+        hidden = getattr(text, "hidden_size", None)
+        head_dim = hidden // heads if hidden and heads else 64
+    check = dict(params)
+    check.setdefault("kv_dtype", "float16")
+    PackKV(n_kv_heads=int(n_kv), head_dim=int(head_dim), max_seqs=1, **check).close()
+
+
 class PackKVCache(Cache):
     """A transformers Cache whose full-attention layers are packkv caches.
 
@@ -528,11 +565,22 @@ class PackKVCache(Cache):
             the one :func:`register` registered (else ValueError).
         **params: packkv.Cache parameters for every full-attention layer: rel_scale_k,
             rel_scale_v, bits_k, bits_v, repack, scale_granularity, block_tokens,
-            residual_tokens, sink_tokens, zs_format, k_transform, kv_dtype (of the residual window; default float16 for a
-            float32 model, else the model's dtype), max_tokens_per_seq. n_kv_heads, head_dim, max_seqs (the batch size) and device
-            (that of the K/V tensors) come from the first forward.
+            residual_tokens, sink_tokens, zs_format, k_transform, n_threads, kv_dtype (of the
+            residual window; default float16 for a float32 model, else the model's dtype),
+            max_tokens_per_seq. n_kv_heads, head_dim, max_seqs (the batch size) and device
+            (that of the K/V tensors) come from the first forward. K centring
+            (k_transform="center") needs kv_dtype float16: pass kv_dtype="float16"
+            explicitly for a bfloat16 model.
 
-    Sliding-window layers are transformers' DynamicSlidingWindowLayer. One cache serves one
+    The parameters are checked here, not at the first forward: an unknown keyword (or one of
+    those that come from the forward) raises TypeError naming it, and a bad value raises the
+    library's error (e.g. packkv.InvalidArgument, packkv.NotSupported), found by creating a
+    CPU packkv cache with the config's KV heads and head_dim (its kv_dtype: the given one,
+    else float16; whether the model's own dtype fits is known only at the first forward).
+
+    Sliding-window layers are transformers' DynamicSlidingWindowLayer (module docstring:
+    why they are not packkv caches); when every layer is one, nothing is compressed and a
+    UserWarning says so (the cache still works, as transformers' DynamicCache would). One cache serves one
     batch (the batch size is fixed by the first forward) until :meth:`reset`. Not
     thread-safe (like transformers' caches). Use with ``model.generate(...,
     **cache_argument(cache))`` or ``model(..., **cache_argument(cache))``."""
@@ -547,12 +595,20 @@ class PackKVCache(Cache):
                 "model.set_attn_implementation(packkv.hf.register()))")
         text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") \
             else config
+        _check_params(text, params)
+        kinds = _layer_types(text)
         layers = []
-        for kind in _layer_types(text):
+        for kind in kinds:
             if kind == "full_attention":
                 layers.append(PackKVLayer(**params))
             else:
                 layers.append(DynamicSlidingWindowLayer(sliding_window=text.sliding_window))
+        if kinds and "full_attention" not in kinds:
+            warnings.warn(
+                f"packkv.hf.PackKVCache: all {len(kinds)} attention layers of this model are "
+                f"sliding-window layers (sliding_window={text.sliding_window}); they stay on "
+                "transformers' DynamicSlidingWindowLayer, so packkv compresses nothing for this "
+                "model", UserWarning, stacklevel=2)
         super().__init__(layers=layers)
 
     @property
