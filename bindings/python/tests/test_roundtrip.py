@@ -169,3 +169,35 @@ def test_library_defaults():
         assert (p.rel_scale_k, p.rel_scale_v) == (np.float32(0.035), np.float32(0.07))
         assert (p.sink_tokens, p.residual_tokens, p.block_tokens) == (4, 64, 64)
         assert (p.bits_k, p.bits_v, p.k_transform, p.zs_format) == (5, 4, 0, 0)
+
+
+def test_zs_format_and_k_transform_by_name(rng):
+    """fresh-findings F2: zs_format and k_transform take names, as repack and
+    scale_granularity do; packkv.ZS_FORMAT / K_TRANSFORM map them to the C values of
+    packkv.h (PACKKV_ZS_COMPACT 0, PACKKV_ZS_WIDE 1, PACKKV_K_TRANSFORM_NONE 0, _CENTER 1);
+    a name gives the same cache, byte for byte, as its C value; an unknown name is refused."""
+    assert packkv.ZS_FORMAT == {"compact": 0, "wide": 1}
+    assert packkv.K_TRANSFORM == {"none": 0, "center": 1}
+    k, v = kv_data(rng, 300, 3, 64, np.float16), kv_data(rng, 300, 3, 64, np.float16)
+    for zs, kt in (("wide", "center"), ("compact", "none")):
+        with ref_cache(3, 64, zs_format=zs, k_transform=kt) as a, \
+                ref_cache(3, 64, zs_format=packkv.ZS_FORMAT[zs], k_transform=packkv.K_TRANSFORM[kt]) as b:
+            assert (a.params.zs_format, a.params.k_transform) == (packkv.ZS_FORMAT[zs], packkv.K_TRANSFORM[kt])
+            a.append(k, v)
+            b.append(k, v)
+            assert a.export_seq(0) == b.export_seq(0)
+    assert packkv.page_bytes_for(n_kv_heads=3, head_dim=64, zs_format="wide") == \
+        packkv.page_bytes_for(n_kv_heads=3, head_dim=64, zs_format=1)
+    with pytest.raises(packkv.InvalidArgument, match=r"k_transform must be one of \['center', 'none'\], got 'centre'"):
+        packkv.Cache(3, 64, k_transform="centre")
+    with pytest.raises(packkv.InvalidArgument, match="zs_format must be one of"):
+        packkv.Cache(3, 64, zs_format="narrow")
+
+
+def test_params_docstring_lists_every_field():
+    """fresh-findings F1: help(packkv.Params) names every field a Params carries."""
+    with packkv.Cache(2, 32) as c:
+        fields = c.params.as_dict()
+    assert {"sink_tokens", "zs_format", "k_transform", "n_threads"} <= set(fields)
+    missing = [f for f in fields if f not in packkv.Params.__doc__]
+    assert not missing, missing

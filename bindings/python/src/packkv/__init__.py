@@ -38,11 +38,11 @@ from ._errors import (
     BudgetExceeded,
     error_from_status,
 )
-from .cache import REPACK, SCALE_GRANULARITY, Cache, Params, Stats
+from .cache import K_TRANSFORM, REPACK, SCALE_GRANULARITY, ZS_FORMAT, Cache, Params, Stats
 from .pool import DEFAULT_PAGE_BYTES, Pool, PoolStats, page_bytes_for
 
 __all__ = [
-    "Cache", "Params", "Stats", "REPACK", "SCALE_GRANULARITY",
+    "Cache", "Params", "Stats", "REPACK", "SCALE_GRANULARITY", "ZS_FORMAT", "K_TRANSFORM",
     "PackKVError", "InvalidArgument", "InvalidState", "CapacityExceeded",
     "WorkspaceTooSmall", "OutOfHostMemory", "OutOfDeviceMemory", "CudaError",
     "NotSupported", "VersionMismatch", "InternalError", "BudgetExceeded", "error_from_status",

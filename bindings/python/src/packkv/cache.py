@@ -12,13 +12,19 @@ from . import _arrays as A
 from . import _raw
 from ._errors import InvalidArgument, InvalidState
 
-__all__ = ["Cache", "Params", "Stats", "REPACK", "SCALE_GRANULARITY"]
+__all__ = ["Cache", "Params", "Stats", "REPACK", "SCALE_GRANULARITY", "ZS_FORMAT", "K_TRANSFORM"]
 
 #: Names accepted for Cache(repack=...).
 REPACK = {"none": _raw.REPACK_NONE, "median": _raw.REPACK_MEDIAN, "greedy": _raw.REPACK_GREEDY}
 #: Names accepted for Cache(scale_granularity=...).
 SCALE_GRANULARITY = {"per_token": _raw.SCALE_PER_TOKEN,
                      "per_token_head": _raw.SCALE_PER_TOKEN_HEAD}
+#: Names accepted for Cache(zs_format=...): how zero points and scales are stored
+#: (packkv.h, packkv_zs_format_t).
+ZS_FORMAT = {"compact": _raw.ZS_COMPACT, "wide": _raw.ZS_WIDE}
+#: Names accepted for Cache(k_transform=...): K centring or none (packkv.h,
+#: packkv_k_transform_t; "center" needs kv_dtype float16).
+K_TRANSFORM = {"none": _raw.K_TRANSFORM_NONE, "center": _raw.K_TRANSFORM_CENTER}
 
 
 def _struct_fields(obj) -> dict:
@@ -61,7 +67,9 @@ class Params(_Record):
     """Effective parameters of a cache (packkv_cache_params_t without struct_size), as
     returned by :attr:`Cache.params`: device, n_kv_heads, head_dim, max_seqs, kv_dtype,
     max_tokens_per_seq, rel_scale_k, rel_scale_v, bits_k, bits_v (derived values filled in),
-    repack, scale_granularity, block_tokens, residual_tokens (C enum values as ints)."""
+    repack, scale_granularity, block_tokens, residual_tokens, sink_tokens, zs_format,
+    k_transform, n_threads (C enum values as ints: see REPACK, SCALE_GRANULARITY, ZS_FORMAT,
+    K_TRANSFORM for their names; n_threads as given, 0 = the default)."""
 
 
 class Stats(_Record):
@@ -190,7 +198,8 @@ def _params_struct(n_kv_heads: int, head_dim: int, *, device: int = -1, max_seqs
             "max_seqs": max_seqs, "max_tokens_per_seq": max_tokens_per_seq,
             "bits_k": bits_k, "bits_v": bits_v, "block_tokens": block_tokens,
             "residual_tokens": residual_tokens, "sink_tokens": sink_tokens,
-            "zs_format": zs_format, "k_transform": k_transform, "n_threads": n_threads,
+            "zs_format": _enum("zs_format", zs_format, ZS_FORMAT),
+            "k_transform": _enum("k_transform", k_transform, K_TRANSFORM), "n_threads": n_threads,
             "repack": _enum("repack", repack, REPACK),
             "scale_granularity": _enum("scale_granularity", scale_granularity,
                                        SCALE_GRANULARITY)}
@@ -224,8 +233,11 @@ class Cache:
         kv_dtype: dtype of the uncompressed residual window ("float16", "bfloat16",
             "float32", numpy or torch dtypes).
         max_tokens_per_seq, rel_scale_k, rel_scale_v, bits_k, bits_v, block_tokens,
-        residual_tokens, sink_tokens, zs_format, k_transform: as in packkv_cache_params_t
-            (the C enum values for the last two); None keeps the library default.
+        residual_tokens, sink_tokens: as in packkv_cache_params_t; None keeps the library
+            default.
+        zs_format: "compact" (default) or "wide" (or the C enum value); None: default.
+        k_transform: "none" (default) or "center" (K centring, needs kv_dtype float16; or the
+            C enum value); None: default.
         n_threads: threads one call of a CPU cache may use, the calling thread included (0:
             the CPUs this process may run on, at most 64; 1: the calling thread only); the
             results do not depend on it. None: the default (0).
@@ -255,8 +267,8 @@ class Cache:
                  bits_k: int | None = None, bits_v: int | None = None,
                  repack: Any = None, scale_granularity: Any = None,
                  block_tokens: int | None = None, residual_tokens: int | None = None,
-                 sink_tokens: int | None = None, zs_format: int | None = None,
-                 k_transform: int | None = None, n_threads: int | None = None, pool: Any = None):
+                 sink_tokens: int | None = None, zs_format: Any = None,
+                 k_transform: Any = None, n_threads: int | None = None, pool: Any = None):
         self._ptr = None
         self._lock = _RWLock()
         self._pool = pool
