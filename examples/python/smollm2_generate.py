@@ -6,10 +6,12 @@ What it does
     heads, 3 KV heads, head_dim 64) twice on the same prompt, greedy decoding:
 
     1. uncompressed: the model's own float32 KV cache (counted as fp16, 2 bytes a value);
-    2. packkv: one ``packkv.Cache`` per layer (CPU backend, kv_dtype fp16). The prompt is
-       a prefill: each layer computes its causal attention over the prompt in numpy (as an
-       engine's prefill kernel would) and appends the prompt's post-RoPE K/V to its cache,
-       which compresses every 64-token block that leaves the residual window. Every decode
+    2. packkv: one ``packkv.Cache`` per layer (CPU backend, kv_dtype fp16, the library's
+       default parameters unless given: r_K 0.035, r_V 0.07, 4 sink tokens, a 64-token
+       residual window). The prompt is a prefill: each layer computes its causal attention
+       over the prompt in numpy (as an engine's prefill kernel would) and appends the
+       prompt's post-RoPE K/V to its cache, which keeps the first tokens exact (sink tokens)
+       and compresses every 64-token block that leaves the residual window. Every decode
        step then, per layer, appends the new token's K/V (``Cache.append``) and gets the
        attention output from the library (``Cache.decode``: softmax(q.K^T/8) V over the
        compressed blocks and the fp16 window, GQA 9 query heads over 3 KV heads).
@@ -20,7 +22,7 @@ What it does
     The default prompt is the first 1024 tokens of data/kjv_genesis.txt (KJV Genesis,
     public domain) continued as plain text, so that most of the cache is compressed;
     ``--prompt "..."`` uses the chat template instead (a short prompt stays in the
-    128-token fp16 window unless ``--residual`` is smaller).
+    sink tokens and the fp16 window unless ``--residual`` is smaller).
 
 Setup and run (from the repository root)::
 
@@ -30,7 +32,8 @@ Setup and run (from the repository root)::
     python3 examples/python/smollm2_generate.py --prompt "What is the capital of France?" --residual 16
 
 Options: --rk/--rv (relative scales r_K, r_V), --repack none|median|greedy, --scales
-per_token|per_token_head, --residual N, --max-new-tokens N, --context-tokens N.
+per_token|per_token_head, --residual N, --sinks N (each: the library's default when not
+given), --max-new-tokens N, --context-tokens N.
 """
 
 from __future__ import annotations
@@ -139,11 +142,16 @@ def main() -> int:
     ap.add_argument("--context-tokens", type=int, default=1024,
                     help="tokens of data/kjv_genesis.txt used as the default prompt")
     ap.add_argument("--max-new-tokens", type=int, default=40)
-    ap.add_argument("--rk", type=float, default=0.1, help="relative scale r_K (default 0.1)")
-    ap.add_argument("--rv", type=float, default=0.2, help="relative scale r_V (default 0.2)")
-    ap.add_argument("--repack", choices=["none", "median", "greedy"], default="median")
-    ap.add_argument("--scales", choices=["per_token", "per_token_head"], default="per_token")
-    ap.add_argument("--residual", type=int, default=128, help="fp16 window (tokens)")
+    ap.add_argument("--rk", type=float, default=None, help="relative scale r_K (default: the library's, 0.035)")
+    ap.add_argument("--rv", type=float, default=None, help="relative scale r_V (default: the library's, 0.07)")
+    ap.add_argument("--repack", choices=["none", "median", "greedy"], default=None,
+                    help="block repacking (default: the library's, median)")
+    ap.add_argument("--scales", choices=["per_token", "per_token_head"], default=None,
+                    help="scale granularity (default: the library's, per_token)")
+    ap.add_argument("--residual", type=int, default=None,
+                    help="fp16 residual window in tokens (default: the library's, 64)")
+    ap.add_argument("--sinks", type=int, default=None,
+                    help="sink tokens kept exact (default: the library's, 4)")
     args = ap.parse_args()
 
     t0 = time.time()
@@ -169,7 +177,8 @@ def main() -> int:
     t1 = time.time()
     pk = PackKVSmolLM2(model, len(ids) + args.max_new_tokens + 1, rel_scale_k=args.rk,
                        rel_scale_v=args.rv, repack=args.repack,
-                       scale_granularity=args.scales, residual_tokens=args.residual)
+                       scale_granularity=args.scales, residual_tokens=args.residual,
+                       sink_tokens=args.sinks)
     new = pk.generate(ids, args.max_new_tokens, stop_ids=stop)
     t_pk = time.time() - t1
     st = pk.stats()
@@ -189,16 +198,19 @@ def main() -> int:
     elements = fp16 // 2
     rows = [
         ("tokens held per layer", f"{n_tok}", f"{n_tok}"),
-        ("compressed / fp16-window tokens", f"0 / {n_tok}",
+        ("compressed / fp16 (sinks + window) tokens", f"0 / {n_tok}",
          f"{int(st['n_compressed_tokens']) // 30} / {int(st['n_residual_tokens']) // 30}"),
         ("K/V bytes, 30 layers (all-in)", mib(fp16), mib(all_in)),
         ("  compressed blocks", "-", mib(st["compressed_bytes_used"])),
-        ("  fp16 residual window", mib(fp16), mib(st["residual_bytes"])),
+        ("  fp16 sinks + residual window", mib(fp16), mib(st["residual_bytes"])),
         ("bytes per K/V element", "2.000", f"{all_in / elements:.3f}"),
         ("ratio vs fp16", "1.00x", f"{fp16 / all_in:.2f}x"),
     ]
-    print(f"\nKV memory (r_K {args.rk:g} -> {p.bits_k} bits, r_V {args.rv:g} -> {p.bits_v} "
-          f"bits, {args.scales}, repack {args.repack}, window {args.residual}):")
+    scales = {v: k for k, v in packkv.SCALE_GRANULARITY.items()}[p.scale_granularity]
+    repack = {v: k for k, v in packkv.REPACK.items()}[p.repack]
+    print(f"\nKV memory (r_K {p.rel_scale_k:.3g} -> {p.bits_k} bits, r_V {p.rel_scale_v:.3g} -> "
+          f"{p.bits_v} bits, {scales}, repack {repack}, {p.sink_tokens} sink tokens, "
+          f"window {p.residual_tokens}):")
     w0 = max(len(r[0]) for r in rows)
     print(f"{'':{w0}}  {'uncompressed (fp16)':>20}  {'packkv':>12}")
     for a, b, c in rows:
