@@ -170,7 +170,12 @@ enum {
                             fraction bits): 4 bytes per token and scale group. A block with a
                             group that cannot be stored so without breaking the error bound
                             (far from zero against its range, or an fp32-subnormal scale)
-                            falls back to the wide fields for that block alone */
+                            falls back to the wide fields for that block alone, K and V
+                            together. Such a wide fallback block keeps its (zeroed) compact
+                            fields and adds the wide ones: 12 bytes per token and scale
+                            group, for K and for V, more than PACKKV_ZS_WIDE's 8; data that
+                            falls back in most blocks (e.g. values near 1000 varying by
+                            about 1 with r = 1/254) is smaller with PACKKV_ZS_WIDE */
   PACKKV_ZS_WIDE = 1     /* int32 z and fp32 s: 8 bytes per token and scale group (the
                             format of version 1) */
 };
@@ -220,7 +225,16 @@ typedef struct packkv_cache_params {
   int32_t device;              /* -1 (default): CPU backend; >= 0: CUDA device ordinal */
   int32_t n_kv_heads;          /* KV heads per token, in [1, 4096] (default 8) */
   int32_t head_dim;            /* channels per head: a multiple of 16 in [32, 256] (default 128) */
-  int32_t max_seqs;            /* sequence ids are 0 .. max_seqs-1, in [1, 2^20] (default 1) */
+  int32_t max_seqs;            /* sequence ids are 0 .. max_seqs-1, in [1, 2^20] (default 1).
+                                  Every slot costs memory from creation, used or not: a CPU
+                                  cache 192 bytes of host memory per slot (its per-sequence
+                                  record, x86-64 build; 2^20 slots: 192 MiB, paid again by
+                                  each layer's cache); a CUDA cache
+                                  8 * ceil(max_tokens_per_seq / block_tokens) + 72 bytes of
+                                  device memory per slot (block table and byte counters; plus
+                                  n_kv_heads * head_dim * 4 with K centring) and about 100
+                                  bytes of host memory. Buffers of sink tokens and residual
+                                  windows are allocated at a sequence's first append */
   packkv_dtype_t kv_dtype;     /* dtype of the uncompressed residual window (default F16) */
   int64_t max_tokens_per_seq;  /* capacity of one sequence in tokens, in [1, 2^40] (default 131072) */
   float rel_scale_k;           /* relative scale r of K, in [1/254, 1] (default 0.035): every
@@ -330,8 +344,9 @@ typedef struct packkv_cache packkv_cache_t;
  *          for repack = PACKKV_REPACK_GREEDY on a CUDA cache (greedy repacking runs
  *          on the CPU backend only); PACKKV_ERR_OUT_OF_HOST_MEMORY /
  *          PACKKV_ERR_OUT_OF_DEVICE_MEMORY; PACKKV_ERR_CUDA.
- *  Thread-safe. Memory grows with the compressed size; nothing is reserved for
- *  max_tokens_per_seq up front. A CPU cache keeps its compressed blocks in fixed-size
+ *  Thread-safe. Memory grows with the compressed size; besides the per-slot cost of
+ *  max_seqs (see there; on CUDA it includes a block table sized by max_tokens_per_seq),
+ *  nothing is reserved for max_tokens_per_seq up front. A CPU cache keeps its compressed blocks in fixed-size
  *  pages of a private pool (never copied as a sequence grows; held <= used + the unused
  *  end of each page + one partly filled page per sequence), its residual windows in
  *  per-sequence host buffers. A CUDA cache is bound to params->device: every call
@@ -439,7 +454,11 @@ typedef struct packkv_cache_stats_s {
   int64_t n_blocks;               /* compressed blocks */
   int64_t k_tile_bytes;           /* K tiles: pack minimums, encode lengths, payload */
   int64_t v_tile_bytes;           /* V tiles */
-  int64_t k_scale_bytes;          /* K zero points and scales */
+  int64_t k_scale_bytes;          /* K zero points and scales; with K centring
+                                     (PACKKV_K_TRANSFORM_CENTER) also the stored K mean,
+                                     n_kv_heads * head_dim * 4 bytes per sequence once its
+                                     block 0 exists (a forked sequence holds its own copy,
+                                     counted for each sequence, also by seq_id -1) */
   int64_t v_scale_bytes;          /* V zero points and scales */
   int64_t index_bytes;            /* block index and per-block tile offsets */
   int64_t perm_bytes;             /* stored repacking permutations */

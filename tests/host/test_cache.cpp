@@ -7,6 +7,7 @@
 
 #include "api/cache_impl.h"
 #include "common/dtype.h"
+#include "cpu/cpu_cache.h"
 #include "helpers.h"
 #include "api/internal_access.h"
 
@@ -237,3 +238,12 @@ TEST_CASE("an append of zero tokens is a no-op and accepts NULL data") {
   CHECK(packkv_cache_append(c, 1, &id, &n, nullptr, nullptr, PACKKV_DTYPE_F16, nullptr) == PACKKV_OK);
   CHECK(pkt::seq_len(c, 0) == 0);
 }
+
+// packkv.h, max_seqs: "a CPU cache 192 bytes of host memory per slot (its per-sequence
+// record, x86-64 build)": the record is CpuSeq, one per slot from creation. Fails when the
+// record changes size, so that the documented cost is updated with it.
+#if defined(__x86_64__) && defined(__GLIBCXX__)
+TEST_CASE("the documented per-slot cost of max_seqs on a CPU cache") {
+  CHECK(sizeof(packkv::CpuSeq) == 192);
+}
+#endif

@@ -201,3 +201,28 @@ def test_params_docstring_lists_every_field():
     assert {"sink_tokens", "zs_format", "k_transform", "n_threads"} <= set(fields)
     missing = [f for f in fields if f not in packkv.Params.__doc__]
     assert not missing, missing
+
+
+def test_documented_byte_costs_of_wide_fallback_and_k_mean(rng):
+    """packkv.h (fresh-findings F4, F5): a compact block that falls back to the wide fields
+    costs 12 bytes per token and scale group (compact + wide fields), wide 8, for K and V
+    together; with K centring k_scale_bytes adds the K mean, n_kv_heads * head_dim * 4 bytes
+    per sequence (a fork's copy counted again by the whole-cache stats)."""
+    H, D, T = 2, 32, 64
+    far = (1000 + rng.integers(-2, 3, (T, H, D)) * 0.5).astype(np.float16)   # |z| > 32767 at r 1/254
+    near = rng.standard_normal((T, H, D)).astype(np.float16)
+    for zs, per_group in (("compact", 12), ("wide", 8)):
+        with packkv.Cache(H, D, zs_format=zs, residual_tokens=0, sink_tokens=0, rel_scale_k=1 / 254,
+                          rel_scale_v=1 / 254, scale_granularity="per_token") as c:
+            c.append(near, far)   # only V falls back; K's fields go wide with it
+            s = c.stats()
+            assert (s.k_scale_bytes, s.v_scale_bytes) == (per_group * T, per_group * T)
+    k = rng.standard_normal((300, H, 64)).astype(np.float16)
+    with packkv.Cache(H, 64, max_seqs=2, k_transform="center") as c, \
+            packkv.Cache(H, 64, max_seqs=2) as plain:
+        c.append(k, k)
+        plain.append(k, k)
+        assert c.stats(0).k_scale_bytes == plain.stats(0).k_scale_bytes + H * 64 * 4
+        assert c.stats(0).v_scale_bytes == plain.stats(0).v_scale_bytes
+        c.fork(0, 1)
+        assert c.stats().k_scale_bytes == plain.stats(0).k_scale_bytes + 2 * H * 64 * 4
