@@ -171,7 +171,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         if (!V::kUsesV)
           for (int i = lane; i < n_valid * N; i += 32) {
             const int g = i / N, slot = i - g * N;
-            a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = centred ? sc[i] + qmu[g] : sc[i];
+            a.out[scores_index(a, row, qh0, g, orig(slot))] = centred ? sc[i] + qmu[g] : sc[i];
           }
         __syncwarp();
       }
@@ -197,12 +197,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
               if (!isfinite(score))  // fp32 fold overflow (scales near the fp32 limit): redo it in double
                 score = static_cast<float>(static_cast<double>(s_slot) *
                                            (static_cast<double>(part[i]) + static_cast<double>(z_slot) * qsum[g]));
-              if (!V::kUsesV) {
-                if (g < n_valid)
-                  a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = centred ? score + qmu[g] : score;
-              } else {
-                sc[g * N + slot] = score;
-              }
+              store_score<V>(a, row, qh0, n_valid, centred, qmu, sc, N, g, slot, orig, score);
             }
           }
         }
