@@ -15,6 +15,7 @@
 #include "common/rules.h"
 #include "attention/tuning.h"
 #include "attention/variants.cuh"
+#include "device_util.cuh"  // load_elem
 #include "kernels.h"
 
 namespace packkv {
@@ -87,6 +88,21 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   s.stride = align16(w);
   s.total = at + nw * s.stride;
   return s;
+}
+
+// Loads the CTA's queries into qS [G][D] fp32: query head qh0 + g of sequence row `row`
+// (AttnCall::q, a.q_dtype) for g < n_valid, zeros for the rest. Decode scales them by the
+// softmax scale, so that the scores come out scaled (a raw score may exceed FLT_MAX where
+// the scaled one does not; online_softmax.cuh). Whole CTA; the caller synchronizes. Both
+// families (CUDA-core CTAs, tensor-core residual CTAs).
+template <int G, typename V>
+__device__ __forceinline__ void load_queries(float* qS, const AttnCall& a, int row, int qh0, int n_valid, int D) {
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int g = i / D, ch = i - g * D;
+    qS[i] = g < n_valid ? load_elem(a.q, (static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * D + ch, a.q_dtype) *
+                              (V::kSoftmax ? a.scale : 1.f)
+                        : 0.f;
+  }
 }
 
 // One CTA's work and shared memory, as the device code of a launch sees it. Grid (splits,
