@@ -29,6 +29,7 @@ type Params struct {
 	SinkTokens       int32            // first tokens of every sequence, kept exact in KVDType
 	ZsFormat         ZsFormat         // storage of the per-token zero points and scales
 	KTransform       KTransform       // transform of K inside the library (callers pass plain K, q)
+	NThreads         int32            // CPU: threads per call incl. the caller's; 0: all CPUs (<= 64); 1: caller only
 }
 
 // Stats is the memory accounting of a cache or one sequence (packkv_cache_stats_t).
@@ -71,6 +72,7 @@ func paramsFromC(p *C.packkv_cache_params_t) Params {
 		BlockTokens:      int32(p.block_tokens), ResidualTokens: int32(p.residual_tokens),
 		SinkTokens: int32(p.sink_tokens), ZsFormat: ZsFormat(p.zs_format),
 		KTransform: KTransform(p.k_transform),
+		NThreads:   int32(p.n_threads),
 	}
 }
 
@@ -90,6 +92,7 @@ func (p Params) toC(c *C.packkv_cache_params_t) error {
 	c.block_tokens, c.residual_tokens = C.int32_t(p.BlockTokens), C.int32_t(p.ResidualTokens)
 	c.sink_tokens = C.int32_t(p.SinkTokens)
 	c.zs_format, c.k_transform = C.packkv_zs_format_t(p.ZsFormat), C.packkv_k_transform_t(p.KTransform)
+	c.n_threads = C.int32_t(p.NThreads)
 	return nil
 }
 

@@ -205,6 +205,23 @@ func (c *Cache) SetWindow(windowTokens int64) error {
 	return e.result(C.pkgo_x_set_window(p, C.int64_t(windowTokens), e.ptr(), errBufSize))
 }
 
+// SetParallel runs the parallel work of this CPU cache through a caller's C task runner
+// (packkv_x_cache_set_parallel): fn is a C function pointer of type packkv_x_parallel_fn
+// (from the caller's own cgo code; it must call every task once and return when all have
+// returned), user its first argument, nTasks in [1, 1024] the most tasks one call asks
+// for. fn == nil goes back to the library's threads (Params.NThreads). Results do not
+// depend on it. Errors: ErrInvalidArgument for nTasks out of range with a non-nil fn,
+// ErrNotSupported on a CUDA cache. fn and user must stay valid while the cache uses them.
+func (c *Cache) SetParallel(fn unsafe.Pointer, user unsafe.Pointer, nTasks int32) error {
+	p, err := c.write()
+	if err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	var e errBuf
+	return e.result(C.pkgo_x_set_parallel(p, fn, user, C.int32_t(nTasks), e.ptr(), errBufSize))
+}
+
 // WindowStart returns the first token of a sequence inside the sliding window
 // (packkv_x_cache_window_start; 0 without a window).
 func (c *Cache) WindowStart(seqID int32) (int64, error) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 
 	packkv "github.com/packkv/libpackkv/bindings/go"
 )
@@ -316,5 +317,50 @@ func TestEveryExperimentalFunctionIsWrapped(t *testing.T) {
 		if !strings.Contains(string(src), name+"(") && !strings.Contains(string(pool), "C."+name+"(") {
 			t.Errorf("experimental C function %s is not reachable from Go", name)
 		}
+	}
+}
+
+func TestNThreadsAndSetParallel(t *testing.T) {
+	r := rng(15)
+	row := nKV * headDim
+	const n = 3000
+	k, v := kv(&r, n), kv(&r, n)
+	q := kv(&r, 2)[:2*nKV*headDim]
+	var outs [][]float32
+	for _, threads := range []int32{1, 3, 0} {
+		p := defaultParams(t, 1)
+		p.NThreads, p.MaxTokensPerSeq = threads, 4096
+		c, err := packkv.New(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if got := c.Params(); got.NThreads != threads {
+			t.Fatalf("NThreads = %d, want %d", got.NThreads, threads)
+		}
+		if err := c.Append([]int32{0}, []int32{n}, packkv.F32(k[:n*row]), packkv.F32(v[:n*row])); err != nil {
+			t.Fatal(err)
+		}
+		out := make([]float32, 2*nKV*headDim)
+		if err := c.Decode([]int32{0}, 2*nKV, packkv.F32(q), 0.125, out, nil); err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, out)
+		if err := c.SetParallel(nil, nil, 0); err != nil { // the library's threads: always valid
+			t.Fatal(err)
+		}
+		if err := c.SetParallel(unsafe.Pointer(&out[0]), nil, 0); !errors.Is(err, packkv.ErrInvalidArgument) {
+			t.Fatalf("SetParallel with n_tasks 0: %v", err)
+		}
+	}
+	for _, o := range outs[1:] {
+		if !reflect.DeepEqual(o, outs[0]) {
+			t.Fatal("results depend on NThreads")
+		}
+	}
+	p := defaultParams(t, 1)
+	p.NThreads = -1
+	if _, err := packkv.New(p); !errors.Is(err, packkv.ErrInvalidArgument) {
+		t.Fatalf("NThreads -1: %v", err)
 	}
 }

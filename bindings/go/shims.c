@@ -124,6 +124,9 @@ packkv_status_t pkgo_x_fork(packkv_cache_t* c, int32_t src, int32_t dst, char* e
 packkv_status_t pkgo_x_set_window(packkv_cache_t* c, int64_t w, char* err, size_t cap) {
   return pkgo_done(packkv_x_cache_set_window(c, w), err, cap);
 }
+packkv_status_t pkgo_x_set_parallel(packkv_cache_t* c, void* fn, void* user, int32_t n_tasks, char* err, size_t cap) {
+  return pkgo_done(packkv_x_cache_set_parallel(c, (packkv_x_parallel_fn)fn, user, n_tasks), err, cap);
+}
 packkv_status_t pkgo_x_window_start(const packkv_cache_t* c, int32_t id, int64_t* first, char* err, size_t cap) {
   return pkgo_done(packkv_x_cache_window_start(c, id, first), err, cap);
 }

@@ -61,6 +61,7 @@ packkv_status_t pkgo_x_export(const packkv_cache_t* c, int32_t id, void* buf, si
 packkv_status_t pkgo_x_import(packkv_cache_t* c, int32_t id, const void* buf, size_t size, int64_t* needed,
                               char* err, size_t cap);
 packkv_status_t pkgo_x_set_window(packkv_cache_t* c, int64_t w, char* err, size_t cap);
+packkv_status_t pkgo_x_set_parallel(packkv_cache_t* c, void* fn, void* user, int32_t n_tasks, char* err, size_t cap);
 packkv_status_t pkgo_x_window_start(const packkv_cache_t* c, int32_t id, int64_t* first, char* err, size_t cap);
 
 #endif

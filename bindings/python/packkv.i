@@ -4,7 +4,8 @@
  *
  * It wraps every function of include/packkv/packkv.h one to one (names without the
  * `packkv_` prefix), and those of include/packkv/packkv_experimental.h (names `x_*`:
- * pools, truncate, fork, window, export/import; not frozen, they change with the library).
+ * pools, truncate, fork, window, export/import, set_parallel; not frozen, they change with the
+ * library).
  * The Pythonic API (packkv.Cache, packkv.Pool, exceptions, numpy/torch handling) is written
  * on top of it in src/packkv/*.py.
  *
@@ -30,7 +31,8 @@
  *   - `stream` takes an int (cudaStream_t as integer, e.g.
  *     torch.cuda.current_stream().cuda_stream) or None; it defaults to NULL.
  *   - The GIL is released around every C call (-threads); the library never calls back
- *     into Python.
+ *     into Python (except through a task runner the caller gives x_cache_set_parallel, e.g. a
+ *     ctypes callback, which ctypes runs holding the GIL).
  */
 %module(package="packkv._raw") swig
 
@@ -491,6 +493,25 @@ static long long packkv_py_mul(long long a, long long b) {
 }
 %typemap(default) packkv_stream_t stream {
   $1 = NULL;
+}
+
+/* ---- the caller's task runner (packkv_x_cache_set_parallel): C function and context as int
+ * addresses (e.g. from ctypes, or from an engine's C extension) or None ---------------------- */
+%typemap(in) packkv_x_parallel_fn fn {
+  void* p = NULL;
+  if ($input != Py_None) {
+    p = PyLong_AsVoidPtr($input);
+    if (!p && PyErr_Occurred()) SWIG_fail;
+  }
+  $1 = (packkv_x_parallel_fn)p;
+}
+%typemap(in) void* user {
+  void* p = NULL;
+  if ($input != Py_None) {
+    p = PyLong_AsVoidPtr($input);
+    if (!p && PyErr_Occurred()) SWIG_fail;
+  }
+  $1 = p;
 }
 
 /* ---- the API ----------------------------------------------------------------------------------- */

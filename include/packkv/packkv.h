@@ -248,6 +248,24 @@ typedef struct packkv_cache_params {
   packkv_zs_format_t zs_format; /* storage of the per-token zero points and scales:
                                   PACKKV_ZS_COMPACT (default) or PACKKV_ZS_WIDE */
   packkv_k_transform_t k_transform; /* PACKKV_K_TRANSFORM_NONE (default) or _CENTER */
+  /* ---- version 3 (struct_size >= PACKKV_CACHE_PARAMS_SIZE_V3) ---- */
+  int32_t n_threads;           /* CPU cache: threads one call may use, the calling thread
+                                  included, in [0, 1024]. 0 (default): the CPUs this process may
+                                  run on (sched_getaffinity), at most 64; 1: the calling thread
+                                  only. Attention (scores, apply, decode, decode_multi) splits
+                                  into (sequence, KV head, span of tokens) items and append
+                                  encodes the flushed blocks of a call in parallel. The extra
+                                  threads come from one set of library worker threads shared
+                                  by every cache of the process (started on first use, as
+                                  many as the largest n_threads - 1 asked for, asleep between
+                                  calls), so many caches never oversubscribe the machine; a
+                                  call made from inside a library work item runs serially.
+                                  Results do not depend on n_threads: the spans depend on the
+                                  sequence length only, and partial results are merged in a
+                                  fixed order, so every n_threads gives the same bits. Short
+                                  calls stay on the calling thread. To run on the caller's
+                                  own threads instead: packkv_x_cache_set_parallel
+                                  (packkv_experimental.h). Ignored by a CUDA cache */
 } packkv_cache_params_t;
 
 /** Size of version 1 of packkv_cache_params_t, the smallest struct_size accepted
@@ -256,6 +274,10 @@ typedef struct packkv_cache_params {
 #define PACKKV_CACHE_PARAMS_SIZE_V1 64
 /** Size of version 2 (adds sink_tokens, zs_format and k_transform). */
 #define PACKKV_CACHE_PARAMS_SIZE_V2 80
+/** Size of version 3 (adds n_threads). Still 80 bytes: n_threads occupies what was the tail
+ *  padding of version 2, which packkv_cache_params_init always zeroed, so a version-2
+ *  caller that initialised its struct gets the default (0) of n_threads. */
+#define PACKKV_CACHE_PARAMS_SIZE_V3 80
 /** Largest struct_size accepted in a packkv_cache_params_t (by params_init, cache_create and
  *  cache_get_params): a newer caller's larger struct is accepted up to this size (bytes this
  *  library does not know must be zero for cache_create, and are zeroed by the others); a

@@ -32,6 +32,7 @@
  *   - Sliding window: packkv_x_cache_set_window, packkv_x_cache_window_start.
  *   - Export / import of one sequence: packkv_x_cache_export_size, packkv_x_cache_export,
  *     packkv_x_cache_import (byte format version PACKKV_X_SEQ_EXPORT_VERSION).
+ *   - Running a CPU cache's parallel work on the caller's threads: packkv_x_cache_set_parallel.
  *   Names follow docs/API-CONVENTIONS.md R2: packkv_x_* until frozen.
  */
 #ifndef PACKKV_PACKKV_EXPERIMENTAL_H
@@ -386,6 +387,39 @@ PACKKV_API packkv_status_t packkv_attn_decode_multi(const packkv_cache_t* cache,
                                                     int32_t q_len, const void* q, packkv_dtype_t q_dtype,
                                                     float scale, float* out, float* lse, void* workspace,
                                                     size_t workspace_bytes, packkv_stream_t stream);
+
+/* ------------------------------------------------------------------------- */
+/* Parallel work on the caller's threads (CPU caches)                         */
+/* ------------------------------------------------------------------------- */
+
+/** One task of the library: call it once per task index, from any thread. */
+typedef void (*packkv_x_task_fn)(void* task_ctx, int32_t task_index);
+
+/** The caller's task runner (an engine's own thread pool, like ggml's threadpool): must
+ *  call task(task_ctx, i) exactly once for every i in [0, n_tasks), on any threads, in any
+ *  order, concurrently or not, and return only after every call has returned. The tasks
+ *  share the call's work (each pulls work items from a common counter until none is left),
+ *  so a runner with fewer threads than n_tasks, or one that runs them one after another,
+ *  is correct, only slower. A task never throws and never calls back into the runner.
+ *  It is called on the thread that made the packkv call, while that call is in
+ *  progress; several packkv calls on different threads (read-only calls on one cache, or
+ *  calls on several caches set to the same runner) may call it concurrently. */
+typedef void (*packkv_x_parallel_fn)(void* user, int32_t n_tasks, packkv_x_task_fn task, void* task_ctx);
+
+/** Makes a CPU cache run its parallel work (see packkv_cache_params_t.n_threads) through
+ *  the caller's runner fn with at most n_tasks tasks per call, instead of the library's
+ *  worker threads; fn = NULL goes back to the library's workers with params.n_threads.
+ *  Results are the same bits either way (they do not depend on how the work is split
+ *  over threads).
+ *  @param fn      the runner, or NULL.
+ *  @param user    passed to fn as is (the library never dereferences it).
+ *  @param n_tasks most tasks one call asks fn to run, in [1, 1024] (usually the runner's
+ *                 thread count); ignored when fn is NULL.
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for a NULL cache or n_tasks out of range with a
+ *          non-NULL fn; PACKKV_ERR_NOT_SUPPORTED on a CUDA cache. On failure nothing changes.
+ *  Thread-safety: mutating call (must not overlap any other call on the cache). */
+PACKKV_API packkv_status_t packkv_x_cache_set_parallel(packkv_cache_t* cache, packkv_x_parallel_fn fn, void* user,
+                                                       int32_t n_tasks);
 
 #ifdef __cplusplus
 } /* extern "C" */

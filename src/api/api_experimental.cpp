@@ -249,4 +249,15 @@ packkv_status_t packkv_x_cache_import(packkv_cache_t* cache, int32_t seq_id, con
   PACKKV_API_END("packkv_x_cache_import")
 }
 
+packkv_status_t packkv_x_cache_set_parallel(packkv_cache_t* cache, packkv_x_parallel_fn fn, void* user,
+                                            int32_t n_tasks) {
+  PACKKV_API_BEGIN
+  const char* fn_name = "packkv_x_cache_set_parallel";
+  require(cache != nullptr, std::string(fn_name) + ": cache is NULL");
+  require(!fn || (n_tasks >= 1 && n_tasks <= 1024),
+          std::string(fn_name) + ": n_tasks must be in [1, 1024], got " + std::to_string(n_tasks));
+  cache->impl->set_parallel(fn, user, fn ? n_tasks : 0);
+  PACKKV_API_END("packkv_x_cache_set_parallel")
+}
+
 }  // extern "C"

@@ -15,6 +15,8 @@
 #include "api/config.h"
 #include "common/error.h"
 #include "packkv/packkv.h"
+#define PACKKV_EXPERIMENTAL_API
+#include "packkv/packkv_experimental.h"
 
 namespace packkv {
 
@@ -70,6 +72,12 @@ class CacheImpl {
   }
   virtual void import_seq(int, const uint8_t*, size_t) {
     fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_import: not supported by this backend (CPU caches only)");
+  }
+  // Runs the parallel work of later calls through the caller's runner (fn non-null, at
+  // most n_tasks tasks a call) or the library's workers (fn null). Default:
+  // PACKKV_ERR_NOT_SUPPORTED.
+  virtual void set_parallel(packkv_x_parallel_fn, void*, int) {
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_set_parallel: not supported by this backend (CPU caches only)");
   }
   // Leading tokens of a sequence outside the sliding window (0 without one).
   virtual int64_t expired(int) const { return 0; }

@@ -16,7 +16,7 @@ static_assert((int)fmt::FormatId::kRoundMajor == PACKKV_FORMAT_ROUND_MAJOR,
               "packkv_experimental.h names the formats of format/shape.h");
 static_assert((int)fmt::ZsFormat::kCompact == PACKKV_ZS_COMPACT && (int)fmt::ZsFormat::kWide == PACKKV_ZS_WIDE,
               "packkv.h names the zero point and scale encodings of format/shape.h");
-static_assert(sizeof(packkv_cache_params_t) == PACKKV_CACHE_PARAMS_SIZE_V2, "params version 2");
+static_assert(sizeof(packkv_cache_params_t) == PACKKV_CACHE_PARAMS_SIZE_V3, "params version 3");
 
 int bits_for_rel_scale(float r, fmt::ZsFormat zs) {
   require(std::isfinite(r) && r > 0.0f && r <= 1.0f,
@@ -87,6 +87,11 @@ Config Config::from_params(const packkv_cache_params_t* p) {
                 "k_transform", "PACKKV_K_TRANSFORM_NONE or _CENTER", p->k_transform);
     c.k_transform = p->k_transform;
   }
+  // Version 3.
+  if (p->struct_size >= offsetof(packkv_cache_params_t, n_threads) + sizeof p->n_threads) {
+    check_range(p->n_threads >= 0 && p->n_threads <= 1024, "n_threads", "in [0, 1024] (0: default)", p->n_threads);
+    c.n_threads = p->n_threads;
+  }
 
   check_range(c.device >= -1, "device", ">= -1", c.device);
   check_range(p->n_kv_heads >= 1 && p->n_kv_heads <= fmt::kMaxKvHeads, "n_kv_heads", "in [1, 4096]",
@@ -149,6 +154,7 @@ void Config::to_params(packkv_cache_params_t* p) const {
   full.sink_tokens = sink_tokens;
   full.zs_format = (packkv_zs_format_t)shape.zs;
   full.k_transform = k_transform;
+  full.n_threads = n_threads;
   size_t n = p->struct_size < sizeof full ? p->struct_size : sizeof full;
   std::memcpy(p, &full, n);
   if (p->struct_size > sizeof full)

@@ -26,6 +26,7 @@ struct Config {
   int residual_tokens = 64;
   int sink_tokens = 4;  // first tokens of a sequence kept uncompressed (never in a block)
   packkv_k_transform_t k_transform = PACKKV_K_TRANSFORM_NONE;
+  int n_threads = 0;  // CPU: threads per call, calling thread included; 0: cpu/parallel.h default_threads()
   // n_kv_heads, head_dim, block_tokens, bits_k / bits_v (always derived or validated:
   // 1..8), scale groups (from granularity), has_perm (from repack) and the block layout.
   // A caller that builds a Config by hand sets it with fmt::make_shape.

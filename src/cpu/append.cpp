@@ -1,5 +1,6 @@
 // CpuCache::append: plan every sequence's part (convert and check the new tokens, encode
-// the blocks the flush policy releases, place them in pages), reserve every buffer, take
+// the blocks the flush policy releases -- all blocks of the call in parallel, cpu/parallel.h --
+// place them in pages), reserve every buffer, take
 // the new pages from the pool (the budget check), then commit without a possible
 // failure, so that a failed append leaves the cache and the pool as they were.
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include "common/rules.h"
 #include "cpu/cpu_cache.h"
 #include "cpu/page_table.h"
+#include "cpu/parallel.h"
 
 namespace packkv {
 
@@ -31,9 +33,16 @@ struct Plan {
   std::vector<size_t> sizes;   // their sizes
   Placement place;             // where they go (cpu/page_table.h)
   size_t first_page = 0;       // index of its first new page among all taken pages
-  int64_t to_sink = 0;         // new tokens that become sink tokens (the first ones)
+  int64_t to_sink = 0;         // new tokens that become sink tokens (the first ones; k / v
+                               // point past them once they are counted)
   int64_t flushed = 0;         // blocks
   std::vector<float> k_mean;   // K centering: the mean computed from this append's block 0
+};
+
+// One block to encode: block `block` of the window of plans[plan].
+struct EncodeJob {
+  int plan;
+  int64_t block;
 };
 
 }  // namespace
@@ -45,6 +54,7 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
   const size_t in_elem = dtype_size(dtype);
   const size_t token_bytes = row_ * elem_;
   std::vector<Plan> plans(n_seqs);
+  std::vector<EncodeJob> jobs;  // the blocks to encode
   size_t new_pages = 0;
   // 1. Plan (may throw, changes nothing): convert and check the new tokens, encode the
   // blocks that will be flushed.
@@ -63,9 +73,34 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     p.to_sink = std::min<int64_t>(n, c.sink_tokens - s.sink_len);
     const size_t skip = (size_t)p.to_sink * token_bytes;  // the window's new tokens follow
     p.flushed = blocks_to_flush(s.residual_len + n - p.to_sink, c.residual_tokens, block_tokens);
+    p.k += skip;  // from here on: the window's new tokens
+    p.v += skip;
+    if (p.flushed > 0 && c.k_transform == PACKKV_K_TRANSFORM_CENTER && s.k_mean.empty())
+      p.k_mean = block0_k_mean(s, p.k);
+    for (int64_t b = 0; b < p.flushed; ++b) jobs.push_back(EncodeJob{i, b});
+  }
+  // 1b. Encode every flushed block of every sequence, in parallel (cpu/parallel.h): each
+  // job writes its own blob.
+  std::vector<std::vector<uint8_t>> encoded(jobs.size());
+  parallel_for(par_, (int64_t)jobs.size(), (int64_t)jobs.size() * block_tokens * (int64_t)row_ / 32, [&](int64_t x) {
+    const EncodeJob& jb = jobs[(size_t)x];
+    const Plan& p = plans[(size_t)jb.plan];
+    const CpuSeq& s = seqs_[ids[jb.plan]];
+    encode_window_block(s, p.k, p.v, jb.block, s.k_mean.empty() ? p.k_mean.data() : s.k_mean.data(),
+                        &encoded[(size_t)x]);
+  });
+  // 1c. Each sequence's blobs one after the other (each 16-aligned), placed in pages.
+  size_t job = 0;
+  for (int i = 0; i < n_seqs; ++i) {
+    Plan& p = plans[i];
+    for (int64_t b = 0; b < p.flushed; ++b, ++job) {
+      p.blobs.resize(align16(p.blobs.size()), 0);
+      p.blobs.insert(p.blobs.end(), encoded[job].begin(), encoded[job].end());
+      p.sizes.push_back(encoded[job].size());
+      std::vector<uint8_t>().swap(encoded[job]);
+    }
     if (p.flushed > 0) {
-      encode_flushed(s, p.k + skip, p.v + skip, p.flushed, &p.blobs, &p.sizes, &p.k_mean);
-      p.place = s.table.plan(p.sizes, pool_->page_bytes());
+      p.place = seqs_[ids[i]].table.plan(p.sizes, pool_->page_bytes());
       p.first_page = new_pages;
       new_pages += p.place.new_pages;
     }
@@ -100,8 +135,10 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     CpuSeq& s = seqs_[ids[i]];
     Plan& p = plans[i];
     const size_t sink_bytes = (size_t)p.to_sink * token_bytes;
-    s.sink_k.insert(s.sink_k.end(), p.k, p.k + sink_bytes);
-    s.sink_v.insert(s.sink_v.end(), p.v, p.v + sink_bytes);
+    const uint8_t* pk = p.k - sink_bytes;  // the new tokens (p.k: the window's part of them)
+    const uint8_t* pv = p.v - sink_bytes;
+    s.sink_k.insert(s.sink_k.end(), pk, pk + sink_bytes);
+    s.sink_v.insert(s.sink_v.end(), pv, pv + sink_bytes);
     s.sink_len += p.to_sink;
     if (!p.k_mean.empty()) s.k_mean.assign(p.k_mean.begin(), p.k_mean.end());  // capacity reserved
     if (p.flushed > 0) {
@@ -115,7 +152,7 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     const size_t new_bytes = (size_t)counts[i] * token_bytes;
     for (int kv = 0; kv < 2; ++kv) {
       std::vector<uint8_t>& res = kv == 0 ? s.res_k : s.res_v;
-      const uint8_t* src = kv == 0 ? p.k : p.v;
+      const uint8_t* src = kv == 0 ? pk : pv;
       res.erase(res.begin(), res.begin() + (ptrdiff_t)((size_t)from_old * token_bytes));
       if (new_bytes > skip_new) res.insert(res.end(), src + skip_new, src + new_bytes);
     }
@@ -125,43 +162,49 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
   pool_->note_compressed(this, blob_bytes, blob_tokens);
 }
 
-void CpuCache::encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks,
-                              std::vector<uint8_t>* blobs, std::vector<size_t>* sizes,
-                              std::vector<float>* k_mean) const {
+// Tokens [b * N, (b + 1) * N) of the window (residual tokens of s, then the new tokens nk /
+// nv in kv_dtype) as float, K into fk and V into fv (either may be null).
+void CpuCache::window_block_floats(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t b, float* fk,
+                                   float* fv) const {
   const Config& c = config();
   const size_t block_vals = (size_t)c.shape.block_tokens * row_;
   const size_t res_vals = (size_t)s.residual_len * row_;
-  std::vector<float> fk(block_vals), fv(block_vals);
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    for (int kv = 0; kv < 2; ++kv) {
-      const std::vector<uint8_t>& res = kv == 0 ? s.res_k : s.res_v;
-      const uint8_t* nw = kv == 0 ? nk : nv;
-      float* f = kv == 0 ? fk.data() : fv.data();
-      // tokens [b * N, (b + 1) * N) of the window: residual tokens, then new ones
-      const size_t first = (size_t)b * block_vals;
-      const size_t from_res = first < res_vals ? std::min(block_vals, res_vals - first) : 0;
-      if (from_res) to_float(res.data() + first * elem_, c.kv_dtype, from_res, f);
-      if (from_res < block_vals)
-        to_float(nw + (first + from_res - res_vals) * elem_, c.kv_dtype, block_vals - from_res, f + from_res);
-    }
-    if (c.k_transform == PACKKV_K_TRANSFORM_CENTER) {
-      // mu = fp32(float64 mean over the block's tokens) of block 0, then k - mu in fp32
-      if (s.k_mean.empty() && k_mean->empty()) {
-        k_mean->assign(row_, 0.0f);
-        std::vector<double> sum(row_, 0.0);
-        for (int t = 0; t < c.shape.block_tokens; ++t)
-          for (size_t i = 0; i < row_; ++i) sum[i] += (double)fk[(size_t)t * row_ + i];
-        for (size_t i = 0; i < row_; ++i) (*k_mean)[i] = (float)(sum[i] / c.shape.block_tokens);
-      }
-      const float* mu = s.k_mean.empty() ? k_mean->data() : s.k_mean.data();
-      for (int t = 0; t < c.shape.block_tokens; ++t)
-        for (size_t i = 0; i < row_; ++i) fk[(size_t)t * row_ + i] -= mu[i];
-    }
-    blobs->resize(align16(blobs->size()), 0);
-    const size_t start = blobs->size();
-    encode_block(c, fk.data(), fv.data(), blobs);
-    sizes->push_back(blobs->size() - start);
+  for (int kv = 0; kv < 2; ++kv) {
+    const std::vector<uint8_t>& res = kv == 0 ? s.res_k : s.res_v;
+    const uint8_t* nw = kv == 0 ? nk : nv;
+    float* f = kv == 0 ? fk : fv;
+    if (!f) continue;
+    const size_t first = (size_t)b * block_vals;
+    const size_t from_res = first < res_vals ? std::min(block_vals, res_vals - first) : 0;
+    if (from_res) to_float(res.data() + first * elem_, c.kv_dtype, from_res, f);
+    if (from_res < block_vals)
+      to_float(nw + (first + from_res - res_vals) * elem_, c.kv_dtype, block_vals - from_res, f + from_res);
   }
+}
+
+// K centering: mu = fp32(float64 mean over the tokens) of the sequence's block 0, the first
+// block of this window (s has no block yet).
+std::vector<float> CpuCache::block0_k_mean(const CpuSeq& s, const uint8_t* nk) const {
+  const int n = config().shape.block_tokens;
+  std::vector<float> fk((size_t)n * row_), mu(row_);
+  window_block_floats(s, nk, nullptr, 0, fk.data(), nullptr);
+  std::vector<double> sum(row_, 0.0);
+  for (int t = 0; t < n; ++t)
+    for (size_t i = 0; i < row_; ++i) sum[i] += (double)fk[(size_t)t * row_ + i];
+  for (size_t i = 0; i < row_; ++i) mu[i] = (float)(sum[i] / n);
+  return mu;
+}
+
+void CpuCache::encode_window_block(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t b,
+                                   const float* k_mean, std::vector<uint8_t>* blob) const {
+  const Config& c = config();
+  const size_t block_vals = (size_t)c.shape.block_tokens * row_;
+  std::vector<float> fk(block_vals), fv(block_vals);
+  window_block_floats(s, nk, nv, b, fk.data(), fv.data());
+  if (c.k_transform == PACKKV_K_TRANSFORM_CENTER)  // k - mu in fp32
+    for (int t = 0; t < c.shape.block_tokens; ++t)
+      for (size_t i = 0; i < row_; ++i) fk[(size_t)t * row_ + i] -= k_mean[i];
+  encode_block(c, fk.data(), fv.data(), blob);
 }
 
 }  // namespace packkv

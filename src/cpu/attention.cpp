@@ -2,186 +2,299 @@
 // compressed blocks (cpu/block_attention.h, integer-domain) and its residual window
 // (sink tokens and window: float64 dot products). gqa_group = n_q_heads / n_kv_heads query
 // heads read each KV head.
+//
+// Parallel work (cpu/parallel.h): a call's work items are (sequence, KV head, span), a
+// span being a range of the sequence's token positions (seq_spans below: its boundaries
+// depend on the sequence alone, never on the thread count). Each item writes its own
+// outputs: scores straight into the caller's rows, apply and decode a partial result
+// (weighted sum of V; decode also its log-sum-exp) that is merged per (sequence, KV head)
+// in span order afterwards (decode: the flash-decoding merge, exact up to rounding).
+// A sequence of one span (up to kMinSpanTokens tokens after its sink tokens) gives the
+// result of the unsplit computation bit for bit.
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <vector>
 
 #include "common/dtype.h"
 #include "cpu/block_attention.h"
 #include "cpu/cpu_cache.h"
+#include "cpu/parallel.h"
 #include "cpu/softmax.h"
 
 namespace packkv {
 
 namespace {
 
-// `values` values of dense tokens (kv_dtype bytes, [n][H][D]: sink tokens or a residual
-// window) as float.
-std::vector<float> dense_as_float(const uint8_t* dense, packkv_dtype_t kv_dtype, size_t values) {
-  std::vector<float> f(values);
-  to_float(dense, kv_dtype, values, f.data());
-  return f;
+constexpr int64_t kMinSpanTokens = 512;  // tokens of a span at least (then rounded up to whole blocks)
+constexpr int64_t kMaxSpans = 16;        // spans of a long sequence at most
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+// The spans of a sequence of `len` tokens: span k covers positions [start(k), start(k + 1))
+// with start(0) = 0 and start(k) = sink_len + k * tokens for k >= 1 (whole blocks: a span
+// never splits a block; the sink tokens belong to span 0, residual tokens to the span
+// that covers their positions).
+struct Spans {
+  int64_t sink = 0, tokens = 1, len = 0;
+  int64_t count = 0;
+  int64_t begin(int64_t k) const { return k == 0 ? 0 : sink + k * tokens; }
+  int64_t end(int64_t k) const { return std::min(len, sink + (k + 1) * tokens); }
+};
+
+Spans seq_spans(int64_t len, int64_t sink_len, int64_t block_tokens) {
+  Spans sp;
+  sp.sink = sink_len;
+  sp.len = len;
+  if (len == 0) return sp;
+  const int64_t rest = len - sink_len;
+  int64_t t = std::max(kMinSpanTokens, (rest + kMaxSpans - 1) / kMaxSpans);
+  sp.tokens = (t + block_tokens - 1) / block_tokens * block_tokens;
+  sp.count = rest <= 0 ? 1 : (rest + sp.tokens - 1) / sp.tokens;
+  return sp;
+}
+
+// One work item: KV head hk of span k of the call's i-th sequence.
+struct Item {
+  int i, hk;
+  int64_t k, begin, end;
+};
+
+// Items in (sequence, KV head, span) order, and where each (sequence, KV head) starts.
+struct Plan {
+  std::vector<Item> items;
+  std::vector<int64_t> first;  // [n_seqs * n_kv_heads + 1]
+  int64_t work = 0;            // token-query-head products
+};
+
+Plan make_plan(const CpuCache& c, const AttnArgs& a) {
+  const fmt::Shape& sh = c.config().shape;
+  Plan p;
+  p.first.reserve((size_t)a.n_seqs * sh.n_kv_heads + 1);
+  for (int i = 0; i < a.n_seqs; ++i) {
+    const int64_t len = c.seq_length(a.seq_ids[i]);
+    const Spans sp = seq_spans(len, c.sink_len(a.seq_ids[i]), sh.block_tokens);
+    p.work += len * a.n_q_heads;
+    for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
+      p.first.push_back((int64_t)p.items.size());
+      for (int64_t k = 0; k < sp.count; ++k) p.items.push_back(Item{i, hk, k, sp.begin(k), sp.end(k)});
+    }
+  }
+  p.first.push_back((int64_t)p.items.size());
+  return p;
 }
 
 }  // namespace
-
 void CpuCache::scores(const AttnArgs& a, float* scores, int64_t ld) const {
   const fmt::Shape& sh = config().shape;
-  const int gqa_group = a.n_q_heads / sh.n_kv_heads;
-  std::vector<float> q((size_t)a.n_q_heads * sh.head_dim);
-  for (int i = 0; i < a.n_seqs; ++i) {
-    load_q(a, i, q.data());
-    float* out = scores + (size_t)i * a.n_q_heads * ld;
-    seq_scores(seqs_[a.seq_ids[i]], q.data(), gqa_group, out, (size_t)ld);
-  }
+  const int g = a.n_q_heads / sh.n_kv_heads, d = sh.head_dim;
+  const std::vector<float> q = load_q(a);
+  const Plan p = make_plan(*this, a);
+  parallel_for(par_, (int64_t)p.items.size(), p.work, [&](int64_t x) {
+    const Item& it = p.items[(size_t)x];
+    const size_t row0 = (size_t)it.i * a.n_q_heads + (size_t)it.hk * g;
+    AttnScratch scratch;
+    span_scores(seqs_[a.seq_ids[it.i]], it.begin, it.end, it.hk, q.data() + row0 * d, g,
+                scores + row0 * (size_t)ld + it.begin, (size_t)ld, &scratch);
+  });
 }
 
 void CpuCache::apply(const AttnArgs& a, const float* probs, int64_t ld, float* out) const {
   const fmt::Shape& sh = config().shape;
-  const int gqa_group = a.n_q_heads / sh.n_kv_heads;
-  std::vector<double> acc((size_t)a.n_q_heads * sh.head_dim);
-  for (int i = 0; i < a.n_seqs; ++i) {
-    seq_apply(seqs_[a.seq_ids[i]], probs + (size_t)i * a.n_q_heads * ld, (size_t)ld, gqa_group, acc.data());
-    float* o = out + (size_t)i * a.n_q_heads * sh.head_dim;
-    for (size_t x = 0; x < acc.size(); ++x) o[x] = (float)acc[x];
-  }
+  const int g = a.n_q_heads / sh.n_kv_heads, d = sh.head_dim;
+  const size_t head_vals = (size_t)g * d;
+  const Plan p = make_plan(*this, a);
+  std::vector<double> part(p.items.size() * head_vals, 0.0);  // each item's weighted sum of V
+  parallel_for(par_, (int64_t)p.items.size(), p.work, [&](int64_t x) {
+    const Item& it = p.items[(size_t)x];
+    const size_t row0 = (size_t)it.i * a.n_q_heads + (size_t)it.hk * g;
+    AttnScratch scratch;
+    span_apply(seqs_[a.seq_ids[it.i]], it.begin, it.end, it.hk, probs + row0 * (size_t)ld + it.begin, (size_t)ld, g,
+               part.data() + (size_t)x * head_vals, &scratch);
+  });
+  // sum of the spans in span order, per (sequence, KV head); no span: zeros
+  for (int i = 0; i < a.n_seqs; ++i)
+    for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
+      const size_t u = (size_t)i * sh.n_kv_heads + hk;
+      float* o = out + ((size_t)i * a.n_q_heads + (size_t)hk * g) * d;
+      for (size_t v = 0; v < head_vals; ++v) {
+        double sum = 0.0;
+        for (int64_t x = p.first[u]; x < p.first[u + 1]; ++x) sum += part[(size_t)x * head_vals + v];
+        o[v] = (float)sum;
+      }
+    }
 }
 
 void CpuCache::decode(const AttnArgs& a, float scale, float* out, float* lse) const {
   const fmt::Shape& sh = config().shape;
-  const int gqa_group = a.n_q_heads / sh.n_kv_heads;
-  const size_t out_vals = (size_t)a.n_q_heads * sh.head_dim;
-  std::vector<float> q(out_vals);
-  std::vector<double> acc(out_vals);
-  for (int i = 0; i < a.n_seqs; ++i) {
-    const CpuSeq& s = seqs_[a.seq_ids[i]];
-    const int64_t len = seq_length(a.seq_ids[i]);
-    float* o = out + (size_t)i * out_vals;
-    if (len == 0) {
-      std::fill(o, o + out_vals, 0.0f);
-      if (lse)
-        for (int j = 0; j < a.n_q_heads; ++j)
-          lse[(size_t)i * a.n_q_heads + j] = -std::numeric_limits<float>::infinity();
-      continue;
-    }
-    load_q(a, i, q.data());
+  const int g = a.n_q_heads / sh.n_kv_heads, d = sh.head_dim;
+  const size_t head_vals = (size_t)g * d;
+  const std::vector<float> q = load_q(a);
+  const Plan p = make_plan(*this, a);
+  // per item: softmax(scale * scores) V over its span, and the span's log-sum-exp
+  std::vector<double> part(p.items.size() * head_vals, 0.0), part_lse(p.items.size() * g, kNegInf);
+  parallel_for(par_, (int64_t)p.items.size(), p.work, [&](int64_t x) {
+    const Item& it = p.items[(size_t)x];
+    const CpuSeq& s = seqs_[a.seq_ids[it.i]];
+    const size_t row0 = (size_t)it.i * a.n_q_heads + (size_t)it.hk * g;
+    const int64_t n = it.end - it.begin;
+    AttnScratch scratch;
     // Scores in double: q . k may exceed FLT_MAX while softmax(scale * q . K) V is finite.
-    std::vector<double> sc((size_t)a.n_q_heads * len);
-    std::vector<float> p((size_t)a.n_q_heads * len);
-    seq_scores(s, q.data(), gqa_group, sc.data(), (size_t)len);
-    for (int j = 0; j < a.n_q_heads; ++j) {
-      const double l = softmax_row(&sc[(size_t)j * len], len, scale, &p[(size_t)j * len]);
-      if (lse) lse[(size_t)i * a.n_q_heads + j] = (float)l;
+    std::vector<double> sc((size_t)g * n);
+    std::vector<float> pr((size_t)g * n, 0.0f);
+    span_scores(s, it.begin, it.end, it.hk, q.data() + row0 * d, g, sc.data(), (size_t)n, &scratch);
+    for (int j = 0; j < g; ++j) {
+      double* row = &sc[(size_t)j * n];
+      // a span wholly out of the sliding window: weight 0 in the merge, nothing to apply
+      if (*std::max_element(row, row + n) == kNegInf) continue;
+      part_lse[(size_t)x * g + j] = softmax_row(row, n, scale, &pr[(size_t)j * n]);
     }
-    seq_apply(s, p.data(), (size_t)len, gqa_group, acc.data());
-    for (size_t x = 0; x < acc.size(); ++x) o[x] = (float)acc[x];
-  }
-}
-
-void CpuCache::load_q(const AttnArgs& a, int i, float* q) const {
-  const size_t n = (size_t)a.n_q_heads * config().shape.head_dim;
-  const size_t first = (size_t)i * n;
-  for (size_t x = 0; x < n; ++x) q[x] = load_as_float(a.q, a.q_dtype, first + x);
-}
-
-// Scores of all query heads over one sequence: out[j * ld + t] (sink tokens, blocks,
-// residual window, in token order; Out: float or double, see block_scores).
-template <typename Out>
-void CpuCache::seq_scores(const CpuSeq& s, const float* q, int gqa_group, Out* out, size_t ld) const {
-  const fmt::Shape& sh = config().shape;
-  const int d = sh.head_dim;
-  AttnScratch scratch;
-  dense_scores(s.sink_k.data(), s.sink_len, 0, q, gqa_group, out, ld);
-  std::vector<double> bias(gqa_group);  // K centering: q . mu (float64)
-  for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
-    const float* qh = q + (size_t)hk * gqa_group * d;
-    Out* oh = out + (size_t)hk * gqa_group * ld + s.sink_len;
-    const bool centred = !s.k_mean.empty();
-    for (int j = 0; j < gqa_group && centred; ++j) {
-      double dot = 0.0;
-      for (int x = 0; x < d; ++x) dot += (double)qh[(size_t)j * d + x] * (double)s.k_mean[(size_t)hk * d + x];
-      bias[j] = dot;
-    }
-    for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b)
-      block_scores(sh, s.blob(b), hk, qh, gqa_group, oh + b * sh.block_tokens, ld, &scratch,
-                   centred ? bias.data() : nullptr);
-  }
-  dense_scores(s.res_k.data(), s.residual_len, s.sink_len + s.n_blocks() * sh.block_tokens, q, gqa_group, out, ld);
-  // sliding window: expired tokens (sink tokens included, freed blocks, the expired part
-  // of a block -- block_scores wrote it in original order, undoing the stored permutation --
-  // and of the window) score -inf
-  for (int j = 0; j < sh.n_kv_heads * gqa_group; ++j)
-    std::fill(out + (size_t)j * ld, out + (size_t)j * ld + s.expired, -std::numeric_limits<float>::infinity());
-}
-
-// acc[j][c] = sum_t probs[j * ld + t] V[t][kv_head(j)][c] over one sequence.
-void CpuCache::seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const {
-  const fmt::Shape& sh = config().shape;
-  const int d = sh.head_dim;
-  std::fill(acc, acc + (size_t)sh.n_kv_heads * gqa_group * d, 0.0);
-  AttnScratch scratch;
-  std::vector<float> masked;
-  // sink tokens out of the sliding window weigh 0 (as the window's expired tokens below)
-  const int64_t sink_skip = std::min(s.sink_len, s.expired);
-  dense_apply(s.sink_v.data() + (size_t)sink_skip * row_ * elem_, s.sink_len - sink_skip, sink_skip, probs, ld,
-              gqa_group, acc);
-  for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
-    const float* ph = probs + (size_t)hk * gqa_group * ld + s.sink_len;
-    double* ah = acc + (size_t)hk * gqa_group * d;
-    const int64_t n = sh.block_tokens;
-    for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b) {
-      if (s.sink_len + b * n < s.expired) {  // partly expired block: its expired tokens weigh 0
-        const int64_t first = s.expired - s.sink_len - b * n;
-        masked.assign((size_t)gqa_group * n, 0.0f);
-        for (int j = 0; j < gqa_group; ++j)
-          for (int64_t t = first; t < n; ++t) masked[(size_t)j * n + t] = ph[(size_t)j * ld + b * n + t];
-        block_apply(sh, s.blob(b), hk, masked.data(), gqa_group, (size_t)n, ah, &scratch);
-      } else {
-        block_apply(sh, s.blob(b), hk, ph + b * n, gqa_group, ld, ah, &scratch);
+    span_apply(s, it.begin, it.end, it.hk, pr.data(), (size_t)n, g, part.data() + (size_t)x * head_vals, &scratch);
+  });
+  // Merge per (sequence, query head): out = sum_k e^(lse_k - LSE) out_k, LSE = log sum_k e^lse_k.
+  for (int i = 0; i < a.n_seqs; ++i)
+    for (int hk = 0; hk < sh.n_kv_heads; ++hk) {
+      const size_t u = (size_t)i * sh.n_kv_heads + hk;
+      const int64_t x0 = p.first[u], x1 = p.first[u + 1];
+      for (int j = 0; j < g; ++j) {
+        const size_t row = (size_t)i * a.n_q_heads + (size_t)hk * g + j;
+        float* o = out + row * d;
+        if (x1 == x0) {  // empty sequence
+          std::fill(o, o + d, 0.0f);
+          if (lse) lse[row] = -std::numeric_limits<float>::infinity();
+          continue;
+        }
+        if (x1 - x0 == 1) {  // one span: its result as is
+          for (int c = 0; c < d; ++c) o[c] = (float)part[(size_t)x0 * head_vals + (size_t)j * d + c];
+          if (lse) lse[row] = (float)part_lse[(size_t)x0 * g + j];
+          continue;
+        }
+        double m = kNegInf;
+        for (int64_t x = x0; x < x1; ++x) m = std::max(m, part_lse[(size_t)x * g + j]);
+        double w_sum = 0.0;
+        for (int64_t x = x0; x < x1; ++x) w_sum += std::exp(part_lse[(size_t)x * g + j] - m);
+        std::vector<double> acc(d, 0.0);
+        for (int64_t x = x0; x < x1; ++x) {
+          const double l = part_lse[(size_t)x * g + j];
+          if (l == kNegInf) continue;
+          const double w = std::exp(l - m) / w_sum;
+          const double* px = &part[(size_t)x * head_vals + (size_t)j * d];
+          for (int c = 0; c < d; ++c) acc[c] += w * px[c];
+        }
+        for (int c = 0; c < d; ++c) o[c] = (float)acc[c];
+        if (lse) lse[row] = (float)(m + std::log(w_sum));
       }
     }
-  }
-  // the window's expired tokens weigh 0
-  const int64_t base = s.sink_len + s.n_blocks() * sh.block_tokens;
-  const int64_t skip = std::min(s.residual_len, std::max<int64_t>(0, s.expired - base));
-  dense_apply(s.res_v.data() + (size_t)skip * row_ * elem_, s.residual_len - skip, base + skip, probs, ld,
-              gqa_group, acc);
 }
 
+std::vector<float> CpuCache::load_q(const AttnArgs& a) const {
+  const size_t n = (size_t)a.n_seqs * a.n_q_heads * config().shape.head_dim;
+  std::vector<float> q(n);
+  to_float(a.q, a.q_dtype, n, q.data());
+  return q;
+}
+
+// Scores of the g query heads q ([g][d]) that read KV head hk, over positions [begin, end)
+// of one sequence (sink tokens, blocks, residual window): out[j * ld + (t - begin)]. Out:
+// float or double, see block_scores. Tokens out of the sliding window score -inf.
 template <typename Out>
-void CpuCache::dense_scores(const uint8_t* k, int64_t n, int64_t base, const float* q, int gqa_group, Out* out,
+void CpuCache::span_scores(const CpuSeq& s, int64_t begin, int64_t end, int hk, const float* q, int g, Out* out,
+                           size_t ld, AttnScratch* scratch) const {
+  const fmt::Shape& sh = config().shape;
+  const int d = sh.head_dim;
+  const int64_t n = sh.block_tokens, sink = s.sink_len, res0 = sink + s.n_blocks() * n;
+  if (begin < sink) dense_scores(s.sink_k.data(), begin, std::min(end, sink) - begin, hk, q, g, out, ld);
+  const int64_t b0 = (std::max(begin, sink) - sink) / n, b1 = (std::min(end, res0) - sink + n - 1) / n;
+  if (b0 < b1) {
+    std::vector<double> bias;  // K centering: q . mu (float64)
+    if (!s.k_mean.empty()) {
+      bias.resize(g);
+      for (int j = 0; j < g; ++j) {
+        double dot = 0.0;
+        for (int x = 0; x < d; ++x) dot += (double)q[(size_t)j * d + x] * (double)s.k_mean[(size_t)hk * d + x];
+        bias[j] = dot;
+      }
+    }
+    ScoreQuery sq;  // prepared once for the span's blocks
+    prepare_score_query(q, g, d, &sq);
+    for (int64_t b = std::max(b0, s.table.first_live()); b < b1; ++b)
+      block_scores(sh, s.blob(b), hk, sq, out + (sink + b * n - begin), ld, scratch,
+                   bias.empty() ? nullptr : bias.data());
+  }
+  if (end > res0) {
+    const int64_t from = std::max(begin, res0);
+    dense_scores(s.res_k.data(), from - res0, end - from, hk, q, g, out + (from - begin), ld);
+  }
+  // sliding window: expired tokens (sink tokens included, freed blocks, the expired part of
+  // a block -- block_scores wrote it in original order, undoing the stored permutation --
+  // and of the window) score -inf
+  const int64_t gone = std::min(end, s.expired) - begin;
+  for (int j = 0; j < g && gone > 0; ++j)
+    std::fill(out + (size_t)j * ld, out + (size_t)j * ld + gone, -std::numeric_limits<Out>::infinity());
+}
+
+// acc[j][c] += sum_t probs[j * ld + (t - begin)] V[t][hk][c] over positions [begin, end) of
+// one sequence; tokens out of the sliding window (sink tokens included) weigh 0.
+void CpuCache::span_apply(const CpuSeq& s, int64_t begin, int64_t end, int hk, const float* probs, size_t ld, int g,
+                          double* acc, AttnScratch* scratch) const {
+  const fmt::Shape& sh = config().shape;
+  const int64_t n = sh.block_tokens, sink = s.sink_len, res0 = sink + s.n_blocks() * n;
+  const int64_t sink_from = std::max(begin, s.expired);  // sink tokens out of the sliding window weigh 0
+  if (sink_from < std::min(end, sink))
+    dense_apply(s.sink_v.data(), sink_from, std::min(end, sink) - sink_from, hk, probs + (sink_from - begin), ld, g,
+                acc);
+  const int64_t b0 = (std::max(begin, sink) - sink) / n, b1 = (std::min(end, res0) - sink + n - 1) / n;
+  std::vector<float> masked;
+  for (int64_t b = std::max(b0, s.table.first_live()); b < b1; ++b) {
+    const int64_t pos = sink + b * n;
+    const float* pb = probs + (pos - begin);
+    if (pos < s.expired) {  // partly expired block: its expired tokens weigh 0
+      const int64_t first = s.expired - pos;
+      masked.assign((size_t)g * n, 0.0f);
+      for (int j = 0; j < g; ++j)
+        for (int64_t t = first; t < n; ++t) masked[(size_t)j * n + t] = pb[(size_t)j * ld + t];
+      block_apply(sh, s.blob(b), hk, masked.data(), g, (size_t)n, acc, scratch);
+    } else {
+      block_apply(sh, s.blob(b), hk, pb, g, ld, acc, scratch);
+    }
+  }
+  const int64_t from = std::max({begin, res0, s.expired});
+  if (end > from) dense_apply(s.res_v.data(), from - res0, end - from, hk, probs + (from - begin), ld, g, acc);
+}
+
+// Scores of KV head hk of n dense tokens in kv_dtype ([..][H][D]: sink tokens or the
+// residual window), rows first .. first+n-1, float64 products: out[j * ld + t].
+template <typename Out>
+void CpuCache::dense_scores(const uint8_t* k, int64_t first, int64_t n, int hk, const float* q, int g, Out* out,
                             size_t ld) const {
   const Config& c = config();
   const int d = c.shape.head_dim;
-  const std::vector<float> kf = dense_as_float(k, c.kv_dtype, (size_t)n * row_);
-  for (int hk = 0; hk < c.shape.n_kv_heads; ++hk)
-    for (int64_t t = 0; t < n; ++t) {
-      const float* kr = kf.data() + (size_t)t * row_ + (size_t)hk * d;
-      for (int j = 0; j < gqa_group; ++j) {
-        const int jq = hk * gqa_group + j;
-        const float* qj = q + (size_t)jq * d;
-        double dot = 0.0;
-        for (int x = 0; x < d; ++x) dot += (double)qj[x] * (double)kr[x];
-        out[(size_t)jq * ld + base + t] = (Out)dot;
-      }
+  std::vector<float> kr(d);
+  for (int64_t t = 0; t < n; ++t) {
+    to_float(k + ((size_t)(first + t) * row_ + (size_t)hk * d) * elem_, c.kv_dtype, (size_t)d, kr.data());
+    for (int j = 0; j < g; ++j) {
+      const float* qj = q + (size_t)j * d;
+      double dot = 0.0;
+      for (int x = 0; x < d; ++x) dot += (double)qj[x] * (double)kr[x];
+      out[(size_t)j * ld + t] = (Out)dot;
     }
+  }
 }
 
-void CpuCache::dense_apply(const uint8_t* v, int64_t n, int64_t base, const float* probs, size_t ld, int gqa_group,
+// acc[j][c] += sum_t probs[j * ld + t] V[first + t][hk][c] over n dense tokens.
+void CpuCache::dense_apply(const uint8_t* v, int64_t first, int64_t n, int hk, const float* probs, size_t ld, int g,
                            double* acc) const {
   const Config& c = config();
   const int d = c.shape.head_dim;
-  const std::vector<float> vf = dense_as_float(v, c.kv_dtype, (size_t)n * row_);
-  for (int hk = 0; hk < c.shape.n_kv_heads; ++hk)
-    for (int64_t t = 0; t < n; ++t) {
-      const float* vr = vf.data() + (size_t)t * row_ + (size_t)hk * d;
-      for (int j = 0; j < gqa_group; ++j) {
-        const int jq = hk * gqa_group + j;
-        const double p = probs[(size_t)jq * ld + base + t];
-        double* a = acc + (size_t)jq * d;
-        for (int x = 0; x < d; ++x) a[x] += p * vr[x];
-      }
+  std::vector<float> vr(d);
+  for (int64_t t = 0; t < n; ++t) {
+    to_float(v + ((size_t)(first + t) * row_ + (size_t)hk * d) * elem_, c.kv_dtype, (size_t)d, vr.data());
+    for (int j = 0; j < g; ++j) {
+      const double p = probs[(size_t)j * ld + t];
+      double* aj = acc + (size_t)j * d;
+      for (int x = 0; x < d; ++x) aj[x] += p * vr[x];
     }
+  }
 }
 
 }  // namespace packkv

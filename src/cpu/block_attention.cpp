@@ -6,11 +6,9 @@
 #include <numeric>
 #include <type_traits>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "codec/block_codec.h"
+#include "cpu/isa.h"
+#include "cpu/round_kernels.h"
 #include "format/round_cursor.h"
 #include "format/shape.h"
 
@@ -19,60 +17,6 @@ namespace packkv {
 namespace {
 
 constexpr int P = fmt::kPackTokens;
-
-// The 16 offsets of a pack of encode length L (compile-time, so that every shift is a
-// constant; halves of 8 fields fit 32 bits for L <= 4) as floats.
-template <int L>
-inline void unpack16_l(const uint8_t* payload, float* off) {
-  using Word = typename std::conditional<(L <= 4), uint32_t, uint64_t>::type;
-  Word lo = 0, hi = 0;
-  std::memcpy(&lo, payload, (size_t)L);  // little-endian: low L bytes of the word
-  std::memcpy(&hi, payload + L, (size_t)L);
-  constexpr Word mask = (Word)((1u << L) - 1u);
-  int32_t v[16];
-  for (int i = 0; i < 8; ++i) {
-    v[i] = (int32_t)((hi >> ((7 - i) * L)) & mask);
-    v[8 + i] = (int32_t)((lo >> ((7 - i) * L)) & mask);
-  }
-  for (int i = 0; i < 16; ++i) off[i] = (float)v[i];  // vectorizes (cvtdq2ps)
-}
-
-inline void unpack16(const uint8_t* payload, int L, float* off) {
-  switch (L) {
-    case 1: unpack16_l<1>(payload, off); break;
-    case 2: unpack16_l<2>(payload, off); break;
-    case 3: unpack16_l<3>(payload, off); break;
-    case 4: unpack16_l<4>(payload, off); break;
-    case 5: unpack16_l<5>(payload, off); break;
-    case 6: unpack16_l<6>(payload, off); break;
-    case 7: unpack16_l<7>(payload, off); break;
-    default: unpack16_l<8>(payload, off); break;
-  }
-}
-
-// acc[j][0..15] += q[j * d] * off[0..15] for j < n_q (the integer-domain partial dot
-// products of one channel for 16 tokens and every query head of the GQA group).
-inline void axpy16(const float* __restrict q, int d, int n_q, const float* __restrict off,
-                   float* __restrict acc) {
-#if defined(__SSE2__)
-  const __m128 o0 = _mm_loadu_ps(off), o1 = _mm_loadu_ps(off + 4), o2 = _mm_loadu_ps(off + 8),
-               o3 = _mm_loadu_ps(off + 12);
-  for (int j = 0; j < n_q; ++j) {
-    const __m128 qv = _mm_set1_ps(q[(size_t)j * d]);
-    float* a = acc + (size_t)j * P;
-    _mm_storeu_ps(a, _mm_add_ps(_mm_loadu_ps(a), _mm_mul_ps(qv, o0)));
-    _mm_storeu_ps(a + 4, _mm_add_ps(_mm_loadu_ps(a + 4), _mm_mul_ps(qv, o1)));
-    _mm_storeu_ps(a + 8, _mm_add_ps(_mm_loadu_ps(a + 8), _mm_mul_ps(qv, o2)));
-    _mm_storeu_ps(a + 12, _mm_add_ps(_mm_loadu_ps(a + 12), _mm_mul_ps(qv, o3)));
-  }
-#else
-  for (int j = 0; j < n_q; ++j) {
-    const float qc = q[(size_t)j * d];
-    float* a = acc + (size_t)j * P;
-    for (int i = 0; i < P; ++i) a[i] += qc * off[i];
-  }
-#endif
-}
 
 // Inputs whose largest magnitude exceeds this are rescaled by a power of two (exact) before
 // the fp32 inner loops: a sum of up to 256 products with 8-bit offsets stays far inside the
@@ -112,10 +56,39 @@ const float* decoded_head(const fmt::Shape& sh, const uint8_t* blob, int head, f
 
 }  // namespace
 
+void prepare_score_query(const float* q_in, int n_q, int d, ScoreQuery* sq) {
+  sq->q_in = q_in;
+  sq->n_q = n_q;
+  sq->q.resize((size_t)n_q * d);
+  sq->sum_q.resize(n_q);
+  sq->unscale.resize(n_q);
+  for (int j = 0; j < n_q; ++j) {
+    double s = 0, mx = 0;
+    for (int ch = 0; ch < d; ++ch) {
+      const double x = q_in[(size_t)j * d + ch];
+      s += x;
+      mx = std::max(mx, std::fabs(x));
+    }
+    sq->sum_q[j] = s;
+    const double f = rescale_factor(mx);
+    sq->unscale[j] = 1.0 / f;
+    for (int ch = 0; ch < d; ++ch) sq->q[(size_t)j * d + ch] = (float)(q_in[(size_t)j * d + ch] * f);
+  }
+}
+
 template <typename Out>
-void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const float* q_in, int n_q,
-                  Out* out, size_t ld, AttnScratch* scratch, const double* bias) {
-  const int n = sh.block_tokens, d = sh.head_dim;
+void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const float* q_in, int n_q, Out* out,
+                  size_t ld, AttnScratch* scratch, const double* bias) {
+  ScoreQuery sq;
+  prepare_score_query(q_in, n_q, sh.head_dim, &sq);
+  block_scores(sh, blob, head, sq, out, ld, scratch, bias);
+}
+
+template <typename Out>
+void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const ScoreQuery& sq, Out* out, size_t ld,
+                  AttnScratch* scratch, const double* bias) {
+  const int n = sh.block_tokens, d = sh.head_dim, n_q = sq.n_q;
+  const float* q_in = sq.q_in;
   const fmt::HeadView v = sh.head(blob, fmt::kK, head);
   if (grid_beyond_fp32(v, n, sh.bits_k)) {
     const float* k = decoded_head(sh, blob, head, fmt::kK, scratch);
@@ -127,38 +100,19 @@ void block_scores(const fmt::Shape& sh, const uint8_t* blob, int head, const flo
       }
     return;
   }
-  scratch->f.resize((size_t)n_q * P + (size_t)n_q * d);
-  scratch->d.resize(3 * (size_t)n_q);
+  const RoundKernels& kern = round_kernels(cpu_isa());
+  scratch->f.resize((size_t)n_q * P + (size_t)P * d);
+  scratch->d.resize((size_t)n_q);
   float* acc = scratch->f.data();
-  float* q = acc + (size_t)n_q * P;  // q_j * 2^-e_j for the fp32 integer-domain products
-  double* sum_q = scratch->d.data();
-  double* min_term = sum_q + n_q;
-  double* q_unscale = min_term + n_q;  // 2^e_j
-  for (int j = 0; j < n_q; ++j) {
-    double s = 0, mx = 0;
-    for (int ch = 0; ch < d; ++ch) {
-      const double x = q_in[(size_t)j * d + ch];
-      s += x;
-      mx = std::max(mx, std::fabs(x));
-    }
-    sum_q[j] = s;
-    const double f = rescale_factor(mx);
-    q_unscale[j] = 1.0 / f;
-    for (int ch = 0; ch < d; ++ch) q[(size_t)j * d + ch] = (float)(q_in[(size_t)j * d + ch] * f);
-  }
+  float* kern_scratch = acc + (size_t)n_q * P;
+  double* min_term = scratch->d.data();
+  const float* q = sq.q.data();  // q_j * 2^-e_j for the fp32 integer-domain products
+  const double* sum_q = sq.sum_q.data();
+  const double* q_unscale = sq.unscale.data();  // 2^e_j
   fmt::RoundCursor cur(v.tile, d, sh.bits_k);
-  float off[P];
-  for (int r = 0; r < n / P; ++r, cur.next_round()) {
-    std::fill(acc, acc + (size_t)n_q * P, 0.0f);
-    std::fill(min_term, min_term + n_q, 0.0);
-    for (int ch = 0; ch < d; ++ch) {
-      const fmt::Pack pk = cur.next_pack(ch);
-      const float mn = (float)pk.min;
-      for (int j = 0; j < n_q; ++j) min_term[j] += (double)q_in[(size_t)j * d + ch] * mn;  // exact in double
-      if (pk.length == 0) continue;
-      unpack16(pk.bytes, pk.length, off);
-      axpy16(q + ch, d, n_q, off, acc);
-    }
+  const uint8_t* tile_end = v.tile + v.tile_bytes;
+  for (int r = 0; r < n / P; ++r) {  // the kernel moves the cursor to the next round
+    kern.score_round(&cur, d, q, q_in, n_q, acc, min_term, tile_end, kern_scratch);
     for (int i = 0; i < P; ++i) {
       const int slot = r * P + i;
       const fmt::Affine a = v.affine(slot);
@@ -176,6 +130,10 @@ template void block_scores<float>(const fmt::Shape&, const uint8_t*, int, const 
                                   AttnScratch*, const double*);
 template void block_scores<double>(const fmt::Shape&, const uint8_t*, int, const float*, int, double*, size_t,
                                    AttnScratch*, const double*);
+template void block_scores<float>(const fmt::Shape&, const uint8_t*, int, const ScoreQuery&, float*, size_t,
+                                  AttnScratch*, const double*);
+template void block_scores<double>(const fmt::Shape&, const uint8_t*, int, const ScoreQuery&, double*, size_t,
+                                   AttnScratch*, const double*);
 
 void block_apply(const fmt::Shape& sh, const uint8_t* blob, int head, const float* probs, int n_q,
                  size_t ld, double* out, AttnScratch* scratch) {
@@ -192,27 +150,50 @@ void block_apply(const fmt::Shape& sh, const uint8_t* blob, int head, const floa
   }
   // w = p * s in stored order; per round sum of w (for the pack minimums); beta = sum w z.
   const int rounds = n / P;
+  const RoundKernels& kern = round_kernels(cpu_isa());
   scratch->f.resize((size_t)n_q * n + (size_t)n_q * d + (size_t)P * d);
   scratch->d.resize((size_t)n_q * (1 + rounds));
   float* w = scratch->f.data();
   float* part = w + (size_t)n_q * n;  // [n_q][d] sum of w * offset
-  float* offs = part + (size_t)n_q * d;  // one round decoded: [token][channel]
+  float* offs = part + (size_t)n_q * d;  // the kernels' scratch (one round decoded)
   double* beta = scratch->d.data();
   double* wsum = beta + n_q;  // [n_q][rounds]
   std::fill(beta, beta + (size_t)n_q * (1 + rounds), 0.0);
   std::fill(part, part + (size_t)n_q * d, 0.0f);
   // w = p * s can exceed FLT_MAX, and so can sum w * offset while sum w * (offset + z) does
   // not: above kRescaleAbove the fp32 weights are w * 2^-e (exact), undone in double below.
-  double wmax = 0;
+  // max |p| * max |s| bounds max |p s|: when the bound is <= kRescaleAbove so is the maximum
+  // (no rescaling, as the exact maximum would say); else the exact maximum decides.
+  scratch->a.resize(n);
+  scratch->t.resize(n);
+  fmt::Affine* aff = scratch->a.data();
+  int* orig = scratch->t.data();
+  double s_max = 0;
   for (int slot = 0; slot < n; ++slot) {
-    const double s_abs = std::fabs((double)v.affine(slot).scale);
-    const int t = v.original(slot);
-    for (int j = 0; j < n_q; ++j) wmax = std::max(wmax, std::fabs((double)probs[(size_t)j * ld + t]) * s_abs);
+    aff[slot] = v.affine(slot);
+    orig[slot] = v.original(slot);
+    s_max = std::max(s_max, std::fabs((double)aff[slot].scale));
+  }
+  uint32_t p_bits = 0;  // bits of max |p|: non-negative floats order like their bit patterns
+  for (int j = 0; j < n_q; ++j)
+    for (int t = 0; t < n; ++t) {
+      uint32_t b;
+      std::memcpy(&b, probs + (size_t)j * ld + t, 4);
+      p_bits = std::max(p_bits, b & 0x7fffffffu);
+    }
+  float p_max;
+  std::memcpy(&p_max, &p_bits, 4);
+  double wmax = (double)p_max * s_max;
+  if (!(wmax <= kRescaleAbove)) {
+    wmax = 0;
+    for (int slot = 0; slot < n; ++slot)
+      for (int j = 0; j < n_q; ++j)
+        wmax = std::max(wmax, std::fabs((double)probs[(size_t)j * ld + orig[slot]]) * std::fabs((double)aff[slot].scale));
   }
   const double wf = rescale_factor(wmax), w_unscale = 1.0 / wf;
   for (int slot = 0; slot < n; ++slot) {
-    const fmt::Affine a = v.affine(slot);
-    const int t = v.original(slot);
+    const fmt::Affine a = aff[slot];
+    const int t = orig[slot];
     for (int j = 0; j < n_q; ++j) {
       const float ws = (float)((double)probs[(size_t)j * ld + t] * (double)a.scale * wf);
       w[(size_t)j * n + slot] = ws;
@@ -222,30 +203,9 @@ void block_apply(const fmt::Shape& sh, const uint8_t* blob, int head, const floa
     }
   }
   fmt::RoundCursor cur(v.tile, d, sh.bits_v);
-  float off[P];
-  for (int r = 0; r < rounds; ++r, cur.next_round()) {
-    for (int ch = 0; ch < d; ++ch) {
-      const fmt::Pack pk = cur.next_pack(ch);
-      const double mn = (double)pk.min;
-      for (int j = 0; j < n_q; ++j) out[(size_t)j * d + ch] += mn * wsum[(size_t)j * rounds + r];
-      if (pk.length == 0) {
-        for (int i = 0; i < P; ++i) offs[(size_t)i * d + ch] = 0.0f;
-        continue;
-      }
-      unpack16(pk.bytes, pk.length, off);
-      for (int i = 0; i < P; ++i) offs[(size_t)i * d + ch] = off[i];
-    }
-    // part[j][:] += sum_i w[j][i] * offs[i][:], vectorized over channels
-    for (int j = 0; j < n_q; ++j) {
-      const float* wr = w + (size_t)j * n + (size_t)r * P;
-      float* pj = part + (size_t)j * d;
-      for (int i = 0; i < P; ++i) {
-        const float wi = wr[i];
-        const float* oi = offs + (size_t)i * d;
-        for (int ch = 0; ch < d; ++ch) pj[ch] += wi * oi[ch];
-      }
-    }
-  }
+  const uint8_t* tile_end = v.tile + v.tile_bytes;
+  for (int r = 0; r < rounds; ++r)  // the kernel moves the cursor to the next round
+    kern.apply_round(&cur, d, w + (size_t)r * P, (size_t)n, n_q, part, out, wsum + r, (size_t)rounds, tile_end, offs);
   for (int j = 0; j < n_q; ++j)
     for (int ch = 0; ch < d; ++ch) out[(size_t)j * d + ch] += (double)part[(size_t)j * d + ch] * w_unscale + beta[j];
 }

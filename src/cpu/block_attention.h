@@ -13,6 +13,7 @@
 
 #include <vector>
 
+#include "format/affine.h"
 #include "format/shape.h"
 
 namespace packkv {
@@ -21,7 +22,20 @@ namespace packkv {
 struct AttnScratch {
   std::vector<float> f;
   std::vector<double> d;
+  std::vector<fmt::Affine> a;  // a block's zero points and scales, by stored slot
+  std::vector<int> t;          // its original token indices
 };
+
+// The n_q query heads q_in ([n_q][head_dim] float) prepared for block_scores: per head its
+// sum and a power-of-two scaling for the fp32 products (computed once for all the blocks
+// a query reads).
+struct ScoreQuery {
+  const float* q_in = nullptr;
+  int n_q = 0;
+  std::vector<float> q;               // q_j * 2^-e_j, [n_q][head_dim]
+  std::vector<double> sum_q, unscale;  // sum_c q_j[c]; 2^e_j
+};
+void prepare_score_query(const float* q_in, int n_q, int head_dim, ScoreQuery* sq);
 
 // Scores of the n_q query heads q ([n_q][head_dim] float) that read KV head `head`,
 // for the block_tokens tokens of one blob: out[j * ld + t] = q_j . K^_t + bias[j] with t
@@ -33,6 +47,10 @@ struct AttnScratch {
 template <typename Out>
 void block_scores(const fmt::Shape& shape, const uint8_t* blob, int head, const float* q, int n_q,
                   Out* out, size_t ld, AttnScratch* scratch, const double* bias = nullptr);
+// The same with the query prepared by prepare_score_query.
+template <typename Out>
+void block_scores(const fmt::Shape& shape, const uint8_t* blob, int head, const ScoreQuery& q, Out* out, size_t ld,
+                  AttnScratch* scratch, const double* bias = nullptr);
 
 // Adds sum_t probs[j * ld + t] * V^_t[head] to out[j][0..head_dim) (double) for the
 // n_q query heads, t the original index inside the block. Weights p * s above 2^100 in

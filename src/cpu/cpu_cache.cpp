@@ -18,6 +18,7 @@ namespace packkv {
 
 CpuCache::CpuCache(const Config& c, std::shared_ptr<PagePool> pool)
     : CacheImpl(c), pool_(std::move(pool)), seqs_(c.max_seqs) {
+  par_.n_threads = c.n_threads > 0 ? c.n_threads : default_threads();
   row_ = (size_t)c.shape.token_values();
   elem_ = dtype_size(c.kv_dtype);
   const size_t worst = align16(c.shape.max_blob_bytes());
@@ -118,6 +119,12 @@ void CpuCache::decompress(int seq, float* k_out, float* v_out, packkv_stream_t) 
   const size_t gone = (size_t)s.expired * row_;
   if (k_out) std::fill(k_out, k_out + gone, NAN);
   if (v_out) std::fill(v_out, v_out + gone, NAN);
+}
+
+void CpuCache::set_parallel(packkv_x_parallel_fn fn, void* user, int n_tasks) {
+  par_.caller_fn = fn;
+  par_.caller_user = fn ? user : nullptr;
+  par_.n_threads = fn ? n_tasks : (config().n_threads > 0 ? config().n_threads : default_threads());
 }
 
 int64_t CpuCache::n_blocks(int seq) const { return seqs_[seq].n_blocks(); }

@@ -4,7 +4,8 @@
 //     cpu_cache.cpp    storage: creation, lengths, removal, stats, decompress, blob access
 //     append.cpp       append: plan (convert, check, encode the flushed blocks), commit
 //     input_check.cpp  conversion of new tokens to kv_dtype and the finiteness check
-//     attention.cpp    scores / apply / decode over the blocks and the residual window
+//     attention.cpp    scores / apply / decode over the blocks and the residual window,
+//                      in parallel work items (cpu/parallel.h)
 //     softmax.h        the float64 softmax of decode
 // Every method either completes or throws Error leaving the cache unchanged (the
 // CacheImpl contract, api/cache_impl.h). No lock: the caller serializes mutating calls
@@ -19,7 +20,9 @@
 #include <vector>
 
 #include "api/cache_impl.h"
+#include "cpu/block_attention.h"
 #include "cpu/page_table.h"
+#include "cpu/parallel.h"
 #include "pool/page_pool.h"
 
 namespace packkv {
@@ -76,32 +79,42 @@ class CpuCache final : public CacheImpl {
   void apply(const AttnArgs& a, const float* probs, int64_t ld_probs, float* out) const override;
   void decode(const AttnArgs& a, float scale, float* out, float* lse) const override;
   size_t workspace_size(int, int) const override { return 0; }  // scratch is allocated per call
+  void set_parallel(packkv_x_parallel_fn fn, void* user, int n_tasks) override;
+  int64_t sink_len(int seq) const { return seqs_[seq].sink_len; }
 
  private:
-  // append.cpp: encodes the first n_blocks blocks of the window (residual tokens of s,
-  // then the new tokens nk / nv in kv_dtype) as blobs, one after the other in *blobs
-  // (each starting kBlobAlign-aligned), their sizes in *sizes. With K centering the
-  // sequence's K mean is s.k_mean, or (first block) computed into *k_mean from that block.
-  void encode_flushed(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t n_blocks,
-                      std::vector<uint8_t>* blobs, std::vector<size_t>* sizes, std::vector<float>* k_mean) const;
+  // append.cpp. The window of an append: the residual tokens of s, then the new tokens
+  // nk / nv in kv_dtype. Block b of it as float (fk, fv: N * row values; either may be
+  // null); the K mean of its block 0 (K centering, a sequence without blocks); block b
+  // encoded as one blob into *blob (k_mean: the sequence's K mean with K centering, else
+  // unused). Const and independent of each other: the blocks of an append are encoded in
+  // parallel.
+  void window_block_floats(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t b, float* fk,
+                           float* fv) const;
+  std::vector<float> block0_k_mean(const CpuSeq& s, const uint8_t* nk) const;
+  void encode_window_block(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t b, const float* k_mean,
+                           std::vector<uint8_t>* blob) const;
   // input_check.cpp: n values of dtype as kv_dtype (src itself when dtype is kv_dtype,
   // else *conv), rejecting values that are not finite in kv_dtype (NaN, inf, or
   // overflow by the conversion) with an error naming sequence, token, head and channel.
   const uint8_t* convert_checked(const uint8_t* src, packkv_dtype_t dtype, size_t n, std::vector<uint8_t>* conv,
                                  int seq, const char* what) const;
-  // attention.cpp
-  void load_q(const AttnArgs& a, int i, float* q) const;
+  // attention.cpp (the spans and work items: there)
+  std::vector<float> load_q(const AttnArgs& a) const;  // every query as float
   template <typename Out>  // float (scores) or double (decode)
-  void seq_scores(const CpuSeq& s, const float* q, int gqa_group, Out* out, size_t ld) const;
-  void seq_apply(const CpuSeq& s, const float* probs, size_t ld, int gqa_group, double* acc) const;
-  // Scores / weighted V of n dense tokens in kv_dtype ([n][H][D], the sink tokens or the
-  // residual window) at positions base .. base+n-1, float64 products.
-  template <typename Out>  // float or double, as seq_scores
-  void dense_scores(const uint8_t* k, int64_t n, int64_t base, const float* q, int gqa_group, Out* out,
+  void span_scores(const CpuSeq& s, int64_t begin, int64_t end, int hk, const float* q, int g, Out* out, size_t ld,
+                   AttnScratch* scratch) const;
+  void span_apply(const CpuSeq& s, int64_t begin, int64_t end, int hk, const float* probs, size_t ld, int g,
+                  double* acc, AttnScratch* scratch) const;
+  // Scores / weighted V of KV head hk of n dense tokens in kv_dtype ([..][H][D], the sink
+  // tokens or the residual window), rows first .. first+n-1, float64 products.
+  template <typename Out>  // float or double, as span_scores
+  void dense_scores(const uint8_t* k, int64_t first, int64_t n, int hk, const float* q, int g, Out* out,
                     size_t ld) const;
-  void dense_apply(const uint8_t* v, int64_t n, int64_t base, const float* probs, size_t ld, int gqa_group,
+  void dense_apply(const uint8_t* v, int64_t first, int64_t n, int hk, const float* probs, size_t ld, int g,
                    double* acc) const;
 
+  Parallel par_;  // where parallel work runs (cpu/parallel.h)
   std::shared_ptr<PagePool> pool_;
   bool shared_ = false;
   int64_t window_ = 0;  // sliding window in tokens; 0: none

@@ -13,13 +13,14 @@ namespace packkv {
 
 // probs[0..len) = softmax(scale * scores[0..len)) (raw scores, len >= 1); returns
 // log(sum_t exp(scale * scores_t)). Scores are double: q . k may exceed FLT_MAX while the
-// softmax and its weighted sum of V are finite (issue 18 item 3).
-inline double softmax_row(const double* scores, int64_t len, float scale, float* probs) {
+// softmax and its weighted sum of V are finite (issue 18 item 3). scores is overwritten
+// with exp(scale * scores_t - max) (each exponential is computed once).
+inline double softmax_row(double* scores, int64_t len, float scale, float* probs) {
   double mx = -std::numeric_limits<double>::infinity();
   for (int64_t t = 0; t < len; ++t) mx = std::max(mx, (double)scale * scores[t]);
   double sum = 0.0;
-  for (int64_t t = 0; t < len; ++t) sum += std::exp((double)scale * scores[t] - mx);
-  for (int64_t t = 0; t < len; ++t) probs[t] = (float)(std::exp((double)scale * scores[t] - mx) / sum);
+  for (int64_t t = 0; t < len; ++t) sum += (scores[t] = std::exp((double)scale * scores[t] - mx));
+  for (int64_t t = 0; t < len; ++t) probs[t] = (float)(scores[t] / sum);
   return mx + std::log(sum);
 }
 

@@ -1,16 +1,18 @@
 // The one reader (and writer) of a FormatId::kRoundMajor tile (layout in round_tile.h):
 // a cursor over its rounds that knows where a round's MINS, LENS and payload sit and
 // where the next pack starts. Every host decoder walks tiles with it (codec/bitpack.cpp,
-// cpu/block_attention.cpp, format/blob_check.cpp), so the host walk is written once. The
+// cpu/round_kernels.cpp, format/blob_check.cpp), so the host walk is written once. The
 // device has its own, also written once: cuda/attention/tile_walk.cuh (32-bit bit offsets
 // into a tile staged in shared memory, a warp per tile; this cursor's 64-bit pointers
 // made ptxas spill in the attention kernels), used by every kernel.
 //
-// Two ways to walk the packs of a round:
+// Three ways to walk the packs of a round:
 //   - in channel order (one thread): next_pack(ch) for ch = 0 .. D-1, then next_round();
 //   - in parallel (a warp): each lane reads channel_length(ch) of its channels, the lanes
 //     prefix-sum 2 * L into pack positions, read their packs at payload() + position,
-//     and every lane calls next_round_after(sum of 2 * L over the round).
+//     and every lane calls next_round_after(sum of 2 * L over the round);
+//   - in bulk (host SIMD kernels, cpu/round_kernels.cpp): read_round_fields, then the packs
+//     at payload() + prefix sums of 2 * L, then next_round_after.
 // The cursor does no bounds checks (decoders trust blobs; blob_check.cpp checks
 // foreign ones first, using round_offset() and pack_offset() against the tile size).
 //
@@ -102,6 +104,15 @@ class BasicRoundCursor {
   PACKKV_HD void next_round_after(size_t payload_bytes) {
     round_ = payload() + payload_bytes;
     pack_ = payload();
+  }
+
+  // Bulk walk of the current round (host SIMD kernels): every channel's minimum and
+  // encode length into mins[0..D) and lens[0..D) (D = head_dim); the pack of channel c then
+  // starts at payload() + 2 * (lens[0] + .. + lens[c-1]); then next_round_after(that sum
+  // over all D channels).
+  PACKKV_HD void read_round_fields(int head_dim, uint8_t* mins_out, uint8_t* lens_out) const {
+    read_fields(mins(), head_dim, bits_, mins_out);
+    read_fields(lens(), head_dim, len_bits_, lens_out);
   }
 
   // Offsets from the tile start (bounds checks).

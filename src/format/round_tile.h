@@ -77,6 +77,31 @@ PACKKV_HD uint32_t read_field(const uint8_t* p, size_t k, int w) {
   return v & ((1u << w) - 1u);
 }
 
+// Reads fields 0 .. n-1 (n a multiple of 8) of width W (1..8) of an LSB-first bitstream
+// into out: the bulk form of read_field for a whole MINS or LENS section (8 fields are
+// exactly W bytes). Touches only the n * W / 8 bytes of the fields.
+template <int W>
+PACKKV_HD void read_fields_w(const uint8_t* p, int n, uint8_t* out) {
+  constexpr uint64_t mask = (1u << W) - 1u;
+  for (int k = 0; k < n; k += 8, p += W) {
+    uint64_t u = 0;
+    for (int b = 0; b < W; ++b) u |= (uint64_t)p[b] << (8 * b);
+    for (int i = 0; i < 8; ++i) out[k + i] = (uint8_t)((u >> (i * W)) & mask);
+  }
+}
+PACKKV_HD void read_fields(const uint8_t* p, int n, int w, uint8_t* out) {
+  switch (w) {
+    case 1: read_fields_w<1>(p, n, out); break;
+    case 2: read_fields_w<2>(p, n, out); break;
+    case 3: read_fields_w<3>(p, n, out); break;
+    case 4: read_fields_w<4>(p, n, out); break;
+    case 5: read_fields_w<5>(p, n, out); break;
+    case 6: read_fields_w<6>(p, n, out); break;
+    case 7: read_fields_w<7>(p, n, out); break;
+    default: read_fields_w<8>(p, n, out); break;
+  }
+}
+
 // ORs field k of width w into an LSB-first bitstream (the bytes must start zeroed).
 PACKKV_HD void write_field(uint8_t* p, size_t k, int w, uint32_t value) {
   size_t bit = k * (size_t)w;

@@ -98,7 +98,12 @@ TEST_CASE("T10: attention does not depend on repacking, permuting K alone change
   const Run none = run(PACKKV_REPACK_NONE, k, v, q);
   for (packkv_repack_t m : {PACKKV_REPACK_MEDIAN, PACKKV_REPACK_GREEDY}) {
     const Run r = run(m, k, v, q);
-    for (size_t i = 0; i < none.scores.size(); ++i) CHECK(r.scores[i] == doctest::Approx(none.scores[i]).epsilon(1e-5));
+    // scores near 0 come from cancelling sums of fp32 products: compare at 1e-5 of the
+    // largest score (repacking changes the packs, and so the fp32 rounding of each sum)
+    double smax = 0;
+    for (float x : none.scores) smax = std::max(smax, (double)std::fabs(x));
+    for (size_t i = 0; i < none.scores.size(); ++i)
+      CHECK(r.scores[i] == doctest::Approx(none.scores[i]).epsilon(1e-5).scale(smax));
     for (size_t i = 0; i < none.out.size(); ++i) CHECK(r.out[i] == doctest::Approx(none.out[i]).epsilon(1e-5));
   }
   // negative test: swap the K rows of tokens 0 and 100 only

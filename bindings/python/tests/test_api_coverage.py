@@ -65,7 +65,7 @@ def test_every_experimental_function_is_wrapped_and_covered():
         "x_cache_truncate": packkv.Cache.truncate, "x_cache_fork": packkv.Cache.fork,
         "x_cache_set_window": packkv.Cache.set_window, "x_cache_window_start": packkv.Cache.window_start,
         "x_cache_export_size": packkv.Cache.export_seq, "x_cache_export": packkv.Cache.export_seq,
-        "x_cache_import": packkv.Cache.import_seq,
+        "x_cache_import": packkv.Cache.import_seq, "x_cache_set_parallel": packkv.Cache.set_parallel,
     }
     assert not set(names) - set(covered), set(names) - set(covered)
     assert raw.X_ERR_BUDGET_EXCEEDED == packkv.BudgetExceeded.STATUS

@@ -180,7 +180,8 @@ def _enum(name: str, value: Any, names: dict):
 def _params_struct(n_kv_heads: int, head_dim: int, *, device: int = -1, max_seqs=None, kv_dtype=None,
                    max_tokens_per_seq=None, rel_scale_k=None, rel_scale_v=None, bits_k=None,
                    bits_v=None, repack=None, scale_granularity=None, block_tokens=None,
-                   residual_tokens=None, sink_tokens=None, zs_format=None, k_transform=None):
+                   residual_tokens=None, sink_tokens=None, zs_format=None, k_transform=None,
+                   n_threads=None):
     """A packkv_cache_params_t from the keyword arguments of Cache (checked, not yet
     validated by the library)."""
     p = _raw.CacheParamsStruct()
@@ -189,7 +190,7 @@ def _params_struct(n_kv_heads: int, head_dim: int, *, device: int = -1, max_seqs
             "max_seqs": max_seqs, "max_tokens_per_seq": max_tokens_per_seq,
             "bits_k": bits_k, "bits_v": bits_v, "block_tokens": block_tokens,
             "residual_tokens": residual_tokens, "sink_tokens": sink_tokens,
-            "zs_format": zs_format, "k_transform": k_transform,
+            "zs_format": zs_format, "k_transform": k_transform, "n_threads": n_threads,
             "repack": _enum("repack", repack, REPACK),
             "scale_granularity": _enum("scale_granularity", scale_granularity,
                                        SCALE_GRANULARITY)}
@@ -225,6 +226,9 @@ class Cache:
         max_tokens_per_seq, rel_scale_k, rel_scale_v, bits_k, bits_v, block_tokens,
         residual_tokens, sink_tokens, zs_format, k_transform: as in packkv_cache_params_t
             (the C enum values for the last two); None keeps the library default.
+        n_threads: threads one call of a CPU cache may use, the calling thread included (0:
+            the CPUs this process may run on, at most 64; 1: the calling thread only); the
+            results do not depend on it. None: the default (0).
         pool: a :class:`packkv.Pool` (experimental) to hold the compressed blocks, shared with
             other caches and under its budget; None (default): a private pool.
         repack: "none", "median" or "greedy" (or the C enum value); None: default.
@@ -252,7 +256,7 @@ class Cache:
                  repack: Any = None, scale_granularity: Any = None,
                  block_tokens: int | None = None, residual_tokens: int | None = None,
                  sink_tokens: int | None = None, zs_format: int | None = None,
-                 k_transform: int | None = None, pool: Any = None):
+                 k_transform: int | None = None, n_threads: int | None = None, pool: Any = None):
         self._ptr = None
         self._lock = _RWLock()
         self._pool = pool
@@ -261,7 +265,7 @@ class Cache:
                            rel_scale_v=rel_scale_v, bits_k=bits_k, bits_v=bits_v, repack=repack,
                            scale_granularity=scale_granularity, block_tokens=block_tokens,
                            residual_tokens=residual_tokens, sink_tokens=sink_tokens,
-                           zs_format=zs_format, k_transform=k_transform)
+                           zs_format=zs_format, k_transform=k_transform, n_threads=n_threads)
         if pool is None:
             self._ptr = _raw.cache_create(p)
         else:
@@ -451,6 +455,22 @@ class Cache:
             raise InvalidArgument(1, f"window_tokens = {window_tokens} does not fit int64")
         with self._lock.write():
             _raw.x_cache_set_window(self._handle(), window_tokens)
+
+    def set_parallel(self, fn_address: int | None, user_address: int | None = None, n_tasks: int = 1) -> None:
+        """Runs the parallel work of this CPU cache through a caller's task runner
+        (experimental: packkv_x_cache_set_parallel): fn_address is the address of a C
+        function ``void fn(void* user, int32_t n_tasks, packkv_x_task_fn task, void* ctx)``
+        (e.g. an engine's thread pool, or a ctypes CFUNCTYPE) that must call task(ctx, i)
+        once for every i < n_tasks and return when all have returned; user_address is passed
+        to it as is. None goes back to the library's own threads (params n_threads). The
+        results do not depend on the choice. Raises NotSupported on a CUDA cache."""
+        n_tasks = _integer("n_tasks", n_tasks)
+        if fn_address is not None:
+            fn_address = _integer("fn_address", fn_address)
+        if user_address is not None:
+            user_address = _integer("user_address", user_address)
+        with self._lock.write():
+            _raw.x_cache_set_parallel(self._handle(), fn_address, user_address, n_tasks)
 
     def window_start(self, seq_id: int = 0) -> int:
         """First token of the sequence inside the sliding window (0 without a window)."""

@@ -8,6 +8,7 @@ pub const PACKKV_VERSION_PATCH: u32 = 0;
 pub const PACKKV_VERSION_NUMBER: u32 = 100;
 pub const PACKKV_CACHE_PARAMS_SIZE_V1: u32 = 64;
 pub const PACKKV_CACHE_PARAMS_SIZE_V2: u32 = 80;
+pub const PACKKV_CACHE_PARAMS_SIZE_V3: u32 = 80;
 pub const PACKKV_CACHE_PARAMS_SIZE_MAX: u32 = 1024;
 pub const PACKKV_CACHE_STATS_SIZE_V1: u32 = 120;
 pub const PACKKV_CACHE_STATS_SIZE_MAX: u32 = 1024;
@@ -87,6 +88,7 @@ pub struct packkv_cache_params {
     pub sink_tokens: i32,
     pub zs_format: packkv_zs_format_t,
     pub k_transform: packkv_k_transform_t,
+    pub n_threads: i32,
 }
 #[test]
 fn bindgen_test_layout_packkv_cache_params() {
@@ -406,6 +408,23 @@ fn bindgen_test_layout_packkv_cache_params() {
         );
     }
     test_field_k_transform();
+    fn test_field_n_threads() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::core::mem::MaybeUninit::<packkv_cache_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::core::ptr::addr_of!((*ptr).n_threads) as usize - ptr as usize
+            },
+            76usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(packkv_cache_params),
+                "::",
+                stringify!(n_threads)
+            )
+        );
+    }
+    test_field_n_threads();
 }
 pub type packkv_cache_params_t = packkv_cache_params;
 extern "C" {

@@ -395,3 +395,22 @@ extern "C" {
         size: usize,
     ) -> packkv_status_t;
 }
+pub type packkv_x_task_fn = ::core::option::Option<
+    unsafe extern "C" fn(task_ctx: *mut crate::ctypes::c_void, task_index: i32),
+>;
+pub type packkv_x_parallel_fn = ::core::option::Option<
+    unsafe extern "C" fn(
+        user: *mut crate::ctypes::c_void,
+        n_tasks: i32,
+        task: packkv_x_task_fn,
+        task_ctx: *mut crate::ctypes::c_void,
+    ),
+>;
+extern "C" {
+    pub fn packkv_x_cache_set_parallel(
+        cache: *mut packkv_cache_t,
+        fn_: packkv_x_parallel_fn,
+        user: *mut crate::ctypes::c_void,
+        n_tasks: i32,
+    ) -> packkv_status_t;
+}

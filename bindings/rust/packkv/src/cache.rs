@@ -282,6 +282,22 @@ impl Cache {
         check(unsafe { sys::experimental::packkv_x_cache_set_window(self.raw.as_ptr(), window_tokens) })
     }
 
+    /// Runs this CPU cache's parallel work through the caller's task runner (`fn_`, called
+    /// with at most `n_tasks` tasks a call; `None`: the library's own threads again)
+    /// (`packkv_x_cache_set_parallel`). Results do not depend on it.
+    ///
+    /// # Safety
+    /// `fn_` must follow the contract of `packkv_x_parallel_fn` (call every task once, return
+    /// after all have returned) and, with `user`, stay valid while the cache uses it.
+    pub unsafe fn set_parallel(
+        &mut self,
+        fn_: sys::experimental::packkv_x_parallel_fn,
+        user: *mut core::ffi::c_void,
+        n_tasks: i32,
+    ) -> Result<()> {
+        check(sys::experimental::packkv_x_cache_set_parallel(self.raw.as_ptr(), fn_, user.cast(), n_tasks))
+    }
+
     /// First token of a sequence inside the sliding window (`packkv_x_cache_window_start`).
     pub fn window_start(&self, seq_id: i32) -> Result<i64> {
         let mut n = 0i64;

@@ -48,6 +48,9 @@ pub struct Params {
     pub zs_format: ZsFormat,
     /// Transform of K inside the library.
     pub k_transform: KTransform,
+    /// CPU cache: threads one call may use, the calling thread included (0: the CPUs this
+    /// process may run on, at most 64; 1: the calling thread only). Results do not depend on it.
+    pub n_threads: i32,
 }
 
 impl Params {
@@ -81,6 +84,7 @@ impl Params {
             sink_tokens: p.sink_tokens,
             zs_format: ZsFormat(p.zs_format),
             k_transform: KTransform(p.k_transform),
+            n_threads: p.n_threads,
         }
     }
 
@@ -111,6 +115,7 @@ impl Params {
         p.sink_tokens = self.sink_tokens;
         p.zs_format = self.zs_format.0;
         p.k_transform = self.k_transform.0;
+        p.n_threads = self.n_threads;
         Ok(p)
     }
 }

@@ -323,3 +323,48 @@ fn every_c_function_is_reached_by_the_safe_crate() {
     let missing: Vec<_> = names.iter().filter(|n| !src.contains(&format!("sys::{n}("))).collect();
     assert!(missing.is_empty(), "C functions not wrapped by the safe crate: {missing:?}");
 }
+
+// A caller's task runner that runs the tasks one after another and counts its calls.
+unsafe extern "C" fn serial_runner(
+    user: *mut packkv::sys::ctypes::c_void,
+    n_tasks: i32,
+    task: packkv::sys::experimental::packkv_x_task_fn,
+    ctx: *mut packkv::sys::ctypes::c_void,
+) {
+    *(user as *mut i32) += 1;
+    for i in 0..n_tasks {
+        (task.unwrap())(ctx, i);
+    }
+}
+
+#[test]
+fn n_threads_and_callers_runner_give_the_same_bits() {
+    let t = 3000usize;
+    let mut rng = Rng::new(9);
+    let (k, v) = (kv(&mut rng, t, H, D), kv(&mut rng, t, H, D));
+    let q = kv(&mut rng, 1, 2 * H, D);
+    let mut outs = Vec::new();
+    let mut calls = 0i32;
+    for n in [1, 3, 0, -1] {
+        let mut p = params(1);
+        p.max_tokens_per_seq = 4096;
+        p.n_threads = n.max(0);
+        let mut c = Cache::new(&p).unwrap();
+        assert_eq!(c.params().n_threads, n.max(0));
+        if n < 0 {
+            // SAFETY: serial_runner calls every task once; `calls` outlives the cache's use.
+            unsafe { c.set_parallel(Some(serial_runner), &mut calls as *mut i32 as *mut _, 4).unwrap() };
+        }
+        c.append(&[0], &[t as i32], &k, &v).unwrap();
+        let mut out = vec![0f32; 2 * H * D];
+        c.decode(&[0], 2 * H as i32, &q, 0.125, &mut out, None).unwrap();
+        outs.push(out);
+    }
+    assert!(calls > 0);
+    for o in &outs[1..] {
+        assert_eq!(o, &outs[0]);
+    }
+    let mut p = params(1);
+    p.n_threads = -1;
+    assert!(Cache::new(&p).is_err());
+}
