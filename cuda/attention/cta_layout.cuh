@@ -15,6 +15,7 @@
 #include "common/rules.h"
 #include "attention/tuning.h"
 #include "attention/variants.cuh"
+#include "device_util.cuh"  // load_elem
 #include "kernels.h"
 
 namespace packkv {
@@ -34,11 +35,37 @@ __device__ __forceinline__ int acc_word(int g, int c, int D) {
   return g * D + (c - lg * cpl) * 8 + lg;
 }
 
+// The staging buffers at the start of a warp part, the same in both kernel families
+// (AttnSmem; family_tensorcore.cuh's TensorcoreSmem): sets the byte offsets from the warp
+// part of the K and V tiles (kbuf, vbuf: where variant V decodes them), of the zero
+// points and scales of K (V in apply: zb, sb) and of V where both are decoded (vzb, vsb),
+// and of the perm (pb, where perm_buffer: the tensor-core family passes V::kPositions,
+// the variants that write or read original positions; the CUDA-core family true, as
+// before: dropping it from its decode kernels changed their code, G 2 128 -> 122
+// registers, unmeasured). Returns the offset after them. S: a layout struct with those
+// size_t fields; N: the block tokens, passed in (read again here from c, ptxas spilled in
+// the tensor-core apply kernels: 4 bytes at head_dim 128 and 256; nvcc 13.0 sm_90).
+template <typename V, typename S>
+__host__ __device__ inline size_t layout_staging(S& s, const KernelConfig& c, size_t N, bool perm_buffer) {
+  // Tile buffers: a copy starts up to 15 bytes before the tile (16-byte chunks) and
+  // bits_at reads one 32-bit word past the last byte it needs.
+  const size_t tb = align16(c.max_tile + 48), zs = align16(N * 4 + 32);
+  size_t w = 0;
+  s.kbuf = w; if (V::kUsesK) w += tb;
+  s.vbuf = w; if (V::kUsesV) w += tb;
+  s.zb = w;   w += zs;
+  s.sb = w;   w += zs;
+  s.vzb = w;  if (V::kUsesK && V::kUsesV) w += zs;
+  s.vsb = w;  if (V::kUsesK && V::kUsesV) w += zs;
+  s.pb = w;   if (perm_buffer) w += align16(N + 32);
+  return w;
+}
+
 // Byte offsets: a CTA part (queries, per-warp accumulators) and nw warp parts (staged
 // tiles and metadata, scores/weights, round tables).
 struct AttnSmem {
   size_t q, qsum, acc, ml, warp0;          // CTA part (acc: [nw][acc_rows(G)][acc_row_words])
-  size_t kbuf, vbuf, zb, sb, vzb, vsb, pb;  // warp part: staging buffers
+  size_t kbuf, vbuf, zb, sb, vzb, vsb, pb;  // warp part: staging buffers (layout_staging)
   size_t sc, wr, wzr, round_start, pre;    // warp part: scores/weights, round tables
   size_t stride, total;
 };
@@ -52,17 +79,7 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   s.acc = at;  at += !V::kUsesV ? 0 : align16(static_cast<size_t>(nw) * acc_rows(G) * acc_row_words(G, static_cast<int>(D)) * 4);
   s.ml = at;   at += align16(static_cast<size_t>(nw) * (G * 2 + 1) * 4);  // + each warp's exponent e
   s.warp0 = at;
-  // Tile buffers: a copy starts up to 15 bytes before the tile (16-byte chunks) and
-  // bits_at reads one 32-bit word past the last byte it needs.
-  const size_t tb = align16(c.max_tile + 48), zs = align16(N * 4 + 32);
-  size_t w = 0;
-  s.kbuf = w; if (V::kUsesK) w += tb;
-  s.vbuf = w; if (V::kUsesV) w += tb;
-  s.zb = w;   w += zs;
-  s.sb = w;   w += zs;
-  s.vzb = w;  if (V::kUsesK && V::kUsesV) w += zs;
-  s.vsb = w;  if (V::kUsesK && V::kUsesV) w += zs;
-  s.pb = w;   w += align16(N + 32);
+  size_t w = layout_staging<V>(s, c, N, true);  // pb in every variant (see above)
   s.sc = w;   w += align16(G * N * 4);
   s.wr = w;   w += align16(G * 16 * 4);
   s.wzr = w;  w += align16(G * 16 * 4);
@@ -71,6 +88,21 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   s.stride = align16(w);
   s.total = at + nw * s.stride;
   return s;
+}
+
+// Loads the CTA's queries into qS [G][D] fp32: query head qh0 + g of sequence row `row`
+// (AttnCall::q, a.q_dtype) for g < n_valid, zeros for the rest. Decode scales them by the
+// softmax scale, so that the scores come out scaled (a raw score may exceed FLT_MAX where
+// the scaled one does not; online_softmax.cuh). Whole CTA; the caller synchronizes. Both
+// families (CUDA-core CTAs, tensor-core residual CTAs).
+template <int G, typename V>
+__device__ __forceinline__ void load_queries(float* qS, const AttnCall& a, int row, int qh0, int n_valid, int D) {
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int g = i / D, ch = i - g * D;
+    qS[i] = g < n_valid ? load_elem(a.q, (static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * D + ch, a.q_dtype) *
+                              (V::kSoftmax ? a.scale : 1.f)
+                        : 0.f;
+  }
 }
 
 // One CTA's work and shared memory, as the device code of a launch sees it. Grid (splits,

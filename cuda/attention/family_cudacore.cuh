@@ -86,14 +86,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
   const Cta<G> t{warp, lane, nw, row, kvh, qh0, n_valid, split, qS, qsum, acc, arw, ml, wb, sc, Wr, WZr, round_start, pre};
 
   if (V::kUsesK) {
-    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-      const int g = i / D, ch = i - g * D;
-      // Decode: q times the softmax scale, so that t.sc holds the scaled scores (a raw
-      // score may exceed FLT_MAX while the scaled one does not; online_softmax.cuh).
-      qS[i] = g < n_valid ? load_elem(a.q, (static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * D + ch, a.q_dtype) *
-                                (V::kSoftmax ? a.scale : 1.f)
-                          : 0.f;
-    }
+    load_queries<G, V>(qS, a, row, qh0, n_valid, D);  // decode: scaled, so t.sc holds scaled scores
     __syncthreads();
     if (warp == 0) {
       for (int g = 0; g < G; ++g) {
@@ -171,7 +164,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         if (!V::kUsesV)
           for (int i = lane; i < n_valid * N; i += 32) {
             const int g = i / N, slot = i - g * N;
-            a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = centred ? sc[i] + qmu[g] : sc[i];
+            a.out[scores_index(a, row, qh0, g, orig(slot))] = centred ? sc[i] + qmu[g] : sc[i];
           }
         __syncwarp();
       }
@@ -197,12 +190,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
               if (!isfinite(score))  // fp32 fold overflow (scales near the fp32 limit): redo it in double
                 score = static_cast<float>(static_cast<double>(s_slot) *
                                            (static_cast<double>(part[i]) + static_cast<double>(z_slot) * qsum[g]));
-              if (!V::kUsesV) {
-                if (g < n_valid)
-                  a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * a.ld + orig(slot)] = centred ? score + qmu[g] : score;
-              } else {
-                sc[g * N + slot] = score;
-              }
+              store_score<V>(a, row, qh0, n_valid, centred, qmu, sc, N, g, slot, orig, score);
             }
           }
         }

@@ -56,8 +56,8 @@ constexpr int kTensorcoreHeads = 8;  // query heads per CTA: the mma's N
 // parts. q is staged as fp32 in the warp parts before the block loop, and the warps'
 // accumulators [8][D] fp32 are merged there after it (a warp part is >= 32 D bytes).
 struct TensorcoreSmem {
-  size_t qf, qi, hw, warp0;                          // CTA part
-  size_t kbuf, vbuf, zb, sb, vzb, vsb, pb, x, sc, fac;  // warp part
+  size_t qf, qi, hw, warp0;                             // CTA part
+  size_t kbuf, vbuf, zb, sb, vzb, vsb, pb, x, sc, fac;  // warp part: staging buffers (layout_staging), x, sc, fac
   size_t stride, total;
 };
 template <typename V>
@@ -69,15 +69,7 @@ __host__ __device__ inline TensorcoreSmem tensorcore_smem(const KernelConfig& c,
   s.qi = at;  at += align16(3 * kTensorcoreHeads * 4);            // sum(q) [8], 2^-e_q [8], q . mu [8]
   s.hw = at;  at += align16(static_cast<size_t>(nw) * kTensorcoreHeads * 4 * 4);  // per warp, head: m, l, sum w z, E
   s.warp0 = at;
-  const size_t tb = align16(c.max_tile + 48), zs = align16(N * 4 + 32);
-  size_t w = 0;
-  s.kbuf = w; if (V::kUsesK) w += tb;
-  s.vbuf = w; if (V::kUsesV) w += tb;
-  s.zb = w;   w += zs;
-  s.sb = w;   w += zs;
-  s.vzb = w;  if (V::kSoftmax) w += zs;
-  s.vsb = w;  if (V::kSoftmax) w += zs;
-  s.pb = w;   if (V::kPositions) w += align16(N + 32);
+  size_t w = layout_staging<V>(s, c, N, V::kPositions);
   s.x = w;    w += D * 32;
   s.sc = w;   if (V::kUsesV) w += align16(kTensorcoreHeads * N * 4);  // scores, then weights
   s.fac = w;  w += align16(kTensorcoreHeads * 4);
@@ -333,13 +325,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
           const int slot = slot0 + 4 * (i >> 1);
           const int h = h0 + (i & 1);
           float score = s_t[i >> 1] * (f[i] * ((i & 1) ? qv1 : qv0) + z_t[i >> 1] * ((i & 1) ? qs1 : qs0));
-          if (!V::kUsesV) {
-            if (h < n_valid)
-              a.out[(static_cast<size_t>(row) * a.n_q_heads + qh0 + h) * a.ld + orig(slot)] =
-                  centred ? score + qi[2 * kTensorcoreHeads + h] : score;
-          } else {
-            sc[h * N + slot] = score;
-          }
+          store_score<V>(a, row, qh0, n_valid, centred, qi + 2 * kTensorcoreHeads, sc, N, h, slot, orig, score);
         }
         __syncwarp();
       }

@@ -15,6 +15,7 @@
 #include "attention/attention.h"
 #include "attention/cta_layout.cuh"
 #include "attention/online_softmax.cuh"
+#include "attention/variants.cuh"  // scores_index
 #include "device_util.cuh"
 #include "kernels.h"
 
@@ -101,7 +102,7 @@ __device__ __forceinline__ void residual_window(const KernelConfig& c, const Cac
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           if (!V::kUsesV) {
-            if (i < n && g < t.n_valid) a.out[(static_cast<size_t>(t.row) * a.n_q_heads + t.qh0 + g) * a.ld + orig(i)] = part[g];
+            if (i < n && g < t.n_valid) a.out[scores_index(a, t.row, t.qh0, g, orig(i))] = part[g];
           } else {
             sc[g * N + i] = i < n ? part[g] : -INFINITY;
           }

@@ -73,13 +73,7 @@ __device__ __forceinline__ void tc_residual_heads(const KernelConfig& c, const C
                  reinterpret_cast<float*>(wb + L.sc), reinterpret_cast<float*>(wb + L.wr),
                  reinterpret_cast<float*>(wb + L.wzr), reinterpret_cast<int*>(wb + L.slots), nullptr};
   if (V::kUsesK) {
-    // As the CUDA-core kernel: decode scales q by the softmax scale (online_softmax.cuh).
-    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-      const int g = i / D, ch = i - g * D;
-      qS[i] = g < n_valid ? load_elem(a.q, (static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * D + ch, a.q_dtype) *
-                                (V::kSoftmax ? a.scale : 1.f)
-                          : 0.f;
-    }
+    load_queries<G, V>(qS, a, row, qh0, n_valid, D);  // as the CUDA-core kernel (decode: scaled)
   }
   if (V::kUsesV)
     for (int i = lane; i < acc_rows(G) * arw; i += 32) acc[i] = 0.f;

@@ -20,7 +20,7 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-#include "attention/tile_walk.cuh"  // bits_at
+#include "attention/tile_walk.cuh"  // bits_at, walk_lane, scan_lengths
 #include "device_util.cuh"
 
 namespace packkv {
@@ -47,23 +47,18 @@ __device__ __forceinline__ uint32_t hadd2_u(uint32_t a, uint32_t b) {
   return r;
 }
 
-// Per-round constants of one lane for a tile of code width `bits`.
+// Per-round constants of one lane for a tile of code width `bits`: its share of the warp
+// walk (tile_walk.cuh: channels [w.cb, w.cb + w.nf), bit offsets of their fields).
 struct RoundCtx {
-  int cb, nf;        // this lane's channels [cb, cb + nf)
-  int bits, e;       // code width, encode-length field width
-  uint32_t mins_bits;       // MINS bits of a round
-  uint32_t meta_bits;       // MINS + LENS bits of a round
-  bool narrow;              // every encode length <= 4
+  WalkLane w;
+  int bits, e;  // code width, encode-length field width
+  bool narrow;  // every encode length <= 4
 };
 __device__ __forceinline__ RoundCtx round_ctx(int D, int bits, int e) {
-  const int lane = threadIdx.x & 31;
   RoundCtx r;
-  r.cb = (lane * D) >> 5;
-  r.nf = (((lane + 1) * D) >> 5) - r.cb;  // 1..8, nf * e <= 32
+  r.w = walk_lane(D, bits, e);
   r.bits = bits;
   r.e = e;
-  r.mins_bits = static_cast<uint32_t>(D * bits);
-  r.meta_bits = static_cast<uint32_t>(D * bits + D * e);
   r.narrow = bits <= 4;
   return r;
 }
@@ -132,17 +127,18 @@ __device__ __forceinline__ void wide_pack(const uint32_t* T, uint32_t pbit, uint
 }
 
 // Decodes the round starting at bit rbit of T into the x tile (whole warp: lane owns
-// channels [cb, cb + nf)) and returns the bit where the next round starts. The pack
-// positions come from a warp prefix sum of the encode lengths; the lane's LENS
+// channels [cb, cb + nf) of r.w) and returns the bit where the next round starts. The
+// pack positions come from a warp prefix sum of the encode lengths (scan_lengths, as in
+// walk_tile; the lane sums its fields one by one, as it needs each); the lane's LENS
 // (nf * e <= 32 bits) and MINS (nf * bits <= 64 bits) fields are read once. NF: nf when
 // it is the same for every lane (D a multiple of 32: D / 32), else 0 (nf <= 8 at run time).
 template <int NF, bool NARROW>
 __device__ __forceinline__ uint32_t decode_round_t(const uint32_t* T, uint32_t rbit, const RoundCtx& r,
                                                    uint8_t* x) {
   constexpr int kNF = NF ? NF : 8;
-  const int nf = NF ? NF : r.nf;
+  const int nf = NF ? NF : r.w.nf;
   const uint32_t em = (1u << r.e) - 1u, bm = (1u << r.bits) - 1u;
-  uint32_t lw = bits_at(T, rbit + r.mins_bits + static_cast<uint32_t>(r.cb * r.e));
+  uint32_t lw = bits_at(T, rbit + r.w.lens);
   uint32_t L[kNF];
   uint32_t sum = 0;
 #pragma unroll
@@ -151,9 +147,9 @@ __device__ __forceinline__ uint32_t decode_round_t(const uint32_t* T, uint32_t r
     lw >>= r.e;
     sum += L[j];
   }
-  const uint32_t incl = warp_incl_scan(sum);
-  uint32_t pbit = rbit + r.meta_bits + 16u * (incl - sum);
-  const uint32_t mbit = rbit + static_cast<uint32_t>(r.cb * r.bits);
+  const LengthScan sc = scan_lengths(sum);
+  uint32_t pbit = rbit + r.w.payload + 16u * sc.before();
+  const uint32_t mbit = rbit + r.w.mins;
   uint32_t mw = bits_at(T, mbit), mw2 = bits_at(T, mbit + 32);
   uint32_t hm[kNF];  // half2 (mn - 1024, mn - 1024) of each pack
 #pragma unroll
@@ -179,17 +175,17 @@ __device__ __forceinline__ uint32_t decode_round_t(const uint32_t* T, uint32_t r
     }
 #pragma unroll
     for (int j = 0; j < kNF; ++j)
-      if (j < nf) narrow_pack(A[j], V1[j], L[j], hm[j], x, static_cast<uint32_t>(r.cb + j));
+      if (j < nf) narrow_pack(A[j], V1[j], L[j], hm[j], x, static_cast<uint32_t>(r.w.cb + j));
   } else {
 #pragma unroll
     for (int j = 0; j < kNF; ++j) {
       if (j < nf) {
-        wide_pack(T, pbit, L[j], hm[j], x, static_cast<uint32_t>(r.cb + j));
+        wide_pack(T, pbit, L[j], hm[j], x, static_cast<uint32_t>(r.w.cb + j));
         pbit += 16u * L[j];
       }
     }
   }
-  return rbit + r.meta_bits + 16u * __shfl_sync(0xffffffffu, incl, 31);
+  return rbit + r.w.payload + 16u * sc.total();
 }
 template <int NF>
 __device__ __forceinline__ uint32_t decode_round(const uint32_t* T, uint32_t rbit, const RoundCtx& r, uint8_t* x) {

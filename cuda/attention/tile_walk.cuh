@@ -5,11 +5,12 @@
 // for_codes, code_at). Device only.
 //
 // THE device tile walk: the kernels that read tiles use it (the CUDA-core attention
-// family, the clamped blocks of clamped_block.cuh, the decompression kernel; the
-// tensor-core family reads its staged tiles with stage and bits_at, but
-// tensorcore_tile.cuh's decode_round still derives round and pack positions itself, with
-// the same arithmetic as walk_tile); the host has its own, format/round_cursor.h. A round is MINS (D*b bits, fmt::mins_bytes), LENS (D*e
-// bits, fmt::lens_bytes), then the packs, 2L bytes each; walk_tile is the cursor's
+// family, the clamped blocks of clamped_block.cuh, the decompression kernel, and the
+// tensor-core family's decode_round in tensorcore_tile.cuh, which takes its lane split
+// and round and pack positions from walk_lane and scan_lengths); the host has its own,
+// format/round_cursor.h. A round is MINS (D*b bits, fmt::mins_bytes), LENS (D*e bits,
+// fmt::lens_bytes), then the packs, 2L bytes each (round_mins_bit, round_lens_bit,
+// round_payload_bit, for every device reader); walk_tile is the cursor's
 // next_round_after() done by a warp, in 32-bit bit offsets into the staged copy. It does
 // not construct a cursor: doing so (64-bit pointers, or the header sizes in bytes) made
 // ptxas spill in the hot loops of scores with one query head (nvcc 13.0, sm_90: 64
@@ -56,26 +57,71 @@ __device__ __forceinline__ uint32_t bits_at(const uint32_t* T, uint32_t bit) {
   return __funnelshift_r(w[0], w[1], bit);  // the shift is taken mod 32
 }
 
+// Bit offsets inside a round of D channels (code width b = bits, e = fmt::len_bits(b)),
+// from the round's first bit: channel c's MINS field, channel c's LENS field, the first
+// pack (MINS + LENS: the payload).
+__device__ __forceinline__ uint32_t round_mins_bit(int c, int bits) { return static_cast<uint32_t>(c * bits); }
+__device__ __forceinline__ uint32_t round_lens_bit(int D, int bits, int e, int c) {
+  return static_cast<uint32_t>(D * bits + c * e);
+}
+__device__ __forceinline__ uint32_t round_payload_bit(int D, int bits, int e) {
+  return static_cast<uint32_t>(D * bits + D * e);
+}
+
+// One lane's share of a round in the warp walk (walk_tile; tensorcore_tile.cuh's
+// decode_round): the channels [cb, cb + nf) (nf = 1..8 and nf * e <= 32: their LENS
+// fields fit one 32-bit window) and, from the round's first bit, where channel cb's MINS
+// and LENS fields and the round's payload start.
+struct WalkLane {
+  int cb, nf;
+  uint32_t mins, lens, payload;
+};
+__device__ __forceinline__ WalkLane walk_lane(int D, int bits, int e) {
+  const int lane = threadIdx.x & 31;
+  WalkLane w;
+  w.cb = (lane * D) >> 5;
+  w.nf = (((lane + 1) * D) >> 5) - w.cb;
+  w.mins = round_mins_bit(w.cb, bits);
+  w.lens = round_lens_bit(D, bits, e, w.cb);
+  w.payload = round_payload_bit(D, bits, e);
+  return w;
+}
+
+// The warp's prefix sum of the lanes' encode-length sums `own` (each lane: the sum over
+// its channels of a round): before() = the sum over the lanes below (this lane's first
+// pack sits 16 * before() bits into the payload), total() = the round's sum (the payload
+// is 16 * total() bits: 2L bytes a pack). Whole warp; total() is one shuffle, taken where
+// it is called.
+struct LengthScan {
+  uint32_t incl, own;
+  __device__ __forceinline__ uint32_t before() const { return incl - own; }
+  __device__ __forceinline__ uint32_t total() const { return __shfl_sync(0xffffffffu, incl, 31); }
+};
+__device__ __forceinline__ LengthScan scan_lengths(uint32_t own) { return LengthScan{warp_incl_scan(own), own}; }
+
 // Round table of a tile staged at byte `tile` of T (b = bits, e = fmt::len_bits(b)).
 // Writes round_start[r] = byte offset of round r from the tile start and pre[r*8 + j] =
 // sum of the encode lengths of channels [0, j*D/8) of round r, for r < R. Whole warp.
 __device__ __forceinline__ void walk_tile(const uint32_t* T, uint32_t tile, int D, int bits, int e,
                                           int R, int* round_start, int* pre) {
   const int lane = threadIdx.x & 31;
-  const int cb = (lane * D) >> 5, nf = (((lane + 1) * D) >> 5) - cb;  // nf <= 8, nf*e <= 32
+  const WalkLane wl = walk_lane(D, bits, e);  // lane 4j starts at channel j*D/8
   // Sum of nf e-bit fields = sum over k < e of 2^k * popc(bit k of every field).
-  const uint32_t wmask = nf * e >= 32 ? 0xffffffffu : (1u << (nf * e)) - 1u;
+  const uint32_t wmask = wl.nf * e >= 32 ? 0xffffffffu : (1u << (wl.nf * e)) - 1u;
   const uint32_t m0 = e == 1 ? 0xffffffffu : e == 2 ? 0x55555555u : e == 3 ? 0x49249249u : 0x11111111u;
   const uint32_t m1 = e > 1 ? m0 << 1 : 0u, m2 = e > 2 ? m0 << 2 : 0u, m3 = e > 3 ? m0 << 3 : 0u;
-  const uint32_t meta = static_cast<uint32_t>(D * bits + D * e) / 8;
+  const uint32_t meta = wl.payload / 8;  // bytes of MINS + LENS
   uint32_t start = 0;
   for (int r = 0; r < R; ++r) {
     if (lane == 0) round_start[r] = static_cast<int>(start);
-    const uint32_t w = bits_at(T, (tile + start) * 8 + static_cast<uint32_t>(D * bits + cb * e)) & wmask;
-    const uint32_t s = __popc(w & m0) + 2 * __popc(w & m1) + 4 * __popc(w & m2) + 8 * __popc(w & m3);
-    const uint32_t incl = warp_incl_scan(s);
-    if ((lane & 3) == 0) pre[r * 8 + (lane >> 2)] = static_cast<int>(incl - s);
-    start += meta + 2u * __shfl_sync(0xffffffffu, incl, 31);
+    // The LENS bit as an expression here, not wl.lens: with that loop invariant the
+    // CUDA-core kernels compiled differently (scores G 2: 127 -> 96 registers, +31
+    // instructions; nvcc 13.0 sm_90), unmeasured on a GPU.
+    const uint32_t w = bits_at(T, (tile + start) * 8 + round_lens_bit(D, bits, e, wl.cb)) & wmask;
+    const LengthScan sc =
+        scan_lengths(__popc(w & m0) + 2 * __popc(w & m1) + 4 * __popc(w & m2) + 8 * __popc(w & m3));
+    if ((lane & 3) == 0) pre[r * 8 + (lane >> 2)] = static_cast<int>(sc.before());
+    start += meta + 2u * sc.total();
   }
   __syncwarp();
 }
@@ -90,9 +136,9 @@ __device__ __forceinline__ LanePos lane_pos(uint32_t tile, const int* round_star
   const int c0 = octet_lane * (D >> 3);
   const uint32_t rbit = (tile + static_cast<uint32_t>(round_start[r])) * 8;
   LanePos p;
-  p.mbit = rbit + static_cast<uint32_t>(c0 * bits);
-  p.lbit = rbit + static_cast<uint32_t>(D * bits + c0 * e);
-  p.pbit = rbit + static_cast<uint32_t>(D * bits + D * e) + 16u * static_cast<uint32_t>(pre[r * 8 + octet_lane]);
+  p.mbit = rbit + round_mins_bit(c0, bits);
+  p.lbit = rbit + round_lens_bit(D, bits, e, c0);
+  p.pbit = rbit + round_payload_bit(D, bits, e) + 16u * static_cast<uint32_t>(pre[r * 8 + octet_lane]);
   return p;
 }
 
