@@ -17,15 +17,13 @@
 //     accumulators are rescaled by alpha 2^(E_new - E_old) (<= 1) per block.
 //  4. V, per round: decodes the round into the x tile, then for every 16 channels
 //     acc[16 channels x 8 heads] += mma(A = x tile, B = w hi) + mma(A, w lo).
-// The warps of a CTA are merged in shared memory and the CTA writes one partial
-// [m, l, acc[D]] per (sequence, query head, split) in split_merge.cuh's layout, so the
-// merge kernel and the residual window (the last splits of the same launch,
-// tensorcore_residual.cuh) are shared with the CUDA-core family. Its own
-// online softmax and warp merge differ from online_softmax.cuh / write_partial because
-// its accumulators are mma fragments in registers scaled by 2^-E (see 3. above).
-// Exactness: the x tile is exact; q and w carry 22 bits (relative 2.4e-7); accumulation
-// is fp32 as in the CUDA-core family.
-// This header: the kernel and its shared-memory layout (device; the layout also host);
+// The warps of a CTA are merged in shared memory and the CTA writes one partial [m, l,
+// acc[D]] per (sequence, query head, split) in split_merge.cuh's layout: the merge kernel
+// and the residual window (the last splits of the launch, tensorcore_residual.cuh) are
+// shared with the CUDA-core family. Its online softmax and warp merge are its own: its
+// accumulators are mma fragments scaled by 2^-E (3. above). Exactness: the x tile is
+// exact; q and w carry 22 bits (relative 2.4e-7); fp32 accumulation.
+// This header: the kernel; tensorcore_layout.cuh: its shared-memory layout;
 // family_tensorcore.cu: the host side (families.h).
 #ifndef PACKKV_CUDA_ATTENTION_FAMILY_TENSORCORE_CUH
 #define PACKKV_CUDA_ATTENTION_FAMILY_TENSORCORE_CUH
@@ -36,6 +34,7 @@
 #include <stdint.h>
 
 #include "attention/attention.h"
+#include "attention/tensorcore_layout.cuh"
 #include "attention/tensorcore_residual.cuh"
 #include "attention/tensorcore_tile.cuh"
 #include "attention/tile_walk.cuh"
@@ -50,60 +49,12 @@
 namespace packkv {
 namespace cu {
 
-constexpr int kTensorcoreHeads = 8;  // query heads per CTA: the mma's N
-
-// Shared memory of one CTA: a CTA part (q fragments and per-head values) and nw warp
-// parts. q is staged as fp32 in the warp parts before the block loop, and the warps'
-// accumulators [8][D] fp32 are merged there after it (a warp part is >= 32 D bytes).
-struct TensorcoreSmem {
-  size_t qf, qi, hw, warp0;                             // CTA part
-  size_t kbuf, vbuf, zb, sb, vzb, vsb, pb, x, sc, fac;  // warp part: staging buffers (layout_staging), x, sc, fac
-  size_t stride, total;
-};
-template <typename V>
-__host__ __device__ inline TensorcoreSmem tensorcore_smem(const KernelConfig& c, int nw) {
-  TensorcoreSmem s;
-  const size_t D = static_cast<size_t>(c.shape.head_dim), N = static_cast<size_t>(c.shape.block_tokens);
-  size_t at = 0;
-  s.qf = at;  at += !V::kUsesK ? 0 : D * 32;  // [D/16][32 lanes] uint4 {hi b0, hi b1, lo b0, lo b1}
-  s.qi = at;  at += align16(3 * kTensorcoreHeads * 4);            // sum(q) [8], 2^-e_q [8], q . mu [8]
-  s.hw = at;  at += align16(static_cast<size_t>(nw) * kTensorcoreHeads * 4 * 4);  // per warp, head: m, l, sum w z, E
-  s.warp0 = at;
-  size_t w = layout_staging<V>(s, c, N, V::kPositions);
-  s.x = w;    w += D * 32;
-  s.sc = w;   if (V::kUsesV) w += align16(kTensorcoreHeads * N * 4);  // scores, then weights
-  s.fac = w;  w += align16(kTensorcoreHeads * 4);
-  if (w < kTensorcoreHeads * D * 4) w = kTensorcoreHeads * D * 4;
-  s.stride = align16(w);
-  s.total = at + static_cast<size_t>(nw) * s.stride;
-  return s;
-}
-
-// Dynamic shared memory of a launch with nw warps per CTA: the larger of the compressed
-// splits' layout and the residual splits' (tensorcore_residual.cuh).
-template <typename V>
-__host__ __device__ inline size_t tensorcore_launch_smem(const KernelConfig& c, int nw) {
-  const size_t t = tensorcore_smem<V>(c, nw).total, r = tc_residual_smem<kTcResHeads, V>(c, nw).total;
-  return t > r ? t : r;
-}
-
-// Whether the kernel of variant V and head_dim class DT runs residual splits (with
-// kTensorcoreFuseResidual): decode at head_dim 64, 128 and 256 (the measured case). Not
-// the generic class (0) nor 32, nor scores and apply: with the residual path ptxas
-// spilled or took more registers there (sm_90, nvcc 13.0: decode 196 bytes at DT 0,
-// scores 48 bytes at DT 32, scores at DT 64 96 registers instead of 80), unmeasured.
-template <typename V>
-__host__ __device__ constexpr bool tensorcore_fuses(int DT) {
-  return kTensorcoreFuseResidual && V::kSoftmax && DT >= 64;
-}
-
-// The kernel. Grid (n_splits + res_splits, H_kv * n_gchunks, b.n), nw * 32 threads,
-// dynamic shared memory tensorcore_launch_smem<V>(c, nw). Splits [0, n_splits): the
-// compressed blocks (bps per split); splits n_splits ..: the residual window
-// (tensorcore_residual.cuh). DT: the head_dim D when it is 32, 64, 128 or 256 (loops over
-// channels unrolled, q fragments in registers up to 128), 0 for any other D (multiple of
-// 16, <= 256). Inputs and outputs as cudacore_attn_kernel's (family_cudacore.cuh). Reads
-// only; thread-safe across calls. Residual splits only where compiled for PTX 9.0+.
+// The kernel. Grid (n_splits + res_splits, H_kv * n_gchunks, b.n), nw * 32 threads, dynamic
+// shared memory tensorcore_launch_smem<V>(c, nw). Splits [0, n_splits): the compressed blocks
+// (bps per split); splits n_splits ..: the residual window (tensorcore_residual.cuh; only where
+// compiled for PTX 9.0+). DT: the head_dim D when it is 32, 64, 128 or 256 (channel loops
+// unrolled, q fragments in registers up to 128), 0 for any other D (multiple of 16, <= 256).
+// Inputs and outputs as cudacore_attn_kernel's (family_cudacore.cuh). Reads only; thread-safe.
 template <typename V, int DT>
 __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(V::kSoftmax, DT))
     tensorcore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int group, int bps,
