@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _arrays as A
 from . import _raw
+from ._handle import _Handle
 from ._errors import InvalidArgument, InvalidState
 
 __all__ = ["Cache", "Params", "Stats", "REPACK", "SCALE_GRANULARITY", "ZS_FORMAT", "K_TRANSFORM"]
@@ -221,7 +222,7 @@ def _params_struct(n_kv_heads: int, head_dim: int, *, device: int = -1, max_seqs
     return p
 
 
-class Cache:
+class Cache(_Handle):
     """A compressed KV cache of one attention layer (a ``packkv_cache_t``).
 
     Args:
@@ -259,6 +260,8 @@ class Cache:
     torch inputs (always torch for a CUDA cache). Shapes use n_seqs (sequences in the
     call), n_q_heads (a multiple of n_kv_heads: GQA) and head_dim.
     """
+
+    _what = "cache"
 
     def __init__(self, n_kv_heads: int, head_dim: int, *, device: int = -1,
                  max_seqs: int | None = None, kv_dtype: Any = None,
@@ -303,29 +306,6 @@ class Cache:
             if ptr is not None:
                 _raw.cache_destroy(ptr)
 
-    @property
-    def closed(self) -> bool:
-        """True once close() ran."""
-        return self._ptr is None
-
-    def __enter__(self) -> "Cache":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        # Safety net only: close() / `with` free the cache deterministically.
-        try:
-            if getattr(self, "_ptr", None) is not None:
-                self.close()
-        except Exception:
-            pass
-
-    def _handle(self):
-        if self._ptr is None:
-            raise InvalidState(2, "the cache is closed")
-        return self._ptr
 
     def __repr__(self):
         if self._ptr is None:

@@ -7,7 +7,8 @@ import threading
 from typing import Any
 
 from . import _raw
-from ._errors import InvalidArgument, InvalidState
+from ._handle import _Handle
+from ._errors import InvalidArgument
 
 __all__ = ["Pool", "PoolStats", "page_bytes_for", "DEFAULT_PAGE_BYTES"]
 
@@ -62,7 +63,7 @@ def page_bytes_for(**cache_params) -> int:
     return int(_raw.x_pool_page_bytes_for(_params_struct(**cache_params)))
 
 
-class Pool:
+class Pool(_Handle):
     """A pool of fixed-size host pages for the compressed blocks of the caches made in it
     (``packkv.Cache(..., pool=pool)``): the caches of all layers of a model, typically,
     under one byte budget. Experimental (packkv_experimental.h).
@@ -79,6 +80,8 @@ class Pool:
     Use it as a context manager or call :meth:`close`. Closing drops this handle only: the
     caches made in the pool keep it alive and keep working. Thread-safe.
     """
+
+    _what = "pool"
 
     def __init__(self, *, page_bytes: int = DEFAULT_PAGE_BYTES, budget_bytes: int = 0,
                  reserve: bool = False):
@@ -100,28 +103,6 @@ class Pool:
         if ptr is not None:
             _raw.x_pool_destroy(ptr)
 
-    @property
-    def closed(self) -> bool:
-        return self._ptr is None
-
-    def __enter__(self) -> "Pool":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            if getattr(self, "_ptr", None) is not None:
-                self.close()
-        except Exception:
-            pass
-
-    def _handle(self):
-        ptr = self._ptr
-        if ptr is None:
-            raise InvalidState(2, "the pool is closed")
-        return ptr
 
     def stats(self) -> PoolStats:
         """A consistent snapshot of the pool's accounting."""
