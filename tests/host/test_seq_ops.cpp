@@ -6,34 +6,11 @@
 #include <string>
 
 #include "common/dtype.h"
-#include "pool_helpers.h"
+#include "seq_ops_helpers.h"
 
 namespace {
 
-const int H = 2, D = 32, kHq = 4;
-const size_t kRow = (size_t)H * D;
-
-// Appends tokens [first, first + n) of k / v in steps of `step`.
-void feed(packkv_cache_t* c, int seq, const std::vector<float>& k, const std::vector<float>& v, size_t first,
-          size_t n, int step) {
-  for (size_t t = 0; t < n; t += step) pkt::append1(c, seq, k, v, first + t, (int)std::min<size_t>(step, n - t), kRow);
-}
-
-std::vector<float> decode(const packkv_cache_t* c, int seq, const std::vector<float>& q) {
-  std::vector<float> out((size_t)kHq * D), lse(kHq);
-  int32_t id = seq;
-  REQUIRE(packkv_attn_decode(c, 1, &id, kHq, q.data(), PACKKV_DTYPE_F32, 0.17f, out.data(), lse.data(), nullptr, 0,
-                             nullptr) == PACKKV_OK);
-  out.insert(out.end(), lse.begin(), lse.end());
-  return out;
-}
-
-// The tokens [from, to) of a decompressed sequence, rounded to f16 (the window's dtype).
-std::vector<float> as_f16(const std::vector<float>& x, size_t from, size_t to) {
-  std::vector<float> out(x.begin() + from * kRow, x.begin() + to * kRow);
-  for (float& f : out) f = packkv::half_to_float(packkv::float_to_half(f));
-  return out;
-}
+using namespace seqt;
 
 // count floats equal bit for bit (true for count 0, whatever the pointers).
 bool same_floats(const float* a, const float* b, size_t count) {

@@ -12,12 +12,12 @@
 
 #include "common/dtype.h"
 #include "format/seq_export.h"
-#include "pool_helpers.h"
+#include "seq_ops_helpers.h"
 
 namespace {
 
-const int H = 2, D = 32, kHq = 4, kN = 16;  // kN: block_tokens
-const size_t kRow = (size_t)H * D;
+using namespace seqt;
+const int kN = 16;  // block_tokens
 
 struct Levers {
   int sinks;
@@ -36,31 +36,10 @@ packkv_cache_params_t lever_params(const Levers& l, int max_seqs = 2) {
   return p;
 }
 
-void feed(packkv_cache_t* c, int seq, const std::vector<float>& k, const std::vector<float>& v, size_t first,
-          size_t n, int step) {
-  for (size_t t = 0; t < n; t += step) pkt::append1(c, seq, k, v, first + t, (int)std::min<size_t>(step, n - t), kRow);
-}
-
 void feed_values(packkv_cache_t* c, int seq, const std::vector<float>& k, const std::vector<float>& v) {
   if (k.empty()) return;
   int32_t id = seq, n = (int32_t)(k.size() / kRow);
   REQUIRE(packkv_cache_append(c, 1, &id, &n, k.data(), v.data(), PACKKV_DTYPE_F32, nullptr) == PACKKV_OK);
-}
-
-std::vector<float> decode(const packkv_cache_t* c, int seq, const std::vector<float>& q) {
-  std::vector<float> out((size_t)kHq * D), lse(kHq);
-  int32_t id = seq;
-  REQUIRE(packkv_attn_decode(c, 1, &id, kHq, q.data(), PACKKV_DTYPE_F32, 0.17f, out.data(), lse.data(), nullptr, 0,
-                             nullptr) == PACKKV_OK);
-  out.insert(out.end(), lse.begin(), lse.end());
-  return out;
-}
-
-// Tokens [from, to) of decompressed values rounded to f16 (the kv_dtype).
-std::vector<float> as_f16(const std::vector<float>& x, size_t from, size_t to) {
-  std::vector<float> out(x.begin() + from * kRow, x.begin() + to * kRow);
-  for (float& f : out) f = packkv::half_to_float(packkv::float_to_half(f));
-  return out;
 }
 
 bool same_floats(const std::vector<float>& a, const std::vector<float>& b) {

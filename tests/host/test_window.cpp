@@ -9,19 +9,9 @@
 #include <limits>
 #include <string>
 
-#include "pool_helpers.h"
+#include "seq_ops_helpers.h"
 
-namespace {
-
-const int H = 2, D = 32, kHq = 4;
-const size_t kRow = (size_t)H * D;
-
-void feed(packkv_cache_t* c, int seq, const std::vector<float>& k, const std::vector<float>& v, size_t first,
-          size_t n, int step) {
-  for (size_t t = 0; t < n; t += step) pkt::append1(c, seq, k, v, first + t, (int)std::min<size_t>(step, n - t), kRow);
-}
-
-}  // namespace
+using namespace seqt;
 
 TEST_CASE("window: attention covers the last W tokens, as a windowless cache with expired weights 0") {
   auto k = pkt::kv_data(3000, H, D, 1), v = pkt::kv_data(3000, H, D, 2);
