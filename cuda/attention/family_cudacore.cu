@@ -6,15 +6,17 @@
 #include "attention/family_cudacore.cuh"
 #include "cuda_check.h"
 
+#include <stdlib.h>
+
 namespace packkv {
 namespace cu {
 namespace {
 
-template <int G, typename V>
+template <int G, typename V, int X>
 void launch_one(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
                 const AttnPlan& p, cudaStream_t stream) {
   const size_t smem = attn_smem<V>(c, G, p.nw).total;
-  auto kern = cudacore_attn_kernel<G, V>;
+  auto kern = cudacore_attn_kernel<G, V, X>;
   if (smem > 48 * 1024)
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           "cudaFuncSetAttribute(cudacore_attn_kernel)");
@@ -38,12 +40,24 @@ size_t cudacore_min_smem_bytes(const KernelConfig& c) { return attn_smem<DecodeV
 
 void cudacore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
                      const AttnPlan& p, cudaStream_t stream) {
+  // EXPERIMENT (session 6, K2): PACKKV_K2_X selects the decode kernel's block loop:
+  // 0 main's, 1 the new one (default), 2 the new one without the rare paths (unsafe).
+  const char* xs = getenv("PACKKV_K2_X");
+  const int x = xs ? atoi(xs) : 1;
   with_variant(a.variant, [&](auto var) {
     using V = decltype(var);
+    if constexpr (V::kId == AttnVariant::kDecode) if (x != 1) {
+      switch (p.G) {
+        case 1: x == 0 ? launch_one<1, V, 0>(c, b, d, a, p, stream) : launch_one<1, V, 2>(c, b, d, a, p, stream); break;
+        case 2: x == 0 ? launch_one<2, V, 0>(c, b, d, a, p, stream) : launch_one<2, V, 2>(c, b, d, a, p, stream); break;
+        default: x == 0 ? launch_one<4, V, 0>(c, b, d, a, p, stream) : launch_one<4, V, 2>(c, b, d, a, p, stream); break;
+      }
+      return;
+    }
     switch (p.G) {
-      case 1: launch_one<1, V>(c, b, d, a, p, stream); break;
-      case 2: launch_one<2, V>(c, b, d, a, p, stream); break;
-      default: launch_one<4, V>(c, b, d, a, p, stream); break;
+      case 1: launch_one<1, V, 1>(c, b, d, a, p, stream); break;
+      case 2: launch_one<2, V, 1>(c, b, d, a, p, stream); break;
+      default: launch_one<4, V, 1>(c, b, d, a, p, stream); break;
     }
   });
 }

@@ -35,6 +35,18 @@
 namespace packkv {
 namespace cu {
 
+// Whether a V scale of the block's compact fields (16-bit, zs_stage.cuh: the fp32
+// scale's bits 30..15, N of them at `scale`, 4-byte aligned) exceeds 2^84: below it
+// |s| (|z| + 255) <= 2^84 (2^15 + 255) < 2^100 (kFitAbove) for every int16 zero point, so
+// SoftmaxState::fit_block has nothing to do. 2^84 is the field 0xD300. Whole warp.
+__device__ __forceinline__ bool compact_scales_above_2p84(const uint8_t* scale, int N, int lane) {
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(scale);
+  uint32_t big = 0;
+#pragma unroll 1
+  for (int i = lane; i < N / 2; i += 32) big |= __vcmpgtu2(w[i], 0xD300D300u);
+  return __any_sync(0xffffffffu, big != 0);
+}
+
 // Device. Grid (n_splits + res_splits - split0, H_kv * n_gchunks, b.n), nw*32 threads, dynamic
 // smem attn_smem<V>(c, G, nw).total. CTA (split = split0 + blockIdx.x, KV head and GQA-group chunk, sequence)
 // covers compressed blocks [split*bps, (split+1)*bps) of the sequence (splits n_splits ..
@@ -43,7 +55,7 @@ namespace cu {
 // [..][ld] (apply). Outputs: scores fp32 [..][ld] at original token positions (scores),
 // or one partial per (sequence, head, split) in a.partial (split_merge.cuh). Reads only;
 // thread-safe across calls. Register targets: V::min_ctas (tuning.h).
-template <int G, typename V>
+template <int G, typename V, int X = 1>
 __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
     cudacore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int gqa_group,
                          int bps, int n_splits, int split0) {
@@ -110,7 +122,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
 
   SoftmaxState<G> sm;
 
-  if (split < n_splits) {
+  if (X == 0 && split < n_splits) {
     const int blk_begin = split * bps;
     const int blk_end = min(s.n_blocks, blk_begin + bps);
     const fmt::Shape& SH = c.shape;
@@ -197,6 +209,166 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         __syncwarp();
       }
       if (V::kUsesV) {
+        sm.template weights<V>(t, a, D, N, N, &zv, orig);
+        if (vclamp) {  // a V grid point beyond FLT_MAX (zv widened above)
+          v_block_clamped<G>(VT, vt, D, N, c.shape.bits_v, zv.scales(), zv.zeros(), sm.e, sc, acc, round_start, pre);
+          continue;
+        }
+        walk_tile(VT, vt, D, c.shape.bits_v, ev, R, round_start, pre);
+        for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
+          const int r = r0 + octet;
+          const bool on = r < R;
+          if (kVRows && !on) continue;
+          // Without per-octet rows every octet runs (the shuffles of v_round need all 32
+          // lanes): an octet without a round decodes round r0 with zero weights.
+          float wk[G][16], wr[G], wz[G];
+#pragma unroll
+          for (int g = 0; g < G; ++g) {
+#pragma unroll
+            for (int i = 0; i < 16; ++i) wk[g][i] = on ? sc[g * N + 16 * r + i] : 0.f;
+            wr[g] = on ? Wr[g * 16 + r] : 0.f;
+            wz[g] = on ? WZr[g * 16 + r] : 0.f;
+          }
+          const LanePos p = lane_pos(vt, round_start, pre, on ? r : r0, octet_lane, D, c.shape.bits_v, ev);
+          float* row_acc = acc + static_cast<size_t>(kVRows ? octet : 0) * arw;
+          const bool lead = kVRows || octet == 0;
+          if (c.shape.bits_v <= 4) v_round<G, true>(VT, p, D, c.shape.bits_v, ev, octet_lane, wk, wr, wz, lead, row_acc);
+          else v_round<G, false>(VT, p, D, c.shape.bits_v, ev, octet_lane, wk, wr, wz, lead, row_acc);
+        }
+        __syncwarp();
+      }
+    }
+  } else if (split < n_splits) {
+    const int blk_begin = split * bps;
+    const int blk_end = min(s.n_blocks, blk_begin + bps);
+    const fmt::Shape& SH = c.shape;
+    const int grp = SH.scale_group(kvh);
+    const int ek = fmt::len_bits(c.shape.bits_k), ev = fmt::len_bits(c.shape.bits_v);
+    const unsigned long long* table = d.block_table + static_cast<size_t>(s.seq) * c.max_blocks;
+    const uint32_t* KT = reinterpret_cast<const uint32_t*>(kbuf);
+    const uint32_t* VT = reinterpret_cast<const uint32_t*>(vbuf);
+    // Where the zero points and scales of this head's scale group sit in every block that
+    // is not a wide fallback block (fields 1: K, or V in apply; fields 2: V in decode).
+    constexpr int kKv1 = V::kUsesK ? fmt::kK : fmt::kV;
+    const bool compact = SH.zs == fmt::ZsFormat::kCompact;
+    const uint32_t z1_at = static_cast<uint32_t>(SH.zero_at(kKv1, grp));
+    const uint32_t s1_at = static_cast<uint32_t>(SH.scale_at(kKv1, grp));
+    const uint32_t z2_at = static_cast<uint32_t>(SH.zero_at(fmt::kV, grp));
+    const uint32_t s2_at = static_cast<uint32_t>(SH.scale_at(fmt::kV, grp));
+    // Decode on a compact cache with one scale group: K zero points, K scales, V zero
+    // points, V scales are 2N bytes each, one after another from k_zero_at (shape.h),
+    // staged with one copy (joint staging).
+    const bool joint = V::kUsesK && V::kUsesV && compact && SH.scale_groups == 1;
+    unsigned long long next_ptr = blk_begin + warp < blk_end ? table[blk_begin + warp] : 0ull;
+    for (int blk = blk_begin + warp; blk < blk_end; blk += nw) {
+      const uint8_t* blob = reinterpret_cast<const uint8_t*>(next_ptr);
+      if (blk + nw < blk_end) next_ptr = table[blk + nw];  // prefetch the next pointer
+      size_t koff, ksz, voff, vsz;
+      SH.tile_extent(blob, fmt::kK, kvh, &koff, &ksz);
+      SH.tile_extent(blob, fmt::kV, kvh, &voff, &vsz);
+      const bool fallback = compact && fmt::load2<uint16_t>(blob + SH.layout.k_scale_at) == fmt::kWideMarker;
+      // Stage this block: K tile, V tile, their zero points and scales (zs_stage.cuh: in
+      // the block's encoding, read as such), the perm.
+      const uint32_t kt = V::kUsesK ? stage(kbuf, blob + koff, ksz) : 0u;
+      const uint32_t vt = V::kUsesV ? stage(vbuf, blob + voff, vsz) : 0u;
+      ZsView zs1, zv;  // K (V in apply), V
+      // Each field into its own buffer (zs_stage), where the rare paths widen it.
+      auto stage_fields = [&]() {
+        ZsSrc src1{blob + z1_at, blob + s1_at, !compact}, src2{blob + z2_at, blob + s2_at, !compact};
+        if (fallback) {  // wide fields after the tiles (zs_stage.cuh locates them)
+          const ZsHeader zh = zs_header(blob, SH);
+          src1 = zs_locate(blob, SH, zh, kKv1, grp);
+          src2 = zs_locate(blob, SH, zh, fmt::kV, grp);
+        }
+        zs1 = zs_stage(wb + L.zb, wb + L.sb, src1, N);
+        zv = zs1;
+        if (V::kUsesK && V::kUsesV) zv = zs_stage(wb + L.vzb, wb + L.vsb, src2, N);
+      };
+      bool own_buffers = !joint || fallback;
+      if (own_buffers) {
+        stage_fields();
+      } else {
+        uint8_t* f = wb + L.zb;
+        f += stage(f, blob + z1_at, 8 * static_cast<size_t>(N));
+        zs1 = ZsView{f, f + 2 * N, false};
+        zv = ZsView{f + 4 * N, f + 6 * N, false};
+      }
+      // The rare paths: each field in its own buffer first (staged again).
+      auto own_fields = [&]() {
+        if (own_buffers) return;
+        __syncwarp();
+        stage_fields();
+        __pipeline_commit();
+        __pipeline_wait_prior(0);
+        __syncwarp();
+        own_buffers = true;
+      };
+      const uint8_t* perm = blob + SH.layout.perm_at;
+      if (V::kPositions && c.shape.has_perm) perm = wb + L.pb + stage(wb + L.pb, perm, N);
+      __pipeline_commit();
+      auto orig = [&](int slot) -> int64_t {
+        return s.sink_len + static_cast<int64_t>(blk) * N + (c.shape.has_perm ? perm[slot] : slot);
+      };
+      __pipeline_wait_prior(0);
+      __syncwarp();
+
+      // Blocks near the fp32 limit (issue 18 item 3, clamped_block.cuh) take the rare
+      // paths, which work on widened copies of the fields (zs_widen). V: one vote per
+      // block on the staged V fields before the weights (for compact fields on the
+      // scale exponents alone: a V scale at most 2^84 keeps |s| (|z| + 255) <= 2^100
+      // for every int16 z), or every block once the warp's accumulators are rescaled.
+      // K: the scores are computed as on normal data and checked where they are made;
+      // one vote after the block's rounds redoes the block in double (clamped values).
+      bool vrare = false;
+      if (V::kUsesV && X != 2)
+        vrare = sm.e != 0 || (zv.wide ? near_fp32_limit<false, true>(zv, zv, N, lane)
+                                      : compact_scales_above_2p84(zv.scale, N, lane));
+      if (V::kUsesK) {
+        walk_tile(KT, kt, D, c.shape.bits_k, ek, R, round_start, pre);
+        bool krare = false;
+        for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
+          const int r = r0 + octet;
+          if (r < R) {
+            float part[16 * G];
+#pragma unroll
+            for (int i = 0; i < 16 * G; ++i) part[i] = 0.f;
+            const LanePos p = lane_pos(kt, round_start, pre, r, octet_lane, D, c.shape.bits_k, ek);
+            if (c.shape.bits_k <= 4) k_round<G, true>(KT, p, D, c.shape.bits_k, ek, octet_lane * (D >> 3), qS, part);
+            else k_round<G, false>(KT, p, D, c.shape.bits_k, ek, octet_lane * (D >> 3), qS, part);
+            const int base = octet_reduce<16 * G>(part);
+#pragma unroll
+            for (int i = 0; i < 2 * G; ++i) {
+              const int v = base + i, k = v / G, g = v - k * G;
+              const int slot = 16 * r + k;
+              const float s_slot = zs1.s(slot);
+              const float score = s_slot * (part[i] + static_cast<float>(zs1.z(slot)) * qsum[g]);
+              // Not finite (fp32 fold overflow), or a scale from which a grid point may
+              // lie beyond FLT_MAX (grid_beyond_fp32 needs |s| > 2^97): rare path.
+              krare |= !(fabsf(score) <= 3.4028234663852886e38f) || fabsf(s_slot) > 0x1p96f;
+              store_score<V>(a, row, qh0, n_valid, centred, qmu, sc, N, g, slot, orig, score);
+            }
+          }
+        }
+        __syncwarp();
+        if (X != 2 && __any_sync(0xffffffffu, krare)) {  // the block's scores again, in double
+          own_fields();
+          zs_widen(zs1, wb + L.zb, wb + L.sb, N);
+          k_block_clamped<G>(KT, kt, D, N, c.shape.bits_k, qS, zs1.scales(), zs1.zeros(), round_start, pre, sc);
+          if (!V::kUsesV)
+            for (int i = lane; i < n_valid * N; i += 32) {
+              const int g = i / N, slot = i - g * N;
+              a.out[scores_index(a, row, qh0, g, orig(slot))] = centred ? sc[i] + qmu[g] : sc[i];
+            }
+          __syncwarp();
+        }
+      }
+      if (V::kUsesV) {
+        bool vclamp = false;
+        if (vrare) {
+          own_fields();
+          zs_widen(zv, wb + (V::kUsesK ? L.vzb : L.zb), wb + (V::kUsesK ? L.vsb : L.sb), N);
+          vclamp = sm.fit_block(t, zv.scales(), zv.zeros(), N, (1 << c.shape.bits_v) - 1);
+        }
         sm.template weights<V>(t, a, D, N, N, &zv, orig);
         if (vclamp) {  // a V grid point beyond FLT_MAX (zv widened above)
           v_block_clamped<G>(VT, vt, D, N, c.shape.bits_v, zv.scales(), zv.zeros(), sm.e, sc, acc, round_start, pre);
