@@ -67,6 +67,7 @@ struct AttnSmem {
   size_t q, qsum, acc, ml, warp0;          // CTA part (acc: [nw][acc_rows(G)][acc_row_words])
   size_t kbuf, vbuf, zb, sb, vzb, vsb, pb;  // warp part: staging buffers (layout_staging)
   size_t sc, wr, wzr, round_start, pre;    // warp part: scores/weights, round tables
+  size_t bar;                              // warp part: the mbarrier of bulk staging (sm_90)
   size_t stride, total;
 };
 template <typename V>
@@ -85,6 +86,7 @@ __host__ __device__ inline AttnSmem attn_smem(const KernelConfig& c, int G, int 
   s.wzr = w;  w += align16(G * 16 * 4);
   s.round_start = w; w += align16((kMaxRounds + 1) * 4);
   s.pre = w;  w += align16(kMaxRounds * 8 * 4);
+  s.bar = w;  w += 16;
   s.stride = align16(w);
   s.total = at + nw * s.stride;
   return s;

@@ -47,6 +47,61 @@ __device__ __forceinline__ bool compact_scales_above_2p84(const uint8_t* scale, 
   return __any_sync(0xffffffffu, big != 0);
 }
 
+// Bulk staging (sm_90, TMA): lane 0 copies the 16-byte chunks that hold [src, src + n)
+// into dst (16-byte aligned) with one cp.async.bulk completing on the warp's mbarrier
+// `bar` (a shared address); every lane returns the offset in dst of src[0] and adds the
+// bytes copied to *tx. The caller arms the barrier with the total (bulk_arm) and waits
+// (bulk_wait). EXPERIMENT (run A, PACKKV_K2_X=3).
+__device__ __forceinline__ uint32_t bulk_bytes(const uint8_t* src, size_t n) {
+  const uintptr_t a0 = reinterpret_cast<uintptr_t>(src) & ~static_cast<uintptr_t>(15);
+  const uintptr_t a1 = (reinterpret_cast<uintptr_t>(src) + n + 15) & ~static_cast<uintptr_t>(15);
+  return static_cast<uint32_t>(a1 - a0);
+}
+__device__ __forceinline__ uint32_t stage_bulk(uint8_t* dst, const uint8_t* src, uint32_t bytes, uint32_t bar,
+                                               bool leader) {
+  const uintptr_t a0 = reinterpret_cast<uintptr_t>(src) & ~static_cast<uintptr_t>(15);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (leader)
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                     static_cast<uint32_t>(__cvta_generic_to_shared(dst))),
+                 "l"(a0), "r"(bytes), "r"(bar)
+                 : "memory");
+#endif
+  return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(src) - a0);
+}
+__device__ __forceinline__ void bulk_init(uint32_t bar, bool leader) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (leader) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncwarp();
+#endif
+}
+// Lane 0: orders the warp's earlier generic accesses to the buffers before the bulk
+// copies (fence.proxy.async) and arms the barrier for tx bytes.
+__device__ __forceinline__ void bulk_arm(uint32_t bar, uint32_t tx, bool leader) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (leader) {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(tx) : "memory");
+  }
+#endif
+}
+__device__ __forceinline__ void bulk_wait(uint32_t bar, uint32_t phase) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "{\n\t.reg .pred P1;\n"
+      "K2_WAIT:\n\t"
+      "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n\t"
+      "@P1 bra K2_DONE;\n\t"
+      "bra K2_WAIT;\n"
+      "K2_DONE:\n\t}\n" ::"r"(bar),
+      "r"(phase)
+      : "memory");
+#endif
+}
+
 // Device. Grid (n_splits + res_splits - split0, H_kv * n_gchunks, b.n), nw*32 threads, dynamic
 // smem attn_smem<V>(c, G, nw).total. CTA (split = split0 + blockIdx.x, KV head and GQA-group chunk, sequence)
 // covers compressed blocks [split*bps, (split+1)*bps) of the sequence (splits n_splits ..
@@ -56,7 +111,7 @@ __device__ __forceinline__ bool compact_scales_above_2p84(const uint8_t* scale, 
 // or one partial per (sequence, head, split) in a.partial (split_merge.cuh). Reads only;
 // thread-safe across calls. Register targets: V::min_ctas (tuning.h).
 template <int G, typename V, int X = 1>
-__global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
+__global__ void __launch_bounds__(kMaxWarps * 32, X == 3 && G <= 2 ? 4 : V::min_ctas(G))
     cudacore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int gqa_group,
                          int bps, int n_splits, int split0) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -252,13 +307,21 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
     constexpr int kKv1 = V::kUsesK ? fmt::kK : fmt::kV;
     const bool compact = SH.zs == fmt::ZsFormat::kCompact;
     const uint32_t z1_at = static_cast<uint32_t>(SH.zero_at(kKv1, grp));
-    const uint32_t s1_at = static_cast<uint32_t>(SH.scale_at(kKv1, grp));
-    const uint32_t z2_at = static_cast<uint32_t>(SH.zero_at(fmt::kV, grp));
-    const uint32_t s2_at = static_cast<uint32_t>(SH.scale_at(fmt::kV, grp));
     // Decode on a compact cache with one scale group: K zero points, K scales, V zero
     // points, V scales are 2N bytes each, one after another from k_zero_at (shape.h),
     // staged with one copy (joint staging).
     const bool joint = V::kUsesK && V::kUsesV && compact && SH.scale_groups == 1;
+    // X == 3 (sm_90): tiles and joint fields staged by bulk copies on this warp's mbarrier.
+    constexpr bool kBulk = X == 3
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        && V::kUsesK && V::kUsesV
+#else
+        && false
+#endif
+        ;
+    const uint32_t bar = static_cast<uint32_t>(__cvta_generic_to_shared(wb + L.bar));
+    uint32_t phase = 0;
+    if (kBulk) bulk_init(bar, lane == 0);
     unsigned long long next_ptr = blk_begin + warp < blk_end ? table[blk_begin + warp] : 0ull;
     for (int blk = blk_begin + warp; blk < blk_end; blk += nw) {
       const uint8_t* blob = reinterpret_cast<const uint8_t*>(next_ptr);
@@ -269,12 +332,29 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
       const bool fallback = compact && fmt::load2<uint16_t>(blob + SH.layout.k_scale_at) == fmt::kWideMarker;
       // Stage this block: K tile, V tile, their zero points and scales (zs_stage.cuh: in
       // the block's encoding, read as such), the perm.
-      const uint32_t kt = V::kUsesK ? stage(kbuf, blob + koff, ksz) : 0u;
-      const uint32_t vt = V::kUsesV ? stage(vbuf, blob + voff, vsz) : 0u;
+      uint32_t kt = 0, vt = 0;
+      bool own_buffers = !joint || fallback;
       ZsView zs1, zv;  // K (V in apply), V
+      if (kBulk) {
+        const uint32_t kb = bulk_bytes(blob + koff, ksz), vb = bulk_bytes(blob + voff, vsz);
+        const uint32_t fb = own_buffers ? 0u : bulk_bytes(blob + z1_at, 8 * static_cast<size_t>(N));
+        bulk_arm(bar, kb + vb + fb, lane == 0);
+        kt = stage_bulk(kbuf, blob + koff, kb, bar, lane == 0);
+        vt = stage_bulk(vbuf, blob + voff, vb, bar, lane == 0);
+        if (!own_buffers) {
+          uint8_t* f = wb + L.zb;
+          f += stage_bulk(f, blob + z1_at, fb, bar, lane == 0);
+          zs1 = ZsView{f, f + 2 * N, false};
+          zv = ZsView{f + 4 * N, f + 6 * N, false};
+        }
+      } else {
+        kt = V::kUsesK ? stage(kbuf, blob + koff, ksz) : 0u;
+        vt = V::kUsesV ? stage(vbuf, blob + voff, vsz) : 0u;
+      }
       // Each field into its own buffer (zs_stage), where the rare paths widen it.
       auto stage_fields = [&]() {
-        ZsSrc src1{blob + z1_at, blob + s1_at, !compact}, src2{blob + z2_at, blob + s2_at, !compact};
+        ZsSrc src1{blob + z1_at, blob + SH.scale_at(kKv1, grp), !compact};
+        ZsSrc src2{blob + SH.zero_at(fmt::kV, grp), blob + SH.scale_at(fmt::kV, grp), !compact};
         if (fallback) {  // wide fields after the tiles (zs_stage.cuh locates them)
           const ZsHeader zh = zs_header(blob, SH);
           src1 = zs_locate(blob, SH, zh, kKv1, grp);
@@ -284,10 +364,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         zv = zs1;
         if (V::kUsesK && V::kUsesV) zv = zs_stage(wb + L.vzb, wb + L.vsb, src2, N);
       };
-      bool own_buffers = !joint || fallback;
       if (own_buffers) {
         stage_fields();
-      } else {
+      } else if (!kBulk) {
         uint8_t* f = wb + L.zb;
         f += stage(f, blob + z1_at, 8 * static_cast<size_t>(N));
         zs1 = ZsView{f, f + 2 * N, false};
@@ -310,6 +389,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
         return s.sink_len + static_cast<int64_t>(blk) * N + (c.shape.has_perm ? perm[slot] : slot);
       };
       __pipeline_wait_prior(0);
+      if (kBulk) {
+        bulk_wait(bar, phase);
+        phase ^= 1u;
+      }
       __syncwarp();
 
       // Blocks near the fp32 limit (issue 18 item 3, clamped_block.cuh) take the rare
