@@ -17,6 +17,8 @@
 #include <cuda_pipeline_primitives.h>
 #include <math.h>
 
+#include <type_traits>
+
 #include "attention/attention.h"
 #include "attention/clamped_block.cuh"
 #include "attention/cta_layout.cuh"
@@ -45,6 +47,18 @@ __device__ __forceinline__ bool compact_scales_above_2p84(const uint8_t* scale, 
 #pragma unroll 1
   for (int i = lane; i < N / 2; i += 32) big |= __vcmpgtu2(w[i], 0xD300D300u);
   return __any_sync(0xffffffffu, big != 0);
+}
+
+// Whether a V grid magnitude |s| (|z| + 255) of the block's wide fields (int32 zero points,
+// fp32 scales, N each) exceeds 2^100 (kFitAbove): near_fp32_limit's V test on a view known
+// to be wide, in a loop that is not unrolled (it sits in the fast path). Whole warp.
+__device__ __forceinline__ bool wide_grid_above_2p100(const ZsView& v, int N, int lane) {
+  const float* s = reinterpret_cast<const float*>(v.scale);
+  const int32_t* z = reinterpret_cast<const int32_t*>(v.zero);
+  float big = 0.f;
+#pragma unroll 1
+  for (int i = lane; i < N; i += 32) big = fmaxf(big, fabsf(s[i]) * (fabsf(static_cast<float>(z[i])) + 255.f));
+  return __any_sync(0xffffffffu, big > kFitAbove);
 }
 
 // Bulk staging (sm_90, TMA): lane 0 copies the 16-byte chunks that hold [src, src + n)
@@ -111,7 +125,7 @@ __device__ __forceinline__ void bulk_wait(uint32_t bar, uint32_t phase) {
 // or one partial per (sequence, head, split) in a.partial (split_merge.cuh). Reads only;
 // thread-safe across calls. Register targets: V::min_ctas (tuning.h).
 template <int G, typename V, int X = 1>
-__global__ void __launch_bounds__(kMaxWarps * 32, X == 3 && G <= 2 ? 4 : V::min_ctas(G))
+__global__ void __launch_bounds__(kMaxWarps * 32, X != 0 && X != 2 && V::kSoftmax && G <= 2 ? 4 : V::min_ctas(G))
     cudacore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int gqa_group,
                          int bps, int n_splits, int split0) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -330,14 +344,20 @@ __global__ void __launch_bounds__(kMaxWarps * 32, X == 3 && G <= 2 ? 4 : V::min_
     const uint32_t bar = static_cast<uint32_t>(__cvta_generic_to_shared(wb + L.bar));
     uint32_t phase = 0;
     if (kBulk) bulk_init(bar, lane == 0);
-    unsigned long long next_ptr = first_ptr;
-    for (int blk = blk_begin + warp; blk < blk_end; blk += nw) {
-      const uint8_t* blob = reinterpret_cast<const uint8_t*>(next_ptr);
-      if (blk + nw < blk_end) next_ptr = table[blk + nw];  // prefetch the next pointer
+    // One block of the split (blob: its address). RARE false: the fast path, which
+    // returns false at the first sign that the block needs a rare path (before anything
+    // outside the warp's staging buffers and scores changed); RARE true: every path (the
+    // same block again). The fast path is a loop of its own below, with the rare path's
+    // code after it: inlined between the hot parts, that code made decode with one query
+    // head 13% slower at the same instruction count (RESULTS.md, sixth session).
+    constexpr bool kTwoPaths = V::kSoftmax && G <= 2 && X != 2;
+    auto block = [&](auto rare_tag, int blk, const uint8_t* blob) -> bool {
+      constexpr bool RARE = decltype(rare_tag)::value;
       size_t koff, ksz, voff, vsz;
       SH.tile_extent(blob, fmt::kK, kvh, &koff, &ksz);
       SH.tile_extent(blob, fmt::kV, kvh, &voff, &vsz);
       const bool fallback = compact && fmt::load2<uint16_t>(blob + SH.layout.k_scale_at) == fmt::kWideMarker;
+      if (kTwoPaths && !RARE && fallback) return false;  // a wide fallback block: the rare path
       // Stage this block: K tile, V tile, their zero points and scales (zs_stage.cuh: in
       // the block's encoding, read as such), the perm.
       uint32_t kt = 0, vt = 0;
@@ -363,7 +383,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, X == 3 && G <= 2 ? 4 : V::min_
       auto stage_fields = [&]() {
         ZsSrc src1{blob + z1_at, blob + SH.scale_at(kKv1, grp), !compact};
         ZsSrc src2{blob + SH.zero_at(fmt::kV, grp), blob + SH.scale_at(fmt::kV, grp), !compact};
-        if (fallback) {  // wide fields after the tiles (zs_stage.cuh locates them)
+        if ((!kTwoPaths || RARE) && fallback) {  // wide fields after the tiles (zs_stage.cuh locates them)
           const ZsHeader zh = zs_header(blob, SH);
           src1 = zs_locate(blob, SH, zh, kKv1, grp);
           src2 = zs_locate(blob, SH, zh, fmt::kV, grp);
@@ -412,8 +432,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, X == 3 && G <= 2 ? 4 : V::min_
       // one vote after the block's rounds redoes the block in double (clamped values).
       bool vrare = false;
       if (V::kUsesV && X != 2)
-        vrare = sm.e != 0 || (zv.wide ? near_fp32_limit<false, true>(zv, zv, N, lane)
+        vrare = sm.e != 0 || (zv.wide ? wide_grid_above_2p100(zv, N, lane)
                                       : compact_scales_above_2p84(zv.scale, N, lane));
+      if (!RARE && vrare) return false;
       if (V::kUsesK) {
         walk_tile(KT, kt, D, c.shape.bits_k, ek, R, round_start, pre);
         bool krare = false;
@@ -442,28 +463,35 @@ __global__ void __launch_bounds__(kMaxWarps * 32, X == 3 && G <= 2 ? 4 : V::min_
         }
         __syncwarp();
         if (X != 2 && __any_sync(0xffffffffu, krare)) {  // the block's scores again, in double
-          own_fields();
-          zs_widen(zs1, wb + L.zb, wb + L.sb, N);
-          k_block_clamped<G>(KT, kt, D, N, c.shape.bits_k, qS, zs1.scales(), zs1.zeros(), round_start, pre, sc);
-          if (!V::kUsesV)
-            for (int i = lane; i < n_valid * N; i += 32) {
-              const int g = i / N, slot = i - g * N;
-              a.out[scores_index(a, row, qh0, g, orig(slot))] = centred ? sc[i] + qmu[g] : sc[i];
-            }
-          __syncwarp();
+          if (!RARE) return false;
+          if constexpr (RARE) {
+            own_fields();
+            zs_widen(zs1, wb + L.zb, wb + L.sb, N);
+            k_block_clamped<G>(KT, kt, D, N, c.shape.bits_k, qS, zs1.scales(), zs1.zeros(), round_start, pre, sc);
+            if (!V::kUsesV)
+              for (int i = lane; i < n_valid * N; i += 32) {
+                const int g = i / N, slot = i - g * N;
+                a.out[scores_index(a, row, qh0, g, orig(slot))] = centred ? sc[i] + qmu[g] : sc[i];
+              }
+            __syncwarp();
+          }
         }
       }
       if (V::kUsesV) {
         bool vclamp = false;
-        if (vrare) {
-          own_fields();
-          zs_widen(zv, wb + (V::kUsesK ? L.vzb : L.zb), wb + (V::kUsesK ? L.vsb : L.sb), N);
-          vclamp = sm.fit_block(t, zv.scales(), zv.zeros(), N, (1 << c.shape.bits_v) - 1);
+        if constexpr (RARE) {
+          if (vrare) {
+            own_fields();
+            zs_widen(zv, wb + (V::kUsesK ? L.vzb : L.zb), wb + (V::kUsesK ? L.vsb : L.sb), N);
+            vclamp = sm.fit_block(t, zv.scales(), zv.zeros(), N, (1 << c.shape.bits_v) - 1);
+          }
         }
         sm.template weights<V>(t, a, D, N, N, &zv, orig);
-        if (vclamp) {  // a V grid point beyond FLT_MAX (zv widened above)
-          v_block_clamped<G>(VT, vt, D, N, c.shape.bits_v, zv.scales(), zv.zeros(), sm.e, sc, acc, round_start, pre);
-          continue;
+        if constexpr (RARE) {
+          if (vclamp) {  // a V grid point beyond FLT_MAX (zv widened above)
+            v_block_clamped<G>(VT, vt, D, N, c.shape.bits_v, zv.scales(), zv.zeros(), sm.e, sc, acc, round_start, pre);
+            return true;
+          }
         }
         walk_tile(VT, vt, D, c.shape.bits_v, ev, R, round_start, pre);
         for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
@@ -488,6 +516,33 @@ __global__ void __launch_bounds__(kMaxWarps * 32, X == 3 && G <= 2 ? 4 : V::min_
         }
         __syncwarp();
       }
+      return true;
+    };
+    // The blocks of this warp: the fast path over as many blocks as it takes, the block it
+    // stopped at again with every path, then on with the fast path.
+    // Scores, apply and decode with 4 query heads keep one path (the rare code inline): two
+    // copies of the block took their register counts up (apply G 1: 164 bytes of spills at
+    // its 64-register target; decode G 4: 250 registers; nvcc 13.0 sm_90).
+    int blk = blk_begin + warp;
+    unsigned long long cur = first_ptr;
+    if (!kTwoPaths) {
+      for (; blk < blk_end; blk += nw) {
+        const unsigned long long nxt = blk + nw < blk_end ? table[blk + nw] : 0ull;  // prefetch
+        block(std::integral_constant<bool, X == 2 ? false : true>{}, blk, reinterpret_cast<const uint8_t*>(cur));
+        cur = nxt;
+      }
+    }
+    while (kTwoPaths && blk < blk_end) {
+      for (; blk < blk_end; blk += nw) {
+        const unsigned long long nxt = blk + nw < blk_end ? table[blk + nw] : 0ull;  // prefetch
+        if (!block(std::false_type{}, blk, reinterpret_cast<const uint8_t*>(cur))) break;
+        cur = nxt;
+      }
+      if (blk >= blk_end) break;
+      const unsigned long long nxt = blk + nw < blk_end ? table[blk + nw] : 0ull;
+      block(std::true_type{}, blk, reinterpret_cast<const uint8_t*>(cur));
+      cur = nxt;
+      blk += nw;
     }
   } else {
     residual_window<G, V>(c, d, s, a, t, sm, n_splits, split0 + static_cast<int>(gridDim.x) - n_splits);
