@@ -44,7 +44,8 @@ void cudacore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevic
                      const AttnPlan& p, cudaStream_t stream) {
   // EXPERIMENT (session 6, K2): PACKKV_K2_X selects the decode kernel's block loop:
   // 0 main's, 1 the new one (default), 2 the new one without the rare paths (unsafe),
-  // 3 the new one with bulk (TMA) staging of the tiles and joint fields (sm_90).
+  // 3 the new one with bulk (TMA) staging of the tiles and joint fields (sm_90); also
+  // scores with one query head held to 72 registers.
   const char* xs = getenv("PACKKV_K2_X");
   const int x = xs ? atoi(xs) : 1;
   with_variant(a.variant, [&](auto var) {
@@ -61,6 +62,10 @@ void cudacore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevic
         case 2: go(std::integral_constant<int, 2>{}); break;
         default: go(std::integral_constant<int, 4>{}); break;
       }
+      return;
+    }
+    if constexpr (V::kId == AttnVariant::kScores) if (x == 3 && p.G == 1) {  // 72 registers (7 CTAs)
+      launch_one<1, V, 3>(c, b, d, a, p, stream);
       return;
     }
     switch (p.G) {

@@ -125,7 +125,7 @@ __device__ __forceinline__ void bulk_wait(uint32_t bar, uint32_t phase) {
 // or one partial per (sequence, head, split) in a.partial (split_merge.cuh). Reads only;
 // thread-safe across calls. Register targets: V::min_ctas (tuning.h).
 template <int G, typename V, int X = 1>
-__global__ void __launch_bounds__(kMaxWarps * 32, X != 0 && X != 2 && V::kSoftmax && G <= 2 ? 4 : V::min_ctas(G))
+__global__ void __launch_bounds__(kMaxWarps * 32, X != 0 && X != 2 && V::kSoftmax && G <= 2 ? 4 : X == 3 && !V::kUsesV && G == 1 ? 7 : V::min_ctas(G))
     cudacore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int gqa_group,
                          int bps, int n_splits, int split0) {
   extern __shared__ __align__(16) uint8_t smem[];
