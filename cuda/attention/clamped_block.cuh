@@ -3,8 +3,9 @@
 // +-FLT_MAX (fmt::dequantize), which the folded arithmetic of k_round / v_round cannot do,
 // so this rare path dequantizes every value itself, clamps it and sums in double. It reads
 // the warp's staged tile with the device tile walk (tile_walk.cuh), like the hot path.
-// Normal data pay one vote per block (near_fp32_limit). The passes are inlined behind
-// that per-block branch and keep G doubles per lane, one round at a time, so that they
+// Normal data pay two votes per block (family_cudacore.cuh: one on the staged V fields
+// before the weights, one on the K scores after the rounds). The passes keep G doubles per
+// lane, one round at a time, so that they
 // leave the kernels' register allocation alone (nvcc 13.0, sm_90: as __noinline__ calls
 // they raised decode with one query head from 116 to 160 registers, and the earlier
 // inlined versions, which walked the tile in global memory with the host cursor, made
@@ -26,36 +27,6 @@ namespace packkv {
 namespace cu {
 
 constexpr double kFltMaxD = 3.4028234663852886e38;  // FLT_MAX
-
-// The one per-block vote of the kernels on normal data: true if a K scale of kzs reaches
-// 2^96 (below it grid_beyond_fp32 cannot hold) or a V grid magnitude |s| (|z| + 255) of
-// vzs exceeds kFitAbove (SoftmaxState::fit_block has work), over the block's N staged
-// slots (zs_stage.cuh views, any encoding); K / V: whether the variant has that pass.
-// Then the rare checks run, on widened copies (zs_widen). Whole warp.
-template <bool K, bool V>
-__device__ __forceinline__ bool near_fp32_limit(const ZsView& kzs, const ZsView& vzs, int N, int lane) {
-  float big = 0.f;
-  for (int i = lane; i < N; i += 32) {
-    if (K) big = fmaxf(big, fabsf(kzs.s(i)) * 0x1p4f);  // > 2^100 iff |s| > 2^96
-    if (V) big = fmaxf(big, fabsf(vzs.s(i)) * (fabsf(static_cast<float>(vzs.z(i))) + 255.f));
-  }
-  return __any_sync(0xffffffffu, big > kFitAbove);
-}
-
-// True if some grid point (z or z + qmax) * s of the block's N slots (staged scales s,
-// zero points z) lies beyond FLT_MAX. Such a grid needs |s| > 2^97 (|z| s is within s/2 of
-// a value, and |x| / s < 2^30, format/affine.h). Whole warp.
-__device__ __forceinline__ bool grid_beyond_fp32(const float* s, const int32_t* z, int N, int qmax, int lane) {
-  float smax = 0.f;
-  for (int i = lane; i < N; i += 32) smax = fmaxf(smax, fabsf(s[i]));
-  if (!__any_sync(0xffffffffu, smax > 0x1p96f)) return false;
-  bool beyond = false;
-  for (int i = lane; i < N; i += 32) {
-    const double sd = fabs(static_cast<double>(s[i])), zd = static_cast<double>(z[i]);
-    beyond |= fabs(zd) * sd > kFltMaxD || fabs(zd + qmax) * sd > kFltMaxD;
-  }
-  return __any_sync(0xffffffffu, beyond);
-}
 
 // (code + z) * s in double, clamped to +-lim (fmt::dequantize's expression; code = the
 // pack minimum plus the offset that for_codes hands over as an exact float).

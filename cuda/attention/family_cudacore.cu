@@ -6,19 +6,16 @@
 #include "attention/family_cudacore.cuh"
 #include "cuda_check.h"
 
-#include <stdlib.h>
-
-#include <type_traits>
 
 namespace packkv {
 namespace cu {
 namespace {
 
-template <int G, typename V, int X>
+template <int G, typename V>
 void launch_one(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
                 const AttnPlan& p, cudaStream_t stream) {
   const size_t smem = attn_smem<V>(c, G, p.nw).total;
-  auto kern = cudacore_attn_kernel<G, V, X>;
+  auto kern = cudacore_attn_kernel<G, V>;
   if (smem > 48 * 1024)
     check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           "cudaFuncSetAttribute(cudacore_attn_kernel)");
@@ -42,36 +39,12 @@ size_t cudacore_min_smem_bytes(const KernelConfig& c) { return attn_smem<DecodeV
 
 void cudacore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs& d, const AttnCall& a,
                      const AttnPlan& p, cudaStream_t stream) {
-  // EXPERIMENT (session 6, K2): PACKKV_K2_X selects the decode kernel's block loop:
-  // 0 main's, 1 the new one (default), 2 the new one without the rare paths (unsafe),
-  // 3 the new one with bulk (TMA) staging of the tiles and joint fields (sm_90); also
-  // scores with one query head held to 72 registers.
-  const char* xs = getenv("PACKKV_K2_X");
-  const int x = xs ? atoi(xs) : 1;
   with_variant(a.variant, [&](auto var) {
     using V = decltype(var);
-    if constexpr (V::kId == AttnVariant::kDecode) if (x != 1) {
-      auto go = [&](auto g) {
-        constexpr int G = decltype(g)::value;
-        if (x == 0) launch_one<G, V, 0>(c, b, d, a, p, stream);
-        else if (x == 2) launch_one<G, V, 2>(c, b, d, a, p, stream);
-        else launch_one<G, V, 3>(c, b, d, a, p, stream);
-      };
-      switch (p.G) {
-        case 1: go(std::integral_constant<int, 1>{}); break;
-        case 2: go(std::integral_constant<int, 2>{}); break;
-        default: go(std::integral_constant<int, 4>{}); break;
-      }
-      return;
-    }
-    if constexpr (V::kId == AttnVariant::kScores) if (x == 3 && p.G == 1) {  // 72 registers (7 CTAs)
-      launch_one<1, V, 3>(c, b, d, a, p, stream);
-      return;
-    }
     switch (p.G) {
-      case 1: launch_one<1, V, 1>(c, b, d, a, p, stream); break;
-      case 2: launch_one<2, V, 1>(c, b, d, a, p, stream); break;
-      default: launch_one<4, V, 1>(c, b, d, a, p, stream); break;
+      case 1: launch_one<1, V>(c, b, d, a, p, stream); break;
+      case 2: launch_one<2, V>(c, b, d, a, p, stream); break;
+      default: launch_one<4, V>(c, b, d, a, p, stream); break;
     }
   });
 }

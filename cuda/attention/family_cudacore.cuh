@@ -9,8 +9,17 @@
 //
 // Work split (chosen so that almost every instruction decodes a code): a warp owns whole
 // blocks, stages a block's tiles, zero points and scales into its part of shared memory
-// (cta_layout.cuh), walks each tile once (tile_walk.cuh walk_tile), then decodes it 4
-// rounds at a time, one per octet of 8 lanes (cudacore_rounds.cuh).
+// (cta_layout.cuh; on a compact cache with one scale group the four z/s fields in one copy;
+// decode with one query head on sm_90: by one lane's bulk copies, tuning.h kBulkStaging),
+// walks each tile once (tile_walk.cuh walk_tile), then decodes it 4 rounds at a time, one
+// per octet of 8 lanes (cudacore_rounds.cuh).
+//
+// Blocks near the fp32 limit (issue 18 item 3) take rare paths (clamped_block.cuh,
+// SoftmaxState::fit_block). Normal data pay one vote on the V fields before the weights and
+// one vote on the K scores after the rounds. Decode with 1-2 query heads keeps the rare
+// code out of its hot loop: a fast block loop stops at a block whose vote says yes, that
+// block runs again with every path, then the fast loop goes on (sixth session, H100: the
+// rare code inlined between the hot parts cost 13% at the same instruction count).
 #ifndef PACKKV_CUDA_ATTENTION_FAMILY_CUDACORE_CUH
 #define PACKKV_CUDA_ATTENTION_FAMILY_CUDACORE_CUH
 
@@ -50,7 +59,7 @@ __device__ __forceinline__ bool compact_scales_above_2p84(const uint8_t* scale, 
 }
 
 // Whether a V grid magnitude |s| (|z| + 255) of the block's wide fields (int32 zero points,
-// fp32 scales, N each) exceeds 2^100 (kFitAbove): near_fp32_limit's V test on a view known
+// fp32 scales, N each) exceeds 2^100 (kFitAbove), on a view known
 // to be wide, in a loop that is not unrolled (it sits in the fast path). Whole warp.
 __device__ __forceinline__ bool wide_grid_above_2p100(const ZsView& v, int N, int lane) {
   const float* s = reinterpret_cast<const float*>(v.scale);
@@ -61,11 +70,12 @@ __device__ __forceinline__ bool wide_grid_above_2p100(const ZsView& v, int N, in
   return __any_sync(0xffffffffu, big > kFitAbove);
 }
 
-// Bulk staging (sm_90, TMA): lane 0 copies the 16-byte chunks that hold [src, src + n)
-// into dst (16-byte aligned) with one cp.async.bulk completing on the warp's mbarrier
-// `bar` (a shared address); every lane returns the offset in dst of src[0] and adds the
-// bytes copied to *tx. The caller arms the barrier with the total (bulk_arm) and waits
-// (bulk_wait). EXPERIMENT (run A, PACKKV_K2_X=3).
+// Bulk staging (sm_90, TMA), the counterpart of tile_walk.cuh stage(): bulk_bytes is the
+// size of the 16-byte chunks that hold [src, src + n); stage_bulk has the leader lane copy
+// them into dst (16-byte aligned) with one cp.async.bulk completing on the warp's mbarrier
+// `bar` (a shared address: the warp part's AttnSmem::bar, cta_layout.cuh) and returns, in
+// every lane, the offset in dst of src[0]. Per block: bulk_arm with the bytes of all its
+// copies, the copies, bulk_wait on the barrier's current phase parity.
 __device__ __forceinline__ uint32_t bulk_bytes(const uint8_t* src, size_t n) {
   const uintptr_t a0 = reinterpret_cast<uintptr_t>(src) & ~static_cast<uintptr_t>(15);
   const uintptr_t a1 = (reinterpret_cast<uintptr_t>(src) + n + 15) & ~static_cast<uintptr_t>(15);
@@ -124,8 +134,8 @@ __device__ __forceinline__ void bulk_wait(uint32_t bar, uint32_t phase) {
 // [..][ld] (apply). Outputs: scores fp32 [..][ld] at original token positions (scores),
 // or one partial per (sequence, head, split) in a.partial (split_merge.cuh). Reads only;
 // thread-safe across calls. Register targets: V::min_ctas (tuning.h).
-template <int G, typename V, int X = 1>
-__global__ void __launch_bounds__(kMaxWarps * 32, X != 0 && X != 2 && V::kSoftmax && G <= 2 ? 4 : X == 3 && !V::kUsesV && G == 1 ? 7 : V::min_ctas(G))
+template <int G, typename V>
+__global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
     cudacore_attn_kernel(KernelConfig c, AttnBatch b, CacheDevicePtrs d, AttnCall a, int n_gchunks, int gqa_group,
                          int bps, int n_splits, int split0) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -169,7 +179,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, X != 0 && X != 2 && V::kSoftma
   // This warp's first block address, loaded before the queries so that the two loads
   // overlap (short contexts: a warp often has one block).
   unsigned long long first_ptr = 0ull;
-  if (X != 0 && split < n_splits) {
+  if (split < n_splits) {
     const int first = split * bps + warp;
     if (first < min(s.n_blocks, split * bps + bps))
       first_ptr = d.block_table[static_cast<size_t>(s.seq) * c.max_blocks + first];
@@ -199,123 +209,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, X != 0 && X != 2 && V::kSoftma
 
   SoftmaxState<G> sm;
 
-  if (X == 0 && split < n_splits) {
-    const int blk_begin = split * bps;
-    const int blk_end = min(s.n_blocks, blk_begin + bps);
-    const fmt::Shape& SH = c.shape;
-    const int grp = SH.scale_group(kvh);
-    const int ek = fmt::len_bits(c.shape.bits_k), ev = fmt::len_bits(c.shape.bits_v);
-    const unsigned long long* table = d.block_table + static_cast<size_t>(s.seq) * c.max_blocks;
-    const uint32_t* KT = reinterpret_cast<const uint32_t*>(kbuf);
-    const uint32_t* VT = reinterpret_cast<const uint32_t*>(vbuf);
-    unsigned long long next_ptr = blk_begin + warp < blk_end ? table[blk_begin + warp] : 0ull;
-    for (int blk = blk_begin + warp; blk < blk_end; blk += nw) {
-      const uint8_t* blob = reinterpret_cast<const uint8_t*>(next_ptr);
-      if (blk + nw < blk_end) next_ptr = table[blk + nw];  // prefetch the next pointer
-      size_t koff, ksz, voff, vsz;
-      SH.tile_extent(blob, fmt::kK, kvh, &koff, &ksz);
-      SH.tile_extent(blob, fmt::kV, kvh, &voff, &vsz);
-      // Stage this block: K tile, V tile, their zero points and scales (zs_stage.cuh: in
-      // the block's encoding, read as such), the perm.
-      const ZsHeader zh = zs_header(blob, SH);
-      const ZsSrc zsrc1 = zs_locate(blob, SH, zh, V::kUsesK ? fmt::kK : fmt::kV, grp);
-      const ZsSrc zsrc2 = V::kUsesK && V::kUsesV ? zs_locate(blob, SH, zh, fmt::kV, grp) : zsrc1;
-      const uint32_t kt = V::kUsesK ? stage(kbuf, blob + koff, ksz) : 0u;
-      const uint32_t vt = V::kUsesV ? stage(vbuf, blob + voff, vsz) : 0u;
-      ZsView zs1 = zs_stage(wb + L.zb, wb + L.sb, zsrc1, N);  // K (V in apply)
-      const uint8_t* perm = blob + SH.layout.perm_at;
-      if (V::kPositions && c.shape.has_perm) perm = wb + L.pb + stage(wb + L.pb, perm, N);
-      ZsView zv = zs1;  // V
-      if (V::kUsesK && V::kUsesV) zv = zs_stage(wb + L.vzb, wb + L.vsb, zsrc2, N);
-      __pipeline_commit();
-      auto orig = [&](int slot) -> int64_t {
-        return s.sink_len + static_cast<int64_t>(blk) * N + (c.shape.has_perm ? perm[slot] : slot);
-      };
-      __pipeline_wait_prior(0);
-      __syncwarp();
-
-      // Blocks near the fp32 limit (issue 18 item 3, clamped_block.cuh): one vote per
-      // block on the staged metadata; normal data take none of the rare paths, which work
-      // on widened copies of the fields (zs_widen).
-      bool kclamp = false, vclamp = false;
-      if (sm.e != 0 || near_fp32_limit<V::kUsesK, V::kUsesV>(zs1, zv, N, lane)) {
-        if (V::kUsesK) {
-          zs_widen(zs1, wb + L.zb, wb + L.sb, N);
-          kclamp = grid_beyond_fp32(zs1.scales(), zs1.zeros(), N, (1 << c.shape.bits_k) - 1, lane);
-        }
-        if (V::kUsesV) {
-          zs_widen(zv, wb + (V::kUsesK ? L.vzb : L.zb), wb + (V::kUsesK ? L.vsb : L.sb), N);
-          vclamp = sm.fit_block(t, zv.scales(), zv.zeros(), N, (1 << c.shape.bits_v) - 1);
-        }
-      }
-      if (kclamp) {  // a K grid point beyond FLT_MAX
-        k_block_clamped<G>(KT, kt, D, N, c.shape.bits_k, qS, zs1.scales(), zs1.zeros(), round_start, pre, sc);
-        if (!V::kUsesV)
-          for (int i = lane; i < n_valid * N; i += 32) {
-            const int g = i / N, slot = i - g * N;
-            a.out[scores_index(a, row, qh0, g, orig(slot))] = centred ? sc[i] + qmu[g] : sc[i];
-          }
-        __syncwarp();
-      }
-      if (V::kUsesK && !kclamp) {
-        walk_tile(KT, kt, D, c.shape.bits_k, ek, R, round_start, pre);
-        for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
-          const int r = r0 + octet;
-          if (r < R) {
-            float part[16 * G];
-#pragma unroll
-            for (int i = 0; i < 16 * G; ++i) part[i] = 0.f;
-            const LanePos p = lane_pos(kt, round_start, pre, r, octet_lane, D, c.shape.bits_k, ek);
-            if (c.shape.bits_k <= 4) k_round<G, true>(KT, p, D, c.shape.bits_k, ek, octet_lane * (D >> 3), qS, part);
-            else k_round<G, false>(KT, p, D, c.shape.bits_k, ek, octet_lane * (D >> 3), qS, part);
-            const int base = octet_reduce<16 * G>(part);
-#pragma unroll
-            for (int i = 0; i < 2 * G; ++i) {
-              const int v = base + i, k = v / G, g = v - k * G;
-              const int slot = 16 * r + k;
-              const float s_slot = zs1.s(slot);
-              const int32_t z_slot = zs1.z(slot);
-              float score = s_slot * (part[i] + static_cast<float>(z_slot) * qsum[g]);
-              if (!isfinite(score))  // fp32 fold overflow (scales near the fp32 limit): redo it in double
-                score = static_cast<float>(static_cast<double>(s_slot) *
-                                           (static_cast<double>(part[i]) + static_cast<double>(z_slot) * qsum[g]));
-              store_score<V>(a, row, qh0, n_valid, centred, qmu, sc, N, g, slot, orig, score);
-            }
-          }
-        }
-        __syncwarp();
-      }
-      if (V::kUsesV) {
-        sm.template weights<V>(t, a, D, N, N, &zv, orig);
-        if (vclamp) {  // a V grid point beyond FLT_MAX (zv widened above)
-          v_block_clamped<G>(VT, vt, D, N, c.shape.bits_v, zv.scales(), zv.zeros(), sm.e, sc, acc, round_start, pre);
-          continue;
-        }
-        walk_tile(VT, vt, D, c.shape.bits_v, ev, R, round_start, pre);
-        for (int r0 = 0; r0 < R; r0 += kRoundBatch) {
-          const int r = r0 + octet;
-          const bool on = r < R;
-          if (kVRows && !on) continue;
-          // Without per-octet rows every octet runs (the shuffles of v_round need all 32
-          // lanes): an octet without a round decodes round r0 with zero weights.
-          float wk[G][16], wr[G], wz[G];
-#pragma unroll
-          for (int g = 0; g < G; ++g) {
-#pragma unroll
-            for (int i = 0; i < 16; ++i) wk[g][i] = on ? sc[g * N + 16 * r + i] : 0.f;
-            wr[g] = on ? Wr[g * 16 + r] : 0.f;
-            wz[g] = on ? WZr[g * 16 + r] : 0.f;
-          }
-          const LanePos p = lane_pos(vt, round_start, pre, on ? r : r0, octet_lane, D, c.shape.bits_v, ev);
-          float* row_acc = acc + static_cast<size_t>(kVRows ? octet : 0) * arw;
-          const bool lead = kVRows || octet == 0;
-          if (c.shape.bits_v <= 4) v_round<G, true>(VT, p, D, c.shape.bits_v, ev, octet_lane, wk, wr, wz, lead, row_acc);
-          else v_round<G, false>(VT, p, D, c.shape.bits_v, ev, octet_lane, wk, wr, wz, lead, row_acc);
-        }
-        __syncwarp();
-      }
-    }
-  } else if (split < n_splits) {
+  if (split < n_splits) {
     const int blk_begin = split * bps;
     const int blk_end = min(s.n_blocks, blk_begin + bps);
     const fmt::Shape& SH = c.shape;
@@ -333,8 +227,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, X != 0 && X != 2 && V::kSoftma
     // points, V scales are 2N bytes each, one after another from k_zero_at (shape.h),
     // staged with one copy (joint staging).
     const bool joint = V::kUsesK && V::kUsesV && compact && SH.scale_groups == 1;
-    // X == 3 (sm_90): tiles and joint fields staged by bulk copies on this warp's mbarrier.
-    constexpr bool kBulk = X == 3
+    // sm_90 decode with one query head (tuning.h kBulkStaging): the tiles and the joint fields
+    // staged by one lane's bulk copies on this warp's mbarrier.
+    constexpr bool kBulk = kBulkStaging && G == 1
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
         && V::kUsesK && V::kUsesV
 #else
@@ -350,7 +245,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, X != 0 && X != 2 && V::kSoftma
     // same block again). The fast path is a loop of its own below, with the rare path's
     // code after it: inlined between the hot parts, that code made decode with one query
     // head 13% slower at the same instruction count (RESULTS.md, sixth session).
-    constexpr bool kTwoPaths = V::kSoftmax && G <= 2 && X != 2;
+    constexpr bool kTwoPaths = V::kSoftmax && G <= 2;
     auto block = [&](auto rare_tag, int blk, const uint8_t* blob) -> bool {
       constexpr bool RARE = decltype(rare_tag)::value;
       size_t koff, ksz, voff, vsz;
@@ -431,7 +326,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, X != 0 && X != 2 && V::kSoftma
       // K: the scores are computed as on normal data and checked where they are made;
       // one vote after the block's rounds redoes the block in double (clamped values).
       bool vrare = false;
-      if (V::kUsesV && X != 2)
+      if (V::kUsesV)
         vrare = sm.e != 0 || (zv.wide ? wide_grid_above_2p100(zv, N, lane)
                                       : compact_scales_above_2p84(zv.scale, N, lane));
       if (!RARE && vrare) return false;
@@ -455,14 +350,14 @@ __global__ void __launch_bounds__(kMaxWarps * 32, X != 0 && X != 2 && V::kSoftma
               const float s_slot = zs1.s(slot);
               const float score = s_slot * (part[i] + static_cast<float>(zs1.z(slot)) * qsum[g]);
               // Not finite (fp32 fold overflow), or a scale from which a grid point may
-              // lie beyond FLT_MAX (grid_beyond_fp32 needs |s| > 2^97): rare path.
+              // lie beyond FLT_MAX (such a grid needs |s| > 2^97): rare path.
               krare |= !(fabsf(score) <= 3.4028234663852886e38f) || fabsf(s_slot) > 0x1p96f;
               store_score<V>(a, row, qh0, n_valid, centred, qmu, sc, N, g, slot, orig, score);
             }
           }
         }
         __syncwarp();
-        if (X != 2 && __any_sync(0xffffffffu, krare)) {  // the block's scores again, in double
+        if (__any_sync(0xffffffffu, krare)) {  // the block's scores again, in double
           if (!RARE) return false;
           if constexpr (RARE) {
             own_fields();
@@ -528,7 +423,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, X != 0 && X != 2 && V::kSoftma
     if (!kTwoPaths) {
       for (; blk < blk_end; blk += nw) {
         const unsigned long long nxt = blk + nw < blk_end ? table[blk + nw] : 0ull;  // prefetch
-        block(std::integral_constant<bool, X == 2 ? false : true>{}, blk, reinterpret_cast<const uint8_t*>(cur));
+        block(std::true_type{}, blk, reinterpret_cast<const uint8_t*>(cur));
         cur = nxt;
       }
     }

@@ -56,8 +56,8 @@ struct SoftmaxState {
     }
   }
 
-  // Before weights() of a compressed block near the fp32 limit (near_fp32_limit voted
-  // yes) or of any block once e > 0: the staged V scales vs[0..N) and zero points vz of
+  // Before weights() of a compressed block near the fp32 limit (the V vote of the
+  // kernel said yes) or of any block once e > 0: the staged V scales vs[0..N) and zero points vz of
   // this warp's block, widened (zs_stage.cuh zs_widen; codes up to qmax). Raises e to the
   // exponent of the largest grid magnitude |s| (|z| + 255) above kFitAbove (rescaling the
   // accumulator rows of t exactly) and multiplies vs by 2^-e in place. Returns true if a

@@ -121,7 +121,22 @@ constexpr bool kTensorcoreFuseResidual = PACKKV_TC_FUSE_RESIDUAL != 0;
 #define PACKKV_ATTN_G4_MIN_CTAS 4  // A/B knob (see above)
 #endif
 constexpr int kMinCtasApplyG1 = 8;
+//  - scores, G = 1: 7 CTAs (72 registers, 8 bytes of spills on sm_90), main's count before
+//    the sixth session moved the K vote after the rounds (ptxas then took 96 registers and
+//    K.q at the headline shape went from 405 to 428 us, H100 run A of that session; the
+//    target itself is unmeasured on a GPU).
+constexpr int kMinCtasScoresG1 = 7;
 constexpr int kMinCtasG4ScoresApply = PACKKV_ATTN_G4_MIN_CTAS;
+
+// Staging of a block in the CUDA-core decode kernel on sm_90 (family_cudacore.cuh, decode
+// with one query head): one lane issues bulk (TMA) copies of the K tile, the V tile
+// and the block's compact zero points and scales, completing on the warp's mbarrier, instead
+// of 16-byte cp.async copies by every lane. RESULTS.md "Issue 14, sixth session: CUDA-core
+// family" (H100, same runs). A/B knob: 0 stages with cp.async.
+#ifndef PACKKV_ATTN_BULK_STAGE
+#define PACKKV_ATTN_BULK_STAGE 1
+#endif
+constexpr bool kBulkStaging = PACKKV_ATTN_BULK_STAGE != 0;
 
 }  // namespace cu
 }  // namespace packkv

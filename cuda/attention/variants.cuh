@@ -24,7 +24,7 @@ struct ScoresVariant {
   static constexpr bool kUsesV = false;      // decodes V tiles into accumulators; writes split partials
   static constexpr bool kSoftmax = false;    // weights from an online softmax of the scores
   static constexpr bool kPositions = true;   // reads or writes rows at original token positions
-  __host__ __device__ static constexpr int min_ctas(int G) { return G == 4 ? kMinCtasG4ScoresApply : 0; }
+  __host__ __device__ static constexpr int min_ctas(int G) { return G == 1 ? kMinCtasScoresG1 : G == 4 ? kMinCtasG4ScoresApply : 0; }
 };
 
 struct ApplyVariant {
@@ -44,7 +44,10 @@ struct DecodeVariant {
   static constexpr bool kUsesV = true;
   static constexpr bool kSoftmax = true;
   static constexpr bool kPositions = false;  // scores stay in shared memory, in stored order
-  __host__ __device__ static constexpr int min_ctas(int) { return 0; }
+  // 1-2 query heads: 4 CTAs (128 registers). The two copies of the block loop
+  // (family_cudacore.cuh: fast path, rare path) took ptxas to 168 registers at G 2 without
+  // the target (nvcc 13.0 sm_90); G 1 takes 128 either way.
+  __host__ __device__ static constexpr int min_ctas(int G) { return G <= 2 ? 4 : 0; }
 };
 
 // Index in AttnCall::out (scores variant: [rows][n_q_heads][ld]) of the score of query
