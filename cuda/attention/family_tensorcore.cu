@@ -103,11 +103,14 @@ bool launch_dt(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs&
     }
   }
   const size_t smem = tensorcore_launch_smem<V>(c, nw);
-  // The residual splits join this launch when its CTAs have at least the plan's warps
-  // (tuning.h, kTensorcoreFuseResidual) and its code has the residual path (PTX 9.0+,
-  // decode at head_dim 64/128/256: tensorcore_fuses); otherwise they are left to the
-  // CUDA-core kernel.
-  const bool fuse = tensorcore_fuses<V>(DT) && nw >= p.nw && ptx_version(kern, dev, rec) >= 90;
+  // The residual splits join this launch when its code has the residual path (PTX 9.0+,
+  // decode at head_dim 64/128/256: tensorcore_fuses) and either the ring is fp16 (the mma
+  // window, tensorcore_window.cuh: a 16-token chunk per warp costs about one memory latency,
+  // so fewer warps per CTA than the plan's only add chunks per warp) or its CTAs have at
+  // least the plan's warps (tuning.h, kTensorcoreFuseResidual: residual_window's warps are
+  // long); otherwise they are left to the CUDA-core kernel.
+  const bool fuse = tensorcore_fuses<V>(DT) && (nw >= p.nw || c.kv_dtype == PACKKV_DTYPE_F16) &&
+                    ptx_version(kern, dev, rec) >= 90;
   const int grid_x = fuse ? p.n_splits + p.res_splits : p.n_splits;
   if (grid_x > 0) {
     dim3 grid(grid_x, rows, b.n);

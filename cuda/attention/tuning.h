@@ -89,9 +89,10 @@ constexpr int tensorcore_min_ctas(bool softmax, int DT) {
 }
 // The tensor-core decode launch at head_dim 64/128/256 (family_tensorcore.cuh,
 // tensorcore_fuses) runs the residual splits itself (as extra CTAs, first in the linear
-// CTA order) when its CTAs have at least the CUDA-core plan's warps (so a residual
-// warp covers no more of the window than on the CUDA-core kernel); otherwise the residual
-// splits run on the CUDA-core kernel in a second launch. RESULTS.md "Issue 14 on the
+// CTA order) when its ring is fp16 (mma window, tensorcore_window.cuh) or its CTAs have
+// at least the CUDA-core plan's warps (so a residual_window warp covers no more of the
+// window than on the CUDA-core kernel); otherwise the residual splits run on the
+// CUDA-core kernel in a second launch. RESULTS.md "Issue 14 on the
 // H100: one launch for short calls, warps per CTA by grid", same run, decode fused /
 // second launch: BH 256 T 1K D 128 g 4 131-132 vs 153-154 us, BH 1024 T 1K D 64 g 4
 // 255-272 vs 333-350, Llama-3-8B batch 1 T 1K 35.2 vs 54.6, batch 32 126.5 vs 149.4; T >=
