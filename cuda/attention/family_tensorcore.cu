@@ -133,8 +133,13 @@ bool tensorcore_selected(const KernelConfig& c, AttnVariant v, int gqa_group, in
   const char* env = getenv("PACKKV_CUDA_ATTN_FAMILY");
   if (env && strcmp(env, "cuda-core") == 0) return false;
   if (env && strcmp(env, "tensor-core") == 0) return true;
-  // The rule and its measurements: tuning.h (kTensorcoreMinGroup).
-  return gqa_group >= kTensorcoreMinGroup ||
+  // The rule and its measurements: tuning.h (kTensorcoreMinGroup). Decode whose launch
+  // runs the dense window on mma (fp16 ring, sm_90 code, head_dim 64/128/256:
+  // tensorcore_fuses, tensorcore_window.cuh) from kTensorcoreMinGroupWindow at any length.
+  const int D = c.shape.head_dim;
+  const bool window_mma = v == AttnVariant::kDecode && c.kv_dtype == PACKKV_DTYPE_F16 && c.cc >= 90 &&
+                          tensorcore_fuses<DecodeVariant>(D == 64 || D == 128 || D == 256 ? D : 0);
+  return gqa_group >= kTensorcoreMinGroup || (window_mma && gqa_group >= kTensorcoreMinGroupWindow) ||
          (gqa_group >= kTensorcoreMinGroupLong &&
           static_cast<int64_t>(max_blocks) * c.shape.block_tokens >= kTensorcoreLongTokens);
 }

@@ -57,7 +57,8 @@ constexpr bool v_rows(int G) { return G == 1; }
 // Tensor-core family (family_tensorcore.cuh / .cu). Warps per CTA (at most; fewer when shared
 // memory does not fit). Which calls it takes (tensorcore_selected): GQA group >=
 // kTensorcoreMinGroup, or >= kTensorcoreMinGroupLong when the longest sequence has >=
-// kTensorcoreLongTokens compressed tokens; the CUDA-core family otherwise. RESULTS.md
+// kTensorcoreLongTokens compressed tokens, or decode >= kTensorcoreMinGroupWindow (below);
+// the CUDA-core family otherwise. RESULTS.md
 // "Issue 14: tensor-core family", H100, same run, decode us (tensor-core / CUDA-core):
 // BH 256 D 128 T 32K: g 1 1107 / 903, g 2 1141 / 1321, g 4 1240 / 2211, g 8 1453 / 4124;
 // T 1K: g 1 96.5 / 71.7, g 2 103 / 87.2, g 4 130 / 143, g 8 169 / 244; BH 1024 D 64 T 1K:
@@ -66,6 +67,13 @@ constexpr int kTensorcoreMaxWarps = 4;
 constexpr int kTensorcoreMinGroup = 4;
 constexpr int kTensorcoreMinGroupLong = 2;
 constexpr int kTensorcoreLongTokens = 8192;
+// Decode with an fp16 ring whose dense window the tensor-core launch runs on mma
+// (tensorcore_window.cuh; sm_90, head_dim 64/128/256): tensor cores from group 2 at any
+// length. RESULTS.md "Issue 14, sixth session", run A (H100, same run, both families
+// forced, decode us, tensor-core / CUDA-core): T 1K g 2: BH 256 D 128 98.1 / 104.3, BH
+// 1024 D 64 214.3 / 251.1, BH 128 D 256 109.7 / 129.9; g 1 stays on CUDA cores (BH 256 D
+// 128: 95.2 / 87.9).
+constexpr int kTensorcoreMinGroupWindow = 2;
 // Register target of the tensor-core decode kernel at head_dim 32 and 64 (DT): the
 // minimum resident CTAs given to __launch_bounds__ (0: none, ptxas chooses). Without it
 // decode takes 123-128 registers at head_dim 64 (4 CTAs of 4 warps) while shared memory
