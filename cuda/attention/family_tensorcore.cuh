@@ -130,7 +130,9 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   // score (scores), or to the split's m (decode: a constant shift of all its scores).
   const bool centred = c.k_center != 0;
   float* hw = reinterpret_cast<float*>(smem + L.hw) + static_cast<size_t>(warp) * kTensorcoreHeads * 4;
-  float* sc = reinterpret_cast<float*>(wb + L.sc);   // [8][N]: scores, then weights (hi, lo)
+  // [8][SN]: scores, then weights (hi, lo); rows SN = N + kTcScPad words apart (tuning.h).
+  float* sc = reinterpret_cast<float*>(wb + L.sc);
+  const int SN = N + kTcScPad;
   float* fac = reinterpret_cast<float*>(wb + L.fac); // [8]: V accumulator rescale of the block
   uint8_t* x = wb + L.x;
   const uint32_t x_s = static_cast<uint32_t>(__cvta_generic_to_shared(x));
@@ -187,7 +189,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   }
   // Weight rows of heads no softmax lane owns stay zero; their rescale factor is 1.
   if (V::kUsesV) {
-    for (int i = lane; i < kTensorcoreHeads * N; i += 32) sc[i] = 0.f;
+    for (int i = lane; i < kTensorcoreHeads * SN; i += 32) sc[i] = 0.f;
     if (lane < kTensorcoreHeads) fac[lane] = 1.f;
   }
   if (lane < kTensorcoreHeads) {
@@ -291,7 +293,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
           const int slot = slot0 + 4 * (i >> 1);
           const int h = h0 + (i & 1);
           float score = s_t[i >> 1] * (f[i] * ((i & 1) ? qv1 : qv0) + z_t[i >> 1] * ((i & 1) ? qs1 : qs0));
-          store_score<V>(a, row, qh0, n_valid, centred, qi + 2 * kTensorcoreHeads, sc, N, h, slot, orig, score);
+          store_score<V>(a, row, qh0, n_valid, centred, qi + 2 * kTensorcoreHeads, sc, SN, h, slot, orig, score);
         }
         __syncwarp();
       }
@@ -299,7 +301,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
     if (V::kUsesV) {
       // Weights of this lane's head hs over its tokens sub, sub + lph, ..., in batches of
       // 8 per lane whose loads (probabilities: global memory) are issued together.
-      float* row_w = sc + hs * N;
+      float* row_w = sc + hs * SN;
       float m_new = m_run, alpha = 1.f;
       if (V::kSoftmax) {
         float mx = -INFINITY;
@@ -372,7 +374,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
       // for odd mt).
       const uint32_t mt_off = tensorcore::x_chunk(((lane >> 3) & 1) * 8 + (lane & 7), lane >> 4);
       uint32_t rbit = vt * 8;
-      const uint32_t* wrow = reinterpret_cast<const uint32_t*>(sc) + gid * N;
+      const uint32_t* wrow = reinterpret_cast<const uint32_t*>(sc) + gid * SN;
       for (int r = 0; r < R; ++r) {
         rbit = tensorcore::decode_round<NF>(VT, rbit, rv, x);
         // B: positions 2 tig, 2 tig + 1 = tokens tig, tig + 8; 2 tig + 8, + 9 = tig + 4, tig + 12.

@@ -74,6 +74,17 @@ constexpr int kTensorcoreLongTokens = 8192;
 // 1024 D 64 214.3 / 251.1, BH 128 D 256 109.7 / 129.9; g 1 stays on CUDA cores (BH 256 D
 // 128: 95.2 / 87.9).
 constexpr int kTensorcoreMinGroupWindow = 2;
+// Padding (words) between the rows of the tensor-core family's per-warp score/weight
+// buffer [8 heads][block tokens] (tensorcore_layout.cuh). Rows N words apart (N a
+// multiple of 32) put every head's token t in the same bank: the softmax lanes (32 / gp
+// per head) conflicted 4-way at g 4 and 8-way at g 8 on every score and weight access,
+// the p.V B-fragment loads (lane = head gid, token tig) 8-way and the score stores 4-way.
+// 4 words: bank 4 h + t, conflict-free at g 8 and for the B loads, 2-way at g 4 and for
+// the stores. A/B knob (0: main's layout); RESULTS.md "Issue 14, sixth session".
+#ifndef PACKKV_TC_SC_PAD
+#define PACKKV_TC_SC_PAD 4  // A/B knob (see above)
+#endif
+constexpr int kTcScPad = PACKKV_TC_SC_PAD;
 // Register target of the tensor-core decode kernel at head_dim 32 and 64 (DT): the
 // minimum resident CTAs given to __launch_bounds__ (0: none, ptxas chooses). Without it
 // decode takes 123-128 registers at head_dim 64 (4 CTAs of 4 warps) while shared memory
