@@ -75,8 +75,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   // The CTA's split, row (KV head and head chunk) and sequence: blockIdx, except that with
   // residual splits in the launch the linear CTA index takes the residual CTAs first (CTAs
   // are dispatched about in linear order: the residual CTAs, a longer latency chain each,
-  // start first and the compressed ones fill in behind them instead of trailing), or last
-  // (tuning.h kTcResidualFirst).
+  // start first and the compressed ones fill in behind them instead of trailing).
   // Compiled for sm_90 only (PTX 9.0+): at sm_80 the residual path made ptxas spill in
   // the hot loop of the generic head_dim kernel, and no sm_80 GPU measured it; the host
   // fuses only kernels whose PTX is 9.0+ (family_tensorcore.cu). Head_dim classes:
@@ -91,16 +90,13 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
     const int res_splits = static_cast<int>(gridDim.x) - n_splits;
     const int lin = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
     const int n_res = res_splits * gridDim.y * gridDim.z;
-    const int n_comp = n_splits * gridDim.y * gridDim.z;
     int yz;
-    if (kTcResidualFirst ? lin < n_res : lin >= n_comp) {
-      const int r = kTcResidualFirst ? lin : lin - n_comp;
-      split = n_splits + r % res_splits;
-      yz = r / res_splits;
+    if (lin < n_res) {
+      split = n_splits + lin % res_splits;
+      yz = lin / res_splits;
     } else {
-      const int r = kTcResidualFirst ? lin - n_res : lin;
-      split = r % n_splits;
-      yz = r / n_splits;
+      split = (lin - n_res) % n_splits;
+      yz = (lin - n_res) / n_splits;
     }
     cy = yz % gridDim.y;
     cz = yz / gridDim.y;

@@ -122,14 +122,6 @@ constexpr int tensorcore_min_ctas(bool softmax, int DT) {
 #define PACKKV_TC_FUSE_RESIDUAL 1  // A/B knob (see above)
 #endif
 constexpr bool kTensorcoreFuseResidual = PACKKV_TC_FUSE_RESIDUAL != 0;
-// Order of the fused residual CTAs in the linear CTA order of that launch: first (1), as
-// measured with residual_window's long CTAs (entry above: first 15-25% faster than
-// interleaved at T 1K), or last (0: the short mma-window CTAs fill the compressed
-// splits' last wave). A/B knob; RESULTS.md "Issue 14, sixth session".
-#ifndef PACKKV_TC_RESIDUAL_FIRST
-#define PACKKV_TC_RESIDUAL_FIRST 1  // A/B knob (see above)
-#endif
-constexpr bool kTcResidualFirst = PACKKV_TC_RESIDUAL_FIRST != 0;
 
 // Register targets: the minimum resident CTAs per SM given to __launch_bounds__ (0: none,
 // ptxas chooses). Indexed by the variant's role (scores, apply, decode) and G.
