@@ -80,9 +80,13 @@ constexpr int kTensorcoreMinGroupWindow = 2;
 // per head) conflicted 4-way at g 4 and 8-way at g 8 on every score and weight access,
 // the p.V B-fragment loads (lane = head gid, token tig) 8-way and the score stores 4-way.
 // 4 words: bank 4 h + t, conflict-free at g 8 and for the B loads, 2-way at g 4 and for
-// the stores. A/B knob (0: main's layout); RESULTS.md "Issue 14, sixth session".
+// the stores (1 register more at head_dim 256, 16 spill bytes more at head_dim 64 outside
+// the round loops, nvcc 13.0 sm_90). Default 0 (the layout the GPU suite ran): 4 is
+// compiled here but NOT measured nor run on a GPU yet (RESULTS.md "Issue 14, sixth
+// session": the session's second device run was cancelled). A/B: bench/gpu_run.sh ab with
+// AB_FLAGS=-DPACKKV_TC_SC_PAD=4, and its GPU suite, before changing the default.
 #ifndef PACKKV_TC_SC_PAD
-#define PACKKV_TC_SC_PAD 4  // A/B knob (see above)
+#define PACKKV_TC_SC_PAD 0  // A/B knob (see above)
 #endif
 constexpr int kTcScPad = PACKKV_TC_SC_PAD;
 // Register target of the tensor-core decode kernel at head_dim 32 and 64 (DT): the
