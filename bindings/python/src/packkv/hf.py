@@ -281,6 +281,36 @@ class PackKVLayer(CacheLayerMixin):
         setattr(k, _LAYER_ATTR, self)
         return k, value_states
 
+    def load(self, key_states, value_states) -> None:
+        """Stores the K/V of a prefix without attending over it: key_states, value_states
+        [batch, n_kv_heads, tokens, head_dim] (every token real, torch tensors on the
+        layer's device, any float dtype: cast to the layer's kv_dtype), as the model's
+        update() would have passed them, e.g. K/V that another cache or process computed
+        (a shared prompt; bench/hf_study.py fills caches this way). Creates the packkv cache
+        at the first call like update(); the batch size must then match. The tokens go
+        through packkv's append, so they are compressed exactly as a prefill would compress
+        them (blocks released at the same flush points). Raises ValueError for a batch or
+        shape mismatch, RuntimeError while an update() awaits its attention."""
+        if self._pending:
+            raise RuntimeError("packkv.hf: load() while an update() awaits its attention call")
+        if key_states.dim() != 4 or key_states.shape != value_states.shape:
+            raise ValueError("packkv.hf: load() takes key_states and value_states of one shape "
+                             f"[batch, n_kv_heads, tokens, head_dim], got {tuple(key_states.shape)} "
+                             f"and {tuple(value_states.shape)}")
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        b, h, t, d = key_states.shape
+        if b != self.batch_size_:
+            raise ValueError(f"packkv.hf: batch size {b}, but this cache holds {self.batch_size_} "
+                             "sequences")
+        if t == 0:
+            return
+        k, v = (x.transpose(1, 2).to(self.kv_dtype).reshape(b * t, h, d).contiguous()
+                for x in (key_states, value_states))
+        self.packkv.append(k, v, list(self.rows), [t] * b)
+        self.positions += t
+        self._chunks.append([t, None, None])
+
     # -- the attention itself ----------------------------------------------------------------
     def _pieces(self, n: int, row: int) -> list:
         """Cuts n new tokens of one batch row at its flush points: the first piece fills the
