@@ -16,7 +16,7 @@
 #       hf_study.log, env.txt.
 # Environment: PKG (the CUDA build's Python package; default that of
 # bench/gpu_bindings_run.sh: ${TMPDIR:-/tmp}/packkv-bind-build/bindings/python/pkg),
-# BUDGET (--time-budget of the study, default 330 s). Building the binding needs .whl
+# BUDGET (--time-budget of the study, default 300 s). Building the binding needs .whl
 # (the SWIG wheel) and .devdeps carried, as for bench/gpu_bindings_run.sh.
 set -u
 case "${1:-}" in -h|--help|"") awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
@@ -67,7 +67,7 @@ case "$MODE" in
       echo "commit $PACKKV_COMMIT"; } > "$OUT/env.txt" 2>&1
     cat "$OUT/env.txt"
     set -o pipefail
-    python3 bench/hf_study.py --gguf "$HFS/$GGUF_NAME" --out "$OUT" --time-budget "${BUDGET:-330}" "$@" 2>&1 \
+    python3 bench/hf_study.py --gguf "$HFS/$GGUF_NAME" --out "$OUT" --time-budget "${BUDGET:-300}" "$@" 2>&1 \
       | grep -v -E "Converting and de-quantizing|^Loading weights" | tee "$OUT/hf_study.log"
     ;;
   *) echo "unknown mode $MODE (prepare|stage1|stage2)"; exit 1 ;;
