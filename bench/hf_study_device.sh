@@ -22,7 +22,7 @@ set -u
 case "${1:-}" in -h|--help|"") awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 MODE=$1; shift
 GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
-PART1_BYTES=50000000
+PART1_BYTES=47000000
 HFS=/tmp/hfs
 PKG=${PKG:-${TMPDIR:-/tmp}/packkv-bind-build/bindings/python/pkg}
 
