@@ -621,6 +621,36 @@ def mib(x) -> str:
     return "" if x is None else f"{x / 2**20:.1f}"
 
 
+def headline(r: dict) -> list:
+    """At the longest context measured for speed: each cache's perplexity change (at that
+    context, or the longest its run reached), its held bytes per fp16 byte, and decode tokens/s
+    against DynamicCache's at each batch."""
+    t = max(s["context"] for s in r["speed"])
+    cells = {(s["cache"], s["batch"]): s for s in r["speed"] if s["context"] == t}
+    batches = sorted({b for _, b in cells})
+    lines = [f"## Headline at T={t}", "",
+             "| cache | Δppl % (at T) | fp16 bytes / held bytes | " +
+             " | ".join(f"tok/s B={b} (x dynamic)" for b in batches) + " |",
+             "|---|---|---|" + "---|" * len(batches)]
+    for name in dict.fromkeys([p["cache"] for p in r["ppl"]] + [c for c, _ in cells]):
+        p = next((p for p in r["ppl"] if p["cache"] == name), None)
+        d = ""
+        if p:
+            got = [c for c in p["contexts"] if c.get("delta_ppl_pct") is not None]
+            at = [c for c in got if c["context"] == t] or got[-1:]
+            d = (f"{at[0]['delta_ppl_pct']:+.2f} (T={at[0]['context']})" if at else "")
+        any_cell = next((cells[(name, b)] for b in batches if (name, b) in cells), None)
+        ratio = (f"{any_cell['fp16_kv_bytes'] / any_cell['held_bytes']:.2f}"
+                 if any_cell and any_cell.get("held_bytes") else "")
+        speeds = []
+        for b in batches:
+            c, ref = cells.get((name, b)), cells.get(("dynamic", b))
+            speeds.append("" if c is None else f"{c['tokens_per_s']}" + (
+                f" ({c['tokens_per_s'] / ref['tokens_per_s']:.2f})" if ref else ""))
+        lines.append(f"| {name} | {d} | {ratio} | " + " | ".join(speeds) + " |")
+    return lines + [""]
+
+
 def markdown(r: dict) -> str:
     m = r["meta"]
     lines = [f"# hf_study: {m.get('model')} on {m.get('gpu', m.get('device'))}", "",
@@ -658,6 +688,8 @@ def markdown(r: dict) -> str:
             lines.append(f"| {p['cache']} | " + " | ".join(cells) +
                          f" | {mib(p['held_bytes'])} | {bpe} | {p.get('prefill_tokens_per_s')} |")
         lines.append("")
+    if r["ppl"] and r["speed"]:
+        lines += headline(r)
     if r["speed"]:
         lines += ["## Memory and decode speed (cache filled with T tokens of DynamicCache's K/V "
                   "in every row)", "",
