@@ -54,7 +54,8 @@ Examples::
     # the GPU study (bench/hf_study_device.sh runs this on the device machine)
     PYTHONPATH=<build>/bindings/python/pkg python3 bench/hf_study.py \\
         --gguf /tmp/hfs/SmolLM2-135M-Instruct.Q4_1.gguf --out $OUT --time-budget 330
-    # CPU smoke run of the whole script with a tiny random model (seconds)
+    # CPU smoke run of the whole script with a tiny random model (seconds; CTest
+    # python_hf_study runs it with --strict)
     PYTHONPATH=build-cpu/bindings/python/pkg python3 bench/hf_study.py --tiny --device cpu \\
         --contexts 256,512 --batches 1,2 --decode-steps 4 --out /tmp/hfs-out
 """
@@ -108,6 +109,8 @@ def parse_args(argv=None):
                     help="seconds from the start after which no case starts")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
     ap.add_argument("--out", default="hf-study-out")
+    ap.add_argument("--strict", action="store_true",
+                    help="exit status 1 if any case failed or was skipped (self-tests)")
     return ap.parse_args(argv)
 
 
@@ -729,6 +732,10 @@ def main(argv=None) -> int:
             raise
         return 1
     study.write()
+    if args.strict and (study.result["errors"] or study.result["skipped"]):
+        log(f"--strict: {len(study.result['errors'])} errors, "
+            f"{len(study.result['skipped'])} skipped")
+        return 1
     return 0
 
 
