@@ -615,8 +615,12 @@ class Study:
         os.makedirs(self.args.out, exist_ok=True)
         with open(os.path.join(self.args.out, "hf_study.json"), "w") as fh:
             json.dump(self.result, fh, indent=1, default=str)
+        try:
+            text = markdown(self.result)
+        except Exception:  # noqa: BLE001 - the JSON above has every number anyway
+            text = "# hf_study: the tables failed\n\n```\n" + traceback.format_exc() + "```\n"
         with open(os.path.join(self.args.out, "hf_study.md"), "w") as fh:
-            fh.write(markdown(self.result))
+            fh.write(text)
         log(f"wrote {self.args.out}/hf_study.json and hf_study.md")
 
 
@@ -708,9 +712,10 @@ def markdown(r: dict) -> str:
                          f"{mib(s.get('decode_peak_torch_alloc_delta'))} | {s['fill_s']} |")
         lines.append("")
     if r["errors"]:
-        lines += ["## Errors", ""] + [f"- {e['phase']} {e['cache']} "
-                                      f"{e.get('context', e.get('tokens'))} B={e.get('batch', 1)}: "
-                                      f"{e['error'][:300]}" for e in r["errors"]] + [""]
+        lines += ["## Errors", ""] + [f"- {e.get('phase')} {e.get('cache', '')} "
+                                      f"{e.get('context', e.get('tokens', ''))} "
+                                      f"B={e.get('batch', 1)}: {e.get('error', '')[:300]}"
+                                      for e in r["errors"]] + [""]
     if r["skipped"]:
         lines += ["## Skipped", ""] + [f"- {s}" for s in r["skipped"]] + [""]
     return "\n".join(lines)
