@@ -18,8 +18,10 @@ How it plugs in
     transformers' sliding-window mask does), so its memory stays bounded (blocks that leave
     the window are freed). Where libpackkv has no sliding window (CUDA caches of a library
     without it: NotSupported from set_window) that layer becomes transformers'
-    ``DynamicSlidingWindowLayer`` at its first update, with a UserWarning. A PackKVLayer's ``update()`` stores nothing: it returns the new chunk, tagged with
-    the layer. The attention function (:func:`packkv_attention`, registered by
+    ``DynamicSlidingWindowLayer`` at its first update, with a UserWarning.
+
+    A PackKVLayer's ``update()`` stores nothing: it returns the new chunk, tagged with the
+    layer. The attention function (:func:`packkv_attention`, registered by
     :func:`register`) then attends the chunk's queries over
 
     (a) the tokens packkv holds (sink tokens, compressed blocks and residual window), with
@@ -192,7 +194,8 @@ def packkv_attention(module, query, key, value, attention_mask, scaling: float |
     head_dim] as returned by the cache's update(). For a :class:`PackKVLayer` the key
     tensor is the new chunk tagged with its layer and the attention runs through packkv
     (module docstring); for any other cache layer (a sliding-window layer on transformers'
-    cache, or a cache that is not a PackKVCache) it is transformers' SDPA attention with the usual mask.
+    cache, or a cache that is not a PackKVCache) it is transformers' SDPA attention with the
+    usual mask.
     Returns (out [batch, q_len, n_q_heads, head_dim] in query's dtype, None)."""
     if kwargs.get("softcap") is not None:
         raise NotImplementedError("packkv.hf: attention logit softcapping is not supported")
@@ -225,9 +228,9 @@ def _unsupported(what: str, needs: str):
 
 class PackKVLayer(CacheLayerMixin):
     """One attention layer of a :class:`PackKVCache` (full attention, or sliding window
-    with `sliding_window`): a ``packkv.Cache`` holding batch
-    row b as packkv sequence ``rows[b]`` (max_seqs = the batch size of the first update;
-    beam search and batch selection remap rows, forking a row that is copied).
+    with `sliding_window`): a ``packkv.Cache`` holding batch row b as packkv sequence
+    ``rows[b]`` (max_seqs = the batch size of the first update; beam search and batch
+    selection remap rows, forking a row that is copied).
 
     ``update()`` returns the new chunk (tagged for :func:`packkv_attention`, which appends
     it after attending); ``get_seq_length()`` counts positions as transformers does
