@@ -42,7 +42,9 @@ Order and the time budget: the DynamicCache perplexity run first (its K/V fill t
 cells), then the speed cells at the longest context for dynamic and packkv, then the other
 perplexity runs, then the remaining speed cells from the longest context down. No case
 starts after --time-budget seconds (counted from the start of the script); a perplexity run
-stops where the budget ends and reports the contexts it reached. Every case runs in
+stops where the budget ends, or after its share (each run after DynamicCache's gets an equal
+share of the time left, one share being kept for the speed cells), and reports the contexts
+it reached. Every case runs in
 try/except: an error (out of memory included) is recorded and the study goes on; after an
 out-of-memory error a cache skips the larger batches of that context.
 
@@ -421,10 +423,12 @@ class Study:
                                     "every cache")
 
     # -- perplexity ----------------------------------------------------------------------------
-    def ppl(self, name: str):
+    def ppl(self, name: str, cap: float | None = None):
+        """One perplexity run; it stops at the time budget or after `cap` seconds."""
         torch, args = self.torch, self.args
         n = self.contexts[-1]
         case = {"phase": "ppl", "cache": name, "tokens": n}
+        stop_at = self.deadline if cap is None else min(self.deadline, time.time() + cap)
         if self.left() <= 0:
             self.result["skipped"].append(dict(case, reason="time budget"))
             log(f"skip {case}: time budget")
@@ -443,7 +447,7 @@ class Study:
             t = time.time()
             with torch.no_grad():
                 while pos < n:
-                    if self.left() <= 0:
+                    if time.time() >= stop_at:
                         stopped = True
                         break
                     m = min(args.ppl_chunk, n - pos)
@@ -457,7 +461,8 @@ class Study:
                     pos += m
             self.sync()
             secs = time.time() - t
-            rec = dict(case, reached=pos, stopped_by_budget=stopped, seconds=round(secs, 2),
+            rec = dict(case, reached=pos, stopped_by_budget=stopped,
+                       cap_s=None if cap is None else round(cap, 1), seconds=round(secs, 2),
                        prefill_tokens_per_s=round(pos / secs, 1) if secs > 0 else None,
                        params=self.caches.params(name), **held_bytes(cache))
             got = nll[:max(pos - 1, 0)].double().cpu()
@@ -524,8 +529,9 @@ class Study:
         if self.left() <= 0:
             self.result["skipped"].append(dict(case, reason="time budget"))
             return "skipped"
-        if self.src_kv is None:
-            self.result["skipped"].append(dict(case, reason="no DynamicCache K/V to fill from"))
+        if self.src_kv is None or self.src_kv[0][0].shape[-2] < t:
+            self.result["skipped"].append(dict(case, reason="no DynamicCache K/V of that many "
+                                               "tokens to fill from"))
             return "skipped"
         cache = None
         status = "ok"
@@ -604,9 +610,13 @@ class Study:
             self.ppl("dynamic")
         first = [n for n in ("dynamic", "packkv") if n in self.cache_names]
         self.speed_grid(first, [longest], [self.batches[0], self.batches[-1]], done)
-        for name in self.ppl_names:
-            if name != "dynamic":
-                self.ppl(name)
+        rest = [x for x in self.ppl_names if x != "dynamic"]
+        for i, name in enumerate(rest):   # each run gets an equal share of what is left,
+            self.ppl(name, cap=self.left() / (len(rest) - i + 1))   # one share for speed
+        if rest:
+            self.result["notes"].append(
+                "each perplexity run after DynamicCache's stops after an equal share of the "
+                "time left (one share kept for the speed cells); 'reached' says how far it got")
         self.speed_grid(self.cache_names, [longest], [self.batches[0], self.batches[-1]], done)
         self.speed_grid(self.cache_names, self.contexts[::-1], self.batches, done)
         self.result["meta"]["total_s"] = round(time.time() - T0, 1)
