@@ -48,8 +48,9 @@ it reached. Every case runs in
 try/except: an error (out of memory included) is recorded and the study goes on; after an
 out-of-memory error a cache skips the larger batches of that context.
 
-Output: --out DIR gets hf_study.json (every number, the environment, errors) and
-hf_study.md (tables). Progress goes to stdout.
+Output: --out DIR gets hf_study.json (every number, the environment, errors),
+hf_study.md (tables) and hf_study.png (perplexity change vs bytes held; decode tokens/s vs
+batch). Progress goes to stdout.
 
 Examples::
 
@@ -631,11 +632,64 @@ class Study:
             text = "# hf_study: the tables failed\n\n```\n" + traceback.format_exc() + "```\n"
         with open(os.path.join(self.args.out, "hf_study.md"), "w") as fh:
             fh.write(text)
-        log(f"wrote {self.args.out}/hf_study.json and hf_study.md")
+        try:
+            plot(self.result, os.path.join(self.args.out, "hf_study.png"))
+        except Exception as e:  # noqa: BLE001
+            log(f"no plot: {type(e).__name__}: {e}")
+        log(f"wrote {self.args.out}/hf_study.json, hf_study.md, hf_study.png")
 
 
 def mib(x) -> str:
     return "" if x is None else f"{x / 2**20:.1f}"
+
+
+def plot(r: dict, path: str) -> None:
+    """Left: perplexity change against DynamicCache vs bytes held per element, at the longest
+    context every perplexity run reached; right: decode tokens/s vs batch at the longest
+    context of the speed cells (log scales)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    cfg = r["meta"].get("config", {})
+    per_tok = 2 * cfg.get("num_hidden_layers", 1) * cfg.get("num_key_value_heads", 1) * (
+        cfg.get("head_dim") or cfg.get("hidden_size", 64) // cfg.get("num_attention_heads", 1))
+    runs = [p for p in r["ppl"] if any(c.get("delta_ppl_pct") is not None for c in p["contexts"])]
+    if runs:
+        t = min(max(c["context"] for c in p["contexts"] if c.get("delta_ppl_pct") is not None)
+                for p in runs)
+        for p in runs:
+            c = next(c for c in p["contexts"] if c["context"] == t)
+            x = p["held_bytes"] / (per_tok * p["reached"])
+            a.errorbar(x, c["delta_ppl_pct"], yerr=c["delta_ppl_se_pct"], fmt="o", capsize=3)
+            a.annotate(p["cache"], (x, c["delta_ppl_pct"]), textcoords="offset points",
+                       xytext=(5, 5), fontsize=8)
+        a.axhline(1.0, color="grey", lw=0.8, ls="--")
+        a.set_yscale("symlog", linthresh=1.0)
+        a.set_xlabel("bytes held per K/V element (end of the perplexity run)")
+        a.set_ylabel(f"perplexity change vs DynamicCache, % (first {t} tokens)")
+        a.grid(alpha=0.3)
+    if r["speed"]:
+        t = max(s["context"] for s in r["speed"])
+        for name in dict.fromkeys(s["cache"] for s in r["speed"]):
+            pts = sorted((s["batch"], s["tokens_per_s"]) for s in r["speed"]
+                         if s["cache"] == name and s["context"] == t)
+            if pts:
+                b.plot(*zip(*pts), marker="o", label=name)
+        b.set_xscale("log", base=2)
+        batches = sorted({s["batch"] for s in r["speed"]})
+        b.set_xticks(batches, [str(x) for x in batches])
+        b.set_yscale("log")
+        b.set_xlabel("batch")
+        b.set_ylabel(f"decode tokens/s at context {t}")
+        b.grid(alpha=0.3, which="both")
+        b.legend(fontsize=8)
+    m = r["meta"]
+    fig.suptitle(f"packkv.hf end to end: {m.get('model')} on {m.get('gpu', m.get('device'))}, "
+                 f"{m.get('dtype')}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def headline(r: dict) -> list:

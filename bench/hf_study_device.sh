@@ -13,7 +13,7 @@
 #   OUT=... bash bench/hf_study_device.sh stage2 .snap-hfs2 [hf_study.py arguments]  (call 2)
 #       joins the parts (checks the sha256), installs the wheels into /tmp/hfsite, builds the
 #       binding if still missing, runs the study; $OUT gets hf_study.json, hf_study.md,
-#       hf_study.log, env.txt.
+#       hf_study.png, hf_study.log, env.txt.
 # Environment: PKG (the CUDA build's Python package; default that of
 # bench/gpu_bindings_run.sh: ${TMPDIR:-/tmp}/packkv-bind-build/bindings/python/pkg),
 # BUDGET (--time-budget of the study, default 300 s). Building the binding needs .whl
