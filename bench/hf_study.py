@@ -735,7 +735,7 @@ def markdown(r: dict) -> str:
     if r["ppl"]:
         lines += ["## Perplexity (batch 1, first T tokens of the text)", "",
                   "| cache | " + " | ".join(f"T={c}: ppl (Δ% ± se, top-1)" for c in ctxs)
-                  + " | held MiB at end | B/elem | prefill tok/s |",
+                  + " | held MiB at end | B/elem | tok/s of the chunked pass |",
                   "|---|" + "---|" * (len(ctxs) + 3)]
         for p in r["ppl"]:
             cells = []
