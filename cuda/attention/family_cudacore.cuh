@@ -245,7 +245,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, V::min_ctas(G))
     // same block again). The fast path is a loop of its own below, with the rare path's
     // code after it: inlined between the hot parts, that code made decode with one query
     // head 13% slower at the same instruction count (RESULTS.md, sixth session).
-    constexpr bool kTwoPaths = V::kSoftmax && G <= 2;
+    constexpr bool kTwoPaths = kDecodeTwoPaths && V::kSoftmax && G <= 2;
     auto block = [&](auto rare_tag, int blk, const uint8_t* blob) -> bool {
       constexpr bool RARE = decltype(rare_tag)::value;
       size_t koff, ksz, voff, vsz;

@@ -152,13 +152,24 @@ constexpr int kMinCtasApplyG1 = 8;
 constexpr int kMinCtasScoresG1 = 7;
 constexpr int kMinCtasG4ScoresApply = PACKKV_ATTN_G4_MIN_CTAS;
 
+// Decode with 1-2 query heads on the CUDA-core family: a fast block loop without the
+// near-fp32-limit rare paths, the rare block redone after it (family_cudacore.cuh). RESULTS.md
+// "Issue 14, sixth session: CUDA-core family", run A (H100, same run, 256 x 32K x 128, g 1):
+// the new loop with the rare paths inline 1028 / 1022 us, without them 890 / 893 (main 1153 /
+// 1143). A/B knob: 0 keeps one loop with the rare code inline.
+#ifndef PACKKV_ATTN_TWO_PATHS
+#define PACKKV_ATTN_TWO_PATHS 1  // A/B knob (see above)
+#endif
+constexpr bool kDecodeTwoPaths = PACKKV_ATTN_TWO_PATHS != 0;
+
 // Staging of a block in the CUDA-core decode kernel on sm_90 (family_cudacore.cuh, decode
 // with one query head): one lane issues bulk (TMA) copies of the K tile, the V tile
 // and the block's compact zero points and scales, completing on the warp's mbarrier, instead
 // of 16-byte cp.async copies by every lane. RESULTS.md "Issue 14, sixth session: CUDA-core
-// family" (H100, same runs). A/B knob: 0 stages with cp.async.
+// family", run A (H100, same run, 256 x 32K x 128, g 1, rare paths inline): 984 / 993 us
+// against 1028 / 1022 with cp.async; 256 x 1K: equal. A/B knob: 0 stages with cp.async.
 #ifndef PACKKV_ATTN_BULK_STAGE
-#define PACKKV_ATTN_BULK_STAGE 1
+#define PACKKV_ATTN_BULK_STAGE 1  // A/B knob (see above)
 #endif
 constexpr bool kBulkStaging = PACKKV_ATTN_BULK_STAGE != 0;
 
