@@ -47,11 +47,41 @@ struct AttnSeq {
   int sink_len;    // sink tokens (Config::sink_tokens once the sequence has that many)
 };
 
+// Where a sequence writes its next blob: `page` indexes its page list (-1: none yet), and
+// `fill` bytes of that page are taken. Blobs are placed next-fit, in block order: at the
+// 16-aligned fill if the blob fits below the page's capacity, else at offset 0 of the
+// next page of the list (place_next). The device holds the exact state (the blob sizes
+// are known only there); the host an upper bound (cuda_cache.h).
+struct PlaceState {
+  int page;
+  unsigned fill;
+};
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline size_t place_next(PlaceState* s, size_t bytes, size_t cap) {
+  size_t at = (static_cast<size_t>(s->fill) + 15) & ~static_cast<size_t>(15);
+  if (s->page < 0 || at + bytes > cap) {
+    ++s->page;
+    at = 0;
+  }
+  s->fill = static_cast<unsigned>(at + bytes);
+  return at;
+}
+// a is at or before b (lexicographic: page, then fill).
+inline bool place_le(const PlaceState& a, const PlaceState& b) {
+  return a.page < b.page || (a.page == b.page && a.fill <= b.fill);
+}
+
 // Device pointers shared by all calls of a cache.
 struct CacheDevicePtrs {
   unsigned long long* block_table;  // [max_seqs][max_blocks] blob addresses
   unsigned long long* ring_table;   // [max_seqs][2] residual ring addresses (K, V)
-  unsigned long long* used;         // [max_seqs] bytes used in the current pool chunk
+  unsigned long long* pages;        // [max_seqs][max_pages] page addresses: each sequence's page list
+  PlaceState* place;                // [max_seqs] placement state of each sequence
+  unsigned long long* committed;    // bytes of blobs placed so far (16-aligned; pool tokens_fit)
+  int max_pages;                    // page-list length per sequence
+  unsigned page_cap;                // bytes of a page that blobs may take (page_bytes - kPageSlack)
   fmt::BlobSizes* seq_stats;        // [max_seqs] bytes of the sequence's blobs, by part
   unsigned long long* err_key;      // min over error_key(seq, position) of non-finite input; ~0 if none
   // K centring (KernelConfig::k_center, else null): [max_seqs][H][D] fp32 mean mu of K over
@@ -80,7 +110,6 @@ constexpr int kMaxFlushSeqs = 56;
 // One sequence's part of a flush batch: blocks [0, n_flush) of this descriptor are the
 // window tokens [win_base + b*N, win_base + (b+1)*N) of the sequence.
 struct FlushSeq {
-  uint8_t* chunk;       // pool chunk the blobs go to (bytes used: CacheDevicePtrs::used[seq])
   int64_t in_row;       // row of k_new/v_new holding window index residual_len
   int64_t pos_base;     // absolute position of window index 0 (error messages)
   int64_t win_base;     // window index of this descriptor's first token
@@ -102,7 +131,8 @@ size_t flush_scratch_bytes_per_block(const KernelConfig& c);
 // Largest dynamic shared memory the flush kernels of this config need (checked at create).
 size_t flush_smem_bytes(const KernelConfig& c);
 
-// Quantizes, repacks and bit-packs the blocks of a batch and commits them to the pools
+// Quantizes, repacks and bit-packs the blocks of a batch, places them in their
+// sequences' pages (place_next, in block order) and commits them
 // (PACKKV.md sections 3-5). k_new/v_new: [rows][H][D] in in_dtype (device). scratch:
 // total_blocks * flush_scratch_bytes_per_block bytes (device).
 void launch_flush(const KernelConfig& c, const FlushBatch& b, const CacheDevicePtrs& d,
@@ -140,6 +170,16 @@ void launch_residual_write(const KernelConfig& c, const ResidualBatch& b,
 // Records the residual ring addresses of a sequence in the device ring table
 // (stream-ordered, by a one-thread kernel: no host staging buffer).
 void launch_set_ring(const CacheDevicePtrs& d, int seq, void* ring_k, void* ring_v, cudaStream_t stream);
+
+// Writes page-list entries pages[seq * max_pages + index] = addr (stream-ordered, by value).
+constexpr int kMaxPageEntries = 128;
+struct PageEntries {
+  int n;
+  int seq[kMaxPageEntries];
+  int index[kMaxPageEntries];
+  unsigned long long addr[kMaxPageEntries];
+};
+void launch_set_pages(const CacheDevicePtrs& d, const PageEntries& e, cudaStream_t stream);
 
 // ---- decompress (decompress.cu) ----
 // Writes K and V (either may be null) of one sequence as float [T][H][D]: sink tokens,
