@@ -243,7 +243,7 @@ void memory(const Args& a, bool budget) {
   Device dev;
   if (a.device >= 0)
     dev.init(a.device, 2 * (staging_cap + (size_t)std::min<long>(step, a.max_len) * kRow + (size_t)kRow));
-  Device::sync();
+  if (a.device >= 0) Device::sync();
   const long dfree0 = a.device >= 0 ? Device::free_bytes() : 0;
   malloc_trim(0);
   const long rss0 = rss_bytes();
@@ -300,7 +300,7 @@ void memory(const Args& a, bool budget) {
             "append");
     }
   }
-  Device::sync();
+  if (a.device >= 0) Device::sync();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   std::vector<uint16_t>().swap(kb);
   std::vector<uint16_t>().swap(vb);
