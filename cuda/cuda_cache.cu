@@ -167,6 +167,7 @@ void CudaCache::remove_seq(int seq) {
   check(cudaMemset(dp_.seq_stats + seq, 0, sizeof(fmt::BlobSizes)), "cudaMemset");
   const cu::PlaceState none{-1, 0};
   check(cudaMemcpy(dp_.place + seq, &none, sizeof none, cudaMemcpyHostToDevice), "cudaMemcpy");
+  check(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize");  // the copies have landed
   free_seq_storage(seqs_[seq]);
 }
 
@@ -177,6 +178,7 @@ void CudaCache::reset() {
   std::vector<cu::PlaceState> none(seqs_.size(), cu::PlaceState{-1, 0});
   check(cudaMemcpy(dp_.place, none.data(), none.size() * sizeof(cu::PlaceState), cudaMemcpyHostToDevice),
         "cudaMemcpy");
+  check(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize");  // the copies have landed
   for (Seq& s : seqs_) free_seq_storage(s);
 }
 
@@ -211,6 +213,19 @@ void CudaCache::stats(int seq, packkv_cache_stats_t* out) const {
     r.compressed_bytes_reserved += 8 * s.n_blocks;
     r.residual_bytes += static_cast<int64_t>(s.sink_len + s.residual_len) * c.shape.token_values() * 2 *
                         static_cast<int64_t>(kv_elem_);
+  }
+  if (seq < 0 && shared_) {  // a block shared by forked sequences counts once here
+    std::set<unsigned long long> blocks_seen;
+    for (size_t i = 0; i < seqs_.size(); ++i)
+      for (unsigned long long a : block_addrs(static_cast<int>(i))) {
+        if (blocks_seen.insert(a).second) continue;
+        const fmt::BlobSizes z = blob_sizes_at(a);
+        const fmt::BlobSizes minus{-z.k_tiles, -z.v_tiles, -z.k_scale, -z.v_scale, -z.header, -z.perm};
+        stats_add_blob(&r, minus);
+        r.n_blocks -= 1;
+        r.n_compressed_tokens -= c.shape.block_tokens;
+        r.index_bytes -= 8;
+      }
   }
   stats_finish(&r, c.shape.token_values());
   *out = r;

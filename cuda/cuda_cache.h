@@ -78,6 +78,14 @@ class CudaCache final : public CacheImpl {
   void apply(const AttnArgs& a, const float* probs, int64_t ld_probs, float* out) const override;
   void decode(const AttnArgs& a, float scale, float* out, float* lse) const override;
 
+  // Sequence operations (cuda_cache_seq_ops.cu). Each synchronizes with the cache's work
+  // (truncate within the residual window does not); they take no stream.
+  void truncate(int seq, int64_t n_tokens) override;
+  void fork(int src, int dst) override;
+  size_t export_size(int seq) const override;
+  void export_seq(int seq, uint8_t* out, size_t size) const override;
+  void import_seq(int seq, const uint8_t* in, size_t size) override;
+
   // Compressed blocks of a sequence (host state, no synchronization).
   int64_t n_blocks(int seq) const override { return seqs_[seq].n_blocks; }
   // Host copy of blob `block` of sequence `seq` (exact size, no alignment tail).
@@ -136,6 +144,12 @@ class CudaCache final : public CacheImpl {
   void run_attention(const AttnArgs& a, cu::AttnVariant variant, float* out, int64_t ld, const float* probs,
                      float scale, float* lse) const;
   cu::AttnSeq attn_seq(int seq) const;
+  // ---- helpers of the sequence operations (synchronous; cuda_cache_seq_ops.cu) ----
+  size_t ring_bytes() const;  // one residual ring (K or V) with its sink rows
+  void ensure_ring(int seq);  // allocates the sequence's rings (cudaMalloc) if it has none
+  std::vector<unsigned long long> block_addrs(int seq) const;  // its block-table row
+  fmt::BlobSizes blob_sizes_at(unsigned long long addr) const;  // a blob's byte split (reads its header)
+  void write_place(int seq, const cu::PlaceState& st);
   void free_seq_storage(Seq& s);
   void record_done(cudaStream_t stream) const;
 
@@ -154,6 +168,7 @@ class CudaCache final : public CacheImpl {
   uint8_t* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
   size_t kv_elem_ = 2;
+  bool shared_ = false;  // some fork happened: blocks may be shared (stats count them once)
   std::vector<Seq> seqs_;
 };
 

@@ -101,7 +101,6 @@ CudaCache::AppendPlan CudaCache::plan_append(int n_seqs, const int32_t* seq_ids,
 
 void CudaCache::allocate_for_append(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens,
                                     cudaStream_t stream) {
-  const Config& c = config();
   // 1. Pages for the worst case of each sequence's flushes, all or nothing.
   auto pages_needed = [&](std::vector<size_t>* need) {
     size_t total = 0;
@@ -159,14 +158,13 @@ void CudaCache::allocate_for_append(const AppendPlan& p, int n_seqs, const int32
   }
   cu::launch_set_pages(dp_, pe, stream);
   // 2. Rings of new sequences.
-  const size_t ring_bytes = static_cast<size_t>(kc_.ring_tokens + kc_.sink_tokens) * c.shape.token_values() * kv_elem_;
   for (int i = 0; i < n_seqs; ++i) {
     Seq& s = seqs_[seq_ids[i]];
     if (n_tokens[i] > 0 && !s.ring_k) {
       void* rk = nullptr;
       void* rv = nullptr;
-      check(cudaMallocAsync(&rk, ring_bytes, stream), "cudaMallocAsync(residual ring)");
-      cudaError_t e = cudaMallocAsync(&rv, ring_bytes, stream);
+      check(cudaMallocAsync(&rk, ring_bytes(), stream), "cudaMallocAsync(residual ring)");
+      cudaError_t e = cudaMallocAsync(&rv, ring_bytes(), stream);
       if (e != cudaSuccess) { cudaFreeAsync(rk, stream); check(e, "cudaMallocAsync(residual ring)"); }
       s.ring_k = rk;
       s.ring_v = rv;
