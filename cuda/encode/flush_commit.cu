@@ -10,10 +10,10 @@ namespace cu {
 namespace {
 
 // Device. Grid total_blocks, 1024 threads. Writes the blob of block fb at the address
-// flush_place_kernel recorded in the block table (the host guarantees the pages exist): tile_end, perm, zero points and scales (stored token order; for a compact cache
-// the int16 / 16-bit fields, or a wide fallback block's marker and wide fields after the
-// tiles, as codec/block_codec.cpp) and the staged
-// tiles, records the address in the block table and adds to the per-sequence stats.
+// flush_place_kernel recorded in the block table: tile_end, perm, zero points and scales
+// (stored token order; for a compact cache the int16 / 16-bit fields, or a wide fallback
+// block's marker and wide fields after the tiles, as codec/block_codec.cpp) and the
+// staged tiles, and adds to the per-sequence stats.
 constexpr int kCommitThreads = 1024;  // the blob copy is latency-bound: many loads in flight
 __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
     KernelConfig c, FlushBatch b, CacheDevicePtrs d, uint8_t* scratch) {
