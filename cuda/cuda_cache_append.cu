@@ -20,17 +20,7 @@ using cu::check;
 size_t CudaCache::worst_blob_alloc() const { return align16(config().shape.max_blob_bytes()); }
 
 cu::PlaceState CudaCache::worst_after(cu::PlaceState from, int64_t n) const {
-  // next-fit of n worst-case blobs (blobs fill pages in order, so this is closed form)
-  if (n <= 0) return from;
-  const size_t worst = worst_blob_alloc(), cap = dp_.page_cap;
-  const int64_t per_page = static_cast<int64_t>((cap - worst) / worst + 1);  // align16(worst) == worst
-  int64_t room = 0;  // worst blobs that still fit in the current page
-  if (from.page >= 0 && align16(from.fill) + worst <= cap)
-    room = static_cast<int64_t>((cap - align16(from.fill) - worst) / worst + 1);
-  if (n <= room) return cu::PlaceState{from.page, static_cast<unsigned>(align16(from.fill) + n * worst)};
-  n -= room;
-  const int64_t pages = (n + per_page - 1) / per_page, last = n - (pages - 1) * per_page;
-  return cu::PlaceState{from.page + static_cast<int>(pages), static_cast<unsigned>(last * worst)};
+  return packkv::worst_after(from, n, worst_blob_alloc(), dp_.page_cap);
 }
 
 void CudaCache::trim_pages(Seq& s) {

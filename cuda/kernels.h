@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "format/shape.h"
+#include "pool/placement.h"
 
 namespace packkv {
 namespace cu {
@@ -47,31 +48,10 @@ struct AttnSeq {
   int sink_len;    // sink tokens (Config::sink_tokens once the sequence has that many)
 };
 
-// Where a sequence writes its next blob: `page` indexes its page list (-1: none yet), and
-// `fill` bytes of that page are taken. Blobs are placed next-fit, in block order: at the
-// 16-aligned fill if the blob fits below the page's capacity, else at offset 0 of the
-// next page of the list (place_next). The device holds the exact state (the blob sizes
-// are known only there); the host an upper bound (cuda_cache.h).
-struct PlaceState {
-  int page;
-  unsigned fill;
-};
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline size_t place_next(PlaceState* s, size_t bytes, size_t cap) {
-  size_t at = (static_cast<size_t>(s->fill) + 15) & ~static_cast<size_t>(15);
-  if (s->page < 0 || at + bytes > cap) {
-    ++s->page;
-    at = 0;
-  }
-  s->fill = static_cast<unsigned>(at + bytes);
-  return at;
-}
-// a is at or before b (lexicographic: page, then fill).
-inline bool place_le(const PlaceState& a, const PlaceState& b) {
-  return a.page < b.page || (a.page == b.page && a.fill <= b.fill);
-}
+// Where a sequence writes its next blob (pool/placement.h).
+using packkv::PlaceState;
+using packkv::place_le;
+using packkv::place_next;
 
 // Device pointers shared by all calls of a cache.
 struct CacheDevicePtrs {
