@@ -49,7 +49,7 @@ class CacheImpl {
   // Keeps the first n_tokens tokens (0 <= n_tokens <= seq_length; api.cpp checks) of a
   // sequence (cpu/seq_ops.cpp). Default: PACKKV_ERR_NOT_SUPPORTED.
   virtual void truncate(int, int64_t) {
-    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_truncate: not supported by this backend (CPU caches only)");
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_truncate: not supported by this backend");
   }
   // Makes dst (empty; api.cpp checks) a copy of src that shares src's compressed blocks.
   // Default: PACKKV_ERR_NOT_SUPPORTED.
