@@ -145,8 +145,11 @@ TEST_SUITE("gpu") {
       // a fork truncated inside a shared page: the source's blocks stay as they are
       REQUIRE(packkv_cache_remove_seq(p.cpu.c, 1) == PACKKV_OK);
       REQUIRE(packkv_cache_remove_seq(p.gpu.c, 1) == PACKKV_OK);
+      p.append({0}, {700}, rng);  // blocks 3 and 4 exist (and share pages after the fork)
+      REQUIRE(stats_of(p.gpu.c, 0).n_blocks >= 5);
       fork_both(p, 0, 1);
       both(p, packkv_x_cache_truncate, 1, S + 3 * N + 30);
+      CHECK(stats_of(p.gpu.c, 1).n_blocks == 3);
       p.append({1, 0}, {300, 130}, rng);
       p.check_all(rng);
       both(p, packkv_x_cache_truncate, 0, S + 2 * N);  // and the source too
