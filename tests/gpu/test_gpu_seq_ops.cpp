@@ -256,4 +256,37 @@ TEST_SUITE("gpu") {
     packkv_cache_destroy(c);
     packkv_x_pool_destroy(pool);
   }
+
+  TEST_CASE("import refuses what a CUDA cache cannot hold, importing nothing: a sliding window's export, a longer residual window") {
+    Shape s;
+    s.seqs = 2;
+    std::mt19937 rng(71);
+    Cache gpu(make_params(s, 0));
+    const size_t row = (size_t)s.heads * s.dim;
+    const int32_t id = 0, n = 1000;
+    const std::vector<float> k = kv_data(n, row, rng, 2.0f), v = kv_data(n, row, rng, 0.5f);
+    // a CPU cache with a sliding window: its export has expired tokens and freed blocks
+    Cache win(make_params(s, -1));
+    REQUIRE(packkv_x_cache_set_window(win.c, 300) == PACKKV_OK);
+    REQUIRE(packkv_cache_append(win.c, 1, &id, &n, k.data(), v.data(), PACKKV_DTYPE_F32, nullptr) == PACKKV_OK);
+    const std::vector<uint8_t> xw = export_of(win.c, 0);
+    CHECK(packkv_x_cache_import(gpu.c, 0, xw.data(), xw.size()) == PACKKV_ERR_NOT_SUPPORTED);
+    CHECK(std::string(packkv_last_error_message()).find("sliding window") != std::string::npos);
+    // a CPU cache with a longer residual window than the CUDA cache's ring
+    Shape longer = s;
+    longer.residual = 512;
+    Cache lr(make_params(longer, -1));
+    const int32_t m = 600;  // one block flushed, 536 tokens stay in its window
+    REQUIRE(packkv_cache_append(lr.c, 1, &id, &m, k.data(), v.data(), PACKKV_DTYPE_F32, nullptr) == PACKKV_OK);
+    const std::vector<uint8_t> xl = export_of(lr.c, 0);
+    CHECK(packkv_x_cache_import(gpu.c, 0, xl.data(), xl.size()) == PACKKV_ERR_INVALID_ARGUMENT);
+    CHECK(std::string(packkv_last_error_message()).find("residual") != std::string::npos);
+    int64_t len = -1;
+    REQUIRE(packkv_cache_seq_length(gpu.c, 0, &len) == PACKKV_OK);
+    CHECK(len == 0);
+    CHECK(stats_of(gpu.c, -1).compressed_bytes_reserved == 0);
+    // the same exports into a CPU cache of the first shape: the window one imports
+    Cache cpu(make_params(s, -1));
+    CHECK(packkv_x_cache_import(cpu.c, 0, xw.data(), xw.size()) == PACKKV_OK);
+  }
 }
