@@ -28,10 +28,10 @@
 //                   its block 0 (written by the flush of that block; kernels.h k_mean).
 // Every call sets and restores the device; every enqueuing call takes a stream.
 // append and the attention calls allocate nothing and never synchronize the host,
-// except that append allocates (stream-ordered, cudaMallocAsync) a sequence's ring at its
-// first tokens, takes pool pages (a new slab from cudaMalloc when the pool has no free
-// page, which synchronizes the device; rare, or never with a reserving pool), and a
-// larger flush scratch for a larger prefill than seen before; and an append whose worst
+// except that append allocates (cudaMalloc, which may synchronize the device) a sequence's
+// rings at its first tokens (kept for the id's later sequences) and a larger flush scratch
+// for a larger prefill than seen before, takes pool pages (a new slab from cudaMalloc when
+// the pool has no free page; never with a reserving pool); and an append whose worst
 // case passes the pool's budget first waits for the cache's work to learn the exact
 // placement (then fails with PACKKV_X_ERR_BUDGET_EXCEEDED if that still does not fit).
 // Attention calls neither allocate nor synchronize, so they should be capturable in a CUDA

@@ -196,10 +196,12 @@ TEST_SUITE("gpu") {
       CHECK(ps.bytes_held == (reserve ? (4 * page + (2 << 20) - 1) / (2 << 20) * (2 << 20) : 0));
       int64_t fit0 = -1;
       REQUIRE(packkv_x_pool_tokens_fit(pool, &fit0) == PACKKV_OK);
-      CHECK(fit0 > 0);
+      CHECK(fit0 == 0);  // no cache attached yet
       std::mt19937 rng(5);
       {
         Pair p(s, create(s, -1), in_pool(s, 0, pool));
+        REQUIRE(packkv_x_pool_tokens_fit(pool, &fit0) == PACKKV_OK);
+        CHECK(fit0 > 0);  // at the cache's largest block until it has blocks
         // grow sequence 0 by 64-token chunks until the pool refuses
         int refused = 0;
         for (int i = 0; i < 200 && !refused; ++i) {
