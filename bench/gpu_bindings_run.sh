@@ -6,9 +6,11 @@
 # Needs, carried from the development machine (both git-ignored):
 #   .whl/swig-*.whl      the SWIG wheel from PyPI (the GPU image has no swig)
 #   .devdeps/            doctest's CMake package and .devdeps/swig/numpy.i
-# Logs go to $OUT (or ./gpu-bindings-out).
+# Logs go to $OUT (or ./gpu-bindings-out). With the argument "build" it stops after the build
+# (the Python package is then $TMPDIR/packkv-bind-build/bindings/python/pkg, e.g. for
+# bench/hf_study_device.sh).
 set -u
-case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; echo "Usage: bash bench/gpu_bindings_run.sh   (on the GPU machine)"; exit 0 ;; esac
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; echo "Usage: bash bench/gpu_bindings_run.sh [build]   (on the GPU machine)"; exit 0 ;; esac
 OUT=${OUT:-$PWD/gpu-bindings-out}
 mkdir -p "$OUT"
 SCRATCH=${TMPDIR:-/tmp}
@@ -24,9 +26,12 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPACKKV_ENABLE_CUDA=
   -DPACKKV_BUILD_EXAMPLES=OFF -DPACKKV_BUILD_BENCH=OFF > "$OUT/configure.log" 2>&1 \
   || { log "configure failed"; tail -30 "$OUT/configure.log"; exit 1; }
 t0=$(date +%s)
-cmake --build "$BUILD" -j "$(nproc)" --target packkv_tests_gpu packkv_python_raw packkv_python_files > "$OUT/build.log" 2>&1 \
+TARGETS="packkv_python_raw packkv_python_files"
+[ "${1:-}" = build ] || TARGETS="packkv_tests_gpu $TARGETS"
+cmake --build "$BUILD" -j "$(nproc)" --target $TARGETS > "$OUT/build.log" 2>&1 \
   || { log "build failed"; grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 log "build: $(( $(date +%s) - t0 )) s"
+[ "${1:-}" = build ] && exit 0
 "$BUILD"/tests/gpu/packkv_tests_gpu > "$OUT/tests_gpu.log" 2>&1
 log "gpu tests rc=$?: $(grep -E '^\[doctest\] (test cases|assertions)' "$OUT/tests_gpu.log" | tr '\n' ' ')"
 grep -B2 -A10 "ERROR" "$OUT/tests_gpu.log" | head -40

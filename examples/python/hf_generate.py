@@ -5,8 +5,8 @@ What it does
     Loads SmolLM2-135M-Instruct and Gemma 3 270M (PyPI GGUF packages, see hf_models.py) with
     the packkv attention implementation (``packkv.hf.register()``), then for each model
     generates greedily from the same prompt twice, with transformers' DynamicCache and with
-    ``packkv.hf.PackKVCache`` (one packkv cache per full-attention layer; Gemma 3's 15
-    sliding-window layers stay on transformers' cache), and prints for each cache:
+    ``packkv.hf.PackKVCache`` (one packkv cache per layer; Gemma 3's 15 sliding-window
+    layers with packkv's sliding window of 512 tokens), and prints for each cache:
 
     * the generated text;
     * the memory the cache holds at the end (``packkv.hf.cache_memory``): DynamicCache's K/V

@@ -141,25 +141,3 @@ def test_parameters_are_checked_at_construction():
     model(input_ids=ids(10), use_cache=True, **ph.cache_argument(cache))
     p = cache.packkv_layers[0].packkv.params
     assert (p.n_threads, p.sink_tokens, p.k_transform) == (2, 0, 1)
-
-
-def test_all_sliding_window_model_warns_that_nothing_is_compressed():
-    """fresh-findings F6: a Mistral config with sliding_window set makes every layer a
-    sliding-window layer (transformers' own), so packkv would compress nothing: warned at
-    construction; the model still runs. A model with a full-attention layer does not warn."""
-    import warnings
-    from transformers import MistralConfig, MistralForCausalLM
-    cfg = MistralConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                        num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-                        sliding_window=4096, pad_token_id=0)
-    model = MistralForCausalLM(cfg).eval()
-    model.set_attn_implementation(ph.ATTN_IMPLEMENTATION)
-    with pytest.warns(UserWarning, match="all 2 attention layers .* sliding-window .* compresses nothing"):
-        cache = ph.PackKVCache(model.config)
-    assert cache.packkv_layers == []
-    model(input_ids=ids(12), use_cache=True, **ph.cache_argument(cache))
-    assert ph.cache_memory(cache)["packkv_bytes"] == 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        ph.PackKVCache(tiny_gemma3().config)   # sliding and full layers
-        ph.PackKVCache(tiny_llama().config)

@@ -1,7 +1,8 @@
 """PackKVLayer's attention against an independent float64 reference of token-by-token
 decoding: the query at position p attends the tokens before p exactly as a packkv cache fed one
 token at a time holds them (its decompress() after p appends) and its own token as that cache
-stores fresh tokens (rounded to kv_dtype: float16 by default for float32 K/V)."""
+stores fresh tokens (rounded to kv_dtype: float16 by default for float32 K/V); for a
+sliding-window layer only the positions (p - W, p]; after load() of a prefix, the same."""
 
 import math
 
@@ -24,13 +25,17 @@ def data(seed, t, b=1):
     return q, k, v
 
 
-def reference(q, k, v, scale, kv_dtype="float16", params=PARAMS):
-    """Token-by-token decoding of one sequence in float64. q [Hq, T, D], k/v [Hkv, T, D]."""
+def reference(q, k, v, scale, kv_dtype="float16", params=PARAMS, window=None):
+    """Token-by-token decoding of one sequence in float64. q [Hq, T, D], k/v [Hkv, T, D].
+    window W: the query at p attends to positions (p - W, p] only (a cache without a window
+    is fed; its W - 1 newest tokens are taken)."""
     out = np.zeros((q.shape[1], q.shape[0], D))
     own = np.float16 if kv_dtype == "float16" else np.float32
     with packkv.Cache(n_kv_heads=HKV, head_dim=D, kv_dtype=kv_dtype, **params) as ref:
         for p in range(q.shape[1]):
             kp, vp = ref.decompress()                          # [p, Hkv, D] float32
+            if window is not None:
+                kp, vp = kp[max(0, p - window + 1):], vp[max(0, p - window + 1):]
             kn = k[:, p:p + 1].permute(1, 0, 2).numpy().astype(own)
             vn = v[:, p:p + 1].permute(1, 0, 2).numpy().astype(own)
             keys = np.concatenate([kp, kn.astype(np.float32)]).astype(np.float64)
@@ -121,3 +126,50 @@ def test_batch_size_is_fixed_until_reset():
     kk, vv = layer.update(k1, v1)
     layer.attend(q1, kk, vv, None, None, 0.2)
     assert layer.packkv.params.max_seqs == 1 and layer.packkv.seq_length(0) == 4
+
+
+@pytest.mark.parametrize("sizes", [[70], [1] * 70, [5, 20, 45], [16, 16, 38], [33, 1, 1, 35], [2, 1, 67]])
+@pytest.mark.parametrize("sinks", [0, 4])
+def test_sliding_window_matches_windowed_reference(sizes, sinks):
+    """A sliding-window layer (W = 12, shorter than a block plus the residual window: blocks
+    expire and are freed): every query attends to itself and the 11 tokens before it."""
+    w = 12
+    q, k, v = data(7, sum(sizes))
+    scale = 1 / math.sqrt(D)
+    params = dict(PARAMS, sink_tokens=sinks)
+    layer = ph.PackKVLayer(sliding_window=w, **params)
+    out = run_chunks(layer, q, k, v, sizes, scale)
+    want = reference(q[0], k[0], v[0], scale, params=params, window=w)
+    np.testing.assert_allclose(out[0].numpy(), want, atol=2e-5, rtol=0)
+    assert layer.packkv.window_start(0) == sum(sizes) - (w - 1)
+    assert layer.packkv.stats().n_tokens <= (w - 1) + 16 + 16 + sinks
+
+
+def test_load_then_attend_matches_reference():
+    """load() of a 40-token prefix (two rows), then chunks: the queries after it see the cache
+    as token-by-token decoding of all 70 tokens does."""
+    t0, t = 40, 70
+    q, k, v = data(8, t, b=2)
+    scale = 1 / math.sqrt(D)
+    layer = ph.PackKVLayer(**PARAMS)
+    layer.load(k[:, :, :t0], v[:, :, :t0])
+    assert layer.get_seq_length() == t0 and layer.packkv.seq_length(1) == t0
+    out = run_chunks(layer, q[:, :, t0:], k[:, :, t0:], v[:, :, t0:], [1, 29], scale)
+    for row in range(2):
+        want = reference(q[row], k[row], v[row], scale)[t0:]
+        np.testing.assert_allclose(out[row].numpy(), want, atol=2e-5, rtol=0)
+
+
+def test_load_errors_change_nothing():
+    q, k, v = data(9, 8, b=2)
+    layer = ph.PackKVLayer(**PARAMS)
+    with pytest.raises(ValueError, match="one shape"):
+        layer.load(k, v[:, :, :4])
+    assert not layer.is_initialized
+    layer.load(k, v)
+    with pytest.raises(ValueError, match="batch size 1"):
+        layer.load(k[:1], v[:1])
+    layer.update(k, v)
+    with pytest.raises(RuntimeError, match="awaits its attention"):
+        layer.load(k, v)
+    assert layer.get_seq_length() == 16 and layer.packkv.seq_length(0) == 8

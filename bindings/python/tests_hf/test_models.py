@@ -1,12 +1,14 @@
 """packkv.hf on the real models of examples/python/hf_models.py (SmolLM2-135M-Instruct; Gemma 3
-270M: 15 sliding-window layers on transformers' cache, 3 global layers on packkv): with 8-bit
+270M: 15 sliding-window layers (window 512) and 3 global layers, all on packkv): with 8-bit
 settings (r = 1/254 for K and V, 16-token blocks and window, so that most of the prompt is
 compressed) greedy decoding gives DynamicCache's tokens; a left-padded batch gives every row
 exactly the tokens it gets alone (padding is never stored).
 
 (8-bit is not lossless: the logits move by up to ~1 (SmolLM2 ~0.4) on a scale of ~40, so a
 greedy step whose top-2 logits are closer than that can flip; the second prompt has such a
-step on Gemma 3 (margin 0.02), hence the batch test compares packkv with packkv.)"""
+step on Gemma 3 (margin 0.02), hence the batch test compares packkv with packkv, up to the
+first step whose margin is below TIE: with all 18 Gemma 3 layers compressed, the second
+prompt's 9th step has a margin of 0.002, where the batch's float rounding decides.)"""
 
 import os
 
@@ -20,6 +22,7 @@ from conftest import REPO
 
 FINE = dict(residual_tokens=16, block_tokens=16, rel_scale_k=1 / 254, rel_scale_v=1 / 254)
 NEW_TOKENS = 12
+TIE = 0.01
 
 
 @pytest.fixture(scope="module", params=hf_models.MODELS)
@@ -48,7 +51,7 @@ def test_greedy_tokens_match_dynamic_cache(model_and_tokenizer):
     cache = ph.PackKVCache(model.config, **FINE)
     got = greedy(model, enc, cache)
     assert got.tolist() == want.tolist()
-    st = cache.packkv_layers[0].packkv.stats()
+    st = [x for x in cache.packkv_layers if not x.is_sliding][0].packkv.stats()
     assert st.n_compressed_tokens >= enc["input_ids"].shape[1] - 32    # mostly compressed
 
 
@@ -61,8 +64,20 @@ def test_padded_batch_rows_match_single_prompts(model_and_tokenizer):
     assert not enc["attention_mask"].all()
     got = greedy(model, enc, ph.PackKVCache(model.config, **FINE))
     for row, text in enumerate(prompts()):
-        alone = greedy(model, tok(text, return_tensors="pt"), ph.PackKVCache(model.config, **FINE))
-        assert got[row].tolist() == alone[0].tolist()
+        e = tok(text, return_tensors="pt")
+        out = model.generate(**e, max_new_tokens=NEW_TOKENS, do_sample=False,
+                             pad_token_id=model.generation_config.pad_token_id or 0,
+                             output_scores=True, return_dict_in_generate=True,
+                             **ph.cache_argument(ph.PackKVCache(model.config, **FINE)))
+        alone = out.sequences[0, e["input_ids"].shape[1]:].tolist()
+        # up to the first near-tie step (top-2 logits closer than TIE), where float noise
+        # (the batch's projections sum in another order; a last-bit K/V change can move an
+        # 8-bit code) may pick the other token
+        top2 = torch.stack(out.scores)[:, 0].topk(2, dim=-1).values
+        ties = ((top2[:, 0] - top2[:, 1]) < TIE).nonzero()
+        k = int(ties[0]) if len(ties) else NEW_TOKENS
+        assert k >= 4
+        assert got[row].tolist()[:k] == alone[:k]
 
 
 def test_beam_search_matches_dynamic_cache(model_and_tokenizer):

@@ -1,5 +1,5 @@
-"""packkv.hf in tiny random Llama and Gemma 3 models (Gemma 3: sliding-window layers on
-transformers' own cache, window 8, so that it slides): chunked vs token-by-token prefill,
+"""packkv.hf in tiny random Llama and Gemma 3 models (Gemma 3: sliding-window layers with
+packkv's sliding window, window 8, so that it slides): chunked vs token-by-token prefill,
 near-lossless settings vs DynamicCache, padded batches, generate, the fallback to SDPA."""
 
 import pytest
@@ -17,6 +17,11 @@ FINE = dict(residual_tokens=16, block_tokens=16, rel_scale_k=1 / 254, rel_scale_
 def ids(n, b=1, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, 256, (b, n), generator=g)
+
+
+def full_layers(cache):
+    """The full-attention PackKVLayers of a PackKVCache."""
+    return [x for x in cache.packkv_layers if not x.is_sliding]
 
 
 def forward_chunks(model, cache, tokens, sizes, attention_mask=None):
@@ -43,7 +48,7 @@ def test_chunked_and_token_by_token_prefill_agree(tiny_model):
     for sizes in ([60], [1] * 60, [7] * 8 + [4], [20, 1, 39]):
         cache = ph.PackKVCache(tiny_model.config, kv_dtype="float32", **LOSSY)
         runs.append(forward_chunks(tiny_model, cache, tokens, sizes))
-        assert cache.packkv_layers[0].packkv.stats().n_compressed_tokens == 32
+        assert full_layers(cache)[0].packkv.stats().n_compressed_tokens == 32
     for r in runs[1:]:
         torch.testing.assert_close(r, runs[0], atol=2e-5, rtol=0)
 
@@ -116,5 +121,6 @@ def test_cache_memory_of_a_dynamic_cache():
 def test_gemma3_cache_layers():
     model = tiny_gemma3()
     cache = ph.PackKVCache(model.config)
-    kinds = [type(x).__name__ for x in cache.layers]
-    assert kinds == ["DynamicSlidingWindowLayer", "PackKVLayer"] * 2
+    assert [type(x).__name__ for x in cache.layers] == ["PackKVLayer"] * 4
+    assert [x.sliding_window for x in cache.layers] == [8, None] * 2
+    assert cache.is_sliding == [True, False] * 2

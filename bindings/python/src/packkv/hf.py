@@ -11,16 +11,17 @@ Quick start::
 How it plugs in
     transformers calls ``cache.update(k, v, layer_idx)`` in every attention layer and then the
     attention function registered under the model's ``attn_implementation``.
-    :class:`PackKVCache` holds one :class:`PackKVLayer` per full-attention layer (one
-    ``packkv.Cache`` each, one packkv sequence per batch row) and transformers' own
-    ``DynamicSlidingWindowLayer`` per sliding-window layer. libpackkv has a sliding window
-    (``packkv.Cache.set_window``, CPU caches), but it masks by the sequence's length, the
-    window of its newest token, while each query of a prefill chunk needs its own window
-    (the W positions up to its own), which packkv's decode_multi cannot express; so the
-    sliding layers stay uncompressed. A model whose layers are all sliding-window layers
-    (e.g. a Mistral config with ``sliding_window`` set) therefore compresses nothing:
-    :class:`PackKVCache` warns when it is created for one. A PackKVLayer's ``update()`` stores nothing: it returns the new chunk, tagged with
-    the layer. The attention function (:func:`packkv_attention`, registered by
+    :class:`PackKVCache` holds one :class:`PackKVLayer` per attention layer (one
+    ``packkv.Cache`` each, one packkv sequence per batch row). A sliding-window layer's
+    packkv cache has packkv's sliding window (``packkv.Cache.set_window``, W - 1 tokens for
+    the model's window W: a query attends to itself and the W - 1 tokens before it, as
+    transformers' sliding-window mask does), so its memory stays bounded (blocks that leave
+    the window are freed). Where libpackkv has no sliding window (CUDA caches of a library
+    without it: NotSupported from set_window) that layer becomes transformers'
+    ``DynamicSlidingWindowLayer`` at its first update, with a UserWarning.
+
+    A PackKVLayer's ``update()`` stores nothing: it returns the new chunk, tagged with the
+    layer. The attention function (:func:`packkv_attention`, registered by
     :func:`register`) then attends the chunk's queries over
 
     (a) the tokens packkv holds (sink tokens, compressed blocks and residual window), with
@@ -30,7 +31,13 @@ How it plugs in
     (b) the chunk itself, causally, in float32 from the K/V rounded to kv_dtype, as the
         cache stores them (kv_dtype: float16 for a float32 model, else the model's dtype),
 
-    merges (a) and (b) exactly by log-sum-exp, then appends the chunk. The chunk is cut at
+    merges (a) and (b) exactly by log-sum-exp, then appends the chunk. A sliding-window
+    layer does the same for a single query (decoding) and while no query of the chunk has
+    lost a token to the window; otherwise each query needs its own window, which packkv's
+    decode_multi (masking by the sequence's length) cannot express, so the chunk's queries
+    attend over the cache's window tokens as ``packkv.Cache.decompress`` reconstructs them
+    (the values packkv's attention reads) and the chunk, with a per-query window mask, in
+    float32. The chunk is cut at
     the sequence's flush points (packkv.h, packkv_cache_append: the first sink_tokens tokens
     become sink tokens, then a block is compressed when the residual window reaches
     residual_tokens + block_tokens tokens), so every query sees the
@@ -39,9 +46,9 @@ How it plugs in
 
     The registered mask function (:func:`packkv_mask`) hands the attention function the 2D
     padding mask of the chunk (padded tokens are never stored: each batch row stores its own
-    real tokens) and builds transformers' SDPA mask only for the layers that need one (the
-    sliding-window layers, and every layer when the cache is not a PackKVCache, which then
-    run transformers' SDPA attention).
+    real tokens) and builds transformers' SDPA mask only for the layers that need one
+    (sliding-window layers left on transformers' cache, and every layer when the cache is not
+    a PackKVCache, which then run transformers' SDPA attention).
 
 Devices: CPU tensors use a CPU packkv cache; CUDA tensors a CUDA cache on the tensor's device
 (needs a CUDA build of libpackkv), with all K/V and attention data staying on the device
@@ -78,6 +85,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"scripts/requirements-hf.txt): {exc}") from exc
 
 from ._arrays import DTYPE_NAMES as _DTYPE_NAMES
+from ._errors import NotSupported
 from .cache import Cache as PackKV
 
 __all__ = ["ATTN_IMPLEMENTATION", "register", "PackKVCache", "PackKVLayer", "packkv_attention",
@@ -184,8 +192,9 @@ def packkv_attention(module, query, key, value, attention_mask, scaling: float |
     query [batch, n_q_heads, q_len, head_dim]; key, value [batch, n_kv_heads, q_len,
     head_dim] as returned by the cache's update(). For a :class:`PackKVLayer` the key
     tensor is the new chunk tagged with its layer and the attention runs through packkv
-    (module docstring); for any other cache layer (sliding window, or a cache that is not a
-    PackKVCache) it is transformers' SDPA attention with the usual mask.
+    (module docstring); for any other cache layer (a sliding-window layer on transformers'
+    cache, or a cache that is not a PackKVCache) it is transformers' SDPA attention with the
+    usual mask.
     Returns (out [batch, q_len, n_q_heads, head_dim] in query's dtype, None)."""
     if kwargs.get("softcap") is not None:
         raise NotImplementedError("packkv.hf: attention logit softcapping is not supported")
@@ -217,9 +226,10 @@ def _unsupported(what: str, needs: str):
 
 
 class PackKVLayer(CacheLayerMixin):
-    """One full-attention layer of a :class:`PackKVCache`: a ``packkv.Cache`` holding batch
-    row b as packkv sequence ``rows[b]`` (max_seqs = the batch size of the first update;
-    beam search and batch selection remap rows, forking a row that is copied).
+    """One attention layer of a :class:`PackKVCache` (full attention, or sliding window
+    with `sliding_window`): a ``packkv.Cache`` holding batch row b as packkv sequence
+    ``rows[b]`` (max_seqs = the batch size of the first update; beam search and batch
+    selection remap rows, forking a row that is copied).
 
     ``update()`` returns the new chunk (tagged for :func:`packkv_attention`, which appends
     it after attending); ``get_seq_length()`` counts positions as transformers does
@@ -233,8 +243,15 @@ class PackKVLayer(CacheLayerMixin):
     is_croppable = True
     supports_early_init = False
 
-    def __init__(self, **params):
+    def __init__(self, sliding_window: int | None = None, **params):
         super().__init__()
+        if sliding_window is not None and int(sliding_window) < 2:
+            raise NotImplementedError(f"packkv.hf: sliding_window={sliding_window} is not supported "
+                                      "(a window of 1 token attends to nothing in the cache)")
+        #: the model's sliding window W (None: a full-attention layer); the packkv cache then
+        #: holds a window of W - 1 tokens (the query itself is the W-th).
+        self.sliding_window = None if sliding_window is None else int(sliding_window)
+        self.is_sliding = self.sliding_window is not None
         self.params = dict(params)
         self.packkv: PackKV | None = None
         self.batch_size_ = 0
@@ -254,7 +271,7 @@ class PackKVLayer(CacheLayerMixin):
                           else key_states.dtype)
         self._create = dict(params, n_kv_heads=h, head_dim=d,
                             device=dev.index if dev.type == "cuda" else -1)
-        self.packkv = PackKV(max_seqs=b, **self._create)
+        self.packkv = self._new_cache(b)
         self.batch_size_ = b
         self.rows = list(range(b))
         self._chunks = []
@@ -262,6 +279,18 @@ class PackKVLayer(CacheLayerMixin):
         self.kv_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16,
                          "float32": torch.float32}[_DTYPE_NAMES[self.packkv.params.kv_dtype]]
         self.is_initialized = True
+
+    def _new_cache(self, max_seqs: int) -> PackKV:
+        """A packkv cache of this layer's parameters (and sliding window) for max_seqs rows;
+        raises the library's error (packkv.NotSupported for a window it lacks)."""
+        cache = PackKV(max_seqs=max_seqs, **self._create)
+        if self.sliding_window is not None:
+            try:
+                cache.set_window(self.sliding_window - 1)
+            except BaseException:
+                cache.close()
+                raise
+        return cache
 
     def update(self, key_states, value_states, *args, **kwargs):
         if self._pending:
@@ -279,6 +308,36 @@ class PackKVLayer(CacheLayerMixin):
         k = key_states.view(key_states.shape)      # a new tensor object to tag
         setattr(k, _LAYER_ATTR, self)
         return k, value_states
+
+    def load(self, key_states, value_states) -> None:
+        """Stores the K/V of a prefix without attending over it: key_states, value_states
+        [batch, n_kv_heads, tokens, head_dim] (every token real, torch tensors on the
+        layer's device, any float dtype: cast to the layer's kv_dtype), as the model's
+        update() would have passed them, e.g. K/V that another cache or process computed
+        (a shared prompt; bench/hf_study.py fills caches this way). Creates the packkv cache
+        at the first call like update(); the batch size must then match. The tokens go
+        through packkv's append, so they are compressed exactly as a prefill would compress
+        them (blocks released at the same flush points). Raises ValueError for a batch or
+        shape mismatch, RuntimeError while an update() awaits its attention."""
+        if self._pending:
+            raise RuntimeError("packkv.hf: load() while an update() awaits its attention call")
+        if key_states.dim() != 4 or key_states.shape != value_states.shape:
+            raise ValueError("packkv.hf: load() takes key_states and value_states of one shape "
+                             f"[batch, n_kv_heads, tokens, head_dim], got {tuple(key_states.shape)} "
+                             f"and {tuple(value_states.shape)}")
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        b, h, t, d = key_states.shape
+        if b != self.batch_size_:
+            raise ValueError(f"packkv.hf: batch size {b}, but this cache holds {self.batch_size_} "
+                             "sequences")
+        if t == 0:
+            return
+        k, v = (x.transpose(1, 2).to(self.kv_dtype).reshape(b * t, h, d).contiguous()
+                for x in (key_states, value_states))
+        self.packkv.append(k, v, list(self.rows), [t] * b)
+        self.positions += t
+        self._chunks.append([t, None, None])
 
     # -- the attention itself ----------------------------------------------------------------
     def _pieces(self, n: int, row: int) -> list:
@@ -345,6 +404,10 @@ class PackKVLayer(CacheLayerMixin):
         for m in pieces:
             qs, ks, vs = q[:, start:start + m], k[:, start:start + m], v[:, start:start + m]
             start += m
+            if self.sliding_window is not None and m > 1 and any(
+                    self.packkv.seq_length(s) + m > self.sliding_window for s in seqs):
+                outs.append(self._attend_window(seqs, qs, ks, vs, hkv, scale))
+                continue
             # (a) the past through packkv: the m queries of each head, [G, hq, m, d] as torch
             # holds them (packkv_attn_decode_multi, packkv_experimental.h).
             o_p, l_p = self.packkv.decode_multi(qs.transpose(1, 2).contiguous(), seqs,
@@ -367,6 +430,37 @@ class PackKVLayer(CacheLayerMixin):
             self.packkv.append(ks.reshape(g_ * m, hkv, d).contiguous(),
                                vs.reshape(g_ * m, hkv, d).contiguous(), seqs, [m] * g_)
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+
+    def _attend_window(self, seqs, q, k, v, hkv: int, scale: float):
+        """Sliding-window attention of a piece of m > 1 queries per row (packkv sequences
+        seqs), q [G, m, hq, d], k/v [G, m, hkv, d]: query i of a row holding L tokens sits
+        at position L + i and attends to the positions in (L + i - W, L + i], the cached
+        ones as packkv.Cache.decompress reconstructs them. Appends the piece. Returns
+        [G, m, hq, d] in q's dtype."""
+        g_, m, hq, d = q.shape
+        w_ = self.sliding_window
+        grp = hq // hkv
+        dev = q.device
+        ks, vs = k.to(self.kv_dtype), v.to(self.kv_dtype)
+        outs = []
+        for g, seq in enumerate(seqs):
+            n = self.packkv.seq_length(seq)
+            held = min(n, w_ - 1)               # the window's tokens [n - held, n)
+            kc, vc = (torch.as_tensor(x, device=dev)[n - held:]
+                      for x in self.packkv.decompress(seq))
+            keys = torch.cat([kc, ks[g].float()])                         # [held + m, hkv, d]
+            vals = torch.cat([vc, vs[g].float()])
+            pos_q = torch.arange(n, n + m, device=dev)
+            pos_k = torch.arange(n - held, n + m, device=dev)
+            allowed = (pos_k[None, :] <= pos_q[:, None]) & (pos_k[None, :] > pos_q[:, None] - w_)
+            qf = q[g].float().reshape(m, hkv, grp, d)
+            s = torch.einsum("ihjd,khd->ihjk", qf, keys) * scale          # [m, hkv, grp, keys]
+            s = s.masked_fill(~allowed[:, None, None, :], float("-inf"))
+            o = torch.einsum("ihjk,khd->ihjd", torch.softmax(s, dim=-1), vals)
+            outs.append(o.reshape(m, hq, d).to(q.dtype))
+        self.packkv.append(ks.reshape(g_ * m, hkv, d).contiguous(),
+                           vs.reshape(g_ * m, hkv, d).contiguous(), seqs, [m] * g_)
+        return torch.stack(outs)
 
     # -- CacheLayerMixin ---------------------------------------------------------------------
     def get_seq_length(self) -> int:
@@ -413,16 +507,34 @@ class PackKVLayer(CacheLayerMixin):
         count; 0 does nothing); a positive value is the length to keep (earlier transformers'
         crop(max_length)). Each row loses the real tokens of the cropped positions
         (packkv_x_cache_truncate: tokens still in the residual window go at no cost, a
-        compressed block that is cut returns to the window from its stored values)."""
+        compressed block that is cut returns to the window from its stored values). A
+        sliding-window layer can be cropped only while its window has not moved (fewer than
+        W tokens seen): after a crop the next queries' windows reach back before the window
+        start, whose tokens were freed; ValueError then, and nothing changes."""
+        plan = self._crop_plan(tokens_to_remove)
+        if plan is None:
+            return
+        remove, lost, chunks = plan
+        for r, gone in enumerate(lost):
+            if gone:
+                seq = self.rows[r]
+                self.packkv.truncate(seq, self.packkv.seq_length(seq) - gone)
+        self._chunks = chunks
+        self.positions -= remove
+
+    def _crop_plan(self, tokens_to_remove: int):
+        """What crop(tokens_to_remove) does, changing nothing: None (nothing to do) or
+        (positions removed, real tokens lost per row, the chunk records after it); raises
+        ValueError where crop would fail."""
         n = int(tokens_to_remove)
         remove = -n if n < 0 else max(0, self.positions - n) if n > 0 else 0
         if remove == 0 or not self.is_initialized:
-            return
+            return None
         if remove > self.positions:
             raise ValueError(f"packkv.hf: crop({n}) removes {remove} positions, the cache holds "
                              f"{self.positions}")
         lost = [0] * self.batch_size_
-        left, chunks = remove, self._chunks
+        left, chunks = remove, list(self._chunks)
         while left:
             q_len, counts, pad = chunks[-1]
             take = min(left, q_len)
@@ -436,11 +548,16 @@ class PackKVLayer(CacheLayerMixin):
                 chunks[-1] = [keep, None if counts is None else [int(x) for x in pad[:, :keep].sum(1)],
                               None if pad is None else pad[:, :keep]]
             left -= take
-        for r, gone in enumerate(lost):
-            if gone:
-                seq = self.rows[r]
-                self.packkv.truncate(seq, self.packkv.seq_length(seq) - gone)
-        self.positions -= remove
+        if self.sliding_window is not None:
+            for r, gone in enumerate(lost):
+                start = self.packkv.window_start(self.rows[r])
+                if gone and start:
+                    raise ValueError(
+                        f"packkv.hf: crop({n}) of a sliding-window layer whose window has moved "
+                        f"(batch row {r}: window start {start}): the next queries would need "
+                        "tokens before it, which were freed (transformers' own sliding layers "
+                        "need activate_past_recording() for this; packkv keeps no past)")
+        return remove, lost, chunks
 
     def _select_rows(self, src) -> None:
         """New batch row i becomes a copy of old row src[i]. Rows used once keep their packkv
@@ -475,7 +592,7 @@ class PackKVLayer(CacheLayerMixin):
                     rows.append(self.rows[r])
             new = None
         else:
-            new = PackKV(max_seqs=len(src), **self._create)
+            new = self._new_cache(len(src))
             first: dict = {}
             rows = list(range(len(src)))
             for i, r in enumerate(src):
@@ -557,12 +674,12 @@ def _check_params(text, params: dict) -> None:
 
 
 class PackKVCache(Cache):
-    """A transformers Cache whose full-attention layers are packkv caches.
+    """A transformers Cache whose attention layers are packkv caches.
 
     Args:
         config: the model's config (``model.config``); its attention implementation must be
             the one :func:`register` registered (else ValueError).
-        **params: packkv.Cache parameters for every full-attention layer: rel_scale_k,
+        **params: packkv.Cache parameters for every layer: rel_scale_k,
             rel_scale_v, bits_k, bits_v, repack, scale_granularity, block_tokens,
             residual_tokens, sink_tokens, zs_format, k_transform, n_threads, kv_dtype (of the
             residual window; default float16 for a float32 model, else the model's dtype),
@@ -577,9 +694,10 @@ class PackKVCache(Cache):
     CPU packkv cache with the config's KV heads and head_dim (its kv_dtype: the given one,
     else float16; whether the model's own dtype fits is known only at the first forward).
 
-    Sliding-window layers are transformers' DynamicSlidingWindowLayer (module docstring:
-    why they are not packkv caches); when every layer is one, nothing is compressed and a
-    UserWarning says so (the cache still works, as transformers' DynamicCache would). One cache serves one
+    Sliding-window layers are PackKVLayers with the model's sliding window (packkv's
+    sliding window, module docstring); where libpackkv's cache on the K/V's device has no
+    sliding window, such a layer becomes transformers' DynamicSlidingWindowLayer at its
+    first update, with a UserWarning (once per cache). One cache serves one
     batch (the batch size is fixed by the first forward) until :meth:`reset`. Not
     thread-safe (like transformers' caches). Use with ``model.generate(...,
     **cache_argument(cache))`` or ``model(..., **cache_argument(cache))``."""
@@ -596,23 +714,43 @@ class PackKVCache(Cache):
             else config
         _check_params(text, params)
         kinds = _layer_types(text)
-        layers = []
-        for kind in kinds:
-            if kind == "full_attention":
-                layers.append(PackKVLayer(**params))
-            else:
-                layers.append(DynamicSlidingWindowLayer(sliding_window=text.sliding_window))
-        if kinds and "full_attention" not in kinds:
-            warnings.warn(
-                f"packkv.hf.PackKVCache: all {len(kinds)} attention layers of this model are "
-                f"sliding-window layers (sliding_window={text.sliding_window}); they stay on "
-                "transformers' DynamicSlidingWindowLayer, so packkv compresses nothing for this "
-                "model", UserWarning, stacklevel=2)
+        layers = [PackKVLayer(**params) if kind == "full_attention" else
+                  PackKVLayer(sliding_window=text.sliding_window, **params) for kind in kinds]
+        self._warned_window = False
         super().__init__(layers=layers)
+
+    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+        """transformers' Cache.update; first replaces a sliding-window PackKVLayer whose
+        packkv cache cannot have a sliding window on this device (packkv.NotSupported from
+        set_window) by transformers' DynamicSlidingWindowLayer, with a UserWarning."""
+        layer = self.layers[layer_idx]
+        if isinstance(layer, PackKVLayer) and layer.is_sliding and not layer.is_initialized:
+            try:
+                layer.lazy_initialization(key_states, value_states)
+            except NotSupported as exc:
+                self.layers[layer_idx] = DynamicSlidingWindowLayer(
+                    sliding_window=layer.sliding_window)
+                if not self._warned_window:
+                    self._warned_window = True
+                    warnings.warn(
+                        "packkv.hf.PackKVCache: libpackkv has no sliding window for caches on "
+                        f"{key_states.device} ({exc}); the sliding-window layers use "
+                        "transformers' DynamicSlidingWindowLayer (uncompressed)", UserWarning,
+                        stacklevel=2)
+        return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+
+    def crop(self, max_length: int) -> None:
+        """transformers' Cache.crop, checked on every packkv layer first: a crop that one
+        layer cannot do (a sliding window's freed tokens) raises ValueError before any layer
+        changes."""
+        for layer in self.packkv_layers:
+            layer._crop_plan(max_length)
+        super().crop(max_length)
 
     @property
     def packkv_layers(self) -> list:
-        """The PackKVLayer of every full-attention layer."""
+        """The PackKVLayers (full-attention layers, and sliding-window layers that have a
+        packkv cache)."""
         return [x for x in self.layers if isinstance(x, PackKVLayer)]
 
     def close(self) -> None:
