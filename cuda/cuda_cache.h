@@ -129,7 +129,7 @@ class CudaCache final : public CacheImpl {
   // Host state after the append (blocks, residual window, placement bounds).
   void commit_append(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens);
   // Enqueues an asynchronous read-back of the placement states, unless one is in flight.
-  void snapshot_pool_use(cudaStream_t stream);
+  void snapshot_placement(cudaStream_t stream);
   // Takes in a finished read-back: tighter bounds, pages no bound needs back to the pool.
   void poll_snapshot();
   // Waits for the cache's work and sets every bound to the exact state (synchronizes).

@@ -1,6 +1,6 @@
 // CudaCache::append and its steps (see cuda_cache.h): plan (checks, no state change),
-// allocate (rings, pool chunks, flush scratch), enqueue the flush batches and the
-// residual-window update, commit the host state, snapshot the pool use. Host only.
+// allocate (pool pages for the worst case, rings, flush scratch), enqueue the flush batches
+// and the residual-window update, commit the host state, snapshot the placement. Host only.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -267,7 +267,7 @@ void CudaCache::commit_append(const AppendPlan& p, int n_seqs, const int32_t* se
   flushed_blocks_ += p.total_blocks;
 }
 
-void CudaCache::snapshot_pool_use(cudaStream_t stream) {
+void CudaCache::snapshot_placement(cudaStream_t stream) {
   if (snap_inflight_) return;
   // the placement states and the committed-bytes counter follow each other in d_meta_
   check(cudaMemcpyAsync(h_snap_, dp_.place, seqs_.size() * sizeof(cu::PlaceState) + 8, cudaMemcpyDeviceToHost,
@@ -289,15 +289,16 @@ void CudaCache::append(int n_seqs, const int32_t* seq_ids, const int32_t* n_toke
   poll_snapshot();
   // 1. Plan: which blocks each sequence flushes (throws before any state change).
   const AppendPlan p = plan_append(n_seqs, seq_ids, n_tokens);
-  // 2. Allocate (stream-ordered; kept if a later step fails, so the state stays consistent).
+  // 2. Allocate: pool pages (all or nothing: BUDGET_EXCEEDED changes nothing), rings,
+  // scratch (kept if a later step fails; unused pages go back at the next read-back).
   allocate_for_append(p, n_seqs, seq_ids, n_tokens, stream);
   // 3. Enqueue the flush batches, then the residual-window update.
   enqueue_flushes(p, n_seqs, seq_ids, k_new, v_new, dtype, stream);
   enqueue_residual_writes(p, n_seqs, seq_ids, n_tokens, k_new, v_new, dtype, stream);
   // 4. Commit the host state.
   commit_append(p, n_seqs, seq_ids, n_tokens);
-  // 5. Refresh the host's bound of the pool use (read back asynchronously).
-  if (p.total_blocks > 0) snapshot_pool_use(stream);
+  // 5. Refresh the host's bound of the placement (read back asynchronously).
+  if (p.total_blocks > 0) snapshot_placement(stream);
   record_done(stream);
 }
 
