@@ -4,23 +4,27 @@
 //   residual ring   [C = residual_tokens + block_tokens][H][D] in kv_dtype, K and V,
 //                   followed by [sink_tokens][H][D] for the sink tokens (the first
 //                   tokens of the sequence, never compressed), allocated
-//                   (stream-ordered) at the sequence's first append;
+//                   (cudaMalloc) at the sequence's first append, kept for its id;
 //   pages           compressed block blobs (format/shape.h layout) in fixed-size pages
 //                   of the cache's device pool (pool/page_pool.h, cuda/device_pages.cu;
 //                   shared by caches or private). A sequence has a page list (host:
 //                   Seq::pages, one pool reference per entry; device: a row of
 //                   CacheDevicePtrs::pages); its blobs are placed next-fit in block order
-//                   by the flush (kernels.h place_next: the device knows the blob sizes)
+//                   by the flush (pool/placement.h place_next: only the device knows the
+//                   blob sizes)
 //                   and never move. The host keeps an upper bound of the device's
 //                   placement state (the exact state read back asynchronously, plus the
 //                   worst case of the flushes enqueued since) and appends pages to the
 //                   list before a flush whose worst case needs them: no host
 //                   synchronization on append. Pages the bound no longer needs (the blobs
 //                   were smaller than the worst case) go back to the pool when the
-//                   read-back arrives. So reserved = used + the partly filled last page +
-//                   per closed page the tail where the next blob did not fit (< one
-//                   blob) + the 64-byte over-read slack (kPageSlack) + until the read-back,
-//                   pages taken for the worst case;
+//                   read-back arrives (or at a synchronizing call: stats, fork, truncate).
+//                   So reserved = used + the partly filled last page + per closed page
+//                   the tail where the next blob did not fit (< that blob, as on the CPU)
+//                   + the 64-byte over-read slack (kPageSlack) + until the read-back,
+//                   pages taken for the worst case. Forked sequences share pages (one
+//                   reference per list entry); a sequence writes only into pages it
+//                   opened after its fork;
 //   block table     one 8-byte blob address per block (max_tokens_per_seq/block_tokens
 //                   entries per sequence, allocated at create), and the page list rows
 //                   (as many entries + 1, 8 bytes each);
