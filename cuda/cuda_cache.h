@@ -23,8 +23,10 @@
 //                   the tail where the next blob did not fit (< that blob, as on the CPU)
 //                   + the 64-byte over-read slack (kPageSlack) + until the read-back,
 //                   pages taken for the worst case. Forked sequences share pages (one
-//                   reference per list entry); a sequence writes only into pages it
-//                   opened after its fork;
+//                   reference per list entry); only the sequence that opened a page
+//                   writes into it (a fork's first blob opens a new page), and never over
+//                   a blob another sequence holds (truncate rewinds a page only when no
+//                   other sequence shares it);
 //   block table     one 8-byte blob address per block (max_tokens_per_seq/block_tokens
 //                   entries per sequence, allocated at create), and the page list rows
 //                   (as many entries + 1, 8 bytes each);
