@@ -4,7 +4,7 @@
 //   residual ring   [C = residual_tokens + block_tokens][H][D] in kv_dtype, K and V,
 //                   followed by [sink_tokens][H][D] for the sink tokens (the first
 //                   tokens of the sequence, never compressed), allocated
-//                   (cudaMalloc) at the sequence's first append, kept for its id;
+//                   (stream-ordered) at the sequence's first append, kept for its id;
 //   pages           compressed block blobs (format/shape.h layout) in fixed-size pages
 //                   of the cache's device pool (pool/page_pool.h, cuda/device_pages.cu;
 //                   shared by caches or private). A sequence has a page list (host:
@@ -34,10 +34,10 @@
 //                   its block 0 (written by the flush of that block; kernels.h k_mean).
 // Every call sets and restores the device; every enqueuing call takes a stream.
 // append and the attention calls allocate nothing and never synchronize the host,
-// except that append allocates (cudaMalloc, which may synchronize the device) a sequence's
-// rings at its first tokens (kept for the id's later sequences) and a larger flush scratch
-// for a larger prefill than seen before, takes pool pages (a new slab from cudaMalloc when
-// the pool has no free page; never with a reserving pool); and an append whose worst
+// except that append allocates (stream-ordered, cudaMallocAsync) a sequence's rings at its
+// first tokens (kept for the id's later sequences) and a larger flush scratch for a larger
+// prefill than seen before, takes pool pages (a new slab from cudaMalloc, which synchronizes
+// the device, when the pool has no free page; never with a reserving pool); and an append whose worst
 // case passes the pool's budget first waits for the cache's work to learn the exact
 // placement (then fails with PACKKV_X_ERR_BUDGET_EXCEEDED if that still does not fit).
 // Attention calls neither allocate nor synchronize, so they should be capturable in a CUDA

@@ -147,31 +147,30 @@ void CudaCache::allocate_for_append(const AppendPlan& p, int n_seqs, const int32
     }
   }
   cu::launch_set_pages(dp_, pe, stream);
-  // 2. Rings of new sequences (cudaMalloc, not the stream-ordered allocator: with it, run A
-  // measured a one-sequence cache holding ~33 MB more device memory than its pages, rings
-  // and tables: the allocator's pool reserves large chunks; bench/RESULTS.md, GPU memory).
+  // 2. Rings of new sequences (stream-ordered, cudaMallocAsync; bench/RESULTS.md, GPU
+  // memory: its pool takes device memory in chunks that a one-sequence cache does not fill).
   for (int i = 0; i < n_seqs; ++i) {
     Seq& s = seqs_[seq_ids[i]];
     if (n_tokens[i] > 0 && !s.ring_k) {
       void* rk = nullptr;
       void* rv = nullptr;
-      check(cudaMalloc(&rk, ring_bytes()), "cudaMalloc(residual ring)");
-      cudaError_t e = cudaMalloc(&rv, ring_bytes());
-      if (e != cudaSuccess) { cudaFree(rk); check(e, "cudaMalloc(residual ring)"); }
+      check(cudaMallocAsync(&rk, ring_bytes(), stream), "cudaMallocAsync(residual ring)");
+      cudaError_t e = cudaMallocAsync(&rv, ring_bytes(), stream);
+      if (e != cudaSuccess) { cudaFreeAsync(rk, stream); check(e, "cudaMallocAsync(residual ring)"); }
       s.ring_k = rk;
       s.ring_v = rv;
       cu::launch_set_ring(dp_, seq_ids[i], rk, rv, stream);
     }
   }
-  // 3. Flush scratch (cudaFree of the old one waits for the work that uses it).
+  // 3. Flush scratch.
   const size_t per_block = cu::flush_scratch_bytes_per_block(kc_);
   const size_t need_scratch = static_cast<size_t>(std::min(p.total_blocks, kMaxBlocksPerFlushLaunch)) * per_block;
   if (need_scratch > scratch_bytes_) {
-    if (scratch_) check(cudaFree(scratch_), "cudaFree(scratch)");
+    if (scratch_) check(cudaFreeAsync(scratch_, stream), "cudaFreeAsync(scratch)");
     scratch_ = nullptr;
     scratch_bytes_ = 0;
     void* ptr = nullptr;
-    check(cudaMalloc(&ptr, need_scratch), "cudaMalloc(flush scratch)");
+    check(cudaMallocAsync(&ptr, need_scratch, stream), "cudaMallocAsync(flush scratch)");
     scratch_ = static_cast<uint8_t*>(ptr);
     scratch_bytes_ = need_scratch;
   }
