@@ -43,8 +43,9 @@ void cudacore_launch(const KernelConfig& c, const AttnBatch& b, const CacheDevic
 // its shared memory fits).
 bool tensorcore_selected(const KernelConfig& c, AttnVariant v, int gqa_group, int max_blocks);
 // Enqueues the tensorcore kernel over the compressed splits [0, p.n_splits) of plan p
-// and, where its CTAs have at least p.nw warps (decode at head_dim 64/128/256 in sm_90
-// code: family_tensorcore.cuh tensorcore_fuses; tuning.h, kTensorcoreFuseResidual), the
+// and, where its CTAs have at least p.nw warps or the ring is fp16 (decode at head_dim
+// 64/128/256 in sm_90 code: family_tensorcore.cuh tensorcore_fuses; tuning.h,
+// kTensorcoreFuseResidual), the
 // residual splits [p.n_splits, p.n_splits + p.res_splits) too (its own query heads per
 // CTA: 8; warps per CTA chosen per call): decode/apply partials at those split indices,
 // scores to a.out. Returns whether it took the residual splits (if not, the caller runs

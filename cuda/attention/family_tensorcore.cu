@@ -103,11 +103,14 @@ bool launch_dt(const KernelConfig& c, const AttnBatch& b, const CacheDevicePtrs&
     }
   }
   const size_t smem = tensorcore_launch_smem<V>(c, nw);
-  // The residual splits join this launch when its CTAs have at least the plan's warps
-  // (tuning.h, kTensorcoreFuseResidual) and its code has the residual path (PTX 9.0+,
-  // decode at head_dim 64/128/256: tensorcore_fuses); otherwise they are left to the
-  // CUDA-core kernel.
-  const bool fuse = tensorcore_fuses<V>(DT) && nw >= p.nw && ptx_version(kern, dev, rec) >= 90;
+  // The residual splits join this launch when its code has the residual path (PTX 9.0+,
+  // decode at head_dim 64/128/256: tensorcore_fuses) and either the ring is fp16 (the mma
+  // window, tensorcore_window.cuh: a 16-token chunk per warp costs about one memory latency,
+  // so fewer warps per CTA than the plan's only add chunks per warp) or its CTAs have at
+  // least the plan's warps (tuning.h, kTensorcoreFuseResidual: residual_window's warps are
+  // long); otherwise they are left to the CUDA-core kernel.
+  const bool fuse = tensorcore_fuses<V>(DT) && (nw >= p.nw || c.kv_dtype == PACKKV_DTYPE_F16) &&
+                    ptx_version(kern, dev, rec) >= 90;
   const int grid_x = fuse ? p.n_splits + p.res_splits : p.n_splits;
   if (grid_x > 0) {
     dim3 grid(grid_x, rows, b.n);
@@ -130,8 +133,13 @@ bool tensorcore_selected(const KernelConfig& c, AttnVariant v, int gqa_group, in
   const char* env = getenv("PACKKV_CUDA_ATTN_FAMILY");
   if (env && strcmp(env, "cuda-core") == 0) return false;
   if (env && strcmp(env, "tensor-core") == 0) return true;
-  // The rule and its measurements: tuning.h (kTensorcoreMinGroup).
-  return gqa_group >= kTensorcoreMinGroup ||
+  // The rule and its measurements: tuning.h (kTensorcoreMinGroup). Decode whose launch
+  // runs the dense window on mma (fp16 ring, sm_90 code, head_dim 64/128/256:
+  // tensorcore_fuses, tensorcore_window.cuh) from kTensorcoreMinGroupWindow at any length.
+  const int D = c.shape.head_dim;
+  const bool window_mma = v == AttnVariant::kDecode && c.kv_dtype == PACKKV_DTYPE_F16 && c.cc >= 90 &&
+                          tensorcore_fuses<DecodeVariant>(D == 64 || D == 128 || D == 256 ? D : 0);
+  return gqa_group >= kTensorcoreMinGroup || (window_mma && gqa_group >= kTensorcoreMinGroupWindow) ||
          (gqa_group >= kTensorcoreMinGroupLong &&
           static_cast<int64_t>(max_blocks) * c.shape.block_tokens >= kTensorcoreLongTokens);
 }

@@ -18,10 +18,12 @@
 //  4. V, per round: decodes the round into the x tile, then for every 16 channels
 //     acc[16 channels x 8 heads] += mma(A = x tile, B = w hi) + mma(A, w lo).
 // The warps of a CTA are merged in shared memory and the CTA writes one partial [m, l,
-// acc[D]] per (sequence, query head, split) in split_merge.cuh's layout: the merge kernel
-// and the residual window (the last splits of the launch, tensorcore_residual.cuh) are
-// shared with the CUDA-core family. Its online softmax and warp merge are its own: its
-// accumulators are mma fragments scaled by 2^-E (3. above). Exactness: the x tile is
+// acc[D]] per (sequence, query head, split) in split_merge.cuh's layout
+// (tensorcore_merge.cuh): the merge kernel is shared with the CUDA-core family. The
+// residual window (sink tokens and ring: the last splits of a decode launch) runs on mma
+// too for fp16 rings (tensorcore_window.cuh), else on the CUDA-core family's
+// residual_window (tensorcore_residual.cuh). Its online softmax and warp merge are its
+// own: its accumulators are mma fragments scaled by 2^-E (3. above). Exactness: the x tile is
 // exact; q and w carry 22 bits (relative 2.4e-7); fp32 accumulation.
 // This header: the kernel; tensorcore_layout.cuh: its shared-memory layout;
 // family_tensorcore.cu: the host side (families.h).
@@ -36,7 +38,9 @@
 #include "attention/attention.h"
 #include "attention/tensorcore_layout.cuh"
 #include "attention/tensorcore_residual.cuh"
+#include "attention/tensorcore_merge.cuh"
 #include "attention/tensorcore_tile.cuh"
+#include "attention/tensorcore_window.cuh"
 #include "attention/tile_walk.cuh"
 #include "attention/tuning.h"
 #include "attention/variants.cuh"
@@ -51,7 +55,8 @@ namespace cu {
 
 // The kernel. Grid (n_splits + res_splits, H_kv * n_gchunks, b.n), nw * 32 threads, dynamic
 // shared memory tensorcore_launch_smem<V>(c, nw). Splits [0, n_splits): the compressed blocks
-// (bps per split); splits n_splits ..: the residual window (tensorcore_residual.cuh; only where
+// (bps per split); splits n_splits ..: the residual window (tensorcore_window.cuh for fp16
+// rings, tensorcore_residual.cuh otherwise; only where
 // compiled for PTX 9.0+). DT: the head_dim D when it is 32, 64, 128 or 256 (channel loops
 // unrolled, q fragments in registers up to 128), 0 for any other D (multiple of 16, <= 256).
 // Inputs and outputs as cudacore_attn_kernel's (family_cudacore.cuh). Reads only; thread-safe.
@@ -105,7 +110,13 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   const int D = c.shape.head_dim, N = c.shape.block_tokens, R = N / 16, KS = D / 16;
   if (kFuse && split >= n_splits) {  // a residual split (whole CTA)
     const int res_splits = static_cast<int>(gridDim.x) - n_splits;
-    tc_residual_split<V>(c, d, s, a, smem, row, kvh, qh0, n_valid, split, n_splits, res_splits);
+    if constexpr (kFuse) {
+      if (c.kv_dtype == PACKKV_DTYPE_F16) {
+        tc_window_mma<V, DT>(c, d, s, a, smem, row, kvh, qh0, n_valid, split, n_splits, res_splits);
+      } else {
+        tc_residual_split<V>(c, d, s, a, smem, row, kvh, qh0, n_valid, split, n_splits, res_splits);
+      }
+    }
     return;
   }
   const TensorcoreSmem L = tensorcore_smem<V>(c, nw);
@@ -115,7 +126,9 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   // score (scores), or to the split's m (decode: a constant shift of all its scores).
   const bool centred = c.k_center != 0;
   float* hw = reinterpret_cast<float*>(smem + L.hw) + static_cast<size_t>(warp) * kTensorcoreHeads * 4;
-  float* sc = reinterpret_cast<float*>(wb + L.sc);   // [8][N]: scores, then weights (hi, lo)
+  // [8][SN]: scores, then weights (hi, lo); rows SN = N + kTcScPad words apart (tuning.h).
+  float* sc = reinterpret_cast<float*>(wb + L.sc);
+  const int SN = N + kTcScPad;
   float* fac = reinterpret_cast<float*>(wb + L.fac); // [8]: V accumulator rescale of the block
   uint8_t* x = wb + L.x;
   const uint32_t x_s = static_cast<uint32_t>(__cvta_generic_to_shared(x));
@@ -172,7 +185,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
   }
   // Weight rows of heads no softmax lane owns stay zero; their rescale factor is 1.
   if (V::kUsesV) {
-    for (int i = lane; i < kTensorcoreHeads * N; i += 32) sc[i] = 0.f;
+    for (int i = lane; i < kTensorcoreHeads * SN; i += 32) sc[i] = 0.f;
     if (lane < kTensorcoreHeads) fac[lane] = 1.f;
   }
   if (lane < kTensorcoreHeads) {
@@ -276,7 +289,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
           const int slot = slot0 + 4 * (i >> 1);
           const int h = h0 + (i & 1);
           float score = s_t[i >> 1] * (f[i] * ((i & 1) ? qv1 : qv0) + z_t[i >> 1] * ((i & 1) ? qs1 : qs0));
-          store_score<V>(a, row, qh0, n_valid, centred, qi + 2 * kTensorcoreHeads, sc, N, h, slot, orig, score);
+          store_score<V>(a, row, qh0, n_valid, centred, qi + 2 * kTensorcoreHeads, sc, SN, h, slot, orig, score);
         }
         __syncwarp();
       }
@@ -284,7 +297,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
     if (V::kUsesV) {
       // Weights of this lane's head hs over its tokens sub, sub + lph, ..., in batches of
       // 8 per lane whose loads (probabilities: global memory) are issued together.
-      float* row_w = sc + hs * N;
+      float* row_w = sc + hs * SN;
       float m_new = m_run, alpha = 1.f;
       if (V::kSoftmax) {
         float mx = -INFINITY;
@@ -357,7 +370,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
       // for odd mt).
       const uint32_t mt_off = tensorcore::x_chunk(((lane >> 3) & 1) * 8 + (lane & 7), lane >> 4);
       uint32_t rbit = vt * 8;
-      const uint32_t* wrow = reinterpret_cast<const uint32_t*>(sc) + gid * N;
+      const uint32_t* wrow = reinterpret_cast<const uint32_t*>(sc) + gid * SN;
       for (int r = 0; r < R; ++r) {
         rbit = tensorcore::decode_round<NF>(VT, rbit, rv, x);
         // B: positions 2 tig, 2 tig + 1 = tokens tig, tig + 8; 2 tig + 8, + 9 = tig + 4, tig + 12.
@@ -407,40 +420,7 @@ __global__ void __launch_bounds__(kTensorcoreMaxWarps * 32, tensorcore_min_ctas(
     }
   }
   __syncthreads();
-  const float* hw0 = reinterpret_cast<const float*>(smem + L.hw);
-  const int rsz = D + 2;
-  for (int i = threadIdx.x; i < n_valid * rsz; i += blockDim.x) {
-    const int g = i / rsz, k = i - g * rsz;
-    float* dst = a.partial + ((static_cast<size_t>(row) * a.n_q_heads + qh0 + g) * kSplitsTotal + split) * rsz;
-    float v = 0.f;
-    if (V::kSoftmax) {
-      float M = -INFINITY;
-      for (int w = 0; w < nw; ++w) M = fmaxf(M, hw0[(w * kTensorcoreHeads + g) * 4]);
-      // Partial row [m, l, o]: o is the split's normalized output (sum_t e^(x_t - m) v_t) / l,
-      // as the merge kernel reads it (split_merge.cuh); a convex combination of the warps'.
-      float Lt = 0.f;
-      for (int w = 0; w < nw; ++w) {
-        const float mw = hw0[(w * kTensorcoreHeads + g) * 4];
-        if (mw != -INFINITY) Lt += hw0[(w * kTensorcoreHeads + g) * 4 + 1] * __expf(mw - M);
-      }
-      if (k == 0) {
-        v = centred && M != -INFINITY ? M + qi[2 * kTensorcoreHeads + g] * a.scale : M;  // m is scaled
-      } else if (k == 1) {
-        v = Lt;
-      } else if (Lt > 0.f) {
-        for (int w = 0; w < nw; ++w) {
-          const float mw = hw0[(w * kTensorcoreHeads + g) * 4];
-          if (mw == -INFINITY) continue;
-          const float xv = reinterpret_cast<const float*>(smem + L.warp0 + static_cast<size_t>(w) * L.stride)[g * D + k - 2];
-          v += xv * (__expf(mw - M) / Lt);
-        }
-      }
-    } else if (k >= 2) {
-      for (int w = 0; w < nw; ++w)
-        v += reinterpret_cast<const float*>(smem + L.warp0 + static_cast<size_t>(w) * L.stride)[g * D + k - 2];
-    }
-    dst[k] = v;
-  }
+  tc_write_partials<V>(a, smem, L, D, row, qh0, n_valid, split, nw, centred ? qi + 2 * kTensorcoreHeads : nullptr);
 #endif
 }
 

@@ -37,7 +37,7 @@ __host__ __device__ inline TensorcoreSmem tensorcore_smem(const KernelConfig& c,
   s.warp0 = at;
   size_t w = layout_staging<V>(s, c, N, V::kPositions);
   s.x = w;    w += D * 32;
-  s.sc = w;   if (V::kUsesV) w += align16(kTensorcoreHeads * N * 4);  // scores, then weights
+  s.sc = w;   if (V::kUsesV) w += align16(kTensorcoreHeads * (N + kTcScPad) * 4);  // scores, then weights
   s.fac = w;  w += align16(kTensorcoreHeads * 4);
   if (w < kTensorcoreHeads * D * 4) w = kTensorcoreHeads * D * 4;
   s.stride = align16(w);

@@ -4,7 +4,8 @@
 // the launch's dynamic shared memory, and write their partials (split_merge.cuh
 // write_partial) for the merge kernel. One launch instead of two: the residual CTAs fill
 // the compressed splits' last wave, and a call pays one kernel launch less (issue 14,
-// short contexts). Host (sizes) and device.
+// short contexts). fp16 rings take the mma path instead (tensorcore_window.cuh); this one
+// serves fp32 and bf16 rings. Host (sizes) and device.
 #ifndef PACKKV_CUDA_ATTENTION_TENSORCORE_RESIDUAL_CUH
 #define PACKKV_CUDA_ATTENTION_TENSORCORE_RESIDUAL_CUH
 

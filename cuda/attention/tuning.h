@@ -57,7 +57,8 @@ constexpr bool v_rows(int G) { return G == 1; }
 // Tensor-core family (family_tensorcore.cuh / .cu). Warps per CTA (at most; fewer when shared
 // memory does not fit). Which calls it takes (tensorcore_selected): GQA group >=
 // kTensorcoreMinGroup, or >= kTensorcoreMinGroupLong when the longest sequence has >=
-// kTensorcoreLongTokens compressed tokens; the CUDA-core family otherwise. RESULTS.md
+// kTensorcoreLongTokens compressed tokens, or decode >= kTensorcoreMinGroupWindow (below);
+// the CUDA-core family otherwise. RESULTS.md
 // "Issue 14: tensor-core family", H100, same run, decode us (tensor-core / CUDA-core):
 // BH 256 D 128 T 32K: g 1 1107 / 903, g 2 1141 / 1321, g 4 1240 / 2211, g 8 1453 / 4124;
 // T 1K: g 1 96.5 / 71.7, g 2 103 / 87.2, g 4 130 / 143, g 8 169 / 244; BH 1024 D 64 T 1K:
@@ -66,6 +67,28 @@ constexpr int kTensorcoreMaxWarps = 4;
 constexpr int kTensorcoreMinGroup = 4;
 constexpr int kTensorcoreMinGroupLong = 2;
 constexpr int kTensorcoreLongTokens = 8192;
+// Decode with an fp16 ring whose dense window the tensor-core launch runs on mma
+// (tensorcore_window.cuh; sm_90, head_dim 64/128/256): tensor cores from group 2 at any
+// length. RESULTS.md "Issue 14, sixth session", run A (H100, same run, both families
+// forced, decode us, tensor-core / CUDA-core): T 1K g 2: BH 256 D 128 98.1 / 104.3, BH
+// 1024 D 64 214.3 / 251.1, BH 128 D 256 109.7 / 129.9; g 1 stays on CUDA cores (BH 256 D
+// 128: 95.2 / 87.9).
+constexpr int kTensorcoreMinGroupWindow = 2;
+// Padding (words) between the rows of the tensor-core family's per-warp score/weight
+// buffer [8 heads][block tokens] (tensorcore_layout.cuh). Rows N words apart (N a
+// multiple of 32) put every head's token t in the same bank: the softmax lanes (32 / gp
+// per head) conflicted 4-way at g 4 and 8-way at g 8 on every score and weight access,
+// the p.V B-fragment loads (lane = head gid, token tig) 8-way and the score stores 4-way.
+// 4 words: bank 4 h + t, conflict-free at g 8 and for the B loads, 2-way at g 4 and for
+// the stores (1 register more at head_dim 256, 16 spill bytes more at head_dim 64 outside
+// the round loops, nvcc 13.0 sm_90). Default 0 (the layout the GPU suite ran): 4 is
+// compiled here but NOT measured nor run on a GPU yet (RESULTS.md "Issue 14, sixth
+// session": the session's second device run was cancelled). A/B: bench/gpu_run.sh ab with
+// AB_FLAGS=-DPACKKV_TC_SC_PAD=4, and its GPU suite, before changing the default.
+#ifndef PACKKV_TC_SC_PAD
+#define PACKKV_TC_SC_PAD 0  // A/B knob (see above)
+#endif
+constexpr int kTcScPad = PACKKV_TC_SC_PAD;
 // Register target of the tensor-core decode kernel at head_dim 32 and 64 (DT): the
 // minimum resident CTAs given to __launch_bounds__ (0: none, ptxas chooses). Without it
 // decode takes 123-128 registers at head_dim 64 (4 CTAs of 4 warps) while shared memory
@@ -89,9 +112,10 @@ constexpr int tensorcore_min_ctas(bool softmax, int DT) {
 }
 // The tensor-core decode launch at head_dim 64/128/256 (family_tensorcore.cuh,
 // tensorcore_fuses) runs the residual splits itself (as extra CTAs, first in the linear
-// CTA order) when its CTAs have at least the CUDA-core plan's warps (so a residual
-// warp covers no more of the window than on the CUDA-core kernel); otherwise the residual
-// splits run on the CUDA-core kernel in a second launch. RESULTS.md "Issue 14 on the
+// CTA order) when its ring is fp16 (mma window, tensorcore_window.cuh) or its CTAs have
+// at least the CUDA-core plan's warps (so a residual_window warp covers no more of the
+// window than on the CUDA-core kernel); otherwise the residual splits run on the
+// CUDA-core kernel in a second launch. RESULTS.md "Issue 14 on the
 // H100: one launch for short calls, warps per CTA by grid", same run, decode fused /
 // second launch: BH 256 T 1K D 128 g 4 131-132 vs 153-154 us, BH 1024 T 1K D 64 g 4
 // 255-272 vs 333-350, Llama-3-8B batch 1 T 1K 35.2 vs 54.6, batch 32 126.5 vs 149.4; T >=

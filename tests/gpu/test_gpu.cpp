@@ -120,6 +120,19 @@ TEST_SUITE("gpu") {
       run_scenario(s, 20 + d, 10);
     }
   }
+  TEST_CASE("tensor-core dense window on mma (fp16 ring): head_dim 64, 128, 256, GQA 8 and 3, sinks, long windows") {
+    // Tensor-core decode runs the sink tokens and the ring of an fp16 cache on mma.sync
+    // (tensorcore_window.cuh): 8 and 3 query heads per CTA, partial 16-token chunks, ring
+    // wrap-around, several chunks per warp (residual 200: up to 267 dense tokens).
+    ForceFamily ff("tensor-core");
+    for (int d : {64, 128, 256}) {
+      Shape s;
+      s.heads = 2; s.dim = d; s.q_heads = d == 128 ? 6 : 16; s.seqs = 3; s.residual = 200; s.sinks = 4;
+      s.q_dtype = PACKKV_DTYPE_F16;
+      CAPTURE(d);
+      run_scenario(s, 110 + d, 20);
+    }
+  }
   TEST_CASE("both attention families forced (PACKKV_CUDA_ATTN_FAMILY=cuda-core, tensor-core)") {
     // The dispatcher picks one family per call (tensor cores from GQA group 2 on); this
     // runs each family on GQA 4, GQA 8 and MHA shapes, whatever the default is.
