@@ -15,10 +15,17 @@
 //            includes the bench's staging buffers: up to 128 MB for prefill, small otherwise)
 //   budget   as memory, the caches' blocks in a pool with a budget of --budget-mb MiB
 //            (reserve mode: mapped and touched at creation); RSS and pool stats
+//   --device G (a build with the CUDA backend): the same on CUDA caches on device G. Memory
+//            held = the drop of the device's free memory (cudaMemGetInfo; the bench's
+//            device staging buffers are allocated before the first reading) from before
+//            the cache's creation to after the run, against the same used bytes; the
+//            budget mode's pool is a device pool (packkv_x_pool_params_t.device = G).
+//            latency: each append is followed by cudaStreamSynchronize, so a step's time
+//            is its host call plus its kernels.
 // Shape: 8 KV heads x 128, blocks of 64, residual 128, fp16, default rates; K/V-like data
 // (per-channel offsets + Gaussian, cpu_bench.cpp's generator), cycled from 4096 tokens.
 // Usage: packkv_bench_memory latency|memory|budget [--tokens N] [--seqs S] [--min-len A]
-//        [--max-len B] [--grow prefill|chunk|token] [--budget-mb M]
+//        [--max-len B] [--grow prefill|chunk|token] [--budget-mb M] [--device G]
 #include <dlfcn.h>
 #include <malloc.h>
 #include <unistd.h>
@@ -31,6 +38,10 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#ifdef PACKKV_BENCH_CUDA
+#include <cuda_runtime.h>
+#endif
 
 #include "bench_util.h"
 #include "packkv/packkv.h"
@@ -78,8 +89,57 @@ long rss_bytes() {
   return resident * sysconf(_SC_PAGESIZE);
 }
 
+// Device side of --device (a no-op build without CUDA: --device is refused in main).
+struct Device {
+  int id = -1;
+  void* k = nullptr;  // staging of one append's K and V (device)
+  void* v = nullptr;
+  size_t bytes = 0;
+#ifdef PACKKV_BENCH_CUDA
+  static void ok(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) {
+      std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+      std::exit(1);
+    }
+  }
+  void init(int dev, size_t staging) {
+    id = dev;
+    ok(cudaSetDevice(dev), "cudaSetDevice");
+    bytes = staging;
+    ok(cudaMalloc(&k, bytes), "cudaMalloc");
+    ok(cudaMalloc(&v, bytes), "cudaMalloc");
+  }
+  ~Device() {
+    if (k) cudaFree(k);
+    if (v) cudaFree(v);
+  }
+  // Copies n bytes of host K and V into the staging buffers; returns their device copies.
+  void stage(const void* hk, const void* hv, size_t n, const void** dk, const void** dv) {
+    ok(cudaMemcpy(k, hk, n, cudaMemcpyHostToDevice), "cudaMemcpy");
+    ok(cudaMemcpy(v, hv, n, cudaMemcpyHostToDevice), "cudaMemcpy");
+    *dk = k;
+    *dv = v;
+  }
+  static void sync() { ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
+  static long free_bytes() {
+    size_t f = 0, t = 0;
+    ok(cudaMemGetInfo(&f, &t), "cudaMemGetInfo");
+    return (long)f;
+  }
+#else
+  void init(int, size_t) {}
+  void stage(const void* hk, const void* hv, size_t, const void** dk, const void** dv) {
+    *dk = hk;
+    *dv = hv;
+  }
+  static void sync() {}
+  static long free_bytes() { return 0; }
+#endif
+};
+
 struct Args {
   std::string mode;
+  int device = -1;
   long tokens = 131072;
   int seqs = 1;
   long min_len = 1024, max_len = 32768;
@@ -87,9 +147,10 @@ struct Args {
   long budget_mb = 0;
 };
 
-packkv_cache_params_t params(int max_seqs) {
+packkv_cache_params_t params(int max_seqs, int device) {
   packkv_cache_params_t p;
   check(packkv_cache_params_init(&p, sizeof p), "params_init");
+  p.device = device;
   p.n_kv_heads = H;
   p.head_dim = D;
   p.max_seqs = max_seqs;
@@ -105,14 +166,24 @@ packkv_cache_params_t params(int max_seqs) {
 void latency(const Args& a) {
   const std::vector<uint16_t> k = make_kv(1), v = make_kv(2);
   packkv_cache_t* c = nullptr;
-  const packkv_cache_params_t p = params(1);
+  const packkv_cache_params_t p = params(1, a.device);
+  Device dev;
+  const void* kin = k.data();
+  const void* vin = v.data();
+  if (a.device >= 0) {  // the whole token pool on the device: no copy in the timed loop
+    dev.init(a.device, k.size() * 2);
+    dev.stage(k.data(), v.data(), k.size() * 2, &kin, &vin);
+  }
   check(packkv_cache_create(&p, &c), "create");
   std::vector<double> us((size_t)a.tokens);
   int32_t id = 0, one = 1;
   for (long t = 0; t < a.tokens; ++t) {
     const size_t at = (size_t)(t % kPoolTokens) * kRow;
     const auto t0 = Clock::now();
-    check(packkv_cache_append(c, 1, &id, &one, &k[at], &v[at], PACKKV_DTYPE_F16, nullptr), "append");
+    check(packkv_cache_append(c, 1, &id, &one, (const uint16_t*)kin + at, (const uint16_t*)vin + at,
+                              PACKKV_DTYPE_F16, nullptr),
+          "append");
+    if (a.device >= 0) Device::sync();
     us[(size_t)t] = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
   }
   const long worst = (long)(std::max_element(us.begin(), us.end()) - us.begin());
@@ -127,7 +198,9 @@ void latency(const Args& a) {
   packkv_cache_stats_t s;
   s.struct_size = sizeof s;
   check(packkv_cache_stats(c, -1, &s), "stats");
-  std::printf("latency: %ld single-token appends, 8x128 f16 (%s)\n", a.tokens, packkv_version_string());
+  std::printf("latency: %ld single-token appends, 8x128 f16, %s (%s)\n", a.tokens,
+              a.device >= 0 ? ("device " + std::to_string(a.device) + ", each step synchronized").c_str() : "CPU",
+              packkv_version_string());
   std::printf("  all steps   p50 %.2f us  p99 %.2f us  p99.9 %.2f us  max %.1f us (at token %ld)\n", q(us, 0.5),
               q(us, 0.99), q(us, 0.999), worst_us, worst);
   std::printf("  flush steps p50 %.1f us  p99 %.1f us  max %.1f us  (%zu steps)\n", q(flush, 0.5), q(flush, 0.99),
@@ -165,10 +238,17 @@ void memory(const Args& a, bool budget) {
   for (long& l : lens) total += (l = len(rng));
   PoolApi api;
   packkv_x_pool_t* pool = nullptr;
+  const long step = a.grow == "prefill" ? (1L << 40) : a.grow == "chunk" ? 512 : 1;
+  const size_t staging_cap = (size_t)64 << 20;  // elements of K per append (plus one sequence's step)
+  Device dev;
+  if (a.device >= 0)
+    dev.init(a.device, 2 * (staging_cap + (size_t)std::min<long>(step, a.max_len) * kRow + (size_t)kRow));
+  if (a.device >= 0) Device::sync();
+  const long dfree0 = a.device >= 0 ? Device::free_bytes() : 0;
   malloc_trim(0);
   const long rss0 = rss_bytes();
   packkv_cache_t* c = nullptr;
-  const packkv_cache_params_t p = params(a.seqs);
+  const packkv_cache_params_t p = params(a.seqs, a.device);
   if (budget) {
     if (!api.load()) {
       std::printf("budget: this libpackkv has no pool API\n");
@@ -178,14 +258,15 @@ void memory(const Args& a, bool budget) {
     check(api.params_init(&pp, sizeof pp), "pool params");
     pp.budget_bytes = a.budget_mb << 20;
     pp.reserve = 1;
+    pp.device = a.device;
     check(api.create(&pp, &pool), "pool create");
     check(api.create_in(&p, pool, &c), "create in pool");
   } else {
     check(packkv_cache_create(&p, &c), "create");
   }
   const long rss_created = rss_bytes();
+  const long dfree_created = a.device >= 0 ? Device::free_bytes() : 0;
   // grow: every sequence gets its tokens by the chosen pattern, sequences interleaved
-  const long step = a.grow == "prefill" ? (1L << 40) : a.grow == "chunk" ? 512 : 1;
   std::vector<long> done((size_t)a.seqs, 0);
   std::vector<int32_t> ids, counts;
   std::vector<uint16_t> kb, vb;
@@ -208,13 +289,18 @@ void memory(const Args& a, bool budget) {
       }
       done[(size_t)s] += n;
       more = true;
-      if (kb.size() > ((size_t)64 << 20)) break;  // bounded staging buffer for prefills
+      if (kb.size() > staging_cap) break;  // bounded staging buffer for prefills
     }
-    if (!ids.empty())
-      check(packkv_cache_append(c, (int32_t)ids.size(), ids.data(), counts.data(), kb.data(), vb.data(),
-                                PACKKV_DTYPE_F16, nullptr),
+    if (!ids.empty()) {
+      const void* kin = kb.data();
+      const void* vin = vb.data();
+      if (a.device >= 0) dev.stage(kb.data(), vb.data(), kb.size() * 2, &kin, &vin);
+      check(packkv_cache_append(c, (int32_t)ids.size(), ids.data(), counts.data(), kin, vin, PACKKV_DTYPE_F16,
+                                nullptr),
             "append");
+    }
   }
+  if (a.device >= 0) Device::sync();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   std::vector<uint16_t>().swap(kb);
   std::vector<uint16_t>().swap(vb);
@@ -235,6 +321,12 @@ void memory(const Args& a, bool budget) {
               (rss_created - rss0) / 1e6);
   const long peak = peak_rss_bytes() - rss0;
   std::printf("  peak RSS growth during the run %.1f MB = %.3fx used\n", peak / 1e6, (double)peak / used);
+  if (a.device >= 0) {
+    const long held = dfree0 - Device::free_bytes();
+    std::printf("  device %d: free memory drop %.1f MB = %.3fx used, %.3fx compressed used (at create %.1f MB)\n",
+                a.device, held / 1e6, (double)held / used, (double)held / (double)s.compressed_bytes_used,
+                (dfree0 - dfree_created) / 1e6);
+  }
   if (budget) {
     packkv_x_pool_stats_t ps;
     ps.struct_size = sizeof ps;
@@ -252,7 +344,7 @@ int main(int argc, char** argv) {
   Args a;
   if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
     std::printf("usage: %s latency|memory|budget [options]\n"
-                "Memory held vs used and append latency of the CPU cache; modes and options in the\n"
+                "Memory held vs used and append latency of the CPU (or --device G: CUDA) cache; modes and options in the\n"
                 "header of bench/memory_bench.cpp.\n", argv[0]);
     return 0;
   }
@@ -269,6 +361,7 @@ int main(int argc, char** argv) {
     else if (o == "--max-len") a.max_len = std::atol(v.c_str());
     else if (o == "--grow") a.grow = v;
     else if (o == "--budget-mb") a.budget_mb = std::atol(v.c_str());
+    else if (o == "--device") a.device = std::atoi(v.c_str());
     else {
       std::fprintf(stderr, "unknown option %s\n", o.c_str());
       return 2;
@@ -279,6 +372,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bad options\n");
     return 2;
   }
+#ifndef PACKKV_BENCH_CUDA
+  if (a.device >= 0) {
+    std::fprintf(stderr, "--device: this build of the benchmark has no CUDA\n");
+    return 2;
+  }
+#endif
   if (a.mode == "latency") latency(a);
   else if (a.mode == "memory") memory(a, false);
   else if (a.mode == "budget") memory(a, true);

@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 #include <string>
 
+#include "api/handles.h"
 #include "attention/attention.h"
 #include "cuda_check.h"
 #include "common/error.h"
@@ -24,7 +26,7 @@ namespace {
 
 using cu::check;
 
-CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
+CudaCache::CudaCache(const Config& config, std::shared_ptr<PagePool> pool) : CacheImpl(config), pool_(std::move(pool)) {
   const Config& c = this->config();
   if (c.repack == PACKKV_REPACK_GREEDY)
     fail(PACKKV_ERR_NOT_SUPPORTED,
@@ -68,24 +70,42 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
   if (cu::attn_min_smem_bytes(kc_) > static_cast<size_t>(optin))
     fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: block_tokens * head_dim too large for the GPU attention");
   kv_elem_ = elem_bytes(c.kv_dtype);
+  if (!pool_) pool_ = make_device_pool(c.device, page_bytes_for(c.shape), 0, false);
+  if (pool_->device() != c.device)
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: the pool's pages are not on device " + std::to_string(c.device));
+  const size_t worst = worst_blob_alloc();
+  if (worst + kPageSlack > pool_->page_bytes())
+    fail(PACKKV_ERR_INVALID_ARGUMENT, "the pool's pages (" + std::to_string(pool_->page_bytes()) +
+                                          " bytes) are smaller than the largest block of this cache plus " +
+                                          std::to_string(kPageSlack) + " bytes (" + std::to_string(worst + kPageSlack) +
+                                          " bytes: packkv_x_pool_page_bytes_for)");
   seqs_.resize(static_cast<size_t>(c.max_seqs));
 
   const size_t ms = static_cast<size_t>(c.max_seqs);
-  const size_t bt = ms * kc_.max_blocks * 8, st = ms * sizeof(fmt::BlobSizes), us = ms * 8, rt = ms * 16;
+  dp_.max_pages = kc_.max_blocks + 1;
+  dp_.page_cap = static_cast<unsigned>(pool_->page_bytes() - kPageSlack);
+  const size_t bt = ms * kc_.max_blocks * 8, st = ms * sizeof(fmt::BlobSizes), ps = ms * sizeof(cu::PlaceState),
+               rt = ms * 16, pl = ms * static_cast<size_t>(dp_.max_pages) * 8;
   const size_t km = kc_.k_center ? ms * static_cast<size_t>(c.shape.token_values()) * 4 : 0;  // K means
-  check(cudaMalloc(&d_meta_, bt + st + us + 8 + rt + km), "cudaMalloc(block table)");
+  // [block table][stats][place states][committed][err key][ring table][page lists][K means]
+  const size_t at_ps = bt + st, at_cm = at_ps + ps, at_ek = at_cm + 8, at_rt = at_ek + 8, at_pl = at_rt + rt,
+               at_km = at_pl + pl;
+  check(cudaMalloc(&d_meta_, at_km + km), "cudaMalloc(block table)");
   uint8_t* m = static_cast<uint8_t*>(d_meta_);
   dp_.block_table = reinterpret_cast<unsigned long long*>(m);
   dp_.seq_stats = reinterpret_cast<fmt::BlobSizes*>(m + bt);
-  d_used_ = reinterpret_cast<unsigned long long*>(m + bt + st);
-  dp_.err_key = reinterpret_cast<unsigned long long*>(m + bt + st + us);
-  dp_.ring_table = reinterpret_cast<unsigned long long*>(m + bt + st + us + 8);
-  dp_.k_mean = kc_.k_center ? reinterpret_cast<float*>(m + bt + st + us + 8 + rt) : nullptr;
-  dp_.used = d_used_;
+  dp_.place = reinterpret_cast<cu::PlaceState*>(m + at_ps);
+  dp_.committed = reinterpret_cast<unsigned long long*>(m + at_cm);
+  dp_.err_key = reinterpret_cast<unsigned long long*>(m + at_ek);
+  dp_.ring_table = reinterpret_cast<unsigned long long*>(m + at_rt);
+  dp_.pages = reinterpret_cast<unsigned long long*>(m + at_pl);
+  dp_.k_mean = kc_.k_center ? reinterpret_cast<float*>(m + at_km) : nullptr;
   try {
-    check(cudaMemset(m, 0, bt + st + us + 8 + rt), "cudaMemset");
+    check(cudaMemset(m, 0, at_km), "cudaMemset");
+    std::vector<cu::PlaceState> init(ms, cu::PlaceState{-1, 0});
+    check(cudaMemcpy(dp_.place, init.data(), ps, cudaMemcpyHostToDevice), "cudaMemcpy");
     check(cudaMemset(dp_.err_key, 0xff, 8), "cudaMemset");
-    check(cudaMallocHost(&h_snap_, us), "cudaMallocHost");
+    check(cudaMallocHost(&h_snap_, ps + 8), "cudaMallocHost");
     check(cudaEventCreateWithFlags(&snap_ev_, cudaEventDisableTiming), "cudaEventCreate");
     check(cudaEventCreateWithFlags(&done_ev_, cudaEventDisableTiming), "cudaEventCreate");
     check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
@@ -96,6 +116,7 @@ CudaCache::CudaCache(const Config& config) : CacheImpl(config) {
     cudaFree(d_meta_);
     throw;
   }
+  pool_->attach(this, worst, c.shape.block_tokens);
 }
 
 CudaCache::~CudaCache() {
@@ -105,10 +126,11 @@ CudaCache::~CudaCache() {
   cudaSetDevice(config().device);
   cudaEventSynchronize(done_ev_);  // our last enqueued work (cudaFree below also waits)
   for (Seq& s : seqs_) {
-    for (Chunk& ch : s.chunks) cudaFree(ch.ptr);
+    for (Page* p : s.pages) pool_->release(p);
     cudaFree(s.ring_k);
     cudaFree(s.ring_v);
   }
+  pool_->detach(this);
   cudaFree(scratch_);
   cudaFree(d_meta_);
   cudaFreeHost(h_snap_);
@@ -128,10 +150,11 @@ void CudaCache::record_done(cudaStream_t stream) const {
 }
 
 void CudaCache::free_seq_storage(Seq& s) {
-  for (Chunk& ch : s.chunks) check(cudaFree(ch.ptr), "cudaFree(pool chunk)");
-  s.chunks.clear();
-  s.cap = s.bound = s.pending_total = s.snap_pending = 0;
-  s.snap_chunk = -1;
+  // (callers have waited for the cache's work: no kernel reads these pages any more)
+  for (Page* p : s.pages) pool_->release(p);
+  s.pages.clear();
+  s.bound = cu::PlaceState{-1, 0};
+  s.snap_valid = false;
   s.n_blocks = 0;
   s.sink_len = 0;
   s.residual_len = 0;
@@ -142,6 +165,9 @@ void CudaCache::remove_seq(int seq) {
   cu::DeviceGuard guard(config().device);
   check(cudaEventSynchronize(done_ev_), "cudaEventSynchronize");
   check(cudaMemset(dp_.seq_stats + seq, 0, sizeof(fmt::BlobSizes)), "cudaMemset");
+  const cu::PlaceState none{-1, 0};
+  check(cudaMemcpy(dp_.place + seq, &none, sizeof none, cudaMemcpyHostToDevice), "cudaMemcpy");
+  check(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize");  // the copies have landed
   free_seq_storage(seqs_[seq]);
 }
 
@@ -149,19 +175,29 @@ void CudaCache::reset() {
   cu::DeviceGuard guard(config().device);
   check(cudaEventSynchronize(done_ev_), "cudaEventSynchronize");
   check(cudaMemset(dp_.seq_stats, 0, seqs_.size() * sizeof(fmt::BlobSizes)), "cudaMemset");
+  std::vector<cu::PlaceState> none(seqs_.size(), cu::PlaceState{-1, 0});
+  check(cudaMemcpy(dp_.place, none.data(), none.size() * sizeof(cu::PlaceState), cudaMemcpyHostToDevice),
+        "cudaMemcpy");
+  check(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize");  // the copies have landed
   for (Seq& s : seqs_) free_seq_storage(s);
 }
 
 void CudaCache::stats(int seq, packkv_cache_stats_t* out) const {
   const Config& c = config();
   cu::DeviceGuard guard(c.device);
-  check(cudaEventSynchronize(done_ev_), "cudaEventSynchronize");
+  // Waits for the cache's work and takes in the exact placement, so that the reserved
+  // bytes exclude pages taken for a worst case that did not happen (a const call on a
+  // cache is not concurrent with other calls on it, cache_impl.h).
+  const_cast<CudaCache*>(this)->sync_bounds();
   std::vector<fmt::BlobSizes> st(seqs_.size());
   check(cudaMemcpy(st.data(), dp_.seq_stats, st.size() * sizeof(fmt::BlobSizes), cudaMemcpyDeviceToHost),
         "cudaMemcpy(stats)");
   packkv_cache_stats_t r;
   std::memset(&r, 0, sizeof(r));
   r.struct_size = out->struct_size;
+  // A page shared by forked sequences counts in each one's stats and once in the
+  // whole-cache stats (seq == -1).
+  std::set<const Page*> pages_seen;
   for (size_t i = 0; i < seqs_.size(); ++i) {
     if (seq >= 0 && static_cast<size_t>(seq) != i) continue;
     const Seq& s = seqs_[i];
@@ -172,10 +208,24 @@ void CudaCache::stats(int seq, packkv_cache_stats_t* out) const {
     stats_add_blob(&r, st[i]);     // blob bytes (headers count as index bytes)
     r.index_bytes += 8 * s.n_blocks;  // block-table entries
     if (kc_.k_center && s.n_blocks > 0) r.k_scale_bytes += c.shape.token_values() * 4;  // K mean: K metadata
-    for (const Chunk& ch : s.chunks) r.compressed_bytes_reserved += static_cast<int64_t>(ch.bytes);
+    for (const Page* p : s.pages)
+      if (pages_seen.insert(p).second) r.compressed_bytes_reserved += static_cast<int64_t>(pool_->page_bytes());
     r.compressed_bytes_reserved += 8 * s.n_blocks;
     r.residual_bytes += static_cast<int64_t>(s.sink_len + s.residual_len) * c.shape.token_values() * 2 *
                         static_cast<int64_t>(kv_elem_);
+  }
+  if (seq < 0 && shared_) {  // a block shared by forked sequences counts once here
+    std::set<unsigned long long> blocks_seen;
+    for (size_t i = 0; i < seqs_.size(); ++i)
+      for (unsigned long long a : block_addrs(static_cast<int>(i))) {
+        if (blocks_seen.insert(a).second) continue;
+        const fmt::BlobSizes z = blob_sizes_at(a);
+        const fmt::BlobSizes minus{-z.k_tiles, -z.v_tiles, -z.k_scale, -z.v_scale, -z.header, -z.perm};
+        stats_add_blob(&r, minus);
+        r.n_blocks -= 1;
+        r.n_compressed_tokens -= c.shape.block_tokens;
+        r.index_bytes -= 8;
+      }
   }
   stats_finish(&r, c.shape.token_values());
   *out = r;
@@ -283,8 +333,8 @@ std::vector<uint8_t> CudaCache::block_bytes(int seq, int64_t block) const {
 
 // ---- backend entry points (cache_impl.h) ----
 
-std::unique_ptr<CacheImpl> make_cuda_cache(const Config& config) {
-  return std::unique_ptr<CacheImpl>(new CudaCache(config));
+std::unique_ptr<CacheImpl> make_cuda_cache(const Config& config, std::shared_ptr<PagePool> pool) {
+  return std::unique_ptr<CacheImpl>(new CudaCache(config, std::move(pool)));
 }
 
 bool cuda_device_present() {

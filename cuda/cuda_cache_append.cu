@@ -1,6 +1,6 @@
 // CudaCache::append and its steps (see cuda_cache.h): plan (checks, no state change),
-// allocate (rings, pool chunks, flush scratch), enqueue the flush batches and the
-// residual-window update, commit the host state, snapshot the pool use. Host only.
+// allocate (pool pages for the worst case, rings, flush scratch), enqueue the flush batches
+// and the residual-window update, commit the host state, snapshot the placement. Host only.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -19,6 +19,18 @@ using cu::check;
 
 size_t CudaCache::worst_blob_alloc() const { return align16(config().shape.max_blob_bytes()); }
 
+cu::PlaceState CudaCache::worst_after(cu::PlaceState from, int64_t n) const {
+  return packkv::worst_after(from, n, worst_blob_alloc(), dp_.page_cap);
+}
+
+void CudaCache::trim_pages(Seq& s) {
+  const size_t keep = static_cast<size_t>(s.bound.page + 1);
+  while (s.pages.size() > keep) {
+    pool_->release(s.pages.back());
+    s.pages.pop_back();
+  }
+}
+
 void CudaCache::poll_snapshot() {
   if (!snap_inflight_) return;
   cudaError_t e = cudaEventQuery(snap_ev_);
@@ -27,9 +39,30 @@ void CudaCache::poll_snapshot() {
   snap_inflight_ = false;
   for (size_t i = 0; i < seqs_.size(); ++i) {
     Seq& s = seqs_[i];
-    if (s.chunks.empty() || s.snap_chunk != static_cast<int>(s.chunks.size()) - 1) continue;
-    const size_t exact = static_cast<size_t>(h_snap_[i]) + (s.pending_total - s.snap_pending);
-    s.bound = std::min(s.bound, exact);
+    if (!s.snap_valid) continue;
+    s.snap_valid = false;
+    const cu::PlaceState refined = worst_after(h_snap_[i], s.n_blocks - s.snap_blocks);
+    if (place_le(refined, s.bound)) s.bound = refined;
+    trim_pages(s);
+  }
+  unsigned long long committed = 0;
+  std::memcpy(&committed, h_snap_ + seqs_.size(), 8);
+  const int64_t c = static_cast<int64_t>(committed);
+  pool_->note_compressed(this, c - noted_bytes_, (snap_flushed_ - noted_blocks_) * config().shape.block_tokens);
+  noted_bytes_ = c;
+  noted_blocks_ = snap_flushed_;
+}
+
+void CudaCache::sync_bounds() {
+  check(cudaEventSynchronize(done_ev_), "cudaEventSynchronize");
+  std::vector<cu::PlaceState> exact(seqs_.size());
+  check(cudaMemcpy(exact.data(), dp_.place, exact.size() * sizeof(cu::PlaceState), cudaMemcpyDeviceToHost),
+        "cudaMemcpy(placement states)");
+  poll_snapshot();  // done: takes its counters in
+  for (size_t i = 0; i < seqs_.size(); ++i) {
+    seqs_[i].bound = exact[i];
+    seqs_[i].snap_valid = false;
+    trim_pages(seqs_[i]);
   }
 }
 
@@ -58,35 +91,78 @@ CudaCache::AppendPlan CudaCache::plan_append(int n_seqs, const int32_t* seq_ids,
 
 void CudaCache::allocate_for_append(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens,
                                     cudaStream_t stream) {
-  const Config& c = config();
-  const size_t worst = worst_blob_alloc();
-  const size_t ring_bytes = static_cast<size_t>(kc_.ring_tokens + kc_.sink_tokens) * c.shape.token_values() * kv_elem_;
+  // 1. Pages for the worst case of each sequence's flushes, all or nothing.
+  auto pages_needed = [&](std::vector<size_t>* need) {
+    size_t total = 0;
+    for (int i = 0; i < n_seqs; ++i) {
+      const Seq& s = seqs_[seq_ids[i]];
+      const cu::PlaceState w = worst_after(s.bound, p.flush_blocks[i]);
+      (*need)[i] = w.page + 1 > static_cast<int>(s.pages.size()) ? w.page + 1 - s.pages.size() : 0;
+      if (w.page >= dp_.max_pages)
+        fail(PACKKV_ERR_CAPACITY_EXCEEDED, "packkv_cache_append: sequence " + std::to_string(seq_ids[i]) +
+                                               " would need more pages than its page list holds");
+      total += (*need)[i];
+    }
+    return total;
+  };
+  std::vector<size_t> need(n_seqs);
+  size_t total = pages_needed(&need);
+  std::vector<Page*> fresh;
+  if (total > 0) {
+    try {
+      pool_->acquire(total, &fresh);
+    } catch (const Error& e) {
+      if (e.code() != PACKKV_X_ERR_BUDGET_EXCEEDED) throw;
+      sync_bounds();  // the worst case did not fit: learn the exact placement, try again
+      total = pages_needed(&need);
+      last_bytes_needed() = 0;
+      pool_->acquire(total, &fresh);
+    }
+  }
+  try {
+    for (int i = 0; i < n_seqs; ++i) seqs_[seq_ids[i]].pages.reserve(seqs_[seq_ids[i]].pages.size() + need[i]);
+  } catch (...) {
+    for (Page* pg : fresh) pool_->release(pg);
+    throw;
+  }
+  // The new pages join the lists (no throw) and the device rows (stream-ordered). A
+  // launch failure here is a CUDA error (sticky): the pages stay in the host lists, which
+  // the cache frees like any other.
+  cu::PageEntries pe;
+  pe.n = 0;
+  size_t next = 0;
+  for (int i = 0; i < n_seqs; ++i) {
+    Seq& s = seqs_[seq_ids[i]];
+    for (size_t j = 0; j < need[i]; ++j) {
+      Page* pg = fresh[next++];
+      pe.seq[pe.n] = seq_ids[i];
+      pe.index[pe.n] = static_cast<int>(s.pages.size());
+      pe.addr[pe.n] = reinterpret_cast<unsigned long long>(pg->data);
+      ++pe.n;
+      s.pages.push_back(pg);
+      if (pe.n == cu::kMaxPageEntries) {
+        cu::launch_set_pages(dp_, pe, stream);
+        pe.n = 0;
+      }
+    }
+  }
+  cu::launch_set_pages(dp_, pe, stream);
+  // 2. Rings of new sequences (stream-ordered, cudaMallocAsync; bench/RESULTS.md, GPU
+  // memory: its pool takes device memory in chunks that a one-sequence cache does not fill).
   for (int i = 0; i < n_seqs; ++i) {
     Seq& s = seqs_[seq_ids[i]];
     if (n_tokens[i] > 0 && !s.ring_k) {
       void* rk = nullptr;
       void* rv = nullptr;
-      check(cudaMallocAsync(&rk, ring_bytes, stream), "cudaMallocAsync(residual ring)");
-      cudaError_t e = cudaMallocAsync(&rv, ring_bytes, stream);
+      check(cudaMallocAsync(&rk, ring_bytes(), stream), "cudaMallocAsync(residual ring)");
+      cudaError_t e = cudaMallocAsync(&rv, ring_bytes(), stream);
       if (e != cudaSuccess) { cudaFreeAsync(rk, stream); check(e, "cudaMallocAsync(residual ring)"); }
       s.ring_k = rk;
       s.ring_v = rv;
       cu::launch_set_ring(dp_, seq_ids[i], rk, rv, stream);
     }
-    const size_t need = static_cast<size_t>(p.flush_blocks[i]) * worst;
-    if (need > 0 && (s.chunks.empty() || s.bound + need > s.cap)) {
-      size_t bytes = s.chunks.empty() ? kChunkMin : std::min(kChunkMax, 2 * s.chunks.back().bytes);
-      bytes = std::max(bytes, need + kChunkSlack);
-      void* ptr = nullptr;
-      check(cudaMallocAsync(&ptr, bytes, stream), "cudaMallocAsync(pool chunk)");
-      check(cudaMemsetAsync(d_used_ + seq_ids[i], 0, sizeof(unsigned long long), stream), "cudaMemsetAsync");
-      s.chunks.push_back(Chunk{static_cast<uint8_t*>(ptr), bytes});
-      s.cap = bytes - kChunkSlack;
-      s.bound = 0;
-      s.pending_total = 0;
-      s.snap_chunk = -1;
-    }
   }
+  // 3. Flush scratch.
   const size_t per_block = cu::flush_scratch_bytes_per_block(kc_);
   const size_t need_scratch = static_cast<size_t>(std::min(p.total_blocks, kMaxBlocksPerFlushLaunch)) * per_block;
   if (need_scratch > scratch_bytes_) {
@@ -117,7 +193,6 @@ void CudaCache::enqueue_flushes(const AppendPlan& p, int n_seqs, const int32_t* 
       if (fb.n == cu::kMaxFlushSeqs || fb.total_blocks == kMaxBlocksPerFlushLaunch) launch();
       const int take = std::min(p.flush_blocks[i] - done, kMaxBlocksPerFlushLaunch - fb.total_blocks);
       cu::FlushSeq& d = fb.s[fb.n++];
-      d.chunk = s.chunks.back().ptr;
       d.in_row = p.in_row[i] + p.to_sink[i];  // window tokens follow the new sink tokens
       d.pos_base = s.sink_len + p.to_sink[i] + s.n_blocks * N;
       d.win_base = static_cast<int64_t>(done) * N;
@@ -178,7 +253,6 @@ void CudaCache::enqueue_residual_writes(const AppendPlan& p, int n_seqs, const i
 
 void CudaCache::commit_append(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens) {
   const int N = config().shape.block_tokens;
-  const size_t worst = worst_blob_alloc();
   for (int i = 0; i < n_seqs; ++i) {
     Seq& s = seqs_[seq_ids[i]];
     const int F = p.flush_blocks[i] * N;
@@ -187,21 +261,23 @@ void CudaCache::commit_append(const AppendPlan& p, int n_seqs, const int32_t* se
     s.n_blocks += p.flush_blocks[i];
     s.residual_len = static_cast<int>(total - F);
     s.ring_start = (s.ring_start + F) % kc_.ring_tokens;
-    s.bound += static_cast<size_t>(p.flush_blocks[i]) * worst;
-    s.pending_total += static_cast<size_t>(p.flush_blocks[i]) * worst;
+    s.bound = worst_after(s.bound, p.flush_blocks[i]);
   }
+  flushed_blocks_ += p.total_blocks;
 }
 
-void CudaCache::snapshot_pool_use(cudaStream_t stream) {
+void CudaCache::snapshot_placement(cudaStream_t stream) {
   if (snap_inflight_) return;
-  check(cudaMemcpyAsync(h_snap_, d_used_, seqs_.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost,
+  // the placement states and the committed-bytes counter follow each other in d_meta_
+  check(cudaMemcpyAsync(h_snap_, dp_.place, seqs_.size() * sizeof(cu::PlaceState) + 8, cudaMemcpyDeviceToHost,
                         stream),
-        "cudaMemcpyAsync(pool snapshot)");
+        "cudaMemcpyAsync(placement snapshot)");
   check(cudaEventRecord(snap_ev_, stream), "cudaEventRecord");
   snap_inflight_ = true;
+  snap_flushed_ = flushed_blocks_;
   for (Seq& s : seqs_) {
-    s.snap_pending = s.pending_total;
-    s.snap_chunk = static_cast<int>(s.chunks.size()) - 1;
+    s.snap_valid = true;
+    s.snap_blocks = s.n_blocks;
   }
 }
 
@@ -212,15 +288,16 @@ void CudaCache::append(int n_seqs, const int32_t* seq_ids, const int32_t* n_toke
   poll_snapshot();
   // 1. Plan: which blocks each sequence flushes (throws before any state change).
   const AppendPlan p = plan_append(n_seqs, seq_ids, n_tokens);
-  // 2. Allocate (stream-ordered; kept if a later step fails, so the state stays consistent).
+  // 2. Allocate: pool pages (all or nothing: BUDGET_EXCEEDED changes nothing), rings,
+  // scratch (kept if a later step fails; unused pages go back at the next read-back).
   allocate_for_append(p, n_seqs, seq_ids, n_tokens, stream);
   // 3. Enqueue the flush batches, then the residual-window update.
   enqueue_flushes(p, n_seqs, seq_ids, k_new, v_new, dtype, stream);
   enqueue_residual_writes(p, n_seqs, seq_ids, n_tokens, k_new, v_new, dtype, stream);
   // 4. Commit the host state.
   commit_append(p, n_seqs, seq_ids, n_tokens);
-  // 5. Refresh the host's bound of the pool use (read back asynchronously).
-  if (p.total_blocks > 0) snapshot_pool_use(stream);
+  // 5. Refresh the host's bound of the placement (read back asynchronously).
+  if (p.total_blocks > 0) snapshot_placement(stream);
   record_done(stream);
 }
 

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "format/shape.h"
+#include "pool/placement.h"
 
 namespace packkv {
 namespace cu {
@@ -47,11 +48,20 @@ struct AttnSeq {
   int sink_len;    // sink tokens (Config::sink_tokens once the sequence has that many)
 };
 
+// Where a sequence writes its next blob (pool/placement.h).
+using packkv::PlaceState;
+using packkv::place_le;
+using packkv::place_next;
+
 // Device pointers shared by all calls of a cache.
 struct CacheDevicePtrs {
   unsigned long long* block_table;  // [max_seqs][max_blocks] blob addresses
   unsigned long long* ring_table;   // [max_seqs][2] residual ring addresses (K, V)
-  unsigned long long* used;         // [max_seqs] bytes used in the current pool chunk
+  unsigned long long* pages;        // [max_seqs][max_pages] page addresses: each sequence's page list
+  PlaceState* place;                // [max_seqs] placement state of each sequence
+  unsigned long long* committed;    // bytes of blobs placed so far (16-aligned; pool tokens_fit)
+  int max_pages;                    // page-list length per sequence
+  unsigned page_cap;                // bytes of a page that blobs may take (page_bytes - kPageSlack)
   fmt::BlobSizes* seq_stats;        // [max_seqs] bytes of the sequence's blobs, by part
   unsigned long long* err_key;      // min over error_key(seq, position) of non-finite input; ~0 if none
   // K centring (KernelConfig::k_center, else null): [max_seqs][H][D] fp32 mean mu of K over
@@ -80,7 +90,6 @@ constexpr int kMaxFlushSeqs = 56;
 // One sequence's part of a flush batch: blocks [0, n_flush) of this descriptor are the
 // window tokens [win_base + b*N, win_base + (b+1)*N) of the sequence.
 struct FlushSeq {
-  uint8_t* chunk;       // pool chunk the blobs go to (bytes used: CacheDevicePtrs::used[seq])
   int64_t in_row;       // row of k_new/v_new holding window index residual_len
   int64_t pos_base;     // absolute position of window index 0 (error messages)
   int64_t win_base;     // window index of this descriptor's first token
@@ -102,7 +111,8 @@ size_t flush_scratch_bytes_per_block(const KernelConfig& c);
 // Largest dynamic shared memory the flush kernels of this config need (checked at create).
 size_t flush_smem_bytes(const KernelConfig& c);
 
-// Quantizes, repacks and bit-packs the blocks of a batch and commits them to the pools
+// Quantizes, repacks and bit-packs the blocks of a batch, places them in their
+// sequences' pages (place_next, in block order) and commits them
 // (PACKKV.md sections 3-5). k_new/v_new: [rows][H][D] in in_dtype (device). scratch:
 // total_blocks * flush_scratch_bytes_per_block bytes (device).
 void launch_flush(const KernelConfig& c, const FlushBatch& b, const CacheDevicePtrs& d,
@@ -140,6 +150,16 @@ void launch_residual_write(const KernelConfig& c, const ResidualBatch& b,
 // Records the residual ring addresses of a sequence in the device ring table
 // (stream-ordered, by a one-thread kernel: no host staging buffer).
 void launch_set_ring(const CacheDevicePtrs& d, int seq, void* ring_k, void* ring_v, cudaStream_t stream);
+
+// Writes page-list entries pages[seq * max_pages + index] = addr (stream-ordered, by value).
+constexpr int kMaxPageEntries = 128;
+struct PageEntries {
+  int n;
+  int seq[kMaxPageEntries];
+  int index[kMaxPageEntries];
+  unsigned long long addr[kMaxPageEntries];
+};
+void launch_set_pages(const CacheDevicePtrs& d, const PageEntries& e, cudaStream_t stream);
 
 // ---- decompress (decompress.cu) ----
 // Writes K and V (either may be null) of one sequence as float [T][H][D]: sink tokens,

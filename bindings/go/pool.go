@@ -24,6 +24,10 @@ type PoolOptions struct {
 	BudgetBytes int64
 	// Reserve maps and touches the whole budget at creation and keeps it (needs a budget).
 	Reserve bool
+	// OnDevice puts the pages in the memory of CUDA device Device, for CUDA caches on that
+	// device; false (default): host pages, for CPU caches.
+	OnDevice bool
+	Device   int32
 }
 
 // PoolStats is the accounting of a pool (packkv_x_pool_stats_t), in bytes.
@@ -36,8 +40,8 @@ type PoolStats struct {
 	NCaches     int64 // caches made in the pool and not closed
 }
 
-// Pool holds the compressed blocks of the caches made in it (NewInPool) in fixed-size host
-// pages, under an optional byte budget: an append that needs more pages fails with
+// Pool holds the compressed blocks of the caches made in it (NewInPool) in fixed-size pages
+// (host memory, or a CUDA device's with OnDevice), under an optional byte budget: an append that needs more pages fails with
 // ErrBudgetExceeded and appends nothing. Close drops this handle only; caches made in the
 // pool keep it alive. All methods are safe for concurrent use.
 type Pool struct {
@@ -46,7 +50,8 @@ type Pool struct {
 }
 
 // NewPool creates a pool (packkv_x_pool_create). Errors: ErrInvalidArgument for a bad page
-// size, budget, or Reserve without a budget; ErrOutOfHostMemory when reserving fails.
+// size, budget, device, or Reserve without a budget; ErrNotSupported for a device without the
+// CUDA backend; ErrOutOfHostMemory / ErrOutOfDeviceMemory when reserving fails.
 func NewPool(o PoolOptions) (*Pool, error) {
 	var cp C.packkv_x_pool_params_t
 	var e errBuf
@@ -59,6 +64,9 @@ func NewPool(o PoolOptions) (*Pool, error) {
 	cp.budget_bytes = C.int64_t(o.BudgetBytes)
 	if o.Reserve {
 		cp.reserve = 1
+	}
+	if o.OnDevice {
+		cp.device = C.int32_t(o.Device)
 	}
 	var raw *C.packkv_x_pool_t
 	if err := e.result(C.pkgo_x_pool_create(&cp, &raw, e.ptr(), errBufSize)); err != nil {

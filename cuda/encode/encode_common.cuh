@@ -121,13 +121,15 @@ __device__ inline void report_nonfinite(unsigned long long* err_key, int seq, in
 
 // The stages of a flush (flush.cu launch_flush runs them in this order on one stream):
 // the K mean of sequences whose block 0 is in the batch (K centring only), statistics,
-// tiles, commit. Each throws Error(PACKKV_ERR_CUDA) if its launch fails.
+// tiles, place, commit. Each throws Error(PACKKV_ERR_CUDA) if its launch fails.
 void launch_flush_k_mean(const KernelConfig& c, const FlushBatch& b, const CacheDevicePtrs& d, const void* k_new,
                          int in_dtype, cudaStream_t stream);
 void launch_flush_stats(const KernelConfig& c, const FlushBatch& b, const CacheDevicePtrs& d, const void* k_new,
                         const void* v_new, int in_dtype, uint8_t* scratch, cudaStream_t stream);
 void launch_flush_tiles(const KernelConfig& c, const FlushBatch& b, const CacheDevicePtrs& d, const void* k_new,
                         const void* v_new, int in_dtype, uint8_t* scratch, cudaStream_t stream);
+void launch_flush_place(const KernelConfig& c, const FlushBatch& b, const CacheDevicePtrs& d, const uint8_t* scratch,
+                        cudaStream_t stream);
 void launch_flush_commit(const KernelConfig& c, const FlushBatch& b, const CacheDevicePtrs& d, uint8_t* scratch,
                          cudaStream_t stream);
 

@@ -12,10 +12,11 @@
 //   2. flush_tiles_kernel   (flush_tiles.cu; 2H x blocks CTAs): stable descending sort
 //      of the medians (the permutation), quantization of one tile into shared memory,
 //      encode lengths, offsets (block scan) and the tile bytes, staged in scratch.
-//   3. flush_commit_kernel  (flush_commit.cu; blocks CTAs): allocates the blob from the
-//      sequence's pool chunk (device atomic; the host guarantees capacity), writes
-//      header, perm, zero points and scales, copies the tiles, records the blob in the
-//      block table.
+//   3. flush_place_kernel   (flush_place.cu; one warp per descriptor): places the blobs
+//      of each sequence, in block order, in its pages (kernels.h place_next; the host
+//      guarantees the pages exist) and records their addresses in the block table.
+//   4. flush_commit_kernel  (flush_commit.cu; blocks CTAs): writes header, perm, zero
+//      points and scales and copies the tiles to the blob's address.
 // The residual-window update is residual_ring.cu.
 #include <cuda_runtime.h>
 
@@ -33,6 +34,7 @@ void launch_flush(const KernelConfig& c, const FlushBatch& b, const CacheDeviceP
   launch_flush_k_mean(c, b, d, k_new, in_dtype, stream);
   launch_flush_stats(c, b, d, k_new, v_new, in_dtype, scratch, stream);
   launch_flush_tiles(c, b, d, k_new, v_new, in_dtype, scratch, stream);
+  launch_flush_place(c, b, d, scratch, stream);
   launch_flush_commit(c, b, d, scratch, stream);
 }
 

@@ -9,12 +9,11 @@ namespace packkv {
 namespace cu {
 namespace {
 
-// Device. Grid total_blocks, 1024 threads. Allocates the blob of block fb from its
-// sequence's pool chunk (atomicAdd on used[seq]; the host guarantees the worst case fits),
-// writes tile_end, perm, zero points and scales (stored token order; for a compact cache
-// the int16 / 16-bit fields, or a wide fallback block's marker and wide fields after the
-// tiles, as codec/block_codec.cpp) and the staged
-// tiles, records the address in the block table and adds to the per-sequence stats.
+// Device. Grid total_blocks, 1024 threads. Writes the blob of block fb at the address
+// flush_place_kernel recorded in the block table: tile_end, perm, zero points and scales
+// (stored token order; for a compact cache the int16 / 16-bit fields, or a wide fallback
+// block's marker and wide fields after the tiles, as codec/block_codec.cpp) and the
+// staged tiles, and adds to the per-sequence stats.
 constexpr int kCommitThreads = 1024;  // the blob copy is latency-bound: many loads in flight
 __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
     KernelConfig c, FlushBatch b, CacheDevicePtrs d, uint8_t* scratch) {
@@ -42,13 +41,7 @@ __global__ void __launch_bounds__(kCommitThreads) flush_commit_kernel(
     }
     const size_t wide_at = (BL.tiles_at + run + 3) & ~static_cast<size_t>(3);
     wide_at_s = wide_at;
-    const size_t total = compact && wide ? wide_at + 4 * meta : BL.tiles_at + run;
-    const unsigned long long alloc = align16(total);
-    const unsigned long long off = atomicAdd(d.used + s.seq, alloc);
-    uint8_t* blob = s.chunk + off;
-    blob_s = blob;
-    d.block_table[static_cast<size_t>(s.seq) * c.max_blocks + s.first_block + blk] =
-        reinterpret_cast<unsigned long long>(blob);
+    blob_s = reinterpret_cast<uint8_t*>(d.block_table[static_cast<size_t>(s.seq) * c.max_blocks + s.first_block + blk]);
     // The blob's byte split (fmt::BlobSizes, as Shape::sizes reads it back), added to the
     // sequence's counters.
     fmt::BlobSizes* st = d.seq_stats + s.seq;

@@ -91,7 +91,9 @@ PACKKV_API int64_t packkv_x_last_bytes_needed(void);
  * partly filled page per sequence (bench/RESULTS.md measures both).
  * What a pool does NOT hold: residual windows (per sequence, residual_tokens to
  * residual_tokens + block_tokens tokens plus the largest append, in kv_dtype) and block
- * tables (16 bytes per block); they are host memory of each cache, outside the budget.
+ * tables (16 bytes per block on the CPU; 8 bytes per block and per page-list entry on a
+ * CUDA cache, allocated at creation for max_tokens_per_seq); they belong to each cache,
+ * outside the budget.
  * A cache made with packkv_cache_create has a private pool without a budget, its page
  * size from packkv_x_pool_page_bytes_for().
  * Memory: host pages are anonymous mmaps; a grow-on-demand pool returns a page to the
@@ -100,8 +102,19 @@ PACKKV_API int64_t packkv_x_last_bytes_needed(void);
  * Thread safety: every packkv_x_pool_* function is thread-safe, and caches made in one pool
  * may be used from different threads at the same time (the pool locks itself); each cache
  * keeps packkv.h's rules (its mutating calls do not overlap other calls on it).
- * CPU pools only in this version (device -1); a CUDA cache cannot be made in a pool
- * (PACKKV_ERR_NOT_SUPPORTED) and keeps its own device allocations. */
+ * Device pools (params.device >= 0) hold the compressed blocks of CUDA caches on that
+ * device: pages carved from cudaMalloc slabs (multiples of 2 MiB, the allocation granule;
+ * a reserving pool takes its budget as one slab at creation; a growing one frees a slab
+ * once all its pages are free, keeping one empty slab). A CUDA cache made with
+ * packkv_cache_create has a private device pool. The blobs of a CUDA cache are placed by
+ * the device (only it knows their sizes), so an append takes pages for the worst case of
+ * its flushes and gives back what it did not use once the device reports the exact
+ * placement (asynchronously, at a later call); each page keeps 64 bytes unused at its
+ * end. When the worst case does not fit the budget, the append first waits for the
+ * cache's work to learn the exact placement and tries again; it fails with
+ * PACKKV_X_ERR_BUDGET_EXCEEDED only if the worst case still does not fit (the bytes
+ * needed are that worst case). A CPU cache needs a host pool and a CUDA cache a pool of
+ * its device (else PACKKV_ERR_NOT_SUPPORTED). */
 
 typedef struct packkv_x_pool packkv_x_pool_t;
 
@@ -109,7 +122,8 @@ typedef struct packkv_x_pool packkv_x_pool_t;
  *  from packkv_x_pool_params_init, fields only appended). */
 typedef struct packkv_x_pool_params {
   uint32_t struct_size;  /* sizeof(packkv_x_pool_params_t) as the caller compiled it */
-  int32_t device;        /* -1 (default): host memory for CPU caches; >= 0 not supported yet */
+  int32_t device;        /* -1 (default): host pages for CPU caches; >= 0: pages in that CUDA
+                            device's memory, for CUDA caches on it */
   int64_t page_bytes;    /* bytes per page: a multiple of 4096 in [4096, 2^31]; default
                             PACKKV_X_POOL_DEFAULT_PAGE_BYTES. Must hold the largest block of
                             every cache made in it (packkv_x_pool_page_bytes_for) */
@@ -180,7 +194,8 @@ typedef struct packkv_x_pool_stats_s {
   uint32_t reserved0;
   int64_t page_bytes;
   int64_t budget_bytes;  /* whole pages: floor(budget / page) * page; 0: no budget */
-  int64_t bytes_held;    /* pages mapped by the pool (in use + kept free by a reserving pool) */
+  int64_t bytes_held;    /* memory the pool holds: pages mapped (in use + kept free by a
+                            reserving pool); a device pool: its whole slabs */
   int64_t bytes_in_use;  /* pages holding blocks or open for writing */
   int64_t free_bytes;    /* budget_bytes - bytes_in_use; -1 without a budget */
   int64_t n_caches;      /* caches made in the pool and not destroyed */
@@ -233,8 +248,11 @@ PACKKV_API packkv_status_t packkv_x_pool_tokens_fit(const packkv_x_pool_t* pool,
  *                  window, see packkv_x_cache_window_start): n_tokens == length changes
  *                  nothing, 0 empties the sequence.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL, a bad seq_id, or n_tokens outside
- *          [window start, length]; PACKKV_ERR_OUT_OF_HOST_MEMORY; PACKKV_ERR_NOT_SUPPORTED on a CUDA
- *          cache (this version). On failure nothing changes.
+ *          [window start, length]; PACKKV_ERR_OUT_OF_HOST_MEMORY (OUT_OF_DEVICE_MEMORY,
+ *          CUDA on a CUDA cache). On failure nothing changes.
+ *  CUDA caches: the same results, bit for bit (the block is decompressed on the device,
+ *  rounded on the host); a cut into the blocks waits for the cache's work (a cut in the
+ *  residual window does not); takes no stream.
  *  Thread-safety: mutating call (must not overlap any other call on the cache). */
 PACKKV_API packkv_status_t packkv_x_cache_truncate(packkv_cache_t* cache, int32_t seq_id, int64_t n_tokens);
 
@@ -247,9 +265,10 @@ PACKKV_API packkv_status_t packkv_x_cache_truncate(packkv_cache_t* cache, int32_
  *  and compressed_bytes_reserved counts each page once.
  *  @param src_seq, dst_seq distinct ids in [0, max_seqs); dst_seq must hold no tokens.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL, bad or equal ids;
- *          PACKKV_ERR_INVALID_STATE if dst_seq holds tokens; PACKKV_ERR_OUT_OF_HOST_MEMORY;
- *          PACKKV_ERR_NOT_SUPPORTED on a CUDA cache (this version). On failure nothing
- *          changes. Needs no pool pages (never PACKKV_X_ERR_BUDGET_EXCEEDED).
+ *          PACKKV_ERR_INVALID_STATE if dst_seq holds tokens; PACKKV_ERR_OUT_OF_HOST_MEMORY
+ *          (OUT_OF_DEVICE_MEMORY, CUDA on a CUDA cache). On failure nothing changes. Needs
+ *          no pool pages (never PACKKV_X_ERR_BUDGET_EXCEEDED). CUDA caches: waits for the
+ *          cache's work (device copies of the window, sinks, K mean and tables).
  *  Thread-safety: mutating call. */
 PACKKV_API packkv_status_t packkv_x_cache_fork(packkv_cache_t* cache, int32_t src_seq, int32_t dst_seq);
 
@@ -278,7 +297,8 @@ PACKKV_API packkv_status_t packkv_x_cache_fork(packkv_cache_t* cache, int32_t sr
  *  @param window_tokens >= 1, or 0 for no window (the default).
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a negative window;
  *          PACKKV_ERR_INVALID_STATE if the cache holds any token (set it right after
- *          creation); PACKKV_ERR_NOT_SUPPORTED on a CUDA cache (this version).
+ *          creation); PACKKV_ERR_NOT_SUPPORTED on a CUDA cache (this version: the CUDA
+ *          attention kernels do not mask yet).
  *  Thread-safety: mutating call. */
 PACKKV_API packkv_status_t packkv_x_cache_set_window(packkv_cache_t* cache, int64_t window_tokens);
 
@@ -317,8 +337,8 @@ PACKKV_API packkv_status_t packkv_x_cache_window_start(const packkv_cache_t* cac
 
 /** Bytes packkv_x_cache_export writes for a sequence now.
  *  @param bytes [host] out (>= 128).
- *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad seq_id; PACKKV_ERR_NOT_SUPPORTED
- *          on a CUDA cache (this version).
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad seq_id. CUDA caches: waits for
+ *          the cache's work (reads the blob headers).
  *  Thread-safety: read-only call. */
 PACKKV_API packkv_status_t packkv_x_cache_export_size(const packkv_cache_t* cache, int32_t seq_id, size_t* bytes);
 
@@ -326,8 +346,9 @@ PACKKV_API packkv_status_t packkv_x_cache_export_size(const packkv_cache_t* cach
  *  @param h_buf    [host] capacity bytes, any alignment.
  *  @param written  [host] out: bytes written (packkv_x_cache_export_size).
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL pointers or a bad seq_id;
- *          PACKKV_ERR_CAPACITY_EXCEEDED if capacity is too small (nothing written);
- *          PACKKV_ERR_NOT_SUPPORTED on a CUDA cache. The cache is not changed.
+ *          PACKKV_ERR_CAPACITY_EXCEEDED if capacity is too small (nothing written). The
+ *          cache is not changed. CUDA caches: waits for the cache's work; the bytes are
+ *          those a CPU cache fed the same tokens writes.
  *  Thread-safety: read-only call. */
 PACKKV_API packkv_status_t packkv_x_cache_export(const packkv_cache_t* cache, int32_t seq_id, void* h_buf,
                                                  size_t capacity, size_t* written);
@@ -349,7 +370,10 @@ PACKKV_API packkv_status_t packkv_x_cache_export(const packkv_cache_t* cache, in
  *          a format version other than 1 and 2; PACKKV_ERR_INVALID_STATE if seq_id holds tokens;
  *          PACKKV_ERR_CAPACITY_EXCEEDED for more tokens than max_tokens_per_seq;
  *          PACKKV_X_ERR_BUDGET_EXCEEDED when the pool cannot take its blocks;
- *          PACKKV_ERR_OUT_OF_HOST_MEMORY; PACKKV_ERR_NOT_SUPPORTED on a CUDA cache. On any
+ *          PACKKV_ERR_OUT_OF_HOST_MEMORY. CUDA caches (which have no sliding window):
+ *          PACKKV_ERR_NOT_SUPPORTED for an export with tokens out of a window, and
+ *          PACKKV_ERR_INVALID_ARGUMENT for a residual window longer than this cache's
+ *          residual_tokens + block_tokens - 1; the call waits for the cache's work. On any
  *          failure nothing is imported (cache and pool unchanged).
  *  Thread-safety: mutating call. */
 PACKKV_API packkv_status_t packkv_x_cache_import(packkv_cache_t* cache, int32_t seq_id, const void* h_buf,

@@ -72,18 +72,18 @@ packkv_status_t packkv_x_pool_create(const packkv_x_pool_params_t* params, packk
   }
   require(params->device >= -1, std::string(fn) + ": device must be -1 or a device ordinal, got " +
                                     std::to_string(params->device));
-  if (params->device >= 0)
-    packkv::fail(PACKKV_ERR_NOT_SUPPORTED, std::string(fn) + ": device pools are not supported in this version "
-                                                             "(device " + std::to_string(params->device) +
-                                                             "); CUDA caches allocate their own memory");
   require(params->reserve == 0 || params->reserve == 1,
           std::string(fn) + ": reserve must be 0 or 1, got " + std::to_string(params->reserve));
   require(params->page_bytes > 0, std::string(fn) + ": page_bytes must be > 0, got " +
                                       std::to_string(params->page_bytes));
   std::unique_ptr<packkv_x_pool> pool(new packkv_x_pool);
   try {
-    pool->pool = std::make_shared<packkv::PagePool>((size_t)params->page_bytes, params->budget_bytes,
-                                                    params->reserve == 1);
+    pool->pool = params->device >= 0
+                     ? packkv::make_device_pool(params->device, (size_t)params->page_bytes, params->budget_bytes,
+                                                params->reserve == 1)
+                     : std::make_shared<packkv::PagePool>((size_t)params->page_bytes, params->budget_bytes,
+                                                          params->reserve == 1);
+    pool->device = params->device;
   } catch (const packkv::Error& e) {
     packkv::fail(e.code(), std::string(fn) + ": " + e.what());
   }
@@ -127,7 +127,7 @@ packkv_status_t packkv_x_pool_stats(const packkv_x_pool_t* pool, packkv_x_pool_s
   std::memset(&full, 0, sizeof full);
   full.page_bytes = k.page_bytes;
   full.budget_bytes = k.budget_bytes;
-  full.bytes_held = k.pages_held * k.page_bytes;
+  full.bytes_held = k.bytes_held;
   full.bytes_in_use = k.pages_in_use * k.page_bytes;
   full.free_bytes = k.budget_bytes > 0 ? k.budget_bytes - full.bytes_in_use : -1;
   full.n_caches = k.n_caches;

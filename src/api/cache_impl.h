@@ -49,7 +49,7 @@ class CacheImpl {
   // Keeps the first n_tokens tokens (0 <= n_tokens <= seq_length; api.cpp checks) of a
   // sequence (cpu/seq_ops.cpp). Default: PACKKV_ERR_NOT_SUPPORTED.
   virtual void truncate(int, int64_t) {
-    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_truncate: not supported by this backend (CPU caches only)");
+    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_x_cache_truncate: not supported by this backend");
   }
   // Makes dst (empty; api.cpp checks) a copy of src that shares src's compressed blocks.
   // Default: PACKKV_ERR_NOT_SUPPORTED.
@@ -106,8 +106,13 @@ std::unique_ptr<CacheImpl> make_cpu_cache(const Config& config, std::shared_ptr<
 // CUDA backend (cuda/). In a build without CUDA these throw PACKKV_ERR_NOT_SUPPORTED /
 // report no device. (The CUDA part of packkv_build_info is a compile-time string set by
 // CMakeLists.txt: PACKKV_BUILD_INFO_CUDA.)
-std::unique_ptr<CacheImpl> make_cuda_cache(const Config& config);
+// pool: a device pool (make_device_pool) on config.device, shared or private.
+std::unique_ptr<CacheImpl> make_cuda_cache(const Config& config, std::shared_ptr<PagePool> pool);
 bool cuda_device_present();
+// A pool of device pages on `device` (cuda/device_pages.cu): as PagePool's constructor,
+// pages from cudaMalloc slabs. Throws NOT_SUPPORTED (no CUDA backend or device),
+// INVALID_ARGUMENT (bad ordinal or sizes), OUT_OF_DEVICE_MEMORY (reserve).
+std::shared_ptr<PagePool> make_device_pool(int device, size_t page_bytes, int64_t budget_bytes, bool reserve);
 
 }  // namespace packkv
 

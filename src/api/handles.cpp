@@ -18,11 +18,14 @@ size_t page_bytes_for(const fmt::Shape& shape) {
 
 packkv_cache* new_cache_handle(const Config& config, const packkv_x_pool* pool) {
   std::unique_ptr<packkv_cache> cache(new packkv_cache);
+  if (pool != nullptr && pool->device != config.device)
+    fail(PACKKV_ERR_NOT_SUPPORTED, "the pool's pages are on " +
+                                       (pool->device < 0 ? std::string("the host (device -1)")
+                                                         : "device " + std::to_string(pool->device)) +
+                                       " but params->device is " + std::to_string(config.device));
   if (config.device >= 0) {
-    if (pool != nullptr)
-      fail(PACKKV_ERR_NOT_SUPPORTED, "pools hold host memory for CPU caches only "
-                                     "in this version; params->device is " + std::to_string(config.device));
-    cache->impl = make_cuda_cache(config);
+    // (without a pool the CUDA cache makes its private one after checking the device)
+    cache->impl = make_cuda_cache(config, pool ? pool->pool : nullptr);
   } else {
     std::shared_ptr<PagePool> p =
         pool ? pool->pool : std::make_shared<PagePool>(page_bytes_for(config.shape), 0, false);

@@ -26,8 +26,9 @@ namespace packkv {
 // cache of this shape: room for kBlobsPerPage worst-case blobs (pool/page_size.h).
 size_t page_bytes_for(const fmt::Shape& shape);
 
-// A new cache handle: in `pool` when given (its device must be the cache's), else with
-// a private pool of page_bytes_for(config.shape) bytes per page and no budget. Throws.
+// A new cache handle: in `pool` when given (its device must be the cache's: host pages
+// for a CPU cache, that device's for a CUDA cache; else NOT_SUPPORTED), else with a
+// private pool of page_bytes_for(config.shape) bytes per page and no budget. Throws.
 packkv_cache* new_cache_handle(const Config& config, const packkv_x_pool* pool);
 
 }  // namespace packkv

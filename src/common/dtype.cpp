@@ -1,3 +1,5 @@
+#include <algorithm>
+#include <cfloat>
 #include "common/dtype.h"
 
 #include <cstring>
@@ -168,6 +170,12 @@ size_t dtype_size(packkv_dtype_t dtype) {
   const size_t n = elem_bytes(dtype);
   if (n == 0) fail(PACKKV_ERR_INVALID_ARGUMENT, "unknown dtype " + std::to_string(dtype));
   return n;
+}
+
+void from_float_clamped(float* src, size_t n, packkv_dtype_t dtype, void* dst) {
+  const float lim = dtype == PACKKV_DTYPE_F16 ? 65504.0f : dtype == PACKKV_DTYPE_BF16 ? 3.38953139e38f : FLT_MAX;
+  for (size_t i = 0; i < n; ++i) src[i] = std::min(lim, std::max(-lim, src[i]));
+  from_float(src, n, dtype, dst);
 }
 
 }  // namespace packkv

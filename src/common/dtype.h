@@ -21,6 +21,10 @@ float load_as_float(const void* data, packkv_dtype_t dtype, size_t i);
 void to_float(const void* src, packkv_dtype_t dtype, size_t n, float* dst);
 // Converts n floats to dtype (round to nearest even).
 void from_float(const float* src, size_t n, packkv_dtype_t dtype, void* dst);
+// As from_float after clamping each value to the dtype's finite range (+-65504 for fp16,
+// +-3.38953139e38 for bf16, FLT_MAX for fp32): decoded values returned to a residual
+// window (truncate, both backends). src is clamped in place.
+void from_float_clamped(float* src, size_t n, packkv_dtype_t dtype, void* dst);
 
 const char* dtype_name(packkv_dtype_t dtype);
 

@@ -1,205 +1,47 @@
-// CpuCache export and import of one sequence in the byte format of format/seq_export.h.
-// Import validates everything before it changes anything: header, checksum, params,
-// counts, every blob (format/blob_check.h), the residual and sink values and the K mean.
-#include <cmath>
+// CpuCache export and import of one sequence in the byte format of format/seq_export.h
+// (laid out and validated by api/seq_export_io.h). Import validates everything before it
+// changes anything.
 #include <cstring>
-#include <string>
 #include <vector>
 
-#include "common/dtype.h"
-#include "common/error.h"
+#include "api/seq_export_io.h"
 #include "common/rules.h"
 #include "cpu/cpu_cache.h"
-#include "format/blob_check.h"
 #include "format/seq_export.h"
-#define PACKKV_EXPERIMENTAL_API
-#include "packkv/packkv_experimental.h"
 
 namespace packkv {
 
-static_assert(PACKKV_X_SEQ_EXPORT_VERSION == fmt::kSeqExportVersion, "export version: header and format agree");
-
-namespace {
-
-using namespace fmt;
-
-[[noreturn]] void bad(const std::string& what) { fail(PACKKV_ERR_INVALID_ARGUMENT, what + "; nothing was imported"); }
-
-}  // namespace
-
 size_t CpuCache::export_size(int seq) const {
   const CpuSeq& s = seqs_[seq];
-  size_t n = kSeqHeaderBytes;
-  for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b) n += seq_block_record(s.table.block(b).bytes);
+  size_t n = fmt::kSeqHeaderBytes;
+  for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b) n += fmt::seq_block_record(s.table.block(b).bytes);
   return n + s.res_k.size() + s.res_v.size() + s.sink_k.size() + s.sink_v.size() + s.k_mean.size() * 4;
 }
 
 void CpuCache::export_seq(int seq, uint8_t* out, size_t size) const {
-  const Config& c = config();
   const CpuSeq& s = seqs_[seq];
-  std::memset(out, 0, size);
-  std::memcpy(out, kSeqMagic, 8);
-  put_u32(out + kSeqVersion, kSeqExportVersion);
-  put_u32(out + kSeqHeaderSize, (uint32_t)kSeqHeaderBytes);
-  put_u64(out + kSeqTotal, size);
-  put_u32(out + kSeqFormat, (uint32_t)c.shape.format);
-  put_u32(out + kSeqHeads, (uint32_t)c.shape.n_kv_heads);
-  put_u32(out + kSeqHeadDim, (uint32_t)c.shape.head_dim);
-  put_u32(out + kSeqBlockTokens, (uint32_t)c.shape.block_tokens);
-  put_u32(out + kSeqBitsK, (uint32_t)c.shape.bits_k);
-  put_u32(out + kSeqBitsV, (uint32_t)c.shape.bits_v);
-  put_u32(out + kSeqGranularity, (uint32_t)c.granularity);
-  put_u32(out + kSeqHasPerm, c.shape.has_perm ? 1u : 0u);
-  put_u32(out + kSeqKvDtype, (uint32_t)c.kv_dtype);
-  put_u32(out + kSeqZsFormat, (uint32_t)c.shape.zs);
-  put_u64(out + kSeqTokens, (uint64_t)seq_length(seq));
-  put_u64(out + kSeqWindowStart, (uint64_t)s.expired);
-  put_u64(out + kSeqFirstBlock, (uint64_t)s.table.first_live());
-  put_u64(out + kSeqBlocks, (uint64_t)(s.n_blocks() - s.table.first_live()));
-  put_u64(out + kSeqResidual, (uint64_t)s.residual_len);
-  put_u32(out + kSeqSinkTokens, (uint32_t)c.sink_tokens);
-  put_u32(out + kSeqKTransform, (uint32_t)c.k_transform);
-  put_u64(out + kSeqSinkLen, (uint64_t)s.sink_len);
-  uint8_t* p = out + kSeqHeaderBytes;
-  for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b) {
-    const uint32_t z = s.table.block(b).bytes;
-    put_u32(p, z);
-    std::memcpy(p + 8, s.blob(b), z);
-    p += seq_block_record(z);
+  SeqCounts n;
+  n.n_tokens = seq_length(seq);
+  n.window_start = s.expired;
+  n.first_block = s.table.first_live();
+  n.n_blocks = s.n_blocks() - s.table.first_live();
+  n.residual_len = s.residual_len;
+  n.sink_len = s.sink_len;
+  write_seq_header(config(), n, out, size);
+  uint8_t* p = out + fmt::kSeqHeaderBytes;
+  for (int64_t b = s.table.first_live(); b < s.n_blocks(); ++b) p = write_block_record(p, s.blob(b), s.table.block(b).bytes);
+  for (const std::vector<uint8_t>* d : {&s.res_k, &s.res_v, &s.sink_k, &s.sink_v}) {
+    if (!d->empty()) std::memcpy(p, d->data(), d->size());
+    p += d->size();
   }
-  if (!s.res_k.empty()) std::memcpy(p, s.res_k.data(), s.res_k.size());
-  p += s.res_k.size();
-  if (!s.res_v.empty()) std::memcpy(p, s.res_v.data(), s.res_v.size());
-  p += s.res_v.size();
-  if (!s.sink_k.empty()) std::memcpy(p, s.sink_k.data(), s.sink_k.size());
-  p += s.sink_k.size();
-  if (!s.sink_v.empty()) std::memcpy(p, s.sink_v.data(), s.sink_v.size());
-  p += s.sink_v.size();
-  for (float m : s.k_mean) {  // bit pattern, little-endian
-    uint32_t u;
-    std::memcpy(&u, &m, 4);
-    put_u32(p, u);
-    p += 4;
-  }
-  put_u64(out + kSeqChecksum, fnv1a64(out + kSeqChecksumFrom, size - kSeqChecksumFrom));
+  write_k_mean(p, s.k_mean.data(), s.k_mean.size());
+  seal_seq_export(out, size);
 }
 
 void CpuCache::import_seq(int seq, const uint8_t* in, size_t size) {
-  const Config& c = config();
-  const fmt::Shape& sh = c.shape;
-  // 1. header
-  if (size < kSeqHeaderBytes)
-    bad("truncated: " + std::to_string(size) + " bytes, less than the " + std::to_string(kSeqHeaderBytes) +
-        "-byte header");
-  if (std::memcmp(in, kSeqMagic, 8) != 0) bad("bad magic: not a libpackkv sequence export");
-  const uint32_t version = get_u32(in + kSeqVersion);
-  if (version < kSeqExportVersionOldest || version > kSeqExportVersion)
-    fail(PACKKV_ERR_VERSION_MISMATCH, "export format version " + std::to_string(version) + ", this library reads " +
-                                          std::to_string(kSeqExportVersionOldest) + " to " +
-                                          std::to_string(kSeqExportVersion) + "; nothing was imported");
-  if (get_u32(in + kSeqHeaderSize) != kSeqHeaderBytes) bad("corrupt header: header size field");
-  const uint64_t total = get_u64(in + kSeqTotal);
-  if (total > size)
-    bad("truncated: the export is " + std::to_string(total) + " bytes, the buffer holds " + std::to_string(size));
-  if (total < size)
-    bad("size mismatch: the export is " + std::to_string(total) + " bytes, the buffer holds " + std::to_string(size));
-  if (get_u64(in + kSeqChecksum) != fnv1a64(in + kSeqChecksumFrom, size - kSeqChecksumFrom))
-    bad("checksum mismatch: the export is corrupt");
-  // version 1: bytes 112..127 were reserved zero (no sink tokens, no K centring)
-  if (version == 1 && (get_u64(in + kSeqSinkTokens) != 0 || get_u64(in + kSeqSinkLen) != 0))
-    bad("corrupt header: reserved fields of a version 1 export are not zero");
-  // 2. params that matter for reading
-  const struct {
-    const char* name;
-    size_t at;
-    uint32_t mine;
-  } params[] = {{"format id", kSeqFormat, (uint32_t)sh.format},
-                {"n_kv_heads", kSeqHeads, (uint32_t)sh.n_kv_heads},
-                {"head_dim", kSeqHeadDim, (uint32_t)sh.head_dim},
-                {"block_tokens", kSeqBlockTokens, (uint32_t)sh.block_tokens},
-                {"bits_k", kSeqBitsK, (uint32_t)sh.bits_k},
-                {"bits_v", kSeqBitsV, (uint32_t)sh.bits_v},
-                {"scale_granularity", kSeqGranularity, (uint32_t)c.granularity},
-                {"repack (permutation stored or not)", kSeqHasPerm, sh.has_perm ? 1u : 0u},
-                {"kv_dtype", kSeqKvDtype, (uint32_t)c.kv_dtype},
-                {"zs_format", kSeqZsFormat, (uint32_t)c.shape.zs},
-                {"sink_tokens", kSeqSinkTokens, (uint32_t)c.sink_tokens},
-                {"k_transform", kSeqKTransform, (uint32_t)c.k_transform}};
-  for (const auto& f : params)
-    if (get_u32(in + f.at) != f.mine)
-      bad("params mismatch: the export has " + std::string(f.name) + " = " + std::to_string(get_u32(in + f.at)) +
-          ", this cache " + std::to_string(f.mine));
-  // 3. counts (no overflow: each bounded before it is multiplied)
-  const uint64_t n_tokens = get_u64(in + kSeqTokens), start = get_u64(in + kSeqWindowStart);
-  const uint64_t first = get_u64(in + kSeqFirstBlock), n_blocks = get_u64(in + kSeqBlocks);
-  const uint64_t residual = get_u64(in + kSeqResidual), sinks = get_u64(in + kSeqSinkLen);
-  const uint64_t limit = (uint64_t)1 << 40;
-  if (n_tokens > limit || first > limit || n_blocks > limit || residual > limit || start > n_tokens ||
-      sinks > (uint64_t)c.sink_tokens ||
-      sinks + (first + n_blocks) * (uint64_t)sh.block_tokens + residual != n_tokens ||
-      (sinks < (uint64_t)c.sink_tokens && sinks != n_tokens) ||
-      (first > 0 && sinks + first * (uint64_t)sh.block_tokens > start))
-    bad("corrupt header: inconsistent counts (n_tokens " + std::to_string(n_tokens) + ", window_start " +
-        std::to_string(start) + ", sink_len " + std::to_string(sinks) + ", first_block " + std::to_string(first) +
-        ", n_blocks " + std::to_string(n_blocks) + ", residual_len " + std::to_string(residual) + ")");
-  if ((int64_t)n_tokens > c.max_tokens_per_seq)
-    fail(PACKKV_ERR_CAPACITY_EXCEEDED, "the export holds " + std::to_string(n_tokens) +
-                                           " tokens, more than max_tokens_per_seq = " +
-                                           std::to_string(c.max_tokens_per_seq) + "; nothing was imported");
-  // 4. blocks: bounds, padding, then the blob itself (copied 16-aligned, as append lays them out)
-  const size_t worst = sh.max_blob_bytes();
-  size_t at = kSeqHeaderBytes;
-  std::vector<uint8_t> blobs;
-  std::vector<size_t> sizes;
-  for (uint64_t b = 0; b < n_blocks; ++b) {
-    if (size - at < 8) bad("truncated: block " + std::to_string(b) + " record header");
-    const uint32_t z = get_u32(in + at);
-    if (z == 0 || z > worst || get_u32(in + at + 4) != 0)
-      bad("corrupt block " + std::to_string(b) + ": size " + std::to_string(z));
-    const size_t rec = seq_block_record(z);
-    if (size - at < rec) bad("truncated: block " + std::to_string(b));
-    for (size_t i = 8 + z; i < rec; ++i)
-      if (in[at + i] != 0) bad("corrupt block " + std::to_string(b) + ": non-zero padding");
-    blobs.resize(align16(blobs.size()), 0);
-    blobs.insert(blobs.end(), in + at + 8, in + at + 8 + z);
-    sizes.push_back(z);
-    at += rec;
-  }
-  for (size_t b = 0, off = 0; b < sizes.size(); ++b) {  // aligned now (vector storage is 16-aligned)
-    const BlobCheck chk = validate_blob(sh, blobs.data() + off, sizes[b]);
-    if (!chk.ok) bad("corrupt block " + std::to_string(b) + ": " + chk.error);
-    off = align16(off + sizes[b]);
-  }
-  // 5. the residual window, the sink tokens and the K mean: exactly the rest, finite values
-  const size_t res_bytes = (size_t)residual * row_ * elem_, sink_bytes = (size_t)sinks * row_ * elem_;
-  const bool has_mean = c.k_transform == PACKKV_K_TRANSFORM_CENTER && first + n_blocks > 0;
-  const size_t mean_bytes = has_mean ? row_ * 4 : 0;
-  if (size - at != 2 * res_bytes + 2 * sink_bytes + mean_bytes)
-    bad("size mismatch: " + std::to_string(size - at) + " bytes after the blocks, the residual window of " +
-        std::to_string(residual) + " tokens, the " + std::to_string(sinks) + " sink tokens and the K mean take " +
-        std::to_string(2 * res_bytes + 2 * sink_bytes + mean_bytes));
-  std::vector<uint8_t> rk(in + at, in + at + res_bytes), rv(in + at + res_bytes, in + at + 2 * res_bytes);
-  at += 2 * res_bytes;
-  std::vector<uint8_t> sk(in + at, in + at + sink_bytes), sv(in + at + sink_bytes, in + at + 2 * sink_bytes);
-  at += 2 * sink_bytes;
-  const struct {
-    const std::vector<uint8_t>* bytes;
-    const char* what;
-  } dense[] = {{&rk, "residual window"}, {&rv, "residual window"}, {&sk, "sink tokens"}, {&sv, "sink tokens"}};
-  std::vector<float> f;
-  for (const auto& d : dense) {
-    f.resize(d.bytes->size() / elem_);
-    to_float(d.bytes->data(), c.kv_dtype, f.size(), f.data());
-    for (size_t i = 0; i < f.size(); ++i)
-      if (!std::isfinite(f[i])) bad("corrupt " + std::string(d.what) + ": value " + std::to_string(i) + " is not finite");
-  }
-  std::vector<float> mean(has_mean ? row_ : 0);
-  for (size_t i = 0; i < mean.size(); ++i) {
-    const uint32_t u = get_u32(in + at + 4 * i);
-    std::memcpy(&mean[i], &u, 4);
-    if (!std::isfinite(mean[i])) bad("corrupt K mean: value " + std::to_string(i) + " is not finite");
-  }
-  // 6. pages (budget), table room; then commit (no throw)
+  SeqImage img = read_seq_export(config(), in, size);
+  const std::vector<size_t>& sizes = img.sizes;
+  // pages (budget), table room; then commit (no throw)
   CpuSeq& s = seqs_[seq];
   const Placement pl = s.table.plan(sizes, pool_->page_bytes());
   std::vector<Page*> pages;
@@ -210,20 +52,20 @@ void CpuCache::import_seq(int seq, const uint8_t* in, size_t size) {
     for (Page* pg : pages) pool_->release(pg);
     throw;
   }
-  s.table.set_first_live((int64_t)first);
-  s.table.commit(pl, blobs.data(), sizes, pages.data(), pool_.get());
-  s.res_k.swap(rk);
-  s.res_v.swap(rv);
-  s.residual_len = (int64_t)residual;
-  s.sink_k.swap(sk);
-  s.sink_v.swap(sv);
-  s.sink_len = (int64_t)sinks;
-  s.k_mean.swap(mean);
-  s.expired = (int64_t)start;
+  s.table.set_first_live(img.counts.first_block);
+  s.table.commit(pl, img.blobs.data(), sizes, pages.data(), pool_.get());
+  s.res_k.swap(img.res_k);
+  s.res_v.swap(img.res_v);
+  s.residual_len = img.counts.residual_len;
+  s.sink_k.swap(img.sink_k);
+  s.sink_v.swap(img.sink_v);
+  s.sink_len = img.counts.sink_len;
+  s.k_mean.swap(img.k_mean);
+  s.expired = img.counts.window_start;
   expire(s);
   int64_t bytes = 0;
   for (size_t z : sizes) bytes += (int64_t)z;
-  pool_->note_compressed(this, bytes, (int64_t)n_blocks * sh.block_tokens);
+  pool_->note_compressed(this, bytes, img.counts.n_blocks * config().shape.block_tokens);
 }
 
 }  // namespace packkv

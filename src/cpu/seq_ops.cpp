@@ -3,7 +3,6 @@
 // layers). Truncate and fork prepare everything that can fail first, then commit without
 // a possible failure.
 #include <algorithm>
-#include <cfloat>
 #include <vector>
 
 #include "codec/block_codec.h"
@@ -11,15 +10,6 @@
 #include "cpu/cpu_cache.h"
 
 namespace packkv {
-
-namespace {
-
-// Largest finite value of a kv_dtype.
-float dtype_max(packkv_dtype_t d) {
-  return d == PACKKV_DTYPE_F16 ? 65504.0f : d == PACKKV_DTYPE_BF16 ? 3.38953139e38f : FLT_MAX;
-}
-
-}  // namespace
 
 // Tokens [n_tokens, length) go (n_tokens >= expired: api checks). The sequence is, in
 // order, sink tokens, blocks, residual window:
@@ -62,17 +52,13 @@ void CpuCache::truncate(int seq, int64_t n_tokens) {
     const size_t vals = (size_t)n_block * row_;
     std::vector<float> fk(vals), fv(vals);
     decode_block(c.shape, s.blob(keep_blocks), fk.data(), fv.data());
-    const float lim = dtype_max(c.kv_dtype);
     const size_t keep_vals = (size_t)cut * row_;
     rk.resize(keep_vals * elem_);
     rv.resize(keep_vals * elem_);
-    for (size_t i = 0; i < keep_vals; ++i) {
-      if (!s.k_mean.empty()) fk[i] += s.k_mean[i % row_];  // as decompress: (k - mu)^ + mu
-      fk[i] = std::min(lim, std::max(-lim, fk[i]));
-      fv[i] = std::min(lim, std::max(-lim, fv[i]));
-    }
-    from_float(fk.data(), keep_vals, c.kv_dtype, rk.data());
-    from_float(fv.data(), keep_vals, c.kv_dtype, rv.data());
+    if (!s.k_mean.empty())
+      for (size_t i = 0; i < keep_vals; ++i) fk[i] += s.k_mean[i % row_];  // as decompress: (k - mu)^ + mu
+    from_float_clamped(fk.data(), keep_vals, c.kv_dtype, rk.data());
+    from_float_clamped(fv.data(), keep_vals, c.kv_dtype, rv.data());
   }
   s.table.drop_from(keep_blocks, pool_.get());
   s.res_k.swap(rk);

@@ -20,7 +20,36 @@ int64_t& last_bytes_needed() {
   return bytes;
 }
 
-PagePool::PagePool(size_t page_bytes, int64_t budget_bytes, bool reserve) : page_bytes_(page_bytes), reserve_(reserve) {
+namespace {
+
+class HostPageMemory final : public PageMemory {
+ public:
+  explicit HostPageMemory(size_t page_bytes) : page_bytes_(page_bytes) {}
+  uint8_t* map(bool populate) override {
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS;
+#ifdef MAP_POPULATE
+    if (populate) flags |= MAP_POPULATE;
+#else
+    (void)populate;
+#endif
+    void* m = mmap(nullptr, page_bytes_, PROT_READ | PROT_WRITE, flags, -1, 0);
+    return m == MAP_FAILED ? nullptr : static_cast<uint8_t*>(m);
+  }
+  void unmap(uint8_t* p) noexcept override { munmap(p, page_bytes_); }
+  int64_t bytes_held(int64_t pages_held) const override { return pages_held * (int64_t)page_bytes_; }
+
+ private:
+  const size_t page_bytes_;
+};
+
+}  // namespace
+
+std::unique_ptr<PageMemory> host_page_memory(size_t page_bytes) {
+  return std::unique_ptr<PageMemory>(new HostPageMemory(page_bytes));
+}
+
+PagePool::PagePool(size_t page_bytes, int64_t budget_bytes, bool reserve, std::unique_ptr<PageMemory> mem)
+    : page_bytes_(page_bytes), mem_(mem ? std::move(mem) : host_page_memory(page_bytes)), reserve_(reserve) {
   require(page_bytes >= kMinPageBytes && page_bytes <= kMaxPageBytes && page_bytes % kPageAlign == 0,
           "page_bytes must be a multiple of 4096 in [4096, 2^31], got " + std::to_string(page_bytes));
   require(budget_bytes >= 0, "budget_bytes is negative (" + std::to_string(budget_bytes) + ")");
@@ -32,13 +61,14 @@ PagePool::PagePool(size_t page_bytes, int64_t budget_bytes, bool reserve) : page
   require(!reserve || budget_pages_ > 0, "reserve needs a budget (budget_bytes > 0)");
   if (reserve) {
     free_.reserve((size_t)budget_pages_);  // release() then never allocates
+    mem_->prepare(budget_pages_);
     try {
       for (int64_t i = 0; i < budget_pages_; ++i) {
         uint8_t* d = map_page(true);
         if (!d)
-          fail(PACKKV_ERR_OUT_OF_HOST_MEMORY, "cannot reserve " + std::to_string(budget_pages_) + " pages of " +
-                                                  std::to_string(page_bytes) + " bytes (page " + std::to_string(i) +
-                                                  " refused by the system)");
+          fail(mem_->refused_status(), "cannot reserve " + std::to_string(budget_pages_) + " pages of " +
+                                           std::to_string(page_bytes) + " bytes (page " + std::to_string(i) +
+                                           " refused by the system: " + mem_->refused_what() + ")");
         Page* p = new (std::nothrow) Page;
         if (!p) {
           unmap_page(d);
@@ -66,19 +96,6 @@ PagePool::~PagePool() {
   }
 }
 
-uint8_t* PagePool::map_page(bool populate) {
-  int flags = MAP_PRIVATE | MAP_ANONYMOUS;
-#ifdef MAP_POPULATE
-  if (populate) flags |= MAP_POPULATE;
-#else
-  (void)populate;
-#endif
-  void* m = mmap(nullptr, page_bytes_, PROT_READ | PROT_WRITE, flags, -1, 0);
-  return m == MAP_FAILED ? nullptr : static_cast<uint8_t*>(m);
-}
-
-void PagePool::unmap_page(uint8_t* p) noexcept { munmap(p, page_bytes_); }
-
 void PagePool::acquire(size_t n, std::vector<Page*>* out) {
   if (n == 0) return;
   std::lock_guard<std::mutex> lock(mu_);
@@ -101,8 +118,8 @@ void PagePool::acquire(size_t n, std::vector<Page*>* out) {
       p->data = map_page(false);
       if (!p->data) {
         delete p;
-        fail(PACKKV_ERR_OUT_OF_HOST_MEMORY,
-             "the system refused a page of " + std::to_string(page_bytes_) + " bytes (mmap)");
+        fail(mem_->refused_status(), "the system refused a page of " + std::to_string(page_bytes_) + " bytes (" +
+                                         mem_->refused_what() + ")");
       }
       fresh.push_back(p);
     }
@@ -145,6 +162,7 @@ PoolCounters PagePool::counters() const {
   c.budget_bytes = budget_pages_ < 0 ? 0 : budget_pages_ * (int64_t)page_bytes_;
   c.pages_held = held_;
   c.pages_in_use = in_use_;
+  c.bytes_held = mem_->bytes_held(held_);
   c.n_caches = (int64_t)caches_.size();
   return c;
 }

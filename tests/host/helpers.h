@@ -46,6 +46,8 @@ struct Cache {
     INFO(packkv_last_error_message());
     REQUIRE(st == PACKKV_OK);
   }
+  // Takes ownership of a cache made elsewhere (e.g. in a pool); REQUIREs it non-null.
+  explicit Cache(packkv_cache_t* owned) : c(owned) { REQUIRE(owned != nullptr); }
   ~Cache() { packkv_cache_destroy(c); }
   Cache(const Cache&) = delete;
   Cache& operator=(const Cache&) = delete;

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import packkv
-from conftest import cuda_available, kv_data, ref_cache
+from conftest import REF, cuda_available, kv_data, ref_cache
 
 torch = pytest.importorskip("torch")
 
@@ -127,3 +127,29 @@ def test_cuda_errors(rng):
     with ref_cache(3, 64) as cpu:
         with pytest.raises(packkv.InvalidArgument, match="host memory"):
             cpu.decode(torch.zeros(9, 64, device=dev))
+
+
+@needs_cuda
+def test_cuda_cache_in_device_pool_fork_truncate_export(rng):
+    """A CUDA cache in a device pool (budget), then fork, truncate and export / import: the
+    same values as a CPU cache doing the same; the export is the CPU's bytes."""
+    T = 900
+    k, v = kv_data(rng, T, 3, 64), kv_data(rng, T, 3, 64)
+    dev = torch.device("cuda", 0)
+    page = packkv.page_bytes_for(n_kv_heads=3, head_dim=64, **REF)
+    with packkv.Pool(page_bytes=page, budget_bytes=64 * page, device=0) as pool, \
+            ref_cache(3, 64, max_seqs=3) as cpu, ref_cache(3, 64, max_seqs=3, device=0, pool=pool) as gpu:
+        assert gpu.pool is pool and pool.stats().n_caches == 1
+        cpu.append(k, v)
+        gpu.append(torch.from_numpy(k).to(dev), torch.from_numpy(v).to(dev))
+        for c in (cpu, gpu):
+            c.fork(0, 1)
+            c.truncate(1, 333)  # inside a block: it returns to the window
+        assert cpu.export_seq(1) == gpu.export_seq(1) and cpu.export_seq(0) == gpu.export_seq(0)
+        gpu.import_seq(2, cpu.export_seq(1))
+        for s in (0, 1, 2):
+            kg, vg = gpu.decompress(s)
+            kc, vc = cpu.decompress(min(s, 1))
+            np.testing.assert_array_equal(kg.cpu().numpy(), kc)
+            np.testing.assert_array_equal(vg.cpu().numpy(), vc)
+        assert 0 < pool.stats().bytes_in_use <= pool.stats().budget_bytes

@@ -54,8 +54,7 @@ Devices: CPU tensors use a CPU packkv cache; CUDA tensors a CUDA cache on the te
 (needs a CUDA build of libpackkv), with all K/V and attention data staying on the device
 (the per-row token counts are read on the host once per forward).
 
-Batch and rollback operations (CPU caches; a CUDA cache raises packkv.NotSupported, as
-libpackkv's sequence operations are CPU-only for now): beam search (``reorder_cache``) and
+Batch and rollback operations (CPU and CUDA caches): beam search (``reorder_cache``) and
 ``batch_select_indices`` / ``batch_repeat_interleave`` map batch rows to packkv sequences and
 copy a row with packkv's fork (compressed blocks shared, not copied); assisted/speculative
 decoding (``crop``) truncates every row by the real tokens of the cropped positions.

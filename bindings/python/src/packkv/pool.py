@@ -64,7 +64,7 @@ def page_bytes_for(**cache_params) -> int:
 
 
 class Pool(_Handle):
-    """A pool of fixed-size host pages for the compressed blocks of the caches made in it
+    """A pool of fixed-size pages for the compressed blocks of the caches made in it
     (``packkv.Cache(..., pool=pool)``): the caches of all layers of a model, typically,
     under one byte budget. Experimental (packkv_experimental.h).
 
@@ -76,6 +76,8 @@ class Pool(_Handle):
             ``exc.bytes_needed``).
         reserve: map and touch the whole budget now and keep it (engines that reserve
             memory once); default False: pages come and go with the blocks.
+        device: -1 (default): host pages, for CPU caches; else the CUDA device ordinal
+            whose memory holds the pages, for CUDA caches on that device.
 
     Use it as a context manager or call :meth:`close`. Closing drops this handle only: the
     caches made in the pool keep it alive and keep working. Thread-safe.
@@ -84,7 +86,7 @@ class Pool(_Handle):
     _what = "pool"
 
     def __init__(self, *, page_bytes: int = DEFAULT_PAGE_BYTES, budget_bytes: int = 0,
-                 reserve: bool = False):
+                 reserve: bool = False, device: int = -1):
         self._ptr = None
         self._lock = threading.Lock()
         if not isinstance(reserve, bool):
@@ -94,6 +96,10 @@ class Pool(_Handle):
         p.page_bytes = _int64("page_bytes", page_bytes)
         p.budget_bytes = _int64("budget_bytes", budget_bytes)
         p.reserve = 1 if reserve else 0
+        device = _int64("device", device)
+        if not -2**31 <= device < 2**31:
+            raise InvalidArgument(1, f"device = {device} does not fit int32")
+        p.device = device
         self._ptr = _raw.x_pool_create(p)
 
     def close(self) -> None:

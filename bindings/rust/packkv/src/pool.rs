@@ -19,11 +19,14 @@ pub struct PoolOptions {
     pub budget_bytes: i64,
     /// Map and touch the whole budget at creation and keep it (needs a budget).
     pub reserve: bool,
+    /// -1 (default): host pages, for CPU caches; else the CUDA device ordinal whose memory
+    /// holds the pages, for CUDA caches on that device.
+    pub device: i32,
 }
 
 impl Default for PoolOptions {
     fn default() -> PoolOptions {
-        PoolOptions { page_bytes: x::PACKKV_X_POOL_DEFAULT_PAGE_BYTES as i64, budget_bytes: 0, reserve: false }
+        PoolOptions { page_bytes: x::PACKKV_X_POOL_DEFAULT_PAGE_BYTES as i64, budget_bytes: 0, reserve: false, device: -1 }
     }
 }
 
@@ -44,7 +47,8 @@ pub struct PoolStats {
     pub n_caches: i64,
 }
 
-/// A pool of host pages shared by caches (`packkv_x_pool_t`; CPU caches only). Dropping it
+/// A pool of pages shared by caches (`packkv_x_pool_t`): host pages for CPU caches, or one
+/// CUDA device's pages for CUDA caches on it (`PoolOptions::device`). Dropping it
 /// drops this handle only: caches made in it ([`crate::Cache::new_in_pool`]) keep it alive.
 /// `Send + Sync`: every pool function is thread-safe.
 #[derive(Debug)]
@@ -67,7 +71,9 @@ impl Drop for Pool {
 
 impl Pool {
     /// Creates a pool (`packkv_x_pool_create`). Errors: `INVALID_ARGUMENT` for a bad page
-    /// size, budget or reserve without budget; `OUT_OF_HOST_MEMORY` when reserving fails.
+    /// size, budget, device ordinal or reserve without budget; `NOT_SUPPORTED` for a device
+    /// without the CUDA backend; `OUT_OF_HOST_MEMORY` / `OUT_OF_DEVICE_MEMORY` when
+    /// reserving fails.
     pub fn new(opts: &PoolOptions) -> Result<Pool> {
         // SAFETY: all-integer POD, valid when zeroed; params_init fills it.
         let mut p: x::packkv_x_pool_params_t = unsafe { MaybeUninit::zeroed().assume_init() };
@@ -75,6 +81,7 @@ impl Pool {
         p.page_bytes = opts.page_bytes;
         p.budget_bytes = opts.budget_bytes;
         p.reserve = opts.reserve as i32;
+        p.device = opts.device;
         let mut out: *mut x::packkv_x_pool_t = ptr::null_mut();
         // SAFETY: valid params and out-pointer.
         check(unsafe { x::packkv_x_pool_create(&p, &mut out) })?;

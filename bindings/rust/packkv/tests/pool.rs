@@ -59,7 +59,7 @@ fn budget_exceeded_appends_nothing_and_reports_bytes_needed() {
     let k = kv(&mut rng, 3000, H, D);
     let v = kv(&mut rng, 3000, H, D);
     let page = 8192i64;
-    let pool = Pool::new(&PoolOptions { page_bytes: page, budget_bytes: 3 * page, reserve: false }).unwrap();
+    let pool = Pool::new(&PoolOptions { page_bytes: page, budget_bytes: 3 * page, ..Default::default() }).unwrap();
     let mut c = Cache::new_in_pool(&params(1), &pool).unwrap();
     assert!(pool.tokens_fit().unwrap().unwrap() > 0);
     let mut failed = None;
