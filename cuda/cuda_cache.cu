@@ -30,15 +30,15 @@ CudaCache::CudaCache(const Config& config, std::shared_ptr<PagePool> pool) : Cac
   const Config& c = this->config();
   if (c.repack == PACKKV_REPACK_GREEDY)
     fail(PACKKV_ERR_NOT_SUPPORTED,
-         "packkv_cache_create: repack = PACKKV_REPACK_GREEDY is CPU-only; use MEDIAN or NONE "
+         "repack = PACKKV_REPACK_GREEDY is CPU-only; use MEDIAN or NONE "
          "on a CUDA cache (params.device >= 0)");
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     (void)cudaGetLastError();
-    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: params.device >= 0 but no CUDA device is visible");
+    fail(PACKKV_ERR_NOT_SUPPORTED, "params.device >= 0 but no CUDA device is visible");
   }
   if (c.device >= count)
-    fail(PACKKV_ERR_INVALID_ARGUMENT, "packkv_cache_create: params.device = " + std::to_string(c.device) +
+    fail(PACKKV_ERR_INVALID_ARGUMENT, "params.device = " + std::to_string(c.device) +
                                           " but only " + std::to_string(count) + " CUDA device(s) exist");
   cu::DeviceGuard guard(c.device);
   kc_.shape = c.shape;
@@ -51,7 +51,7 @@ CudaCache::CudaCache(const Config& config, std::shared_ptr<PagePool> pool) : Cac
   kc_.kv_dtype = c.kv_dtype;
   const int64_t max_blocks = (c.max_tokens_per_seq + c.shape.block_tokens - 1) / c.shape.block_tokens;
   if (max_blocks > (int64_t{1} << 30))
-    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: max_tokens_per_seq / block_tokens = " +
+    fail(PACKKV_ERR_NOT_SUPPORTED, "max_tokens_per_seq / block_tokens = " +
                                        std::to_string(max_blocks) + " blocks per sequence; the CUDA backend supports up to 2^30");
   kc_.max_blocks = static_cast<int>(max_blocks);
   kc_.max_tile = align16(std::max(c.shape.max_tile_bytes(fmt::kK), c.shape.max_tile_bytes(fmt::kV)));
@@ -66,13 +66,13 @@ CudaCache::CudaCache(const Config& config, std::shared_ptr<PagePool> pool) : Cac
   kc_.smem_optin = optin;
   kc_.cc = cc_major * 10 + cc_minor;
   if (cu::flush_smem_bytes(kc_) > static_cast<size_t>(optin))
-    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: block_tokens * head_dim too large for the GPU encoder");
+    fail(PACKKV_ERR_NOT_SUPPORTED, "block_tokens * head_dim too large for the GPU encoder");
   if (cu::attn_min_smem_bytes(kc_) > static_cast<size_t>(optin))
-    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: block_tokens * head_dim too large for the GPU attention");
+    fail(PACKKV_ERR_NOT_SUPPORTED, "block_tokens * head_dim too large for the GPU attention");
   kv_elem_ = elem_bytes(c.kv_dtype);
   if (!pool_) pool_ = make_device_pool(c.device, page_bytes_for(c.shape), 0, false);
   if (pool_->device() != c.device)
-    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: the pool's pages are not on device " + std::to_string(c.device));
+    fail(PACKKV_ERR_NOT_SUPPORTED, "the pool's pages are not on device " + std::to_string(c.device));
   const size_t worst = worst_blob_alloc();
   if (worst + kPageSlack > pool_->page_bytes())
     fail(PACKKV_ERR_INVALID_ARGUMENT, "the pool's pages (" + std::to_string(pool_->page_bytes()) +

@@ -384,7 +384,8 @@ PACKKV_API packkv_status_t packkv_cache_device(const packkv_cache_t* cache, int3
  *  (PACKKV.md sections 2.3, 3, 4, 5; test vectors T6, T7).
  *
  *  @param cache      the cache.
- *  @param n_seqs     number of sequences in this call, >= 1.
+ *  @param n_seqs     number of sequences in this call, in [1, max_seqs] (checked
+ *                    before h_seq_ids is read).
  *  @param h_seq_ids  [host] int32[n_seqs]: distinct ids in [0, max_seqs).
  *  @param h_n_tokens [host] int32[n_seqs]: new tokens per sequence, >= 0.
  *  @param k_new      K of the new tokens, [sum(h_n_tokens)][n_kv_heads][head_dim] in
@@ -394,8 +395,8 @@ PACKKV_API packkv_status_t packkv_cache_device(const packkv_cache_t* cache, int3
  *  @param dtype      PACKKV_DTYPE_F16, _BF16 or _F32; values are converted to
  *                    params.kv_dtype (round to nearest even) on entry.
  *  @param stream     CUDA stream (ignored by a CPU cache).
- *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL pointers, n_seqs < 1, a bad or
- *          repeated seq id, a negative count, an unknown dtype, or a non-finite
+ *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL pointers, n_seqs outside
+ *          [1, max_seqs], a bad or repeated seq id, a negative count, an unknown dtype, or a non-finite
  *          value (or one that overflows kv_dtype) in K or V (the message names the
  *          sequence and token; on a CUDA cache this check runs inside the kernels
  *          and is reported by the next call that synchronizes);
@@ -513,9 +514,12 @@ PACKKV_API packkv_status_t packkv_cache_sync(const packkv_cache_t* cache);
 /* Attention                                                                 */
 /* ------------------------------------------------------------------------- */
 /* Common arguments of the attention calls:
- *   n_seqs, h_seq_ids  [host] int32[n_seqs] distinct ids in [0, max_seqs).
- *   n_q_heads          query heads per sequence: a positive multiple of n_kv_heads
- *                      (GQA: query head j reads KV head j / (n_q_heads / n_kv_heads)).
+ *   n_seqs, h_seq_ids  n_seqs in [1, max_seqs] (checked before h_seq_ids is read);
+ *                      [host] int32[n_seqs] distinct ids in [0, max_seqs).
+ *   n_q_heads          query heads per sequence: a positive multiple of n_kv_heads, at
+ *                      most 2^20 (GQA: query head j reads KV head j / (n_q_heads / n_kv_heads)).
+ *                      Checked before anything is sized by it; a CUDA cache has a lower
+ *                      limit from its grid (PACKKV_ERR_NOT_SUPPORTED, see its message).
  *   q, q_dtype         queries [n_seqs][n_q_heads][head_dim] in q_dtype (F16/BF16/F32).
  *   workspace          scratch of at least packkv_attn_workspace_size() bytes, device
  *                      memory for a CUDA cache (NULL allowed when that size is 0).

@@ -169,8 +169,11 @@ PACKKV_API packkv_status_t packkv_x_pool_page_bytes_for(const packkv_cache_param
  *  @param params [host] from packkv_x_pool_params_init, then edited.
  *  @param out    [host] receives the handle; NULL on failure.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL or a bad field (message names it);
- *          PACKKV_ERR_VERSION_MISMATCH; PACKKV_ERR_NOT_SUPPORTED for device >= 0;
- *          PACKKV_ERR_OUT_OF_HOST_MEMORY when reserving the budget fails.
+ *          PACKKV_ERR_VERSION_MISMATCH; PACKKV_ERR_NOT_SUPPORTED for device >= 0 in a
+ *          build without the CUDA backend (or with no CUDA device visible);
+ *          PACKKV_ERR_INVALID_ARGUMENT for a device ordinal that does not exist;
+ *          PACKKV_ERR_OUT_OF_HOST_MEMORY when reserving the budget fails
+ *          (PACKKV_ERR_OUT_OF_DEVICE_MEMORY for a reserving device pool).
  *  Thread-safe. */
 PACKKV_API packkv_status_t packkv_x_pool_create(const packkv_x_pool_params_t* params, packkv_x_pool_t** out);
 
@@ -229,15 +232,18 @@ PACKKV_API packkv_status_t packkv_x_pool_tokens_fit(const packkv_x_pool_t* pool,
 
 /** Keeps the first n_tokens tokens of a sequence and drops the rest (speculative
  *  decoding rollback, editing a conversation). Tokens in the residual window are dropped
- *  without any other work. When n_tokens falls inside a compressed block, that block is
- *  decoded and its first n_tokens % block_tokens tokens return to the residual window
+ *  without any other work. Blocks start after the sink tokens: block b holds tokens
+ *  [sink_tokens + b * block_tokens, sink_tokens + (b + 1) * block_tokens). When n_tokens
+ *  falls inside a compressed block, that block is decoded and its first
+ *  (n_tokens - sink_tokens) % block_tokens tokens return to the residual window
  *  from their STORED values: dequantized ((q + z) * s), rounded to kv_dtype and clamped
  *  to its finite range -- they keep the compression error (within the relative-scale
  *  bound of packkv_cache_params_t) and are compressed again by later flushes. That block
  *  and all later ones are released (their pages return to the pool when nothing else
  *  uses them; a sequence's open page is rewound when no other sequence shares it).
- *  Sink tokens (params.sink_tokens > 0): n_tokens inside them keeps the first n_tokens
- *  sink tokens exactly and drops every block and the residual window; later appends
+ *  Sink tokens (params.sink_tokens > 0): n_tokens <= sink_tokens keeps the first n_tokens
+ *  sink tokens exactly and drops every block and the residual window (no token returns
+ *  to it); later appends
  *  fill the sink tokens again first, as in a fresh sequence. K centring
  *  (PACKKV_K_TRANSFORM_CENTER): tokens returned to the residual window get the K mean
  *  added back (their stored K is (k - mean)^ + mean, as packkv_cache_decompress gives);
@@ -395,7 +401,8 @@ PACKKV_API packkv_status_t packkv_x_cache_import(packkv_cache_t* cache, int32_t 
  *  @param cache     a cache (CPU or CUDA backend).
  *  @param n_seqs    number of sequences, 1 .. max_seqs; h_seq_ids host int32[n_seqs], distinct.
  *  @param n_q_heads query heads per token, a positive multiple of n_kv_heads.
- *  @param q_len     queries per sequence and head, >= 1; n_q_heads * q_len <= INT32_MAX.
+ *  @param q_len     queries per sequence and head, >= 1; n_q_heads * q_len <= 2^20 (the
+ *                   query-head limit of the attention calls, packkv.h).
  *  @param q         [n_seqs][n_q_heads][q_len][head_dim] of q_dtype (F16, BF16, F32), in
  *                   the cache's memory (host or device of `device`).
  *  @param scale     softmax scale, finite and > 0.

@@ -37,9 +37,17 @@ void require_seq(const packkv_cache_t* cache, int32_t seq, const char* fn) {
                                      " is outside [0, max_seqs = " + std::to_string(max) + ")");
 }
 
+// n_seqs in [1, max_seqs]: checked before h_seq_ids is read, so that a count larger
+// than the caller's array is reported as such instead of reading past the array.
+void require_n_seqs(const packkv_cache_t* cache, int32_t n_seqs, const char* fn) {
+  const int max = cache->impl->config().max_seqs;
+  require(n_seqs >= 1 && n_seqs <= max, std::string(fn) + ": n_seqs must be in [1, max_seqs = " +
+                                            std::to_string(max) + "], got " + std::to_string(n_seqs));
+}
+
 // Checks a host list of distinct sequence ids.
 void require_seq_list(const packkv_cache_t* cache, int32_t n_seqs, const int32_t* ids, const char* fn) {
-  require(n_seqs >= 1, std::string(fn) + ": n_seqs must be >= 1, got " + std::to_string(n_seqs));
+  require_n_seqs(cache, n_seqs, fn);
   require(ids != nullptr, std::string(fn) + ": h_seq_ids is NULL");
   std::unordered_set<int32_t> seen;
   for (int32_t i = 0; i < n_seqs; ++i) {
@@ -60,15 +68,25 @@ void require_stride_fits(int64_t ld, const packkv::AttnArgs& a, const char* what
 
 bool valid_dtype(packkv_dtype_t d) { return d >= PACKKV_DTYPE_F16 && d <= PACKKV_DTYPE_F32; }
 
+// Most query heads per sequence of one attention call (packkv.h, "Common arguments of the
+// attention calls"; n_q_heads * q_len for packkv_attn_decode_multi). Far above any model's
+// head count, and it refuses a wrong n_q_heads before a backend sizes buffers by it.
+constexpr int32_t kMaxQueryHeads = 1 << 20;
+
+// n_q_heads: a positive multiple of n_kv_heads, at most kMaxQueryHeads.
+void require_q_heads(const packkv_cache_t* cache, int32_t n_q_heads, const char* fn) {
+  const int hkv = cache->impl->config().shape.n_kv_heads;
+  require(n_q_heads >= 1 && n_q_heads <= kMaxQueryHeads && n_q_heads % hkv == 0,
+          std::string(fn) + ": n_q_heads must be a positive multiple of n_kv_heads = " + std::to_string(hkv) +
+              " and at most 2^20, got " + std::to_string(n_q_heads));
+}
+
 // Validates the arguments shared by the attention calls and returns the longest
 // requested sequence.
 int64_t check_attn(const packkv_cache_t* cache, const packkv::AttnArgs& a, bool needs_q, const char* fn) {
   require_cache(cache, fn);
   require_seq_list(cache, a.n_seqs, a.seq_ids, fn);
-  const int hkv = cache->impl->config().shape.n_kv_heads;
-  require(a.n_q_heads >= 1 && a.n_q_heads % hkv == 0,
-          std::string(fn) + ": n_q_heads must be a positive multiple of n_kv_heads = " +
-              std::to_string(hkv) + ", got " + std::to_string(a.n_q_heads));
+  require_q_heads(cache, a.n_q_heads, fn);
   if (needs_q) {
     require(a.q != nullptr, std::string(fn) + ": q is NULL");
     require(valid_dtype(a.q_dtype), std::string(fn) + ": unknown q_dtype " + std::to_string(a.q_dtype));
@@ -176,9 +194,14 @@ packkv_status_t packkv_bits_for_rel_scale(float rel_scale, int32_t* bits) {
 packkv_status_t packkv_cache_create(const packkv_cache_params_t* params, packkv_cache_t** out) {
   if (out != nullptr) *out = nullptr;
   PACKKV_API_BEGIN
-  require(out != nullptr, "packkv_cache_create: out is NULL");
-  const packkv::Config config = packkv::Config::from_params(params);
-  *out = packkv::new_cache_handle(config, nullptr);
+  const char* fn = "packkv_cache_create";
+  require(out != nullptr, std::string(fn) + ": out is NULL");
+  const packkv::Config config = packkv::Config::from_params(params, fn);
+  try {
+    *out = packkv::new_cache_handle(config, nullptr);
+  } catch (const packkv::Error& e) {
+    packkv::fail(e.code(), std::string(fn) + ": " + e.what());
+  }
   PACKKV_API_END("packkv_cache_create")
 }
 
@@ -335,12 +358,8 @@ packkv_status_t packkv_attn_workspace_size(const packkv_cache_t* cache, int32_t 
   const char* fn = "packkv_attn_workspace_size";
   require_cache(cache, fn);
   require(bytes != nullptr, "packkv_attn_workspace_size: bytes is NULL");
-  require(n_seqs >= 1 && n_seqs <= cache->impl->config().max_seqs,
-          "packkv_attn_workspace_size: n_seqs must be in [1, max_seqs], got " + std::to_string(n_seqs));
-  const int hkv = cache->impl->config().shape.n_kv_heads;
-  require(n_q_heads >= 1 && n_q_heads % hkv == 0,
-          "packkv_attn_workspace_size: n_q_heads must be a positive multiple of n_kv_heads = " +
-              std::to_string(hkv) + ", got " + std::to_string(n_q_heads));
+  require_n_seqs(cache, n_seqs, fn);
+  require_q_heads(cache, n_q_heads, fn);
   *bytes = cache->impl->workspace_size(n_seqs, n_q_heads);
   PACKKV_API_END("packkv_attn_workspace_size")
 }
@@ -406,13 +425,10 @@ packkv_status_t packkv_attn_decode_multi(const packkv_cache_t* cache, int32_t n_
   PACKKV_API_BEGIN
   const char* fn = "packkv_attn_decode_multi";
   require_cache(cache, fn);
-  const int hkv = cache->impl->config().shape.n_kv_heads;
-  require(n_q_heads >= 1 && n_q_heads % hkv == 0,
-          std::string(fn) + ": n_q_heads must be a positive multiple of n_kv_heads = " + std::to_string(hkv) +
-              ", got " + std::to_string(n_q_heads));
-  require(q_len >= 1 && static_cast<int64_t>(n_q_heads) * q_len <= INT32_MAX,
-          std::string(fn) + ": q_len must be >= 1 with n_q_heads * q_len <= INT32_MAX, got q_len " +
-              std::to_string(q_len));
+  require_q_heads(cache, n_q_heads, fn);
+  require(q_len >= 1 && static_cast<int64_t>(n_q_heads) * q_len <= kMaxQueryHeads,
+          std::string(fn) + ": q_len must be >= 1 with n_q_heads * q_len <= 2^20, got q_len " +
+              std::to_string(q_len) + " (n_q_heads " + std::to_string(n_q_heads) + ")");
   const int32_t heads = n_q_heads * q_len;
   packkv::AttnArgs a{n_seqs, h_seq_ids, heads, q, q_dtype, workspace, workspace_bytes, stream};
   check_attn(cache, a, true, fn);

@@ -48,7 +48,7 @@ packkv_status_t packkv_x_pool_params_init(packkv_x_pool_params_t* params, size_t
 packkv_status_t packkv_x_pool_page_bytes_for(const packkv_cache_params_t* params, int64_t* page_bytes) {
   PACKKV_API_BEGIN
   require(page_bytes != nullptr, "packkv_x_pool_page_bytes_for: page_bytes is NULL");
-  const packkv::Config c = packkv::Config::from_params(params);
+  const packkv::Config c = packkv::Config::from_params(params, "packkv_x_pool_page_bytes_for");
   *page_bytes = (int64_t)packkv::page_bytes_for(c.shape);
   PACKKV_API_END("packkv_x_pool_page_bytes_for")
 }
@@ -105,7 +105,7 @@ packkv_status_t packkv_x_cache_create_in_pool(const packkv_cache_params_t* param
   const char* fn = "packkv_x_cache_create_in_pool";
   require(out != nullptr, std::string(fn) + ": out is NULL");
   require(pool != nullptr, std::string(fn) + ": pool is NULL");
-  const packkv::Config config = packkv::Config::from_params(params);
+  const packkv::Config config = packkv::Config::from_params(params, fn);
   try {
     *out = packkv::new_cache_handle(config, pool);
   } catch (const packkv::Error& e) {
@@ -244,7 +244,10 @@ packkv_status_t packkv_x_cache_import(packkv_cache_t* cache, int32_t seq_id, con
   try {
     cache->impl->import_seq(seq_id, h_buf ? static_cast<const uint8_t*>(h_buf) : empty, size);
   } catch (const packkv::Error& e) {
-    packkv::fail(e.code(), std::string(fn) + ": " + e.what());
+    // The pool's budget message (pool/page_pool.h) does not know the call; the checks of
+    // the export's contents (api/seq_export_io.cpp) already end with the suffix.
+    const bool budget = e.code() == PACKKV_X_ERR_BUDGET_EXCEEDED;
+    packkv::fail(e.code(), std::string(fn) + ": " + e.what() + (budget ? "; nothing was imported" : ""));
   }
   PACKKV_API_END("packkv_x_cache_import")
 }

@@ -35,25 +35,26 @@ int bits_for_rel_scale(float r, fmt::ZsFormat zs) {
 
 namespace {
 
-void check_range(bool ok, const char* field, const std::string& rule, long long value) {
+void check_range(const char* fn, bool ok, const char* field, const std::string& rule, long long value) {
   if (!ok)
-    fail(PACKKV_ERR_INVALID_ARGUMENT, std::string("packkv_cache_create: params.") + field +
-                                          " must be " + rule + ", got " + std::to_string(value));
+    fail(PACKKV_ERR_INVALID_ARGUMENT, std::string(fn) + ": params." + field + " must be " + rule + ", got " +
+                                          std::to_string(value));
 }
 
 }  // namespace
 
-Config Config::from_params(const packkv_cache_params_t* p) {
-  require(p != nullptr, "packkv_cache_create: params is NULL");
+Config Config::from_params(const packkv_cache_params_t* p, const char* fn) {
+  const std::string f(fn);
+  require(p != nullptr, f + ": params is NULL");
   if (p->struct_size < PACKKV_CACHE_PARAMS_SIZE_V1)
     fail(PACKKV_ERR_VERSION_MISMATCH,
-         "packkv_cache_create: params.struct_size " + std::to_string(p->struct_size) +
+         f + ": params.struct_size " + std::to_string(p->struct_size) +
              " is smaller than version 1 of the struct (" +
              std::to_string(PACKKV_CACHE_PARAMS_SIZE_V1) + "); call packkv_cache_params_init");
   // The bound on how far past the known fields the zero check below reads.
   if (p->struct_size > PACKKV_CACHE_PARAMS_SIZE_MAX)
     fail(PACKKV_ERR_VERSION_MISMATCH,
-         "packkv_cache_create: params.struct_size " + std::to_string(p->struct_size) +
+         f + ": params.struct_size " + std::to_string(p->struct_size) +
              " is larger than PACKKV_CACHE_PARAMS_SIZE_MAX (" +
              std::to_string(PACKKV_CACHE_PARAMS_SIZE_MAX) + ")");
   if (p->struct_size > sizeof(packkv_cache_params_t)) {
@@ -61,7 +62,7 @@ Config Config::from_params(const packkv_cache_params_t* p) {
     for (size_t i = 0; i < p->struct_size - sizeof(packkv_cache_params_t); ++i)
       if (tail[i] != 0)
         fail(PACKKV_ERR_NOT_SUPPORTED,
-             "packkv_cache_create: params sets fields unknown to this libpackkv version (byte " + std::to_string(sizeof(packkv_cache_params_t) + i) + " is non-zero)");
+             f + ": params sets fields unknown to this libpackkv version (byte " + std::to_string(sizeof(packkv_cache_params_t) + i) + " is non-zero)");
   }
   Config c;
   c.device = p->device;
@@ -78,52 +79,52 @@ Config Config::from_params(const packkv_cache_params_t* p) {
   if (p->struct_size >= offsetof(packkv_cache_params_t, sink_tokens) + sizeof p->sink_tokens)
     c.sink_tokens = p->sink_tokens;
   if (p->struct_size >= offsetof(packkv_cache_params_t, zs_format) + sizeof p->zs_format) {
-    check_range(p->zs_format == PACKKV_ZS_COMPACT || p->zs_format == PACKKV_ZS_WIDE, "zs_format",
+    check_range(fn, p->zs_format == PACKKV_ZS_COMPACT || p->zs_format == PACKKV_ZS_WIDE, "zs_format",
                 "PACKKV_ZS_COMPACT or PACKKV_ZS_WIDE", p->zs_format);
     zs = (fmt::ZsFormat)p->zs_format;
   }
   if (p->struct_size >= offsetof(packkv_cache_params_t, k_transform) + sizeof p->k_transform) {
-    check_range(p->k_transform == PACKKV_K_TRANSFORM_NONE || p->k_transform == PACKKV_K_TRANSFORM_CENTER,
+    check_range(fn, p->k_transform == PACKKV_K_TRANSFORM_NONE || p->k_transform == PACKKV_K_TRANSFORM_CENTER,
                 "k_transform", "PACKKV_K_TRANSFORM_NONE or _CENTER", p->k_transform);
     c.k_transform = p->k_transform;
   }
   // Version 3.
   if (p->struct_size >= offsetof(packkv_cache_params_t, n_threads) + sizeof p->n_threads) {
-    check_range(p->n_threads >= 0 && p->n_threads <= 1024, "n_threads", "in [0, 1024] (0: default)", p->n_threads);
+    check_range(fn, p->n_threads >= 0 && p->n_threads <= 1024, "n_threads", "in [0, 1024] (0: default)", p->n_threads);
     c.n_threads = p->n_threads;
   }
 
-  check_range(c.device >= -1, "device", ">= -1", c.device);
-  check_range(p->n_kv_heads >= 1 && p->n_kv_heads <= fmt::kMaxKvHeads, "n_kv_heads", "in [1, 4096]",
+  check_range(fn, c.device >= -1, "device", ">= -1", c.device);
+  check_range(fn, p->n_kv_heads >= 1 && p->n_kv_heads <= fmt::kMaxKvHeads, "n_kv_heads", "in [1, 4096]",
               p->n_kv_heads);
-  check_range(p->head_dim >= fmt::kMinHeadDim && p->head_dim <= fmt::kMaxHeadDim && p->head_dim % 16 == 0,
+  check_range(fn, p->head_dim >= fmt::kMinHeadDim && p->head_dim <= fmt::kMaxHeadDim && p->head_dim % 16 == 0,
               "head_dim", "a multiple of 16 in [32, 256]", p->head_dim);
-  check_range(c.max_seqs >= 1 && c.max_seqs <= (1 << 20), "max_seqs", "in [1, 2^20]", c.max_seqs);
-  check_range(c.kv_dtype >= PACKKV_DTYPE_F16 && c.kv_dtype <= PACKKV_DTYPE_F32, "kv_dtype",
+  check_range(fn, c.max_seqs >= 1 && c.max_seqs <= (1 << 20), "max_seqs", "in [1, 2^20]", c.max_seqs);
+  check_range(fn, c.kv_dtype >= PACKKV_DTYPE_F16 && c.kv_dtype <= PACKKV_DTYPE_F32, "kv_dtype",
               "PACKKV_DTYPE_F16, _BF16 or _F32", c.kv_dtype);
-  check_range(c.max_tokens_per_seq >= 1 && c.max_tokens_per_seq <= (1ll << 40), "max_tokens_per_seq",
+  check_range(fn, c.max_tokens_per_seq >= 1 && c.max_tokens_per_seq <= (1ll << 40), "max_tokens_per_seq",
               "in [1, 2^40]", (long long)c.max_tokens_per_seq);
-  check_range(c.repack >= PACKKV_REPACK_NONE && c.repack <= PACKKV_REPACK_GREEDY, "repack",
+  check_range(fn, c.repack >= PACKKV_REPACK_NONE && c.repack <= PACKKV_REPACK_GREEDY, "repack",
               "PACKKV_REPACK_NONE, _MEDIAN or _GREEDY", c.repack);
-  check_range(c.granularity == PACKKV_SCALE_PER_TOKEN || c.granularity == PACKKV_SCALE_PER_TOKEN_HEAD,
+  check_range(fn, c.granularity == PACKKV_SCALE_PER_TOKEN || c.granularity == PACKKV_SCALE_PER_TOKEN_HEAD,
               "scale_granularity", "PACKKV_SCALE_PER_TOKEN or _PER_TOKEN_HEAD", c.granularity);
-  check_range(p->block_tokens >= 16 && p->block_tokens <= fmt::kMaxBlockTokens && p->block_tokens % 16 == 0,
+  check_range(fn, p->block_tokens >= 16 && p->block_tokens <= fmt::kMaxBlockTokens && p->block_tokens % 16 == 0,
               "block_tokens", "a multiple of 16 in [16, 256]", p->block_tokens);
-  check_range(c.residual_tokens >= 0 && c.residual_tokens <= (1 << 20), "residual_tokens",
+  check_range(fn, c.residual_tokens >= 0 && c.residual_tokens <= (1 << 20), "residual_tokens",
               "in [0, 2^20]", c.residual_tokens);
   if (c.k_transform == PACKKV_K_TRANSFORM_CENTER && c.kv_dtype != PACKKV_DTYPE_F16)
-    fail(PACKKV_ERR_NOT_SUPPORTED, "packkv_cache_create: params.k_transform = PACKKV_K_TRANSFORM_CENTER needs "
+    fail(PACKKV_ERR_NOT_SUPPORTED, f + ": params.k_transform = PACKKV_K_TRANSFORM_CENTER needs "
                                    "kv_dtype = PACKKV_DTYPE_F16 (k - mu must stay finite in fp32)");
-  check_range(c.sink_tokens >= 0 && c.sink_tokens <= (1 << 16), "sink_tokens", "in [0, 2^16]", c.sink_tokens);
-  check_range(p->bits_k >= 0 && p->bits_k <= fmt::kMaxBits, "bits_k", "0 (derive) or 1..8", p->bits_k);
-  check_range(p->bits_v >= 0 && p->bits_v <= fmt::kMaxBits, "bits_v", "0 (derive) or 1..8", p->bits_v);
+  check_range(fn, c.sink_tokens >= 0 && c.sink_tokens <= (1 << 16), "sink_tokens", "in [0, 2^16]", c.sink_tokens);
+  check_range(fn, p->bits_k >= 0 && p->bits_k <= fmt::kMaxBits, "bits_k", "0 (derive) or 1..8", p->bits_k);
+  check_range(fn, p->bits_v >= 0 && p->bits_v <= fmt::kMaxBits, "bits_v", "0 (derive) or 1..8", p->bits_v);
   int bits[2];
   for (int kv = 0; kv < 2; ++kv) {
     float r = kv == 0 ? c.rel_scale_k : c.rel_scale_v;
     int given = kv == 0 ? p->bits_k : p->bits_v;
     const char* name = kv == 0 ? "rel_scale_k" : "rel_scale_v";
     if (!(std::isfinite(r) && r >= 1.0f / 254.0f && r <= 1.0f))
-      fail(PACKKV_ERR_INVALID_ARGUMENT, std::string("packkv_cache_create: params.") + name +
+      fail(PACKKV_ERR_INVALID_ARGUMENT, f + ": params." + name +
                                             " must be in [1/254, 1], got " + std::to_string(r));
     bits[kv] = given != 0 ? given : bits_for_rel_scale(r, zs);
   }

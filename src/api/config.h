@@ -32,8 +32,9 @@ struct Config {
   // A caller that builds a Config by hand sets it with fmt::make_shape.
   fmt::Shape shape = fmt::make_shape(8, 128, 64, 1, 4, 3, true, fmt::FormatId::kRoundMajor, fmt::ZsFormat::kCompact);
 
-  // Validates params (struct_size rules included) and derives bits; throws Error.
-  static Config from_params(const packkv_cache_params_t* params);
+  // Validates params (struct_size rules included) and derives bits; throws Error whose
+  // message starts with fn, the C entry point that was called.
+  static Config from_params(const packkv_cache_params_t* params, const char* fn);
   // Writes this configuration back as params (first params->struct_size bytes).
   void to_params(packkv_cache_params_t* params) const;
 };

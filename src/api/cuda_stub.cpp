@@ -9,7 +9,7 @@ namespace packkv {
 
 std::unique_ptr<CacheImpl> make_cuda_cache(const Config&, std::shared_ptr<PagePool>) {
   fail(PACKKV_ERR_NOT_SUPPORTED,
-       "packkv_cache_create: params.device >= 0 needs the CUDA backend, which this build "
+       "params.device >= 0 needs the CUDA backend, which this build "
        "does not contain (configure with PACKKV_ENABLE_CUDA=ON)");
 }
 

@@ -3,12 +3,15 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "helpers.h"
+#define PACKKV_EXPERIMENTAL_API
+#include "packkv/packkv_experimental.h"  // packkv_attn_decode_multi
 
 namespace {
 std::string last() { return packkv_last_error_message(); }
@@ -368,4 +371,86 @@ TEST_CASE("struct_size above PACKKV_CACHE_*_SIZE_MAX is refused before any byte 
   REQUIRE(packkv_cache_stats(c, -1, st) == PACKKV_OK);
   CHECK(sbuf[PACKKV_CACHE_STATS_SIZE_MAX - 1] == 0);
   packkv_cache_destroy(c);
+}
+
+TEST_CASE("n_seqs above max_seqs is refused before h_seq_ids is read") {
+  // fresh6 item 2: the count was checked only through the ids, so a count larger than the
+  // caller's array read past it. The arrays here hold n_seqs = 3 entries (the call reads
+  // nothing wrong), but their third id is out of range: the message must be about n_seqs,
+  // which shows that the count is checked before any id.
+  pkt::Cache c(pkt::params(2, 32, 2));  // max_seqs 2
+  std::vector<float> k(3 * 2 * 32, 0.5f), v(3 * 2 * 32, 0.25f), q(3 * 4 * 32, 0.1f), out(3 * 4 * 32, 7.0f);
+  std::vector<float> scores(3 * 4 * 8, 7.0f);
+  int32_t ids[3] = {0, 1, 77}, n[3] = {1, 1, 1};
+  const std::string want = "n_seqs must be in [1, max_seqs = 2], got 3";
+  auto check_last = [&](const char* fn) {
+    CHECK(last() == std::string(fn) + ": " + want);
+  };
+  CHECK(packkv_cache_append(c, 3, ids, n, k.data(), v.data(), PACKKV_DTYPE_F32, nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
+  check_last("packkv_cache_append");
+  CHECK(packkv_attn_decode(c, 3, ids, 4, q.data(), PACKKV_DTYPE_F32, 0.5f, out.data(), nullptr, nullptr, 0, nullptr) ==
+        PACKKV_ERR_INVALID_ARGUMENT);
+  check_last("packkv_attn_decode");
+  CHECK(packkv_attn_scores(c, 3, ids, 4, q.data(), PACKKV_DTYPE_F32, scores.data(), 8, nullptr, 0, nullptr) ==
+        PACKKV_ERR_INVALID_ARGUMENT);
+  check_last("packkv_attn_scores");
+  CHECK(packkv_attn_apply(c, 3, ids, 4, scores.data(), 8, out.data(), nullptr, 0, nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
+  check_last("packkv_attn_apply");
+  CHECK(packkv_attn_decode_multi(c, 3, ids, 4, 1, q.data(), PACKKV_DTYPE_F32, 0.5f, out.data(), nullptr, nullptr, 0,
+                                 nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
+  check_last("packkv_attn_decode_multi");
+  size_t ws = 7;
+  CHECK(packkv_attn_workspace_size(c, 3, 4, &ws) == PACKKV_ERR_INVALID_ARGUMENT);
+  check_last("packkv_attn_workspace_size");
+  CHECK(ws == 7);
+  // n_seqs below 1: same message, same place
+  CHECK(packkv_cache_append(c, 0, ids, n, k.data(), v.data(), PACKKV_DTYPE_F32, nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(last() == "packkv_cache_append: n_seqs must be in [1, max_seqs = 2], got 0");
+  CHECK(packkv_attn_decode(c, -1, ids, 4, q.data(), PACKKV_DTYPE_F32, 0.5f, out.data(), nullptr, nullptr, 0, nullptr) ==
+        PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(last() == "packkv_attn_decode: n_seqs must be in [1, max_seqs = 2], got -1");
+  for (float x : out) CHECK(x == 7.0f);
+  for (float x : scores) CHECK(x == 7.0f);
+  CHECK(pkt::stats(c).n_tokens == 0);
+}
+
+TEST_CASE("n_q_heads above 2^20 is refused before anything is sized by it") {
+  // fresh6 item 3: a huge n_q_heads (a multiple of n_kv_heads) made the CPU decode
+  // allocate its query copy, n_seqs * n_q_heads * head_dim floats (256 GiB here), first.
+  // packkv.h: n_q_heads (n_q_heads * q_len for decode_multi) is at most 2^20.
+  pkt::Cache c(pkt::params(2, 32, 1));
+  auto k = pkt::kv_data(10, 2, 32, 1), v = pkt::kv_data(10, 2, 32, 2);
+  pkt::append1(c, 0, k, v, 0, 10, 64);
+  std::vector<float> q(4 * 32, 0.1f), out(4 * 32, 7.0f), scores(4 * 10, 7.0f);
+  int32_t id = 0;
+  const int32_t huge = INT32_MAX - 1;  // a multiple of n_kv_heads = 2
+  const std::string rule = ": n_q_heads must be a positive multiple of n_kv_heads = 2 and at most 2^20, got ";
+  CHECK(packkv_attn_decode(c, 1, &id, huge, q.data(), PACKKV_DTYPE_F32, 0.5f, out.data(), nullptr, nullptr, 0,
+                           nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(last() == "packkv_attn_decode" + rule + std::to_string(huge));
+  CHECK(packkv_attn_scores(c, 1, &id, huge, q.data(), PACKKV_DTYPE_F32, scores.data(), 10, nullptr, 0, nullptr) ==
+        PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(last() == "packkv_attn_scores" + rule + std::to_string(huge));
+  CHECK(packkv_attn_apply(c, 1, &id, huge, scores.data(), 10, out.data(), nullptr, 0, nullptr) ==
+        PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(last() == "packkv_attn_apply" + rule + std::to_string(huge));
+  // the bound itself: 2^20 accepted, the next multiple of n_kv_heads refused
+  size_t ws = 7;
+  CHECK(packkv_attn_workspace_size(c, 1, 1 << 20, &ws) == PACKKV_OK);
+  CHECK(ws == 0);
+  ws = 7;
+  CHECK(packkv_attn_workspace_size(c, 1, (1 << 20) + 2, &ws) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(last() == "packkv_attn_workspace_size" + rule + std::to_string((1 << 20) + 2));
+  CHECK(ws == 7);
+  // decode_multi: n_q_heads * q_len, here 2 * (2^30 - 1) (below INT32_MAX, which was the old bound)
+  const int32_t q_len = (1 << 30) - 1;
+  CHECK(packkv_attn_decode_multi(c, 1, &id, 2, q_len, q.data(), PACKKV_DTYPE_F32, 0.5f, out.data(), nullptr, nullptr,
+                                 0, nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(last() == "packkv_attn_decode_multi: q_len must be >= 1 with n_q_heads * q_len <= 2^20, got q_len " +
+                      std::to_string(q_len) + " (n_q_heads 2)");
+  CHECK(packkv_attn_decode_multi(c, 1, &id, 2, (1 << 19) + 1, q.data(), PACKKV_DTYPE_F32, 0.5f, out.data(), nullptr,
+                                 nullptr, 0, nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(last().find("n_q_heads * q_len <= 2^20") != std::string::npos);
+  for (float x : out) CHECK(x == 7.0f);
+  for (float x : scores) CHECK(x == 7.0f);
 }

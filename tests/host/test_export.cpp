@@ -252,6 +252,11 @@ TEST_CASE("export: every bad input fails clearly and imports nothing") {
     const pkt::State fb = pkt::state(f, 2, kRow, full);
     CHECK(packkv_x_cache_import(f, 0, good.data(), good.size()) == PACKKV_X_ERR_BUDGET_EXCEEDED);
     CHECK(packkv_x_last_bytes_needed() == 16384);
+    // named and worded as every other refused import (fresh6 item 7)
+    const std::string msg = packkv_last_error_message();
+    CHECK(msg.rfind("packkv_x_cache_import: ", 0) == 0);
+    CHECK(msg.size() > 22);
+    CHECK(msg.substr(msg.size() - 22) == "; nothing was imported");
     CHECK(pkt::state(f, 2, kRow, full) == fb);
   }
   CHECK(packkv_x_cache_import(dst, 0, nullptr, 10) == PACKKV_ERR_INVALID_ARGUMENT);

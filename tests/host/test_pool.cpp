@@ -324,3 +324,46 @@ TEST_CASE("pool: bad pool arguments and refused caches") {
   CHECK(packkv_x_pool_tokens_fit(nullptr, &fit) == PACKKV_ERR_INVALID_ARGUMENT);
   CHECK(packkv_x_pool_tokens_fit(big, nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
 }
+
+TEST_CASE("pool: parameter errors of page_bytes_for and create_in_pool name the function called") {
+  // fresh6 item 1: both reported "packkv_cache_create: ..." (packkv.h: the message names
+  // the function that was called).
+  packkv_cache_params_t p = pkt::params(2, 64, 1);
+  p.head_dim = 40;
+  int64_t pb = -7;
+  CHECK(packkv_x_pool_page_bytes_for(&p, &pb) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(packkv_last_error_message()) ==
+        "packkv_x_pool_page_bytes_for: params.head_dim must be a multiple of 16 in [32, 256], got 40");
+  CHECK(pb == -7);
+  CHECK(packkv_x_pool_page_bytes_for(nullptr, &pb) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(packkv_last_error_message()) == "packkv_x_pool_page_bytes_for: params is NULL");
+  pkt::Pool pool(pkt::pool_params(1 << 20));
+  packkv_cache_t* c = reinterpret_cast<packkv_cache_t*>(1);
+  CHECK(packkv_x_cache_create_in_pool(&p, pool, &c) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(c == nullptr);
+  CHECK(std::string(packkv_last_error_message()) ==
+        "packkv_x_cache_create_in_pool: params.head_dim must be a multiple of 16 in [32, 256], got 40");
+  CHECK(packkv_x_cache_create_in_pool(nullptr, pool, &c) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(packkv_last_error_message()) == "packkv_x_cache_create_in_pool: params is NULL");
+  p = pkt::params(2, 64, 1);
+  p.struct_size = 16;
+  CHECK(packkv_x_cache_create_in_pool(&p, pool, &c) == PACKKV_ERR_VERSION_MISMATCH);
+  CHECK(std::string(packkv_last_error_message()).rfind("packkv_x_cache_create_in_pool: params.struct_size 16", 0) == 0);
+  // packkv_cache_create keeps its own name, for the params and for the backend's refusal
+  p = pkt::params(2, 64, 1);
+  p.head_dim = 40;
+  CHECK(packkv_cache_create(&p, &c) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(packkv_last_error_message()) ==
+        "packkv_cache_create: params.head_dim must be a multiple of 16 in [32, 256], got 40");
+  if (!packkv_has_cuda()) {
+    p = pkt::params(2, 64, 1);
+    p.device = 0;
+    CHECK(packkv_cache_create(&p, &c) == PACKKV_ERR_NOT_SUPPORTED);
+    CHECK(std::string(packkv_last_error_message()).rfind("packkv_cache_create: params.device >= 0 needs the CUDA", 0) == 0);
+    packkv_cache_params_t q = pkt::params(2, 64, 1);
+    q.device = 0;
+    pkt::Pool dev_mismatch(pkt::pool_params(1 << 20));  // a host pool for a device cache
+    CHECK(packkv_x_cache_create_in_pool(&q, dev_mismatch, &c) == PACKKV_ERR_NOT_SUPPORTED);
+    CHECK(std::string(packkv_last_error_message()).rfind("packkv_x_cache_create_in_pool: the pool's pages are on", 0) == 0);
+  }
+}

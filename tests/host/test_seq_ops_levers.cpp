@@ -98,6 +98,9 @@ TEST_CASE("truncate with sink tokens / K centring: a fresh sequence fed the kept
       CHECK(same_floats(got.k, wk));
       CHECK(same_floats(got.v, wv));
       CHECK(pkt::stats(c).n_residual_tokens == sinks + (n - orig_end));
+      // packkv_x_cache_truncate's doc: a cut inside a block returns its first
+      // (n - sink_tokens) % block_tokens tokens to the window; none for n <= sink_tokens
+      if (n < S + blocks_before * kN) CHECK(n - orig_end == (n > S ? (n - S) % kN : 0));
       // reference: original tokens up to the kept blocks' end, then the cut block's stored
       // values, then both go on with the same new tokens (the cut tokens are compressed
       // again, with a K mean computed again when block 0 was cut)

@@ -286,3 +286,27 @@ def test_every_query_raises_after_close():
             getattr(c, name)
     with pytest.raises(packkv.InvalidState):
         c.seq_length(0)
+
+
+def test_messages_say_what_is_wrong(cache, rng):
+    """fresh6 item 6: an int beyond 64 bits is out of range (not "not an int"), and the
+    expected shape of k / v is given in general terms, not derived from the bad input."""
+    k, v = kv_data(rng, 5, 3, 64), kv_data(rng, 5, 3, 64)
+    lo = -2**31
+    for bad in (2**70, -(2**70), [0, 2**70]):
+        with pytest.raises(packkv.InvalidArgument) as e:
+            cache.append(k, v, seq_ids=bad)
+        assert e.value.message == f"seq_ids entries must be in [{lo}, 2^31), got {bad!r}"
+    with pytest.raises(packkv.InvalidArgument) as e:
+        cache.append(k, v, seq_ids=[0, 1], n_tokens=[2**70, 0])
+    assert e.value.message == f"n_tokens entries must be in [0, 2^31), got {[2**70, 0]!r}"
+    for name, kk, vv in (("k", np.float16(1), np.float16(1)), ("v", k, v[0])):
+        with pytest.raises(packkv.InvalidArgument) as e:
+            cache.append(kk, vv)
+        shape = np.shape(kk) if name == "k" else np.shape(vv)
+        assert e.value.message == (f"{name}: shape {shape}, expected a 3-D array "
+                                   "[n_tokens, n_kv_heads=3, head_dim=64]")
+    # a non-int stays a type message
+    with pytest.raises(packkv.InvalidArgument, match="must be an int or a non-empty 1-D list"):
+        cache.append(k, v, seq_ids=[0, "1"])
+    assert cache.seq_length(0) == 0

@@ -147,6 +147,10 @@ def _int32s(name: str, value: Any, lo: int = np.iinfo(np.int32).min) -> np.ndarr
     """value (an int or a non-empty 1-D list of ints in [lo, 2^31)) as a 1-D int32 array.
     Checked before the conversion, which would wrap 2^32 + 20 or truncate 20.7 silently."""
     a = np.atleast_1d(np.asarray(value))
+    if (a.ndim == 1 and a.size > 0 and a.dtype == object
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in a.tolist())):
+        # Python ints beyond the 64-bit range: numpy keeps them as objects
+        raise InvalidArgument(1, f"{name} entries must be in [{lo}, 2^31), got {value!r}")
     if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
         raise InvalidArgument(1, f"{name} must be an int or a non-empty 1-D list of ints, "
                               f"got {value!r}")
@@ -388,16 +392,20 @@ class Cache(_Handle):
         """
         ids = _ids(seq_ids)
         ka, va = A.as_input(k, "k"), A.as_input(v, "v")
+        h, d = self._params.n_kv_heads, self._params.head_dim
+        for name, a in (("k", ka), ("v", va)):
+            if len(a.shape) != 3:
+                raise InvalidArgument(1, f"{name}: shape {a.shape}, expected a 3-D array "
+                                      f"[n_tokens, n_kv_heads={h}, head_dim={d}]")
         if n_tokens is None:
             if ids.size != 1:
                 raise InvalidArgument(1, "n_tokens is required when appending to several "
                                       "sequences")
-            counts = np.array([ka.shape[0] if ka.shape else 0], dtype=np.int32)
+            counts = np.array([ka.shape[0]], dtype=np.int32)
         else:
             counts = _int32s("n_tokens", n_tokens, lo=0)
             if counts.shape != ids.shape:
                 raise InvalidArgument(1, "n_tokens must have one entry per sequence id")
-        h, d = self._params.n_kv_heads, self._params.head_dim
         want = (int(counts.sum()), h, d)
         for name, a in (("k", ka), ("v", va)):
             if a.shape != want:
