@@ -156,9 +156,12 @@ constexpr int kMinCtasG4ScoresApply = PACKKV_ATTN_G4_MIN_CTAS;
 // near-fp32-limit rare paths, the rare block redone after it (family_cudacore.cuh). RESULTS.md
 // "Issue 14, sixth session: CUDA-core family", run A (H100, same run, 256 x 32K x 128, g 1):
 // the new loop with the rare paths inline 1028 / 1022 us, without them 890 / 893 (main 1153 /
-// 1143). A/B knob: 0 keeps one loop with the rare code inline.
+// 1143). A/B knob: 0 keeps one loop with the rare code inline. Default 0 until measured: the
+// two-path loop (1) was written after that run and has not run on a GPU (no device time was
+// left in the sixth session); 0 is the form closest to run A's GPU-tested loop (X3: rare code
+// inline, bulk staging, 984 / 993 us, GPU suite passed). Set 1 after the GPU suite passes with it.
 #ifndef PACKKV_ATTN_TWO_PATHS
-#define PACKKV_ATTN_TWO_PATHS 1  // A/B knob (see above)
+#define PACKKV_ATTN_TWO_PATHS 0  // A/B knob (see above)
 #endif
 constexpr bool kDecodeTwoPaths = PACKKV_ATTN_TWO_PATHS != 0;
 
