@@ -30,6 +30,20 @@ inline uint16_t to_half(float f) {
   return (uint16_t)(sign | (((r >> 23) - 112u) << 10) | ((r >> 13) & 0x3ffu));
 }
 
+// Parameters of a cache that compresses every token (no residual window, no sink tokens) at
+// the rates of the recorded CPU results (r_K 0.1 / r_V 0.2, not the library's defaults).
+inline packkv_cache_params_t all_compressed_params(int n_kv_heads, int head_dim) {
+  packkv_cache_params_t p;
+  check(packkv_cache_params_init(&p, sizeof p), "params_init");
+  p.n_kv_heads = n_kv_heads;
+  p.head_dim = head_dim;
+  p.residual_tokens = 0;
+  p.sink_tokens = 0;
+  p.rel_scale_k = 0.1f;
+  p.rel_scale_v = 0.2f;
+  return p;
+}
+
 }  // namespace packkv_bench
 
 #endif  // PACKKV_BENCH_UTIL_H

@@ -36,6 +36,7 @@
 
 using packkv_bench::check;
 using packkv_bench::to_half;
+using packkv_bench::all_compressed_params;
 
 namespace {
 
@@ -209,14 +210,7 @@ double time_median(int reps, F&& f) {
 
 packkv_cache_t* make_cache(int H, int d, size_t T, int n_threads, const std::vector<uint16_t>& kh,
                            const std::vector<uint16_t>& vh, double* encode_s) {
-  packkv_cache_params_t p;
-  check(packkv_cache_params_init(&p, sizeof p), "params_init");
-  p.n_kv_heads = H;
-  p.head_dim = d;
-  p.residual_tokens = 0;
-  p.rel_scale_k = 0.1f;  // the recorded results' rates (not the library's defaults)
-  p.rel_scale_v = 0.2f;
-  p.sink_tokens = 0;
+  packkv_cache_params_t p = all_compressed_params(H, d);
   p.max_tokens_per_seq = (int64_t)T;
   p.n_threads = n_threads;
   packkv_cache_t* c = nullptr;

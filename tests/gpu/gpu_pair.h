@@ -120,6 +120,27 @@ inline double rel_err(const std::vector<float>& ref, const std::vector<float>& g
   return std::sqrt(num / (den > 0 ? den : 1.0));
 }
 
+// Statistics of sequence `seq` of `c` (-1: the whole cache); the call must succeed.
+inline packkv_cache_stats_t stats_of(packkv_cache_t* c, int seq) {
+  packkv_cache_stats_t g;
+  std::memset(&g, 0, sizeof g);
+  g.struct_size = sizeof g;
+  REQUIRE(packkv_cache_stats(c, seq, &g) == PACKKV_OK);
+  return g;
+}
+
+// The counts and byte sizes both backends must report alike (reserved bytes may differ).
+inline void check_same_sizes(const packkv_cache_stats_t& a, const packkv_cache_stats_t& g) {
+  CHECK(a.n_tokens == g.n_tokens);
+  CHECK(a.n_blocks == g.n_blocks);
+  CHECK(a.k_tile_bytes == g.k_tile_bytes);
+  CHECK(a.v_tile_bytes == g.v_tile_bytes);
+  CHECK(a.k_scale_bytes == g.k_scale_bytes);
+  CHECK(a.v_scale_bytes == g.v_scale_bytes);
+  CHECK(a.perm_bytes == g.perm_bytes);
+  CHECK(a.residual_bytes == g.residual_bytes);
+}
+
 // A CPU and a CUDA cache with the same parameters, fed the same tokens.
 struct Pair {
   Shape s;
@@ -195,21 +216,9 @@ struct Pair {
         INFO("first differing byte " << first);
         REQUIRE(first == x.size());
       }
-      packkv_cache_stats_t a, g;
-      std::memset(&a, 0, sizeof a);
-      std::memset(&g, 0, sizeof g);
-      a.struct_size = g.struct_size = sizeof a;
-      REQUIRE(packkv_cache_stats(cpu.c, q, &a) == PACKKV_OK);
-      REQUIRE(packkv_cache_stats(gpu.c, q, &g) == PACKKV_OK);
-      CHECK(a.n_tokens == g.n_tokens);
-      CHECK(a.n_blocks == g.n_blocks);
+      const packkv_cache_stats_t a = stats_of(cpu.c, q), g = stats_of(gpu.c, q);
+      check_same_sizes(a, g);
       CHECK(a.n_residual_tokens == g.n_residual_tokens);
-      CHECK(a.k_tile_bytes == g.k_tile_bytes);
-      CHECK(a.v_tile_bytes == g.v_tile_bytes);
-      CHECK(a.k_scale_bytes == g.k_scale_bytes);
-      CHECK(a.v_scale_bytes == g.v_scale_bytes);
-      CHECK(a.perm_bytes == g.perm_bytes);
-      CHECK(a.residual_bytes == g.residual_bytes);
       CHECK(a.fp16_bytes == g.fp16_bytes);
       CHECK(g.compressed_bytes_reserved >= g.compressed_bytes_used);
     }

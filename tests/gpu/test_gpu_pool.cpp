@@ -59,14 +59,6 @@ int64_t small_page(const Shape& s, int blobs) {
   return (int64_t)((blobs * worst_blob(s) + 64 + 4095) / 4096 * 4096);
 }
 
-packkv_cache_stats_t stats_of(packkv_cache_t* c, int seq) {
-  packkv_cache_stats_t g;
-  std::memset(&g, 0, sizeof g);
-  g.struct_size = sizeof g;
-  REQUIRE(packkv_cache_stats(c, seq, &g) == PACKKV_OK);
-  return g;
-}
-
 packkv_x_pool_stats_t pool_stats(packkv_x_pool_t* pool) {
   packkv_x_pool_stats_t ps;
   std::memset(&ps, 0, sizeof ps);
