@@ -1,6 +1,12 @@
 # SDPA fp16 decode baselines at explicit shapes (issue 14 runs): python3 bench/sdpa_shapes.py OUT.csv BH,T,D,g ...
 # writes "BH,T,D,g,ms" lines (median of 10 after 3 warm-ups), the format packkv_bench_gpu --sdpa reads.
-import sys, torch, torch.nn.functional as F
+import sys
+if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+    print("usage: python3 bench/sdpa_shapes.py OUT.csv BH,T,D,g [BH,T,D,g ...]\n"
+          "SDPA fp16 decode times (ms, median of 10 after 3 warm-ups, CUDA) written as BH,T,D,g,ms lines\n"
+          "for packkv_bench_gpu --sdpa; H = 8 KV heads, B = BH / 8, g query heads per KV head.")
+    sys.exit(0 if len(sys.argv) > 1 else 2)
+import torch, torch.nn.functional as F
 out = open(sys.argv[1], "w")
 shapes = [tuple(int(x) for x in s.split(",")) for s in sys.argv[2:]]
 for bh, T, D, g in shapes:

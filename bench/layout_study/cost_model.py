@@ -29,6 +29,9 @@ RESTRICT = {0: 0, 1: 1, 2: 2, 3: 4, 4: 4, 5: 8, 6: 8, 7: 8, 8: 8}
 
 
 def main():
+    if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
     pw, csv = sys.argv[1], sys.argv[2]
     D = int(sys.argv[3]) if len(sys.argv) > 3 else 64
     cpl = D // 32  # channels (lane slots) per lane

@@ -269,7 +269,11 @@ packkv_status_t packkv_cache_append(packkv_cache_t* cache, int32_t n_seqs, const
   try {
     cache->impl->append(n_seqs, h_seq_ids, h_n_tokens, k_new, v_new, dtype, stream);
   } catch (const packkv::Error& e) {
-    if (e.code() != PACKKV_X_ERR_BUDGET_EXCEEDED) throw;
+    // the pool's refusals (budget, the system's memory) come from below the API: name the
+    // function and say what the failed call left (fresh7 item 8)
+    if (e.code() != PACKKV_X_ERR_BUDGET_EXCEEDED && e.code() != PACKKV_ERR_OUT_OF_HOST_MEMORY &&
+        e.code() != PACKKV_ERR_OUT_OF_DEVICE_MEMORY)
+      throw;
     packkv::fail(e.code(), std::string("packkv_cache_append: ") + e.what() + "; nothing was appended");
   }
   PACKKV_API_END("packkv_cache_append")

@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 
+#include "api/handles.h"
 #include "common/rules.h"
 #include "pool_helpers.h"
 
@@ -147,6 +148,63 @@ TEST_CASE("pool: an append past the budget fails with its own status, appends no
   // freeing memory makes room again
   REQUIRE(packkv_x_cache_truncate(c, 0, 64) == PACKKV_OK);
   CHECK(pkt::try_append(c, 0, k, v, 64, 1, kRow) == PACKKV_OK);
+}
+
+namespace {
+
+// Host pages from the heap that the "system" refuses after `limit` pages (an mmap failing
+// for lack of memory, without exhausting the machine).
+class RefusingMemory : public packkv::PageMemory {
+ public:
+  RefusingMemory(size_t page_bytes, int limit) : page_bytes_(page_bytes), limit_(limit) {}
+  uint8_t* map(bool) override {
+    if (mapped_ >= limit_) return nullptr;
+    ++mapped_;
+    return static_cast<uint8_t*>(::operator new(page_bytes_));
+  }
+  void unmap(uint8_t* page) noexcept override {
+    --mapped_;
+    ::operator delete(page);
+  }
+  int64_t bytes_held(int64_t pages_held) const override { return pages_held * (int64_t)page_bytes_; }
+
+ private:
+  size_t page_bytes_;
+  int limit_, mapped_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("pool: an append the system's memory refuses fails with OUT_OF_HOST_MEMORY, names the call, appends nothing") {
+  auto k = pkt::kv_data(2000, H, D, 41), v = pkt::kv_data(2000, H, D, 42);
+  const packkv_cache_params_t p = pkt::params(H, D, 2);
+  const size_t page = 8192;
+  REQUIRE(worst_blob(p) <= page);
+  // the handle as packkv_x_pool_create makes it (api/handles.h), over pages refused after 2
+  auto* pool = new packkv_x_pool{std::make_shared<packkv::PagePool>(page, 0, false,
+                                                                    std::unique_ptr<packkv::PageMemory>(
+                                                                        new RefusingMemory(page, 2))),
+                                 -1};
+  {
+    pkt::PoolCache c(p, pool);
+    packkv_status_t st = PACKKV_OK;
+    size_t t = 0;
+    for (; t < 2000 && st == PACKKV_OK; t += 16) {
+      const pkt::State before = pkt::state(c, 2, kRow, pool);
+      st = pkt::try_append(c, 0, k, v, t, 16, kRow);
+      if (st != PACKKV_OK) {
+        CHECK(st == PACKKV_ERR_OUT_OF_HOST_MEMORY);
+        const std::string msg = packkv_last_error_message();
+        CHECK(msg == "packkv_cache_append: the system refused a page of 8192 bytes (mmap); nothing was appended");
+        CHECK(pkt::state(c, 2, kRow, pool) == before);
+      }
+    }
+    REQUIRE(st == PACKKV_ERR_OUT_OF_HOST_MEMORY);
+    CHECK(pkt::pool_stats(pool).bytes_held == 2 * (int64_t)page);
+    // the cache still works: tokens that need no page go in, attention runs
+    CHECK(pkt::try_append(c, 1, k, v, 0, 1, kRow) == PACKKV_OK);
+  }
+  packkv_x_pool_destroy(pool);
 }
 
 namespace {

@@ -310,3 +310,28 @@ def test_messages_say_what_is_wrong(cache, rng):
     with pytest.raises(packkv.InvalidArgument, match="must be an int or a non-empty 1-D list"):
         cache.append(k, v, seq_ids=[0, "1"])
     assert cache.seq_length(0) == 0
+
+
+def test_copy_deepcopy_and_pickle_are_refused_and_the_handle_survives():
+    # A copy would share the C handle: freeing one would leave the other dangling (fresh7 item 1).
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(7)
+    k, v = kv_data(rng, 70, 2, 64), kv_data(rng, 70, 2, 64)
+    c = packkv.Cache(2, 64)
+    c.append(k, v)
+    want = c.decompress(0)
+    for how, f in [("copied", copy.copy), ("deep-copied", copy.deepcopy), ("pickled", pickle.dumps)]:
+        with pytest.raises(TypeError, match=f"a packkv cache owns a C handle and cannot be {how}; "
+                                           "to duplicate a sequence use Cache.fork"):
+            f(c)
+    got = c.decompress(0)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    c.close()
+    p = packkv.Pool(budget_bytes=1 << 24)
+    for f in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match=r"^a packkv pool owns a C handle and cannot be (copied|deep-copied|pickled)$"):
+            f(p)
+    assert p.stats().budget_bytes == 1 << 24
+    p.close()

@@ -30,6 +30,22 @@ class _Handle:
         except Exception:
             pass
 
+    # A copy would share the C handle: closing (or collecting) one would free what the
+    # other still uses. Copies are refused with what to do instead.
+    def _no_copy(self, how: str):
+        hint = (" to duplicate a sequence use Cache.fork(src_seq, dst_seq) (same cache, shared pages)"
+                " or export_seq() / import_seq() (another cache)") if self._what == "cache" else ""
+        raise TypeError(f"a packkv {self._what} owns a C handle and cannot be {how};{hint}".rstrip(";"))
+
+    def __copy__(self):
+        self._no_copy("copied")
+
+    def __deepcopy__(self, memo):
+        self._no_copy("deep-copied")
+
+    def __reduce_ex__(self, protocol):
+        self._no_copy("pickled")
+
     def _handle(self):
         ptr = self._ptr
         if ptr is None:
