@@ -221,7 +221,9 @@ PACKKV_API packkv_status_t packkv_x_pool_stats(const packkv_x_pool_t* pool, pack
  *  later block has the mean size; free pages are the budget's pages not in use (the room
  *  left in the pages sequences are filling is not counted, so with few pages the estimate
  *  errs low); residual windows live outside the pool and are not counted. Measured
- *  against appending until PACKKV_X_ERR_BUDGET_EXCEEDED: within 10% (tests/host/test_pool.cpp).
+ *  against appending until PACKKV_X_ERR_BUDGET_EXCEEDED: within 10% for one sequence in 8-32
+ *  pages (tests/host/test_pool.cpp); low by up to one page per sequence being filled (4
+ *  sequences in 16 pages: 0.76x the tokens that fit).
  *  @param tokens [host] out: -1 without a budget; 0 when no cache is attached.
  *  @return PACKKV_ERR_INVALID_ARGUMENT for NULL. Thread-safe. */
 PACKKV_API packkv_status_t packkv_x_pool_tokens_fit(const packkv_x_pool_t* pool, int64_t* tokens);
