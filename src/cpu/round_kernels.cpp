@@ -1,18 +1,13 @@
 // The round kernels of cpu/round_kernels.h: portable, AVX2 + FMA and AVX-512 versions.
-// The SIMD versions are functions with a target attribute in this one file (no file is
-// compiled with wider flags, so nothing shared can pick up instructions the CPU lacks).
+// The SIMD versions are functions with a target attribute (cpu/simd.h).
 #include "cpu/round_kernels.h"
 
+#include "cpu/simd.h"
 #include "format/shape.h"
 
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define PACKKV_X86_SIMD 1
-#include <immintrin.h>
-#endif
 
 namespace packkv {
 
@@ -120,11 +115,6 @@ void apply_round_portable(fmt::RoundCursor* cur, int d, const float* w, size_t w
 }
 
 #if defined(PACKKV_X86_SIMD)
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12's AVX-512 intrinsics headers trip -Wmaybe-uninitialized on their own
-// _mm512_undefined_* placeholders (a known false positive).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 
 // ---------------------------------------------------------------------------
 // SIMD unpacking. Field i (0..15) of a pack of encode length L: token i < 8 is field 7 - i
@@ -165,10 +155,6 @@ inline __m128i load_pack(const uint8_t* p, int L, const uint8_t* tile_end) {
   std::memcpy(buf, p, (size_t)(2 * L));
   return _mm_load_si128(reinterpret_cast<const __m128i*>(buf));
 }
-
-#define PACKKV_AVX2 __attribute__((target("avx2,fma")))
-#define PACKKV_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
-#define PACKKV_ALWAYS_INLINE inline __attribute__((always_inline))
 
 // ---- AVX2 + FMA: a pack is two 8-lane vectors (tokens 0..7, 8..15) ----
 
