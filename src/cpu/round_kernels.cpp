@@ -3,6 +3,7 @@
 #include "cpu/round_kernels.h"
 
 #include "cpu/simd.h"
+#include "cpu/simd_unpack.h"
 #include "format/shape.h"
 
 #include <algorithm>
@@ -12,6 +13,15 @@
 namespace packkv {
 
 namespace {
+
+#if defined(PACKKV_X86_SIMD)
+using simd::load_pack;
+using simd::tables;
+using simd::unpack_avx2;
+using simd::unpack_avx512;
+using simd::unpack_half_avx2;
+using simd::UnpackTables;
+#endif
 
 constexpr int P = fmt::kPackTokens;
 
@@ -116,64 +126,7 @@ void apply_round_portable(fmt::RoundCursor* cur, int d, const float* w, size_t w
 
 #if defined(PACKKV_X86_SIMD)
 
-// ---------------------------------------------------------------------------
-// SIMD unpacking. Field i (0..15) of a pack of encode length L: token i < 8 is field 7 - i
-// of the word in bytes [L, 2L), token i >= 8 field 15 - i of the word in bytes [0, L);
-// field k of a word starts at bit s = k * L, so it lies in bytes s / 8 and s / 8 + 1 (L <= 8,
-// s % 8 <= 7: at most 15 bits), at bit s % 8 of their 16-bit little-endian value.
-// ctrl[L]: per token, the byte-shuffle control that puts those two bytes in its 32-bit
-// lane (0x80: zero; a second byte past the word is not needed); shift[L]: s % 8;
-// mask[L]: 2^L - 1.
-// ---------------------------------------------------------------------------
-
-struct UnpackTables {
-  alignas(64) uint8_t ctrl[9][64];
-  alignas(64) uint32_t shift[9][16];
-  alignas(64) uint32_t mask[9][16];
-  UnpackTables() {
-    for (int L = 0; L <= 8; ++L)
-      for (int i = 0; i < 16; ++i) {
-        const int base = i < 8 ? L : 0, k = i < 8 ? 7 - i : 15 - i, s = k * L;
-        const int b = s / 8;
-        ctrl[L][4 * i] = (uint8_t)(L == 0 ? 0x80 : base + b);
-        ctrl[L][4 * i + 1] = (uint8_t)(L != 0 && b + 1 < L ? base + b + 1 : 0x80);
-        ctrl[L][4 * i + 2] = 0x80;
-        ctrl[L][4 * i + 3] = 0x80;
-        shift[L][i] = (uint32_t)(s % 8);
-        mask[L][i] = (1u << L) - 1u;
-      }
-  }
-};
-
-const UnpackTables& tables() {
-  static const UnpackTables t;
-  return t;
-}
-
-// The 2L payload bytes of a pack in the low bytes of a register (the others: anything
-// but never read past tile_end: the last packs of a tile are copied first).
-inline __m128i load_pack(const uint8_t* p, int L, const uint8_t* tile_end) {
-  if (p + 16 <= tile_end) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  alignas(16) uint8_t buf[16] = {0};
-  std::memcpy(buf, p, (size_t)(2 * L));
-  return _mm_load_si128(reinterpret_cast<const __m128i*>(buf));
-}
-
 // ---- AVX2 + FMA: a pack is two 8-lane vectors (tokens 0..7, 8..15) ----
-
-// Tokens 8h .. 8h+7 of the pack whose bytes are broadcast in b.
-PACKKV_AVX2 PACKKV_ALWAYS_INLINE __m256 unpack_half_avx2(__m256i b, int L, int h, const UnpackTables& t) {
-  const __m256i x = _mm256_shuffle_epi8(b, _mm256_load_si256(reinterpret_cast<const __m256i*>(t.ctrl[L] + 32 * h)));
-  const __m256i s = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.shift[L] + 8 * h));
-  return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(x, s), _mm256_load_si256(reinterpret_cast<const __m256i*>(t.mask[L]))));
-}
-
-PACKKV_AVX2 PACKKV_ALWAYS_INLINE void unpack_avx2(const uint8_t* p, int L, const uint8_t* end, const UnpackTables& t,
-                                                  __m256* lo, __m256* hi) {
-  const __m256i b = _mm256_broadcastsi128_si256(load_pack(p, L, end));
-  *lo = unpack_half_avx2(b, L, 0, t);
-  *hi = unpack_half_avx2(b, L, 1, t);
-}
 
 // acc rows j0 .. j0+NJ-1 over every channel of the unpacked round offs ([ch][16]).
 template <int NJ>
@@ -211,7 +164,7 @@ PACKKV_AVX2 void score_round_avx2(fmt::RoundCursor* cur, int d, const float* q, 
   const UnpackTables& t = tables();
   alignas(32) float mins[fmt::kMaxHeadDim];
   uint8_t min8[fmt::kMaxHeadDim], lens[fmt::kMaxHeadDim];
-  cur->read_round_fields(d, min8, lens);
+  simd::read_round_fields_avx2(*cur, d, end, min8, lens);
   const uint8_t* pay = cur->payload();
   size_t at = 0;
   for (int ch = 0; ch < d; ch += 8)
@@ -268,7 +221,7 @@ PACKKV_AVX2 void apply_round_avx2(fmt::RoundCursor* cur, int d, const float* w, 
                                   double* out, const double* wsum, size_t wsum_ld, const uint8_t* end, float*) {
   const UnpackTables& t = tables();
   uint8_t min8[fmt::kMaxHeadDim], lens[fmt::kMaxHeadDim];
-  cur->read_round_fields(d, min8, lens);
+  simd::read_round_fields_avx2(*cur, d, end, min8, lens);
   const uint8_t* pay = cur->payload();
   size_t at = 0;
   for (int c0 = 0; c0 < d; c0 += 8) {
@@ -306,14 +259,6 @@ PACKKV_AVX2 void apply_round_avx2(fmt::RoundCursor* cur, int d, const float* w, 
 
 // ---- AVX-512: a pack is one 16-lane vector ----
 
-PACKKV_AVX512 PACKKV_ALWAYS_INLINE __m512 unpack_avx512(const uint8_t* p, int L, const uint8_t* end,
-                                                        const UnpackTables& t) {
-  const __m512i b = _mm512_broadcast_i32x4(load_pack(p, L, end));
-  const __m512i x = _mm512_shuffle_epi8(b, _mm512_load_si512(t.ctrl[L]));
-  const __m512i v = _mm512_and_si512(_mm512_srlv_epi32(x, _mm512_load_si512(t.shift[L])), _mm512_load_si512(t.mask[L]));
-  return _mm512_cvtepi32_ps(v);
-}
-
 template <int NJ>
 PACKKV_AVX512 PACKKV_ALWAYS_INLINE void fma_heads_avx512(const float* offs, int d, const float* q, float* acc) {
   __m512 a[NJ];
@@ -340,7 +285,7 @@ PACKKV_AVX512 void score_round_avx512(fmt::RoundCursor* cur, int d, const float*
   const UnpackTables& t = tables();
   alignas(64) float mins[fmt::kMaxHeadDim];
   uint8_t min8[fmt::kMaxHeadDim], lens[fmt::kMaxHeadDim];
-  cur->read_round_fields(d, min8, lens);
+  simd::read_round_fields_avx2(*cur, d, end, min8, lens);
   const uint8_t* pay = cur->payload();
   size_t at = 0;
   for (int ch = 0; ch < d; ch += 16)
@@ -401,7 +346,7 @@ PACKKV_AVX512 void apply_round_avx512(fmt::RoundCursor* cur, int d, const float*
                                       double* out, const double* wsum, size_t wsum_ld, const uint8_t* end, float*) {
   const UnpackTables& t = tables();
   uint8_t min8[fmt::kMaxHeadDim], lens[fmt::kMaxHeadDim];
-  cur->read_round_fields(d, min8, lens);
+  simd::read_round_fields_avx2(*cur, d, end, min8, lens);
   const uint8_t* pay = cur->payload();
   size_t at = 0;
   for (int c0 = 0; c0 < d; c0 += P) {
