@@ -261,13 +261,16 @@ PACKKV_AVX2 void apply_round_avx2(fmt::RoundCursor* cur, int d, const float* w, 
 
 template <int NJ>
 PACKKV_AVX512 PACKKV_ALWAYS_INLINE void fma_heads_avx512(const float* offs, int d, const float* q, float* acc) {
-  __m512 a[NJ];
-  for (int j = 0; j < NJ; ++j) a[j] = _mm512_setzero_ps();
-  for (int ch = 0; ch < d; ++ch) {
-    const __m512 o = _mm512_loadu_ps(offs + (size_t)ch * P);
-    for (int j = 0; j < NJ; ++j) a[j] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)j * d + ch]), o, a[j]);
+  __m512 a[NJ][2];  // even and odd channels: two FMA chains per head
+  for (int j = 0; j < NJ; ++j) a[j][0] = a[j][1] = _mm512_setzero_ps();
+  for (int ch = 0; ch < d; ch += 2) {
+    const __m512 o0 = _mm512_loadu_ps(offs + (size_t)ch * P), o1 = _mm512_loadu_ps(offs + (size_t)ch * P + P);
+    for (int j = 0; j < NJ; ++j) {
+      a[j][0] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)j * d + ch]), o0, a[j][0]);
+      a[j][1] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)j * d + ch + 1]), o1, a[j][1]);
+    }
   }
-  for (int j = 0; j < NJ; ++j) _mm512_storeu_ps(acc + (size_t)j * P, a[j]);
+  for (int j = 0; j < NJ; ++j) _mm512_storeu_ps(acc + (size_t)j * P, _mm512_add_ps(a[j][0], a[j][1]));
 }
 
 PACKKV_AVX512 PACKKV_ALWAYS_INLINE double dot_f64_avx512(const float* a, const float* b, int d) {

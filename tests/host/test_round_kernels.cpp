@@ -65,23 +65,28 @@ TEST_CASE("round kernels: exact unpacking of every encode length on every instru
         INFO("isa " << packkv::cpu_isa_name(isa) << ", bits " << bits << ", d " << d);
         const packkv::RoundKernels& k = packkv::round_kernels(isa);
         std::vector<float> scratch((size_t)16 * d);
-        // scores with one-hot queries q_j = e_j: acc[j][i] = offset of channel j, token i,
-        // min_term[j] = min of channel j (q_in = 3 q: the minimums use q_in, the offsets q)
-        std::vector<float> q((size_t)d * d, 0.0f), q_in((size_t)d * d, 0.0f), acc((size_t)d * 16, -1.0f);
-        for (int j = 0; j < d; ++j) {
-          q[(size_t)j * d + j] = 1.0f;
-          q_in[(size_t)j * d + j] = 3.0f;
+        // scores with one-hot queries q_j = e_c(j): acc[j][i] = offset of channel c(j), token
+        // i, min_term[j] = min of channel c(j) (q_in = 3 q: the minimums use q_in, the offsets
+        // q); n_q = d (c(j) = j: the staged path) and n_q <= 8 (the fused paths)
+        for (int nq : {d, 1, 3, 4, 5, 8}) {
+          auto c_of = [&](int j) { return nq == d ? j : (j * 11 + 5) % d; };
+          std::vector<float> q((size_t)nq * d, 0.0f), q_in((size_t)nq * d, 0.0f), acc((size_t)nq * 16, -1.0f);
+          for (int j = 0; j < nq; ++j) {
+            q[(size_t)j * d + c_of(j)] = 1.0f;
+            q_in[(size_t)j * d + c_of(j)] = 3.0f;
+          }
+          std::vector<double> min_term(nq, -1.0);
+          packkv::fmt::RoundCursor cur(tile.data(), d, bits);
+          k.score_round(&cur, d, q.data(), q_in.data(), nq, acc.data(), min_term.data(), end, scratch.data());
+          CHECK(cur.round_offset() == tile.size());  // the cursor is at the next round
+          bool ok = true;
+          for (int j = 0; j < nq; ++j) {
+            ok = ok && min_term[j] == 3.0 * mins[c_of(j)];
+            for (int i = 0; i < 16; ++i) ok = ok && acc[(size_t)j * 16 + i] == (float)offs[(size_t)c_of(j) * 16 + i];
+          }
+          CHECK(ok);
         }
-        std::vector<double> min_term(d, -1.0);
-        packkv::fmt::RoundCursor cur(tile.data(), d, bits);
-        k.score_round(&cur, d, q.data(), q_in.data(), d, acc.data(), min_term.data(), end, scratch.data());
-        CHECK(cur.round_offset() == tile.size());  // the cursor is at the next round
         bool ok = true;
-        for (int ch = 0; ch < d; ++ch) {
-          ok = ok && min_term[ch] == 3.0 * mins[ch];
-          for (int i = 0; i < 16; ++i) ok = ok && acc[(size_t)ch * 16 + i] == (float)offs[(size_t)ch * 16 + i];
-        }
-        CHECK(ok);
         // apply with one-hot weights w_j = e_j (j < 16): part[j][ch] = offset of channel ch,
         // token j, out[j][ch] = min_ch * wsum_j; part and out start at 1 (the kernels add)
         std::vector<float> w(16 * 16, 0.0f), part((size_t)16 * d, 1.0f);
