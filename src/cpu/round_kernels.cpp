@@ -15,7 +15,6 @@ namespace packkv {
 namespace {
 
 #if defined(PACKKV_X86_SIMD)
-using simd::load_pack;
 using simd::tables;
 using simd::unpack_avx2;
 using simd::unpack_avx512;
@@ -228,7 +227,7 @@ PACKKV_AVX2 void apply_round_avx2(fmt::RoundCursor* cur, int d, const float* w, 
     __m256i b[8];  // the 8 channels' packs, broadcast
     for (int c = 0; c < 8; ++c) {
       const int L = lens[c0 + c];
-      b[c] = L != 0 ? _mm256_broadcastsi128_si256(load_pack(pay + at, L, end)) : _mm256_setzero_si256();
+      b[c] = L != 0 ? simd::load_pack_x2(pay + at, L, end) : _mm256_setzero_si256();
       at += 2 * (size_t)L;
     }
     for (int h = 0; h < 2; ++h) {  // tokens 8h .. 8h+7 (one half at a time: 16 ymm registers)

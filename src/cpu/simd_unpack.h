@@ -60,6 +60,17 @@ inline __m128i load_pack(const uint8_t* p, int L, const uint8_t* tile_end) {
   return _mm_load_si128(reinterpret_cast<const __m128i*>(buf));
 }
 
+// The same broadcast to every 128-bit lane of a ymm (zmm) register; the common case (not
+// near tile_end) is one broadcast load, which needs no shuffle unit.
+PACKKV_AVX2 PACKKV_ALWAYS_INLINE __m256i load_pack_x2(const uint8_t* p, int L, const uint8_t* tile_end) {
+  if (p + 16 <= tile_end) return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_broadcastsi128_si256(load_pack(p, L, tile_end));
+}
+PACKKV_AVX512 PACKKV_ALWAYS_INLINE __m512i load_pack_x4(const uint8_t* p, int L, const uint8_t* tile_end) {
+  if (p + 16 <= tile_end) return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm512_broadcast_i32x4(load_pack(p, L, tile_end));
+}
+
 // Tokens 8h .. 8h+7 of the pack whose bytes are broadcast in b.
 PACKKV_AVX2 PACKKV_ALWAYS_INLINE __m256 unpack_half_avx2(__m256i b, int L, int h, const UnpackTables& t) {
   const __m256i x = _mm256_shuffle_epi8(b, _mm256_load_si256(reinterpret_cast<const __m256i*>(t.ctrl[L] + 32 * h)));
@@ -69,14 +80,14 @@ PACKKV_AVX2 PACKKV_ALWAYS_INLINE __m256 unpack_half_avx2(__m256i b, int L, int h
 
 PACKKV_AVX2 PACKKV_ALWAYS_INLINE void unpack_avx2(const uint8_t* p, int L, const uint8_t* end, const UnpackTables& t,
                                                   __m256* lo, __m256* hi) {
-  const __m256i b = _mm256_broadcastsi128_si256(load_pack(p, L, end));
+  const __m256i b = load_pack_x2(p, L, end);
   *lo = unpack_half_avx2(b, L, 0, t);
   *hi = unpack_half_avx2(b, L, 1, t);
 }
 
 PACKKV_AVX512 PACKKV_ALWAYS_INLINE __m512 unpack_avx512(const uint8_t* p, int L, const uint8_t* end,
                                                         const UnpackTables& t) {
-  const __m512i b = _mm512_broadcast_i32x4(load_pack(p, L, end));
+  const __m512i b = load_pack_x4(p, L, end);
   const __m512i x = _mm512_shuffle_epi8(b, _mm512_load_si512(t.ctrl[L]));
   const __m512i v = _mm512_and_si512(_mm512_srlv_epi32(x, _mm512_load_si512(t.shift[L])), _mm512_load_si512(t.mask[L]));
   return _mm512_cvtepi32_ps(v);
@@ -120,7 +131,7 @@ PACKKV_AVX2 PACKKV_ALWAYS_INLINE void read_fields_avx2(const uint8_t* p, int n, 
   const __m256i mul = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.fmul[w]));
   const __m256i mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.fmask[w]));
   for (int k = 0; k < n; k += 16, p += 2 * w) {
-    const __m256i b = _mm256_broadcastsi128_si256(load_pack(p, w, end));  // 2w bytes
+    const __m256i b = load_pack_x2(p, w, end);  // 2w bytes
     const __m256i x = _mm256_and_si256(_mm256_srli_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(b, ctrl), mul), 8), mask);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k),
                      _mm_packus_epi16(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1)));
