@@ -9,6 +9,7 @@
 #include "codec/block_codec.h"
 #include "cpu/isa.h"
 #include "cpu/round_kernels.h"
+#include "cpu/simd.h"
 #include "cpu/token_kernels.h"
 #include "format/round_cursor.h"
 #include "format/shape.h"
@@ -42,35 +43,63 @@ struct Fields {
 // which the folded arithmetic cannot do; such blocks (only with data near the fp32 limit)
 // take the direct path below. max |s| * (max |z| + qmax) bounds every grid point, so the
 // slots are checked one by one only when that bound exceeds the fp32 range.
+// The fields' loop, compiled for the baseline and (field_loop_avx2) with the AVX2 target,
+// where the compiler vectorises it: scales, zero points, original indices, and the
+// largest |scale| (as bits: non-negative floats order like their bit patterns) and the
+// zero points' range.
+struct FieldRange {
+  uint32_t s_bits = 0;
+  int32_t z_min = 0, z_max = 0;
+};
+
+template <bool kWide>
+inline __attribute__((always_inline)) FieldRange field_loop(const fmt::HeadView& v, int n, float* s, int32_t* z,
+                                                           int32_t* o) {
+  using Zero = typename std::conditional<kWide, int32_t, int16_t>::type;
+  using Scale = typename std::conditional<kWide, uint32_t, uint16_t>::type;
+  Zero zf[fmt::kMaxBlockTokens];  // the fields copied out whole: loops over arrays vectorise
+  Scale sf[fmt::kMaxBlockTokens];
+  std::memcpy(zf, v.zero, sizeof(Zero) * (size_t)n);
+  std::memcpy(sf, v.scale, sizeof(Scale) * (size_t)n);
+  FieldRange r;
+  for (int i = 0; i < n; ++i) {
+    const int32_t zi = zf[i];
+    const uint32_t sb = kWide ? (uint32_t)sf[i] : (uint32_t)sf[i] << 15;  // format/affine.h: scale16_decode
+    z[i] = zi;
+    std::memcpy(s + i, &sb, 4);
+    r.s_bits = std::max(r.s_bits, sb & 0x7fffffffu);
+    r.z_min = std::min(r.z_min, zi);
+    r.z_max = std::max(r.z_max, zi);
+  }
+  if (o)
+    for (int i = 0; i < n; ++i) o[i] = v.perm[i];
+  return r;
+}
+
+FieldRange field_loop_portable(const fmt::HeadView& v, int n, float* s, int32_t* z, int32_t* o) {
+  return v.wide ? field_loop<true>(v, n, s, z, o) : field_loop<false>(v, n, s, z, o);
+}
+
+#if defined(PACKKV_X86_SIMD)
+PACKKV_AVX2 FieldRange field_loop_avx2(const fmt::HeadView& v, int n, float* s, int32_t* z, int32_t* o) {
+  return v.wide ? field_loop<true>(v, n, s, z, o) : field_loop<false>(v, n, s, z, o);
+}
+#endif
+
 Fields read_fields(const fmt::HeadView& v, int n, int bits, AttnScratch* scratch) {
   float* s = scratch->scale.get((size_t)n);
   int32_t* z = scratch->zero.get((size_t)n);
-  if (v.wide) {
-    for (int i = 0; i < n; ++i) {
-      z[i] = fmt::load4<int32_t>(v.zero + 4 * (size_t)i);
-      s[i] = fmt::load4<float>(v.scale + 4 * (size_t)i);
-    }
-  } else {
-    for (int i = 0; i < n; ++i) {
-      z[i] = fmt::load2<int16_t>(v.zero + 2 * (size_t)i);
-      s[i] = fmt::scale16_decode(fmt::load2<uint16_t>(v.scale + 2 * (size_t)i));
-    }
-  }
-  int32_t* o = nullptr;
-  if (v.perm) {
-    o = scratch->orig.get((size_t)n);
-    for (int i = 0; i < n; ++i) o[i] = v.perm[i];
-  }
-  float s_max = 0.0f;
-  int32_t z_min = 0, z_max = 0;
-  for (int i = 0; i < n; ++i) {
-    s_max = std::max(s_max, std::fabs(s[i]));
-    z_min = std::min(z_min, z[i]);
-    z_max = std::max(z_max, z[i]);
-  }
+  int32_t* o = v.perm ? scratch->orig.get((size_t)n) : nullptr;
+#if defined(PACKKV_X86_SIMD)
+  const FieldRange r = cpu_isa() != CpuIsa::kPortable ? field_loop_avx2(v, n, s, z, o) : field_loop_portable(v, n, s, z, o);
+#else
+  const FieldRange r = field_loop_portable(v, n, s, z, o);
+#endif
+  float s_max;
+  std::memcpy(&s_max, &r.s_bits, 4);
   const double kMax = 3.4028234663852886e38, qmax = (double)((1u << bits) - 1u);
   bool beyond = false;
-  if ((double)s_max * (std::max(-(double)z_min, (double)z_max) + qmax) > kMax)
+  if ((double)s_max * (std::max(-(double)r.z_min, (double)r.z_max) + qmax) > kMax)
     for (int i = 0; i < n && !beyond; ++i) {
       const double zi = (double)z[i], si = std::fabs((double)s[i]);
       beyond = std::fabs(zi) * si > kMax || std::fabs(zi + qmax) * si > kMax;

@@ -5,7 +5,8 @@
 // |r|^12 / 12! * e^|r| < 1e-14 relative), times 2^k built in the exponent bits. Inputs are
 // x = scale * s_t - max <= 0 (up to the rounding of the max); below -708 (where 2^k would
 // leave the normal range, and e^x < 1e-307 weighs nothing against the sum >= 1) the result
-// is 0, as for -inf; NaN stays NaN.
+// is 0, as for -inf; NaN stays NaN. The SIMD paths multiply by 1 / sum (one division a
+// row) where the portable path divides.
 #include "cpu/softmax.h"
 
 #include <algorithm>
@@ -85,9 +86,10 @@ PACKKV_AVX2 double softmax_avx2(double* s, int64_t len, float scale, float* prob
   _mm256_store_pd(part, sum4);
   double sum = (part[0] + part[1]) + (part[2] + part[3]);
   for (int64_t u = t; u < len; ++u) sum += (s[u] = _mm256_cvtsd_f64(exp_neg_avx2(_mm256_set1_pd((double)scale * s[u] - mx))));
-  const __m256d sv = _mm256_set1_pd(sum);
-  for (t = 0; t + 4 <= len; t += 4) _mm_storeu_ps(probs + t, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_loadu_pd(s + t), sv)));
-  for (; t < len; ++t) probs[t] = (float)(s[t] / sum);
+  const double inv = 1.0 / sum;  // e * (1 / sum): within an ulp of e / sum, far below the fp32 rounding
+  const __m256d iv = _mm256_set1_pd(inv);
+  for (t = 0; t + 4 <= len; t += 4) _mm_storeu_ps(probs + t, _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_loadu_pd(s + t), iv)));
+  for (; t < len; ++t) probs[t] = (float)(s[t] * inv);
   return mx + std::log(sum);
 }
 
@@ -129,9 +131,10 @@ PACKKV_AVX512 double softmax_avx512(double* s, int64_t len, float scale, float* 
   double sum = _mm512_reduce_add_pd(sum8);
   for (int64_t u = t; u < len; ++u)
     sum += (s[u] = _mm512_cvtsd_f64(exp_neg_avx512(_mm512_set1_pd((double)scale * s[u] - mx))));
-  const __m512d sv = _mm512_set1_pd(sum);
-  for (t = 0; t + 8 <= len; t += 8) _mm256_storeu_ps(probs + t, _mm512_cvtpd_ps(_mm512_div_pd(_mm512_loadu_pd(s + t), sv)));
-  for (; t < len; ++t) probs[t] = (float)(s[t] / sum);
+  const double inv = 1.0 / sum;
+  const __m512d iv = _mm512_set1_pd(inv);
+  for (t = 0; t + 8 <= len; t += 8) _mm256_storeu_ps(probs + t, _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_loadu_pd(s + t), iv)));
+  for (; t < len; ++t) probs[t] = (float)(s[t] * inv);
   return mx + std::log(sum);
 }
 
