@@ -12,6 +12,7 @@
 
 #include "cpu/isa.h"
 #include "cpu/round_kernels.h"
+#include "cpu/simd_unpack.h"
 #include "format/round_cursor.h"
 #include "format/round_tile.h"
 #include "helpers.h"
@@ -150,3 +151,33 @@ TEST_CASE("round kernels: attention on every instruction set agrees with the por
     }
   }
 }
+
+#if defined(PACKKV_X86_SIMD)
+namespace {
+// The SIMD field reader is inlined into AVX2 code only.
+PACKKV_AVX2 void read_fields_avx2_call(const uint8_t* p, int n, int w, const uint8_t* end, uint8_t* out) {
+  packkv::simd::read_fields_avx2(p, n, w, end, out);
+}
+}  // namespace
+
+TEST_CASE("round kernels: SIMD MINS / LENS field reads equal read_fields and read_field for widths 1..8") {
+  if ((int)packkv::cpu_isa_supported() < (int)CpuIsa::kAvx2) return;  // the SIMD form needs AVX2
+  std::mt19937 rng(9);
+  for (int w = 1; w <= 8; ++w)
+    for (int n : {16, 48, 256}) {
+      INFO("width " << w << ", fields " << n);
+      std::vector<uint8_t> bytes((size_t)n * w / 8, 0), want(n), got(n, 0xee), ref(n);
+      for (int k = 0; k < n; ++k) {
+        want[k] = (uint8_t)(rng() % (1u << w));
+        packkv::fmt::write_field(bytes.data(), (size_t)k, w, want[k]);
+      }
+      // the stream ends exactly at the end of its buffer: nothing past it may be read (ASan)
+      read_fields_avx2_call(bytes.data(), n, w, bytes.data() + bytes.size(), got.data());
+      packkv::fmt::read_fields(bytes.data(), n, w, ref.data());
+      bool ok = true;
+      for (int k = 0; k < n; ++k)
+        ok = ok && got[k] == want[k] && ref[k] == want[k] && packkv::fmt::read_field(bytes.data(), (size_t)k, w) == want[k];
+      CHECK(ok);
+    }
+}
+#endif
