@@ -140,16 +140,15 @@ void CpuCache::decode(const AttnArgs& a, float scale, float* out, float* lse) co
     const int64_t n = it.end - it.begin;
     AttnScratch scratch;
     // Scores in double: q . k may exceed FLT_MAX while softmax(scale * q . K) V is finite.
-    std::vector<double> sc((size_t)g * n);
-    std::vector<float> pr((size_t)g * n, 0.0f);
-    span_scores(s, it.begin, it.end, it.hk, q.data() + row0 * d, g, sc.data(), (size_t)n, &scratch);
-    for (int j = 0; j < g; ++j) {
-      double* row = &sc[(size_t)j * n];
-      // a span wholly out of the sliding window: weight 0 in the merge, nothing to apply
-      if (*std::max_element(row, row + n) == kNegInf) continue;
-      part_lse[(size_t)x * g + j] = softmax_row(row, n, scale, &pr[(size_t)j * n]);
-    }
-    span_apply(s, it.begin, it.end, it.hk, pr.data(), (size_t)n, g, part.data() + (size_t)x * head_vals, &scratch);
+    // Every score and probability is written before it is read (span_scores covers the span).
+    Buffer<double> sc_buf;
+    Buffer<float> pr_buf;
+    double* sc = sc_buf.get((size_t)g * n);
+    float* pr = pr_buf.get((size_t)g * n);
+    span_scores(s, it.begin, it.end, it.hk, q.data() + row0 * d, g, sc, (size_t)n, &scratch);
+    // a span wholly out of the sliding window: probabilities 0, lse -inf (weight 0 in the merge)
+    for (int j = 0; j < g; ++j) part_lse[(size_t)x * g + j] = softmax_row(sc + (size_t)j * n, n, scale, pr + (size_t)j * n);
+    span_apply(s, it.begin, it.end, it.hk, pr, (size_t)n, g, part.data() + (size_t)x * head_vals, &scratch);
   });
   // Merge per (sequence, query head): out = sum_k e^(lse_k - LSE) out_k, LSE = log sum_k e^lse_k.
   for (int i = 0; i < a.n_seqs; ++i)

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <memory>
 #include <vector>
 
 #include "format/affine.h"
@@ -18,12 +19,32 @@
 
 namespace packkv {
 
+// A buffer that grows and never value-initializes (T trivial): scratch space whose every
+// element is written before it is read.
+template <typename T>
+class Buffer {
+ public:
+  T* get(size_t n) {
+    if (n > cap_) {
+      p_.reset(new T[n]);
+      cap_ = n;
+    }
+    return p_.get();
+  }
+
+ private:
+  std::unique_ptr<T[]> p_;
+  size_t cap_ = 0;
+};
+
 // Reusable buffers of the block kernels (one per thread / call; no allocation per block).
 struct AttnScratch {
-  std::vector<float> f;
-  std::vector<double> d;
-  std::vector<fmt::Affine> a;  // a block's zero points and scales, by stored slot
-  std::vector<int> t;          // its original token indices
+  std::vector<float> f;  // the direct path's decoded head
+  Buffer<float> w, kern;  // apply weights and fp32 partial sums / score accumulators; the round kernels' scratch
+  Buffer<double> d;
+  Buffer<float> scale;    // a block's fields by stored slot: scales,
+  Buffer<int32_t> zero;   // zero points,
+  Buffer<int32_t> orig;   // original token indices
 };
 
 // The n_q query heads q_in ([n_q][head_dim] float) prepared for block_scores: per head its

@@ -6,7 +6,7 @@
 //     input_check.cpp  conversion of new tokens to kv_dtype and the finiteness check
 //     attention.cpp    scores / apply / decode over the blocks and the residual window,
 //                      in parallel work items (cpu/parallel.h)
-//     softmax.h        the float64 softmax of decode
+//     softmax.cpp      the float64 softmax of decode (vectorised exp on AVX2 / AVX-512)
 // Every method either completes or throws Error leaving the cache unchanged (the
 // CacheImpl contract, api/cache_impl.h). No lock: the caller serializes mutating calls
 // (packkv.h, "Thread safety"); read-only calls may overlap.

@@ -1,22 +1,26 @@
 // The round kernels of cpu/round_kernels.h: portable, AVX2 + FMA and AVX-512 versions.
-// The SIMD versions are functions with a target attribute in this one file (no file is
-// compiled with wider flags, so nothing shared can pick up instructions the CPU lacks).
+// The SIMD versions are functions with a target attribute (cpu/simd.h).
 #include "cpu/round_kernels.h"
 
+#include "cpu/simd.h"
+#include "cpu/simd_unpack.h"
 #include "format/shape.h"
 
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define PACKKV_X86_SIMD 1
-#include <immintrin.h>
-#endif
-
 namespace packkv {
 
 namespace {
+
+#if defined(PACKKV_X86_SIMD)
+using simd::tables;
+using simd::unpack_avx2;
+using simd::unpack_avx512;
+using simd::unpack_half_avx2;
+using simd::UnpackTables;
+#endif
 
 constexpr int P = fmt::kPackTokens;
 
@@ -120,69 +124,8 @@ void apply_round_portable(fmt::RoundCursor* cur, int d, const float* w, size_t w
 }
 
 #if defined(PACKKV_X86_SIMD)
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12's AVX-512 intrinsics headers trip -Wmaybe-uninitialized on their own
-// _mm512_undefined_* placeholders (a known false positive).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
-// ---------------------------------------------------------------------------
-// SIMD unpacking. Field i (0..15) of a pack of encode length L: token i < 8 is field 7 - i
-// of the word in bytes [L, 2L), token i >= 8 field 15 - i of the word in bytes [0, L);
-// field k of a word starts at bit s = k * L, so it lies in bytes s / 8 and s / 8 + 1 (L <= 8,
-// s % 8 <= 7: at most 15 bits), at bit s % 8 of their 16-bit little-endian value.
-// ctrl[L]: per token, the byte-shuffle control that puts those two bytes in its 32-bit
-// lane (0x80: zero; a second byte past the word is not needed); shift[L]: s % 8.
-// ---------------------------------------------------------------------------
-
-struct UnpackTables {
-  alignas(64) uint8_t ctrl[9][64];
-  alignas(64) uint32_t shift[9][16];
-  UnpackTables() {
-    for (int L = 0; L <= 8; ++L)
-      for (int i = 0; i < 16; ++i) {
-        const int base = i < 8 ? L : 0, k = i < 8 ? 7 - i : 15 - i, s = k * L;
-        const int b = s / 8;
-        ctrl[L][4 * i] = (uint8_t)(L == 0 ? 0x80 : base + b);
-        ctrl[L][4 * i + 1] = (uint8_t)(L != 0 && b + 1 < L ? base + b + 1 : 0x80);
-        ctrl[L][4 * i + 2] = 0x80;
-        ctrl[L][4 * i + 3] = 0x80;
-        shift[L][i] = (uint32_t)(s % 8);
-      }
-  }
-};
-
-const UnpackTables& tables() {
-  static const UnpackTables t;
-  return t;
-}
-
-// The 2L payload bytes of a pack in the low bytes of a register (the others: anything
-// but never read past tile_end: the last packs of a tile are copied first).
-inline __m128i load_pack(const uint8_t* p, int L, const uint8_t* tile_end) {
-  if (p + 16 <= tile_end) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  alignas(16) uint8_t buf[16] = {0};
-  std::memcpy(buf, p, (size_t)(2 * L));
-  return _mm_load_si128(reinterpret_cast<const __m128i*>(buf));
-}
-
-#define PACKKV_AVX2 __attribute__((target("avx2,fma")))
-#define PACKKV_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
-#define PACKKV_ALWAYS_INLINE inline __attribute__((always_inline))
 
 // ---- AVX2 + FMA: a pack is two 8-lane vectors (tokens 0..7, 8..15) ----
-
-PACKKV_AVX2 PACKKV_ALWAYS_INLINE void unpack_avx2(const uint8_t* p, int L, const uint8_t* end, const UnpackTables& t,
-                                                  __m256* lo, __m256* hi) {
-  const __m256i b = _mm256_broadcastsi128_si256(load_pack(p, L, end));
-  const __m256i mask = _mm256_set1_epi32((1 << L) - 1);
-  const __m256i x0 = _mm256_shuffle_epi8(b, _mm256_load_si256(reinterpret_cast<const __m256i*>(t.ctrl[L])));
-  const __m256i x1 = _mm256_shuffle_epi8(b, _mm256_load_si256(reinterpret_cast<const __m256i*>(t.ctrl[L] + 32)));
-  const __m256i s0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.shift[L]));
-  const __m256i s1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.shift[L] + 8));
-  *lo = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(x0, s0), mask));
-  *hi = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(x1, s1), mask));
-}
 
 // acc rows j0 .. j0+NJ-1 over every channel of the unpacked round offs ([ch][16]).
 template <int NJ>
@@ -220,12 +163,13 @@ PACKKV_AVX2 void score_round_avx2(fmt::RoundCursor* cur, int d, const float* q, 
   const UnpackTables& t = tables();
   alignas(32) float mins[fmt::kMaxHeadDim];
   uint8_t min8[fmt::kMaxHeadDim], lens[fmt::kMaxHeadDim];
-  cur->read_round_fields(d, min8, lens);
+  simd::read_round_fields_avx2(*cur, d, end, min8, lens);
   const uint8_t* pay = cur->payload();
   size_t at = 0;
+  for (int ch = 0; ch < d; ch += 8)
+    _mm256_store_ps(mins + ch, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(min8 + ch)))));
   for (int ch = 0; ch < d; ++ch) {  // offs: [channel][token]
     const int L = lens[ch];
-    mins[ch] = (float)min8[ch];
     __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
     if (L != 0) unpack_avx2(pay + at, L, end, t, &lo, &hi);
     at += 2 * (size_t)L;
@@ -265,33 +209,44 @@ PACKKV_AVX2 PACKKV_ALWAYS_INLINE void transpose8(__m256* r) {
   }
 }
 
+// The minimums of channels c .. c+3 as float64.
+PACKKV_AVX2 PACKKV_ALWAYS_INLINE __m256d mins4_avx2(const uint8_t* min8) {
+  int32_t m;
+  std::memcpy(&m, min8, 4);
+  return _mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(m)));
+}
+
 PACKKV_AVX2 void apply_round_avx2(fmt::RoundCursor* cur, int d, const float* w, size_t w_ld, int n_q, float* part,
                                   double* out, const double* wsum, size_t wsum_ld, const uint8_t* end, float*) {
   const UnpackTables& t = tables();
   uint8_t min8[fmt::kMaxHeadDim], lens[fmt::kMaxHeadDim];
-  cur->read_round_fields(d, min8, lens);
+  simd::read_round_fields_avx2(*cur, d, end, min8, lens);
   const uint8_t* pay = cur->payload();
   size_t at = 0;
   for (int c0 = 0; c0 < d; c0 += 8) {
-    __m256 lo[8], hi[8];  // per channel; after the transposes: per token (lo: 0..7, hi: 8..15)
-    alignas(32) float mins[8];
+    __m256i b[8];  // the 8 channels' packs, broadcast
     for (int c = 0; c < 8; ++c) {
       const int L = lens[c0 + c];
-      mins[c] = (float)min8[c0 + c];
-      lo[c] = hi[c] = _mm256_setzero_ps();
-      if (L != 0) unpack_avx2(pay + at, L, end, t, &lo[c], &hi[c]);
+      b[c] = L != 0 ? simd::load_pack_x2(pay + at, L, end) : _mm256_setzero_si256();
       at += 2 * (size_t)L;
     }
-    transpose8(lo);
-    transpose8(hi);
-    const __m256d m0 = _mm256_cvtps_pd(_mm_load_ps(mins)), m1 = _mm256_cvtps_pd(_mm_load_ps(mins + 4));
+    for (int h = 0; h < 2; ++h) {  // tokens 8h .. 8h+7 (one half at a time: 16 ymm registers)
+      __m256 r[8];  // per channel; after the transpose: per token
+      for (int c = 0; c < 8; ++c) r[c] = unpack_half_avx2(b[c], lens[c0 + c], h, t);  // L = 0: zero bytes give 0
+      transpose8(r);
+      for (int j = 0; j < n_q; ++j) {
+        const float* wj = w + (size_t)j * w_ld + 8 * h;
+        float* pj = part + (size_t)j * d + c0;
+        __m256 a0 = _mm256_loadu_ps(pj), a1 = _mm256_setzero_ps();  // two chains of 4 FMAs
+        for (int i = 0; i < 8; i += 2) {
+          a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(wj + i), r[i], a0);
+          a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(wj + i + 1), r[i + 1], a1);
+        }
+        _mm256_storeu_ps(pj, _mm256_add_ps(a0, a1));
+      }
+    }
+    const __m256d m0 = mins4_avx2(min8 + c0), m1 = mins4_avx2(min8 + c0 + 4);
     for (int j = 0; j < n_q; ++j) {
-      const float* wj = w + (size_t)j * w_ld;
-      float* pj = part + (size_t)j * d + c0;
-      __m256 a = _mm256_loadu_ps(pj);
-      for (int i = 0; i < 8; ++i) a = _mm256_fmadd_ps(_mm256_broadcast_ss(wj + i), lo[i], a);
-      for (int i = 0; i < 8; ++i) a = _mm256_fmadd_ps(_mm256_broadcast_ss(wj + 8 + i), hi[i], a);
-      _mm256_storeu_ps(pj, a);
       const __m256d ws = _mm256_set1_pd(wsum[(size_t)j * wsum_ld]);
       double* oj = out + (size_t)j * d + c0;
       _mm256_storeu_pd(oj, _mm256_fmadd_pd(m0, ws, _mm256_loadu_pd(oj)));
@@ -303,24 +258,18 @@ PACKKV_AVX2 void apply_round_avx2(fmt::RoundCursor* cur, int d, const float* w, 
 
 // ---- AVX-512: a pack is one 16-lane vector ----
 
-PACKKV_AVX512 PACKKV_ALWAYS_INLINE __m512 unpack_avx512(const uint8_t* p, int L, const uint8_t* end,
-                                                        const UnpackTables& t) {
-  const __m512i b = _mm512_broadcast_i32x4(load_pack(p, L, end));
-  const __m512i x = _mm512_shuffle_epi8(b, _mm512_load_si512(t.ctrl[L]));
-  const __m512i v = _mm512_and_si512(_mm512_srlv_epi32(x, _mm512_load_si512(t.shift[L])),
-                                     _mm512_set1_epi32((1 << L) - 1));
-  return _mm512_cvtepi32_ps(v);
-}
-
 template <int NJ>
 PACKKV_AVX512 PACKKV_ALWAYS_INLINE void fma_heads_avx512(const float* offs, int d, const float* q, float* acc) {
-  __m512 a[NJ];
-  for (int j = 0; j < NJ; ++j) a[j] = _mm512_setzero_ps();
-  for (int ch = 0; ch < d; ++ch) {
-    const __m512 o = _mm512_loadu_ps(offs + (size_t)ch * P);
-    for (int j = 0; j < NJ; ++j) a[j] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)j * d + ch]), o, a[j]);
+  __m512 a[NJ][2];  // even and odd channels: two FMA chains per head
+  for (int j = 0; j < NJ; ++j) a[j][0] = a[j][1] = _mm512_setzero_ps();
+  for (int ch = 0; ch < d; ch += 2) {
+    const __m512 o0 = _mm512_loadu_ps(offs + (size_t)ch * P), o1 = _mm512_loadu_ps(offs + (size_t)ch * P + P);
+    for (int j = 0; j < NJ; ++j) {
+      a[j][0] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)j * d + ch]), o0, a[j][0]);
+      a[j][1] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)j * d + ch + 1]), o1, a[j][1]);
+    }
   }
-  for (int j = 0; j < NJ; ++j) _mm512_storeu_ps(acc + (size_t)j * P, a[j]);
+  for (int j = 0; j < NJ; ++j) _mm512_storeu_ps(acc + (size_t)j * P, _mm512_add_ps(a[j][0], a[j][1]));
 }
 
 PACKKV_AVX512 PACKKV_ALWAYS_INLINE double dot_f64_avx512(const float* a, const float* b, int d) {
@@ -338,12 +287,13 @@ PACKKV_AVX512 void score_round_avx512(fmt::RoundCursor* cur, int d, const float*
   const UnpackTables& t = tables();
   alignas(64) float mins[fmt::kMaxHeadDim];
   uint8_t min8[fmt::kMaxHeadDim], lens[fmt::kMaxHeadDim];
-  cur->read_round_fields(d, min8, lens);
+  simd::read_round_fields_avx2(*cur, d, end, min8, lens);
   const uint8_t* pay = cur->payload();
   size_t at = 0;
+  for (int ch = 0; ch < d; ch += 16)
+    _mm512_store_ps(mins + ch, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(min8 + ch)))));
   for (int ch = 0; ch < d; ++ch) {  // offs: [channel][token]
     const int L = lens[ch];
-    mins[ch] = (float)min8[ch];
     _mm512_storeu_ps(offs + (size_t)ch * P, L != 0 ? unpack_avx512(pay + at, L, end, t) : _mm512_setzero_ps());
     at += 2 * (size_t)L;
   }
@@ -398,26 +348,28 @@ PACKKV_AVX512 void apply_round_avx512(fmt::RoundCursor* cur, int d, const float*
                                       double* out, const double* wsum, size_t wsum_ld, const uint8_t* end, float*) {
   const UnpackTables& t = tables();
   uint8_t min8[fmt::kMaxHeadDim], lens[fmt::kMaxHeadDim];
-  cur->read_round_fields(d, min8, lens);
+  simd::read_round_fields_avx2(*cur, d, end, min8, lens);
   const uint8_t* pay = cur->payload();
   size_t at = 0;
   for (int c0 = 0; c0 < d; c0 += P) {
     __m512 r[P];  // per channel; after the transpose: per token
-    alignas(64) float mins[P];
     for (int c = 0; c < P; ++c) {
       const int L = lens[c0 + c];
-      mins[c] = (float)min8[c0 + c];
       r[c] = L != 0 ? unpack_avx512(pay + at, L, end, t) : _mm512_setzero_ps();
       at += 2 * (size_t)L;
     }
     transpose16(r);
-    const __m512d m0 = _mm512_cvtps_pd(_mm256_load_ps(mins)), m1 = _mm512_cvtps_pd(_mm256_load_ps(mins + 8));
+    const __m512d m0 = _mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(min8 + c0))));
+    const __m512d m1 = _mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(min8 + c0 + 8))));
     for (int j = 0; j < n_q; ++j) {
       const float* wj = w + (size_t)j * w_ld;
       float* pj = part + (size_t)j * d + c0;
-      __m512 a = _mm512_loadu_ps(pj);
-      for (int i = 0; i < P; ++i) a = _mm512_fmadd_ps(_mm512_set1_ps(wj[i]), r[i], a);
-      _mm512_storeu_ps(pj, a);
+      __m512 a0 = _mm512_loadu_ps(pj), a1 = _mm512_setzero_ps();  // two chains of 8 FMAs
+      for (int i = 0; i < P; i += 2) {
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(wj[i]), r[i], a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(wj[i + 1]), r[i + 1], a1);
+      }
+      _mm512_storeu_ps(pj, _mm512_add_ps(a0, a1));
       const __m512d ws = _mm512_set1_pd(wsum[(size_t)j * wsum_ld]);
       double* oj = out + (size_t)j * d + c0;
       _mm512_storeu_pd(oj, _mm512_fmadd_pd(m0, ws, _mm512_loadu_pd(oj)));

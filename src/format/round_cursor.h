@@ -11,8 +11,9 @@
 //   - in parallel (a warp): each lane reads channel_length(ch) of its channels, the lanes
 //     prefix-sum 2 * L into pack positions, read their packs at payload() + position,
 //     and every lane calls next_round_after(sum of 2 * L over the round);
-//   - in bulk (host SIMD kernels, cpu/round_kernels.cpp): read_round_fields, then the packs
-//     at payload() + prefix sums of 2 * L, then next_round_after.
+//   - in bulk (host SIMD kernels, cpu/round_kernels.cpp): read_round_fields (the kernels
+//     use its SIMD form, cpu/simd_unpack.h, tested against it), then the packs at
+//     payload() + prefix sums of 2 * L, then next_round_after.
 // The cursor does no bounds checks (decoders trust blobs; blob_check.cpp checks
 // foreign ones first, using round_offset() and pack_offset() against the tile size).
 //

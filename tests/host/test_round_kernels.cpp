@@ -12,6 +12,7 @@
 
 #include "cpu/isa.h"
 #include "cpu/round_kernels.h"
+#include "cpu/simd_unpack.h"
 #include "format/round_cursor.h"
 #include "format/round_tile.h"
 #include "helpers.h"
@@ -65,23 +66,28 @@ TEST_CASE("round kernels: exact unpacking of every encode length on every instru
         INFO("isa " << packkv::cpu_isa_name(isa) << ", bits " << bits << ", d " << d);
         const packkv::RoundKernels& k = packkv::round_kernels(isa);
         std::vector<float> scratch((size_t)16 * d);
-        // scores with one-hot queries q_j = e_j: acc[j][i] = offset of channel j, token i,
-        // min_term[j] = min of channel j (q_in = 3 q: the minimums use q_in, the offsets q)
-        std::vector<float> q((size_t)d * d, 0.0f), q_in((size_t)d * d, 0.0f), acc((size_t)d * 16, -1.0f);
-        for (int j = 0; j < d; ++j) {
-          q[(size_t)j * d + j] = 1.0f;
-          q_in[(size_t)j * d + j] = 3.0f;
+        // scores with one-hot queries q_j = e_c(j): acc[j][i] = offset of channel c(j), token
+        // i, min_term[j] = min of channel c(j) (q_in = 3 q: the minimums use q_in, the offsets
+        // q); n_q = d (c(j) = j: the staged path) and n_q <= 8 (the fused paths)
+        for (int nq : {d, 1, 3, 4, 5, 8}) {
+          auto c_of = [&](int j) { return nq == d ? j : (j * 11 + 5) % d; };
+          std::vector<float> q((size_t)nq * d, 0.0f), q_in((size_t)nq * d, 0.0f), acc((size_t)nq * 16, -1.0f);
+          for (int j = 0; j < nq; ++j) {
+            q[(size_t)j * d + c_of(j)] = 1.0f;
+            q_in[(size_t)j * d + c_of(j)] = 3.0f;
+          }
+          std::vector<double> min_term(nq, -1.0);
+          packkv::fmt::RoundCursor cur(tile.data(), d, bits);
+          k.score_round(&cur, d, q.data(), q_in.data(), nq, acc.data(), min_term.data(), end, scratch.data());
+          CHECK(cur.round_offset() == tile.size());  // the cursor is at the next round
+          bool ok = true;
+          for (int j = 0; j < nq; ++j) {
+            ok = ok && min_term[j] == 3.0 * mins[c_of(j)];
+            for (int i = 0; i < 16; ++i) ok = ok && acc[(size_t)j * 16 + i] == (float)offs[(size_t)c_of(j) * 16 + i];
+          }
+          CHECK(ok);
         }
-        std::vector<double> min_term(d, -1.0);
-        packkv::fmt::RoundCursor cur(tile.data(), d, bits);
-        k.score_round(&cur, d, q.data(), q_in.data(), d, acc.data(), min_term.data(), end, scratch.data());
-        CHECK(cur.round_offset() == tile.size());  // the cursor is at the next round
         bool ok = true;
-        for (int ch = 0; ch < d; ++ch) {
-          ok = ok && min_term[ch] == 3.0 * mins[ch];
-          for (int i = 0; i < 16; ++i) ok = ok && acc[(size_t)ch * 16 + i] == (float)offs[(size_t)ch * 16 + i];
-        }
-        CHECK(ok);
         // apply with one-hot weights w_j = e_j (j < 16): part[j][ch] = offset of channel ch,
         // token j, out[j][ch] = min_ch * wsum_j; part and out start at 1 (the kernels add)
         std::vector<float> w(16 * 16, 0.0f), part((size_t)16 * d, 1.0f);
@@ -145,3 +151,33 @@ TEST_CASE("round kernels: attention on every instruction set agrees with the por
     }
   }
 }
+
+#if defined(PACKKV_X86_SIMD)
+namespace {
+// The SIMD field reader is inlined into AVX2 code only.
+PACKKV_AVX2 void read_fields_avx2_call(const uint8_t* p, int n, int w, const uint8_t* end, uint8_t* out) {
+  packkv::simd::read_fields_avx2(p, n, w, end, out);
+}
+}  // namespace
+
+TEST_CASE("round kernels: SIMD MINS / LENS field reads equal read_fields and read_field for widths 1..8") {
+  if ((int)packkv::cpu_isa_supported() < (int)CpuIsa::kAvx2) return;  // the SIMD form needs AVX2
+  std::mt19937 rng(9);
+  for (int w = 1; w <= 8; ++w)
+    for (int n : {16, 48, 256}) {
+      INFO("width " << w << ", fields " << n);
+      std::vector<uint8_t> bytes((size_t)n * w / 8, 0), want(n), got(n, 0xee), ref(n);
+      for (int k = 0; k < n; ++k) {
+        want[k] = (uint8_t)(rng() % (1u << w));
+        packkv::fmt::write_field(bytes.data(), (size_t)k, w, want[k]);
+      }
+      // the stream ends exactly at the end of its buffer: nothing past it may be read (ASan)
+      read_fields_avx2_call(bytes.data(), n, w, bytes.data() + bytes.size(), got.data());
+      packkv::fmt::read_fields(bytes.data(), n, w, ref.data());
+      bool ok = true;
+      for (int k = 0; k < n; ++k)
+        ok = ok && got[k] == want[k] && ref[k] == want[k] && packkv::fmt::read_field(bytes.data(), (size_t)k, w) == want[k];
+      CHECK(ok);
+    }
+}
+#endif
