@@ -284,7 +284,14 @@ typedef struct packkv_cache_params {
                                   fixed order, so every n_threads gives the same bits. Short
                                   calls stay on the calling thread. To run on the caller's
                                   own threads instead: packkv_x_cache_set_parallel
-                                  (packkv_experimental.h). Ignored by a CUDA cache */
+                                  (packkv_experimental.h). Ignored by a CUDA cache.
+                                  Instruction set (CPU cache): the kernels use AVX-512, else
+                                  AVX2 + FMA, else portable code, chosen at the first call
+                                  from what the CPU supports; the environment variable
+                                  PACKKV_CPU_ISA=portable|avx2|avx512 (read once per process)
+                                  caps the choice; another value is ignored with one warning
+                                  on stderr. Attention results may differ in the last bits
+                                  between instruction sets (compressed bytes never do). */
 } packkv_cache_params_t;
 
 /** Size of version 1 of packkv_cache_params_t, the smallest struct_size accepted

@@ -1,6 +1,7 @@
 #include "cpu/isa.h"
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -25,6 +26,8 @@ CpuIsa from_env(CpuIsa best) {
   if (e && !std::strcmp(e, "portable")) want = CpuIsa::kPortable;
   if (e && !std::strcmp(e, "avx2")) want = CpuIsa::kAvx2;
   if (e && !std::strcmp(e, "avx512")) want = CpuIsa::kAvx512;
+  if (e && *e && std::strcmp(e, "portable") && std::strcmp(e, "avx2") && std::strcmp(e, "avx512"))
+    std::fprintf(stderr, "libpackkv: PACKKV_CPU_ISA=%s is not portable, avx2 or avx512; ignored\n", e);
   return (int)want < (int)best ? want : best;
 }
 
