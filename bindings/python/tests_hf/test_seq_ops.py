@@ -4,6 +4,8 @@ DynamicCache's; logits after a crop or a batch operation equal those of a Dynami
 through the same operations (within the near-lossless tolerance), and each row's packkv
 sequence holds exactly its real tokens."""
 
+import copy
+
 import pytest
 import torch
 from transformers import DynamicCache
@@ -131,3 +133,26 @@ def test_batch_select_and_repeat_match_dynamic_cache(tiny_model):
     nxt = ids(5, b=3, seed=7)
     close(fwd(tiny_model, cache, nxt), fwd(tiny_model, ref, nxt))
     assert [layer.packkv.seq_length(s) for s in layer.rows] == [45, 45, 45]
+
+
+@pytest.mark.parametrize("params", [FINE, FINE_SINKS])
+def test_deepcopy_reuses_a_prompt(tiny_model, params):
+    """transformers' prompt reuse: copy.deepcopy of a cache after the prompt, then continue
+    the copy and the original. Both give the logits of one cache fed prompt + continuation
+    (the same compressed bytes: exactly equal), and continuing one leaves the other as it was."""
+    g = torch.Generator().manual_seed(11)
+    prompt, cont = torch.randint(3, 256, (1, 45), generator=g), torch.randint(3, 256, (1, 12), generator=g)
+    ref = ph.PackKVCache(tiny_model.config, **params)
+    tiny_model(input_ids=prompt, use_cache=True, **ph.cache_argument(ref))
+    want = tiny_model(input_ids=cont, use_cache=True, **ph.cache_argument(ref)).logits
+    cache = ph.PackKVCache(tiny_model.config, **params)
+    tiny_model(input_ids=prompt, use_cache=True, **ph.cache_argument(cache))
+    dup = copy.deepcopy(cache)
+    got = tiny_model(input_ids=cont, use_cache=True, **ph.cache_argument(dup)).logits
+    assert torch.equal(got, want)
+    assert cache.get_seq_length() == 45 and dup.get_seq_length() == 57
+    for a, b in zip(cache.packkv_layers, dup.packkv_layers):
+        assert a.packkv is not b.packkv
+        assert a.packkv.seq_length(a.rows[0]) <= 45
+    again = tiny_model(input_ids=cont, use_cache=True, **ph.cache_argument(cache)).logits
+    assert torch.equal(again, want)

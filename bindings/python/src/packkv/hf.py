@@ -58,6 +58,8 @@ Batch and rollback operations (CPU and CUDA caches): beam search (``reorder_cach
 ``batch_select_indices`` / ``batch_repeat_interleave`` map batch rows to packkv sequences and
 copy a row with packkv's fork (compressed blocks shared, not copied); assisted/speculative
 decoding (``crop``) truncates every row by the real tokens of the cropped positions.
+``copy.deepcopy(cache)`` (prompt reuse) copies every row into new packkv caches by export and
+import: the same compressed bytes, so the copy continues exactly as the original would.
 
 Unsupported (raise :class:`NotImplementedError` naming the missing operation): cache
 offloading, attention dropout in training, logit softcapping, custom 4D attention masks, layer
@@ -69,6 +71,7 @@ itself never imports them.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any
 
@@ -611,6 +614,31 @@ class PackKVLayer(CacheLayerMixin):
             self.packkv = new
         self.rows = rows
         self.batch_size_ = len(src)
+
+    def __deepcopy__(self, memo):
+        """A new layer holding copies of this layer's sequences (export / import into a new
+        packkv cache of the same parameters: the same compressed bytes, window and
+        residual tokens), so ``copy.deepcopy(cache)`` of a :class:`PackKVCache` reuses a
+        prompt as with transformers' own caches. Not between an update() and its attention."""
+        if self._pending:
+            raise RuntimeError("packkv.hf: a layer cannot be copied between update() and its "
+                               "attention call")
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for name, value in self.__dict__.items():
+            if name != "packkv":
+                setattr(new, name, copy.deepcopy(value, memo))
+        new.packkv = None
+        if self.packkv is not None:
+            cache = self._new_cache(self.packkv.params.max_seqs)
+            try:
+                for r in self.rows:
+                    cache.import_seq(r, self.packkv.export_seq(r))
+            except BaseException:
+                cache.close()
+                raise
+            new.packkv = cache
+        return new
 
     def offload(self):
         _unsupported("cache offloading", "moving a packkv cache between devices")
