@@ -5,7 +5,7 @@ Quick start::
     import packkv.hf
     model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=packkv.hf.register())
     cache = packkv.hf.PackKVCache(model.config)   # the library's defaults (packkv.h)
-    out = model.generate(**inputs, **packkv.hf.cache_argument(cache), max_new_tokens=32)
+    out = model.generate(**inputs, **packkv.hf.cache_argument(cache, model), max_new_tokens=32)
     print(packkv.hf.cache_memory(cache))
 
 How it plugs in
@@ -728,7 +728,7 @@ class PackKVCache(Cache):
     first update, with a UserWarning (once per cache). One cache serves one
     batch (the batch size is fixed by the first forward) until :meth:`reset`. Not
     thread-safe (like transformers' caches). Use with ``model.generate(...,
-    **cache_argument(cache))`` or ``model(..., **cache_argument(cache))``."""
+    **cache_argument(cache, model))`` or ``model(..., **cache_argument(cache, model))``."""
 
     def __init__(self, config, **params):
         impl = getattr(config, "_attn_implementation", None)
