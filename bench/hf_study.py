@@ -103,6 +103,9 @@ def parse_args(argv=None):
                     "quanto-int2,hqq-int4,hqq-int2")
     ap.add_argument("--packkv-small", default="rel_scale_k=0.1,rel_scale_v=0.2",
                     help="packkv parameters of the packkv-small cache (k=v,...)")
+    ap.add_argument("--packkv-set", action="append", default=[], metavar="NAME:k=v,...",
+                    help="one more packkv cache, named NAME (must start with 'packkv-'), with "
+                    "these parameters; added to --caches and --ppl-caches (repeatable)")
     ap.add_argument("--ppl-chunk", type=int, default=64, help="tokens per forward, perplexity")
     ap.add_argument("--ppl-caches", default=None,
                     help="caches of the perplexity phase (default: --caches)")
@@ -210,6 +213,18 @@ def parse_params(text: str) -> dict:
     return out
 
 
+def packkv_sets(args) -> dict:
+    """NAME -> parameters of each --packkv-set NAME:k=v,..."""
+    out = {}
+    for item in args.packkv_set:
+        name, _, params = item.partition(":")
+        if not name.startswith("packkv-") or name == "packkv-small" or not params:
+            raise SystemExit(f"--packkv-set {item!r}: expected NAME:k=v,... with NAME starting "
+                             "with 'packkv-' (not packkv-small)")
+        out[name] = parse_params(params)
+    return out
+
+
 class Caches:
     """Makes each cache of the study for the model, switching the model's attention
     implementation (packkv for the packkv caches, sdpa for the others)."""
@@ -219,14 +234,15 @@ class Caches:
         self.ph = ph
         self.model = model
         self.packkv_name = ph.register()
-        self.small = parse_params(args.packkv_small)
+        self.sets = {"packkv": {}, "packkv-small": parse_params(args.packkv_small)}
+        self.sets.update(packkv_sets(args))
 
     def params(self, name: str) -> dict:
         """The parameters of a cache, for the record."""
         if name == "packkv":
             return {"library defaults": True}
-        if name == "packkv-small":
-            return dict(self.small)
+        if name in self.sets:
+            return dict(self.sets[name])
         if name.startswith(("quanto", "hqq")):
             return {"nbits": int(name[-1]), "q_group_size": 64, "residual_length": 128,
                     "axis_key": 0, "axis_value": 0}
@@ -237,9 +253,9 @@ class Caches:
     def make(self, name: str):
         from transformers import DynamicCache, QuantizedCache
         m = self.model
-        if name.startswith("packkv"):
+        if name in self.sets:
             m.set_attn_implementation(self.packkv_name)
-            return self.ph.PackKVCache(m.config, **({} if name == "packkv" else self.small))
+            return self.ph.PackKVCache(m.config, **self.sets[name])
         m.set_attn_implementation("sdpa")
         if name == "dynamic":
             return DynamicCache(config=m.config)
@@ -257,13 +273,18 @@ class Caches:
 def held_bytes(cache) -> dict:
     """Bytes the cache objects hold: packkv layers by packkv's stats, every other layer by
     the tensors reachable from its attributes (tensor subclasses such as quanto's through
-    their inner tensors), each storage once. fp16_bytes: the tokens held, K and V, as fp16."""
+    their inner tensors), each storage once. packkv_fp16_bytes: the tokens packkv holds, K
+    and V, as fp16. held_bytes_fp16_model: held_bytes with every float32 tensor counted at 2
+    bytes per element, what the same cache holds for a float16 model (the CPU runs use a
+    float32 model: DynamicCache's K/V, QuantizedCache's scales, zero points and residual
+    tensors and fp8's scales then are float32; packkv's residual window is float16 either
+    way, packkv.hf's kv_dtype)."""
     import torch
     import packkv.hf as ph
-    seen, total, packkv_b, fp16 = set(), 0, 0, 0
+    seen, total, packkv_b, fp16, f32 = set(), 0, 0, 0, 0
 
     def walk(x, depth=0):
-        nonlocal total
+        nonlocal total, f32
         if depth > 6:
             return
         if isinstance(x, torch.Tensor):
@@ -280,6 +301,8 @@ def held_bytes(cache) -> dict:
             if key not in seen:
                 seen.add(key)
                 total += nbytes
+                if x.dtype == torch.float32:
+                    f32 += nbytes
         elif isinstance(x, dict):
             for v in x.values():
                 walk(v, depth + 1)
@@ -298,7 +321,7 @@ def held_bytes(cache) -> dict:
         else:
             walk({k: v for k, v in vars(layer).items()})
     return {"held_bytes": total + packkv_b, "packkv_bytes": packkv_b, "tensor_bytes": total,
-            "packkv_fp16_bytes": fp16}
+            "packkv_fp16_bytes": fp16, "held_bytes_fp16_model": total - f32 // 2 + packkv_b}
 
 
 def close(cache) -> None:
@@ -325,6 +348,10 @@ class Study:
         self.batches = sorted(int(x) for x in args.batches.split(",") if x)
         self.cache_names = [x for x in args.caches.split(",") if x]
         self.ppl_names = [x for x in (args.ppl_caches or args.caches).split(",") if x]
+        for name in packkv_sets(args):
+            for names in (self.cache_names, self.ppl_names):
+                if name not in names:
+                    names.append(name)
         self.deadline = T0 + args.time_budget
         self.result = {"meta": {}, "ppl": [], "speed": [], "errors": [], "skipped": [],
                        "notes": []}
@@ -660,13 +687,13 @@ def plot(r: dict, path: str) -> None:
                 for p in runs)
         for p in runs:
             c = next(c for c in p["contexts"] if c["context"] == t)
-            x = p["held_bytes"] / (per_tok * p["reached"])
+            x = p.get("held_bytes_fp16_model", p["held_bytes"]) / (per_tok * p["reached"])
             a.errorbar(x, c["delta_ppl_pct"], yerr=c["delta_ppl_se_pct"], fmt="o", capsize=3)
             a.annotate(p["cache"], (x, c["delta_ppl_pct"]), textcoords="offset points",
                        xytext=(5, 5), fontsize=8)
         a.axhline(1.0, color="grey", lw=0.8, ls="--")
         a.set_yscale("symlog", linthresh=1.0)
-        a.set_xlabel("bytes held per K/V element (end of the perplexity run)")
+        a.set_xlabel("bytes held per K/V element, float16 model (end of the perplexity run)")
         a.set_ylabel(f"perplexity change vs DynamicCache, % (first {t} tokens)")
         a.grid(alpha=0.3)
     if r["speed"]:
@@ -700,7 +727,7 @@ def headline(r: dict) -> list:
     cells = {(s["cache"], s["batch"]): s for s in r["speed"] if s["context"] == t}
     batches = sorted({b for _, b in cells})
     lines = [f"## Headline at T={t}", "",
-             "| cache | Δppl % (at T) | fp16 bytes / held bytes | " +
+             "| cache | Δppl % (at T) | fp16 bytes / held bytes (fp16 model) | " +
              " | ".join(f"tok/s B={b} (x dynamic)" for b in batches) + " |",
              "|---|---|---|" + "---|" * len(batches)]
     for name in dict.fromkeys([p["cache"] for p in r["ppl"]] + [c for c, _ in cells]):
@@ -711,14 +738,52 @@ def headline(r: dict) -> list:
             at = [c for c in got if c["context"] == t] or got[-1:]
             d = (f"{at[0]['delta_ppl_pct']:+.2f} (T={at[0]['context']})" if at else "")
         any_cell = next((cells[(name, b)] for b in batches if (name, b) in cells), None)
-        ratio = (f"{any_cell['fp16_kv_bytes'] / any_cell['held_bytes']:.2f}"
-                 if any_cell and any_cell.get("held_bytes") else "")
+        held16 = any_cell and any_cell.get("held_bytes_fp16_model", any_cell.get("held_bytes"))
+        ratio = f"{any_cell['fp16_kv_bytes'] / held16:.2f}" if held16 else ""
         speeds = []
         for b in batches:
             c, ref = cells.get((name, b)), cells.get(("dynamic", b))
             speeds.append("" if c is None else f"{c['tokens_per_s']}" + (
                 f" ({c['tokens_per_s'] / ref['tokens_per_s']:.2f})" if ref else ""))
         lines.append(f"| {name} | {d} | {ratio} | " + " | ".join(speeds) + " |")
+    return lines + [""]
+
+
+def equal_perplexity(r: dict, tol_pct: float = 1.0) -> list:
+    """The issue's criterion, at the longest context every perplexity run reached: for each
+    cache that is neither DynamicCache nor packkv, the packkv caches whose perplexity is at
+    most tol_pct % above its own, and whether the smallest of them holds fewer bytes (end of
+    the perplexity runs, float16-model bytes)."""
+    runs = {p["cache"]: p for p in r["ppl"]
+            if any(c.get("ppl") is not None for c in p["contexts"])}
+    if not runs:
+        return []
+    t = min(max(c["context"] for c in p["contexts"] if c.get("ppl") is not None)
+            for p in runs.values())
+
+    def at(p):
+        c = next(c for c in p["contexts"] if c["context"] == t)
+        # bytes at the end of the run, per token reached (runs may stop at different points)
+        return c["ppl"], p.get("held_bytes_fp16_model", p["held_bytes"]) / max(p["reached"], 1)
+
+    pk = {n: at(p) for n, p in runs.items() if n.startswith("packkv")}
+    lines = [f"## Equal perplexity (within {tol_pct:g}%) at T={t}: bytes held, float16 model", "",
+             "Per other cache: the packkv caches whose perplexity is at most "
+             f"{tol_pct:g}% above its own, and the smallest of them (bytes per token held at the "
+             "end of each perplexity run).", "",
+             "| cache | ppl | bytes/token | packkv caches within | smallest | its ppl | "
+             "its bytes/token | bytes x smaller |", "|---|---|---|---|---|---|---|---|"]
+    for name, p in runs.items():
+        if name == "dynamic" or name.startswith("packkv"):
+            continue
+        ppl, b = at(p)
+        ok = {n: v for n, v in pk.items() if v[0] <= ppl * (1 + tol_pct / 100)}
+        if ok:
+            best = min(ok, key=lambda n: ok[n][1])
+            lines.append(f"| {name} | {ppl:.4f} | {b:.0f} | {', '.join(ok)} | {best} | "
+                         f"{ok[best][0]:.4f} | {ok[best][1]:.0f} | {b / ok[best][1]:.2f} |")
+        else:
+            lines.append(f"| {name} | {ppl:.4f} | {b:.0f} | none | | | | |")
     return lines + [""]
 
 
@@ -735,8 +800,8 @@ def markdown(r: dict) -> str:
     if r["ppl"]:
         lines += ["## Perplexity (batch 1, first T tokens of the text)", "",
                   "| cache | " + " | ".join(f"T={c}: ppl (Δ% ± se, top-1)" for c in ctxs)
-                  + " | held MiB at end | B/elem | tok/s of the chunked pass |",
-                  "|---|" + "---|" * (len(ctxs) + 3)]
+                  + " | held MiB at end | B/elem | B/elem, fp16 model | tok/s of the chunked pass |",
+                  "|---|" + "---|" * (len(ctxs) + 4)]
         for p in r["ppl"]:
             cells = []
             for c in p["contexts"]:
@@ -756,19 +821,24 @@ def markdown(r: dict) -> str:
             except Exception:  # noqa: BLE001
                 pass
             bpe = f"{p['held_bytes'] / n_elem:.3f}" if n_elem else ""
+            bpe16 = (f"{p.get('held_bytes_fp16_model', p['held_bytes']) / n_elem:.3f}"
+                     if n_elem else "")
             lines.append(f"| {p['cache']} | " + " | ".join(cells) +
-                         f" | {mib(p['held_bytes'])} | {bpe} | {p.get('prefill_tokens_per_s')} |")
+                         f" | {mib(p['held_bytes'])} | {bpe} | {bpe16} | "
+                         f"{p.get('prefill_tokens_per_s')} |")
         lines.append("")
+        lines += equal_perplexity(r)
     if r["ppl"] and r["speed"]:
         lines += headline(r)
     if r["speed"]:
         lines += ["## Memory and decode speed (cache filled with T tokens of DynamicCache's K/V "
                   "in every row)", "",
-                  "| T | B | cache | tok/s | ms/step | held MiB | fp16 MiB | x smaller | "
+                  "| T | B | cache | tok/s | ms/step | held MiB | fp16 MiB | x smaller (fp16 model) | "
                   "torch Δ MiB | device Δ MiB | decode peak Δ MiB | fill s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in sorted(r["speed"], key=lambda s: (s["context"], s["batch"], s["cache"])):
-            ratio = s["fp16_kv_bytes"] / s["held_bytes"] if s.get("held_bytes") else 0
+            held16 = s.get("held_bytes_fp16_model", s.get("held_bytes"))
+            ratio = s["fp16_kv_bytes"] / held16 if held16 else 0
             lines.append(f"| {s['context']} | {s['batch']} | {s['cache']} | {s['tokens_per_s']} | "
                          f"{s['ms_per_step']} | {mib(s['held_bytes'])} | {mib(s['fp16_kv_bytes'])} | "
                          f"{ratio:.2f} | {mib(s.get('torch_alloc_delta'))} | "
