@@ -750,40 +750,47 @@ def headline(r: dict) -> list:
 
 
 def equal_perplexity(r: dict, tol_pct: float = 1.0) -> list:
-    """The issue's criterion, at the longest context every perplexity run reached: for each
-    cache that is neither DynamicCache nor packkv, the packkv caches whose perplexity is at
-    most tol_pct % above its own, and whether the smallest of them holds fewer bytes (end of
-    the perplexity runs, float16-model bytes)."""
+    """The issue's criterion: for each cache that is neither DynamicCache nor packkv, at the
+    longest context its perplexity run reached, the packkv caches whose perplexity there is
+    at most tol_pct % above its own, and the smallest of them (bytes held per token at the
+    end of each perplexity run, float16-model bytes); also the smallest packkv cache whose
+    perplexity is not above its own at all."""
     runs = {p["cache"]: p for p in r["ppl"]
             if any(c.get("ppl") is not None for c in p["contexts"])}
-    if not runs:
-        return []
-    t = min(max(c["context"] for c in p["contexts"] if c.get("ppl") is not None)
-            for p in runs.values())
 
-    def at(p):
-        c = next(c for c in p["contexts"] if c["context"] == t)
-        # bytes at the end of the run, per token reached (runs may stop at different points)
-        return c["ppl"], p.get("held_bytes_fp16_model", p["held_bytes"]) / max(p["reached"], 1)
+    def ppl_at(p, t):
+        return next((c["ppl"] for c in p["contexts"]
+                     if c["context"] == t and c.get("ppl") is not None), None)
 
-    pk = {n: at(p) for n, p in runs.items() if n.startswith("packkv")}
-    lines = [f"## Equal perplexity (within {tol_pct:g}%) at T={t}: bytes held, float16 model", "",
-             "Per other cache: the packkv caches whose perplexity is at most "
-             f"{tol_pct:g}% above its own, and the smallest of them (bytes per token held at the "
-             "end of each perplexity run).", "",
-             "| cache | ppl | bytes/token | packkv caches within | smallest | its ppl | "
-             "its bytes/token | bytes x smaller |", "|---|---|---|---|---|---|---|---|"]
+    def per_token(p):
+        return p.get("held_bytes_fp16_model", p["held_bytes"]) / max(p["reached"], 1)
+
+    lines = [f"## Equal perplexity (within {tol_pct:g}%): bytes held, float16 model", "",
+             "Per other cache, at the longest context T its perplexity run reached: the packkv "
+             f"caches whose perplexity at T is at most {tol_pct:g}% above its own, the smallest "
+             "of them, and the smallest packkv cache not above its perplexity at all (bytes "
+             "per token held at the end of each perplexity run).", "",
+             "| cache | T | ppl | bytes/token | packkv caches within | smallest (ppl, bytes/token) "
+             "| x smaller | smallest at ppl <= its own (ppl, bytes/token) | x smaller |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, p in runs.items():
         if name == "dynamic" or name.startswith("packkv"):
             continue
-        ppl, b = at(p)
-        ok = {n: v for n, v in pk.items() if v[0] <= ppl * (1 + tol_pct / 100)}
-        if ok:
-            best = min(ok, key=lambda n: ok[n][1])
-            lines.append(f"| {name} | {ppl:.4f} | {b:.0f} | {', '.join(ok)} | {best} | "
-                         f"{ok[best][0]:.4f} | {ok[best][1]:.0f} | {b / ok[best][1]:.2f} |")
-        else:
-            lines.append(f"| {name} | {ppl:.4f} | {b:.0f} | none | | | | |")
+        t = max(c["context"] for c in p["contexts"] if c.get("ppl") is not None)
+        ppl, b = ppl_at(p, t), per_token(p)
+        pk = {n: (ppl_at(q, t), per_token(q)) for n, q in runs.items()
+              if n.startswith("packkv") and ppl_at(q, t) is not None}
+        cells = []
+        for limit in (ppl * (1 + tol_pct / 100), ppl):
+            ok = {n: v for n, v in pk.items() if v[0] <= limit}
+            if ok:
+                best = min(ok, key=lambda n: ok[n][1])
+                cells.append((ok, f"{best} ({ok[best][0]:.4f}, {ok[best][1]:.0f})",
+                              f"{b / ok[best][1]:.2f}"))
+            else:
+                cells.append(({}, "none", ""))
+        lines.append(f"| {name} | {t} | {ppl:.4f} | {b:.0f} | {', '.join(cells[0][0]) or 'none'} "
+                     f"| {cells[0][1]} | {cells[0][2]} | {cells[1][1]} | {cells[1][2]} |")
     return lines + [""]
 
 
