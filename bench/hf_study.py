@@ -43,10 +43,10 @@ cells), then the speed cells at the longest context for dynamic and packkv, then
 perplexity runs, then the remaining speed cells from the longest context down. No case
 starts after --time-budget seconds (counted from the start of the script); a perplexity run
 stops where the budget ends, or after its share (each run after DynamicCache's gets an equal
-share of the time left, one share being kept for the speed cells), and reports the contexts
-it reached. Every case runs in
-try/except: an error (out of memory included) is recorded and the study goes on; after an
-out-of-memory error a cache skips the larger batches of that context.
+share of the time left, one share being kept for the speed cells unless --no-speed), and
+reports the contexts it reached. Every case runs in try/except: an error (out of memory
+included) is recorded and the study goes on; after an out-of-memory error a cache skips the
+larger batches of that context.
 
 Output: --out DIR gets hf_study.json (every number, the environment, errors),
 hf_study.md (tables) and hf_study.png (perplexity change vs bytes held; decode tokens/s vs
@@ -109,6 +109,9 @@ def parse_args(argv=None):
     ap.add_argument("--ppl-chunk", type=int, default=64, help="tokens per forward, perplexity")
     ap.add_argument("--ppl-caches", default=None,
                     help="caches of the perplexity phase (default: --caches)")
+    ap.add_argument("--no-speed", action="store_true",
+                    help="perplexity only (no memory / decode-speed cells); for models with "
+                    "sliding-window layers, whose DynamicCache K/V cannot fill the speed cells")
     ap.add_argument("--decode-steps", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--time-budget", type=float, default=330.0,
@@ -636,17 +639,20 @@ class Study:
         longest = self.contexts[-1]
         if "dynamic" in self.ppl_names or "dynamic" in self.cache_names:
             self.ppl("dynamic")
-        first = [n for n in ("dynamic", "packkv") if n in self.cache_names]
+        speed = not self.args.no_speed
+        first = [n for n in ("dynamic", "packkv") if n in self.cache_names and speed]
         self.speed_grid(first, [longest], [self.batches[0], self.batches[-1]], done)
         rest = [x for x in self.ppl_names if x != "dynamic"]
         for i, name in enumerate(rest):   # each run gets an equal share of what is left,
-            self.ppl(name, cap=self.left() / (len(rest) - i + 1))   # one share for speed
+            self.ppl(name, cap=self.left() / (len(rest) - i + int(speed)))   # one for speed
         if rest:
             self.result["notes"].append(
                 "each perplexity run after DynamicCache's stops after an equal share of the "
                 "time left (one share kept for the speed cells); 'reached' says how far it got")
-        self.speed_grid(self.cache_names, [longest], [self.batches[0], self.batches[-1]], done)
-        self.speed_grid(self.cache_names, self.contexts[::-1], self.batches, done)
+        if speed:
+            self.speed_grid(self.cache_names, [longest], [self.batches[0], self.batches[-1]],
+                            done)
+            self.speed_grid(self.cache_names, self.contexts[::-1], self.batches, done)
         self.result["meta"]["total_s"] = round(time.time() - T0, 1)
 
     def write(self):
@@ -751,7 +757,8 @@ def headline(r: dict) -> list:
 
 def equal_perplexity(r: dict, tol_pct: float = 1.0) -> list:
     """The issue's criterion: for each cache that is neither DynamicCache nor packkv, at the
-    longest context its perplexity run reached, the packkv caches whose perplexity there is
+    longest context T that its perplexity run and every packkv run reached (runs stop at
+    their share of the time budget), the packkv caches whose perplexity there is
     at most tol_pct % above its own, and the smallest of them (bytes held per token at the
     end of each perplexity run, float16-model bytes); also the smallest packkv cache whose
     perplexity is not above its own at all."""
@@ -766,7 +773,8 @@ def equal_perplexity(r: dict, tol_pct: float = 1.0) -> list:
         return p.get("held_bytes_fp16_model", p["held_bytes"]) / max(p["reached"], 1)
 
     lines = [f"## Equal perplexity (within {tol_pct:g}%): bytes held, float16 model", "",
-             "Per other cache, at the longest context T its perplexity run reached: the packkv "
+             "Per other cache, at the longest context T that its perplexity run and every packkv "
+             "run reached: the packkv "
              f"caches whose perplexity at T is at most {tol_pct:g}% above its own, the smallest "
              "of them, and the smallest packkv cache not above its perplexity at all (bytes "
              "per token held at the end of each perplexity run).", "",
@@ -776,7 +784,8 @@ def equal_perplexity(r: dict, tol_pct: float = 1.0) -> list:
     for name, p in runs.items():
         if name == "dynamic" or name.startswith("packkv"):
             continue
-        t = max(c["context"] for c in p["contexts"] if c.get("ppl") is not None)
+        t = min(max(c["context"] for c in q["contexts"] if c.get("ppl") is not None)
+                for n, q in runs.items() if n == name or n.startswith("packkv"))
         ppl, b = ppl_at(p, t), per_token(p)
         pk = {n: (ppl_at(q, t), per_token(q)) for n, q in runs.items()
               if n.startswith("packkv") and ppl_at(q, t) is not None}
