@@ -756,14 +756,16 @@ def headline(r: dict) -> list:
 
 
 def equal_perplexity(r: dict, tol_pct: float = 1.0) -> list:
-    """The issue's criterion: for each cache that is neither DynamicCache nor packkv, at the
-    longest context T that its perplexity run and every packkv run reached (runs stop at
-    their share of the time budget), the packkv caches whose perplexity there is
-    at most tol_pct % above its own, and the smallest of them (bytes held per token at the
-    end of each perplexity run, float16-model bytes); also the smallest packkv cache whose
-    perplexity is not above its own at all."""
+    """The issue's criterion: for each cache Q that is neither DynamicCache nor packkv, the
+    packkv caches P whose perplexity is at most tol_pct % above Q's, each pair compared at the
+    longest context both runs reached (runs stop at their share of the time budget), and the
+    smallest of them (bytes held per token at the end of each perplexity run, float16-model
+    bytes); also the smallest P whose perplexity is not above Q's at all."""
     runs = {p["cache"]: p for p in r["ppl"]
             if any(c.get("ppl") is not None for c in p["contexts"])}
+
+    def longest(p):
+        return max(c["context"] for c in p["contexts"] if c.get("ppl") is not None)
 
     def ppl_at(p, t):
         return next((c["ppl"] for c in p["contexts"]
@@ -773,33 +775,34 @@ def equal_perplexity(r: dict, tol_pct: float = 1.0) -> list:
         return p.get("held_bytes_fp16_model", p["held_bytes"]) / max(p["reached"], 1)
 
     lines = [f"## Equal perplexity (within {tol_pct:g}%): bytes held, float16 model", "",
-             "Per other cache, at the longest context T that its perplexity run and every packkv "
-             "run reached: the packkv "
-             f"caches whose perplexity at T is at most {tol_pct:g}% above its own, the smallest "
-             "of them, and the smallest packkv cache not above its perplexity at all (bytes "
-             "per token held at the end of each perplexity run).", "",
-             "| cache | T | ppl | bytes/token | packkv caches within | smallest (ppl, bytes/token) "
-             "| x smaller | smallest at ppl <= its own (ppl, bytes/token) | x smaller |",
+             "Per other cache Q: the packkv caches whose perplexity is at most "
+             f"{tol_pct:g}% above Q's (each compared at the longest context T both runs "
+             "reached), the smallest of them, and the smallest packkv cache not above Q's "
+             "perplexity at all; bytes per token held at the end of each perplexity run.", "",
+             "| Q | longest T | Q's ppl | Q's bytes/token | packkv caches within | smallest: "
+             "T, its ppl vs Q's, bytes/token | x smaller | smallest at ppl <= Q's | x smaller |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name, p in runs.items():
+    for name, q in runs.items():
         if name == "dynamic" or name.startswith("packkv"):
             continue
-        t = min(max(c["context"] for c in q["contexts"] if c.get("ppl") is not None)
-                for n, q in runs.items() if n == name or n.startswith("packkv"))
-        ppl, b = ppl_at(p, t), per_token(p)
-        pk = {n: (ppl_at(q, t), per_token(q)) for n, q in runs.items()
-              if n.startswith("packkv") and ppl_at(q, t) is not None}
+        lq, b = longest(q), per_token(q)
+        pairs = {}
+        for n, p in runs.items():
+            if n.startswith("packkv"):
+                t = min(lq, longest(p))
+                pairs[n] = (t, ppl_at(p, t), ppl_at(q, t), per_token(p))
         cells = []
-        for limit in (ppl * (1 + tol_pct / 100), ppl):
-            ok = {n: v for n, v in pk.items() if v[0] <= limit}
+        for tol in (tol_pct, 0.0):
+            ok = {n: v for n, v in pairs.items() if v[1] <= v[2] * (1 + tol / 100)}
             if ok:
-                best = min(ok, key=lambda n: ok[n][1])
-                cells.append((ok, f"{best} ({ok[best][0]:.4f}, {ok[best][1]:.0f})",
-                              f"{b / ok[best][1]:.2f}"))
+                n = min(ok, key=lambda n: ok[n][3])
+                t, pp, pq, pb = ok[n]
+                cells.append((ok, f"{n} (T={t}: {pp:.4f} vs {pq:.4f}, {pb:.0f})", f"{b / pb:.2f}"))
             else:
                 cells.append(({}, "none", ""))
-        lines.append(f"| {name} | {t} | {ppl:.4f} | {b:.0f} | {', '.join(cells[0][0]) or 'none'} "
-                     f"| {cells[0][1]} | {cells[0][2]} | {cells[1][1]} | {cells[1][2]} |")
+        lines.append(f"| {name} | {lq} | {ppl_at(q, lq):.4f} | {b:.0f} | "
+                     f"{', '.join(cells[0][0]) or 'none'} | {cells[0][1]} | {cells[0][2]} | "
+                     f"{cells[1][1]} | {cells[1][2]} |")
     return lines + [""]
 
 
