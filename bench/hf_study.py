@@ -26,10 +26,15 @@ with --tiny for a self-test), on one device (a CUDA GPU, or the CPU for a smoke 
    torch.cuda.memory_allocated, the change of the device's free memory (cudaMemGetInfo:
    includes packkv's own device allocations, which torch does not see), and the peak of
    torch's allocations while decoding (transient copies such as dequantized K/V).
+   Every byte count also comes as for a float16 model (held_bytes_fp16_model: float32
+   tensors counted at 2 bytes per element), for CPU runs of a float32 model.
+3. Equal perplexity (tables only): for each cache that is neither DynamicCache nor packkv,
+   the packkv caches whose perplexity is at most 1% above its own (each pair at the longest
+   context both runs reached) and the smallest of them by bytes held per token.
 
 Caches (--caches): dynamic (transformers DynamicCache, the model's dtype: fp16), packkv
 (packkv.hf.PackKVCache, the library's default parameters), packkv-small (--packkv-small
-parameters, fewer bytes), fp8 (K/V stored as float8_e4m3fn with one float32 scale per token
+parameters, fewer bytes), more packkv caches named by --packkv-set NAME:k=v,..., fp8 (K/V stored as float8_e4m3fn with one float32 scale per token
 and head, amax / 448; defined here: every token stored in fp8, the whole layer dequantized
 for attention at every step, no fused kernel), quanto-int4 / quanto-int2 / hqq-int4 /
 hqq-int2 (transformers QuantizedCache with optimum-quanto / HQQ at transformers' defaults:
