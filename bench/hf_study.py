@@ -26,10 +26,15 @@ with --tiny for a self-test), on one device (a CUDA GPU, or the CPU for a smoke 
    torch.cuda.memory_allocated, the change of the device's free memory (cudaMemGetInfo:
    includes packkv's own device allocations, which torch does not see), and the peak of
    torch's allocations while decoding (transient copies such as dequantized K/V).
+   Every byte count also comes as for a float16 model (held_bytes_fp16_model: float32
+   tensors counted at 2 bytes per element), for CPU runs of a float32 model.
+3. Equal perplexity (tables only): for each cache that is neither DynamicCache nor packkv,
+   the packkv caches whose perplexity is at most 1% above its own (each pair at the longest
+   context both runs reached) and the smallest of them by bytes held per token.
 
 Caches (--caches): dynamic (transformers DynamicCache, the model's dtype: fp16), packkv
 (packkv.hf.PackKVCache, the library's default parameters), packkv-small (--packkv-small
-parameters, fewer bytes), fp8 (K/V stored as float8_e4m3fn with one float32 scale per token
+parameters, fewer bytes), more packkv caches named by --packkv-set NAME:k=v,..., fp8 (K/V stored as float8_e4m3fn with one float32 scale per token
 and head, amax / 448; defined here: every token stored in fp8, the whole layer dequantized
 for attention at every step, no fused kernel), quanto-int4 / quanto-int2 / hqq-int4 /
 hqq-int2 (transformers QuantizedCache with optimum-quanto / HQQ at transformers' defaults:
@@ -43,10 +48,10 @@ cells), then the speed cells at the longest context for dynamic and packkv, then
 perplexity runs, then the remaining speed cells from the longest context down. No case
 starts after --time-budget seconds (counted from the start of the script); a perplexity run
 stops where the budget ends, or after its share (each run after DynamicCache's gets an equal
-share of the time left, one share being kept for the speed cells), and reports the contexts
-it reached. Every case runs in
-try/except: an error (out of memory included) is recorded and the study goes on; after an
-out-of-memory error a cache skips the larger batches of that context.
+share of the time left, one share being kept for the speed cells unless --no-speed), and
+reports the contexts it reached. Every case runs in try/except: an error (out of memory
+included) is recorded and the study goes on; after an out-of-memory error a cache skips the
+larger batches of that context.
 
 Output: --out DIR gets hf_study.json (every number, the environment, errors),
 hf_study.md (tables) and hf_study.png (perplexity change vs bytes held; decode tokens/s vs
@@ -103,9 +108,15 @@ def parse_args(argv=None):
                     "quanto-int2,hqq-int4,hqq-int2")
     ap.add_argument("--packkv-small", default="rel_scale_k=0.1,rel_scale_v=0.2",
                     help="packkv parameters of the packkv-small cache (k=v,...)")
+    ap.add_argument("--packkv-set", action="append", default=[], metavar="NAME:k=v,...",
+                    help="one more packkv cache, named NAME (must start with 'packkv-'), with "
+                    "these parameters; added to --caches and --ppl-caches (repeatable)")
     ap.add_argument("--ppl-chunk", type=int, default=64, help="tokens per forward, perplexity")
     ap.add_argument("--ppl-caches", default=None,
                     help="caches of the perplexity phase (default: --caches)")
+    ap.add_argument("--no-speed", action="store_true",
+                    help="perplexity only (no memory / decode-speed cells); for models with "
+                    "sliding-window layers, whose DynamicCache K/V cannot fill the speed cells")
     ap.add_argument("--decode-steps", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--time-budget", type=float, default=330.0,
@@ -210,6 +221,18 @@ def parse_params(text: str) -> dict:
     return out
 
 
+def packkv_sets(args) -> dict:
+    """NAME -> parameters of each --packkv-set NAME:k=v,..."""
+    out = {}
+    for item in args.packkv_set:
+        name, _, params = item.partition(":")
+        if not name.startswith("packkv-") or name == "packkv-small" or not params:
+            raise SystemExit(f"--packkv-set {item!r}: expected NAME:k=v,... with NAME starting "
+                             "with 'packkv-' (not packkv-small)")
+        out[name] = parse_params(params)
+    return out
+
+
 class Caches:
     """Makes each cache of the study for the model, switching the model's attention
     implementation (packkv for the packkv caches, sdpa for the others)."""
@@ -219,14 +242,15 @@ class Caches:
         self.ph = ph
         self.model = model
         self.packkv_name = ph.register()
-        self.small = parse_params(args.packkv_small)
+        self.sets = {"packkv": {}, "packkv-small": parse_params(args.packkv_small)}
+        self.sets.update(packkv_sets(args))
 
     def params(self, name: str) -> dict:
         """The parameters of a cache, for the record."""
         if name == "packkv":
             return {"library defaults": True}
-        if name == "packkv-small":
-            return dict(self.small)
+        if name in self.sets:
+            return dict(self.sets[name])
         if name.startswith(("quanto", "hqq")):
             return {"nbits": int(name[-1]), "q_group_size": 64, "residual_length": 128,
                     "axis_key": 0, "axis_value": 0}
@@ -237,9 +261,9 @@ class Caches:
     def make(self, name: str):
         from transformers import DynamicCache, QuantizedCache
         m = self.model
-        if name.startswith("packkv"):
+        if name in self.sets:
             m.set_attn_implementation(self.packkv_name)
-            return self.ph.PackKVCache(m.config, **({} if name == "packkv" else self.small))
+            return self.ph.PackKVCache(m.config, **self.sets[name])
         m.set_attn_implementation("sdpa")
         if name == "dynamic":
             return DynamicCache(config=m.config)
@@ -257,13 +281,18 @@ class Caches:
 def held_bytes(cache) -> dict:
     """Bytes the cache objects hold: packkv layers by packkv's stats, every other layer by
     the tensors reachable from its attributes (tensor subclasses such as quanto's through
-    their inner tensors), each storage once. fp16_bytes: the tokens held, K and V, as fp16."""
+    their inner tensors), each storage once. packkv_fp16_bytes: the tokens packkv holds, K
+    and V, as fp16. held_bytes_fp16_model: held_bytes with every float32 tensor counted at 2
+    bytes per element, what the same cache holds for a float16 model (the CPU runs use a
+    float32 model: DynamicCache's K/V, QuantizedCache's scales, zero points and residual
+    tensors and fp8's scales then are float32; packkv's residual window is float16 either
+    way, packkv.hf's kv_dtype)."""
     import torch
     import packkv.hf as ph
-    seen, total, packkv_b, fp16 = set(), 0, 0, 0
+    seen, total, packkv_b, fp16, f32 = set(), 0, 0, 0, 0
 
     def walk(x, depth=0):
-        nonlocal total
+        nonlocal total, f32
         if depth > 6:
             return
         if isinstance(x, torch.Tensor):
@@ -280,6 +309,8 @@ def held_bytes(cache) -> dict:
             if key not in seen:
                 seen.add(key)
                 total += nbytes
+                if x.dtype == torch.float32:
+                    f32 += nbytes
         elif isinstance(x, dict):
             for v in x.values():
                 walk(v, depth + 1)
@@ -298,7 +329,7 @@ def held_bytes(cache) -> dict:
         else:
             walk({k: v for k, v in vars(layer).items()})
     return {"held_bytes": total + packkv_b, "packkv_bytes": packkv_b, "tensor_bytes": total,
-            "packkv_fp16_bytes": fp16}
+            "packkv_fp16_bytes": fp16, "held_bytes_fp16_model": total - f32 // 2 + packkv_b}
 
 
 def close(cache) -> None:
@@ -325,6 +356,10 @@ class Study:
         self.batches = sorted(int(x) for x in args.batches.split(",") if x)
         self.cache_names = [x for x in args.caches.split(",") if x]
         self.ppl_names = [x for x in (args.ppl_caches or args.caches).split(",") if x]
+        for name in packkv_sets(args):
+            for names in (self.cache_names, self.ppl_names):
+                if name not in names:
+                    names.append(name)
         self.deadline = T0 + args.time_budget
         self.result = {"meta": {}, "ppl": [], "speed": [], "errors": [], "skipped": [],
                        "notes": []}
@@ -609,17 +644,20 @@ class Study:
         longest = self.contexts[-1]
         if "dynamic" in self.ppl_names or "dynamic" in self.cache_names:
             self.ppl("dynamic")
-        first = [n for n in ("dynamic", "packkv") if n in self.cache_names]
+        speed = not self.args.no_speed
+        first = [n for n in ("dynamic", "packkv") if n in self.cache_names and speed]
         self.speed_grid(first, [longest], [self.batches[0], self.batches[-1]], done)
         rest = [x for x in self.ppl_names if x != "dynamic"]
         for i, name in enumerate(rest):   # each run gets an equal share of what is left,
-            self.ppl(name, cap=self.left() / (len(rest) - i + 1))   # one share for speed
+            self.ppl(name, cap=self.left() / (len(rest) - i + int(speed)))   # one for speed
         if rest:
             self.result["notes"].append(
                 "each perplexity run after DynamicCache's stops after an equal share of the "
                 "time left (one share kept for the speed cells); 'reached' says how far it got")
-        self.speed_grid(self.cache_names, [longest], [self.batches[0], self.batches[-1]], done)
-        self.speed_grid(self.cache_names, self.contexts[::-1], self.batches, done)
+        if speed:
+            self.speed_grid(self.cache_names, [longest], [self.batches[0], self.batches[-1]],
+                            done)
+            self.speed_grid(self.cache_names, self.contexts[::-1], self.batches, done)
         self.result["meta"]["total_s"] = round(time.time() - T0, 1)
 
     def write(self):
@@ -660,13 +698,13 @@ def plot(r: dict, path: str) -> None:
                 for p in runs)
         for p in runs:
             c = next(c for c in p["contexts"] if c["context"] == t)
-            x = p["held_bytes"] / (per_tok * p["reached"])
+            x = p.get("held_bytes_fp16_model", p["held_bytes"]) / (per_tok * p["reached"])
             a.errorbar(x, c["delta_ppl_pct"], yerr=c["delta_ppl_se_pct"], fmt="o", capsize=3)
             a.annotate(p["cache"], (x, c["delta_ppl_pct"]), textcoords="offset points",
                        xytext=(5, 5), fontsize=8)
         a.axhline(1.0, color="grey", lw=0.8, ls="--")
         a.set_yscale("symlog", linthresh=1.0)
-        a.set_xlabel("bytes held per K/V element (end of the perplexity run)")
+        a.set_xlabel("bytes held per K/V element, float16 model (end of the perplexity run)")
         a.set_ylabel(f"perplexity change vs DynamicCache, % (first {t} tokens)")
         a.grid(alpha=0.3)
     if r["speed"]:
@@ -700,7 +738,7 @@ def headline(r: dict) -> list:
     cells = {(s["cache"], s["batch"]): s for s in r["speed"] if s["context"] == t}
     batches = sorted({b for _, b in cells})
     lines = [f"## Headline at T={t}", "",
-             "| cache | Δppl % (at T) | fp16 bytes / held bytes | " +
+             "| cache | Δppl % (at T) | fp16 bytes / held bytes (fp16 model) | " +
              " | ".join(f"tok/s B={b} (x dynamic)" for b in batches) + " |",
              "|---|---|---|" + "---|" * len(batches)]
     for name in dict.fromkeys([p["cache"] for p in r["ppl"]] + [c for c, _ in cells]):
@@ -711,14 +749,65 @@ def headline(r: dict) -> list:
             at = [c for c in got if c["context"] == t] or got[-1:]
             d = (f"{at[0]['delta_ppl_pct']:+.2f} (T={at[0]['context']})" if at else "")
         any_cell = next((cells[(name, b)] for b in batches if (name, b) in cells), None)
-        ratio = (f"{any_cell['fp16_kv_bytes'] / any_cell['held_bytes']:.2f}"
-                 if any_cell and any_cell.get("held_bytes") else "")
+        held16 = any_cell and any_cell.get("held_bytes_fp16_model", any_cell.get("held_bytes"))
+        ratio = f"{any_cell['fp16_kv_bytes'] / held16:.2f}" if held16 else ""
         speeds = []
         for b in batches:
             c, ref = cells.get((name, b)), cells.get(("dynamic", b))
             speeds.append("" if c is None else f"{c['tokens_per_s']}" + (
                 f" ({c['tokens_per_s'] / ref['tokens_per_s']:.2f})" if ref else ""))
         lines.append(f"| {name} | {d} | {ratio} | " + " | ".join(speeds) + " |")
+    return lines + [""]
+
+
+def equal_perplexity(r: dict, tol_pct: float = 1.0) -> list:
+    """The issue's criterion: for each cache Q that is neither DynamicCache nor packkv, the
+    packkv caches P whose perplexity is at most tol_pct % above Q's, each pair compared at the
+    longest context both runs reached (runs stop at their share of the time budget), and the
+    smallest of them (bytes held per token at the end of each perplexity run, float16-model
+    bytes); also the smallest P whose perplexity is not above Q's at all."""
+    runs = {p["cache"]: p for p in r["ppl"]
+            if any(c.get("ppl") is not None for c in p["contexts"])}
+
+    def longest(p):
+        return max(c["context"] for c in p["contexts"] if c.get("ppl") is not None)
+
+    def ppl_at(p, t):
+        return next((c["ppl"] for c in p["contexts"]
+                     if c["context"] == t and c.get("ppl") is not None), None)
+
+    def per_token(p):
+        return p.get("held_bytes_fp16_model", p["held_bytes"]) / max(p["reached"], 1)
+
+    lines = [f"## Equal perplexity (within {tol_pct:g}%): bytes held, float16 model", "",
+             "Per other cache Q: the packkv caches whose perplexity is at most "
+             f"{tol_pct:g}% above Q's (each compared at the longest context T both runs "
+             "reached), the smallest of them, and the smallest packkv cache not above Q's "
+             "perplexity at all; bytes per token held at the end of each perplexity run.", "",
+             "| Q | longest T | Q's ppl | Q's bytes/token | packkv caches within | smallest: "
+             "T, its ppl vs Q's, bytes/token | x smaller | smallest at ppl <= Q's | x smaller |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, q in runs.items():
+        if name == "dynamic" or name.startswith("packkv"):
+            continue
+        lq, b = longest(q), per_token(q)
+        pairs = {}
+        for n, p in runs.items():
+            if n.startswith("packkv"):
+                t = min(lq, longest(p))
+                pairs[n] = (t, ppl_at(p, t), ppl_at(q, t), per_token(p))
+        cells = []
+        for tol in (tol_pct, 0.0):
+            ok = {n: v for n, v in pairs.items() if v[1] <= v[2] * (1 + tol / 100)}
+            if ok:
+                n = min(ok, key=lambda n: ok[n][3])
+                t, pp, pq, pb = ok[n]
+                cells.append((ok, f"{n} (T={t}: {pp:.4f} vs {pq:.4f}, {pb:.0f})", f"{b / pb:.2f}"))
+            else:
+                cells.append(({}, "none", ""))
+        lines.append(f"| {name} | {lq} | {ppl_at(q, lq):.4f} | {b:.0f} | "
+                     f"{', '.join(cells[0][0]) or 'none'} | {cells[0][1]} | {cells[0][2]} | "
+                     f"{cells[1][1]} | {cells[1][2]} |")
     return lines + [""]
 
 
@@ -735,8 +824,8 @@ def markdown(r: dict) -> str:
     if r["ppl"]:
         lines += ["## Perplexity (batch 1, first T tokens of the text)", "",
                   "| cache | " + " | ".join(f"T={c}: ppl (Δ% ± se, top-1)" for c in ctxs)
-                  + " | held MiB at end | B/elem | tok/s of the chunked pass |",
-                  "|---|" + "---|" * (len(ctxs) + 3)]
+                  + " | held MiB at end | B/elem | B/elem, fp16 model | tok/s of the chunked pass |",
+                  "|---|" + "---|" * (len(ctxs) + 4)]
         for p in r["ppl"]:
             cells = []
             for c in p["contexts"]:
@@ -756,19 +845,24 @@ def markdown(r: dict) -> str:
             except Exception:  # noqa: BLE001
                 pass
             bpe = f"{p['held_bytes'] / n_elem:.3f}" if n_elem else ""
+            bpe16 = (f"{p.get('held_bytes_fp16_model', p['held_bytes']) / n_elem:.3f}"
+                     if n_elem else "")
             lines.append(f"| {p['cache']} | " + " | ".join(cells) +
-                         f" | {mib(p['held_bytes'])} | {bpe} | {p.get('prefill_tokens_per_s')} |")
+                         f" | {mib(p['held_bytes'])} | {bpe} | {bpe16} | "
+                         f"{p.get('prefill_tokens_per_s')} |")
         lines.append("")
+        lines += equal_perplexity(r)
     if r["ppl"] and r["speed"]:
         lines += headline(r)
     if r["speed"]:
         lines += ["## Memory and decode speed (cache filled with T tokens of DynamicCache's K/V "
                   "in every row)", "",
-                  "| T | B | cache | tok/s | ms/step | held MiB | fp16 MiB | x smaller | "
+                  "| T | B | cache | tok/s | ms/step | held MiB | fp16 MiB | x smaller (fp16 model) | "
                   "torch Δ MiB | device Δ MiB | decode peak Δ MiB | fill s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in sorted(r["speed"], key=lambda s: (s["context"], s["batch"], s["cache"])):
-            ratio = s["fp16_kv_bytes"] / s["held_bytes"] if s.get("held_bytes") else 0
+            held16 = s.get("held_bytes_fp16_model", s.get("held_bytes"))
+            ratio = s["fp16_kv_bytes"] / held16 if held16 else 0
             lines.append(f"| {s['context']} | {s['batch']} | {s['cache']} | {s['tokens_per_s']} | "
                          f"{s['ms_per_step']} | {mib(s['held_bytes'])} | {mib(s['fp16_kv_bytes'])} | "
                          f"{ratio:.2f} | {mib(s.get('torch_alloc_delta'))} | "

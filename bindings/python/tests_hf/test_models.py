@@ -91,3 +91,37 @@ def test_beam_search_matches_dynamic_cache(model_and_tokenizer):
     got = model.generate(**enc, **kw, **ph.cache_argument(cache))
     assert got.tolist() == want.tolist()
     assert cache.packkv_layers[0].batch_size_ == 2
+
+
+def test_gemma3_greedy_beyond_its_sliding_window_matches_dynamic_cache():
+    """Gemma 3 270M with a prompt longer than its 512-token window: the 15 sliding layers'
+    packkv windows move during the prefill and at every new token (the tests above stay
+    inside the window). 8-bit settings give DynamicCache's greedy tokens (whose sliding layers
+    are transformers' DynamicSlidingWindowLayer) up to the first near-tie step; every sliding
+    layer holds the window of W - 1 tokens, every full layer the whole sequence."""
+    model, tok = hf_models.load("gemma3", attn_implementation=ph.register())
+    w = model.config.sliding_window
+    with open(os.path.join(REPO, "data", "kjv_genesis.txt"), encoding="utf-8") as f:
+        ids = tok(f.read()[:6000], return_tensors="pt")["input_ids"][:, :w + 100]
+    enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    kw = dict(max_new_tokens=NEW_TOKENS, do_sample=False,
+              pad_token_id=model.generation_config.pad_token_id or 0)
+    ref = model.generate(**enc, **kw, output_scores=True, return_dict_in_generate=True,
+                         **ph.cache_argument(DynamicCache(config=model.config), model))
+    want = ref.sequences[0, ids.shape[1]:].tolist()
+    cache = ph.PackKVCache(model.config, **FINE)
+    got = model.generate(**enc, **kw, **ph.cache_argument(cache, model))[0, ids.shape[1]:]
+    top2 = torch.stack(ref.scores)[:, 0].topk(2, dim=-1).values
+    ties = ((top2[:, 0] - top2[:, 1]) < TIE).nonzero()
+    k = int(ties[0]) if len(ties) else NEW_TOKENS
+    assert k >= 4
+    assert got.tolist()[:k] == want[:k]
+    n = ids.shape[1] + NEW_TOKENS - 1          # the last new token is never stored
+    sliding = [x for x in cache.packkv_layers if x.is_sliding]
+    assert len(sliding) == 15 and w == 512
+    for layer in sliding:
+        assert layer.packkv.seq_length(0) == n
+        assert layer.packkv.window_start(0) == n - (w - 1)
+    for layer in cache.packkv_layers:
+        if not layer.is_sliding:
+            assert layer.packkv.stats().n_tokens == n
