@@ -110,7 +110,9 @@ def parse_args(argv=None):
                     help="packkv parameters of the packkv-small cache (k=v,...)")
     ap.add_argument("--packkv-set", action="append", default=[], metavar="NAME:k=v,...",
                     help="one more packkv cache, named NAME (must start with 'packkv-'), with "
-                    "these parameters; added to --caches and --ppl-caches (repeatable)")
+                    "these parameters (a key 'sliding.KEY' sets KEY for the sliding-window "
+                    "layers only: PackKVCache's sliding_params); added to --caches and "
+                    "--ppl-caches (repeatable)")
     ap.add_argument("--ppl-chunk", type=int, default=64, help="tokens per forward, perplexity")
     ap.add_argument("--ppl-caches", default=None,
                     help="caches of the perplexity phase (default: --caches)")
@@ -263,7 +265,10 @@ class Caches:
         m = self.model
         if name in self.sets:
             m.set_attn_implementation(self.packkv_name)
-            return self.ph.PackKVCache(m.config, **self.sets[name])
+            p = self.sets[name]
+            sliding = {k[len("sliding."):]: v for k, v in p.items() if k.startswith("sliding.")}
+            return self.ph.PackKVCache(m.config, sliding_params=sliding or None,
+                                       **{k: v for k, v in p.items() if not k.startswith("sliding.")})
         m.set_attn_implementation("sdpa")
         if name == "dynamic":
             return DynamicCache(config=m.config)

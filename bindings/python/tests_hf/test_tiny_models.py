@@ -124,3 +124,23 @@ def test_gemma3_cache_layers():
     assert [type(x).__name__ for x in cache.layers] == ["PackKVLayer"] * 4
     assert [x.sliding_window for x in cache.layers] == [8, None] * 2
     assert cache.is_sliding == [True, False] * 2
+
+
+def test_sliding_params_set_the_sliding_layers_only():
+    """PackKVCache(sliding_params=...): the sliding-window layers take those values over the
+    common ones, the full-attention layers keep the common ones; a bad key is refused before
+    anything is made. (The tiny model's window of 8 holds no whole block: its sliding layers
+    stay in the residual window, so the outputs do not show the difference.)"""
+    model = tiny_gemma3()
+    tokens = ids(40, seed=3)
+    cache = ph.PackKVCache(model.config, sliding_params=dict(rel_scale_k=1 / 254, rel_scale_v=1 / 254),
+                           **LOSSY)
+    got = forward_chunks(model, cache, tokens, [40])
+    kinds = {x.is_sliding: x.packkv.params for x in cache.packkv_layers}
+    assert set(kinds) == {True, False}
+    assert kinds[True].bits_k == 8 and kinds[True].bits_v == 8
+    assert abs(kinds[False].rel_scale_k - 0.1) < 1e-7 and abs(kinds[False].rel_scale_v - 0.2) < 1e-7
+    assert kinds[False].bits_k < 8 and kinds[False].bits_v < 8
+    assert torch.isfinite(got).all()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'rel_scale'"):
+        ph.PackKVCache(model.config, sliding_params=dict(rel_scale=0.1), **LOSSY)

@@ -715,6 +715,10 @@ class PackKVCache(Cache):
             (that of the K/V tensors) come from the first forward. K centring
             (k_transform="center") needs kv_dtype float16: pass kv_dtype="float16"
             explicitly for a bfloat16 model.
+        sliding_params: parameters of the sliding-window layers that differ from
+            ``params`` (same keys), e.g. finer rates: such a layer holds at most the model's
+            window of tokens, so its bytes are bounded while its error reaches every query
+            (Gemma 3 270M, bench/RESULTS.md "Hugging Face end to end on the CPU").
 
     The parameters are checked here, not at the first forward: an unknown keyword (or one of
     those that come from the forward) raises TypeError naming it, and a bad value raises the
@@ -730,7 +734,7 @@ class PackKVCache(Cache):
     thread-safe (like transformers' caches). Use with ``model.generate(...,
     **cache_argument(cache, model))`` or ``model(..., **cache_argument(cache, model))``."""
 
-    def __init__(self, config, **params):
+    def __init__(self, config, sliding_params: dict | None = None, **params):
         impl = getattr(config, "_attn_implementation", None)
         if impl not in AttentionInterface._global_mapping or \
                 AttentionInterface._global_mapping[impl] is not packkv_attention:
@@ -741,9 +745,12 @@ class PackKVCache(Cache):
         text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") \
             else config
         _check_params(text, params)
+        sliding = dict(params, **(sliding_params or {}))
+        if sliding_params:
+            _check_params(text, sliding)
         kinds = _layer_types(text)
         layers = [PackKVLayer(**params) if kind == "full_attention" else
-                  PackKVLayer(sliding_window=text.sliding_window, **params) for kind in kinds]
+                  PackKVLayer(sliding_window=text.sliding_window, **sliding) for kind in kinds]
         self._warned_window = False
         super().__init__(layers=layers)
 
