@@ -62,7 +62,20 @@ void round_offsets(const uint8_t* rc, size_t stride, int head_dim, const uint8_t
 // little-endian writes (bytes beyond 2L are zeros that the next pack overwrites; the
 // caller keeps 8 bytes of slack after the payload). Checked against fmt::write_pack by
 // the tests.
+// SSE2: the two words are built in three rounds of pairwise merges of equal shifts
+// (bytes -> 16-bit -> 32-bit -> 64-bit lanes: (a << wL) | b), lane 0 = hi, lane 1 = lo.
 inline void write_pack_fast(uint8_t* out, const uint8_t* d, int L) {
+#if defined(__SSE2__)
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(d));
+  const __m128i w16 = _mm_or_si128(_mm_sll_epi16(_mm_and_si128(v, _mm_set1_epi16(0xFF)), _mm_cvtsi32_si128(L)),
+                                   _mm_srli_epi16(v, 8));
+  const __m128i w32 = _mm_or_si128(_mm_sll_epi32(_mm_and_si128(w16, _mm_set1_epi32(0xFFFF)), _mm_cvtsi32_si128(2 * L)),
+                                   _mm_srli_epi32(w16, 16));
+  const __m128i w64 = _mm_or_si128(
+      _mm_sll_epi64(_mm_and_si128(w32, _mm_set_epi32(0, -1, 0, -1)), _mm_cvtsi32_si128(4 * L)), _mm_srli_epi64(w32, 32));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_unpackhi_epi64(w64, w64));  // lo
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out + L), w64);                       // hi
+#else
   uint64_t lo = 0, hi = 0;
   for (int i = 0; i < 8; ++i) {
     hi = (hi << L) | d[i];
@@ -70,7 +83,11 @@ inline void write_pack_fast(uint8_t* out, const uint8_t* d, int L) {
   }
   std::memcpy(out, &lo, 8);
   std::memcpy(out + L, &hi, 8);
+#endif
 }
+
+// fmt::encode_length (bits of range) by a bit scan.
+inline int encode_length_fast(uint32_t range) { return range ? 32 - __builtin_clz(range) : 0; }
 
 }  // namespace
 
@@ -93,7 +110,7 @@ void encode_tile(const uint8_t* codes, size_t token_stride, int n_tokens, int he
     round_offsets(rc, token_stride, head_dim, mn, offs);
     size_t payload = 0;
     for (int c = 0; c < head_dim; ++c) {
-      len[c] = (uint8_t)fmt::encode_length((uint32_t)(mx[c] - mn[c]));
+      len[c] = (uint8_t)encode_length_fast((uint32_t)(mx[c] - mn[c]));
       payload += 2 * (size_t)len[c];
     }
     const size_t head = out->size();
