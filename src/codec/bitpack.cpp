@@ -119,10 +119,7 @@ void encode_tile(const uint8_t* codes, size_t token_stride, int n_tokens, int he
     const size_t round_bytes = fmt::round_header_bytes(head_dim, bits) + payload;
     out->resize(head + round_bytes + 8, 0);
     fmt::RoundWriter w(out->data() + head, head_dim, bits);
-    for (int c = 0; c < head_dim; ++c) {
-      w.set_channel_min(c, mn[c]);
-      w.set_channel_length(c, len[c]);
-    }
+    w.set_round_fields(head_dim, mn, len);
     for (int c = 0; c < head_dim; ++c) {
       const int L = len[c];
       if (L == 0) continue;
