@@ -86,8 +86,34 @@ inline void write_pack_fast(uint8_t* out, const uint8_t* d, int L) {
 #endif
 }
 
-// fmt::encode_length (bits of range) by a bit scan.
-inline int encode_length_fast(uint32_t range) { return range ? 32 - __builtin_clz(range) : 0; }
+// len[c] = fmt::encode_length(mx[c] - mn[c]) (the bits of the range) for c < head_dim;
+// returns the sum of the lengths.
+size_t encode_lengths(const uint8_t* mn, const uint8_t* mx, int head_dim, uint8_t* len) {
+  size_t sum = 0;
+  int c = 0;
+#if defined(__SSE2__)
+  // bits of r = 8 - #{k in 0..7 : r <= 2^k - 1}, 16 channels at a time
+  __m128i total = _mm_setzero_si128();
+  for (; c + 16 <= head_dim; c += 16) {
+    const __m128i r = _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mx + c)),
+                                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(mn + c)));
+    __m128i l = _mm_set1_epi8(8);
+    for (int k = 0; k < 8; ++k) {
+      const __m128i t = _mm_set1_epi8((char)((1 << k) - 1));
+      l = _mm_add_epi8(l, _mm_cmpeq_epi8(_mm_min_epu8(r, t), r));  // -1 where r <= 2^k - 1
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(len + c), l);
+    total = _mm_add_epi64(total, _mm_sad_epu8(l, _mm_setzero_si128()));
+  }
+  sum = (size_t)_mm_cvtsi128_si32(total) + (size_t)_mm_cvtsi128_si32(_mm_unpackhi_epi64(total, total));
+#endif
+  for (; c < head_dim; ++c) {
+    const uint32_t r = (uint32_t)(mx[c] - mn[c]);
+    len[c] = (uint8_t)(r ? 32 - __builtin_clz(r) : 0);
+    sum += len[c];
+  }
+  return sum;
+}
 
 }  // namespace
 
@@ -108,11 +134,7 @@ void encode_tile(const uint8_t* codes, size_t token_stride, int n_tokens, int he
       }
     }
     round_offsets(rc, token_stride, head_dim, mn, offs);
-    size_t payload = 0;
-    for (int c = 0; c < head_dim; ++c) {
-      len[c] = (uint8_t)encode_length_fast((uint32_t)(mx[c] - mn[c]));
-      payload += 2 * (size_t)len[c];
-    }
+    const size_t payload = 2 * encode_lengths(mn, mx, head_dim, len);
     const size_t head = out->size();
     // The round's bytes, written through a cursor at its start (8 bytes of slack for
     // write_pack_fast, dropped below).

@@ -62,13 +62,15 @@ void min_max(const float* x, int n, float* lo_out, float* hi_out) {
 void quantize_fast(const float* x, int n, float s, float z, float qmax, uint8_t* q) {
   int i = 0;
 #if defined(__SSE2__)
-  const __m128 vs = _mm_set1_ps(s), vz = _mm_set1_ps(z), vr = _mm_set1_ps(kRound);
+  // (y + kRound) - (kRound + z) = rint(y) - z exactly: kRound + z and y + kRound are integers
+  // in [2^23, 2^24] (exact in fp32), their difference an integer below 2^23 in magnitude
+  const __m128 vs = _mm_set1_ps(s), vrz = _mm_set1_ps(kRound + z), vr = _mm_set1_ps(kRound);
   const __m128 v0 = _mm_setzero_ps(), vq = _mm_set1_ps(qmax);
   for (; i + 16 <= n; i += 16) {
     __m128i w[4];
     for (int k = 0; k < 4; ++k) {
       __m128 y = _mm_div_ps(_mm_loadu_ps(x + i + 4 * k), vs);
-      y = _mm_sub_ps(_mm_sub_ps(_mm_add_ps(y, vr), vr), vz);
+      y = _mm_sub_ps(_mm_add_ps(y, vr), vrz);
       y = _mm_min_ps(_mm_max_ps(y, v0), vq);
       w[k] = _mm_cvttps_epi32(y);
     }
