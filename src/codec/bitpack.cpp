@@ -62,7 +62,20 @@ void round_offsets(const uint8_t* rc, size_t stride, int head_dim, const uint8_t
 // little-endian writes (bytes beyond 2L are zeros that the next pack overwrites; the
 // caller keeps 8 bytes of slack after the payload). Checked against fmt::write_pack by
 // the tests.
+// SSE2: the two words are built in three rounds of pairwise merges of equal shifts
+// (bytes -> 16-bit -> 32-bit -> 64-bit lanes: (a << wL) | b), lane 0 = hi, lane 1 = lo.
 inline void write_pack_fast(uint8_t* out, const uint8_t* d, int L) {
+#if defined(__SSE2__)
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(d));
+  const __m128i w16 = _mm_or_si128(_mm_sll_epi16(_mm_and_si128(v, _mm_set1_epi16(0xFF)), _mm_cvtsi32_si128(L)),
+                                   _mm_srli_epi16(v, 8));
+  const __m128i w32 = _mm_or_si128(_mm_sll_epi32(_mm_and_si128(w16, _mm_set1_epi32(0xFFFF)), _mm_cvtsi32_si128(2 * L)),
+                                   _mm_srli_epi32(w16, 16));
+  const __m128i w64 = _mm_or_si128(
+      _mm_sll_epi64(_mm_and_si128(w32, _mm_set_epi32(0, -1, 0, -1)), _mm_cvtsi32_si128(4 * L)), _mm_srli_epi64(w32, 32));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_unpackhi_epi64(w64, w64));  // lo
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out + L), w64);                       // hi
+#else
   uint64_t lo = 0, hi = 0;
   for (int i = 0; i < 8; ++i) {
     hi = (hi << L) | d[i];
@@ -70,6 +83,36 @@ inline void write_pack_fast(uint8_t* out, const uint8_t* d, int L) {
   }
   std::memcpy(out, &lo, 8);
   std::memcpy(out + L, &hi, 8);
+#endif
+}
+
+// len[c] = fmt::encode_length(mx[c] - mn[c]) (the bits of the range) for c < head_dim;
+// returns the sum of the lengths.
+size_t encode_lengths(const uint8_t* mn, const uint8_t* mx, int head_dim, uint8_t* len) {
+  size_t sum = 0;
+  int c = 0;
+#if defined(__SSE2__)
+  // bits of r = 8 - #{k in 0..7 : r <= 2^k - 1}, 16 channels at a time
+  __m128i total = _mm_setzero_si128();
+  for (; c + 16 <= head_dim; c += 16) {
+    const __m128i r = _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mx + c)),
+                                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(mn + c)));
+    __m128i l = _mm_set1_epi8(8);
+    for (int k = 0; k < 8; ++k) {
+      const __m128i t = _mm_set1_epi8((char)((1 << k) - 1));
+      l = _mm_add_epi8(l, _mm_cmpeq_epi8(_mm_min_epu8(r, t), r));  // -1 where r <= 2^k - 1
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(len + c), l);
+    total = _mm_add_epi64(total, _mm_sad_epu8(l, _mm_setzero_si128()));
+  }
+  sum = (size_t)_mm_cvtsi128_si32(total) + (size_t)_mm_cvtsi128_si32(_mm_unpackhi_epi64(total, total));
+#endif
+  for (; c < head_dim; ++c) {
+    const uint32_t r = (uint32_t)(mx[c] - mn[c]);
+    len[c] = (uint8_t)(r ? 32 - __builtin_clz(r) : 0);
+    sum += len[c];
+  }
+  return sum;
 }
 
 }  // namespace
@@ -91,21 +134,14 @@ void encode_tile(const uint8_t* codes, size_t token_stride, int n_tokens, int he
       }
     }
     round_offsets(rc, token_stride, head_dim, mn, offs);
-    size_t payload = 0;
-    for (int c = 0; c < head_dim; ++c) {
-      len[c] = (uint8_t)fmt::encode_length((uint32_t)(mx[c] - mn[c]));
-      payload += 2 * (size_t)len[c];
-    }
+    const size_t payload = 2 * encode_lengths(mn, mx, head_dim, len);
     const size_t head = out->size();
     // The round's bytes, written through a cursor at its start (8 bytes of slack for
     // write_pack_fast, dropped below).
     const size_t round_bytes = fmt::round_header_bytes(head_dim, bits) + payload;
     out->resize(head + round_bytes + 8, 0);
     fmt::RoundWriter w(out->data() + head, head_dim, bits);
-    for (int c = 0; c < head_dim; ++c) {
-      w.set_channel_min(c, mn[c]);
-      w.set_channel_length(c, len[c]);
-    }
+    w.set_round_fields(head_dim, mn, len);
     for (int c = 0; c < head_dim; ++c) {
       const int L = len[c];
       if (L == 0) continue;

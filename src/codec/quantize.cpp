@@ -14,13 +14,30 @@ namespace {
 constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: (y + kRound) - kRound = rint(y) for |y| <= 2^22
 
 // Minimum and maximum of n finite floats (the caller has rejected NaN and infinity).
+// When the extreme is zero its sign depends on the order of the reductions; no caller
+// output does (group_affine and group_affine_compact give the same fields for -0 and
+// +0, the quantizer uses |lo| and |hi| only).
 void min_max(const float* x, int n, float* lo_out, float* hi_out) {
   float lo = x[0], hi = x[0];
   int i = 0;
 #if defined(__SSE2__)
   if (n >= 4) {
     __m128 vlo = _mm_loadu_ps(x), vhi = vlo;
-    for (i = 4; i + 4 <= n; i += 4) {
+    i = 4;
+    if (n >= 20) {  // 16 values a step, two chains
+      __m128 vlo1 = vlo, vhi1 = vhi;
+      for (; i + 16 <= n; i += 16) {
+        const __m128 a = _mm_loadu_ps(x + i), b = _mm_loadu_ps(x + i + 4);
+        const __m128 c = _mm_loadu_ps(x + i + 8), d = _mm_loadu_ps(x + i + 12);
+        vlo = _mm_min_ps(vlo, _mm_min_ps(a, b));
+        vhi = _mm_max_ps(vhi, _mm_max_ps(a, b));
+        vlo1 = _mm_min_ps(vlo1, _mm_min_ps(c, d));
+        vhi1 = _mm_max_ps(vhi1, _mm_max_ps(c, d));
+      }
+      vlo = _mm_min_ps(vlo, vlo1);
+      vhi = _mm_max_ps(vhi, vhi1);
+    }
+    for (; i + 4 <= n; i += 4) {
       const __m128 v = _mm_loadu_ps(x + i);
       vlo = _mm_min_ps(vlo, v);
       vhi = _mm_max_ps(vhi, v);
@@ -45,13 +62,15 @@ void min_max(const float* x, int n, float* lo_out, float* hi_out) {
 void quantize_fast(const float* x, int n, float s, float z, float qmax, uint8_t* q) {
   int i = 0;
 #if defined(__SSE2__)
-  const __m128 vs = _mm_set1_ps(s), vz = _mm_set1_ps(z), vr = _mm_set1_ps(kRound);
+  // (y + kRound) - (kRound + z) = rint(y) - z exactly: kRound + z and y + kRound are integers
+  // in [2^23, 2^24] (exact in fp32), their difference an integer below 2^23 in magnitude
+  const __m128 vs = _mm_set1_ps(s), vrz = _mm_set1_ps(kRound + z), vr = _mm_set1_ps(kRound);
   const __m128 v0 = _mm_setzero_ps(), vq = _mm_set1_ps(qmax);
   for (; i + 16 <= n; i += 16) {
     __m128i w[4];
     for (int k = 0; k < 4; ++k) {
       __m128 y = _mm_div_ps(_mm_loadu_ps(x + i + 4 * k), vs);
-      y = _mm_sub_ps(_mm_sub_ps(_mm_add_ps(y, vr), vr), vz);
+      y = _mm_sub_ps(_mm_add_ps(y, vr), vrz);
       y = _mm_min_ps(_mm_max_ps(y, v0), vq);
       w[k] = _mm_cvttps_epi32(y);
     }

@@ -125,6 +125,12 @@ class BasicRoundCursor {
   PACKKV_HD void set_channel_length(int ch, int length) {
     write_field(lens(), (size_t)ch, len_bits_, (uint32_t)length);
   }
+  // Bulk form of both for a whole round (the inverse of read_round_fields): every
+  // channel's minimum mins[c] and encode length lens[c], c < head_dim.
+  PACKKV_HD void set_round_fields(int head_dim, const uint8_t* mins_in, const uint8_t* lens_in) {
+    write_fields(mins(), head_dim, bits_, mins_in);
+    write_fields(lens(), head_dim, len_bits_, lens_in);
+  }
 
  private:
   Byte* tile_;

@@ -102,6 +102,31 @@ PACKKV_HD void read_fields(const uint8_t* p, int n, int w, uint8_t* out) {
   }
 }
 
+// The inverse of read_fields_w: writes the n fields in[0..n) (n a multiple of 8; each
+// masked to W bits) as n * W / 8 bytes of an LSB-first bitstream, the same bytes as n
+// write_field calls on zeroed bytes.
+template <int W>
+PACKKV_HD void write_fields_w(uint8_t* p, int n, const uint8_t* in) {
+  constexpr uint64_t mask = (1u << W) - 1u;
+  for (int k = 0; k < n; k += 8, p += W) {
+    uint64_t u = 0;
+    for (int i = 0; i < 8; ++i) u |= ((uint64_t)in[k + i] & mask) << (i * W);
+    for (int b = 0; b < W; ++b) p[b] = (uint8_t)(u >> (8 * b));
+  }
+}
+PACKKV_HD void write_fields(uint8_t* p, int n, int w, const uint8_t* in) {
+  switch (w) {
+    case 1: write_fields_w<1>(p, n, in); break;
+    case 2: write_fields_w<2>(p, n, in); break;
+    case 3: write_fields_w<3>(p, n, in); break;
+    case 4: write_fields_w<4>(p, n, in); break;
+    case 5: write_fields_w<5>(p, n, in); break;
+    case 6: write_fields_w<6>(p, n, in); break;
+    case 7: write_fields_w<7>(p, n, in); break;
+    default: write_fields_w<8>(p, n, in); break;
+  }
+}
+
 // ORs field k of width w into an LSB-first bitstream (the bytes must start zeroed).
 PACKKV_HD void write_field(uint8_t* p, size_t k, int w, uint32_t value) {
   size_t bit = k * (size_t)w;
