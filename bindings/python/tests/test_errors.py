@@ -322,7 +322,8 @@ def test_copy_deepcopy_and_pickle_are_refused_and_the_handle_survives():
     c = packkv.Cache(2, 64)
     c.append(k, v)
     want = c.decompress(0)
-    for how, f in [("copied", copy.copy), ("deep-copied", copy.deepcopy), ("pickled", pickle.dumps)]:
+    for how, f in [("copied", copy.copy), ("deep-copied", copy.deepcopy), ("pickled", pickle.dumps),
+                   ("pickled", lambda x: x.__reduce__()), ("pickled", lambda x: x.__getstate__())]:
         with pytest.raises(TypeError, match=f"a packkv cache owns a C handle and cannot be {how}; "
                                            "to duplicate a sequence use Cache.fork"):
             f(c)
@@ -330,7 +331,7 @@ def test_copy_deepcopy_and_pickle_are_refused_and_the_handle_survives():
     assert all(np.array_equal(a, b) for a, b in zip(got, want))
     c.close()
     p = packkv.Pool(budget_bytes=1 << 24)
-    for f in (copy.copy, copy.deepcopy, pickle.dumps):
+    for f in (copy.copy, copy.deepcopy, pickle.dumps, lambda x: x.__reduce__()):
         with pytest.raises(TypeError, match=r"^a packkv pool owns a C handle and cannot be (copied|deep-copied|pickled)$"):
             f(p)
     assert p.stats().budget_bytes == 1 << 24

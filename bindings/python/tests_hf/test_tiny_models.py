@@ -142,5 +142,7 @@ def test_sliding_params_set_the_sliding_layers_only():
     assert abs(kinds[False].rel_scale_k - 0.1) < 1e-7 and abs(kinds[False].rel_scale_v - 0.2) < 1e-7
     assert kinds[False].bits_k < 8 and kinds[False].bits_v < 8
     assert torch.isfinite(got).all()
-    with pytest.raises(TypeError, match="unexpected keyword argument 'rel_scale'"):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'rel_scale' .*\(in sliding_params\)$"):
         ph.PackKVCache(model.config, sliding_params=dict(rel_scale=0.1), **LOSSY)
+    with pytest.raises(TypeError, match="sliding_params must be a dict of packkv parameters, got list"):
+        ph.PackKVCache(model.config, sliding_params=["rel_scale_k"], **LOSSY)

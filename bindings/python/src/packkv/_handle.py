@@ -46,6 +46,12 @@ class _Handle:
     def __reduce_ex__(self, protocol):
         self._no_copy("pickled")
 
+    def __reduce__(self):
+        self._no_copy("pickled")
+
+    def __getstate__(self):
+        self._no_copy("pickled")
+
     def _handle(self):
         ptr = self._ptr
         if ptr is None:

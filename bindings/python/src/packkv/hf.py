@@ -745,9 +745,15 @@ class PackKVCache(Cache):
         text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") \
             else config
         _check_params(text, params)
+        if sliding_params is not None and not isinstance(sliding_params, dict):
+            raise TypeError("packkv.hf.PackKVCache: sliding_params must be a dict of packkv "
+                            f"parameters, got {type(sliding_params).__name__}")
         sliding = dict(params, **(sliding_params or {}))
         if sliding_params:
-            _check_params(text, sliding)
+            try:
+                _check_params(text, sliding)
+            except TypeError as exc:
+                raise TypeError(f"{exc} (in sliding_params)") from None
         kinds = _layer_types(text)
         layers = [PackKVLayer(**params) if kind == "full_attention" else
                   PackKVLayer(sliding_window=text.sliding_window, **sliding) for kind in kinds]
