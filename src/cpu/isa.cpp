@@ -23,11 +23,16 @@ CpuIsa detect() {
 CpuIsa from_env(CpuIsa best) {
   const char* e = std::getenv("PACKKV_CPU_ISA");
   CpuIsa want = best;
-  if (e && !std::strcmp(e, "portable")) want = CpuIsa::kPortable;
-  if (e && !std::strcmp(e, "avx2")) want = CpuIsa::kAvx2;
-  if (e && !std::strcmp(e, "avx512")) want = CpuIsa::kAvx512;
-  if (e && *e && std::strcmp(e, "portable") && std::strcmp(e, "avx2") && std::strcmp(e, "avx512"))
-    std::fprintf(stderr, "libpackkv: PACKKV_CPU_ISA=%s is not portable, avx2 or avx512; ignored\n", e);
+  if (e && *e) {
+    if (!std::strcmp(e, "portable"))
+      want = CpuIsa::kPortable;
+    else if (!std::strcmp(e, "avx2"))
+      want = CpuIsa::kAvx2;
+    else if (!std::strcmp(e, "avx512"))
+      want = CpuIsa::kAvx512;
+    else
+      std::fprintf(stderr, "libpackkv: PACKKV_CPU_ISA=%s is not portable, avx2 or avx512; ignored\n", e);
+  }
   return (int)want < (int)best ? want : best;
 }
 

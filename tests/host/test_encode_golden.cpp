@@ -18,6 +18,7 @@
 #include "api/config.h"
 #include "codec/block_codec.h"
 #include "doctest/doctest.h"
+#include "safetensors_f16.h"
 
 namespace {
 
@@ -68,30 +69,11 @@ uint64_t encode_hash(const Config& c, const std::vector<float>& k, const std::ve
 
 // ---- real data: data/smollm2_kv_sample.safetensors, fp16 [2048][3][64] ----
 
-float half_to_float(uint16_t h) {
-  const int e = (h >> 10) & 31, m = h & 1023;
-  const float v = e == 0 ? std::ldexp((float)m, -24) : std::ldexp((float)(m | 1024), e - 25);
-  return (h & 0x8000) ? -v : v;
-}
-
 std::vector<float> read_f16(const std::string& name) {
-  std::ifstream f(std::string(PACKKV_DATA_DIR) + "/smollm2_kv_sample.safetensors", std::ios::binary);
-  REQUIRE(f.good());
-  uint64_t hn = 0;
-  f.read(reinterpret_cast<char*>(&hn), 8);
-  std::string h(hn, '\0');
-  f.read(&h[0], (std::streamsize)hn);
-  const size_t at = h.find("\"" + name + "\"");
-  REQUIRE(at != std::string::npos);
-  const size_t off = h.find("\"data_offsets\":[", at);
-  const int64_t a = std::stoll(h.substr(off + 16)), b = std::stoll(h.substr(h.find(',', off + 16) + 1));
-  REQUIRE(b - a == 2048 * 3 * 64 * 2);
-  std::vector<uint16_t> raw((size_t)(b - a) / 2);
-  f.seekg((std::streamoff)(8 + hn + (uint64_t)a));
-  f.read(reinterpret_cast<char*>(raw.data()), b - a);
-  REQUIRE(f.good());
-  std::vector<float> x(raw.size());
-  for (size_t i = 0; i < raw.size(); ++i) x[i] = half_to_float(raw[i]);
+  const pkt::Tensor16 t = pkt::read_f16(std::string(PACKKV_DATA_DIR) + "/smollm2_kv_sample.safetensors", name);
+  REQUIRE(t.v.size() == (size_t)2048 * 3 * 64);
+  std::vector<float> x(t.v.size());
+  for (size_t i = 0; i < t.v.size(); ++i) x[i] = pkt::half_to_float(t.v[i]);
   return x;
 }
 

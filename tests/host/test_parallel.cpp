@@ -22,6 +22,7 @@
 
 #include "cpu/parallel.h"
 #include "helpers.h"
+#include "safetensors_f16.h"
 #define PACKKV_EXPERIMENTAL_API
 #include "packkv/packkv_experimental.h"
 
@@ -42,46 +43,6 @@ void threads_runner(void* user, int32_t n, packkv_x_task_fn task, void* ctx) {
 void serial_runner(void* user, int32_t n, packkv_x_task_fn task, void* ctx) {
   static_cast<std::atomic<int>*>(user)->fetch_add(1);
   for (int32_t i = n - 1; i >= 0; --i) task(ctx, i);
-}
-
-// ---- real data: data/smollm2_kv_sample.safetensors (fp16 tensors) ----
-
-struct Tensor16 {
-  std::vector<uint16_t> v;
-  std::vector<int64_t> shape;
-};
-
-// Reads one F16 tensor by name (safetensors: u64 header size, JSON header, data).
-Tensor16 read_f16(const std::string& path, const std::string& name) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE(f.good());
-  uint64_t hn = 0;
-  f.read(reinterpret_cast<char*>(&hn), 8);
-  std::string h(hn, '\0');
-  f.read(&h[0], (std::streamsize)hn);
-  const size_t at = h.find("\"" + name + "\"");
-  REQUIRE(at != std::string::npos);
-  const size_t sh = h.find("\"shape\":[", at), off = h.find("\"data_offsets\":[", at);
-  REQUIRE(h.compare(h.find("\"dtype\":\"", at) + 9, 3, "F16") == 0);
-  Tensor16 t;
-  size_t p = sh + 9;
-  while (h[p] != ']') {
-    t.shape.push_back(std::stoll(h.substr(p)));
-    p = h.find_first_of(",]", p);
-    if (h[p] == ',') ++p;
-  }
-  const int64_t a = std::stoll(h.substr(off + 16)), b = std::stoll(h.substr(h.find(',', off + 16) + 1));
-  t.v.resize((size_t)(b - a) / 2);
-  f.seekg((std::streamoff)(8 + hn + (uint64_t)a));
-  f.read(reinterpret_cast<char*>(t.v.data()), b - a);
-  REQUIRE(f.good());
-  return t;
-}
-
-float half_to_float(uint16_t h) {  // test-side conversion (normal and subnormal halves)
-  const int e = (h >> 10) & 31, m = h & 1023;
-  const float v = e == 0 ? std::ldexp((float)m, -24) : std::ldexp((float)(m | 1024), e - 25);
-  return (h & 0x8000) ? -v : v;
 }
 
 // ---- every attention call's results ----
@@ -221,7 +182,7 @@ void append_n(packkv_cache_t* c, int seq, size_t n, int hkv, int d, unsigned see
 
 TEST_CASE("parallel attention: real SmolLM2 K/V, q and lengths over several spans") {
   const std::string path = std::string(PACKKV_DATA_DIR) + "/smollm2_kv_sample.safetensors";
-  const Tensor16 k = read_f16(path, "layer.15.k"), v = read_f16(path, "layer.15.v");
+  const pkt::Tensor16 k = pkt::read_f16(path, "layer.15.k"), v = pkt::read_f16(path, "layer.15.v");
   REQUIRE(k.shape == std::vector<int64_t>{2048, 3, 64});
   const int hkv = 3, d = 64, hq = 9;
   packkv_cache_params_t p = pkt::params(hkv, d, 4);
@@ -236,9 +197,9 @@ TEST_CASE("parallel attention: real SmolLM2 K/V, q and lengths over several span
   });
   // the real queries: decode over the 2048 tokens (attention as the model computes it,
   // without the causal mask: every query sees the whole cache) on 1 and 4 threads
-  const Tensor16 q = read_f16(path, "layer.15.q");
+  const pkt::Tensor16 q = pkt::read_f16(path, "layer.15.q");
   std::vector<float> qf((size_t)hq * d);
-  for (size_t x = 0; x < qf.size(); ++x) qf[x] = half_to_float(q.v[(size_t)255 * hq * d + x]);
+  for (size_t x = 0; x < qf.size(); ++x) qf[x] = pkt::half_to_float(q.v[(size_t)255 * hq * d + x]);
   std::vector<float> out1(qf.size()), out4(qf.size());
   for (int threads : {1, 4}) {
     p.n_threads = threads;
