@@ -70,7 +70,7 @@ CudaCache::CudaCache(const Config& config, std::shared_ptr<PagePool> pool) : Cac
   if (cu::attn_min_smem_bytes(kc_) > static_cast<size_t>(optin))
     fail(PACKKV_ERR_NOT_SUPPORTED, "block_tokens * head_dim too large for the GPU attention");
   kv_elem_ = elem_bytes(c.kv_dtype);
-  if (!pool_) pool_ = make_device_pool(c.device, page_bytes_for(c.shape), 0, false);
+  if (!pool_) pool_ = make_device_pool(c.device, page_bytes_for(c.shape, c.device), 0, false);
   if (pool_->device() != c.device)
     fail(PACKKV_ERR_NOT_SUPPORTED, "the pool's pages are not on device " + std::to_string(c.device));
   const size_t worst = worst_blob_alloc();

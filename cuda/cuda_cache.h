@@ -35,8 +35,9 @@
 // Every call sets and restores the device; every enqueuing call takes a stream.
 // append and the attention calls allocate nothing and never synchronize the host,
 // except that append allocates (stream-ordered, cudaMallocAsync) a sequence's rings at its
-// first tokens (kept for the id's later sequences) and a larger flush scratch for a larger
-// prefill than seen before, takes pool pages (a new slab from cudaMalloc, which synchronizes
+// first tokens (kept for the id's later sequences), the flush scratch (kept: 4 blocks,
+// cudaMalloc at the first flush; a prefill of more blocks: cudaMallocAsync, freed in stream
+// order at the end of its append), takes pool pages (a new slab from cudaMalloc, which synchronizes
 // the device, when the pool has no free page; never with a reserving pool); and an append whose worst
 // case passes the pool's budget first waits for the cache's work to learn the exact
 // placement (then fails with PACKKV_X_ERR_BUDGET_EXCEEDED if that still does not fit).
@@ -113,7 +114,8 @@ class CudaCache final : public CacheImpl {
   };
   // ---- append, in its steps (cuda_cache_append.cu) ----
   static constexpr size_t kPageSlack = 64;  // bytes at the end of each page no blob takes (over-reads)
-  static constexpr int kMaxBlocksPerFlushLaunch = 512;     // bounds the scratch size
+  static constexpr int kMaxBlocksPerFlushLaunch = 512;     // bounds a prefill's scratch
+  static constexpr int kKeptScratchBlocks = 4;             // scratch kept between appends (blocks, ~90 KB each for 8 x 128)
   struct AppendPlan {
     std::vector<int> flush_blocks;  // [n_seqs] blocks each sequence flushes
     std::vector<int64_t> in_row;    // [n_seqs] row of k_new/v_new of its first new token
@@ -124,11 +126,16 @@ class CudaCache final : public CacheImpl {
   AppendPlan plan_append(int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens) const;
   // Pool pages that the worst case of the flushes needs (all or nothing: throws
   // BUDGET_EXCEEDED / OUT_OF_DEVICE_MEMORY with the pool unchanged), then rings of new
-  // sequences and a larger flush scratch.
+  // sequences.
   void allocate_for_append(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens,
                            cudaStream_t stream);
+  // Flush scratch for total_blocks blocks: the kept one (kKeptScratchBlocks blocks,
+  // cudaMalloc'd at the first flush) or, for more blocks (a prefill), a transient one
+  // (cudaMallocAsync, returned in *transient: the caller frees it in stream order after the
+  // flush kernels, so that a prefill leaves no scratch behind). Null for no blocks.
+  uint8_t* flush_scratch(int total_blocks, cudaStream_t stream, void** transient);
   void enqueue_flushes(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const void* k_new,
-                       const void* v_new, packkv_dtype_t dtype, cudaStream_t stream) const;
+                       const void* v_new, packkv_dtype_t dtype, uint8_t* scratch, cudaStream_t stream) const;
   void enqueue_residual_writes(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const int32_t* n_tokens,
                                const void* k_new, const void* v_new, packkv_dtype_t dtype,
                                cudaStream_t stream) const;
@@ -171,8 +178,7 @@ class CudaCache final : public CacheImpl {
   bool snap_inflight_ = false;
   cudaEvent_t snap_ev_ = nullptr;
   cudaEvent_t done_ev_ = nullptr;
-  uint8_t* scratch_ = nullptr;
-  size_t scratch_bytes_ = 0;
+  uint8_t* scratch_ = nullptr;  // kKeptScratchBlocks blocks of flush scratch, or null before the first flush
   size_t kv_elem_ = 2;
   bool shared_ = false;  // some fork happened: blocks may be shared (stats count them once)
   std::vector<Seq> seqs_;

@@ -162,28 +162,35 @@ void CudaCache::allocate_for_append(const AppendPlan& p, int n_seqs, const int32
       cu::launch_set_ring(dp_, seq_ids[i], rk, rv, stream);
     }
   }
-  // 3. Flush scratch.
+}
+
+uint8_t* CudaCache::flush_scratch(int total_blocks, cudaStream_t stream, void** transient) {
+  *transient = nullptr;
+  if (total_blocks == 0) return nullptr;
   const size_t per_block = cu::flush_scratch_bytes_per_block(kc_);
-  const size_t need_scratch = static_cast<size_t>(std::min(p.total_blocks, kMaxBlocksPerFlushLaunch)) * per_block;
-  if (need_scratch > scratch_bytes_) {
-    if (scratch_) check(cudaFreeAsync(scratch_, stream), "cudaFreeAsync(scratch)");
-    scratch_ = nullptr;
-    scratch_bytes_ = 0;
-    void* ptr = nullptr;
-    check(cudaMallocAsync(&ptr, need_scratch, stream), "cudaMallocAsync(flush scratch)");
-    scratch_ = static_cast<uint8_t*>(ptr);
-    scratch_bytes_ = need_scratch;
+  const int blocks = std::min(total_blocks, kMaxBlocksPerFlushLaunch);
+  if (blocks > kKeptScratchBlocks) {  // a prefill: scratch for this append only
+    check(cudaMallocAsync(transient, static_cast<size_t>(blocks) * per_block, stream),
+          "cudaMallocAsync(flush scratch)");
+    return static_cast<uint8_t*>(*transient);
   }
+  if (!scratch_) {  // decode steps and chunks: kept (cudaMalloc: once per cache)
+    void* ptr = nullptr;
+    check(cudaMalloc(&ptr, static_cast<size_t>(kKeptScratchBlocks) * per_block), "cudaMalloc(flush scratch)");
+    scratch_ = static_cast<uint8_t*>(ptr);
+  }
+  return scratch_;
 }
 
 void CudaCache::enqueue_flushes(const AppendPlan& p, int n_seqs, const int32_t* seq_ids, const void* k_new,
-                                const void* v_new, packkv_dtype_t dtype, cudaStream_t stream) const {
+                                const void* v_new, packkv_dtype_t dtype, uint8_t* scratch,
+                                cudaStream_t stream) const {
   if (p.total_blocks == 0) return;
   const int N = config().shape.block_tokens;
   cu::FlushBatch fb;
   std::memset(&fb, 0, sizeof(fb));
   auto launch = [&]() {
-    if (fb.total_blocks > 0) cu::launch_flush(kc_, fb, dp_, k_new, v_new, dtype, scratch_, stream);
+    if (fb.total_blocks > 0) cu::launch_flush(kc_, fb, dp_, k_new, v_new, dtype, scratch, stream);
     std::memset(&fb, 0, sizeof(fb));
   };
   for (int i = 0; i < n_seqs; ++i) {
@@ -288,11 +295,20 @@ void CudaCache::append(int n_seqs, const int32_t* seq_ids, const int32_t* n_toke
   poll_snapshot();
   // 1. Plan: which blocks each sequence flushes (throws before any state change).
   const AppendPlan p = plan_append(n_seqs, seq_ids, n_tokens);
-  // 2. Allocate: pool pages (all or nothing: BUDGET_EXCEEDED changes nothing), rings,
-  // scratch (kept if a later step fails; unused pages go back at the next read-back).
+  // 2. Allocate: pool pages (all or nothing: BUDGET_EXCEEDED changes nothing), rings
+  // (kept if a later step fails; unused pages go back at the next read-back), scratch.
   allocate_for_append(p, n_seqs, seq_ids, n_tokens, stream);
+  void* transient = nullptr;
+  uint8_t* scratch = flush_scratch(p.total_blocks, stream, &transient);
+  struct FreeAfter {  // a prefill's scratch, freed in stream order after its kernels
+    void* ptr;
+    cudaStream_t stream;
+    ~FreeAfter() {
+      if (ptr) cudaFreeAsync(ptr, stream);
+    }
+  } free_after{transient, stream};
   // 3. Enqueue the flush batches, then the residual-window update.
-  enqueue_flushes(p, n_seqs, seq_ids, k_new, v_new, dtype, stream);
+  enqueue_flushes(p, n_seqs, seq_ids, k_new, v_new, dtype, scratch, stream);
   enqueue_residual_writes(p, n_seqs, seq_ids, n_tokens, k_new, v_new, dtype, stream);
   // 4. Commit the host state.
   commit_append(p, n_seqs, seq_ids, n_tokens);

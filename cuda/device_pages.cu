@@ -2,9 +2,14 @@
 // slabs. Host only.
 //
 // Slabs: cudaMalloc hands out device memory in 2 MiB granules, so a slab is a multiple
-// of 2 MiB holding k pages, k the smallest count (up to 16) whose slab wastes at most
-// 1/16 of itself (else the k with the least waste); a page never straddles slabs, and the
-// number of page slots never passes the budget's pages. Reserve mode: one slab of exactly
+// of 2 MiB holding k pages, k a multiple of k0, the smallest count (up to 16) whose slab
+// wastes at most 1/16 of itself (else the k with the least waste; k0 = 1 for the pages of
+// packkv_x_pool_page_bytes_for on a device, which tile the granules), and k grows with the
+// pool: the slabs hold at most 1/32 more page slots than were taken when the last one was
+// added (k = k0 rounded up from slots / 32), so that free slots stay under ~3% of the pool
+// while the number of cudaMalloc calls grows only logarithmically after the first
+// 32 slabs. A page never straddles slabs, and the number of page slots never passes the
+// budget's pages. Reserve mode: one slab of exactly
 // the budget's pages (prepare). Grow mode: a slab is allocated when every slot is taken,
 // and a slab whose pages are all free is cudaFree'd unless it is the only empty slab
 // (one is kept, so that a sequence opening and closing a page at a slab boundary does
@@ -64,7 +69,8 @@ class DevicePageMemory final : public PageMemory {
         s.free.pop_back();
         return p;
       }
-    size_t k = slab_pages_;
+    const size_t k0 = slab_pages_;
+    size_t k = std::max(k0, ((size_t)slots_ / 32 + k0 - 1) / k0 * k0);
     if (max_pages_ >= 0) k = std::min<size_t>(k, (size_t)std::max<int64_t>(0, max_pages_ - slots_));
     if (k == 0 || !add_slab(k)) return nullptr;
     uint8_t* p = slabs_.back().free.back();
@@ -139,7 +145,7 @@ class DevicePageMemory final : public PageMemory {
   const int device_;
   const size_t page_;
   const int64_t max_pages_;  // -1: no budget
-  size_t slab_pages_ = 1;
+  size_t slab_pages_ = 1;  // k0: the smallest slab's pages
   int64_t slots_ = 0;
   std::vector<Slab> slabs_;
 };

@@ -145,7 +145,7 @@ typedef struct packkv_x_pool_params {
  *  tokens, 4/3-bit codes: 16 largest-possible blocks, about 36 blocks of real K/V (29 KB each);
  *  page-end waste 1.2% (bench/RESULTS.md, "Page size"). With the default 5/4-bit codes of that
  *  shape a 1 MiB page holds 12 largest-possible blocks, inside the measured knee (8-16);
- *  packkv_x_pool_page_bytes_for() gives 1.3125 MiB (16 of them). */
+ *  packkv_x_pool_page_bytes_for() gives 1.3125 MiB (16 of them) on the host, 2 MiB on a device. */
 #define PACKKV_X_POOL_DEFAULT_PAGE_BYTES 1048576
 
 /** Fills *params with defaults (device -1, PACKKV_X_POOL_DEFAULT_PAGE_BYTES, no budget,
@@ -157,7 +157,10 @@ PACKKV_API packkv_status_t packkv_x_pool_params_init(packkv_x_pool_params_t* par
 /** The page size for caches with these params: what a private pool uses, and the
  *  recommended page_bytes of a shared pool for them: room for PACKKV_X_BLOCKS_PER_PAGE
  *  largest-possible blocks of that shape, rounded up to 64 KiB (chosen by the
- *  measurement in bench/RESULTS.md, "Page size"). A pool's pages must hold at least one
+ *  measurement in bench/RESULTS.md, "Page size"); for params.device >= 0 further rounded
+ *  up to a power of two up to 2 MiB, or to a multiple of 2 MiB, so that pages tile the
+ *  device allocator's 2 MiB granules (2 MiB for 8 KV heads x 128 with the default codes;
+ *  bench/RESULTS.md, "Device memory held"). A pool's pages must hold at least one
  *  largest-possible block (16-byte aligned); the message of a refused
  *  packkv_x_cache_create_in_pool gives that minimum.
  *  @param params     [host] cache params (validated as by packkv_cache_create).

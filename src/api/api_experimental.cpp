@@ -49,7 +49,7 @@ packkv_status_t packkv_x_pool_page_bytes_for(const packkv_cache_params_t* params
   PACKKV_API_BEGIN
   require(page_bytes != nullptr, "packkv_x_pool_page_bytes_for: page_bytes is NULL");
   const packkv::Config c = packkv::Config::from_params(params, "packkv_x_pool_page_bytes_for");
-  *page_bytes = (int64_t)packkv::page_bytes_for(c.shape);
+  *page_bytes = (int64_t)packkv::page_bytes_for(c.shape, c.device);
   PACKKV_API_END("packkv_x_pool_page_bytes_for")
 }
 

@@ -10,10 +10,18 @@
 
 namespace packkv {
 
-size_t page_bytes_for(const fmt::Shape& shape) {
+size_t page_bytes_for(const fmt::Shape& shape, int device) {
   const size_t block = align16(shape.max_blob_bytes());
   const size_t unit = (size_t)64 << 10;
-  return (PACKKV_X_BLOCKS_PER_PAGE * block + unit - 1) / unit * unit;
+  const size_t host = (PACKKV_X_BLOCKS_PER_PAGE * block + unit - 1) / unit * unit;
+  if (device < 0) return host;
+  // Device pages tile cudaMalloc's 2 MiB granules exactly (cuda/device_pages.cu): a power
+  // of two up to 2 MiB, else a multiple of 2 MiB (bench/RESULTS.md, "Device memory held").
+  const size_t granule = (size_t)2 << 20;
+  if (host > granule) return (host + granule - 1) / granule * granule;
+  size_t p = unit;
+  while (p < host) p *= 2;
+  return p;
 }
 
 packkv_cache* new_cache_handle(const Config& config, const packkv_x_pool* pool) {
@@ -28,7 +36,7 @@ packkv_cache* new_cache_handle(const Config& config, const packkv_x_pool* pool) 
     cache->impl = make_cuda_cache(config, pool ? pool->pool : nullptr);
   } else {
     std::shared_ptr<PagePool> p =
-        pool ? pool->pool : std::make_shared<PagePool>(page_bytes_for(config.shape), 0, false);
+        pool ? pool->pool : std::make_shared<PagePool>(page_bytes_for(config.shape, -1), 0, false);
     cache->impl = make_cpu_cache(config, std::move(p));
   }
   return cache.release();

@@ -22,9 +22,11 @@ struct packkv_x_pool {
 
 namespace packkv {
 
-// The page size of a private pool, and the smallest page a shared pool needs, for a
-// cache of this shape: room for kBlobsPerPage worst-case blobs (pool/page_size.h).
-size_t page_bytes_for(const fmt::Shape& shape);
+// The page size of a private pool, and the recommended page of a shared pool, for a cache
+// of this shape on `device` (-1: host): room for PACKKV_X_BLOCKS_PER_PAGE worst-case blobs,
+// rounded up to 64 KiB on the host; on a device further up to a power of two (<= 2 MiB) or
+// a multiple of 2 MiB, so that pages tile cudaMalloc's granules.
+size_t page_bytes_for(const fmt::Shape& shape, int device);
 
 // A new cache handle: in `pool` when given (its device must be the cache's: host pages
 // for a CPU cache, that device's for a CUDA cache; else NOT_SUPPORTED), else with a

@@ -383,6 +383,46 @@ TEST_CASE("pool: bad pool arguments and refused caches") {
   CHECK(packkv_x_pool_tokens_fit(big, nullptr) == PACKKV_ERR_INVALID_ARGUMENT);
 }
 
+TEST_CASE("pool: page_bytes_for on a device tiles the allocator's 2 MiB granules") {
+  // Host: 16 largest-possible blobs rounded up to 64 KiB. Device: the smallest power of two
+  // >= that (up to 2 MiB) or multiple of 2 MiB, so that cudaMalloc slabs hold whole pages.
+  const int64_t granule = int64_t{2} << 20;
+  for (int heads : {1, 3, 8, 32})
+    for (int dim : {64, 128, 256}) {
+      CAPTURE(heads);
+      CAPTURE(dim);
+      packkv_cache_params_t p, d;  // the library's defaults (its default codes)
+      REQUIRE(packkv_cache_params_init(&p, sizeof p) == PACKKV_OK);
+      REQUIRE(packkv_cache_params_init(&d, sizeof d) == PACKKV_OK);
+      p.n_kv_heads = d.n_kv_heads = heads;
+      p.head_dim = d.head_dim = dim;
+      d.device = 0;
+      int64_t host = 0, dev = 0;
+      REQUIRE(packkv_x_pool_page_bytes_for(&p, &host) == PACKKV_OK);
+      REQUIRE(packkv_x_pool_page_bytes_for(&d, &dev) == PACKKV_OK);
+      CHECK(host % 65536 == 0);
+      CHECK(dev >= host);
+      if (dev <= granule) {
+        CHECK((dev & (dev - 1)) == 0);  // a power of two: it divides 2 MiB
+        CHECK(dev < 2 * host);          // the smallest one
+      } else {
+        CHECK(dev % granule == 0);
+        CHECK(dev - host < granule);
+      }
+    }
+  // the default shape (8 x 128, default codes): 1.3125 MiB on the host (packkv_experimental.h), 2 MiB on a device
+  packkv_cache_params_t p;
+  REQUIRE(packkv_cache_params_init(&p, sizeof p) == PACKKV_OK);
+  p.n_kv_heads = 8;
+  p.head_dim = 128;
+  int64_t host = 0, dev = 0;
+  REQUIRE(packkv_x_pool_page_bytes_for(&p, &host) == PACKKV_OK);
+  p.device = 0;
+  REQUIRE(packkv_x_pool_page_bytes_for(&p, &dev) == PACKKV_OK);
+  CHECK(host == 1376256);
+  CHECK(dev == granule);
+}
+
 TEST_CASE("pool: parameter errors of page_bytes_for and create_in_pool name the function called") {
   // fresh6 item 1: both reported "packkv_cache_create: ..." (packkv.h: the message names
   // the function that was called).
