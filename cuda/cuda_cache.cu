@@ -127,8 +127,7 @@ CudaCache::~CudaCache() {
   cudaEventSynchronize(done_ev_);  // our last enqueued work (cudaFree below also waits)
   for (Seq& s : seqs_) {
     for (Page* p : s.pages) pool_->release(p);
-    cudaFree(s.ring_k);
-    cudaFree(s.ring_v);
+    cudaFree(s.ring_k);  // both rings (ensure_ring)
   }
   pool_->detach(this);
   cudaFree(scratch_);

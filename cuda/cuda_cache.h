@@ -3,8 +3,8 @@
 // Storage per sequence:
 //   residual ring   [C = residual_tokens + block_tokens][H][D] in kv_dtype, K and V,
 //                   followed by [sink_tokens][H][D] for the sink tokens (the first
-//                   tokens of the sequence, never compressed), allocated
-//                   (stream-ordered) at the sequence's first append, kept for its id;
+//                   tokens of the sequence, never compressed); K and V in one
+//                   cudaMalloc at the sequence's first append, kept for its id;
 //   pages           compressed block blobs (format/shape.h layout) in fixed-size pages
 //                   of the cache's device pool (pool/page_pool.h, cuda/device_pages.cu;
 //                   shared by caches or private). A sequence has a page list (host:
@@ -34,8 +34,8 @@
 //                   its block 0 (written by the flush of that block; kernels.h k_mean).
 // Every call sets and restores the device; every enqueuing call takes a stream.
 // append and the attention calls allocate nothing and never synchronize the host,
-// except that append allocates (stream-ordered, cudaMallocAsync) a sequence's rings at its
-// first tokens (kept for the id's later sequences), the flush scratch (kept: 4 blocks,
+// except that append allocates a sequence's rings at its first tokens (cudaMalloc, which
+// synchronizes the device: once per sequence id, kept for the id's later sequences), the flush scratch (kept: 4 blocks,
 // cudaMalloc at the first flush; a prefill of more blocks: cudaMallocAsync, freed in stream
 // order at the end of its append), takes pool pages (a new slab from cudaMalloc, which synchronizes
 // the device, when the pool has no free page; never with a reserving pool); and an append whose worst
@@ -159,7 +159,8 @@ class CudaCache final : public CacheImpl {
   cu::AttnSeq attn_seq(int seq) const;
   // ---- helpers of the sequence operations (synchronous; cuda_cache_seq_ops.cu) ----
   size_t ring_bytes() const;  // one residual ring (K or V) with its sink rows
-  void ensure_ring(int seq);  // allocates the sequence's rings (cudaMalloc) if it has none
+  void alloc_rings(Seq& s);   // s's K and V rings in one cudaMalloc (s.ring_k owns it); no table update
+  void ensure_ring(int seq);  // allocates the sequence's rings if it has none, and its ring-table row (synchronous)
   std::vector<unsigned long long> block_addrs(int seq) const;  // its block-table row
   fmt::BlobSizes blob_sizes_at(unsigned long long addr) const;  // a blob's byte split (reads its header)
   void write_place(int seq, const cu::PlaceState& st);

@@ -147,19 +147,13 @@ void CudaCache::allocate_for_append(const AppendPlan& p, int n_seqs, const int32
     }
   }
   cu::launch_set_pages(dp_, pe, stream);
-  // 2. Rings of new sequences (stream-ordered, cudaMallocAsync; bench/RESULTS.md, GPU
-  // memory: its pool takes device memory in chunks that a one-sequence cache does not fill).
+  // 2. Rings of new sequences (cudaMalloc, which synchronizes the device: once per
+  // sequence id, the rings are kept for the id's later sequences).
   for (int i = 0; i < n_seqs; ++i) {
     Seq& s = seqs_[seq_ids[i]];
     if (n_tokens[i] > 0 && !s.ring_k) {
-      void* rk = nullptr;
-      void* rv = nullptr;
-      check(cudaMallocAsync(&rk, ring_bytes(), stream), "cudaMallocAsync(residual ring)");
-      cudaError_t e = cudaMallocAsync(&rv, ring_bytes(), stream);
-      if (e != cudaSuccess) { cudaFreeAsync(rk, stream); check(e, "cudaMallocAsync(residual ring)"); }
-      s.ring_k = rk;
-      s.ring_v = rv;
-      cu::launch_set_ring(dp_, seq_ids[i], rk, rv, stream);
+      alloc_rings(s);
+      cu::launch_set_ring(dp_, seq_ids[i], s.ring_k, s.ring_v, stream);  // the device's ring table, in stream order
     }
   }
 }

@@ -59,27 +59,29 @@ size_t CudaCache::ring_bytes() const {
   return static_cast<size_t>(kc_.ring_tokens + kc_.sink_tokens) * config().shape.token_values() * kv_elem_;
 }
 
+void CudaCache::alloc_rings(Seq& s) {
+  // K and V rings in one cudaMalloc (bench/RESULTS.md, "Device memory held": not from the
+  // stream-ordered pool, which holds memory in larger chunks than one sequence uses);
+  // s.ring_k owns it.
+  void* both_rings = nullptr;
+  check(cudaMalloc(&both_rings, 2 * ring_bytes()), "cudaMalloc(residual ring)");
+  s.ring_k = both_rings;
+  s.ring_v = static_cast<uint8_t*>(both_rings) + ring_bytes();
+}
+
 void CudaCache::ensure_ring(int seq) {
   Seq& s = seqs_[seq];
   if (s.ring_k) return;
-  void* rk = nullptr;
-  void* rv = nullptr;
-  check(cudaMalloc(&rk, ring_bytes()), "cudaMalloc(residual ring)");
-  const cudaError_t e = cudaMalloc(&rv, ring_bytes());
-  if (e != cudaSuccess) {
-    cudaFree(rk);
-    check(e, "cudaMalloc(residual ring)");
-  }
-  const unsigned long long both[2] = {reinterpret_cast<unsigned long long>(rk), reinterpret_cast<unsigned long long>(rv)};
+  alloc_rings(s);
+  const unsigned long long both[2] = {reinterpret_cast<unsigned long long>(s.ring_k),
+                                      reinterpret_cast<unsigned long long>(s.ring_v)};
   try {
     h2d(dp_.ring_table + 2 * static_cast<size_t>(seq), both, sizeof both, "cudaMemcpy(ring table)");
   } catch (...) {
-    cudaFree(rk);
-    cudaFree(rv);
+    cudaFree(s.ring_k);
+    s.ring_k = s.ring_v = nullptr;
     throw;
   }
-  s.ring_k = rk;
-  s.ring_v = rv;
 }
 
 std::vector<unsigned long long> CudaCache::block_addrs(int seq) const {
