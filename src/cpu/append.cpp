@@ -73,7 +73,7 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     const CpuSeq& s = seqs_[ids[i]];
     p.to_sink = std::min<int64_t>(n, c.sink_tokens - s.sink_len);
     const size_t skip = (size_t)p.to_sink * token_bytes;  // the window's new tokens follow
-    p.flushed = blocks_to_flush(s.residual_len + n - p.to_sink, c.residual_tokens, block_tokens);
+    p.flushed = blocks_to_flush(s.res.len() + n - p.to_sink, c.residual_tokens, block_tokens);
     p.k += skip;  // from here on: the window's new tokens
     p.v += skip;
     if (p.flushed > 0 && c.k_transform == PACKKV_K_TRANSFORM_CENTER && s.k_mean.empty())
@@ -115,22 +115,20 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     for (int i = 0; i < n_seqs; ++i) {
       CpuSeq& s = seqs_[ids[i]];
       const Plan& p = plans[i];
-      const size_t res_after =
-          (size_t)(s.residual_len + counts[i] - p.to_sink - p.flushed * block_tokens) * token_bytes;
+      const int64_t res_after = s.res.len() + counts[i] - p.to_sink - p.flushed * block_tokens;
       s.table.reserve(p.sizes.size());
       grow(&s.sink_k, (size_t)(s.sink_len + p.to_sink) * token_bytes);
       grow(&s.sink_v, (size_t)(s.sink_len + p.to_sink) * token_bytes);
       if (!p.k_mean.empty()) s.k_mean.reserve(p.k_mean.size());
-      grow(&s.res_k, res_after);
-      grow(&s.res_v, res_after);
+      reserve_res(s, res_after);
     }
   } catch (...) {
     for (Page* pg : pages) pool_->release(pg);
     throw;
   }
   // 4. Commit (no throw: capacity is reserved). The first to_sink new tokens become sink
-  // tokens; the window then loses its first `drop` tokens (compressed now): first from
-  // the old residual tokens, then from the new ones.
+  // tokens; the window then loses its first `drop` tokens (compressed now, whole blocks):
+  // first the old residual tokens, then new ones; the remaining new tokens join it.
   int64_t blob_bytes = 0, blob_tokens = 0;
   for (int i = 0; i < n_seqs; ++i) {
     CpuSeq& s = seqs_[ids[i]];
@@ -148,19 +146,21 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
       blob_tokens += p.flushed * block_tokens;
     }
     const int64_t drop = p.flushed * block_tokens;
-    const int64_t from_old = std::min(drop, s.residual_len);
-    const size_t skip_new = sink_bytes + (size_t)(drop - from_old) * token_bytes;
-    const size_t new_bytes = (size_t)counts[i] * token_bytes;
-    for (int kv = 0; kv < 2; ++kv) {
-      std::vector<uint8_t>& res = kv == 0 ? s.res_k : s.res_v;
-      const uint8_t* src = kv == 0 ? pk : pv;
-      res.erase(res.begin(), res.begin() + (ptrdiff_t)((size_t)from_old * token_bytes));
-      if (new_bytes > skip_new) res.insert(res.end(), src + skip_new, src + new_bytes);
-    }
-    s.residual_len += counts[i] - p.to_sink - drop;
+    const int64_t skip_new = p.to_sink + std::max<int64_t>(0, drop - s.res.len());  // new tokens not kept
+    if (drop >= s.res.len())
+      s.res.shrink(0);
+    else
+      s.res.pop_blocks(p.flushed);
+    if (counts[i] > skip_new)
+      s.res.push(pk + (size_t)skip_new * token_bytes, pv + (size_t)skip_new * token_bytes, counts[i] - skip_new);
     expire(s);
   }
   pool_->note_compressed(this, blob_bytes, blob_tokens);
+}
+
+void CpuCache::reserve_res(CpuSeq& s, int64_t tokens) const {
+  const int n = config().shape.block_tokens;
+  s.res.reserve(tokens, row_ * elem_, n, (config().residual_tokens + 2 * (int64_t)n - 1) / n);
 }
 
 // Tokens [b * N, (b + 1) * N) of the window (residual tokens of s, then the new tokens nk /
@@ -169,15 +169,15 @@ void CpuCache::window_block_floats(const CpuSeq& s, const uint8_t* nk, const uin
                                    float* fv) const {
   const Config& c = config();
   const size_t block_vals = (size_t)c.shape.block_tokens * row_;
-  const size_t res_vals = (size_t)s.residual_len * row_;
+  const size_t res_vals = (size_t)s.res.len() * row_;
   for (int kv = 0; kv < 2; ++kv) {
-    const std::vector<uint8_t>& res = kv == 0 ? s.res_k : s.res_v;
     const uint8_t* nw = kv == 0 ? nk : nv;
     float* f = kv == 0 ? fk : fv;
     if (!f) continue;
     const size_t first = (size_t)b * block_vals;
     const size_t from_res = first < res_vals ? std::min(block_vals, res_vals - first) : 0;
-    if (from_res) to_float(res.data() + first * elem_, c.kv_dtype, from_res, f);
+    // a block of the window is contiguous in its ring (cpu/residual_ring.h)
+    if (from_res) to_float(s.res.token(kv, b * c.shape.block_tokens), c.kv_dtype, from_res, f);
     if (from_res < block_vals)
       to_float(nw + (first + from_res - res_vals) * elem_, c.kv_dtype, block_vals - from_res, f + from_res);
   }

@@ -37,7 +37,7 @@ CpuCache::~CpuCache() {
 
 int64_t CpuCache::seq_length(int seq) const {
   const CpuSeq& s = seqs_[seq];
-  return s.sink_len + s.n_blocks() * config().shape.block_tokens + s.residual_len;
+  return s.sink_len + s.n_blocks() * config().shape.block_tokens + s.res.len();
 }
 
 void CpuCache::remove_seq(int seq) {
@@ -62,8 +62,8 @@ void CpuCache::stats(int seq, packkv_cache_stats_t* out) const {
     const CpuSeq& s = seqs_[i];
     const PageTable& t = s.table;
     // sink tokens are uncompressed tokens in kv_dtype: counted with the residual window
-    out->n_residual_tokens += s.sink_len + s.residual_len;
-    out->residual_bytes += (int64_t)(s.sink_k.size() + s.sink_v.size() + s.res_k.size() + s.res_v.size());
+    out->n_residual_tokens += s.sink_len + s.res.len();
+    out->residual_bytes += (int64_t)(s.sink_k.size() + s.sink_v.size() + s.res.used_bytes());
     out->k_scale_bytes += (int64_t)(s.k_mean.size() * sizeof(float));  // K centering mean: K metadata
     out->compressed_bytes_reserved += (int64_t)t.table_capacity_bytes();
     // Without forks no page or block is shared: a sequence's pages are its open page
@@ -114,8 +114,10 @@ void CpuCache::decompress(int seq, float* k_out, float* v_out, packkv_stream_t) 
     }
   }
   const size_t done = sink_vals + (size_t)s.n_blocks() * block_vals;
-  if (k_out) to_float(s.res_k.data(), c.kv_dtype, (size_t)s.residual_len * row_, k_out + done);
-  if (v_out) to_float(s.res_v.data(), c.kv_dtype, (size_t)s.residual_len * row_, v_out + done);
+  s.res.runs(0, s.res.len(), [&](int64_t t, int64_t m) {
+    if (k_out) to_float(s.res.token(0, t), c.kv_dtype, (size_t)m * row_, k_out + done + (size_t)t * row_);
+    if (v_out) to_float(s.res.token(1, t), c.kv_dtype, (size_t)m * row_, v_out + done + (size_t)t * row_);
+  });
   const size_t gone = (size_t)s.expired * row_;
   if (k_out) std::fill(k_out, k_out + gone, NAN);
   if (v_out) std::fill(v_out, v_out + gone, NAN);

@@ -23,12 +23,13 @@
 #include "cpu/block_attention.h"
 #include "cpu/page_table.h"
 #include "cpu/parallel.h"
+#include "cpu/residual_ring.h"
 #include "pool/page_pool.h"
 
 namespace packkv {
 
 // One sequence of the CPU cache: its tokens are, in order, sink_len sink tokens, the
-// n_blocks() compressed blocks, and residual_len residual tokens (sink tokens fill first:
+// n_blocks() compressed blocks, and res.len() residual tokens (sink tokens fill first:
 // blocks and the residual window start once sink_len == sink_tokens). Its compressed
 // blocks live in pages of the cache's pool (pool/page_pool.h) through its block table
 // (cpu/page_table.h).
@@ -36,8 +37,7 @@ struct CpuSeq {
   std::vector<uint8_t> sink_k, sink_v;  // sink tokens, [sink_len][H][D] in kv_dtype
   int64_t sink_len = 0;                 // sink tokens held (<= Config::sink_tokens)
   PageTable table;                     // where each compressed block's blob is
-  std::vector<uint8_t> res_k, res_v;   // residual window, [residual_len][H][D] in kv_dtype
-  int64_t residual_len = 0;            // tokens in the residual window
+  ResidualRing res;                    // residual window, K and V in kv_dtype (cpu/residual_ring.h)
   int64_t expired = 0;                 // leading tokens out of the sliding window (excluded
                                        // from attention; whole blocks of them are freed)
   std::vector<float> k_mean;           // K_TRANSFORM_CENTER: [H][D] mean of K over block 0
@@ -92,6 +92,8 @@ class CpuCache final : public CacheImpl {
   void window_block_floats(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t b, float* fk,
                            float* fv) const;
   std::vector<float> block0_k_mean(const CpuSeq& s, const uint8_t* nk) const;
+  // Room in s's residual window for `tokens` tokens (may throw; s unchanged either way).
+  void reserve_res(CpuSeq& s, int64_t tokens) const;
   void encode_window_block(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t b, const float* k_mean,
                            std::vector<uint8_t>* blob) const;
   // input_check.cpp: n values of dtype as kv_dtype (src itself when dtype is kv_dtype,
