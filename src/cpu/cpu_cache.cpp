@@ -19,6 +19,7 @@ namespace packkv {
 CpuCache::CpuCache(const Config& c, std::shared_ptr<PagePool> pool)
     : CacheImpl(c), pool_(std::move(pool)), seqs_(c.max_seqs) {
   par_.n_threads = c.n_threads > 0 ? c.n_threads : default_threads();
+  ahead_on_ = std::min(par_.n_threads, available_cpus()) > 1;
   row_ = (size_t)c.shape.token_values();
   elem_ = dtype_size(c.kv_dtype);
   const size_t worst = align16(c.shape.max_blob_bytes());
@@ -31,6 +32,7 @@ CpuCache::CpuCache(const Config& c, std::shared_ptr<PagePool> pool)
 }
 
 CpuCache::~CpuCache() {
+  drop_all_ahead();  // no job may read the windows once they are freed
   for (CpuSeq& s : seqs_) s.table.clear(pool_.get());
   pool_->detach(this);
 }
@@ -41,11 +43,13 @@ int64_t CpuCache::seq_length(int seq) const {
 }
 
 void CpuCache::remove_seq(int seq) {
+  drop_ahead(seq);
   seqs_[seq].table.clear(pool_.get());
   seqs_[seq] = CpuSeq();
 }
 
 void CpuCache::reset() {
+  drop_all_ahead();
   for (int i = 0; i < (int)seqs_.size(); ++i) remove_seq(i);
 }
 
@@ -127,6 +131,9 @@ void CpuCache::set_parallel(packkv_x_parallel_fn fn, void* user, int n_tasks) {
   par_.caller_fn = fn;
   par_.caller_user = fn ? user : nullptr;
   par_.n_threads = fn ? n_tasks : (config().n_threads > 0 ? config().n_threads : default_threads());
+  // encode ahead runs on the library's runner thread: not while the caller provides the threads
+  drop_all_ahead();
+  ahead_on_ = !fn && std::min(par_.n_threads, available_cpus()) > 1;
 }
 
 int64_t CpuCache::n_blocks(int seq) const { return seqs_[seq].n_blocks(); }

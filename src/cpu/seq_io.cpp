@@ -45,6 +45,7 @@ void CpuCache::export_seq(int seq, uint8_t* out, size_t size) const {
 
 void CpuCache::import_seq(int seq, const uint8_t* in, size_t size) {
   SeqImage img = read_seq_export(config(), in, size);
+  drop_ahead(seq);  // the sequence is replaced (empty: api checks; settled for certain)
   const std::vector<size_t>& sizes = img.sizes;
   // pages (budget), table room; then commit (no throw)
   CpuSeq& s = seqs_[seq];

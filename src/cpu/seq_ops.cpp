@@ -25,6 +25,7 @@ namespace packkv {
 // next block 0 computes it again, as in a fresh sequence fed the same tokens).
 void CpuCache::truncate(int seq, int64_t n_tokens) {
   const Config& c = config();
+  drop_ahead(seq);  // its jobs read tokens that may go (cpu_cache.h: encode ahead)
   CpuSeq& s = seqs_[seq];
   const int64_t n_block = c.shape.block_tokens;
   const int64_t blocks_end = s.sink_len + s.n_blocks() * n_block;
@@ -68,6 +69,7 @@ void CpuCache::truncate(int seq, int64_t n_tokens) {
 // dst (empty) gets src's sink tokens, K mean and residual window as copies and its blocks
 // as shared references.
 void CpuCache::fork(int src, int dst) {
+  drop_ahead(dst);  // empty: none expected; settled for certain
   const CpuSeq& from = seqs_[src];
   CpuSeq& to = seqs_[dst];
   // may throw: nothing changed yet
@@ -85,7 +87,12 @@ void CpuCache::fork(int src, int dst) {
   shared_ = true;
 }
 
-void CpuCache::set_window(int64_t window_tokens) { window_ = window_tokens; }
+// Pending encodes read only residual windows, which the sliding window does not change; they
+// are settled anyway, as for every call that changes sequences (cpu_cache.h: encode ahead).
+void CpuCache::set_window(int64_t window_tokens) {
+  drop_all_ahead();
+  window_ = window_tokens;
+}
 
 // Sink tokens expire like any other token (the model's sliding window excludes them too):
 // they stay stored (sink_tokens tokens per sequence) but are no longer attended.
