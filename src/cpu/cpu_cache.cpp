@@ -19,7 +19,7 @@ namespace packkv {
 CpuCache::CpuCache(const Config& c, std::shared_ptr<PagePool> pool)
     : CacheImpl(c), pool_(std::move(pool)), seqs_(c.max_seqs) {
   par_.n_threads = c.n_threads > 0 ? c.n_threads : default_threads();
-  ahead_on_ = std::min(par_.n_threads, available_cpus()) > 1;
+  ahead_on_ = ahead_enabled(par_.n_threads, false);
   row_ = (size_t)c.shape.token_values();
   elem_ = dtype_size(c.kv_dtype);
   const size_t worst = align16(c.shape.max_blob_bytes());
@@ -133,7 +133,7 @@ void CpuCache::set_parallel(packkv_x_parallel_fn fn, void* user, int n_tasks) {
   par_.n_threads = fn ? n_tasks : (config().n_threads > 0 ? config().n_threads : default_threads());
   // encode ahead runs on the library's runner thread: not while the caller provides the threads
   drop_all_ahead();
-  ahead_on_ = !fn && std::min(par_.n_threads, available_cpus()) > 1;
+  ahead_on_ = ahead_enabled(par_.n_threads, fn != nullptr);
 }
 
 int64_t CpuCache::n_blocks(int seq) const { return seqs_[seq].n_blocks(); }

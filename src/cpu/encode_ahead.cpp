@@ -1,6 +1,8 @@
 // The process's encode-ahead runner (cpu/encode_ahead.h).
 #include "cpu/encode_ahead.h"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -11,6 +13,8 @@
 #include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include "cpu/parallel.h"
 
 namespace packkv {
 
@@ -33,6 +37,27 @@ class Runner {
       if (st->polling) return;   // it looks within kPoll: no wake-up on the caller's path
     }
     st->cv.notify_one();
+  }
+
+  void pause(bool paused) {
+    State* st = state_;
+    {
+      std::lock_guard<std::mutex> lock(st->m);
+      st->paused = paused;
+    }
+    st->cv.notify_all();
+  }
+
+  void wait_idle() {
+    State* st = state_;
+    std::unique_lock<std::mutex> lock(st->m);
+    st->done_cv.wait(lock, [&] { return !st->running && (st->paused || st->queue.empty() || !st->thread.joinable()); });
+  }
+
+  int64_t done() {
+    State* st = state_;
+    std::lock_guard<std::mutex> lock(st->m);
+    return st->done;
   }
 
   int settle(AheadJob& job, bool claim) {
@@ -64,6 +89,8 @@ class Runner {
     AheadJob* running = nullptr;
     bool stop = false;
     bool polling = false;  // idle, but looking at the queue every kPoll
+    bool paused = false;   // tests: start no job
+    int64_t done = 0;      // jobs completed
   };
   // After a job the thread looks at the queue every kPoll for kLinger before it sleeps
   // until woken: a wake-up (futex + inter-processor interrupt, ~10-20 us on a VM) would
@@ -99,7 +126,7 @@ class Runner {
     std::unique_lock<std::mutex> lock(st->m);
     auto last = std::chrono::steady_clock::now();  // the last job's end
     for (;;) {
-      const auto ready = [&] { return st->stop || !st->queue.empty(); };
+      const auto ready = [&] { return st->stop || (!st->paused && !st->queue.empty()); };
       while (!ready()) {
         st->polling = std::chrono::steady_clock::now() - last < kLinger;
         if (st->polling)
@@ -111,7 +138,10 @@ class Runner {
       if (st->stop) return;
       std::shared_ptr<AheadJob> job = std::move(st->queue.front());
       st->queue.pop_front();
-      if (job->state != AheadJob::kQueued) continue;  // claimed or cancelled by its owner
+      if (job->state != AheadJob::kQueued) {  // claimed or cancelled by its owner
+        st->done_cv.notify_all();             // (wait_idle)
+        continue;
+      }
       job->state = AheadJob::kRunning;
       st->running = job.get();
       lock.unlock();
@@ -124,6 +154,7 @@ class Runner {
       lock.lock();
       st->running = nullptr;
       job->state = ok ? AheadJob::kDone : AheadJob::kFailed;
+      st->done += ok ? 1 : 0;
       st->done_cv.notify_all();
       last = std::chrono::steady_clock::now();
     }
@@ -145,6 +176,21 @@ void prefault(uint8_t* p, size_t n) noexcept {
   (void)n;
 #endif
 }
+
+namespace {
+std::atomic<int> g_force{-1};
+}  // namespace
+
+bool ahead_enabled(int n_threads, bool caller_runner) {
+  const int f = g_force.load();
+  if (f >= 0) return f == 1;
+  return !caller_runner && std::min(n_threads, available_cpus()) > 1;
+}
+
+void force_ahead_for_tests(int mode) { g_force.store(mode); }
+void pause_ahead_for_tests(bool paused) { Runner::instance().pause(paused); }
+void wait_ahead_idle_for_tests() { Runner::instance().wait_idle(); }
+int64_t ahead_jobs_done_for_tests() { return Runner::instance().done(); }
 
 void submit_ahead(const std::shared_ptr<AheadJob>& job) { Runner::instance().submit(job); }
 

@@ -56,6 +56,23 @@ void submit_ahead(const std::shared_ptr<AheadJob>& job);
 // neither reads the job's inputs nor writes its outputs. No throw.
 int settle_ahead(AheadJob& job, bool claim) noexcept;
 
+// Whether a CPU cache encodes ahead: when it may use more than one thread (n_threads,
+// the participants of its parallel work, > 1, and more than one CPU available) and runs
+// its work on the library's threads (caller_runner false: no packkv_x_cache_set_parallel).
+// Read by a cache at creation and at set_parallel.
+bool ahead_enabled(int n_threads, bool caller_runner);
+
+// ---- for tests (test_encode_ahead.cpp); thread-safe ----
+// Forces the choice of ahead_enabled for caches created (or set_parallel) from now on:
+// 1 always, 0 never, -1 back to the rule above.
+void force_ahead_for_tests(int mode);
+// While paused the runner starts no job (queued ones stay queued: their owners claim them).
+void pause_ahead_for_tests(bool paused);
+// Returns once no job runs and (unless paused) none is queued.
+void wait_ahead_idle_for_tests();
+// Jobs the runner has completed (kDone) since the process started.
+int64_t ahead_jobs_done_for_tests();
+
 }  // namespace packkv
 
 #endif  // PACKKV_CPU_ENCODE_AHEAD_H
