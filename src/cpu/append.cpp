@@ -34,6 +34,7 @@ struct Plan {
   const uint8_t* v = nullptr;  // dtype is kv_dtype, else kconv / vconv
   std::vector<uint8_t> kconv, vconv;
   std::vector<uint8_t> blobs;  // newly compressed blocks, each starting 16-aligned
+  std::shared_ptr<AheadJob> one;  // or, for one block encoded ahead, its job (blob: its blob)
   std::vector<size_t> sizes;   // their sizes
   Placement place;             // where they go (cpu/page_table.h)
   size_t first_page = 0;       // index of its first new page among all taken pages
@@ -110,7 +111,12 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
   size_t job = 0;
   for (int i = 0; i < n_seqs; ++i) {
     Plan& p = plans[i];
-    for (int64_t b = 0; b < p.flushed; ++b, ++job) {
+    if (p.flushed == 1 && jobs[job].ahead) {  // no copy: commit copies from the job's blob
+      p.one = ahead_.at(ids[i]).front();
+      p.sizes.push_back(p.one->blob.size());
+      ++job;
+    }
+    for (int64_t b = p.one ? 1 : 0; b < p.flushed; ++b, ++job) {
       const std::vector<uint8_t>& blob = jobs[job].ahead ? jobs[job].ahead->blob : encoded[job];
       p.blobs.resize(align16(p.blobs.size()), 0);
       p.blobs.insert(p.blobs.end(), blob.begin(), blob.end());
@@ -159,7 +165,8 @@ void CpuCache::append(int n_seqs, const int32_t* ids, const int32_t* counts, con
     s.sink_len += p.to_sink;
     if (!p.k_mean.empty()) s.k_mean.assign(p.k_mean.begin(), p.k_mean.end());  // capacity reserved
     if (p.flushed > 0) {
-      s.table.commit(p.place, p.blobs.data(), p.sizes, pages.data() + p.first_page, pool_.get());
+      s.table.commit(p.place, p.one ? p.one->blob.data() : p.blobs.data(), p.sizes, pages.data() + p.first_page,
+                     pool_.get());
       for (size_t z : p.sizes) blob_bytes += (int64_t)z;
       blob_tokens += p.flushed * block_tokens;
     }
@@ -201,13 +208,26 @@ void CpuCache::schedule_ahead(int seq) noexcept {
       const uint8_t* v = s.res.token(1, b * n);
       std::vector<float> mean = centre ? s.k_mean : std::vector<float>();
       const bool own_mean = centre && s.k_mean.empty();
-      job->work = [this, k, v, mean, own_mean](AheadJob& j) {
+      // where the blob will go if the open page has room: after the blobs of window
+      // blocks 0 .. b-1, so within (b + 1) worst-case blobs of the open page's fill
+      uint8_t* pre = nullptr;
+      size_t pre_n = 0;
+      if (const Page* open = s.table.open_page()) {
+        const size_t from = align16(s.table.open_fill());
+        const size_t to = std::min(pool_->page_bytes(), from + (size_t)(b + 1) * align16(c.shape.max_blob_bytes()));
+        if (from < to) {
+          pre = open->data + from;
+          pre_n = to - from;
+        }
+      }
+      job->work = [this, k, v, mean, own_mean, pre, pre_n](AheadJob& j) {
         const size_t vals = (size_t)config().shape.block_tokens * row_;
         std::unique_ptr<float[]> fk(new float[vals]), fv(new float[vals]);
         to_float(k, config().kv_dtype, vals, fk.get());
         to_float(v, config().kv_dtype, vals, fv.get());
         if (own_mean) j.mean = k_mean_of(fk.get());
         encode_floats(fk.get(), fv.get(), own_mean ? j.mean.data() : mean.data(), &j.blob);
+        prefault(pre, pre_n);  // no byte changes: harmless wherever the blob finally goes
       };
       list.reserve(list.size() + 1);
       submit_ahead(job);
