@@ -37,7 +37,10 @@
  *   Calls that take a `const packkv_cache_t*` (attention, stats, decompress,
  *   queries) may run concurrently with each other (on a CUDA cache each
  *   concurrent call needs its own workspace). Different caches are independent.
- *   A cache may move between threads.
+ *   A cache may move between threads. A CPU cache may encode blocks on a library
+ *   background thread between calls (packkv_cache_params_t.n_threads, "encode
+ *   ahead"); it synchronizes with the cache's calls itself and changes none of
+ *   these rules.
  */
 #ifndef PACKKV_PACKKV_H
 #define PACKKV_PACKKV_H
