@@ -3,8 +3,11 @@
 // by a background thread, so that the append that flushes it only places and copies its
 // blob (cpu/append.cpp: schedule_ahead, and the flush step that claims the result).
 //
-// The thread: ONE per process, shared by every CPU cache, started by the first job and
-// asleep while there is none; jobs run one at a time in the order they were submitted.
+// The thread: ONE per process, shared by every CPU cache, started by the first job; jobs
+// run one at a time in the order they were submitted. SCHED_BATCH on Linux (its wake-up
+// never preempts the appending thread); after a job it looks at its queue every 2 ms for
+// 2 s, then sleeps until a job wakes it (encode_ahead.cpp: kPoll, kLinger -- a wake-up
+// costs the queuing append 15-350 us on a loaded VM, bench/RESULTS.md session 8).
 // One thread, not the library's workers (cpu/parallel.h): those serve a call that waits
 // for them (parallel_for), and a job that outlives the call needs a runner that nobody
 // waits on; one is enough for single-token decoding (a block of 8 KV heads x 128 takes
