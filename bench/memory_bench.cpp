@@ -4,7 +4,13 @@
 // uses the experimental pool API, looked up with dlsym (absent from older libraries).
 //
 //   latency  one sequence grown by single-token appends to --tokens (default 131072);
-//            p50 / p99 / p99.9 / max of each append's wall time, and the worst step
+//            p50 / p99 / p99.9 / max of each append's wall time, and the worst step;
+//            --decode 0 (default): appends back to back (a tight loop); --decode 1: an
+//            engine-like loop, each append followed by packkv_attn_decode of that sequence
+//            with 32 query heads (GQA 4, f32 queries, fixed seed), only the append timed
+//            (CPU only); --threads N: params.n_threads (default 0: all CPUs; 1 turns the
+//            CPU cache's encode ahead off, see packkv.h). Prints the load average (getloadavg)
+//            before and after, and whether p99.9 <= 3 x p50 (issue 16)
 //   memory   --seqs sequences of mixed lengths (uniform in [--min-len, --max-len], fixed
 //            seed) grown by --grow prefill | chunk (512 tokens) | token; memory actually
 //            held = RSS growth of the process (/proc/self/statm) against used =
@@ -29,6 +35,7 @@
 // (per-channel offsets + Gaussian, cpu_bench.cpp's generator), cycled from 4096 tokens.
 // Usage: packkv_bench_memory latency|memory|budget [--tokens N] [--seqs S] [--min-len A]
 //        [--max-len B] [--grow prefill|chunk|token] [--budget-mb M] [--device G] [--warm 0|1]
+//        [--decode 0|1] [--threads N]
 #include <dlfcn.h>
 #include <malloc.h>
 #include <unistd.h>
@@ -57,7 +64,7 @@ using packkv_bench::to_half;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-const int H = 8, D = 128, kRow = H * D, kPoolTokens = 4096;
+const int H = 8, D = 128, kRow = H * D, kPoolTokens = 4096, kQueries = 64;
 
 std::vector<uint16_t> make_kv(unsigned seed) {
   std::mt19937 rng(seed);
@@ -157,6 +164,8 @@ struct Args {
   std::string grow = "token";
   long budget_mb = 0;
   int warm = 1;
+  int decode = 0;   // latency: an attention decode after each append (untimed)
+  int threads = 0;  // params.n_threads
 };
 
 packkv_cache_params_t params(int max_seqs, int device) {
@@ -178,7 +187,8 @@ packkv_cache_params_t params(int max_seqs, int device) {
 void latency(const Args& a) {
   const std::vector<uint16_t> k = make_kv(1), v = make_kv(2);
   packkv_cache_t* c = nullptr;
-  const packkv_cache_params_t p = params(1, a.device);
+  packkv_cache_params_t p = params(1, a.device);
+  p.n_threads = a.threads;
   Device dev;
   const void* kin = k.data();
   const void* vin = v.data();
@@ -187,8 +197,15 @@ void latency(const Args& a) {
     dev.stage(k.data(), v.data(), k.size() * 2, &kin, &vin);
   }
   check(packkv_cache_create(&p, &c), "create");
-  std::vector<double> us((size_t)a.tokens);
+  std::vector<double> us((size_t)a.tokens), dec_us;
   int32_t id = 0, one = 1;
+  const int n_q = 4 * H;  // GQA 4
+  std::vector<float> qs((size_t)kQueries * n_q * D), out((size_t)n_q * D);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> n01(0.0f, 1.0f);
+  for (float& x : qs) x = n01(rng);
+  double load0[3] = {0, 0, 0}, load1[3] = {0, 0, 0};
+  if (getloadavg(load0, 3) < 0) load0[0] = -1;
   for (long t = 0; t < a.tokens; ++t) {
     const size_t at = (size_t)(t % kPoolTokens) * kRow;
     const auto t0 = Clock::now();
@@ -196,8 +213,16 @@ void latency(const Args& a) {
                               PACKKV_DTYPE_F16, nullptr),
           "append");
     if (a.device >= 0) Device::sync();
-    us[(size_t)t] = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+    const auto t1 = Clock::now();
+    us[(size_t)t] = std::chrono::duration<double, std::micro>(t1 - t0).count();
+    if (a.decode) {
+      check(packkv_attn_decode(c, 1, &id, n_q, qs.data() + (size_t)(t % kQueries) * n_q * D, PACKKV_DTYPE_F32,
+                               0.08838834764831845f, out.data(), nullptr, nullptr, 0, nullptr),
+            "decode");
+      dec_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t1).count());
+    }
   }
+  if (getloadavg(load1, 3) < 0) load1[0] = -1;
   const long worst = (long)(std::max_element(us.begin(), us.end()) - us.begin());
   const double worst_us = us[(size_t)worst];
   // flush steps (every 64th token once the window is full) and the others, apart
@@ -210,15 +235,21 @@ void latency(const Args& a) {
   packkv_cache_stats_t s;
   s.struct_size = sizeof s;
   check(packkv_cache_stats(c, -1, &s), "stats");
-  std::printf("latency: %ld single-token appends, 8x128 f16, %s (%s)\n", a.tokens,
+  std::printf("latency: %ld single-token appends, 8x128 f16, %s, %s, n_threads %d (%s)\n", a.tokens,
               a.device >= 0 ? ("device " + std::to_string(a.device) + ", each step synchronized").c_str() : "CPU",
-              packkv_version_string());
+              a.decode ? "decode loop (append + attn_decode of 32 query heads, append timed)" : "tight loop",
+              a.threads, packkv_version_string());
+  std::printf("  load average before %.2f %.2f %.2f, after %.2f %.2f %.2f\n", load0[0], load0[1], load0[2],
+              load1[0], load1[1], load1[2]);
   std::printf("  all steps   p50 %.2f us  p99 %.2f us  p99.9 %.2f us  max %.1f us (at token %ld)\n", q(us, 0.5),
               q(us, 0.99), q(us, 0.999), worst_us, worst);
   std::printf("  flush steps p50 %.1f us  p99 %.1f us  max %.1f us  (%zu steps)\n", q(flush, 0.5), q(flush, 0.99),
               q(flush, 1.0), flush.size());
   std::printf("  other steps p50 %.2f us  p99 %.2f us  p99.9 %.2f us  max %.1f us\n", q(plain, 0.5), q(plain, 0.99),
               q(plain, 0.999), q(plain, 1.0));
+  if (a.decode) std::printf("  decode (untimed in the above) p50 %.1f us\n", q(dec_us, 0.5));
+  std::printf("  p99.9 / p50 = %.2f: issue 16's p99.9 <= 3 x p50 %s\n", q(us, 0.999) / q(us, 0.5),
+              q(us, 0.999) <= 3 * q(us, 0.5) ? "holds" : "does not hold");
   std::printf("  used %.1f MB, reserved %.1f MB (%.3fx)\n", s.compressed_bytes_used / 1e6,
               s.compressed_bytes_reserved / 1e6, (double)s.compressed_bytes_reserved / (double)s.compressed_bytes_used);
   packkv_cache_destroy(c);
@@ -419,6 +450,8 @@ int main(int argc, char** argv) {
     else if (o == "--budget-mb") a.budget_mb = std::atol(v.c_str());
     else if (o == "--device") a.device = std::atoi(v.c_str());
     else if (o == "--warm") a.warm = std::atoi(v.c_str());
+    else if (o == "--decode") a.decode = std::atoi(v.c_str());
+    else if (o == "--threads") a.threads = std::atoi(v.c_str());
     else {
       std::fprintf(stderr, "unknown option %s\n", o.c_str());
       return 2;
@@ -435,6 +468,10 @@ int main(int argc, char** argv) {
     return 2;
   }
 #endif
+  if (a.decode && a.device >= 0) {
+    std::fprintf(stderr, "--decode: CPU caches only (the queries are host memory)\n");
+    return 2;
+  }
   if (a.mode == "latency") latency(a);
   else if (a.mode == "memory") memory(a, false);
   else if (a.mode == "budget") memory(a, true);

@@ -37,7 +37,10 @@
  *   Calls that take a `const packkv_cache_t*` (attention, stats, decompress,
  *   queries) may run concurrently with each other (on a CUDA cache each
  *   concurrent call needs its own workspace). Different caches are independent.
- *   A cache may move between threads.
+ *   A cache may move between threads. A CPU cache may encode blocks on a library
+ *   background thread between calls (packkv_cache_params_t.n_threads, "encode
+ *   ahead"); it synchronizes with the cache's calls itself and changes none of
+ *   these rules.
  */
 #ifndef PACKKV_PACKKV_H
 #define PACKKV_PACKKV_H
@@ -277,7 +280,8 @@ typedef struct packkv_cache_params {
                                   A call never uses more threads than the CPUs this process
                                   may run on (sched_getaffinity, read once per process), so
                                   an n_threads above that count works as that count and
-                                  never starts more than (CPUs - 1) library threads; it
+                                  never starts more than (CPUs - 1) library worker
+                                  threads (plus the one encode-ahead thread below); it
                                   changes only speed, never results (see below).
                                   Results do not depend on n_threads: the spans depend on the
                                   sequence length only, and partial results are merged in a
@@ -285,6 +289,26 @@ typedef struct packkv_cache_params {
                                   calls stay on the calling thread. To run on the caller's
                                   own threads instead: packkv_x_cache_set_parallel
                                   (packkv_experimental.h). Ignored by a CUDA cache.
+                                  Encode ahead (single-token decoding without a stall
+                                  every block_tokens steps): when n_threads != 1 and the
+                                  process may run on more than one CPU (and no caller's
+                                  runner is set), a block that is complete in a
+                                  sequence's residual window is encoded by ONE
+                                  library background thread per process (started by the
+                                  first such block, SCHED_BATCH on Linux, polling its
+                                  queue every 2 ms for 2 s after a block, then asleep)
+                                  during the residual_tokens appends before its flush;
+                                  the append that flushes it then only copies the blob
+                                  into its page (and encodes it itself if the thread has
+                                  not started it). Pages are taken by that append as
+                                  without it, so a budget failure happens at the same
+                                  append, and the bytes of every block are the same.
+                                  The background work reads only the residual window,
+                                  never races with the cache's calls (read-only calls may
+                                  still overlap each other), and every call that changes
+                                  a sequence first waits for (or drops) its pending
+                                  blocks. n_threads == 1 turns it off (no library
+                                  thread at all).
                                   Instruction set (CPU cache): the kernels use AVX-512, else
                                   AVX2 + FMA, else portable code, chosen at the first call
                                   from what the CPU supports; the environment variable

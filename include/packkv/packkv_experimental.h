@@ -448,7 +448,10 @@ typedef void (*packkv_x_parallel_fn)(void* user, int32_t n_tasks, packkv_x_task_
  *  the caller's runner fn with at most n_tasks tasks per call, instead of the library's
  *  worker threads; fn = NULL goes back to the library's workers with params.n_threads.
  *  Results are the same bits either way (they do not depend on how the work is split
- *  over threads).
+ *  over threads). With a runner set, the cache also stops encoding blocks ahead on the
+ *  library's background thread (packkv_cache_params_t.n_threads: every block is then
+ *  encoded by the append that flushes it, on fn's tasks); fn = NULL turns it back on
+ *  where n_threads allows. Blocks being encoded ahead are waited for (or dropped) first.
  *  @param fn      the runner, or NULL.
  *  @param user    passed to fn as is (the library never dereferences it).
  *  @param n_tasks most tasks one call asks fn to run, in [1, 1024] (usually the runner's

@@ -222,7 +222,9 @@ void CpuCache::span_scores(const CpuSeq& s, int64_t begin, int64_t end, int hk, 
   }
   if (end > res0) {
     const int64_t from = std::max(begin, res0);
-    dense_scores(s.res_k.data(), from - res0, end - from, hk, q, g, out + (from - begin), ld);
+    s.res.runs(from - res0, end - from, [&](int64_t t, int64_t m) {  // split where the ring wraps
+      dense_scores(s.res.token(0, t), 0, m, hk, q, g, out + (res0 + t - begin), ld);
+    });
   }
   // sliding window: expired tokens (sink tokens included, freed blocks, the expired part of
   // a block -- block_scores wrote it in original order, undoing the stored permutation --
@@ -258,7 +260,10 @@ void CpuCache::span_apply(const CpuSeq& s, int64_t begin, int64_t end, int hk, c
     }
   }
   const int64_t from = std::max({begin, res0, s.expired});
-  if (end > from) dense_apply(s.res_v.data(), from - res0, end - from, hk, probs + (from - begin), ld, g, acc);
+  if (end > from)
+    s.res.runs(from - res0, end - from, [&](int64_t t, int64_t m) {  // split where the ring wraps
+      dense_apply(s.res.token(1, t), 0, m, hk, probs + (res0 + t - begin), ld, g, acc);
+    });
 }
 
 // Scores of KV head hk of n dense tokens in kv_dtype ([..][H][D]: sink tokens or the

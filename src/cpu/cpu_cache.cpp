@@ -19,6 +19,7 @@ namespace packkv {
 CpuCache::CpuCache(const Config& c, std::shared_ptr<PagePool> pool)
     : CacheImpl(c), pool_(std::move(pool)), seqs_(c.max_seqs) {
   par_.n_threads = c.n_threads > 0 ? c.n_threads : default_threads();
+  ahead_on_ = ahead_enabled(par_.n_threads, false);
   row_ = (size_t)c.shape.token_values();
   elem_ = dtype_size(c.kv_dtype);
   const size_t worst = align16(c.shape.max_blob_bytes());
@@ -31,21 +32,24 @@ CpuCache::CpuCache(const Config& c, std::shared_ptr<PagePool> pool)
 }
 
 CpuCache::~CpuCache() {
+  drop_all_ahead();  // no job may read the windows once they are freed
   for (CpuSeq& s : seqs_) s.table.clear(pool_.get());
   pool_->detach(this);
 }
 
 int64_t CpuCache::seq_length(int seq) const {
   const CpuSeq& s = seqs_[seq];
-  return s.sink_len + s.n_blocks() * config().shape.block_tokens + s.residual_len;
+  return s.sink_len + s.n_blocks() * config().shape.block_tokens + s.res.len();
 }
 
 void CpuCache::remove_seq(int seq) {
+  drop_ahead(seq);
   seqs_[seq].table.clear(pool_.get());
   seqs_[seq] = CpuSeq();
 }
 
 void CpuCache::reset() {
+  drop_all_ahead();
   for (int i = 0; i < (int)seqs_.size(); ++i) remove_seq(i);
 }
 
@@ -62,8 +66,8 @@ void CpuCache::stats(int seq, packkv_cache_stats_t* out) const {
     const CpuSeq& s = seqs_[i];
     const PageTable& t = s.table;
     // sink tokens are uncompressed tokens in kv_dtype: counted with the residual window
-    out->n_residual_tokens += s.sink_len + s.residual_len;
-    out->residual_bytes += (int64_t)(s.sink_k.size() + s.sink_v.size() + s.res_k.size() + s.res_v.size());
+    out->n_residual_tokens += s.sink_len + s.res.len();
+    out->residual_bytes += (int64_t)(s.sink_k.size() + s.sink_v.size() + s.res.used_bytes());
     out->k_scale_bytes += (int64_t)(s.k_mean.size() * sizeof(float));  // K centering mean: K metadata
     out->compressed_bytes_reserved += (int64_t)t.table_capacity_bytes();
     // Without forks no page or block is shared: a sequence's pages are its open page
@@ -114,8 +118,10 @@ void CpuCache::decompress(int seq, float* k_out, float* v_out, packkv_stream_t) 
     }
   }
   const size_t done = sink_vals + (size_t)s.n_blocks() * block_vals;
-  if (k_out) to_float(s.res_k.data(), c.kv_dtype, (size_t)s.residual_len * row_, k_out + done);
-  if (v_out) to_float(s.res_v.data(), c.kv_dtype, (size_t)s.residual_len * row_, v_out + done);
+  s.res.runs(0, s.res.len(), [&](int64_t t, int64_t m) {
+    if (k_out) to_float(s.res.token(0, t), c.kv_dtype, (size_t)m * row_, k_out + done + (size_t)t * row_);
+    if (v_out) to_float(s.res.token(1, t), c.kv_dtype, (size_t)m * row_, v_out + done + (size_t)t * row_);
+  });
   const size_t gone = (size_t)s.expired * row_;
   if (k_out) std::fill(k_out, k_out + gone, NAN);
   if (v_out) std::fill(v_out, v_out + gone, NAN);
@@ -125,6 +131,9 @@ void CpuCache::set_parallel(packkv_x_parallel_fn fn, void* user, int n_tasks) {
   par_.caller_fn = fn;
   par_.caller_user = fn ? user : nullptr;
   par_.n_threads = fn ? n_tasks : (config().n_threads > 0 ? config().n_threads : default_threads());
+  // encode ahead runs on the library's runner thread: not while the caller provides the threads
+  drop_all_ahead();
+  ahead_on_ = ahead_enabled(par_.n_threads, fn != nullptr);
 }
 
 int64_t CpuCache::n_blocks(int seq) const { return seqs_[seq].n_blocks(); }

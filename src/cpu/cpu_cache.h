@@ -10,6 +10,21 @@
 // Every method either completes or throws Error leaving the cache unchanged (the
 // CacheImpl contract, api/cache_impl.h). No lock: the caller serializes mutating calls
 // (packkv.h, "Thread safety"); read-only calls may overlap.
+//
+// Encode ahead (cpu/encode_ahead.h; on when the cache may use more than one thread:
+// params.n_threads != 1 and more than one CPU available, and no caller's task runner set by
+// packkv_x_cache_set_parallel): after an append, every block that is complete in a
+// sequence's residual window but not yet flushed is queued for encoding on the process's
+// runner thread (append.cpp: schedule_ahead). The runner reads only that block's tokens in
+// the residual ring and writes only its job. The append that flushes the block claims the
+// result (settle_ahead: waits if it is running, encodes inline if it never started or
+// failed); every other call that changes a sequence -- truncate, fork (its destination),
+// import, remove_seq, reset, set_window, set_parallel, the destructor, and an append that
+// grows a ring -- first settles and drops that sequence's jobs (all of them for the
+// cache-wide calls), so no job ever reads tokens that change. Read-only calls never touch
+// the jobs, and read the ring as the runner does (both only read). Pages are taken only
+// at the flush, as without it: which append fails a budget, and every byte of every block,
+// are the same whether a job ran, ran partly or never started.
 #ifndef PACKKV_CPU_CPU_CACHE_H
 #define PACKKV_CPU_CPU_CACHE_H
 
@@ -17,18 +32,21 @@
 #include <stdint.h>
 
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "api/cache_impl.h"
 #include "cpu/block_attention.h"
+#include "cpu/encode_ahead.h"
 #include "cpu/page_table.h"
 #include "cpu/parallel.h"
+#include "cpu/residual_ring.h"
 #include "pool/page_pool.h"
 
 namespace packkv {
 
 // One sequence of the CPU cache: its tokens are, in order, sink_len sink tokens, the
-// n_blocks() compressed blocks, and residual_len residual tokens (sink tokens fill first:
+// n_blocks() compressed blocks, and res.len() residual tokens (sink tokens fill first:
 // blocks and the residual window start once sink_len == sink_tokens). Its compressed
 // blocks live in pages of the cache's pool (pool/page_pool.h) through its block table
 // (cpu/page_table.h).
@@ -36,8 +54,7 @@ struct CpuSeq {
   std::vector<uint8_t> sink_k, sink_v;  // sink tokens, [sink_len][H][D] in kv_dtype
   int64_t sink_len = 0;                 // sink tokens held (<= Config::sink_tokens)
   PageTable table;                     // where each compressed block's blob is
-  std::vector<uint8_t> res_k, res_v;   // residual window, [residual_len][H][D] in kv_dtype
-  int64_t residual_len = 0;            // tokens in the residual window
+  ResidualRing res;                    // residual window, K and V in kv_dtype (cpu/residual_ring.h)
   int64_t expired = 0;                 // leading tokens out of the sliding window (excluded
                                        // from attention; whole blocks of them are freed)
   std::vector<float> k_mean;           // K_TRANSFORM_CENTER: [H][D] mean of K over block 0
@@ -92,8 +109,20 @@ class CpuCache final : public CacheImpl {
   void window_block_floats(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t b, float* fk,
                            float* fv) const;
   std::vector<float> block0_k_mean(const CpuSeq& s, const uint8_t* nk) const;
+  // Room in s's residual window for `tokens` tokens (may throw; s unchanged either way).
+  void reserve_res(CpuSeq& s, int64_t tokens) const;
   void encode_window_block(const CpuSeq& s, const uint8_t* nk, const uint8_t* nv, int64_t b, const float* k_mean,
                            std::vector<uint8_t>* blob) const;
+  // The two steps of both: the K mean of one block's K (fk: block_tokens * row values),
+  // and the block's floats (fk centred in place with K centring) encoded into *blob.
+  std::vector<float> k_mean_of(const float* fk) const;
+  void encode_floats(float* fk, const float* fv, const float* k_mean, std::vector<uint8_t>* blob) const;
+  // Encode ahead (see the top of this file): queue the complete, unflushed blocks of
+  // seq's window that have no job yet (no throw: what cannot be queued is encoded at its
+  // flush); settle and drop seq's jobs / every sequence's jobs (no throw).
+  void schedule_ahead(int seq) noexcept;
+  void drop_ahead(int seq) noexcept;
+  void drop_all_ahead() noexcept;
   // input_check.cpp: n values of dtype as kv_dtype (src itself when dtype is kv_dtype,
   // else *conv), rejecting values that are not finite in kv_dtype (NaN, inf, or
   // overflow by the conversion) with an error naming sequence, token, head and channel.
@@ -122,6 +151,9 @@ class CpuCache final : public CacheImpl {
   // blocks wholly expired. No throw.
   void expire(CpuSeq& s) noexcept;  // set by the first fork: blocks may be shared between sequences
   std::vector<CpuSeq> seqs_;
+  bool ahead_on_ = false;  // encode ahead (see the top of this file)
+  // the jobs of a sequence's window blocks 0, 1, ..., in order (absent: none)
+  std::unordered_map<int, std::vector<std::shared_ptr<AheadJob>>> ahead_;
   size_t row_ = 0;   // values per token (n_kv_heads * head_dim)
   size_t elem_ = 0;  // bytes per kv_dtype element
 };

@@ -53,6 +53,7 @@ class PageTable {
     return b < base_ ? nullptr : blocks_[b - base_].page->data + blocks_[b - base_].offset;
   }
   const Page* open_page() const { return open_; }
+  size_t open_fill() const { return open_fill_; }  // bytes written into the open page
   size_t table_capacity_bytes() const { return blocks_.capacity() * sizeof(BlockRef); }
 
   // Placement of blobs of these sizes (each <= page_bytes). Pure.
