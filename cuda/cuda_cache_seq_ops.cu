@@ -60,9 +60,10 @@ size_t CudaCache::ring_bytes() const {
 }
 
 void CudaCache::alloc_rings(Seq& s) {
-  // K and V rings in one cudaMalloc (bench/RESULTS.md, "Device memory held": not from the
-  // stream-ordered pool, which holds memory in larger chunks than one sequence uses);
-  // s.ring_k owns it.
+  // K and V rings in one cudaMalloc, not from the stream-ordered pool, which holds device
+  // memory in chunks larger than one sequence uses (bench/RESULTS.md, "Paged device pool":
+  // one sequence's free-memory drop 3.2x its used bytes; not yet re-measured with this
+  // change: bench/alloc_granularity.cu measures what each allocator takes); s.ring_k owns it.
   void* both_rings = nullptr;
   check(cudaMalloc(&both_rings, 2 * ring_bytes()), "cudaMalloc(residual ring)");
   s.ring_k = both_rings;

@@ -160,7 +160,7 @@ PACKKV_API packkv_status_t packkv_x_pool_params_init(packkv_x_pool_params_t* par
  *  measurement in bench/RESULTS.md, "Page size"); for params.device >= 0 further rounded
  *  up to a power of two up to 2 MiB, or to a multiple of 2 MiB, so that pages tile the
  *  device allocator's 2 MiB granules (2 MiB for 8 KV heads x 128 with the default codes;
- *  bench/RESULTS.md, "Device memory held"). A pool's pages must hold at least one
+ *  cuda/device_pages.cu). A pool's pages must hold at least one
  *  largest-possible block (16-byte aligned); the message of a refused
  *  packkv_x_cache_create_in_pool gives that minimum.
  *  @param params     [host] cache params (validated as by packkv_cache_create).

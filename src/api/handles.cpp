@@ -16,7 +16,8 @@ size_t page_bytes_for(const fmt::Shape& shape, int device) {
   const size_t host = (PACKKV_X_BLOCKS_PER_PAGE * block + unit - 1) / unit * unit;
   if (device < 0) return host;
   // Device pages tile cudaMalloc's 2 MiB granules exactly (cuda/device_pages.cu): a power
-  // of two up to 2 MiB, else a multiple of 2 MiB (bench/RESULTS.md, "Device memory held").
+  // of two up to 2 MiB, else a multiple of 2 MiB (the slab waste of bench/RESULTS.md "Paged
+  // device pool": up to 2 pages per 4 MiB slab of 1.3 MiB pages).
   const size_t granule = (size_t)2 << 20;
   if (host > granule) return (host + granule - 1) / granule * granule;
   size_t p = unit;
