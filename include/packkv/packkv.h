@@ -423,6 +423,7 @@ PACKKV_API packkv_status_t packkv_cache_device(const packkv_cache_t* cache, int3
  *                    `dtype`, sequences in the order of h_seq_ids, tokens in order.
  *                    Host memory for a CPU cache, device memory for a CUDA cache.
  *  @param v_new      V of the new tokens, same shape, dtype and memory as k_new.
+ *                    k_new and v_new may be NULL when every count is 0 (nothing is read).
  *  @param dtype      PACKKV_DTYPE_F16, _BF16 or _F32; values are converted to
  *                    params.kv_dtype (round to nearest even) on entry.
  *  @param stream     CUDA stream (ignored by a CPU cache).
@@ -557,7 +558,8 @@ PACKKV_API packkv_status_t packkv_cache_sync(const packkv_cache_t* cache);
  *   Thread-safety: read-only calls; concurrent calls on one cache need separate
  *   workspaces.
  *   Queries and probabilities are not checked for NaN or infinity (that would cost a
- *   pass over them); non-finite inputs give non-finite outputs.
+ *   pass over them); non-finite inputs give non-finite outputs (on a CPU cache, decode
+ *   gives NaN out and lse for a query head with a non-finite value).
  *   Row strides (ld_scores, ld_probs) must be >= the longest requested sequence and
  *   small enough that n_seqs * n_q_heads * ld elements are addressable; when every
  *   requested sequence is empty, 0 is allowed and scores / probs may be NULL (nothing is

@@ -163,9 +163,13 @@ PACKKV_API packkv_status_t packkv_x_pool_params_init(packkv_x_pool_params_t* par
  *  cuda/device_pages.cu). A pool's pages must hold at least one
  *  largest-possible block (16-byte aligned); the message of a refused
  *  packkv_x_cache_create_in_pool gives that minimum.
- *  @param params     [host] cache params (validated as by packkv_cache_create).
+ *  @param params     [host] cache params (validated as by packkv_cache_create, except
+ *                    that params.device is not looked up: only host (-1) or device
+ *                    (>= 0) matters).
  *  @param page_bytes [host] out.
- *  @return as packkv_cache_create's validation. Thread-safe. */
+ *  @return as packkv_cache_create's validation; PACKKV_ERR_INVALID_ARGUMENT when 16
+ *          largest-possible blocks pass the largest page (2^31 bytes; the message names
+ *          the shape). Thread-safe. */
 PACKKV_API packkv_status_t packkv_x_pool_page_bytes_for(const packkv_cache_params_t* params, int64_t* page_bytes);
 
 /** Creates a pool.

@@ -14,6 +14,12 @@ size_t page_bytes_for(const fmt::Shape& shape, int device) {
   const size_t block = align16(shape.max_blob_bytes());
   const size_t unit = (size_t)64 << 10;
   const size_t host = (PACKKV_X_BLOCKS_PER_PAGE * block + unit - 1) / unit * unit;
+  const size_t largest = (size_t)1 << 31;  // pool pages (pool/page_pool.cpp)
+  if (host > largest)  // (a device page, host rounded up to 2 MiB multiples, is then <= 2^31 too)
+    fail(PACKKV_ERR_INVALID_ARGUMENT,
+         "the shape's largest block (" + std::to_string(block) + " bytes) x " +
+             std::to_string(PACKKV_X_BLOCKS_PER_PAGE) + " passes the largest page (2^31 bytes): fewer KV heads, a "
+             "smaller head_dim or fewer block_tokens");
   if (device < 0) return host;
   // Device pages tile cudaMalloc's 2 MiB granules exactly (cuda/device_pages.cu): a power
   // of two up to 2 MiB, else a multiple of 2 MiB (the slab waste of bench/RESULTS.md "Paged

@@ -184,6 +184,16 @@ void CpuCache::decode(const AttnArgs& a, float scale, float* out, float* lse) co
         if (lse) lse[row] = (float)(m + std::log(w_sum));
       }
     }
+  // A query head with a NaN or infinite value gives NaN (packkv.h: non-finite inputs give
+  // non-finite outputs): its NaN scores are passed over by the softmax's maximum, which
+  // would otherwise read the row as empty (zeros, lse -inf) and hide the bad input.
+  const size_t rows = (size_t)a.n_seqs * a.n_q_heads;
+  for (size_t row = 0; row < rows; ++row) {
+    const float* qr = q.data() + row * d;
+    if (std::all_of(qr, qr + d, [](float v) { return std::isfinite(v); })) continue;
+    std::fill(out + row * d, out + (row + 1) * d, std::numeric_limits<float>::quiet_NaN());
+    if (lse) lse[row] = std::numeric_limits<float>::quiet_NaN();
+  }
 }
 
 std::vector<float> CpuCache::load_q(const AttnArgs& a) const {

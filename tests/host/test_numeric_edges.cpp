@@ -388,3 +388,32 @@ TEST_CASE("numeric edges: queries near +-3e38 give finite scores when q . k fits
     CHECK(std::fabs(sc[t] - sref[t]) <= 1e-5 * 3e38 * 1e-3 * kD);
   }
 }
+
+TEST_CASE("numeric edges: a query head with NaN or infinity decodes to NaN, not to an empty sequence") {
+  // fresh8 F1: its NaN scores were passed over by the softmax's maximum, so decode gave
+  // zeros and lse -inf, the result of an empty sequence (packkv.h: non-finite inputs give
+  // non-finite outputs). The other query heads keep their finite results.
+  for (int t : {3, 200, 2000}) {
+    CAPTURE(t);
+    packkv_cache_params_t p = pkt::params(2, 64, 1);
+    p.n_threads = 1;
+    pkt::Cache c(p);
+    std::vector<float> k((size_t)t * 2 * 64);
+    for (size_t i = 0; i < k.size(); ++i) k[i] = std::sin(0.37f * (float)i);
+    int32_t id = 0, n = t;
+    REQUIRE(packkv_cache_append(c, 1, &id, &n, k.data(), k.data(), PACKKV_DTYPE_F32, nullptr) == PACKKV_OK);
+    std::vector<float> q(4 * 64, 0.25f), out(4 * 64), lse(4);
+    q[0 * 64 + 5] = std::nanf("");
+    for (int i = 0; i < 64; ++i) q[1 * 64 + i] = INFINITY;
+    q[3 * 64 + 7] = -INFINITY;
+    REQUIRE(packkv_attn_decode(c, 1, &id, 4, q.data(), PACKKV_DTYPE_F32, 0.125f, out.data(), lse.data(), nullptr, 0,
+                               nullptr) == PACKKV_OK);
+    for (int h : {0, 1, 3}) {
+      CAPTURE(h);
+      CHECK(std::isnan(lse[h]));
+      for (int i = 0; i < 64; ++i) CHECK(std::isnan(out[(size_t)h * 64 + i]));
+    }
+    CHECK(std::isfinite(lse[2]));  // head 2: all 0.25, a finite result
+    for (int i = 0; i < 64; ++i) CHECK(std::isfinite(out[2 * 64 + i]));
+  }
+}

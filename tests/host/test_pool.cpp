@@ -423,6 +423,29 @@ TEST_CASE("pool: page_bytes_for on a device tiles the allocator's 2 MiB granules
   CHECK(dev == granule);
 }
 
+TEST_CASE("pool: a shape whose pages would pass 2^31 bytes is refused by page_bytes_for and create alike") {
+  // fresh8 F2: page_bytes_for returned 2349072384 and create then refused a page_bytes the
+  // user never set. 1024 KV heads x 256, blocks of 256 tokens, 8-bit codes: one largest
+  // block alone is 1024 * 256 * 256 * 2 (K and V) bytes = 128 MiB, 16 of them 2 GiB + fields.
+  packkv_cache_params_t p = pkt::params(1024, 256, 1);
+  p.block_tokens = 256;
+  p.residual_tokens = 256;
+  p.bits_k = p.bits_v = 8;
+  int64_t page = -7;
+  for (int device : {-1, 0}) {
+    CAPTURE(device);
+    p.device = device;
+    CHECK(packkv_x_pool_page_bytes_for(&p, &page) == PACKKV_ERR_INVALID_ARGUMENT);
+    CHECK(std::string(packkv_last_error_message()).find("passes the largest page (2^31 bytes)") != std::string::npos);
+    CHECK(page == -7);
+  }
+  p.device = -1;
+  packkv_cache_t* c = reinterpret_cast<packkv_cache_t*>(1);
+  CHECK(packkv_cache_create(&p, &c) == PACKKV_ERR_INVALID_ARGUMENT);
+  CHECK(c == nullptr);
+  CHECK(std::string(packkv_last_error_message()).find("passes the largest page (2^31 bytes)") != std::string::npos);
+}
+
 TEST_CASE("pool: parameter errors of page_bytes_for and create_in_pool name the function called") {
   // fresh6 item 1: both reported "packkv_cache_create: ..." (packkv.h: the message names
   // the function that was called).
