@@ -35,12 +35,13 @@
 // Every call sets and restores the device; every enqueuing call takes a stream.
 // append and the attention calls allocate nothing and never synchronize the host,
 // except that append allocates a sequence's rings at its first tokens (cudaMalloc, which
-// synchronizes the device: once per sequence id, kept for the id's later sequences), the flush scratch (kept: 4 blocks,
-// cudaMalloc at the first flush; a prefill of more blocks: cudaMallocAsync, freed in stream
-// order at the end of its append), takes pool pages (a new slab from cudaMalloc, which synchronizes
-// the device, when the pool has no free page; never with a reserving pool); and an append whose worst
-// case passes the pool's budget first waits for the cache's work to learn the exact
-// placement (then fails with PACKKV_X_ERR_BUDGET_EXCEEDED if that still does not fit).
+// synchronizes the device: once per sequence id, kept for the id's later sequences) and
+// the flush scratch (kept: 4 blocks, cudaMalloc at the first flush; a prefill of more
+// blocks: cudaMallocAsync, freed in stream order at the end of its append), takes pool
+// pages (a new slab from cudaMalloc, which synchronizes the device, when the pool has no
+// free page; never with a reserving pool); and an append whose worst case passes the
+// pool's budget first waits for the cache's work to learn the exact placement (then fails
+// with PACKKV_X_ERR_BUDGET_EXCEEDED if that still does not fit).
 // Attention calls neither allocate nor synchronize, so they should be capturable in a CUDA
 // graph; capture has not been tested. Known limitations: greedy repacking is CPU-only
 // (create fails with NOT_SUPPORTED); remove_seq and reset synchronize with the cache's
